@@ -1,0 +1,51 @@
+# tablesync — the two set-up commands are `make demo` and `make test`;
+# both install what they need on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+
+.PHONY: install infra-up infra-down infra-status migrate lint format test test-unit \
+        test-integration test-faults demo bench bench-smoke clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+infra-up: $(STAMP)
+	$(PY) -m tablesync.localinfra up
+
+infra-down: $(STAMP)
+	$(PY) -m tablesync.localinfra down
+
+infra-status: $(STAMP)
+	$(PY) -m tablesync.localinfra status
+
+migrate: infra-up
+	$(VENV)/bin/tablesync db migrate
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check services tests bench
+	$(VENV)/bin/ruff format --check services tests bench
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format services tests bench
+	$(VENV)/bin/ruff check --fix services tests bench
+
+test: infra-up
+	$(VENV)/bin/pytest
+
+test-unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit
+
+test-integration: infra-up
+	$(VENV)/bin/pytest tests/integration tests/contract
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

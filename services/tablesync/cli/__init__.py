@@ -1,0 +1,1 @@
+"""The ``tablesync`` command: one Typer sub-app per noun."""

@@ -1,0 +1,67 @@
+"""What every sub-command shares: settings, exit codes, JSON output, async entry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine
+from datetime import date, datetime
+from typing import Any, NoReturn, TypeVar
+from uuid import UUID
+
+import typer
+
+from tablesync.errors import TablesyncError
+from tablesync.logging import configure_logging
+from tablesync.settings import Settings
+
+__all__ = [
+    "EXIT_FAILED_RECORDS",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "fail",
+    "load_settings",
+    "print_json",
+    "run_async",
+]
+
+EXIT_OK = 0
+EXIT_FAILED_RECORDS = 1
+EXIT_USAGE = 2
+
+T = TypeVar("T")
+
+
+def load_settings() -> Settings:
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Runs ``coro``; tablesync errors and refused connections become one-line reasons."""
+    try:
+        return asyncio.run(coro)
+    except TablesyncError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"connection failed: {exc}")
+
+
+def _default(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def print_json(value: object) -> None:
+    json.dump(value, sys.stdout, default=_default, indent=2, sort_keys=False)
+    sys.stdout.write("\n")

@@ -1,0 +1,1 @@
+"""Pure core: no I/O, standard library only."""

@@ -1,0 +1,153 @@
+"""Session fixtures shared by every test suite.
+
+``infra`` gives integration tests real Kafka and PostgreSQL servers: containers
+when a Docker engine answers, otherwise the local servers of
+``tablesync.localinfra`` (left running afterwards; ``make infra-down`` stops them).
+With ``TABLESYNC_FORBID_SKIPS=1`` every skipped test counts as a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tablesync import localinfra
+from tablesync.localinfra.kafka import broker_ready
+from tablesync.localinfra.postgres import ensure_databases
+from tablesync.settings import Settings, with_database
+
+FORBID_SKIPS_ENV = "TABLESYNC_FORBID_SKIPS"
+KAFKA_IMAGE = "apache/kafka:4.1.1"
+POSTGRES_IMAGE = "postgres:17"
+CONTAINER_READY_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class InfraEndpoints:
+    kafka_bootstrap_servers: str
+    database_dsn: str
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[InfraEndpoints]:
+    if _docker_answers():
+        yield from _containers()
+    else:
+        yield _local_servers()
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        result = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def _local_servers() -> InfraEndpoints:
+    settings = Settings()
+    localinfra.up(settings)
+    return InfraEndpoints(settings.kafka_bootstrap_servers, settings.database_dsn())
+
+
+def _containers() -> Iterator[InfraEndpoints]:
+    # testcontainers is the optional `docker` extra: imported only when Docker answers.
+    from testcontainers.community.postgres import PostgresContainer  # noqa: PLC0415
+    from testcontainers.core.container import DockerContainer  # noqa: PLC0415
+    from testcontainers.core.docker_client import DockerClient  # noqa: PLC0415
+
+    host = DockerClient().host()
+    kafka_port = _free_port()
+    kafka = (
+        DockerContainer(KAFKA_IMAGE)
+        .with_bind_ports(9092, kafka_port)
+        .with_envs(**_kafka_container_env(host, kafka_port))
+    )
+    postgres = PostgresContainer(
+        POSTGRES_IMAGE, username="postgres", password="postgres", dbname="tablesync", driver=None
+    )
+    with kafka, postgres:
+        bootstrap = f"{host}:{kafka_port}"
+        dsn = postgres.get_connection_url()
+        asyncio.run(_prepare_containers(bootstrap, dsn))
+        yield InfraEndpoints(bootstrap, dsn)
+
+
+def _kafka_container_env(host: str, port: int) -> dict[str, str]:
+    return {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{host}:{port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS": "6",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_NUM_PARTITIONS": "6",
+    }
+
+
+async def _prepare_containers(bootstrap: str, dsn: str) -> None:
+    deadline = time.monotonic() + CONTAINER_READY_TIMEOUT_S
+    while not await broker_ready(bootstrap, 5.0):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Kafka container at {bootstrap} never answered metadata")
+        await asyncio.sleep(0.5)
+    emulator_dsns = [with_database(dsn, f"tablesync_{side}") for side in ("bc", "dataverse")]
+    await ensure_databases(with_database(dsn, "postgres"), [dsn, *emulator_dsns])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _skips_forbidden() -> bool:
+    return os.environ.get(FORBID_SKIPS_ENV) == "1"
+
+
+def _forbidden_skip_message(longrepr: object) -> str:
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else longrepr
+    return f"skipped while {FORBID_SKIPS_ENV}=1: {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    # An expected failure (xfail) is reported as skipped too, but it ran.
+    if _skips_forbidden() and report.skipped and not hasattr(report, "wasxfail"):
+        report.longrepr = _forbidden_skip_message(report.longrepr)
+        report.outcome = "failed"
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    report = yield
+    if _skips_forbidden() and report.skipped:
+        report.longrepr = _forbidden_skip_message(report.longrepr)
+        report.outcome = "failed"
+    return report

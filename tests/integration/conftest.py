@@ -1,0 +1,59 @@
+"""Fixtures for tests on the real Kafka and PostgreSQL: a fresh state database
+and fresh topic names for every test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from tablesync.adapters.postgres import migrate
+from tablesync.settings import with_database
+from tests.conftest import InfraEndpoints
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+async def state_template(infra: InfraEndpoints) -> AsyncIterator[str]:
+    """A migrated database that each test's database is copied from."""
+    name = f"tablesync_tpl_{uuid.uuid4().hex[:10]}"
+    admin = with_database(infra.database_dsn, "postgres")
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    await migrate(with_database(infra.database_dsn, name))
+    yield name
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def state_dsn(infra: InfraEndpoints, state_template: str) -> AsyncIterator[str]:
+    """A fresh, migrated state database for one test."""
+    name = f"tablesync_t_{uuid.uuid4().hex[:12]}"
+    admin = with_database(infra.database_dsn, "postgres")
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{state_template}"')
+    finally:
+        await conn.close()
+    yield with_database(infra.database_dsn, name)
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """Topics no other test uses."""
+    return f"t{uuid.uuid4().hex[:10]}."
