@@ -1,0 +1,277 @@
+"""Field values from one side to the other: transforms, lookups, and the diff
+against what the destination holds now.
+
+Mapped values are kept per field mapping rather than per raw name, because a
+Dataverse lookup is read as ``_x_value`` but written as ``nav@odata.bind``:
+the diff compares by field mapping and only the payload uses write names."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from tablesync.core.events import Direction, FieldValue, Side
+from tablesync.core.mappings import FieldMapping, MappingSet, TableMapping, source_side
+from tablesync.core.records import Ref, WriteValue
+
+__all__ = [
+    "LookupKey",
+    "Mapped",
+    "Unresolved",
+    "changes",
+    "lookup_keys",
+    "map_values",
+    "normalise_key",
+    "read_name",
+    "same_value",
+    "values_hash",
+    "write_name",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class LookupKey:
+    """One lookup to resolve through ``target``'s couplings.
+
+    ``side`` is the side the known value lives on: a BC natural key resolves
+    to a Dataverse id, a Dataverse id to a BC natural key."""
+
+    target: str
+    side: Side
+    value: str
+
+
+def normalise_key(side: Side, value: str) -> str:
+    # BC codes compare trimmed and upper-cased; Dataverse ids are GUIDs.
+    return value.strip().upper() if side == "bc" else value.strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Unresolved:
+    """A lookup whose target is not coupled (yet), or a value with no option mapping."""
+
+    field: FieldMapping
+    value: FieldValue
+    message: str
+    retryable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """The destination values of one record, per field mapping."""
+
+    values: tuple[tuple[FieldMapping, WriteValue], ...]
+    unresolved: tuple[Unresolved, ...] = ()
+
+
+def read_name(f: FieldMapping, side: Side) -> str | None:
+    """The name a field has in rows read from ``side``."""
+    name = f.name(side)
+    if name is not None and side == "dataverse" and f.lookup is not None:
+        return f"_{name}_value"
+    return name
+
+
+def write_name(f: FieldMapping, side: Side, value: WriteValue) -> str | None:
+    """The name a field is written as on ``side``; lookups bind through a navigation property."""
+    name = f.name(side)
+    if name is None or side == "bc" or f.lookup is None:
+        return name
+    if isinstance(value, Ref):
+        nav = f.lookup.navigation_for(value.entity_set) or name
+        return f"{nav}@odata.bind"
+    return f"{f.lookup.navigation[0][1] if f.lookup.navigation else name}@odata.bind"
+
+
+def lookup_keys(
+    mapping: TableMapping, direction: Direction, fields: Mapping[str, FieldValue]
+) -> set[LookupKey]:
+    """Every coupling lookup needed to map ``fields`` in ``direction``."""
+    side = source_side(direction)
+    keys: set[LookupKey] = set()
+    for f in mapping.fields_for(direction):
+        if f.lookup is None or f.has_constant:
+            continue
+        name = read_name(f, side)
+        raw = fields.get(name) if name else None
+        if isinstance(raw, str) and raw.strip():
+            keys.update(LookupKey(t, side, normalise_key(side, raw)) for t in f.lookup.mappings)
+    return keys
+
+
+def map_values(
+    mapping: TableMapping,
+    direction: Direction,
+    fields: Mapping[str, FieldValue],
+    resolved: Mapping[LookupKey, str],
+    mappings: MappingSet,
+    *,
+    creating: bool,
+) -> Mapped:
+    """The destination values of a source record.
+
+    ``resolved`` holds the lookups found in the targets' couplings: for a BC
+    key the Dataverse id, for a Dataverse id the BC key."""
+    side = source_side(direction)
+    values: list[tuple[FieldMapping, WriteValue]] = []
+    unresolved: list[Unresolved] = []
+    for f in mapping.fields_for(direction):
+        if f.on_create_only and not creating:
+            continue
+        if f.has_constant:
+            values.append((f, f.constant))
+            continue
+        name = read_name(f, side)
+        raw = fields.get(name) if name else None
+        if f.lookup is not None:
+            result = _map_lookup(f, side, raw, resolved, mappings, direction)
+            if isinstance(result, Unresolved):
+                unresolved.append(result)
+            else:
+                values.append((f, result))
+            continue
+        converted = _transform(f, side, raw)
+        if isinstance(converted, Unresolved):
+            unresolved.append(converted)
+        else:
+            values.append((f, converted))
+    return Mapped(tuple(values), tuple(unresolved))
+
+
+def _map_lookup(
+    f: FieldMapping,
+    side: Side,
+    raw: FieldValue,
+    resolved: Mapping[LookupKey, str],
+    mappings: MappingSet,
+    direction: Direction,
+) -> WriteValue | Unresolved:
+    assert f.lookup is not None
+    empty: WriteValue = None if side == "bc" else ""
+    if not (isinstance(raw, str) and raw.strip()):
+        return empty
+    key_value = normalise_key(side, raw)
+    for target in f.lookup.mappings:
+        found = resolved.get(LookupKey(target, side, key_value))
+        if found is None:
+            continue
+        if side == "bc":
+            return Ref(mappings.get(target).dataverse_table, found)
+        return found
+    if direction in _clear_directions(f):
+        return empty
+    targets = "/".join(f.lookup.mappings)
+    where = "a Dataverse row" if side == "bc" else "a Business Central record"
+    return Unresolved(
+        f,
+        raw,
+        f"{f.name(side)} {raw} must be coupled to {where} ({targets})",
+        retryable=True,
+    )
+
+
+def _clear_directions(f: FieldMapping) -> tuple[Direction, ...]:
+    assert f.lookup is not None
+    return f.lookup.clear_on_failure
+
+
+def _transform(f: FieldMapping, side: Side, raw: FieldValue) -> FieldValue | Unresolved:
+    t = f.transform
+    value = raw
+    if t.option_map:
+        pairs = t.option_map if side == "bc" else tuple((b, a) for a, b in t.option_map)
+        for src, dst in pairs:
+            if same_value(src, value, code=t.code):
+                value = dst
+                break
+        else:
+            return Unresolved(
+                f, raw, f"{f.name(side)} value {raw!r} has no option mapping", retryable=False
+            )
+    if isinstance(value, str):
+        if t.trim:
+            value = value.strip()
+        if t.code:
+            value = value.strip().upper()
+        if t.max_length is not None:
+            value = value[: t.max_length]
+    return value
+
+
+def _is_empty(value: object) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def _as_number(value: object) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def same_value(a: object, b: object, *, code: bool = False) -> bool:
+    """Whether two field values mean the same to the user.
+
+    Blank text and null are the same (BC has no null text, Dataverse has no
+    empty one); numbers compare by value whatever their JSON type; GUIDs and
+    Code fields ignore case."""
+    if isinstance(a, Ref) or isinstance(b, Ref):
+        a = a.id if isinstance(a, Ref) else a
+        b = b.id if isinstance(b, Ref) else b
+    if _is_empty(a) and _is_empty(b):
+        return True
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b or (a == b and type(a) is type(b))
+    if isinstance(a, str) and isinstance(b, str):
+        if code or (_looks_like_guid(a) and _looks_like_guid(b)):
+            return a.strip().upper() == b.strip().upper()
+        return a == b
+    na, nb = _as_number(a), _as_number(b)
+    if na is not None and nb is not None and not (isinstance(a, str) and isinstance(b, str)):
+        return na == nb
+    return a == b
+
+
+def _looks_like_guid(text: str) -> bool:
+    return len(text) == 36 and text.count("-") == 4
+
+
+def changes(
+    mapped: Mapped, destination_side: Side, current: Mapping[str, FieldValue] | None
+) -> dict[str, WriteValue]:
+    """The payload to write: every value for a create (``current`` None),
+    only the differing ones for an update."""
+    payload: dict[str, WriteValue] = {}
+    for f, value in mapped.values:
+        name = write_name(f, destination_side, value)
+        if name is None:
+            continue
+        if current is not None:
+            existing = current.get(read_name(f, destination_side) or "")
+            if same_value(existing, value, code=f.transform.code):
+                continue
+        payload[name] = value
+    return payload
+
+
+def values_hash(mapped: Mapped) -> str:
+    """A stable digest of mapped values, to recognise a record created before a crash."""
+    parts: Iterable[str] = (
+        f"{f.label()}={_canonical(v)}" for f, v in sorted(mapped.values, key=lambda p: p[0].label())
+    )
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def _canonical(value: WriteValue) -> str:
+    if isinstance(value, Ref):
+        return f"ref:{value.id.lower()}"
+    if _is_empty(value):
+        return ""
+    number = _as_number(value) if not isinstance(value, str) else None
+    if number is not None:
+        return f"n:{number.normalize()}"
+    return f"{type(value).__name__}:{value}"

@@ -1,0 +1,429 @@
+"""What to do with one captured change: the sync rules as pure functions.
+
+Planning a change takes two steps because the rules need facts only the
+sides can tell. ``triage`` looks at the event, the mapping, the job and the
+coupling, and either decides at once (ignore, unchanged, a deletion policy)
+or says what to fetch: the coupled destination row, or the candidates for
+match-based coupling. ``decide_coupled`` / ``decide_uncoupled`` /
+``decide_deletion`` then decide with those facts. The runtime performs the
+decision and records its effects; nothing here does I/O."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from tablesync.core import filters
+from tablesync.core.couplings import Coupling, Stamp, compare_stamps
+from tablesync.core.events import Direction, RecordChanged, Side, other_side
+from tablesync.core.fieldmap import Mapped, changes
+from tablesync.core.mappings import TableMapping, direction_of
+from tablesync.core.records import Row, WriteValue
+
+__all__ = [
+    "COUNTED",
+    "Create",
+    "Decision",
+    "Fail",
+    "FetchCandidates",
+    "FetchDestination",
+    "Ignore",
+    "JobContext",
+    "MarkDeleted",
+    "Pending",
+    "Remove",
+    "Restore",
+    "Skip",
+    "Triage",
+    "Unchanged",
+    "Uncouple",
+    "Update",
+    "counters_of",
+    "decide_coupled",
+    "decide_deletion",
+    "decide_uncoupled",
+    "deterministic_id",
+    "row_of",
+    "stamp_of",
+    "triage",
+]
+
+_ID_NAMESPACE = uuid.UUID("5f0c6d1e-2b7a-4c1e-9a43-7461626c6573")
+
+
+def deterministic_id(mapping: str, source: Side, source_id: str) -> str:
+    """The id a record created on Dataverse gets, so a replayed create finds it."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{mapping}:{source}:{source_id.lower()}"))
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """The job an event counts toward and what the job changes about the rules."""
+
+    job_id: str | None
+    kind: str
+    ignore_only_coupled: bool = False
+
+
+def stamp_of(event: RecordChanged) -> Stamp:
+    return Stamp(event.modified_at, event.etag)
+
+
+def row_of(event: RecordChanged) -> Row:
+    return Row(event.record_id, event.modified_at, event.etag, event.fields, event.modified_by)
+
+
+# Decisions that need no further facts.
+
+
+@dataclass(frozen=True, slots=True)
+class Ignore:
+    """Not this mapping's business (direction, filter, only-coupled): not counted."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """Nothing to write; ``coupling`` (when set) is the coupling with refreshed stamps."""
+
+    coupling: Coupling | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A lookup target is not coupled yet: retried later, never written half-resolved."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    message: str
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Deliberately not synced: the losing side of a conflict, or a conflict under ``none``."""
+
+    message: str
+    error: bool
+
+
+# Decisions that need a fetch first.
+
+
+@dataclass(frozen=True, slots=True)
+class FetchDestination:
+    """Read the coupled record on ``side`` (conflict check, diff, or restore source)."""
+
+    side: Side
+    record_id: str
+    coupling: Coupling
+
+
+@dataclass(frozen=True, slots=True)
+class FetchCandidates:
+    """Uncoupled: look for a match on ``side`` (and a record created before a crash)."""
+
+    side: Side
+    filter: filters.Expr | None
+
+
+Triage = Ignore | Unchanged | FetchDestination | FetchCandidates | Pending
+
+
+# Decisions that write.
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """Create on ``side`` and couple. ``record_id`` is set where the side accepts one."""
+
+    side: Side
+    payload: dict[str, WriteValue]
+    record_id: str | None
+    source_id: str
+    source_stamp: Stamp
+    matched: Row | None = None
+    # The destination record is one this record's own create made before a
+    # crash: it counts as inserted, not as coupled by match.
+    recovered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Write ``payload`` to the coupled record; ``coupling`` carries the new source stamp."""
+
+    side: Side
+    record_id: str
+    payload: dict[str, WriteValue]
+    etag: str | None
+    coupling: Coupling
+    newly_coupled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    """Delete the counterpart of a deleted record and the coupling (deletion policy ``delete``)."""
+
+    side: Side
+    record_id: str
+    coupling: Coupling
+
+
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """Re-create the deleted record on ``side`` from the survivor and couple it anew."""
+
+    side: Side
+    payload: dict[str, WriteValue]
+    record_id: str | None
+    coupling: Coupling
+
+
+@dataclass(frozen=True, slots=True)
+class Uncouple:
+    coupling: Coupling
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkDeleted:
+    """Deletion policy ``none``: keep the coupling, flag it, report it."""
+
+    coupling: Coupling
+    message: str
+
+
+Decision = (
+    Ignore
+    | Unchanged
+    | Pending
+    | Fail
+    | Skip
+    | Create
+    | Update
+    | Remove
+    | Restore
+    | Uncouple
+    | MarkDeleted
+)
+
+COUNTED = (
+    "inserted",
+    "modified",
+    "deleted",
+    "unchanged",
+    "skipped",
+    "failed",
+    "pending",
+    "coupled",
+    "uncoupled",
+)
+
+
+def counters_of(decision: Decision) -> tuple[str, ...]:
+    """The job counters a decision adds to once performed (none: not counted)."""
+    match decision:
+        case Ignore():
+            return ()
+        case Unchanged():
+            return ("unchanged",)
+        case Pending():
+            return ("pending",)
+        case Fail():
+            return ("failed",)
+        case Skip() | MarkDeleted():
+            return ("skipped",)
+        case Create(matched=None) | Create(recovered=True) | Restore():
+            return ("inserted",)
+        case Create(payload=payload):
+            return ("modified" if payload else "unchanged", "coupled")
+        case Update():
+            return ("modified",)
+        case Remove():
+            return ("deleted", "uncoupled")
+        case Uncouple():
+            return ("uncoupled",)
+    return ()
+
+
+def triage(
+    event: RecordChanged, mapping: TableMapping, job: JobContext, coupling: Coupling | None
+) -> Triage:
+    """The first look at an event: decide now, or say what must be fetched."""
+    side = event.side
+    if event.op == "delete":
+        if coupling is None:
+            return Ignore("deleted record was not coupled")
+        already_flagged = coupling.bc_deleted if side == "bc" else coupling.dv_deleted
+        if already_flagged and mapping.deletion == "none":
+            return Unchanged()
+        return FetchDestination(other_side(side), coupling.id_on(other_side(side)), coupling)
+    direction = direction_of(side)
+    if not mapping.allows(direction):
+        return Ignore(f"{mapping.name} does not sync {direction}")
+    if not filters.evaluate(mapping.filter(side), event.fields, ignore_case=side == "dataverse"):
+        return Ignore("outside the mapping's filter")
+    if coupling is not None:
+        if compare_stamps(side, stamp_of(event), coupling.stamp_on(side)) != "newer":
+            return Unchanged()
+        dest = other_side(side)
+        return FetchDestination(dest, coupling.id_on(dest), coupling)
+    if mapping.sync_only_coupled and not job.ignore_only_coupled:
+        return Ignore("not coupled and the mapping syncs only coupled records")
+    return FetchCandidates(other_side(side), None)
+
+
+def _unresolved(mapped: Mapped) -> Pending | Fail | None:
+    if not mapped.unresolved:
+        return None
+    messages = "; ".join(u.message for u in mapped.unresolved)
+    if all(u.retryable for u in mapped.unresolved):
+        return Pending(messages)
+    return Fail(messages)
+
+
+def _conflict_winner(mapping: TableMapping) -> Side | None:
+    if mapping.update_conflict == "get_from_integration":
+        return "dataverse"
+    if mapping.update_conflict == "send_to_integration":
+        return "bc"
+    return None
+
+
+def decide_coupled(
+    event: RecordChanged,
+    mapping: TableMapping,
+    coupling: Coupling,
+    destination: Row,
+    mapped: Mapped,
+) -> Decision:
+    """A newer version of a coupled record, with its counterpart as it is now."""
+    side, dest = event.side, other_side(event.side)
+    problem = _unresolved(mapped)
+    if problem is not None:
+        return problem
+    payload = changes(mapped, dest, destination.fields)
+    refreshed = coupling.with_stamp(side, stamp_of(event))
+    if not payload:
+        return Unchanged(refreshed)
+    dest_changed = (
+        compare_stamps(
+            dest, Stamp(destination.modified_at, destination.etag), coupling.stamp_on(dest)
+        )
+        == "newer"
+    )
+    if dest_changed:
+        winner = _conflict_winner(mapping)
+        if winner is None:
+            return Skip(
+                f"changed in both Business Central and Dataverse since the last sync; "
+                f"{mapping.name} resolves update conflicts with 'none'",
+                error=True,
+            )
+        if winner != side:
+            return Skip(
+                f"update conflict: {_side_name(winner)} wins ({mapping.update_conflict})",
+                error=False,
+            )
+    return Update(dest, destination.id, payload, destination.etag, refreshed)
+
+
+def decide_uncoupled(
+    event: RecordChanged,
+    mapping: TableMapping,
+    mapped: Mapped,
+    candidates: list[Row],
+    *,
+    created_before: Row | None = None,
+    blocked_by_intent: bool = False,
+) -> Decision:
+    """An uncoupled record that may be created on the other side (only-coupled is off).
+
+    ``candidates`` are the uncoupled destination records matching the
+    mapping's match fields; ``created_before`` is the destination record a
+    create of this very record made before a crash."""
+    dest = other_side(event.side)
+    if blocked_by_intent:
+        return Pending("created by tablesync a moment ago; waiting for its coupling")
+    problem = _unresolved(mapped)
+    if problem is not None:
+        return problem
+    found = created_before
+    if found is None and mapping.match:
+        if len(candidates) > 1:
+            return Fail(
+                f"{len(candidates)} uncoupled {mapping.table(dest)} match on "
+                f"{', '.join(m.bc + '/' + m.dataverse for m in mapping.match)}: "
+                "no unique uncoupled matching record"
+            )
+        if candidates:
+            found = candidates[0]
+    if found is not None:
+        return Create(
+            dest,
+            changes(mapped, dest, found.fields),
+            found.id,
+            event.record_id,
+            stamp_of(event),
+            matched=found,
+            recovered=created_before is not None,
+        )
+    record_id = (
+        deterministic_id(mapping.name, event.side, event.record_id) if dest == "dataverse" else None
+    )
+    return Create(dest, changes(mapped, dest, None), record_id, event.record_id, stamp_of(event))
+
+
+def decide_deletion(
+    mapping: TableMapping,
+    coupling: Coupling,
+    gone: Side,
+    survivor: Row | None,
+    mapped_survivor: Mapped | None,
+) -> Decision:
+    """The coupled record on ``gone`` no longer exists; ``survivor`` is its counterpart now."""
+    keep = other_side(gone)
+    where = _side_name(gone)
+    if survivor is None:
+        return Uncouple(coupling, f"deleted in both {_side_name('bc')} and Dataverse")
+    towards_keep: Direction = direction_of(gone)
+    towards_gone: Direction = direction_of(keep)
+    if mapping.deletion == "remove_coupling":
+        return Uncouple(coupling, f"deleted in {where}; coupling removed")
+    if mapping.deletion == "delete" and mapping.allows(towards_keep):
+        return Remove(keep, survivor.id, coupling)
+    if mapping.deletion == "restore" and mapping.allows(towards_gone) and mapped_survivor:
+        problem = _unresolved(mapped_survivor)
+        if problem is not None:
+            return problem
+        record_id = (
+            deterministic_id(mapping.name, keep, f"{survivor.id}:{coupling.id_on(gone)}")
+            if gone == "dataverse"
+            else None
+        )
+        return Restore(gone, changes(mapped_survivor, gone, None), record_id, coupling)
+    flagged = (
+        replace(coupling, bc_deleted=True) if gone == "bc" else replace(coupling, dv_deleted=True)
+    )
+    return MarkDeleted(
+        flagged,
+        f"the coupled record was deleted in {where}; its counterpart in "
+        f"{_side_name(keep)} was kept ({mapping.name} deletion policy '{mapping.deletion}')",
+    )
+
+
+def _side_name(side: Side) -> str:
+    return "Business Central" if side == "bc" else "Dataverse"
+
+
+def stamp_after(row: Row) -> Stamp:
+    return Stamp(row.modified_at, row.etag)
+
+
+def as_of(when: datetime) -> Stamp:
+    return Stamp(when, None)

@@ -1,0 +1,103 @@
+"""Rows as the sync engine sees them, on either side, and writes to a side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeAlias
+
+from tablesync.core.events import FieldValue
+
+__all__ = [
+    "Create",
+    "Delete",
+    "Missing",
+    "Ref",
+    "Rejected",
+    "Row",
+    "Stale",
+    "Update",
+    "WriteOp",
+    "WriteResult",
+    "Written",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One record as an API returned it."""
+
+    id: str
+    modified_at: datetime
+    etag: str | None
+    fields: dict[str, FieldValue] = field(default_factory=dict, hash=False)
+    modified_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A Dataverse lookup value to write: ``<navigation>@odata.bind: /<entity_set>(<id>)``."""
+
+    entity_set: str
+    id: str
+
+
+WriteValue: TypeAlias = FieldValue | Ref
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    values: dict[str, WriteValue]
+    # Dataverse accepts a caller-chosen primary key; BC's id is read-only.
+    record_id: str | None = None
+    tag: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    record_id: str
+    values: dict[str, WriteValue]
+    etag: str | None = None
+    tag: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    record_id: str
+    etag: str | None = None
+    tag: str = ""
+
+
+WriteOp: TypeAlias = Create | Update | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The write happened; ``row`` is the record as stored after it (None after a delete)."""
+
+    row: Row | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The API refused this record (4xx); ``message`` is the API's own."""
+
+    status: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """The record to update or delete does not exist (404)."""
+
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """The ETag given no longer matches (412): someone wrote in between."""
+
+    message: str = ""
+
+
+WriteResult: TypeAlias = Written | Rejected | Missing | Stale

@@ -1,0 +1,152 @@
+"""Mapping documents: the defaults load in dependency order; every invalid
+mapping is refused with a message naming the mapping, field and line."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tablesync.adapters.mapping_file import load_mapping_file, parse_mapping_text
+from tablesync.core.mapping_load import build_mappings, catalog_tables
+from tablesync.errors import MappingError
+
+DEFAULT = Path(__file__).resolve().parents[2] / "mappings" / "default.yaml"
+
+
+def _doc() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(DEFAULT.read_text())
+    return data
+
+
+def _refused(doc: dict[str, Any]) -> MappingError:
+    with pytest.raises(MappingError) as info:
+        build_mappings(doc, catalog_tables())
+    return info.value
+
+
+def test_defaults_load_in_bc_dependency_order() -> None:
+    _, mappings = load_mapping_file(DEFAULT)
+    assert mappings.names() == ("CURRENCY", "SALESPEOPLE", "VENDOR", "CUSTOMER", "CONTACTS")
+    customer = mappings.get("CUSTOMER")
+    pairs = {(f.bc, f.dataverse) for f in customer.fields}
+    for bc, dv in [
+        ("number", "accountnumber"),
+        ("displayName", "name"),
+        ("addressLine1", "address1_line1"),
+        ("city", "address1_city"),
+        ("postalCode", "address1_postalcode"),
+        ("country", "address1_country"),
+        ("phoneNumber", "telephone1"),
+        ("email", "emailaddress1"),
+        ("website", "websiteurl"),
+        ("currencyCode", "transactioncurrencyid"),
+        ("salespersonCode", "ownerid"),
+        (None, "customertypecode"),
+    ]:
+        assert (bc, dv) in pairs
+    assert customer.direction == "bidirectional"
+    assert mappings.get("CURRENCY").direction == "to_integration"
+    assert mappings.get("SALESPEOPLE").direction == "from_integration"
+
+
+def test_unknown_field_names_mapping_field_and_line() -> None:
+    text = DEFAULT.read_text().replace(
+        "{bc: city, dataverse: address1_city, max_length: 30}",
+        "{bc: town, dataverse: address1_city, max_length: 30}",
+        1,
+    )
+    with pytest.raises(MappingError) as info:
+        parse_mapping_text(text, source="m.yaml")
+    message = str(info.value)
+    assert "'town' is not a field of vendors" in message
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "bc: town" in row)
+    assert f"m.yaml:{line}" in message
+    assert info.value.mapping == "VENDOR"
+
+
+def test_bad_filter_names_the_position() -> None:
+    doc = _doc()
+    doc["mappings"]["CUSTOMER"]["table_filter"] = "blocked eq ' ' and"
+    error = _refused(doc)
+    assert error.mapping == "CUSTOMER" and error.field == "table_filter"
+    assert "position 18" in str(error)
+
+
+def test_filter_on_unknown_property_is_refused() -> None:
+    doc = _doc()
+    doc["mappings"]["CUSTOMER"]["integration_table_filter"] = "statuscode eq 0 and nmae eq 'x'"
+    error = _refused(doc)
+    assert "nmae" in str(error) and error.field == "integration_table_filter"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda d: d["mappings"]["CUSTOMER"].update(direction="sideways"),
+            "direction must be one of",
+        ),
+        (
+            lambda d: d["mappings"]["CUSTOMER"].update(bc_table="clients"),
+            "unknown Business Central entity set 'clients'",
+        ),
+        (lambda d: d["mappings"]["CUSTOMER"].update(depends_on=["CONTACTS"]), "cycle"),
+        (lambda d: d["mappings"]["CUSTOMER"].update(depends_on=["NOPE"]), "unknown mapping 'NOPE'"),
+        (
+            lambda d: d["mappings"]["CUSTOMER"].update(update_conflict="coin"),
+            "update_conflict must be one of",
+        ),
+        (lambda d: d["mappings"]["CUSTOMER"].update(deletion="shred"), "deletion must be one of"),
+        (lambda d: d["mappings"]["CUSTOMER"].update(colour="blue"), "unknown key(s) colour"),
+        (lambda d: d["mappings"]["CUSTOMER"].update(fields=[]), "fields is a non-empty list"),
+        (lambda d: d["mappings"]["CURRENCY"].update(depends_on=["CUSTOMER"]), "cycle"),
+        (lambda d: d["mappings"]["CONTACTS"].update(depends_on=["CURRENCY"]), "must come first"),
+    ],
+)
+def test_invalid_mapping_is_refused(change: Any, expected: str) -> None:
+    doc = copy.deepcopy(_doc())
+    change(doc)
+    assert expected in str(_refused(doc))
+
+
+def _customer_field(doc: dict[str, Any], **field: Any) -> MappingError:
+    doc["mappings"]["CUSTOMER"]["fields"].append(field)
+    return _refused(doc)
+
+
+def test_field_rules() -> None:
+    assert "read-only" in str(
+        _customer_field(
+            _doc(), bc="balanceDue", dataverse="creditlimit", direction="from_integration"
+        )
+    )
+    assert "is a lookup" in str(
+        _customer_field(_doc(), bc="currencyCode", dataverse="transactioncurrencyid")
+    )
+    assert "exactly one field" in str(
+        _customer_field(_doc(), bc="city", dataverse="name", constant="x")
+    )
+    assert "never applies" in str(_refused(_set_direction(_doc(), "CURRENCY", "from_integration")))
+    assert "one-to-one" in str(
+        _customer_field(
+            _doc(), bc="type", dataverse="fax", option_map={"Company": "x", "Person": "x"}
+        )
+    )
+    assert "max_length is a positive integer" in str(
+        _customer_field(_doc(), bc="city", dataverse="fax", max_length=0)
+    )
+
+
+def _set_direction(doc: dict[str, Any], mapping: str, direction: str) -> dict[str, Any]:
+    doc["mappings"][mapping]["fields"][0]["direction"] = direction
+    return doc
+
+
+def test_no_mappings_is_refused() -> None:
+    assert "non-empty 'mappings'" in str(_refused({"mappings": {}}))
+    with pytest.raises(MappingError, match="not valid YAML"):
+        parse_mapping_text("mappings: [", source="x.yaml")
