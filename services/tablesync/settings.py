@@ -86,6 +86,10 @@ class SyncSettings(BaseModel):
         default=2.0, description="First retry delay of a pending record."
     )
     retry_backoff_max_s: float = 300.0
+    delete_scan_interval_s: float = Field(
+        default=30.0,
+        description="How often capture compares coupled records with the ids that still exist.",
+    )
     skip_after_failures: int = Field(
         default=5, description="Identical failures after which a record becomes skipped."
     )
@@ -112,6 +116,12 @@ class Settings(BaseSettings):
     admin_host: str = "127.0.0.1"
     admin_port: int = 8080
     admin_token: SecretStr = SecretStr(DEFAULT_TOKEN)
+
+    fault_point: str | None = Field(
+        default=None,
+        description="Fault suite only: a point where the process kills itself (see faults.py).",
+    )
+    fault_after: int = Field(default=1, description="Fault suite only: on the Nth pass.")
 
     bc: ApiSettings = ApiSettings(base_url="http://127.0.0.1:7048/BC/api/v2.0")
     dataverse: ApiSettings = ApiSettings(base_url="http://127.0.0.1:7049/api/data/v9.2")

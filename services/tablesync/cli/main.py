@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tablesync.cli import db, infra
+from tablesync.cli import couplings, db, infra, jobs, mappings, run, sync
 
 app = typer.Typer(
     name="tablesync",
@@ -12,8 +12,17 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(run.app, name="run")
+app.add_typer(mappings.app, name="mappings")
 app.add_typer(db.app, name="db")
 app.add_typer(infra.app, name="infra")
+app.command("full-sync")(sync.full_sync)
+app.command("sync-modified")(sync.sync_modified)
+app.command("jobs")(jobs.jobs)
+app.command("errors")(jobs.errors)
+app.command("couplings")(couplings.couplings)
+app.command("couple")(couplings.couple)
+app.command("uncouple")(couplings.uncouple)
 
 
 def main() -> None:

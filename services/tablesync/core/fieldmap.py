@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from tablesync.core import catalog
 from tablesync.core.events import Direction, FieldValue, Side
 from tablesync.core.mappings import FieldMapping, MappingSet, TableMapping, source_side
 from tablesync.core.records import Ref, WriteValue
@@ -135,9 +136,30 @@ def map_values(
         converted = _transform(f, side, raw)
         if isinstance(converted, Unresolved):
             unresolved.append(converted)
+        elif converted is None and side == "dataverse" and f.bc is not None:
+            values.append((f, _bc_blank(mapping.bc_table, f.bc)))
         else:
             values.append((f, converted))
     return Mapped(tuple(values), tuple(unresolved))
+
+
+def _bc_blank(entity_set: str, name: str) -> FieldValue:
+    """What BC stores for "no value": it has no null text, number or flag."""
+    try:
+        edm = catalog.entity("bc", entity_set).fields[name].edm_type
+    except KeyError:
+        return None
+    return _BC_BLANKS.get(edm)
+
+
+_BC_BLANKS: dict[str, FieldValue] = {
+    "Edm.String": "",
+    "Edm.Decimal": 0,
+    "Edm.Int32": 0,
+    "Edm.Int64": 0,
+    "Edm.Boolean": False,
+    "Edm.Guid": str(catalog.EMPTY_GUID),
+}
 
 
 def _map_lookup(

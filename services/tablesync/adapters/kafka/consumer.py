@@ -45,6 +45,7 @@ class BatchConsumer:
         on_revoked: PartitionHook = _noop,
         auto_offset_reset: str = "earliest",
         fetch_max_wait_ms: int = 100,
+        max_poll_interval_ms: int = 600000,
     ) -> None:
         self.topics = tuple(topics)
         self.group_id = group_id
@@ -58,7 +59,7 @@ class BatchConsumer:
             max_partition_fetch_bytes=4 << 20,
             session_timeout_ms=10000,
             heartbeat_interval_ms=1000,
-            max_poll_interval_ms=600000,
+            max_poll_interval_ms=max_poll_interval_ms,
         )
         self._listener = _Listener(on_assigned, on_revoked)
 

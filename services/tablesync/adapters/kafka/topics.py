@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+import time
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -16,6 +18,7 @@ __all__ = ["TopicSpec", "Topics", "ensure_topics"]
 _LEGAL = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 # Retain captured changes long enough to replay a window after a mapping fix.
 _CDC_RETENTION_MS = 14 * 24 * 3600 * 1000
+_LEADER_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,5 +102,22 @@ async def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> None:
         # Another service may create one between our listing and our request.
         with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(new)
+        await _until_led(admin, [s.name for s in missing])
     finally:
         await admin.close()
+
+
+async def _until_led(admin: AIOKafkaAdminClient, names: list[str]) -> None:
+    """Waits until every partition of the new topics has a leader, so the first
+    produce and fetch do not bounce off a partition still being elected."""
+    deadline = time.monotonic() + _LEADER_TIMEOUT_S
+    while time.monotonic() < deadline:
+        described = await admin.describe_topics(names)
+        if all(
+            t["error_code"] == 0
+            and t["partitions"]
+            and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in described
+        ):
+            return
+        await asyncio.sleep(0.1)

@@ -1,0 +1,369 @@
+"""Everything apply writes after a batch, in one transaction, and what it reads back.
+
+The effects of a batch — couplings, job counters, error rows, per-record
+retry status, intents resolved and the position reached on each partition —
+are committed together, and the position only ever moves forward, so a batch
+replayed after a crash finds its own position and changes nothing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from tablesync.adapters.postgres.couplings import delete_couplings, write_couplings
+from tablesync.core.couplings import Coupling
+from tablesync.core.events import Side
+from tablesync.core.plan import COUNTED
+
+__all__ = [
+    "ApplyStateStore",
+    "BatchEffects",
+    "DueRecord",
+    "ErrorRow",
+    "Intent",
+    "StatusChange",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRow:
+    job_id: str
+    mapping: str
+    direction: str
+    source_side: Side
+    source_id: str
+    destination_id: str | None
+    message: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A record that did not sync this time: pending, failed (retried) or skipped."""
+
+    mapping: str
+    source_side: Side
+    source_id: str
+    status: str
+    reason: str
+    message: str
+    destination_id: str | None
+    next_attempt_at: datetime | None
+    job_id: str | None
+    event: bytes
+    waiting_for: tuple[str, ...] = ()
+    same_failures: int = 1
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    mapping: str
+    source_side: Side
+    source_id: str
+    dest_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DueRecord:
+    mapping: str
+    source_side: Side
+    source_id: str
+    status: str
+    message: str
+    attempts: int
+    same_failures: int
+    event: bytes
+
+
+@dataclass
+class BatchEffects:
+    """What one batch changes in the state database."""
+
+    mapping: str
+    couplings: list[tuple[Coupling, str]] = field(default_factory=list)
+    uncoupled: list[Coupling] = field(default_factory=list)
+    resolved_intents: list[tuple[Side, str]] = field(default_factory=list)
+    statuses: list[StatusChange] = field(default_factory=list)
+    cleared: list[tuple[Side, str]] = field(default_factory=list)
+    errors: list[ErrorRow] = field(default_factory=list)
+    counters: dict[tuple[str, str, int], Counter[str]] = field(default_factory=dict)
+    finished: list[tuple[str, str, int]] = field(default_factory=list)
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def count(self, job_id: str, topic: str, partition: int, *names: str) -> None:
+        counter = self.counters.setdefault((job_id, topic, partition), Counter())
+        for name in names:
+            counter[name] += 1
+
+    def empty(self) -> bool:
+        return not (
+            self.couplings
+            or self.uncoupled
+            or self.resolved_intents
+            or self.statuses
+            or self.cleared
+            or self.errors
+            or self.counters
+            or self.finished
+            or self.positions
+        )
+
+
+class ApplyStateStore:
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    async def positions(self, mapping: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+        rows = await self._pool.fetch(
+            "SELECT topic, partition, next_offset FROM apply_positions "
+            "WHERE mapping = $1 AND topic = ANY($2::text[])",
+            mapping,
+            list(topics),
+        )
+        return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+
+    async def commit(self, effects: BatchEffects) -> None:
+        if effects.empty():
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _write(conn, effects)
+
+    async def record_intents(self, intents: Sequence[Intent]) -> None:
+        """Announces creates before the destination is called (committed on return)."""
+        if not intents:
+            return
+        await self._pool.executemany(
+            """
+            INSERT INTO create_intents (mapping, source_side, source_id, dest_id, created_at)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (mapping, source_side, source_id) DO UPDATE SET dest_id = EXCLUDED.dest_id
+            """,
+            [(i.mapping, i.source_side, i.source_id, i.dest_id, i.created_at) for i in intents],
+        )
+
+    async def set_intent_destination(
+        self, mapping: str, items: Sequence[tuple[Side, str, str]]
+    ) -> None:
+        """Notes the id a create got, as soon as the API answered."""
+        if items:
+            await self._pool.executemany(
+                "UPDATE create_intents SET dest_id = $4 "
+                "WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
+                [(mapping, side, sid, did) for side, sid, did in items],
+            )
+
+    async def intents_of(
+        self, mapping: str, side: Side, source_ids: Sequence[str]
+    ) -> dict[str, Intent]:
+        if not source_ids:
+            return {}
+        rows = await self._pool.fetch(
+            "SELECT * FROM create_intents WHERE mapping = $1 AND source_side = $2 "
+            "AND source_id = ANY($3::text[])",
+            mapping,
+            side,
+            list(source_ids),
+        )
+        return {r["source_id"]: _intent(r) for r in rows}
+
+    async def blocking_intents(
+        self, mapping: str, created_side: Side, record_ids: Sequence[str]
+    ) -> set[str]:
+        """Of ``record_ids`` (uncoupled records on ``created_side``), those that may be
+        records tablesync is creating right now: named by an open intent, or any
+        when an intent towards that side has no id yet."""
+        if not record_ids:
+            return set()
+        source_side: Side = "dataverse" if created_side == "bc" else "bc"
+        rows = await self._pool.fetch(
+            "SELECT dest_id FROM create_intents WHERE mapping = $1 AND source_side = $2 "
+            "AND (dest_id IS NULL OR dest_id = ANY($3::text[]))",
+            mapping,
+            source_side,
+            list(record_ids),
+        )
+        if any(r["dest_id"] is None for r in rows):
+            return set(record_ids)
+        return {r["dest_id"] for r in rows}
+
+    async def claim_due(self, mapping: str, limit: int, lease_s: float) -> list[DueRecord]:
+        """Records whose retry is due, or whose lookup target got new couplings since.
+
+        Claimed with a lease (next attempt pushed forward) so two instances
+        do not retry the same record at once."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """
+                SELECT rs.* FROM record_status rs
+                WHERE rs.mapping = $1 AND rs.status <> 'skipped'
+                  AND (rs.next_attempt_at <= now()
+                       OR (rs.status = 'pending' AND EXISTS (
+                             SELECT 1 FROM couplings c
+                             WHERE c.mapping = ANY(rs.waiting_for)
+                               AND c.last_synced_at > rs.last_failed_at)))
+                ORDER BY rs.next_attempt_at
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED
+                """,
+                mapping,
+                limit,
+            )
+            if rows:
+                await conn.executemany(
+                    "UPDATE record_status SET next_attempt_at = now() + make_interval(secs => $4),"
+                    " last_failed_at = now() "
+                    "WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
+                    [(mapping, r["source_side"], r["source_id"], lease_s) for r in rows],
+                )
+        return [
+            DueRecord(
+                mapping=r["mapping"],
+                source_side=r["source_side"],
+                source_id=r["source_id"],
+                status=r["status"],
+                message=r["message"],
+                attempts=r["attempts"],
+                same_failures=r["same_failures"],
+                event=bytes(r["event"]),
+            )
+            for r in rows
+        ]
+
+    async def statuses_of(
+        self, mapping: str, side: Side, source_ids: Sequence[str]
+    ) -> dict[str, DueRecord]:
+        if not source_ids:
+            return {}
+        rows = await self._pool.fetch(
+            "SELECT * FROM record_status WHERE mapping = $1 AND source_side = $2 "
+            "AND source_id = ANY($3::text[])",
+            mapping,
+            side,
+            list(source_ids),
+        )
+        return {
+            r["source_id"]: DueRecord(
+                mapping=r["mapping"],
+                source_side=r["source_side"],
+                source_id=r["source_id"],
+                status=r["status"],
+                message=r["message"],
+                attempts=r["attempts"],
+                same_failures=r["same_failures"],
+                event=bytes(r["event"]),
+            )
+            for r in rows
+        }
+
+
+def _intent(r: asyncpg.Record) -> Intent:
+    return Intent(r["mapping"], r["source_side"], r["source_id"], r["dest_id"], r["created_at"])
+
+
+async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
+    for direction in {d for _, d in e.couplings}:
+        await write_couplings(conn, [c for c, d in e.couplings if d == direction], direction)
+    await delete_couplings(conn, e.uncoupled)
+    if e.resolved_intents:
+        await conn.executemany(
+            "DELETE FROM create_intents WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
+            [(e.mapping, side, sid) for side, sid in e.resolved_intents],
+        )
+    if e.cleared:
+        await conn.executemany(
+            "DELETE FROM record_status WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
+            [(e.mapping, side, sid) for side, sid in e.cleared],
+        )
+    if e.statuses:
+        await conn.executemany(
+            """
+            INSERT INTO record_status (mapping, source_side, source_id, status, reason, message,
+                destination_id, attempts, same_failures, next_attempt_at, last_job_id,
+                waiting_for, event)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            ON CONFLICT (mapping, source_side, source_id) DO UPDATE SET
+                status = EXCLUDED.status, reason = EXCLUDED.reason, message = EXCLUDED.message,
+                destination_id = EXCLUDED.destination_id, attempts = EXCLUDED.attempts,
+                same_failures = EXCLUDED.same_failures, next_attempt_at = EXCLUDED.next_attempt_at,
+                last_job_id = EXCLUDED.last_job_id, waiting_for = EXCLUDED.waiting_for,
+                event = EXCLUDED.event, last_failed_at = now()
+            """,
+            [
+                (
+                    s.mapping,
+                    s.source_side,
+                    s.source_id,
+                    s.status,
+                    s.reason,
+                    s.message,
+                    s.destination_id,
+                    s.attempts,
+                    s.same_failures,
+                    s.next_attempt_at,
+                    UUID(s.job_id) if s.job_id else None,
+                    list(s.waiting_for),
+                    s.event,
+                )
+                for s in e.statuses
+            ],
+        )
+    if e.errors:
+        await conn.executemany(
+            """
+            INSERT INTO job_errors (job_id, mapping, direction, source_side, source_id,
+                                    destination_id, message, detail)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            """,
+            [
+                (
+                    UUID(r.job_id),
+                    r.mapping,
+                    r.direction,
+                    r.source_side,
+                    r.source_id,
+                    r.destination_id,
+                    r.message[:2048],
+                    r.detail[:8192],
+                )
+                for r in e.errors
+            ],
+        )
+    if e.counters:
+        columns = ", ".join(COUNTED)
+        params = ", ".join(f"${i + 4}" for i in range(len(COUNTED)))
+        updates = ", ".join(f"{c} = job_partitions.{c} + EXCLUDED.{c}" for c in COUNTED)
+        await conn.executemany(
+            f"INSERT INTO job_partitions (job_id, topic, partition, {columns}) "
+            f"VALUES ($1, $2, $3, {params}) "
+            f"ON CONFLICT (job_id, topic, partition) DO UPDATE SET {updates}",
+            [
+                (UUID(job), topic, part, *(counter.get(c, 0) for c in COUNTED))
+                for (job, topic, part), counter in e.counters.items()
+            ],
+        )
+    if e.finished:
+        await conn.executemany(
+            "INSERT INTO job_partitions (job_id, topic, partition, finished_at) "
+            "VALUES ($1, $2, $3, now()) ON CONFLICT (job_id, topic, partition) "
+            "DO UPDATE SET finished_at = coalesce(job_partitions.finished_at, now())",
+            [(UUID(job), topic, part) for job, topic, part in e.finished],
+        )
+    if e.positions:
+        await conn.executemany(
+            """
+            INSERT INTO apply_positions (mapping, topic, partition, next_offset)
+            VALUES ($1, $2, $3, $4)
+            ON CONFLICT (mapping, topic, partition) DO UPDATE
+                SET next_offset = EXCLUDED.next_offset, updated_at = now()
+                WHERE apply_positions.next_offset < EXCLUDED.next_offset
+            """,
+            [(e.mapping, t, p, off) for (t, p), off in e.positions.items()],
+        )

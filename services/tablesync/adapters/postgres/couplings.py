@@ -1,0 +1,225 @@
+"""Couplings in PostgreSQL: read per batch, written inside apply's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from tablesync.core.couplings import Coupling, Stamp
+from tablesync.core.events import Side
+from tablesync.core.fieldmap import LookupKey, normalise_key
+
+__all__ = ["CouplingRow", "CouplingStore", "coupling_from_record"]
+
+_COLUMNS = (
+    "mapping, bc_id::text AS bc_id, dv_id::text AS dv_id, bc_key, bc_modified_at, bc_etag,"
+    " dv_modified_at, dv_etag, bc_deleted, dv_deleted"
+)
+
+
+def coupling_from_record(r: asyncpg.Record) -> Coupling:
+    return Coupling(
+        mapping=r["mapping"],
+        bc_id=r["bc_id"],
+        dv_id=r["dv_id"],
+        bc_key=r["bc_key"],
+        bc_stamp=Stamp(r["bc_modified_at"], r["bc_etag"]),
+        dv_stamp=Stamp(r["dv_modified_at"], r["dv_etag"]),
+        bc_deleted=r["bc_deleted"],
+        dv_deleted=r["dv_deleted"],
+    )
+
+
+def _id_column(side: Side) -> str:
+    return "bc_id" if side == "bc" else "dv_id"
+
+
+@dataclass(frozen=True, slots=True)
+class CouplingRow:
+    """A coupling with its bookkeeping, for listings."""
+
+    coupling: Coupling
+    coupled_at: datetime
+    last_synced_at: datetime
+    last_direction: str | None
+
+
+class CouplingStore:
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    async def by_ids(self, mapping: str, side: Side, ids: Sequence[str]) -> dict[str, Coupling]:
+        """The couplings of these records of ``side``, by that side's id."""
+        if not ids:
+            return {}
+        column = _id_column(side)
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM couplings WHERE mapping = $1 AND {column} = ANY($2::uuid[])",
+            mapping,
+            [UUID(i) for i in ids],
+        )
+        return {r[column]: coupling_from_record(r) for r in rows}
+
+    async def coupled_among(self, mapping: str, side: Side, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        column = _id_column(side)
+        rows = await self._pool.fetch(
+            f"SELECT {column}::text AS id FROM couplings "
+            f"WHERE mapping = $1 AND {column} = ANY($2::uuid[])",
+            mapping,
+            [UUID(i) for i in ids],
+        )
+        return {r["id"] for r in rows}
+
+    async def resolve(self, keys: Iterable[LookupKey]) -> dict[LookupKey, str]:
+        """Lookups through couplings: BC natural key -> Dataverse id, Dataverse id -> BC key."""
+        by_bc: dict[str, list[str]] = {}
+        by_dv: dict[str, list[str]] = {}
+        for k in keys:
+            (by_bc if k.side == "bc" else by_dv).setdefault(k.target, []).append(k.value)
+        found: dict[LookupKey, str] = {}
+        async with self._pool.acquire() as conn:
+            for target, values in by_bc.items():
+                rows = await conn.fetch(
+                    "SELECT bc_key, dv_id::text AS dv_id FROM couplings "
+                    "WHERE mapping = $1 AND bc_key = ANY($2::text[])",
+                    target,
+                    values,
+                )
+                for r in rows:
+                    found[LookupKey(target, "bc", r["bc_key"])] = r["dv_id"]
+            for target, values in by_dv.items():
+                valid = [v for v in values if _is_uuid(v)]
+                rows = await conn.fetch(
+                    "SELECT dv_id::text AS dv_id, bc_key FROM couplings "
+                    "WHERE mapping = $1 AND dv_id = ANY($2::uuid[]) AND bc_key IS NOT NULL",
+                    target,
+                    [UUID(v) for v in valid],
+                )
+                for r in rows:
+                    found[LookupKey(target, "dataverse", r["dv_id"])] = r["bc_key"]
+        return found
+
+    async def all_ids(self, mapping: str, side: Side, *, coupled_before: datetime) -> set[str]:
+        """Ids on ``side`` of couplings made before ``coupled_before``, not flagged deleted."""
+        column = _id_column(side)
+        flag = "bc_deleted" if side == "bc" else "dv_deleted"
+        rows = await self._pool.fetch(
+            f"SELECT {column}::text AS id FROM couplings "
+            f"WHERE mapping = $1 AND coupled_at < $2 AND NOT {flag}",
+            mapping,
+            coupled_before,
+        )
+        return {r["id"] for r in rows}
+
+    async def listing(
+        self, mapping: str | None = None, *, search: str | None = None, limit: int = 100
+    ) -> list[CouplingRow]:
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS}, coupled_at, last_synced_at, last_direction FROM couplings "
+            "WHERE ($1::text IS NULL OR mapping = $1) AND ($2::text IS NULL "
+            "OR bc_id::text = lower($2) OR dv_id::text = lower($2) OR bc_key = upper($2)) "
+            "ORDER BY mapping, coupled_at DESC LIMIT $3",
+            mapping,
+            search,
+            limit,
+        )
+        return [
+            CouplingRow(
+                coupling_from_record(r), r["coupled_at"], r["last_synced_at"], r["last_direction"]
+            )
+            for r in rows
+        ]
+
+    async def count(self, mapping: str | None = None) -> int:
+        value = await self._pool.fetchval(
+            "SELECT count(*) FROM couplings WHERE $1::text IS NULL OR mapping = $1", mapping
+        )
+        return int(value)
+
+    async def get(self, mapping: str, side: Side, record_id: str) -> Coupling | None:
+        return (await self.by_ids(mapping, side, [record_id])).get(record_id.lower())
+
+    async def couple(self, conn: asyncpg.Connection, c: Coupling, direction: str | None) -> None:
+        await write_couplings(conn, [c], direction)
+
+    async def uncouple(self, mapping: str, side: Side, record_id: str) -> Coupling | None:
+        column = _id_column(side)
+        row = await self._pool.fetchrow(
+            f"DELETE FROM couplings WHERE mapping = $1 AND {column} = $2::uuid "
+            f"RETURNING {_COLUMNS}",
+            mapping,
+            UUID(record_id),
+        )
+        return coupling_from_record(row) if row else None
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+async def write_couplings(
+    conn: asyncpg.Connection, couplings: Sequence[Coupling], direction: str | None
+) -> None:
+    """Inserts or replaces couplings; a record coupled elsewhere before is re-coupled."""
+    if not couplings:
+        return
+    rows = [
+        (
+            c.mapping,
+            UUID(c.bc_id),
+            UUID(c.dv_id),
+            normalise_key("bc", c.bc_key) if c.bc_key else None,
+            c.bc_stamp.modified_at,
+            c.bc_stamp.etag,
+            c.dv_stamp.modified_at,
+            c.dv_stamp.etag,
+            c.bc_deleted,
+            c.dv_deleted,
+            direction,
+        )
+        for c in couplings
+    ]
+    # A Dataverse row can be coupled to only one BC record per mapping: a new
+    # coupling of the same row replaces the old one rather than failing.
+    await conn.executemany(
+        "DELETE FROM couplings WHERE mapping = $1 AND dv_id = $2 AND bc_id <> $3",
+        [(r[0], r[2], r[1]) for r in rows],
+    )
+    await conn.executemany(
+        """
+        INSERT INTO couplings (mapping, bc_id, dv_id, bc_key, bc_modified_at, bc_etag,
+                               dv_modified_at, dv_etag, bc_deleted, dv_deleted, last_direction)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (mapping, bc_id) DO UPDATE SET
+            dv_id = EXCLUDED.dv_id,
+            bc_key = coalesce(EXCLUDED.bc_key, couplings.bc_key),
+            bc_modified_at = EXCLUDED.bc_modified_at,
+            bc_etag = EXCLUDED.bc_etag,
+            dv_modified_at = EXCLUDED.dv_modified_at,
+            dv_etag = EXCLUDED.dv_etag,
+            bc_deleted = EXCLUDED.bc_deleted,
+            dv_deleted = EXCLUDED.dv_deleted,
+            last_direction = coalesce(EXCLUDED.last_direction, couplings.last_direction),
+            last_synced_at = now()
+        """,
+        rows,
+    )
+
+
+async def delete_couplings(conn: asyncpg.Connection, couplings: Sequence[Coupling]) -> None:
+    if couplings:
+        await conn.executemany(
+            "DELETE FROM couplings WHERE mapping = $1 AND bc_id = $2",
+            [(c.mapping, UUID(c.bc_id)) for c in couplings],
+        )

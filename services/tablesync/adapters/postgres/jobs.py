@@ -1,0 +1,314 @@
+"""Runs, jobs, their per-partition counters and error rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from tablesync.core.plan import COUNTED
+from tablesync.errors import CommandRefused
+
+__all__ = ["JobError", "JobStore", "JobTotals", "RunRow"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobTotals:
+    job_id: str
+    run_id: str | None
+    mapping: str
+    direction: str
+    kind: str
+    type: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    partitions: int | None
+    partitions_finished: int
+    message: str
+    counts: dict[str, int]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "job_id": self.job_id,
+            "run_id": self.run_id,
+            "mapping": self.mapping,
+            "direction": self.direction,
+            "kind": self.kind,
+            "type": self.type,
+            "status": self.status,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            **self.counts,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    id: int
+    job_id: str
+    mapping: str
+    direction: str
+    source_side: str
+    source_id: str
+    destination_id: str | None
+    message: str
+    detail: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    run_id: str
+    kind: str
+    status: str
+    mappings: list[str]
+    options: dict[str, Any]
+    requested_by: str
+    requested_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    message: str
+
+
+def _totals(r: asyncpg.Record) -> JobTotals:
+    return JobTotals(
+        job_id=str(r["job_id"]),
+        run_id=str(r["run_id"]) if r["run_id"] else None,
+        mapping=r["mapping"],
+        direction=r["direction"],
+        kind=r["kind"],
+        type=r["type"],
+        status=r["status"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
+        partitions=r["partitions"],
+        partitions_finished=r["partitions_finished"],
+        message=r["message"],
+        counts={c: int(r[c]) for c in COUNTED},
+    )
+
+
+def _run(r: asyncpg.Record) -> RunRow:
+    return RunRow(
+        run_id=str(r["run_id"]),
+        kind=r["kind"],
+        status=r["status"],
+        mappings=list(r["mappings"]),
+        options=dict(r["options"]),
+        requested_by=r["requested_by"],
+        requested_at=r["requested_at"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
+        message=r["message"],
+    )
+
+
+class JobStore:
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    # Runs
+
+    async def request_run(
+        self,
+        run_id: str,
+        kind: str,
+        mappings: Sequence[str],
+        options: dict[str, Any],
+        requested_by: str,
+    ) -> None:
+        """Records a requested run; a second full synchronization is refused here."""
+        try:
+            await self._pool.execute(
+                "INSERT INTO runs (run_id, kind, status, mappings, options, requested_by) "
+                "VALUES ($1, $2, 'requested', $3, $4, $5)",
+                UUID(run_id),
+                kind,
+                list(mappings),
+                options,
+                requested_by,
+            )
+        except asyncpg.UniqueViolationError:
+            running = await self._pool.fetchval(
+                "SELECT run_id::text FROM runs WHERE kind = 'full' "
+                "AND status IN ('requested', 'running')"
+            )
+            raise CommandRefused(
+                f"a full synchronization is already running (run {running})"
+            ) from None
+
+    async def run(self, run_id: str) -> RunRow | None:
+        row = await self._pool.fetchrow("SELECT * FROM runs WHERE run_id = $1", UUID(run_id))
+        return _run(row) if row else None
+
+    async def runs(self, limit: int = 20) -> list[RunRow]:
+        rows = await self._pool.fetch(
+            "SELECT * FROM runs ORDER BY requested_at DESC LIMIT $1", limit
+        )
+        return [_run(r) for r in rows]
+
+    async def start_run(self, run_id: str) -> None:
+        await self._pool.execute(
+            "UPDATE runs SET status = 'running', started_at = coalesce(started_at, now()) "
+            "WHERE run_id = $1 AND status IN ('requested', 'running')",
+            UUID(run_id),
+        )
+
+    async def finish_run(self, run_id: str, status: str, message: str = "") -> None:
+        await self._pool.execute(
+            "UPDATE runs SET status = $2, finished_at = now(), message = $3 WHERE run_id = $1",
+            UUID(run_id),
+            status,
+            message,
+        )
+
+    # Jobs
+
+    async def create_job(
+        self,
+        job_id: str,
+        *,
+        run_id: str | None,
+        mapping: str,
+        direction: str,
+        kind: str,
+        job_type: str = "synchronization",
+        ignore_only_coupled: bool = False,
+        source_topic: str | None = None,
+        partitions: int | None = None,
+        status: str = "running",
+    ) -> None:
+        await self._pool.execute(
+            """
+            INSERT INTO jobs (job_id, run_id, mapping, direction, kind, type, status,
+                              ignore_only_coupled, source_topic, partitions)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            ON CONFLICT (job_id) DO NOTHING
+            """,
+            UUID(job_id),
+            UUID(run_id) if run_id else None,
+            mapping,
+            direction,
+            kind,
+            job_type,
+            status,
+            ignore_only_coupled,
+            source_topic,
+            partitions,
+        )
+
+    async def continuous_job(
+        self, job_id: str, mapping: str, direction: str, interval_start: datetime
+    ) -> None:
+        await self._pool.execute(
+            """
+            INSERT INTO jobs (job_id, mapping, direction, kind, status, interval_start, started_at)
+            VALUES ($1, $2, $3, 'continuous', 'running', $4, $4)
+            ON CONFLICT DO NOTHING
+            """,
+            UUID(job_id),
+            mapping,
+            direction,
+            interval_start,
+        )
+
+    async def job_params(self, job_id: str) -> asyncpg.Record | None:
+        return await self._pool.fetchrow(
+            "SELECT job_id::text AS job_id, mapping, direction, kind, ignore_only_coupled, "
+            "status FROM jobs WHERE job_id = $1",
+            UUID(job_id),
+        )
+
+    async def mark_snapshot_requested(self, job_id: str) -> bool:
+        """True the first time only: a replayed step does not ask for a second snapshot."""
+        row = await self._pool.fetchval(
+            "UPDATE jobs SET snapshot_requested = true WHERE job_id = $1 "
+            "AND NOT snapshot_requested RETURNING job_id",
+            UUID(job_id),
+        )
+        return row is not None
+
+    async def totals(self, job_id: str) -> JobTotals | None:
+        row = await self._pool.fetchrow("SELECT * FROM job_totals WHERE job_id = $1", UUID(job_id))
+        return _totals(row) if row else None
+
+    async def listing(
+        self,
+        *,
+        run_id: str | None = None,
+        mapping: str | None = None,
+        include_empty_continuous: bool = False,
+        limit: int = 50,
+    ) -> list[JobTotals]:
+        rows = await self._pool.fetch(
+            """
+            SELECT * FROM job_totals
+            WHERE ($1::uuid IS NULL OR run_id = $1)
+              AND ($2::text IS NULL OR mapping = $2)
+            ORDER BY started_at DESC, mapping, direction
+            LIMIT $3
+            """,
+            UUID(run_id) if run_id else None,
+            mapping,
+            limit,
+        )
+        jobs = [_totals(r) for r in rows]
+        if not include_empty_continuous:
+            jobs = [j for j in jobs if j.kind != "continuous" or any(j.counts.values())]
+        return jobs
+
+    async def finish_job(self, job_id: str, status: str = "finished", message: str = "") -> None:
+        await self._pool.execute(
+            "UPDATE jobs SET status = $2, finished_at = coalesce(finished_at, now()), "
+            "message = CASE WHEN $3 = '' THEN message ELSE $3 END WHERE job_id = $1",
+            UUID(job_id),
+            status,
+            message,
+        )
+
+    async def close_continuous_jobs(self, interval: timedelta) -> int:
+        result = await self._pool.execute(
+            "UPDATE jobs SET status = 'finished', finished_at = interval_start + $1 "
+            "WHERE kind = 'continuous' AND status = 'running' AND interval_start + $1 < now()",
+            interval,
+        )
+        return int(result.split()[-1])
+
+    async def errors(
+        self,
+        *,
+        job_id: str | None = None,
+        mapping: str | None = None,
+        limit: int = 100,
+    ) -> list[JobError]:
+        rows = await self._pool.fetch(
+            """
+            SELECT * FROM job_errors
+            WHERE ($1::uuid IS NULL OR job_id = $1) AND ($2::text IS NULL OR mapping = $2)
+            ORDER BY id DESC LIMIT $3
+            """,
+            UUID(job_id) if job_id else None,
+            mapping,
+            limit,
+        )
+        return [
+            JobError(
+                id=r["id"],
+                job_id=str(r["job_id"]),
+                mapping=r["mapping"],
+                direction=r["direction"],
+                source_side=r["source_side"],
+                source_id=r["source_id"],
+                destination_id=r["destination_id"],
+                message=r["message"],
+                detail=r["detail"],
+                occurred_at=r["occurred_at"],
+            )
+            for r in rows
+        ]

@@ -1,0 +1,47 @@
+"""What CLI commands that touch the state or the topics open, and close again."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from tablesync.adapters.avro import Codec
+from tablesync.adapters.kafka import KafkaPublisher
+from tablesync.adapters.postgres import migrate
+from tablesync.adapters.postgres.pool import create_pool
+from tablesync.ports.clock import SystemClock
+from tablesync.runtime.operations import Operations
+from tablesync.runtime.services import topics_for
+from tablesync.settings import Settings
+
+__all__ = ["CliContext", "state_pool", "with_operations"]
+
+
+@contextlib.asynccontextmanager
+async def state_pool(settings: Settings) -> AsyncIterator[Any]:
+    await migrate(settings.database_dsn())
+    pool = await create_pool(settings.database_dsn(), max_size=3)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@dataclass
+class CliContext:
+    pool: Any
+    operations: Operations
+
+
+@contextlib.asynccontextmanager
+async def with_operations(settings: Settings) -> AsyncIterator[CliContext]:
+    async with state_pool(settings) as pool:
+        publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="tablesync-cli")
+        await publisher.start()
+        try:
+            ops = Operations(pool, publisher, Codec(), topics_for(settings), SystemClock())
+            yield CliContext(pool, ops)
+        finally:
+            await publisher.stop()

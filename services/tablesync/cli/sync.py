@@ -1,0 +1,156 @@
+"""``tablesync full-sync`` and ``tablesync sync-modified``."""
+
+from __future__ import annotations
+
+import typer
+
+from tablesync.cli.common import (
+    EXIT_FAILED_RECORDS,
+    EXIT_OK,
+    fail,
+    load_settings,
+    print_json,
+    run_async,
+)
+from tablesync.cli.context import with_operations
+from tablesync.cli.output import render
+from tablesync.errors import CommandRefused
+from tablesync.runtime.operations import Operations, RunProgress
+from tablesync.settings import Settings
+
+__all__ = ["full_sync", "sync_modified"]
+
+_JOB_COLUMNS = [
+    "mapping",
+    "direction",
+    "status",
+    "inserted",
+    "modified",
+    "deleted",
+    "unchanged",
+    "skipped",
+    "failed",
+    "pending",
+    "coupled",
+]
+
+
+class _Printer:
+    """Plain progress lines: one per job whenever its counts change."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[object, ...]] = {}
+
+    async def __call__(self, progress: RunProgress) -> None:
+        for job in progress.jobs:
+            state = (job.status, *job.counts.values())
+            if self._seen.get(job.job_id) != state:
+                self._seen[job.job_id] = state
+                counts = " ".join(f"{k}={v}" for k, v in job.counts.items() if v)
+                typer.echo(f"{job.mapping:12} {job.direction:17} {job.status:9} {counts}", err=True)
+
+
+async def _request_and_wait(
+    settings: Settings,
+    request: str,
+    *,
+    mapping: list[str],
+    keep: bool,
+    wait: bool,
+    timeout_s: float | None,
+    quiet: bool,
+) -> tuple[str, RunProgress | None]:
+    async with with_operations(settings) as ctx:
+        ops: Operations = ctx.operations
+        try:
+            if request == "full":
+                run_id = await ops.full_sync(mappings=mapping, keep_only_coupled_cleared=keep)
+            else:
+                run_id = await ops.sync_modified(mapping=mapping[0] if mapping else None)
+        except CommandRefused as exc:
+            fail(str(exc))
+        if not wait:
+            return run_id, None
+        printer = None if quiet else _Printer()
+        try:
+            return run_id, await ops.wait(run_id, on_progress=printer, timeout_s=timeout_s)
+        except TimeoutError as exc:
+            fail(str(exc))
+
+
+def _finish(run_id: str, progress: RunProgress | None, as_json: bool) -> None:
+    if progress is None:
+        if as_json:
+            print_json({"run_id": run_id, "status": "requested"})
+        else:
+            typer.echo(run_id)
+        raise typer.Exit(EXIT_OK)
+    if as_json:
+        print_json(progress.as_dict())
+    else:
+        render(
+            [j.as_dict() for j in progress.jobs],
+            _JOB_COLUMNS,
+            as_json=False,
+            title=f"Run {run_id}: {progress.run.status}",
+        )
+        if progress.run.message:
+            typer.echo(progress.run.message)
+    if progress.run.status != "finished":
+        typer.echo(f"error: run {run_id} {progress.run.status}: {progress.run.message}", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(EXIT_FAILED_RECORDS if progress.failed_records else EXIT_OK)
+
+
+def full_sync(
+    wait: bool = typer.Option(False, "--wait", help="Wait for the end; exit 1 if records failed."),
+    keep_create_enabled: bool = typer.Option(
+        False,
+        "--keep-create-enabled",
+        help="At the end keep sync-only-coupled cleared, so new records keep being created.",
+    ),
+    restore_create_setting: bool = typer.Option(
+        False,
+        "--restore-create-setting",
+        help="At the end restore each mapping's sync-only-coupled (the default).",
+    ),
+    mapping: list[str] = typer.Option([], "--mapping", help="Only these mappings (repeatable)."),
+    timeout: float | None = typer.Option(None, help="Give up waiting after this many seconds."),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Run a full synchronization of every mapping in dependency order."""
+    if keep_create_enabled and restore_create_setting:
+        fail("--keep-create-enabled and --restore-create-setting exclude each other")
+    run_id, progress = run_async(
+        _request_and_wait(
+            load_settings(),
+            "full",
+            mapping=mapping,
+            keep=keep_create_enabled,
+            wait=wait,
+            timeout_s=timeout,
+            quiet=json,
+        )
+    )
+    _finish(run_id, progress, json)
+
+
+def sync_modified(
+    mapping: str | None = typer.Option(None, "--mapping", help="One mapping; all when left out."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the end; exit 1 if records failed."),
+    timeout: float | None = typer.Option(None, help="Give up waiting after this many seconds."),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Synchronize records modified since the last sync, for every mapping or one."""
+    run_id, progress = run_async(
+        _request_and_wait(
+            load_settings(),
+            "modified",
+            mapping=[mapping] if mapping else [],
+            keep=False,
+            wait=wait,
+            timeout_s=timeout,
+            quiet=json,
+        )
+    )
+    _finish(run_id, progress, json)

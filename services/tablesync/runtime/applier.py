@@ -1,0 +1,777 @@
+"""Applies a batch of changes of one mapping: fetch the facts the rules need,
+decide with ``tablesync.core.plan``, write to the sides, and collect the
+effects for one state-database transaction.
+
+The order of effects is what keeps the invariants: creates are announced as
+intents (committed) before the destination API is called; destination
+writes happen before couplings, counters and positions are committed; the
+caller commits Kafka offsets last."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import structlog
+
+from tablesync.adapters.postgres.apply_state import (
+    ApplyStateStore,
+    BatchEffects,
+    DueRecord,
+    ErrorRow,
+    Intent,
+    StatusChange,
+)
+from tablesync.adapters.postgres.couplings import CouplingStore
+from tablesync.core import filters
+from tablesync.core.couplings import Coupling, Stamp
+from tablesync.core.events import (
+    Direction,
+    FieldValue,
+    RecordChanged,
+    RecordFailed,
+    Side,
+    other_side,
+)
+from tablesync.core.fieldmap import (
+    LookupKey,
+    Mapped,
+    changes,
+    lookup_keys,
+    map_values,
+    same_value,
+)
+from tablesync.core.mappings import MappingSet, TableMapping, direction_of
+from tablesync.core.plan import (
+    Create,
+    Decision,
+    Fail,
+    FetchCandidates,
+    FetchDestination,
+    Ignore,
+    JobContext,
+    MarkDeleted,
+    Pending,
+    Remove,
+    Restore,
+    Skip,
+    Triage,
+    Unchanged,
+    Uncouple,
+    Update,
+    counters_of,
+    decide_coupled,
+    decide_deletion,
+    decide_uncoupled,
+    row_of,
+    stamp_of,
+    triage,
+)
+from tablesync.core.records import Create as CreateOp
+from tablesync.core.records import Delete as DeleteOp
+from tablesync.core.records import Missing, Rejected, Row, Stale, WriteOp, WriteResult, Written
+from tablesync.core.records import Update as UpdateOp
+from tablesync.errors import ApiUnavailable
+from tablesync.ports.api import SideApi
+from tablesync.ports.clock import Clock
+from tablesync.settings import SyncSettings
+
+__all__ = ["RETRY_TOPIC", "Applier", "Item", "JobEnsurer", "continuous_job_id"]
+
+log = structlog.get_logger()
+
+_JOB_NAMESPACE = uuid.UUID("0c7a4f61-7461-626c-6573-796e636a6f62")
+_MATCH_CHUNK = 40
+# How far before an intent's time a recovered create may carry its stamp:
+# the API's clock and ours are different clocks.
+_INTENT_SLACK = timedelta(seconds=5)
+_MAX_ROUNDS = 3
+RETRY_TOPIC = "(retry)"
+
+
+def continuous_job_id(mapping: str, direction: Direction, interval_start: datetime) -> str:
+    return str(uuid.uuid5(_JOB_NAMESPACE, f"{mapping}:{direction}:{interval_start.isoformat()}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One change to apply, where it came from, and the job it counts toward."""
+
+    event: RecordChanged
+    raw: bytes
+    job: JobContext
+    topic: str
+    partition: int
+    offset: int | None = None
+    retry: DueRecord | None = None
+
+
+@dataclass
+class _Work:
+    item: Item
+    coupling: Coupling | None = None
+    triage: Triage | None = None
+    destination: Row | None = None
+    candidates: list[Row] = field(default_factory=list)
+    created_before: Row | None = None
+    blocked: bool = False
+    intent: Intent | None = None
+    decision: Decision | None = None
+    mapped: Mapped | None = None
+    written: Row | None = None
+    api_error: str | None = None
+
+
+class Applier:
+    """The rules of one mapping, performed against the sides and the state database."""
+
+    def __init__(
+        self,
+        mapping_name: str,
+        mappings: MappingSet,
+        apis: dict[Side, SideApi],
+        couplings: CouplingStore,
+        state: ApplyStateStore,
+        ensure_job: JobEnsurer,
+        settings: SyncSettings,
+        clock: Clock,
+    ) -> None:
+        self.mapping_name = mapping_name
+        self.mappings = mappings
+        self.apis = apis
+        self.couplings = couplings
+        self.state = state
+        self.ensure_job = ensure_job
+        self.settings = settings
+        self.clock = clock
+        self.failures: list[RecordFailed] = []
+
+    @property
+    def mapping(self) -> TableMapping:
+        return self.mappings.get(self.mapping_name)
+
+    def reload(self, mappings: MappingSet) -> None:
+        self.mappings = mappings
+
+    async def apply(self, items: Sequence[Item], effects: BatchEffects) -> None:
+        """Applies ``items`` in order; a record appears at most once per round."""
+        for chunk in _unique_chunks(items):
+            await self._apply_chunk(chunk, effects)
+
+    async def _apply_chunk(self, items: list[Item], effects: BatchEffects) -> None:
+        mapping = self.mapping
+        work = [_Work(i) for i in items]
+        await self._load_couplings(work)
+        statuses = await self._load_statuses(work)
+        for w in work:
+            w.triage = triage(w.item.event, mapping, w.item.job, w.coupling)
+        await self._fetch(work)
+        resolved = await self._resolve_lookups(work)
+        for w in work:
+            w.decision = self._decide(w, resolved)
+        pending = work
+        for _ in range(_MAX_ROUNDS):
+            pending = await self._write(pending)
+            if not pending:
+                break
+            await self._refetch(pending)
+            for w in pending:
+                w.decision = self._decide(w, resolved)
+        for w in pending:
+            w.decision = Fail("the record kept changing while it was being written", True)
+        for w in work:
+            await self._record(
+                w, effects, statuses.get((w.item.event.side, w.item.event.record_id))
+            )
+
+    # Facts
+
+    async def _load_couplings(self, work: list[_Work]) -> None:
+        for side in ("bc", "dataverse"):
+            ids = [w.item.event.record_id for w in work if w.item.event.side == side]
+            found = await self.couplings.by_ids(self.mapping_name, side, ids)
+            for w in work:
+                if w.item.event.side == side:
+                    w.coupling = found.get(w.item.event.record_id)
+
+    async def _load_statuses(self, work: list[_Work]) -> dict[tuple[Side, str], DueRecord]:
+        found: dict[tuple[Side, str], DueRecord] = {}
+        for side in ("bc", "dataverse"):
+            ids = [w.item.event.record_id for w in work if w.item.event.side == side]
+            for sid, status in (await self.state.statuses_of(self.mapping_name, side, ids)).items():
+                found[(side, sid)] = status
+        return found
+
+    async def _fetch(self, work: list[_Work]) -> None:
+        mapping = self.mapping
+        wanted: dict[Side, set[str]] = {"bc": set(), "dataverse": set()}
+        for w in work:
+            if isinstance(w.triage, FetchDestination):
+                wanted[w.triage.side].add(w.triage.record_id)
+        rows = await self._get_many(wanted)
+        for w in work:
+            if isinstance(w.triage, FetchDestination):
+                w.destination = rows.get((w.triage.side, w.triage.record_id))
+        uncoupled = [w for w in work if isinstance(w.triage, FetchCandidates)]
+        if uncoupled:
+            await self._fetch_candidates(mapping, uncoupled)
+
+    async def _get_many(self, wanted: dict[Side, set[str]]) -> dict[tuple[Side, str], Row]:
+        mapping = self.mapping
+
+        async def one(side: Side, ids: set[str]) -> dict[tuple[Side, str], Row]:
+            if not ids:
+                return {}
+            found = await self.apis[side].get_many(mapping.table(side), sorted(ids))
+            return {(side, rid): row for rid, row in found.items()}
+
+        results = await asyncio.gather(*(one(s, ids) for s, ids in wanted.items()))
+        merged: dict[tuple[Side, str], Row] = {}
+        for r in results:
+            merged.update(r)
+        return merged
+
+    async def _fetch_candidates(self, mapping: TableMapping, work: list[_Work]) -> None:
+        for source in ("bc", "dataverse"):
+            group = [w for w in work if w.item.event.side == source]
+            if not group:
+                continue
+            dest = other_side(source)
+            ids = [w.item.event.record_id for w in group]
+            intents = await self.state.intents_of(self.mapping_name, source, ids)
+            blocked = await self.state.blocking_intents(self.mapping_name, source, ids)
+            for w in group:
+                w.intent = intents.get(w.item.event.record_id)
+                w.blocked = w.item.event.record_id in blocked
+            await self._recover_created(mapping, dest, [w for w in group if w.intent])
+            if mapping.match:
+                await self._match(mapping, source, dest, [w for w in group if not w.created_before])
+
+    async def _recover_created(self, mapping: TableMapping, dest: Side, work: list[_Work]) -> None:
+        """Finds the records that creates of these very records made before a crash."""
+        if not work:
+            return
+        by_id = {w.intent.dest_id: w for w in work if w.intent and w.intent.dest_id}
+        if by_id:
+            found = await self.apis[dest].get_many(mapping.table(dest), sorted(by_id))
+            for rid, row in found.items():
+                by_id[rid].created_before = row
+        unknown = [w for w in work if w.intent and not w.intent.dest_id]
+        if not unknown:
+            return
+        # BC chose the id, and the crash lost it: the record is the one
+        # created since the intent whose values are the ones we sent.
+        since = min(w.intent.created_at for w in unknown if w.intent) - _INTENT_SLACK
+        stamp_field = "lastModifiedDateTime" if dest == "bc" else "modifiedon"
+        recent = await self.apis[dest].find(
+            mapping.table(dest), filters.Compare(stamp_field, filters.Op.GE, since)
+        )
+        coupled = await self.couplings.coupled_among(
+            self.mapping_name, dest, [r.id for r in recent]
+        )
+        free = [r for r in recent if r.id not in coupled]
+        for w in unknown:
+            mapped = self._map(w.item.event, creating=True, resolved={})
+            for row in free:
+                if not changes(mapped, dest, row.fields):
+                    w.created_before = row
+                    free.remove(row)
+                    break
+
+    async def _match(
+        self, mapping: TableMapping, source: Side, dest: Side, work: list[_Work]
+    ) -> None:
+        keyed: list[tuple[_Work, tuple[str, ...]]] = []
+        for w in work:
+            values = tuple(
+                _text(w.item.event.fields.get(m.bc if source == "bc" else m.dataverse))
+                for m in mapping.match
+            )
+            if all(values):
+                keyed.append((w, values))
+        dest_fields = [m.dataverse if dest == "dataverse" else m.bc for m in mapping.match]
+        for start in range(0, len(keyed), _MATCH_CHUNK):
+            chunk = keyed[start : start + _MATCH_CHUNK]
+            alternatives = [
+                filters.conjoin(
+                    *(
+                        filters.Compare(f, filters.Op.EQ, v)
+                        for f, v in zip(dest_fields, values, strict=True)
+                    )
+                )
+                for _, values in chunk
+            ]
+            query = _disjoin(alternatives)
+            query = filters.conjoin(query, mapping.filter(dest))
+            assert query is not None
+            rows = await self.apis[dest].find(mapping.table(dest), query)
+            coupled = await self.couplings.coupled_among(
+                self.mapping_name, dest, [r.id for r in rows]
+            )
+            free = [r for r in rows if r.id not in coupled]
+            for w, values in chunk:
+                w.candidates = [
+                    r
+                    for r in free
+                    if all(
+                        _equal_match(r.fields.get(f), v, m.case_sensitive)
+                        for f, v, m in zip(dest_fields, values, mapping.match, strict=True)
+                    )
+                ]
+
+    async def _resolve_lookups(self, work: list[_Work]) -> dict[LookupKey, str]:
+        mapping = self.mapping
+        keys: set[LookupKey] = set()
+        for w in work:
+            source = self._values_source(w)
+            if source is not None:
+                event, direction = source
+                keys |= lookup_keys(mapping, direction, event.fields)
+        return await self.couplings.resolve(keys) if keys else {}
+
+    def _values_source(self, w: _Work) -> tuple[RecordChanged, Direction] | None:
+        """The record whose values this work maps, and which way."""
+        t = w.triage
+        event = w.item.event
+        if isinstance(t, FetchCandidates):
+            return event, direction_of(event.side)
+        if isinstance(t, FetchDestination):
+            if event.op == "delete":
+                if w.destination is None:
+                    return None
+                survivor = _as_event(w.destination, t.side, self.mapping.table(t.side))
+                return survivor, direction_of(t.side)
+            return event, direction_of(event.side)
+        return None
+
+    async def _refetch(self, work: list[_Work]) -> None:
+        wanted: dict[Side, set[str]] = {"bc": set(), "dataverse": set()}
+        for w in work:
+            if isinstance(w.triage, FetchDestination):
+                wanted[w.triage.side].add(w.triage.record_id)
+        rows = await self._get_many(wanted)
+        for w in work:
+            if isinstance(w.triage, FetchDestination):
+                w.destination = rows.get((w.triage.side, w.triage.record_id))
+                w.written = None
+                w.api_error = None
+
+    # Decisions
+
+    def _map(
+        self, event: RecordChanged, *, creating: bool, resolved: dict[LookupKey, str]
+    ) -> Mapped:
+        return map_values(
+            self.mapping,
+            direction_of(event.side),
+            event.fields,
+            resolved,
+            self.mappings,
+            creating=creating,
+        )
+
+    def _decide(self, w: _Work, resolved: dict[LookupKey, str]) -> Decision:
+        mapping = self.mapping
+        event = w.item.event
+        t = w.triage
+        if isinstance(t, Ignore | Unchanged | Pending):
+            return t
+        if isinstance(t, FetchDestination):
+            if event.op == "delete":
+                survivor = w.destination
+                mapped = None
+                if survivor is not None:
+                    as_event = _as_event(survivor, t.side, mapping.table(t.side))
+                    mapped = self._map(as_event, creating=True, resolved=resolved)
+                w.mapped = mapped
+                return decide_deletion(mapping, t.coupling, event.side, survivor, mapped)
+            if w.destination is None:
+                mapped = self._map(event, creating=True, resolved=resolved)
+                w.mapped = mapped
+                return decide_deletion(mapping, t.coupling, t.side, row_of(event), mapped)
+            mapped = self._map(event, creating=False, resolved=resolved)
+            w.mapped = mapped
+            return decide_coupled(event, mapping, t.coupling, w.destination, mapped)
+        if isinstance(t, FetchCandidates):
+            mapped = self._map(event, creating=True, resolved=resolved)
+            w.mapped = mapped
+            return decide_uncoupled(
+                event,
+                mapping,
+                mapped,
+                w.candidates,
+                created_before=w.created_before,
+                blocked_by_intent=w.blocked,
+            )
+        raise AssertionError(f"unhandled triage {t!r}")
+
+    # Writes
+
+    async def _write(self, work: list[_Work]) -> list[_Work]:
+        """Performs every writing decision; returns the work to decide again
+        (stale ETags and vanished destinations)."""
+        mapping = self.mapping
+        intents = [
+            Intent(
+                self.mapping_name,
+                w.item.event.side,
+                w.item.event.record_id,
+                d.record_id,
+                self.clock.now(),
+            )
+            for w in work
+            if isinstance(d := w.decision, Create) and d.matched is None
+        ]
+        await self.state.record_intents(intents)
+        ops: dict[Side, list[tuple[_Work, WriteOp]]] = {"bc": [], "dataverse": []}
+        for w in work:
+            op = _operation(w.decision)
+            if op is not None:
+                side = _write_side(w.decision)
+                ops[side].append((w, op))
+        results = await asyncio.gather(
+            *(self._write_side(mapping, side, pairs) for side, pairs in ops.items() if pairs)
+        )
+        _raise_if_unavailable(results)
+        again: list[_Work] = []
+        for pairs in results:
+            for w, result in pairs:
+                if self._absorb(w, result):
+                    again.append(w)
+        return again
+
+    async def _write_side(
+        self, mapping: TableMapping, side: Side, pairs: list[tuple[_Work, WriteOp]]
+    ) -> list[tuple[_Work, WriteResult]]:
+        results = await self.apis[side].write(mapping.table(side), [op for _, op in pairs])
+        return list(zip((w for w, _ in pairs), results, strict=True))
+
+    def _absorb(self, w: _Work, result: WriteResult) -> bool:
+        """Takes a write's result; True when the work must be decided again."""
+        d = w.decision
+        match result:
+            case Written(row=row):
+                w.written = row
+                return False
+            case Stale():
+                if isinstance(d, Update) and isinstance(w.triage, FetchDestination):
+                    return True
+                w.decision = Fail("the record changed while it was being written; retrying", True)
+                return False
+            case Missing():
+                if isinstance(d, Update) and isinstance(w.triage, FetchDestination):
+                    # The counterpart vanished: a deletion, decided on the next round.
+                    return True
+                if isinstance(d, Remove):
+                    w.decision = Uncouple(d.coupling, "already deleted on the other side")
+                    return False
+                w.decision = Fail(result.message or "the record does not exist", True)
+                return False
+            case Rejected(status=status, message=message):
+                w.decision = Fail(f"{message} (HTTP {status})", status in (408, 409, 423))
+                return False
+        return False
+
+    # Effects
+
+    async def _record(self, w: _Work, effects: BatchEffects, status: DueRecord | None) -> None:
+        d = w.decision
+        assert d is not None
+        item = w.item
+        event = item.event
+        direction = direction_of(event.side)
+        job_id = await self._job_for(item, direction)
+        now = self.clock.now()
+        resolved = True
+        match d:
+            case Create(matched=None) | Create(recovered=True) | Restore():
+                self._couple_created(w, d, effects, direction)
+            case Create():
+                self._couple_matched(w, d, effects, direction)
+            case Update():
+                stamp = _stamp(w.written) if w.written else d.coupling.stamp_on(d.side)
+                effects.couplings.append((d.coupling.with_stamp(d.side, stamp), direction))
+            case Unchanged(coupling=coupling):
+                if coupling is not None:
+                    effects.couplings.append((coupling, direction))
+            case Remove():
+                effects.uncoupled.append(d.coupling)
+            case Uncouple():
+                effects.uncoupled.append(d.coupling)
+            case MarkDeleted():
+                effects.couplings.append((d.coupling, direction))
+                resolved = False
+                self._status(w, effects, status, job_id, "skipped", "deleted", d.message, now)
+            case Pending():
+                resolved = False
+                self._status(w, effects, status, job_id, "pending", "lookup", d.message, now)
+            case Fail():
+                resolved = False
+                self._status(w, effects, status, job_id, "failed", "error", d.message, now)
+            case Skip(error=True):
+                resolved = False
+                self._status(w, effects, status, job_id, "skipped", "conflict", d.message, now)
+            case Skip() | Ignore():
+                pass
+        if resolved and status is not None:
+            effects.cleared.append((event.side, event.record_id))
+        counters = counters_of(d)
+        if item.retry is not None and not resolved and counters and counters[0] != "skipped":
+            # A retry that failed again is already listed; counting it in
+            # every interval would inflate the job log.
+            counters = ()
+        if counters and job_id is not None:
+            effects.count(job_id, item.topic, item.partition, *counters)
+
+    def _couple_created(
+        self, w: _Work, d: Create | Restore, effects: BatchEffects, direction: Direction
+    ) -> None:
+        event = w.item.event
+        row = w.written or (d.matched if isinstance(d, Create) else None)
+        if row is None:
+            return
+        if isinstance(d, Restore):
+            # The new coupling replaces the old one: same id on the surviving side.
+            coupling = d.coupling
+            ids: dict[Side, str] = {"bc": coupling.bc_id, "dataverse": coupling.dv_id}
+            ids[d.side] = row.id
+            stamps: dict[Side, Stamp] = {"bc": coupling.bc_stamp, "dataverse": coupling.dv_stamp}
+            stamps[d.side] = _stamp(row)
+            key = self._key_of(row.fields) if d.side == "bc" else coupling.bc_key
+            new = Coupling.between(self.mapping_name, ids, stamps, key)
+            effects.couplings.append((replace(new, bc_deleted=False, dv_deleted=False), direction))
+            return
+        ids = {event.side: event.record_id, d.side: row.id}
+        stamps = {event.side: stamp_of(event), d.side: _stamp(row)}
+        bc_row_fields = event.fields if event.side == "bc" else row.fields
+        new = Coupling.between(self.mapping_name, ids, stamps, self._key_of(bc_row_fields))
+        effects.couplings.append((new, direction))
+        effects.resolved_intents.append((event.side, event.record_id))
+
+    def _couple_matched(
+        self, w: _Work, d: Create, effects: BatchEffects, direction: Direction
+    ) -> None:
+        event = w.item.event
+        assert d.matched is not None
+        row = w.written or d.matched
+        ids = {event.side: event.record_id, d.side: row.id}
+        stamps = {event.side: stamp_of(event), d.side: _stamp(row)}
+        bc_fields = event.fields if event.side == "bc" else row.fields
+        effects.couplings.append(
+            (Coupling.between(self.mapping_name, ids, stamps, self._key_of(bc_fields)), direction)
+        )
+
+    def _key_of(self, bc_fields: Mapping[str, FieldValue]) -> str | None:
+        key_field = self.mapping.bc_key
+        if key_field is None:
+            return None
+        value = bc_fields.get(key_field)
+        return value if isinstance(value, str) and value.strip() else None
+
+    def _status(
+        self,
+        w: _Work,
+        effects: BatchEffects,
+        previous: DueRecord | None,
+        job_id: str | None,
+        status: str,
+        reason: str,
+        message: str,
+        now: datetime,
+    ) -> None:
+        event = w.item.event
+        attempts = (previous.attempts + 1) if previous else 1
+        same = previous.same_failures + 1 if previous and previous.message == message else 1
+        if status == "failed" and same >= self.settings.skip_after_failures:
+            status = "skipped"
+        next_attempt = None
+        if status in ("pending", "failed"):
+            delay = min(
+                self.settings.retry_backoff_s * (2 ** min(attempts - 1, 16)),
+                self.settings.retry_backoff_max_s,
+            )
+            next_attempt = now + timedelta(seconds=delay)
+        waiting = tuple(
+            sorted(
+                {
+                    t
+                    for u in (w.mapped.unresolved if w.mapped else ())
+                    if u.field.lookup
+                    for t in u.field.lookup.mappings
+                }
+            )
+        )
+        destination = self._destination_id(w)
+        effects.statuses.append(
+            StatusChange(
+                mapping=self.mapping_name,
+                source_side=event.side,
+                source_id=event.record_id,
+                status=status,
+                reason=reason,
+                message=message,
+                destination_id=destination,
+                next_attempt_at=next_attempt,
+                job_id=job_id,
+                event=w.item.raw,
+                waiting_for=waiting,
+                same_failures=same,
+                attempts=attempts,
+            )
+        )
+        first_time = previous is None or previous.message != message or previous.status != status
+        if job_id is not None and (status != "pending" or first_time):
+            direction = direction_of(event.side)
+            effects.errors.append(
+                ErrorRow(
+                    job_id,
+                    self.mapping_name,
+                    direction,
+                    event.side,
+                    event.record_id,
+                    destination,
+                    message,
+                )
+            )
+            self.failures.append(
+                RecordFailed(
+                    mapping=self.mapping_name,
+                    direction=direction,
+                    source_id=event.record_id,
+                    message=message,
+                    failed_at=now,
+                    job_id=job_id,
+                    destination_id=destination,
+                    attempts=attempts,
+                    skipped=status == "skipped",
+                )
+            )
+
+    def _destination_id(self, w: _Work) -> str | None:
+        if w.coupling is not None:
+            return w.coupling.id_on(other_side(w.item.event.side))
+        return None
+
+    async def _job_for(self, item: Item, direction: Direction) -> str | None:
+        if item.job.job_id is not None:
+            return item.job.job_id
+        interval = self.settings.continuous_job_interval_s
+        now = self.clock.now()
+        start = datetime.fromtimestamp((now.timestamp() // interval) * interval, tz=now.tzinfo)
+        job_id = continuous_job_id(self.mapping_name, direction, start)
+        await self.ensure_job(job_id, direction, start)
+        return job_id
+
+
+CreateContinuousJob = Callable[[str, str, str, datetime], Awaitable[None]]
+
+
+class JobEnsurer:
+    """Makes sure the continuous job row of an interval exists, once per process."""
+
+    def __init__(self, mapping: str, create: CreateContinuousJob) -> None:
+        self._mapping = mapping
+        self._create = create
+        self._known: set[str] = set()
+
+    async def __call__(self, job_id: str, direction: Direction, start: datetime) -> None:
+        if job_id in self._known:
+            return
+        await self._create(job_id, self._mapping, direction, start)
+        self._known.add(job_id)
+        if len(self._known) > 1000:
+            self._known = {job_id}
+
+
+def _raise_if_unavailable(results: list[list[tuple[_Work, WriteResult]]]) -> None:
+    """A write refused for throttling or a server fault outlived the connector's
+    retries: the whole batch is tried again later rather than any record failing.
+    Writes are idempotent (ETags, deterministic ids, create intents), so
+    repeating the ones that did happen is safe."""
+    for pairs in results:
+        for w, result in pairs:
+            if isinstance(result, Rejected) and (
+                result.status in (0, 408, 429) or result.status >= 500
+            ):
+                side = _write_side(w.decision)
+                raise ApiUnavailable(
+                    f"writes still refused after retries: HTTP {result.status} {result.message}",
+                    side=side,
+                    status=result.status,
+                )
+
+
+def _unique_chunks(items: Iterable[Item]) -> list[list[Item]]:
+    """Splits ``items`` so no record appears twice in a chunk, order kept."""
+    chunks: list[list[Item]] = [[]]
+    seen: set[tuple[Side, str]] = set()
+    for item in items:
+        key = (item.event.side, item.event.record_id)
+        if key in seen:
+            chunks.append([])
+            seen = set()
+        chunks[-1].append(item)
+        seen.add(key)
+    return [c for c in chunks if c]
+
+
+def _operation(d: Decision | None) -> WriteOp | None:
+    match d:
+        case Create(matched=None, payload=payload, record_id=record_id):
+            return CreateOp(payload, record_id)
+        case Create(matched=row, payload=payload) if payload and row is not None:
+            return UpdateOp(row.id, payload, row.etag)
+        case Update(record_id=rid, payload=payload, etag=etag):
+            return UpdateOp(rid, payload, etag)
+        case Remove(record_id=rid):
+            return DeleteOp(rid, None)
+        case Restore(payload=payload, record_id=record_id):
+            return CreateOp(payload, record_id)
+    return None
+
+
+def _write_side(d: Decision | None) -> Side:
+    assert isinstance(d, Create | Update | Remove | Restore)
+    return d.side
+
+
+def _stamp(row: Row) -> Stamp:
+    return Stamp(row.modified_at, row.etag)
+
+
+def _text(value: object) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _equal_match(value: object, wanted: str, case_sensitive: bool) -> bool:
+    if not isinstance(value, str):
+        return False
+    if case_sensitive:
+        return value.strip() == wanted
+    return same_value(value, wanted, code=True)
+
+
+def _disjoin(exprs: list[filters.Expr | None]) -> filters.Expr | None:
+    result: filters.Expr | None = None
+    for e in exprs:
+        if e is None:
+            continue
+        result = e if result is None else filters.Or(result, e)
+    return result
+
+
+def _as_event(row: Row, side: Side, table: str) -> RecordChanged:
+    return RecordChanged(
+        side=side,
+        table=table,
+        record_id=row.id,
+        op="upsert",
+        modified_at=row.modified_at,
+        captured_at=row.modified_at,
+        fields=row.fields,
+        etag=row.etag,
+        modified_by=row.modified_by,
+    )

@@ -1,0 +1,400 @@
+"""The apply service of one mapping: consume both sides' change topics, apply,
+commit.
+
+Per batch: decode (poison events go to the dead-letter topic), apply through
+the ``Applier``, commit the state database (couplings, counters, positions),
+publish outcomes, then commit Kafka offsets. On assignment each partition
+resumes from the position stored with the effects, so a batch replayed after
+a crash is skipped rather than applied twice. Transient failures retry the
+same batch without committing anything."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka.errors import KafkaError
+
+from tablesync.adapters.avro import Codec
+from tablesync.adapters.kafka import (
+    BatchConsumer,
+    ConsumerRecord,
+    KafkaPublisher,
+    Message,
+    TopicPartition,
+    Topics,
+)
+from tablesync.adapters.postgres.apply_state import ApplyStateStore, BatchEffects
+from tablesync.adapters.postgres.couplings import CouplingStore
+from tablesync.adapters.postgres.jobs import JobStore
+from tablesync.adapters.postgres.mappings import MappingStore
+from tablesync.core.events import Direction, JobFinished, RecordChanged, Side, SnapshotEnd
+from tablesync.core.mappings import direction_of
+from tablesync.core.plan import JobContext
+from tablesync.errors import ApiUnavailable, DecodeError, InvalidEvent
+from tablesync.ports.api import SideApi
+from tablesync.ports.clock import Clock
+from tablesync.runtime import faults
+from tablesync.runtime.applier import RETRY_TOPIC, Applier, Item, JobEnsurer
+from tablesync.runtime.deadletter import DeadLetters
+from tablesync.settings import Settings
+
+__all__ = ["ApplyService"]
+
+log = structlog.get_logger()
+
+_CONTINUOUS = JobContext(job_id=None, kind="continuous")
+_RETRY_EVERY_S = 1.0
+_TRANSIENT_BACKOFF_S = (0.5, 1, 2, 5, 10, 20, 30)
+
+
+@dataclass(frozen=True, slots=True)
+class _Marker:
+    end: SnapshotEnd
+    topic: str
+    partition: int
+    job_direction: Direction
+
+
+class ApplyService:
+    def __init__(
+        self,
+        settings: Settings,
+        mapping_name: str,
+        *,
+        pool: Any,
+        apis: dict[Side, SideApi],
+        publisher: KafkaPublisher,
+        codec: Codec,
+        clock: Clock,
+        topics: Topics,
+        instance: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.mapping_name = mapping_name
+        self.pool = pool
+        self.apis = apis
+        self.publisher = publisher
+        self.codec = codec
+        self.clock = clock
+        self.topics = topics
+        self.instance = instance or uuid.uuid4().hex[:8]
+        self.group_id = f"{topics.prefix}tablesync.apply.{mapping_name}"
+        self.mapping_store = MappingStore(pool)
+        self.jobs = JobStore(pool)
+        self.state = ApplyStateStore(pool)
+        self.deadletters = DeadLetters(publisher, topics.deadletter, self.group_id)
+        self._job_cache: dict[str, JobContext | None] = {}
+        self._job_mapping: dict[str, str] = {}
+        self._consumer: BatchConsumer | None = None
+        self._applier: Applier | None = None
+        self._mappings_version: object = None
+        self.batches = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        mappings = await self.mapping_store.load()
+        self._mappings_version = await self.mapping_store.version()
+        mapping = mappings.get(self.mapping_name)
+        self._applier = Applier(
+            self.mapping_name,
+            mappings,
+            self.apis,
+            CouplingStore(self.pool),
+            self.state,
+            JobEnsurer(self.mapping_name, self._create_continuous_job),
+            self.settings.sync,
+            self.clock,
+        )
+        source_topics = [
+            self.topics.cdc("bc", mapping.bc_table),
+            self.topics.cdc("dataverse", mapping.dataverse_table),
+        ]
+        consumer = BatchConsumer(
+            self.settings.kafka_bootstrap_servers,
+            self.group_id,
+            source_topics,
+            client_id=f"tablesync-apply-{self.mapping_name}-{self.instance}",
+            on_assigned=self._on_assigned,
+        )
+        self._consumer = consumer
+        await consumer.start()
+        log.info("apply_started", mapping=self.mapping_name, topics=source_topics)
+        last_retry = 0.0
+        try:
+            while not stop.is_set():
+                batch = await consumer.next_batch(
+                    timeout_ms=self.settings.sync.apply_batch_wait_ms * 4,
+                    max_records=self.settings.sync.apply_batch_size,
+                )
+                if batch and not await self._until_done(stop, partial(self._process, batch)):
+                    break
+                now = time.monotonic()
+                if now - last_retry >= _RETRY_EVERY_S:
+                    last_retry = now
+                    await self._until_done(stop, self._retry_due)
+        finally:
+            await consumer.stop()
+            log.info("apply_stopped", mapping=self.mapping_name, batches=self.batches)
+
+    async def _until_done(self, stop: asyncio.Event, step: Callable[[], Awaitable[None]]) -> bool:
+        """Runs ``step`` until it succeeds (True) or a stop is asked for (False).
+
+        Transient failures are retried and nothing is committed meanwhile; a
+        batch abandoned at a stop is replayed from the stored positions."""
+        attempt = 0
+        while True:
+            try:
+                await step()
+                return True
+            except (
+                ApiUnavailable,
+                OSError,
+                asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError,
+                KafkaError,
+            ) as exc:
+                delay = _TRANSIENT_BACKOFF_S[min(attempt, len(_TRANSIENT_BACKOFF_S) - 1)]
+                attempt += 1
+                log.warning(
+                    "apply_transient_failure",
+                    mapping=self.mapping_name,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=delay,
+                )
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    continue
+                return False
+
+    async def _on_assigned(self, assigned: frozenset[TopicPartition]) -> None:
+        if not assigned or self._consumer is None:
+            return
+        positions = await self.state.positions(self.mapping_name, [tp.topic for tp in assigned])
+        for tp in assigned:
+            stored = positions.get((tp.topic, tp.partition))
+            if stored is not None:
+                self._consumer.seek(tp, stored)
+        log.info(
+            "partitions_assigned",
+            mapping=self.mapping_name,
+            partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned),
+        )
+
+    async def _reload_mappings(self) -> None:
+        version = await self.mapping_store.version()
+        if version != self._mappings_version and self._applier is not None:
+            self._applier.reload(await self.mapping_store.load())
+            self._mappings_version = version
+            log.info("mappings_reloaded", mapping=self.mapping_name)
+
+    async def _create_continuous_job(
+        self, job_id: str, mapping: str, direction: str, start: Any
+    ) -> None:
+        await self.jobs.continuous_job(job_id, mapping, direction, start)
+
+    # One batch
+
+    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        assert self._applier is not None and self._consumer is not None
+        started = time.monotonic()
+        # An operator's change of the mapping applies from the next batch on.
+        await self._reload_mappings()
+        effects = BatchEffects(self.mapping_name)
+        items: list[Item] = []
+        markers: list[_Marker] = []
+        positions = await self.state.positions(self.mapping_name, list({tp.topic for tp in batch}))
+        for tp, records in batch.items():
+            stored = positions.get((tp.topic, tp.partition), 0)
+            for record in records:
+                if record.offset < stored:
+                    continue  # applied before a crash; its effects are committed
+                await self._read(tp, record, items, markers)
+            effects.positions[(tp.topic, tp.partition)] = records[-1].offset + 1
+        self._applier.failures.clear()
+        await self._applier.apply(items, effects)
+        for m in markers:
+            effects.finished.append((m.end.job_id, m.topic, m.partition))
+        faults.point("apply.before_commit")
+        await self.state.commit(effects)
+        faults.point("apply.after_commit")
+        await self._publish_outcomes(markers)
+        await self._consumer.commit(
+            {TopicPartition(t, p): off for (t, p), off in effects.positions.items()}
+        )
+        self.batches += 1
+        log.info(
+            "batch_applied",
+            mapping=self.mapping_name,
+            events=len(items),
+            markers=len(markers),
+            partitions=len(batch),
+            counts=_summary(effects),
+            ms=round((time.monotonic() - started) * 1000),
+        )
+
+    async def _read(
+        self,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        items: list[Item],
+        markers: list[_Marker],
+    ) -> None:
+        try:
+            event = self.codec.decode(record.value)
+            if isinstance(event, SnapshotEnd):
+                marker = await self._marker(tp, event)
+                if marker is not None:
+                    markers.append(marker)
+                return
+            if not isinstance(event, RecordChanged):
+                raise DecodeError(f"{type(event).__name__} does not belong on a change topic")
+            _validate(event, tp.topic, self.topics)
+            job = await self._job_context(event)
+            if job is None:
+                return
+            items.append(Item(event, record.value, job, tp.topic, tp.partition, record.offset))
+        except (DecodeError, InvalidEvent) as exc:
+            reason = exc.reason if isinstance(exc, InvalidEvent) else str(exc)
+            await self.deadletters.send(
+                InvalidEvent(tp.topic, tp.partition, record.offset, reason), record
+            )
+
+    async def _marker(self, tp: TopicPartition, end: SnapshotEnd) -> _Marker | None:
+        mapping = await self._job_owner(end.job_id)
+        if mapping != self.mapping_name:
+            return None
+        params = await self.jobs.job_params(end.job_id)
+        direction: Direction = params["direction"] if params else direction_of(end.side)
+        return _Marker(end, tp.topic, tp.partition, direction)
+
+    async def _job_owner(self, job_id: str) -> str | None:
+        if job_id not in self._job_mapping:
+            params = await self.jobs.job_params(job_id)
+            if params is None:
+                return None
+            self._job_mapping[job_id] = params["mapping"]
+        return self._job_mapping[job_id]
+
+    async def _job_context(self, event: RecordChanged) -> JobContext | None:
+        """The job of an event; None when the event is another mapping's snapshot."""
+        job_id = event.snapshot_job_id
+        if job_id is None:
+            return _CONTINUOUS
+        if job_id not in self._job_cache:
+            params = await self.jobs.job_params(job_id)
+            if params is None:
+                # A snapshot of a job this database never saw: a plain change.
+                self._job_cache[job_id] = _CONTINUOUS
+            elif params["mapping"] != self.mapping_name:
+                self._job_cache[job_id] = None
+            else:
+                self._job_cache[job_id] = JobContext(
+                    job_id=job_id,
+                    kind=params["kind"],
+                    ignore_only_coupled=params["ignore_only_coupled"],
+                )
+        return self._job_cache[job_id]
+
+    async def _publish_outcomes(self, markers: Sequence[_Marker]) -> None:
+        assert self._applier is not None
+        messages = [
+            Message(self.topics.outcomes, (f.job_id or "").encode(), self.codec.encode(f))
+            for f in self._applier.failures
+        ]
+        for m in markers:
+            totals = await _partition_counts(self.pool, m.end.job_id, m.topic, m.partition)
+            partitions = len(await self.publisher.partitions_for(m.topic))
+            finished = JobFinished(
+                job_id=m.end.job_id,
+                mapping=self.mapping_name,
+                direction=m.job_direction,
+                topic=m.topic,
+                partition=m.partition,
+                partitions=partitions,
+                finished_at=self.clock.now(),
+                inserted=totals.get("inserted", 0),
+                modified=totals.get("modified", 0),
+                deleted=totals.get("deleted", 0),
+                unchanged=totals.get("unchanged", 0),
+                skipped=totals.get("skipped", 0),
+                failed=totals.get("failed", 0),
+                pending=totals.get("pending", 0),
+                coupled=totals.get("coupled", 0),
+                uncoupled=totals.get("uncoupled", 0),
+            )
+            messages.append(
+                Message(self.topics.outcomes, m.end.job_id.encode(), self.codec.encode(finished))
+            )
+        if messages:
+            await self.publisher.publish_many(messages)
+
+    # Retries of records that did not sync
+
+    async def _retry_due(self) -> None:
+        assert self._applier is not None
+        due = await self.state.claim_due(
+            self.mapping_name,
+            limit=self.settings.sync.apply_batch_size,
+            lease_s=max(30.0, self.settings.sync.retry_backoff_s),
+        )
+        if not due:
+            return
+        await self._reload_mappings()
+        items: list[Item] = []
+        for d in due:
+            try:
+                event = self.codec.decode(d.event)
+            except DecodeError:
+                continue
+            if isinstance(event, RecordChanged):
+                items.append(Item(event, d.event, _CONTINUOUS, RETRY_TOPIC, 0, None, d))
+        effects = BatchEffects(self.mapping_name)
+        self._applier.failures.clear()
+        await self._applier.apply(items, effects)
+        await self.state.commit(effects)
+        await self._publish_outcomes([])
+        log.info(
+            "retries_applied",
+            mapping=self.mapping_name,
+            records=len(items),
+            counts=_summary(effects),
+        )
+
+
+async def _partition_counts(pool: Any, job_id: str, topic: str, partition: int) -> dict[str, int]:
+    row = await pool.fetchrow(
+        "SELECT inserted, modified, deleted, unchanged, skipped, failed, pending, coupled, "
+        "uncoupled FROM job_partitions WHERE job_id = $1 AND topic = $2 AND partition = $3",
+        uuid.UUID(job_id),
+        topic,
+        partition,
+    )
+    return {k: int(v) for k, v in dict(row).items()} if row else {}
+
+
+def _validate(event: RecordChanged, topic: str, topics: Topics) -> None:
+    expected = topics.cdc(event.side, event.table)
+    if expected != topic:
+        raise InvalidEvent(topic, -1, -1, f"a {event.side}.{event.table} change on {topic}")
+    try:
+        uuid.UUID(event.record_id)
+    except ValueError:
+        raise InvalidEvent(topic, -1, -1, f"record id {event.record_id!r} is not a GUID") from None
+    if event.modified_at.tzinfo is None:
+        raise InvalidEvent(topic, -1, -1, "modified_at has no time zone")
+
+
+def _summary(effects: BatchEffects) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for counter in effects.counters.values():
+        for k, v in counter.items():
+            total[k] = total.get(k, 0) + v
+    return total

@@ -1,0 +1,391 @@
+"""The capture service of one side: changes, snapshots and deletions to Kafka.
+
+Three loops share one producer:
+
+- per table, poll rows modified since the checkpoint (minus an overlap, so a
+  row committed late with an earlier stamp is still seen), publish the ones
+  not published already, and move the checkpoint only after the broker
+  acknowledged every event;
+- serve ``SnapshotRequested`` for this side: publish the rows a job needs,
+  tagged with its id, then an end marker on every partition;
+- every so often, compare the coupled records with the ids that still exist
+  and publish a deletion for each coupled record that vanished."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka.errors import KafkaError
+
+from tablesync.adapters.avro import Codec
+from tablesync.adapters.kafka import BatchConsumer, KafkaPublisher, Message, Topics
+from tablesync.adapters.postgres.couplings import CouplingStore
+from tablesync.adapters.postgres.mappings import MappingStore
+from tablesync.core import filters
+from tablesync.core.events import RecordChanged, Side, SnapshotEnd, SnapshotRequested
+from tablesync.core.records import Row
+from tablesync.errors import ApiUnavailable, DecodeError
+from tablesync.ports.api import SideApi
+from tablesync.ports.clock import Clock
+from tablesync.runtime import faults
+from tablesync.settings import Settings
+
+__all__ = ["CaptureService"]
+
+log = structlog.get_logger()
+
+_START_SLACK = timedelta(seconds=5)
+_TOMBSTONE_MEMORY = timedelta(minutes=10)
+_TRANSIENT = (
+    ApiUnavailable,
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    KafkaError,
+)
+
+
+@dataclass
+class _TableState:
+    watermark: datetime
+    # (id -> (etag or stamp, stamp)) of rows published within the overlap window.
+    recent: dict[str, tuple[str, datetime]]
+
+
+class CaptureService:
+    def __init__(
+        self,
+        settings: Settings,
+        side: Side,
+        *,
+        pool: Any,
+        api: SideApi,
+        publisher: KafkaPublisher,
+        codec: Codec,
+        clock: Clock,
+        topics: Topics,
+    ) -> None:
+        self.settings = settings
+        self.side = side
+        self.pool = pool
+        self.api = api
+        self.publisher = publisher
+        self.codec = codec
+        self.clock = clock
+        self.topics = topics
+        self.couplings = CouplingStore(pool)
+        self.mapping_store = MappingStore(pool)
+        self._tombstones: dict[tuple[str, str], datetime] = {}
+        self.published = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        mappings = await self.mapping_store.load()
+        tables = mappings.tables(self.side)
+        log.info("capture_started", side=self.side, tables=list(tables))
+        loops = [self._poll_loop(t, stop) for t in tables]
+        loops.append(self._snapshot_loop(stop))
+        loops.append(self._deletion_loop(tables, stop))
+        await asyncio.gather(*loops)
+        log.info("capture_stopped", side=self.side, published=self.published)
+
+    async def _guarded(self, what: str, stop: asyncio.Event, step: Any) -> None:
+        """Runs one step of a loop; a transient failure is logged and retried later."""
+        try:
+            await step()
+        except _TRANSIENT as exc:
+            log.warning(
+                "capture_transient_failure",
+                side=self.side,
+                step=what,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            await _sleep(stop, 1.0)
+
+    # Continuous change capture
+
+    async def _poll_loop(self, table: str, stop: asyncio.Event) -> None:
+        state: _TableState | None = None
+        interval = self.settings.sync.poll_interval_s
+        while not stop.is_set():
+            started = time.monotonic()
+
+            async def step() -> None:
+                nonlocal state
+                if state is None:
+                    state = _TableState(await self._checkpoint(table), {})
+                await self._poll_once(table, state)
+
+            await self._guarded(f"poll {table}", stop, step)
+            await _sleep(stop, max(0.0, interval - (time.monotonic() - started)))
+
+    async def _checkpoint(self, table: str) -> datetime:
+        stored = await self.pool.fetchval(
+            "SELECT watermark FROM capture_checkpoints WHERE side = $1 AND table_name = $2",
+            self.side,
+            table,
+        )
+        if stored is not None:
+            return stored  # type: ignore[no-any-return]
+        # Capture covers what changes from now on; rows already there are the
+        # business of a full synchronization.
+        start = self.clock.now() - _START_SLACK
+        await self._store_checkpoint(table, start)
+        return start
+
+    async def _store_checkpoint(self, table: str, watermark: datetime) -> None:
+        await self.pool.execute(
+            """
+            INSERT INTO capture_checkpoints (side, table_name, watermark) VALUES ($1, $2, $3)
+            ON CONFLICT (side, table_name) DO UPDATE SET watermark = EXCLUDED.watermark,
+                updated_at = now() WHERE capture_checkpoints.watermark < EXCLUDED.watermark
+            """,
+            self.side,
+            table,
+            watermark,
+        )
+
+    async def _poll_once(self, table: str, state: _TableState) -> None:
+        overlap = timedelta(seconds=self.settings.sync.poll_overlap_s)
+        since = state.watermark - overlap
+        newest = state.watermark
+        fresh: list[Row] = []
+        async for page in self.api.changed_since(table, since):
+            for row in page:
+                token = row.etag or row.modified_at.isoformat()
+                seen = state.recent.get(row.id)
+                if seen is not None and seen[0] == token:
+                    continue
+                fresh.append(row)
+                newest = max(newest, row.modified_at)
+        if fresh:
+            await self._publish_rows(table, fresh, job_id=None)
+            for row in fresh:
+                state.recent[row.id] = (row.etag or row.modified_at.isoformat(), row.modified_at)
+        if newest > state.watermark:
+            faults.point("capture.before_checkpoint")
+            await self._store_checkpoint(table, newest)
+            state.watermark = newest
+            floor = newest - overlap
+            state.recent = {k: v for k, v in state.recent.items() if v[1] >= floor}
+        if fresh:
+            log.info(
+                "changes_captured",
+                side=self.side,
+                table=table,
+                rows=len(fresh),
+                watermark=state.watermark.isoformat(),
+            )
+
+    async def _publish_rows(
+        self, table: str, rows: Sequence[Row], job_id: str | None
+    ) -> list[tuple[int, int]]:
+        topic = self.topics.cdc(self.side, table)
+        now = self.clock.now()
+        messages = [
+            Message(
+                topic,
+                row.id.encode(),
+                self.codec.encode(
+                    RecordChanged(
+                        side=self.side,
+                        table=table,
+                        record_id=row.id,
+                        op="upsert",
+                        modified_at=row.modified_at,
+                        captured_at=now,
+                        fields=row.fields,
+                        etag=row.etag,
+                        modified_by=row.modified_by,
+                        snapshot_job_id=job_id,
+                    )
+                ),
+            )
+            for row in rows
+        ]
+        acks = await self.publisher.publish_many(messages)
+        self.published += len(messages)
+        return acks
+
+    # Snapshots for jobs
+
+    async def _snapshot_loop(self, stop: asyncio.Event) -> None:
+        consumer = BatchConsumer(
+            self.settings.kafka_bootstrap_servers,
+            f"{self.topics.prefix}tablesync.capture.{self.side}",
+            [self.topics.snapshots],
+            client_id=f"tablesync-capture-{self.side}",
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batch = await consumer.next_batch(timeout_ms=500, max_records=10)
+                for tp, records in batch.items():
+                    for record in records:
+                        await self._until_served(stop, record.value)
+                        if stop.is_set():
+                            return
+                        await consumer.commit({tp: record.offset + 1})
+        finally:
+            await consumer.stop()
+
+    async def _until_served(self, stop: asyncio.Event, value: bytes) -> None:
+        while not stop.is_set():
+            try:
+                await self._serve(value)
+                return
+            except _TRANSIENT as exc:
+                log.warning(
+                    "snapshot_transient_failure",
+                    side=self.side,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                await _sleep(stop, 2.0)
+
+    async def _serve(self, value: bytes) -> None:
+        try:
+            request = self.codec.decode(value)
+        except DecodeError as exc:
+            log.warning("snapshot_request_undecodable", side=self.side, reason=str(exc))
+            return
+        if not isinstance(request, SnapshotRequested) or request.side != self.side:
+            return
+        done = await self.pool.fetchval(
+            "INSERT INTO snapshots (job_id, side, table_name) VALUES ($1, $2, $3) "
+            "ON CONFLICT (job_id) DO UPDATE SET job_id = EXCLUDED.job_id "
+            "RETURNING finished_at IS NOT NULL",
+            uuid.UUID(request.job_id),
+            self.side,
+            request.table,
+        )
+        if done:
+            return
+        started = time.monotonic()
+        topic = self.topics.cdc(self.side, request.table)
+        partitions = await self.publisher.partitions_for(topic)
+        per_partition = dict.fromkeys(partitions, 0)
+        total = 0
+        async for rows, deleted in self._snapshot_rows(request):
+            acks = await self._publish_rows(request.table, rows, request.job_id)
+            acks += await self._publish_deletions(request.table, deleted, request.job_id)
+            for partition, _ in acks:
+                per_partition[partition] = per_partition.get(partition, 0) + 1
+            total += len(acks)
+        now = self.clock.now()
+        await self.publisher.publish_many(
+            Message(
+                topic,
+                None,
+                self.codec.encode(
+                    SnapshotEnd(self.side, request.table, request.job_id, p, count, now)
+                ),
+                partition=p,
+            )
+            for p, count in sorted(per_partition.items())
+        )
+        await self.pool.execute(
+            "UPDATE snapshots SET finished_at = now(), records = $2 WHERE job_id = $1",
+            uuid.UUID(request.job_id),
+            total,
+        )
+        log.info(
+            "snapshot_published",
+            side=self.side,
+            table=request.table,
+            job_id=request.job_id,
+            kind=request.kind,
+            records=total,
+            ms=round((time.monotonic() - started) * 1000),
+        )
+
+    async def _snapshot_rows(
+        self, request: SnapshotRequested
+    ) -> AsyncIterator[tuple[list[Row], list[str]]]:
+        expr = filters.parse(request.filter) if request.filter else None
+        if request.kind == "records":
+            ids = list(request.record_ids)
+            found = await self.api.get_many(request.table, ids)
+            yield list(found.values()), [i for i in ids if i.lower() not in found]
+            return
+        pages = (
+            self.api.changed_since(request.table, request.since, filter=expr)
+            if request.kind == "modified" and request.since is not None
+            else self.api.read_all(request.table, filter=expr)
+        )
+        async for page in pages:
+            yield page, []
+
+    async def _publish_deletions(
+        self, table: str, ids: Sequence[str], job_id: str | None
+    ) -> list[tuple[int, int]]:
+        if not ids:
+            return []
+        topic = self.topics.cdc(self.side, table)
+        now = self.clock.now()
+        messages = [
+            Message(
+                topic,
+                rid.encode(),
+                self.codec.encode(
+                    RecordChanged(
+                        side=self.side,
+                        table=table,
+                        record_id=rid,
+                        op="delete",
+                        modified_at=now,
+                        captured_at=now,
+                        snapshot_job_id=job_id,
+                    )
+                ),
+            )
+            for rid in ids
+        ]
+        acks = await self.publisher.publish_many(messages)
+        self.published += len(messages)
+        return acks
+
+    # Deletions
+
+    async def _deletion_loop(self, tables: Sequence[str], stop: asyncio.Event) -> None:
+        interval = self.settings.sync.delete_scan_interval_s
+        while not await _sleep(stop, interval):
+            for table in tables:
+                await self._guarded(f"deletions {table}", stop, lambda t=table: self._scan(t))
+
+    async def _scan(self, table: str) -> None:
+        """Publishes a deletion for each coupled record of ``table`` that no longer exists."""
+        mappings = await self.mapping_store.load()
+        scan_start = self.clock.now()
+        coupled: set[str] = set()
+        for m in mappings.reading(self.side, table):
+            coupled |= await self.couplings.all_ids(m.name, self.side, coupled_before=scan_start)
+        if not coupled:
+            return
+        present: set[str] = set()
+        async for ids in self.api.read_ids(table):
+            present.update(ids)
+        horizon = scan_start - _TOMBSTONE_MEMORY
+        self._tombstones = {k: v for k, v in self._tombstones.items() if v > horizon}
+        gone = [rid for rid in sorted(coupled - present) if (table, rid) not in self._tombstones]
+        if not gone:
+            return
+        await self._publish_deletions(table, gone, job_id=None)
+        for rid in gone:
+            self._tombstones[(table, rid)] = scan_start
+        log.info("deletions_captured", side=self.side, table=table, records=len(gone))
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
+    """Waits ``seconds`` or until a stop is asked for; True when stopping."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,383 @@
+"""The coordinator: turns operator commands into ordered per-mapping steps and
+runs them one at a time.
+
+A full synchronization or "synchronize modified records" becomes one
+``SyncMappingRequested`` per mapping, in dependency order, on the single
+partition of the commands topic. The coordinator runs each step to its end —
+jobs created, snapshots requested, every partition of every source topic
+reported finished — before it commits the step's offset and reads the next,
+so a restarted coordinator resumes at the step it was on. Job ids are derived
+from the run, mapping and direction, which makes a resumed step find its own
+jobs instead of starting new ones. One coordinator runs at a time: it holds a
+PostgreSQL advisory lock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka.errors import KafkaError
+
+from tablesync.adapters.avro import Codec
+from tablesync.adapters.kafka import BatchConsumer, KafkaPublisher, Message, Topics
+from tablesync.adapters.postgres.jobs import JobStore
+from tablesync.adapters.postgres.mappings import MappingStore
+from tablesync.core import filters
+from tablesync.core.events import (
+    Direction,
+    FullSyncRequested,
+    JobStarted,
+    SnapshotRequested,
+    SyncMappingRequested,
+    SyncModifiedRequested,
+)
+from tablesync.core.mappings import MappingSet, source_side
+from tablesync.errors import DecodeError
+from tablesync.ports.clock import Clock
+from tablesync.settings import Settings
+
+__all__ = ["CoordinatorService", "step_job_id"]
+
+log = structlog.get_logger()
+
+_LOCK_KEY = 0x74737963  # "tsyc"
+_STEP_NAMESPACE = uuid.UUID("9e4b2f0a-7461-626c-6573-636f6f726400")
+_POLL_S = 0.5
+_CLOSE_CONTINUOUS_EVERY_S = 10.0
+
+
+def step_job_id(run_id: str, mapping: str, direction: Direction) -> str:
+    return str(uuid.uuid5(_STEP_NAMESPACE, f"{run_id}:{mapping}:{direction}"))
+
+
+class CoordinatorService:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool: Any,
+        publisher: KafkaPublisher,
+        codec: Codec,
+        clock: Clock,
+        topics: Topics,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.publisher = publisher
+        self.codec = codec
+        self.clock = clock
+        self.topics = topics
+        self.jobs = JobStore(pool)
+        self.mappings = MappingStore(pool)
+        self._progress = asyncio.Event()
+        self.steps_done = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        lock = await self._acquire_lock(stop)
+        if lock is None:
+            return
+        try:
+            await asyncio.gather(
+                self._command_loop(stop), self._outcome_loop(stop), self._housekeeping(stop)
+            )
+        finally:
+            await lock.close()
+
+    async def _acquire_lock(self, stop: asyncio.Event) -> asyncpg.Connection | None:
+        """A connection holding the singleton lock for as long as it lives."""
+        while not stop.is_set():
+            conn: asyncpg.Connection = await asyncpg.connect(self.settings.database_dsn())
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
+                log.info("coordinator_started")
+                return conn
+            await conn.close()
+            log.info("coordinator_waiting_for_lock")
+            await _sleep(stop, 2.0)
+        return None
+
+    async def _command_loop(self, stop: asyncio.Event) -> None:
+        consumer = BatchConsumer(
+            self.settings.kafka_bootstrap_servers,
+            f"{self.topics.prefix}tablesync.coordinator",
+            [self.topics.commands],
+            client_id="tablesync-coordinator",
+            # A step can run for as long as a full sync of one mapping takes.
+            max_poll_interval_ms=24 * 3600 * 1000,
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batch = await consumer.next_batch(timeout_ms=500, max_records=1)
+                for tp, records in batch.items():
+                    for record in records:
+                        if not await self._until_handled(stop, record.value):
+                            return
+                        await consumer.commit({tp: record.offset + 1})
+        finally:
+            await consumer.stop()
+
+    async def _until_handled(self, stop: asyncio.Event, value: bytes) -> bool:
+        while not stop.is_set():
+            try:
+                return await self._handle(value, stop)
+            except (
+                OSError,
+                asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError,
+                KafkaError,
+            ) as exc:
+                log.warning("coordinator_transient_failure", error=f"{type(exc).__name__}: {exc}")
+                await _sleep(stop, 2.0)
+        return False
+
+    async def _outcome_loop(self, stop: asyncio.Event) -> None:
+        consumer = BatchConsumer(
+            self.settings.kafka_bootstrap_servers,
+            f"{self.topics.prefix}tablesync.coordinator.outcomes",
+            [self.topics.outcomes],
+            client_id="tablesync-coordinator-outcomes",
+            auto_offset_reset="latest",
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batch = await consumer.next_batch(timeout_ms=500, max_records=500)
+                if batch:
+                    # Apply has already written the counters; an outcome only
+                    # tells the waiting step to look again.
+                    self._progress.set()
+                    await consumer.commit(
+                        {tp: records[-1].offset + 1 for tp, records in batch.items()}
+                    )
+        finally:
+            await consumer.stop()
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        interval = timedelta(seconds=self.settings.sync.continuous_job_interval_s)
+        while not await _sleep(stop, _CLOSE_CONTINUOUS_EVERY_S):
+            try:
+                await self.jobs.close_continuous_jobs(interval)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("housekeeping_failed", error=str(exc))
+
+    # Commands
+
+    async def _handle(self, value: bytes, stop: asyncio.Event) -> bool:
+        """Handles one command; False when a stop interrupted it."""
+        try:
+            command = self.codec.decode(value)
+        except DecodeError as exc:
+            log.warning("command_undecodable", reason=str(exc))
+            return True
+        match command:
+            case FullSyncRequested():
+                await self._expand(
+                    command.run_id,
+                    "full",
+                    list(command.mappings),
+                    ignore_only_coupled=True,
+                    requested_by=command.requested_by,
+                    options={"keep_only_coupled_cleared": command.keep_only_coupled_cleared},
+                )
+            case SyncModifiedRequested():
+                names = [command.mapping] if command.mapping else []
+                await self._expand(
+                    command.run_id,
+                    "modified",
+                    names,
+                    ignore_only_coupled=False,
+                    requested_by=command.requested_by,
+                    options={},
+                )
+            case SyncMappingRequested():
+                return await self._run_step(command, stop)
+            case _:
+                log.warning("command_ignored", type=type(command).__name__)
+        return True
+
+    async def _expand(
+        self,
+        run_id: str,
+        kind: str,
+        names: list[str],
+        *,
+        ignore_only_coupled: bool,
+        requested_by: str,
+        options: dict[str, Any],
+    ) -> None:
+        run = await self.jobs.run(run_id)
+        if run is None:
+            await self.jobs.request_run(run_id, kind, names, options, requested_by)
+            run = await self.jobs.run(run_id)
+        assert run is not None
+        if run.status not in ("requested",):
+            return  # expanded before a restart; its steps are already queued
+        mappings = await self.mappings.load()
+        unknown = [n for n in names if n not in mappings]
+        if unknown:
+            await self.jobs.finish_run(
+                run_id, "failed", f"unknown mapping(s): {', '.join(unknown)}"
+            )
+            return
+        ordered = [m.name for m in mappings.mappings if not names or m.name in names]
+        await self.jobs.start_run(run_id)
+        now = self.clock.now()
+        steps = [
+            SyncMappingRequested(
+                run_id=run_id,
+                step=i + 1,
+                steps=len(ordered),
+                mapping=name,
+                kind="full" if kind == "full" else "modified",
+                requested_at=now,
+                ignore_only_coupled=ignore_only_coupled,
+            )
+            for i, name in enumerate(ordered)
+        ]
+        await self.publisher.publish_many(
+            Message(self.topics.commands, run_id.encode(), self.codec.encode(s)) for s in steps
+        )
+        log.info("run_started", run_id=run_id, kind=kind, mappings=ordered)
+        if not steps:
+            await self.jobs.finish_run(run_id, "finished", "no mappings")
+
+    async def _run_step(self, step: SyncMappingRequested, stop: asyncio.Event) -> bool:
+        run = await self.jobs.run(step.run_id)
+        if run is None or run.status != "running":
+            return True
+        mappings = await self.mappings.load()
+        if step.mapping not in mappings:
+            await self.jobs.finish_run(step.run_id, "failed", f"mapping {step.mapping} vanished")
+            return True
+        mapping = mappings.get(step.mapping)
+        log.info(
+            "step_started",
+            run_id=step.run_id,
+            step=step.step,
+            steps=step.steps,
+            mapping=step.mapping,
+        )
+        # BC runs a bidirectional mapping BC -> Dataverse first, then back.
+        for direction in mapping.directions():
+            job_id = step_job_id(step.run_id, step.mapping, direction)
+            if not await self._run_job(step, mappings, direction, job_id, stop):
+                return False
+        if step.step == step.steps:
+            await self._finish_run(step.run_id, run.kind, run.mappings, run.options)
+        self.steps_done += 1
+        return True
+
+    async def _run_job(
+        self,
+        step: SyncMappingRequested,
+        mappings: MappingSet,
+        direction: Direction,
+        job_id: str,
+        stop: asyncio.Event,
+    ) -> bool:
+        mapping = mappings.get(step.mapping)
+        side = source_side(direction)
+        table = mapping.table(side)
+        topic = self.topics.cdc(side, table)
+        partitions = len(await self.publisher.partitions_for(topic))
+        await self.jobs.create_job(
+            job_id,
+            run_id=step.run_id,
+            mapping=step.mapping,
+            direction=direction,
+            kind=step.kind,
+            ignore_only_coupled=step.ignore_only_coupled,
+            source_topic=topic,
+            partitions=partitions,
+        )
+        if await self.jobs.mark_snapshot_requested(job_id):
+            since = None
+            if step.kind == "modified":
+                since = await self.pool.fetchval(
+                    "SELECT synced_until FROM sync_watermarks WHERE mapping = $1 "
+                    "AND direction = $2",
+                    step.mapping,
+                    direction,
+                )
+            expr = mapping.filter(side)
+            request = SnapshotRequested(
+                job_id=job_id,
+                mapping=step.mapping,
+                side=side,
+                table=table,
+                kind="modified" if since is not None else "full",
+                requested_at=self.clock.now(),
+                run_id=step.run_id,
+                since=since,
+                filter=filters.to_odata(expr) if expr is not None else None,
+            )
+            started = JobStarted(
+                job_id, step.mapping, direction, step.kind, self.clock.now(), step.run_id
+            )
+            await self.publisher.publish_many(
+                [
+                    Message(self.topics.outcomes, job_id.encode(), self.codec.encode(started)),
+                    Message(self.topics.snapshots, job_id.encode(), self.codec.encode(request)),
+                ]
+            )
+        if not await self._wait_for_job(job_id, partitions, stop):
+            return False
+        totals = await self.jobs.totals(job_id)
+        await self.jobs.finish_job(job_id)
+        if totals is not None:
+            await self.pool.execute(
+                """
+                INSERT INTO sync_watermarks (mapping, direction, synced_until)
+                VALUES ($1, $2, $3)
+                ON CONFLICT (mapping, direction) DO UPDATE SET synced_until = EXCLUDED.synced_until
+                """,
+                step.mapping,
+                direction,
+                totals.started_at,
+            )
+            log.info(
+                "job_finished",
+                job_id=job_id,
+                mapping=step.mapping,
+                direction=direction,
+                **totals.counts,
+            )
+        return True
+
+    async def _wait_for_job(self, job_id: str, partitions: int, stop: asyncio.Event) -> bool:
+        while not stop.is_set():
+            totals = await self.jobs.totals(job_id)
+            if totals is not None and totals.partitions_finished >= partitions:
+                return True
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), timeout=_POLL_S)
+        return False
+
+    async def _finish_run(
+        self, run_id: str, kind: str, names: list[str], options: dict[str, Any]
+    ) -> None:
+        message = ""
+        if kind == "full":
+            mappings = await self.mappings.load()
+            affected = names or list(mappings.names())
+            if options.get("keep_only_coupled_cleared"):
+                await self.mappings.set_only_coupled(affected, False)
+                message = "sync only coupled records is now cleared on " + ", ".join(affected)
+            else:
+                message = "sync only coupled records restored on " + ", ".join(affected)
+        await self.jobs.finish_run(run_id, "finished", message)
+        log.info("run_finished", run_id=run_id, kind=kind, message=message)
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,42 @@
+"""The dead-letter topic: poison events, byte for byte, with the reason."""
+
+from __future__ import annotations
+
+import structlog
+
+from tablesync.adapters.kafka import ConsumerRecord, KafkaPublisher, Message
+from tablesync.errors import InvalidEvent
+
+__all__ = ["DeadLetters"]
+
+log = structlog.get_logger()
+
+
+class DeadLetters:
+    def __init__(self, publisher: KafkaPublisher, topic: str, consumer: str) -> None:
+        self._publisher = publisher
+        self._topic = topic
+        self._consumer = consumer
+        self.sent = 0
+
+    async def send(self, error: InvalidEvent, record: ConsumerRecord) -> None:
+        """Publishes the event as read; returns once the broker has it, so its
+        offset may count as processed."""
+        headers = (
+            ("ts.reason", error.reason.encode()),
+            ("ts.topic", error.topic.encode()),
+            ("ts.partition", str(error.partition).encode()),
+            ("ts.offset", str(error.offset).encode()),
+            ("ts.consumer", self._consumer.encode()),
+        )
+        await self._publisher.publish(
+            Message(self._topic, record.key, record.value or b"", None, headers)
+        )
+        self.sent += 1
+        log.warning(
+            "event_dead_lettered",
+            topic=error.topic,
+            partition=error.partition,
+            offset=error.offset,
+            reason=error.reason,
+        )

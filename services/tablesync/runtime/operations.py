@@ -1,0 +1,135 @@
+"""Operator requests: what the CLI and the admin API both do.
+
+A request is recorded in PostgreSQL first (where a second full
+synchronization is refused atomically), then published on the commands
+topic for the coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tablesync.adapters.avro import Codec
+from tablesync.adapters.kafka import KafkaPublisher, Message, Topics
+from tablesync.adapters.postgres.jobs import JobStore, JobTotals, RunRow
+from tablesync.core.events import FullSyncRequested, SyncModifiedRequested
+from tablesync.ports.clock import Clock
+
+__all__ = ["Operations", "RunProgress"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    run: RunRow
+    jobs: list[JobTotals]
+
+    @property
+    def done(self) -> bool:
+        return self.run.status in ("finished", "failed", "cancelled")
+
+    @property
+    def failed_records(self) -> int:
+        return sum(j.counts["failed"] for j in self.jobs)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "run_id": self.run.run_id,
+            "kind": self.run.kind,
+            "status": self.run.status,
+            "requested_at": self.run.requested_at,
+            "started_at": self.run.started_at,
+            "finished_at": self.run.finished_at,
+            "message": self.run.message,
+            "jobs": [j.as_dict() for j in self.jobs],
+        }
+
+
+class Operations:
+    def __init__(
+        self, pool: Any, publisher: KafkaPublisher, codec: Codec, topics: Topics, clock: Clock
+    ) -> None:
+        self.jobs = JobStore(pool)
+        self.publisher = publisher
+        self.codec = codec
+        self.topics = topics
+        self.clock = clock
+
+    async def full_sync(
+        self,
+        *,
+        mappings: Sequence[str] = (),
+        keep_only_coupled_cleared: bool = False,
+        requested_by: str = "cli",
+    ) -> str:
+        """Requests a full synchronization; ``CommandRefused`` names a running one."""
+        run_id = str(uuid.uuid4())
+        await self.jobs.request_run(
+            run_id,
+            "full",
+            list(mappings),
+            {"keep_only_coupled_cleared": keep_only_coupled_cleared},
+            requested_by,
+        )
+        command = FullSyncRequested(
+            run_id=run_id,
+            requested_at=self.clock.now(),
+            requested_by=requested_by,
+            mappings=tuple(mappings),
+            keep_only_coupled_cleared=keep_only_coupled_cleared,
+        )
+        await self._publish(run_id, command)
+        return run_id
+
+    async def sync_modified(self, *, mapping: str | None = None, requested_by: str = "cli") -> str:
+        run_id = str(uuid.uuid4())
+        await self.jobs.request_run(
+            run_id, "modified", [mapping] if mapping else [], {}, requested_by
+        )
+        command = SyncModifiedRequested(
+            run_id=run_id,
+            requested_at=self.clock.now(),
+            requested_by=requested_by,
+            mapping=mapping,
+        )
+        await self._publish(run_id, command)
+        return run_id
+
+    async def _publish(
+        self, run_id: str, command: FullSyncRequested | SyncModifiedRequested
+    ) -> None:
+        await self.publisher.publish(
+            Message(self.topics.commands, run_id.encode(), self.codec.encode(command))
+        )
+
+    async def progress(self, run_id: str) -> RunProgress | None:
+        run = await self.jobs.run(run_id)
+        if run is None:
+            return None
+        jobs = await self.jobs.listing(run_id=run_id, limit=1000)
+        return RunProgress(run, sorted(jobs, key=lambda j: j.started_at))
+
+    async def wait(
+        self,
+        run_id: str,
+        *,
+        on_progress: Callable[[RunProgress], Awaitable[None]] | None = None,
+        timeout_s: float | None = None,
+        poll_s: float = 0.5,
+    ) -> RunProgress:
+        """Waits until the run ends; ``TimeoutError`` after ``timeout_s``."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            progress = await self.progress(run_id)
+            if progress is None:
+                raise LookupError(f"no run {run_id}")
+            if on_progress is not None:
+                await on_progress(progress)
+            if progress.done:
+                return progress
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} still {progress.run.status}")
+            await asyncio.sleep(poll_s)

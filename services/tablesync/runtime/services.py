@@ -1,0 +1,184 @@
+"""Wiring: build every service from the settings and run them until a signal.
+
+``tablesync run <service>`` runs one; ``tablesync run all`` runs capture of
+both sides, apply of every mapping and the coordinator in one process, which
+is what the demo and the tests use. Each process migrates the state database
+(idempotent, serialised by an advisory lock) and creates the topics it uses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+
+from tablesync.adapters.avro import Codec
+from tablesync.adapters.kafka import KafkaPublisher, Topics, TopicSpec, ensure_topics
+from tablesync.adapters.odata import open_api
+from tablesync.adapters.postgres import migrate
+from tablesync.adapters.postgres.mappings import MappingStore
+from tablesync.adapters.postgres.pool import create_pool
+from tablesync.core.events import Side
+from tablesync.core.mappings import MappingSet
+from tablesync.ports.api import SideApi
+from tablesync.ports.clock import Clock, SystemClock
+from tablesync.runtime import faults
+from tablesync.runtime.apply import ApplyService
+from tablesync.runtime.capture import CaptureService
+from tablesync.runtime.coordinator import CoordinatorService
+from tablesync.settings import Settings
+
+__all__ = ["Runtime", "ServiceName", "open_runtime", "run_services", "topics_for"]
+
+log = structlog.get_logger()
+
+ServiceName = Literal["capture", "apply", "coordinator", "all"]
+
+
+def topics_for(settings: Settings) -> Topics:
+    return Topics(
+        prefix=settings.topic_prefix,
+        partitions=settings.sync.partitions,
+        replication_factor=settings.kafka_replication_factor,
+    )
+
+
+def topic_specs(topics: Topics, mappings: MappingSet) -> list[TopicSpec]:
+    specs = topics.control_specs()
+    for side in ("bc", "dataverse"):
+        specs.extend(topics.cdc_spec(side, table) for table in mappings.tables(side))
+    return specs
+
+
+@dataclass
+class Runtime:
+    """What every service shares in one process."""
+
+    settings: Settings
+    pool: Any
+    publisher: KafkaPublisher
+    codec: Codec
+    clock: Clock
+    topics: Topics
+    mappings: MappingSet
+    apis: dict[Side, SideApi] = field(default_factory=dict)
+
+    async def api(self, side: Side) -> SideApi:
+        if side not in self.apis:
+            api_settings = self.settings.bc if side == "bc" else self.settings.dataverse
+            self.apis[side] = await open_api(side, api_settings)
+        return self.apis[side]
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncIterator[Runtime]:
+    faults.configure(settings.fault_point, settings.fault_after)
+    await migrate(settings.database_dsn())
+    pool = await create_pool(settings.database_dsn(), max_size=pool_size)
+    try:
+        mappings = await MappingStore(pool).load()
+        topics = topics_for(settings)
+        await ensure_topics(settings.kafka_bootstrap_servers, topic_specs(topics, mappings))
+        publisher = KafkaPublisher(settings.kafka_bootstrap_servers)
+        await publisher.start()
+        runtime = Runtime(settings, pool, publisher, Codec(), SystemClock(), topics, mappings)
+        try:
+            yield runtime
+        finally:
+            for api in runtime.apis.values():
+                await api.aclose()
+            await publisher.stop()
+    finally:
+        await pool.close()
+
+
+async def build(
+    runtime: Runtime,
+    service: ServiceName,
+    *,
+    side: Side | None = None,
+    mapping: str | None = None,
+) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
+    """The run functions of ``service`` (several for ``all``)."""
+    r = runtime
+    runs: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = []
+    if service in ("capture", "all"):
+        for s in (side,) if side else ("bc", "dataverse"):
+            capture = CaptureService(
+                r.settings,
+                s,
+                pool=r.pool,
+                api=await r.api(s),
+                publisher=r.publisher,
+                codec=r.codec,
+                clock=r.clock,
+                topics=r.topics,
+            )
+            runs.append(capture.run)
+    if service in ("apply", "all"):
+        names: Sequence[str] = (mapping,) if mapping else r.mappings.names()
+        apis: dict[Side, SideApi] = {
+            "bc": await r.api("bc"),
+            "dataverse": await r.api("dataverse"),
+        }
+        for name in names:
+            r.mappings.get(name)  # an unknown name fails here, with the known ones
+            apply = ApplyService(
+                r.settings,
+                name,
+                pool=r.pool,
+                apis=apis,
+                publisher=r.publisher,
+                codec=r.codec,
+                clock=r.clock,
+                topics=r.topics,
+            )
+            runs.append(apply.run)
+    if service in ("coordinator", "all"):
+        coordinator = CoordinatorService(
+            r.settings,
+            pool=r.pool,
+            publisher=r.publisher,
+            codec=r.codec,
+            clock=r.clock,
+            topics=r.topics,
+        )
+        runs.append(coordinator.run)
+    return runs
+
+
+async def run_services(
+    settings: Settings,
+    service: ServiceName,
+    *,
+    side: Side | None = None,
+    mapping: str | None = None,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Runs until SIGINT/SIGTERM (or ``stop``): each service finishes its batch,
+    commits and closes before the process exits."""
+    stop = stop or asyncio.Event()
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+    async with open_runtime(settings, pool_size=20 if service == "all" else 10) as runtime:
+        runs = await build(runtime, service, side=side, mapping=mapping)
+        log.info("services_starting", service=service, count=len(runs))
+        tasks = [asyncio.create_task(run(stop)) for run in runs]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                error = task.exception()
+                if error is not None:
+                    raise error
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            log.info("services_stopped", service=service)

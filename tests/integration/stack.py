@@ -1,0 +1,250 @@
+"""A whole tablesync on the real Kafka and PostgreSQL, with both API emulators
+on real sockets: what the engine tests drive.
+
+Every stack has its own state database, emulator databases and topic prefix,
+so tests never see each other's data."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import yaml
+
+from tablesync.adapters.postgres.mappings import MappingStore
+from tablesync.adapters.postgres.pool import create_pool
+from tablesync.emulators import seed
+from tablesync.emulators.bc import create_app as bc_app
+from tablesync.emulators.common.runtime import EmulatorConfig
+from tablesync.emulators.common.server import BackgroundServer
+from tablesync.emulators.dataverse import create_app as dv_app
+from tablesync.runtime.services import run_services
+from tablesync.settings import ApiSettings, Settings, SyncSettings, with_database
+
+__all__ = ["Stack", "open_stack", "wait_for"]
+
+TOKEN = "stack-test-token"
+DEFAULT_MAPPINGS = Path(__file__).resolve().parents[2] / "mappings" / "default.yaml"
+T = TypeVar("T")
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T]], *, timeout_s: float = 30.0, what: str = "condition"
+) -> T:
+    """Polls ``probe`` until it returns something truthy; fails naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    pool: Any
+    bc: httpx.AsyncClient
+    dv: httpx.AsyncClient
+    bc_company: str
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    # services
+
+    async def start(self, **overrides: Any) -> None:
+        assert self._task is None, "services already running"
+        settings = self.settings.model_copy(update=overrides) if overrides else self.settings
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(
+            run_services(settings, "all", stop=self._stop, handle_signals=False)
+        )
+        await wait_for(self._capture_polling, timeout_s=60, what="capture to poll every table")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._stop.set()
+        await self._task
+        self._task = None
+
+    async def _capture_polling(self) -> bool:
+        if self._task is not None and self._task.done():
+            self._task.result()
+        mappings = await MappingStore(self.pool).load()
+        tables = len(mappings.tables("bc")) + len(mappings.tables("dataverse"))
+        count = await self.pool.fetchval("SELECT count(*) FROM capture_checkpoints")
+        return bool(count == tables)
+
+    # the sides
+
+    def bc_path(self, entity_set: str, record_id: str | None = None) -> str:
+        route = (
+            "/BC/api/tablesync/integration/v1.0" if entity_set == "salespeople" else "/BC/api/v2.0"
+        )
+        path = f"{route}/companies({self.bc_company})/{entity_set}"
+        return f"{path}({record_id})" if record_id else path
+
+    async def bc_rows(self, entity_set: str, query: str = "") -> list[dict[str, Any]]:
+        return await _all(self.bc, self.bc_path(entity_set) + query)
+
+    async def dv_rows(self, entity_set: str, query: str = "") -> list[dict[str, Any]]:
+        return await _all(self.dv, f"/api/data/v9.2/{entity_set}{query}")
+
+    async def bc_patch(
+        self, entity_set: str, record_id: str, values: dict[str, Any]
+    ) -> dict[str, Any]:
+        r = await self.bc.patch(
+            self.bc_path(entity_set, record_id), json=values, headers={"If-Match": "*"}
+        )
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    async def bc_post(self, entity_set: str, values: dict[str, Any]) -> dict[str, Any]:
+        r = await self.bc.post(self.bc_path(entity_set), json=values)
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    async def dv_patch(
+        self, entity_set: str, record_id: str, values: dict[str, Any], *, as_user: str | None = None
+    ) -> dict[str, Any]:
+        headers = {"If-Match": "*", "Prefer": "return=representation"}
+        if as_user:
+            headers["MSCRMCallerID"] = as_user
+        r = await self.dv.patch(
+            f"/api/data/v9.2/{entity_set}({record_id})", json=values, headers=headers
+        )
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    async def dv_post(self, entity_set: str, values: dict[str, Any]) -> dict[str, Any]:
+        r = await self.dv.post(
+            f"/api/data/v9.2/{entity_set}", json=values, headers={"Prefer": "return=representation"}
+        )
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    # the state
+
+    async def couplings(self, mapping: str) -> dict[str, str]:
+        rows = await self.pool.fetch(
+            "SELECT bc_id::text AS bc, dv_id::text AS dv FROM couplings WHERE mapping = $1", mapping
+        )
+        return {r["bc"]: r["dv"] for r in rows}
+
+    async def jobs(self, run_id: str | None = None) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self.pool.fetch(
+            "SELECT * FROM job_totals WHERE ($1::uuid IS NULL OR run_id = $1) "
+            "ORDER BY started_at, mapping, direction",
+            uuid.UUID(run_id) if run_id else None,
+        )
+        return rows
+
+    async def set_mapping(self, name: str, **changes: Any) -> None:
+        await MappingStore(self.pool).change(name, **changes)
+
+
+async def _all(client: httpx.AsyncClient, url: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    next_url: str | None = url
+    while next_url:
+        r = await client.get(next_url)
+        r.raise_for_status()
+        data = r.json()
+        rows.extend(data["value"])
+        next_url = data.get("@odata.nextLink")
+    return rows
+
+
+async def _create_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def open_stack(
+    *,
+    kafka: str,
+    state_dsn: str,
+    topic_prefix: str,
+    demo: bool = True,
+    mappings_document: dict[str, Any] | None = None,
+    sync: SyncSettings | None = None,
+) -> AsyncIterator[Stack]:
+    admin = with_database(state_dsn, "postgres")
+    suffix = uuid.uuid4().hex[:10]
+    bc_db, dv_db = f"emu_bc_{suffix}", f"emu_dv_{suffix}"
+    bc_dsn, dv_dsn = with_database(state_dsn, bc_db), with_database(state_dsn, dv_db)
+    for name in (bc_db, dv_db):
+        await _create_database(admin, name)
+    if demo:
+        await seed.seed_demo("bc", bc_dsn)
+        await seed.seed_demo("dataverse", dv_dsn)
+    bc_server = BackgroundServer(
+        bc_app(EmulatorConfig(dsn=bc_dsn, token=TOKEN, requests_per_window=100_000))
+    )
+    dv_server = BackgroundServer(
+        dv_app(EmulatorConfig(dsn=dv_dsn, token=TOKEN, requests_per_window=100_000))
+    )
+    bc_url, dv_url = await bc_server.start(), await dv_server.start()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    settings = Settings(
+        database_url=state_dsn,  # type: ignore[arg-type]
+        kafka_bootstrap_servers=kafka,
+        topic_prefix=topic_prefix,
+        bc=ApiSettings(base_url=f"{bc_url}/BC/api/v2.0", static_token=TOKEN),  # type: ignore[arg-type]
+        dataverse=ApiSettings(base_url=f"{dv_url}/api/data/v9.2", static_token=TOKEN),  # type: ignore[arg-type]
+        sync=sync
+        or SyncSettings(
+            poll_interval_s=0.2,
+            partitions=3,
+            delete_scan_interval_s=2.0,
+            retry_backoff_s=0.5,
+            retry_backoff_max_s=2.0,
+        ),
+    )
+    pool = await create_pool(state_dsn, max_size=4)
+    bc = httpx.AsyncClient(base_url=bc_url, headers=headers, timeout=30)
+    dv = httpx.AsyncClient(base_url=dv_url, headers=headers, timeout=30)
+    stack: Stack | None = None
+    try:
+        document = mappings_document or yaml.safe_load(DEFAULT_MAPPINGS.read_text())
+        await MappingStore(pool).replace_all(document)
+        companies = (await bc.get("/BC/api/v2.0/companies")).json()["value"]
+        stack = Stack(settings, pool, bc, dv, companies[0]["id"])
+        yield stack
+    finally:
+        if stack is not None:
+            await stack.stop()
+        await bc.aclose()
+        await dv.aclose()
+        await pool.close()
+        await bc_server.stop()
+        await dv_server.stop()
+        for name in (bc_db, dv_db):
+            await _drop_database(admin, name)

@@ -1,0 +1,283 @@
+"""The sync engine end to end: capture → Kafka → apply → coordinator, on the
+real broker and PostgreSQL, against both API emulators."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tablesync.adapters.avro import Codec
+from tablesync.adapters.kafka import KafkaPublisher
+from tablesync.ports.clock import SystemClock
+from tablesync.runtime.operations import Operations
+from tablesync.runtime.services import topics_for
+from tests.conftest import InfraEndpoints
+from tests.integration.stack import Stack, open_stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def stack(infra: InfraEndpoints, state_dsn: str, topic_prefix: str) -> AsyncIterator[Stack]:
+    async with open_stack(
+        kafka=infra.kafka_bootstrap_servers, state_dsn=state_dsn, topic_prefix=topic_prefix
+    ) as s:
+        await s.start()
+        yield s
+
+
+@pytest.fixture
+async def ops(stack: Stack) -> AsyncIterator[Operations]:
+    publisher = KafkaPublisher(stack.settings.kafka_bootstrap_servers)
+    await publisher.start()
+    try:
+        yield Operations(stack.pool, publisher, Codec(), topics_for(stack.settings), SystemClock())
+    finally:
+        await publisher.stop()
+
+
+async def test_full_sync_of_the_demo_data(stack: Stack, ops: Operations) -> None:
+    run_id = await ops.full_sync()
+    progress = await ops.wait(run_id, timeout_s=120)
+    assert progress.run.status == "finished", progress.run.message
+    jobs = {(j.mapping, j.direction): j for j in progress.jobs}
+    assert set(jobs) == {
+        ("CURRENCY", "to_integration"),
+        ("SALESPEOPLE", "from_integration"),
+        ("VENDOR", "to_integration"),
+        ("VENDOR", "from_integration"),
+        ("CUSTOMER", "to_integration"),
+        ("CUSTOMER", "from_integration"),
+        ("CONTACTS", "to_integration"),
+        ("CONTACTS", "from_integration"),
+    }
+    # Every BC customer outside the blocked one is a coupled account with its values.
+    customers = [c for c in await stack.bc_rows("customers") if c["blocked"] == " "]
+    accounts = {a["accountid"]: a for a in await stack.dv_rows("accounts")}
+    couplings = await stack.couplings("CUSTOMER")
+    currencies = await stack.couplings("CURRENCY")
+    bc_currency = {c["code"]: c["id"] for c in await stack.bc_rows("currencies")}
+    people = await stack.couplings("SALESPEOPLE")
+    salespeople = {s["code"]: s["id"] for s in await stack.bc_rows("salespeople")}
+    for customer in customers:
+        account = accounts[couplings[customer["id"]]]
+        assert account["name"] == customer["displayName"]
+        assert account["accountnumber"] == customer["number"]
+        assert (account["address1_city"] or "") == customer["city"]
+        assert account["customertypecode"] == 3
+        if customer["currencyCode"]:
+            assert (
+                account["_transactioncurrencyid_value"]
+                == currencies[bc_currency[customer["currencyCode"]]]
+            )
+        if customer["salespersonCode"]:
+            assert account["_ownerid_value"] == people[salespeople[customer["salespersonCode"]]]
+    # Every licensed, enabled person in Dataverse is a coupled BC salesperson.
+    users = await stack.dv_rows(
+        "systemusers", "?$filter=isdisabled eq false and islicensed eq true and accessmode ne 4"
+    )
+    assert {u["systemuserid"] for u in users} == set(people.values())
+    # The job table's counts match what happened on the sides.
+    assert jobs[("CURRENCY", "to_integration")].counts["inserted"] == len(bc_currency)
+    assert jobs[("SALESPEOPLE", "from_integration")].counts["inserted"] == len(users)
+    created = jobs[("CUSTOMER", "to_integration")].counts
+    assert created["inserted"] + created["coupled"] == len(customers)
+    assert created["failed"] == 0
+
+
+async def test_a_second_full_sync_changes_nothing(stack: Stack, ops: Operations) -> None:
+    first = await ops.wait(await ops.full_sync(), timeout_s=120)
+    assert first.run.status == "finished"
+    dv_before = await _versions(stack)
+    second = await ops.wait(await ops.full_sync(), timeout_s=120)
+    assert second.run.status == "finished"
+    for job in second.jobs:
+        changed = {k: v for k, v in job.counts.items() if k != "unchanged" and v}
+        assert not changed, f"{job.mapping} {job.direction}: {changed}"
+    assert sum(j.counts["unchanged"] for j in second.jobs) > 0
+    assert await _versions(stack) == dv_before
+
+
+async def _versions(stack: Stack) -> dict[str, Any]:
+    rows = await stack.dv_rows("accounts", "?$select=accountid,versionnumber")
+    return {r["accountid"]: r["versionnumber"] for r in rows}
+
+
+async def _full_sync(ops: Operations) -> None:
+    progress = await ops.wait(await ops.full_sync(), timeout_s=120)
+    assert progress.run.status == "finished", progress.run.message
+
+
+async def _coupled_pair(stack: Stack) -> tuple[dict[str, Any], dict[str, Any]]:
+    couplings = await stack.couplings("CUSTOMER")
+    customers = {c["id"]: c for c in await stack.bc_rows("customers")}
+    accounts = {a["accountid"]: a for a in await stack.dv_rows("accounts")}
+    bc_id = sorted(couplings)[0]
+    return customers[bc_id], accounts[couplings[bc_id]]
+
+
+async def test_a_dataverse_change_reaches_bc_and_does_not_come_back(
+    stack: Stack, ops: Operations
+) -> None:
+    await _full_sync(ops)
+    customer, account = await _coupled_pair(stack)
+    person = next(iter((await stack.couplings("SALESPEOPLE")).values()))
+    changed = await stack.dv_patch(
+        "accounts", account["accountid"], {"telephone1": "+1 555 0100"}, as_user=person
+    )
+
+    async def reached_bc() -> dict[str, Any] | None:
+        rows = await stack.bc_rows("customers", f"?$filter=id eq {customer['id']}")
+        return rows[0] if rows and rows[0]["phoneNumber"] == "+1 555 0100" else None
+
+    bc_after = await wait_for(reached_bc, timeout_s=15, what="the phone number in BC")
+    # The BC write comes back through BC's capture; it must be recognised and
+    # not written to Dataverse again.
+    await wait_for(
+        lambda: _bc_change_seen(stack, customer["id"], bc_after["@odata.etag"]),
+        timeout_s=15,
+        what="the echo of the BC write to be captured and applied",
+    )
+    rows = await stack.dv_rows("accounts", f"?$filter=accountid eq {account['accountid']}")
+    assert rows[0]["versionnumber"] == changed["versionnumber"], "the change came back"
+
+
+async def _bc_change_seen(stack: Stack, bc_id: str, etag: str) -> bool:
+    stamp = await stack.pool.fetchval(
+        "SELECT bc_etag FROM couplings WHERE mapping = 'CUSTOMER' AND bc_id = $1::uuid", bc_id
+    )
+    applied = await stack.pool.fetchval(
+        "SELECT coalesce(sum(unchanged), 0) FROM job_partitions p JOIN jobs j USING (job_id) "
+        "WHERE j.kind = 'continuous' AND j.mapping = 'CUSTOMER' AND j.direction = 'to_integration'"
+    )
+    return bool(stamp == etag and applied >= 1)
+
+
+async def test_a_change_on_both_sides_follows_the_conflict_policy(
+    stack: Stack, ops: Operations
+) -> None:
+    await _full_sync(ops)
+    customer, account = await _coupled_pair(stack)
+    await stack.stop()
+    # Both sides change the city while no sync runs; CUSTOMER sends BC's data.
+    await stack.bc_patch("customers", customer["id"], {"city": "Bruges"})
+    await stack.dv_patch("accounts", account["accountid"], {"address1_city": "Ghent"})
+    await stack.start()
+
+    async def settled() -> bool:
+        rows = await stack.dv_rows("accounts", f"?$filter=accountid eq {account['accountid']}")
+        return rows[0]["address1_city"] == "Bruges"
+
+    await wait_for(settled, timeout_s=20, what="BC's city to win in Dataverse")
+    bc = await stack.bc_rows("customers", f"?$filter=id eq {customer['id']}")
+    assert bc[0]["city"] == "Bruges"
+
+
+async def test_a_conflict_under_policy_none_is_skipped_with_an_error(
+    stack: Stack, ops: Operations
+) -> None:
+    await stack.set_mapping("CUSTOMER", sync_only_coupled=True)
+    await _full_sync(ops)
+    customer, account = await _coupled_pair(stack)
+    await stack.stop()
+    document_change = {"update_conflict": "none"}
+    await _patch_mapping_document(stack, "CUSTOMER", document_change)
+    await stack.bc_patch("customers", customer["id"], {"city": "Bruges"})
+    await stack.dv_patch("accounts", account["accountid"], {"address1_city": "Ghent"})
+    await stack.start()
+
+    async def skipped() -> bool:
+        status = await stack.pool.fetchval(
+            "SELECT status FROM record_status WHERE mapping = 'CUSTOMER' AND source_id = $1",
+            customer["id"],
+        )
+        return status == "skipped"
+
+    await wait_for(skipped, timeout_s=20, what="the conflict to be skipped")
+    message = await stack.pool.fetchval(
+        "SELECT message FROM job_errors WHERE mapping = 'CUSTOMER' AND source_id = $1",
+        customer["id"],
+    )
+    assert "changed in both" in message
+    dv = await stack.dv_rows("accounts", f"?$filter=accountid eq {account['accountid']}")
+    bc = await stack.bc_rows("customers", f"?$filter=id eq {customer['id']}")
+    assert (dv[0]["address1_city"], bc[0]["city"]) == ("Ghent", "Bruges")
+
+
+async def _patch_mapping_document(stack: Stack, name: str, changes: dict[str, Any]) -> None:
+    await stack.pool.execute(
+        "UPDATE mappings SET definition = definition || $2::jsonb, updated_at = now() "
+        "WHERE name = $1",
+        name,
+        changes,
+    )
+
+
+async def test_a_new_bc_customer_is_created_in_dataverse_within_3_seconds(
+    stack: Stack, ops: Operations
+) -> None:
+    await _full_sync(ops)
+    await stack.set_mapping("CUSTOMER", sync_only_coupled=False)
+    created = await stack.bc_post(
+        "customers", {"displayName": "Woodgrove Bank", "city": "Redmond", "number": "C90001"}
+    )
+    started = asyncio.get_running_loop().time()
+
+    async def coupled() -> str | None:
+        return (await stack.couplings("CUSTOMER")).get(created["id"])
+
+    dv_id = await wait_for(coupled, timeout_s=10, what="the new customer to be coupled")
+    elapsed = asyncio.get_running_loop().time() - started
+    account = (await stack.dv_rows("accounts", f"?$filter=accountid eq {dv_id}"))[0]
+    assert account["name"] == "Woodgrove Bank" and account["accountnumber"] == "C90001"
+    assert elapsed < 3.0, f"took {elapsed:.2f} s"
+
+
+async def test_a_customer_waits_for_its_salesperson_then_applies(
+    stack: Stack, ops: Operations
+) -> None:
+    await _full_sync(ops)
+    await stack.set_mapping("CUSTOMER", sync_only_coupled=False)
+    # A salesperson made in BC by hand: no Dataverse user is coupled to it.
+    person = await stack.bc_post(
+        "salespeople", {"name": "Ada Lovelace", "email": "ada@cronus.example"}
+    )
+    customer = await stack.bc_post(
+        "customers",
+        {"displayName": "Pending Ltd", "number": "C90002", "salespersonCode": person["code"]},
+    )
+
+    async def pending() -> bool:
+        status = await stack.pool.fetchval(
+            "SELECT status FROM record_status WHERE mapping = 'CUSTOMER' AND source_id = $1",
+            customer["id"],
+        )
+        return status == "pending"
+
+    await wait_for(pending, timeout_s=15, what="the customer to wait for its salesperson")
+    assert customer["id"] not in await stack.couplings("CUSTOMER")
+    # Her Dataverse user arrives; a full sync of SALESPEOPLE couples the two by e-mail.
+    user = await stack.dv_post(
+        "systemusers",
+        {
+            "firstname": "Ada",
+            "lastname": "Lovelace",
+            "internalemailaddress": "ada@cronus.example",
+            "islicensed": True,
+            "isdisabled": False,
+            "accessmode": 0,
+        },
+    )
+    progress = await ops.wait(await ops.full_sync(mappings=["SALESPEOPLE"]), timeout_s=60)
+    assert progress.jobs[0].counts["coupled"] == 1
+    assert (await stack.couplings("SALESPEOPLE"))[person["id"]] == user["systemuserid"]
+
+    async def applied() -> str | None:
+        return (await stack.couplings("CUSTOMER")).get(customer["id"])
+
+    dv_id = await wait_for(applied, timeout_s=20, what="the pending customer to apply")
+    account = (await stack.dv_rows("accounts", f"?$filter=accountid eq {dv_id}"))[0]
+    assert account["_ownerid_value"] == user["systemuserid"]
