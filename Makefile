@@ -47,5 +47,8 @@ test-unit: $(STAMP)
 test-integration: infra-up
 	$(VENV)/bin/pytest tests/integration tests/contract
 
+demo: infra-up
+	$(VENV)/bin/tablesync demo
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

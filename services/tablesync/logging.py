@@ -53,3 +53,9 @@ def configure_logging(
     )
     # Libraries log through the standard library; keep them quiet unless asked.
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+    # aiokafka reports every leader election and metadata refresh it retries
+    # by itself (at ERROR, on a topic created a moment ago); what it cannot
+    # recover from reaches tablesync as an exception and is logged there.
+    logging.getLogger("aiokafka").setLevel(
+        logging.DEBUG if numeric <= logging.DEBUG else logging.CRITICAL
+    )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -77,6 +79,41 @@ class Stack:
         self._stop.set()
         await self._task
         self._task = None
+
+    def environment(self, **extra: str) -> dict[str, str]:
+        """The environment a separate ``tablesync`` process needs to be this stack."""
+        s = self.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TABLESYNC_")}
+        env.update(
+            {
+                "TABLESYNC_DATABASE_URL": s.database_dsn(),
+                "TABLESYNC_KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers,
+                "TABLESYNC_TOPIC_PREFIX": s.topic_prefix,
+                "TABLESYNC_LOG_FORMAT": "json",
+                "TABLESYNC_BC__BASE_URL": s.bc.base_url,
+                "TABLESYNC_BC__STATIC_TOKEN": TOKEN,
+                "TABLESYNC_DATAVERSE__BASE_URL": s.dataverse.base_url,
+                "TABLESYNC_DATAVERSE__STATIC_TOKEN": TOKEN,
+                "TABLESYNC_SYNC__POLL_INTERVAL_S": str(s.sync.poll_interval_s),
+                "TABLESYNC_SYNC__PARTITIONS": str(s.sync.partitions),
+                "TABLESYNC_SYNC__DELETE_SCAN_INTERVAL_S": str(s.sync.delete_scan_interval_s),
+                "TABLESYNC_SYNC__RETRY_BACKOFF_S": str(s.sync.retry_backoff_s),
+                "TABLESYNC_SYNC__RETRY_BACKOFF_MAX_S": str(s.sync.retry_backoff_max_s),
+            }
+        )
+        env.update(extra)
+        return env
+
+    async def spawn(self, *args: str, log: Path, **extra: str) -> asyncio.subprocess.Process:
+        """``tablesync <args>`` in its own process, output to ``log``."""
+        out = log.open("ab")
+        try:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tablesync.cli", *args,
+                env=self.environment(**extra), stdout=out, stderr=out,
+            )
+        finally:
+            out.close()
 
     async def _capture_polling(self) -> bool:
         if self._task is not None and self._task.done():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tablesync.cli import couplings, db, infra, jobs, mappings, run, sync
+from tablesync.cli import couplings, db, demo, emulator, infra, jobs, mappings, run, sync
 
 app = typer.Typer(
     name="tablesync",
@@ -16,6 +16,8 @@ app.add_typer(run.app, name="run")
 app.add_typer(mappings.app, name="mappings")
 app.add_typer(db.app, name="db")
 app.add_typer(infra.app, name="infra")
+app.add_typer(emulator.app, name="emulator")
+app.command("demo")(demo.demo)
 app.command("full-sync")(sync.full_sync)
 app.command("sync-modified")(sync.sync_modified)
 app.command("jobs")(jobs.jobs)

@@ -222,9 +222,9 @@ class ApplyService:
         await self._applier.apply(items, effects)
         for m in markers:
             effects.finished.append((m.end.job_id, m.topic, m.partition))
-        faults.point("apply.before_commit")
+        faults.point("apply.before_commit", self.mapping_name)
         await self.state.commit(effects)
-        faults.point("apply.after_commit")
+        faults.point("apply.after_commit", self.mapping_name)
         await self._publish_outcomes(markers)
         await self._consumer.commit(
             {TopicPartition(t, p): off for (t, p), off in effects.positions.items()}

@@ -170,7 +170,7 @@ class CaptureService:
             for row in fresh:
                 state.recent[row.id] = (row.etag or row.modified_at.isoformat(), row.modified_at)
         if newest > state.watermark:
-            faults.point("capture.before_checkpoint")
+            faults.point("capture.before_checkpoint", table)
             await self._store_checkpoint(table, newest)
             state.watermark = newest
             floor = newest - overlap

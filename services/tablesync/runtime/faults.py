@@ -1,8 +1,9 @@
 """Named points where the fault suite may kill a process, as ``kill -9`` would.
 
-Disabled unless ``TABLESYNC_FAULT_POINT`` names a point; then the process
-dies abruptly (no cleanup, no flush) the ``TABLESYNC_FAULT_AFTER``-th time
-it passes that point. Production never sets them."""
+Disabled unless ``TABLESYNC_FAULT_POINT`` names a point, optionally narrowed
+with ``:<qualifier>`` (``apply.before_commit:CUSTOMER``); then the process
+dies abruptly (no cleanup, no flush) the ``TABLESYNC_FAULT_AFTER``-th time it
+passes that point. Production never sets them."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ def configure(point_name: str | None, after: int = 1) -> None:
         _armed[point_name] = max(1, after)
 
 
-def point(name: str) -> None:
-    if name not in _armed:
+def point(name: str, qualifier: str | None = None) -> None:
+    if not _armed:
         return
-    _armed[name] -= 1
-    if _armed[name] <= 0:
-        os._exit(137)
+    for key in (name, f"{name}:{qualifier}" if qualifier else None):
+        if key is not None and key in _armed:
+            _armed[key] -= 1
+            if _armed[key] <= 0:
+                os._exit(137)

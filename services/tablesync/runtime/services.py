@@ -32,7 +32,7 @@ from tablesync.runtime.capture import CaptureService
 from tablesync.runtime.coordinator import CoordinatorService
 from tablesync.settings import Settings
 
-__all__ = ["Runtime", "ServiceName", "open_runtime", "run_services", "topics_for"]
+__all__ = ["Runtime", "ServiceName", "open_runtime", "run_services", "topic_specs", "topics_for"]
 
 log = structlog.get_logger()
 
