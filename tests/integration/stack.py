@@ -71,7 +71,7 @@ class Stack:
         self._task = asyncio.create_task(
             run_services(settings, "all", stop=self._stop, handle_signals=False)
         )
-        await wait_for(self._capture_polling, timeout_s=60, what="capture to poll every table")
+        await wait_for(self.capture_polling, timeout_s=60, what="capture to poll every table")
 
     async def stop(self) -> None:
         if self._task is None:
@@ -109,13 +109,18 @@ class Stack:
         out = log.open("ab")
         try:
             return await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tablesync.cli", *args,
-                env=self.environment(**extra), stdout=out, stderr=out,
+                sys.executable,
+                "-m",
+                "tablesync.cli",
+                *args,
+                env=self.environment(**extra),
+                stdout=out,
+                stderr=out,
             )
         finally:
             out.close()
 
-    async def _capture_polling(self) -> bool:
+    async def capture_polling(self) -> bool:
         if self._task is not None and self._task.done():
             self._task.result()
         mappings = await MappingStore(self.pool).load()

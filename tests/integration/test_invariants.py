@@ -62,13 +62,15 @@ async def _applied_everything(stack: Stack) -> bool:
         ends: dict[tuple[str, int], int] = {}
         topics = topics_for(stack.settings)
         for side in ("bc", "dataverse"):
-            for table in (await _tables(stack, side)):
+            for table in await _tables(stack, side):
                 topic = topics.cdc(side, table)
                 for p in await publisher.partitions_for(topic):
                     ends[(topic, p)] = await _end_offset(stack, topic, p)
     finally:
         await publisher.stop()
-    rows = await stack.pool.fetch("SELECT mapping, topic, partition, next_offset FROM apply_positions")
+    rows = await stack.pool.fetch(
+        "SELECT mapping, topic, partition, next_offset FROM apply_positions"
+    )
     reached: dict[tuple[str, int], int] = {}
     for r in rows:
         key = (r["topic"], r["partition"])
@@ -110,8 +112,11 @@ async def test_nothing_is_lost_across_restarts_of_the_services(
             created.append(
                 await stack.bc_post(
                     "customers",
-                    {"displayName": f"Restart {round_}-{i}", "number": f"R{round_}{i:03d}",
-                     "city": f"City {i}"},
+                    {
+                        "displayName": f"Restart {round_}-{i}",
+                        "number": f"R{round_}{i:03d}",
+                        "city": f"City {i}",
+                    },
                 )
             )
         # Stop while some of those changes are in flight, change more while
@@ -196,7 +201,7 @@ async def test_a_crash_between_create_and_coupling_makes_no_duplicate(
     process = await stack.spawn(
         "run", "all", log=log, TABLESYNC_FAULT_POINT=f"apply.before_commit:{mapping}"
     )
-    await wait_for(lambda: stack._capture_polling(), timeout_s=60, what="the process to start")
+    await wait_for(stack.capture_polling, timeout_s=60, what="the process to start")
     run_id = await ops.full_sync()
     code = await asyncio.wait_for(process.wait(), timeout=90)
     assert code == 137, log.read_text()[-2000:]
@@ -251,9 +256,7 @@ async def test_an_older_event_never_overwrites_newer_state(
         etag=old["@odata.etag"],
     )
     topic = topics_for(stack.settings).cdc("bc", "customers")
-    partition, offset = await publisher.publish(
-        Message(topic, bc_id.encode(), CODEC.encode(stale))
-    )
+    partition, offset = await publisher.publish(Message(topic, bc_id.encode(), CODEC.encode(stale)))
 
     async def consumed() -> bool:
         position = await stack.pool.fetchval(
@@ -287,12 +290,22 @@ async def test_poison_events_are_dead_lettered_and_the_service_goes_on(
     topic = topics.cdc("bc", "customers")
     now = SystemClock().now()
     unknown_table = RecordChanged(
-        side="bc", table="widgets", record_id=str(uuid.uuid4()), op="upsert",
-        modified_at=now, captured_at=now, fields={"name": "x"},
+        side="bc",
+        table="widgets",
+        record_id=str(uuid.uuid4()),
+        op="upsert",
+        modified_at=now,
+        captured_at=now,
+        fields={"name": "x"},
     )
     bad_id = RecordChanged(
-        side="bc", table="customers", record_id="not-a-guid", op="upsert",
-        modified_at=now, captured_at=now, fields={},
+        side="bc",
+        table="customers",
+        record_id="not-a-guid",
+        op="upsert",
+        modified_at=now,
+        captured_at=now,
+        fields={},
     )
     poison = [b"\x00\x01 not avro at all", CODEC.encode(unknown_table), CODEC.encode(bad_id)]
     for value in poison:
@@ -346,11 +359,13 @@ async def test_an_api_refusal_is_a_job_error_and_the_rest_of_the_batch_goes_on(
     # A vendor account already holds this customer's number: Dataverse refuses
     # a second account with the same alternate key.
     await stack.dv_post(
-        "accounts", {"name": "Vendor twin", "accountnumber": taken["number"], "customertypecode": 11}
+        "accounts",
+        {"name": "Vendor twin", "accountnumber": taken["number"], "customertypecode": 11},
     )
     await stack.start()
-    progress = await ops.wait(await ops.full_sync(mappings=["CURRENCY", "SALESPEOPLE",
-                                                               "CUSTOMER"]), timeout_s=120)
+    progress = await ops.wait(
+        await ops.full_sync(mappings=["CURRENCY", "SALESPEOPLE", "CUSTOMER"]), timeout_s=120
+    )
     job = next(
         j for j in progress.jobs if (j.mapping, j.direction) == ("CUSTOMER", "to_integration")
     )
