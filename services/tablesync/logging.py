@@ -27,6 +27,22 @@ def _drop_secrets(
     return event_dict
 
 
+class _StderrLogger:
+    """Writes each line to whatever ``sys.stderr`` is at that moment, so a
+    logger made before the stream was swapped (test capture, daemonising)
+    never writes to a closed file."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+class _StderrLoggerFactory:
+    def __call__(self, *args: object) -> _StderrLogger:
+        return _StderrLogger()
+
+
 def configure_logging(
     fmt: Literal["console", "json", "auto"] = "auto", level: str = "info"
 ) -> None:
@@ -48,7 +64,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLoggerFactory(),
         cache_logger_on_first_use=True,
     )
     # Libraries log through the standard library; keep them quiet unless asked.

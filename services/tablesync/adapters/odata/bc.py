@@ -1,0 +1,238 @@
+"""The Business Central API v2.0 connector.
+
+Every collection lives under a company: ``companies(<id>)/<set>``, or a custom API's
+route such as ``/BC/api/<publisher>/<group>/<version>/companies(<id>)/<set>``. The
+company is looked up once, by ``company_name`` or else the first one ``GET companies``
+lists.
+
+Writes go through the JSON ``$batch`` of the route's API (``POST <api>/$batch`` with
+``{"requests": [...]}``, 100 requests at most per batch, BC's limit). Without the
+``Isolation: snapshot`` header each request commits on its own, so one refused record
+leaves the others written.
+
+- ``Create`` → ``POST <set>``; BC assigns the id (a ``record_id`` is refused).
+- ``Update`` → ``PATCH <set>(<id>)`` with ``If-Match: <etag>``, ``*`` when none is known
+  (BC requires the header).
+- ``Delete`` → ``DELETE <set>(<id>)`` with ``If-Match`` likewise.
+
+BC answers an ``If-Match`` naming an older version with 409 ``Request_EntityChanged``;
+that is ``Stale`` here, as 412 is on Dataverse.
+
+Per record: 404 → ``Missing``, another 4xx → ``Rejected`` with the API's message; 429
+and 5xx → sent again in a later batch, ``Rejected`` once the retry budget is spent. A
+batch refused as a whole (a 4xx to the ``$batch`` request itself) makes every record in
+it ``Rejected``; a batch of creates that failed in a way that may have applied it
+raises ``ApiUnavailable`` rather than risk creating twice (see ``http``).
+
+The forms follow the API v2.0 reference ("Create/Update/Delete customers" …) and "Using
+OData transactional $batch requests".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import structlog
+
+from tablesync.adapters.odata.base import ODataSide, classify
+from tablesync.adapters.odata.batch import (
+    BatchRequest,
+    BatchResponse,
+    decode_json_batch,
+    encode_json_batch,
+)
+from tablesync.adapters.odata.entities import EntitySpec, SpecSource, catalog_specs
+from tablesync.adapters.odata.http import ODataHttp, error_message
+from tablesync.adapters.odata.retry import RetryPolicy, retry_after_s
+from tablesync.core.events import Side
+from tablesync.core.records import (
+    Create,
+    Ref,
+    Rejected,
+    Update,
+    WriteOp,
+    WriteResult,
+    WriteValue,
+)
+from tablesync.errors import ApiError
+from tablesync.settings import ApiSettings
+
+__all__ = ["BcApi"]
+
+MAX_BATCH = 100
+# BC's answer to an If-Match that names an older version: 409, not 412 (the "Error
+# Codes" page of the OData/API troubleshooting docs).
+STALE_CODES = frozenset({"Request_EntityChanged"})
+_COMPANY = "{company}"
+
+
+class BcApi(ODataSide):
+    """``SideApi`` over Business Central API v2.0 (and custom APIs of the same shape)."""
+
+    side: Side = "bc"
+    max_page_size = 20000
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        *,
+        specs: SpecSource | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http: ODataHttp | None = None,
+        company_id: str | None = None,
+    ) -> None:
+        client = http or ODataHttp("bc", settings, transport=transport)
+        super().__init__(client, settings, specs or catalog_specs("bc", client.base_url.path))
+        self._company_name = settings.company_name
+        self._company_id = company_id.lower() if company_id else None
+        self._company_lock = asyncio.Lock()
+        self._policy = RetryPolicy.from_settings(settings)
+        self._batch_size = max(1, min(settings.batch_size, MAX_BATCH))
+
+    async def company_id(self) -> str:
+        """The id of the company this connector works in, looked up on first use."""
+        if self._company_id is not None:
+            return self._company_id
+        async with self._company_lock:
+            if self._company_id is None:
+                self._company_id = await self._find_company()
+            return self._company_id
+
+    async def _find_company(self) -> str:
+        reply = await self._http.send("GET", "companies")
+        if reply.status >= 400:
+            raise ApiError(
+                f"GET companies: {reply.status} {error_message(reply.data, reply.content)}",
+                side=self.side,
+                status=reply.status,
+            )
+        values = reply.data.get("value") if isinstance(reply.data, dict) else None
+        companies = [c for c in values or [] if isinstance(c, dict) and c.get("id")]
+        if self._company_name is not None:
+            wanted = self._company_name
+            companies = [c for c in companies if wanted in (c.get("name"), c.get("displayName"))]
+        if not companies:
+            which = f"named {self._company_name!r}" if self._company_name else "at all"
+            raise ApiError(f"no company {which}", side=self.side)
+        company = companies[0]
+        structlog.get_logger().info(
+            "odata.company", side=self.side, company_id=company["id"], name=company.get("name")
+        )
+        return str(company["id"]).lower()
+
+    async def collection(self, spec: EntitySpec) -> str:
+        if _COMPANY not in spec.route:
+            return spec.route
+        return spec.route.replace(_COMPANY, await self.company_id())
+
+    async def write(self, entity_set: str, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        spec = self.spec(entity_set)
+        collection = await self.collection(spec)
+        root, relative = _split_route(collection)
+        results: list[WriteResult | None] = [None] * len(ops)
+        sendable: list[int] = []
+        for i, op in enumerate(ops):
+            if isinstance(op, Create) and op.record_id is not None:
+                results[i] = Rejected(
+                    400, "Business Central assigns record ids: create without record_id"
+                )
+            else:
+                sendable.append(i)
+        chunks = [
+            sendable[start : start + self._batch_size]
+            for start in range(0, len(sendable), self._batch_size)
+        ]
+        await self.gather_all(
+            self._write_batch(spec, root, relative, ops, c, results) for c in chunks
+        )
+        final = [r if r is not None else Rejected(0, "no response") for r in results]
+        await self._fill_rows(entity_set, ops, final, {})
+        self._count(entity_set, final)
+        return final
+
+    async def _write_batch(
+        self,
+        spec: EntitySpec,
+        root: str,
+        relative: str,
+        ops: Sequence[WriteOp],
+        pending: list[int],
+        results: list[WriteResult | None],
+    ) -> None:
+        retries = 0
+        while pending:
+            requests = [_request(relative, ops[i]) for i in pending]
+            reply = await self._http.send(
+                "POST",
+                f"{root}/$batch" if root else "$batch",
+                headers={"Content-Type": "application/json"},
+                content=encode_json_batch(requests),
+                idempotent=all(not isinstance(ops[i], Create) for i in pending),
+            )
+            if reply.status >= 400:
+                message = error_message(reply.data, reply.content)
+                for i in pending:
+                    results[i] = Rejected(reply.status, message)
+                return
+            responses = decode_json_batch(reply.data, len(pending))
+            transient: list[int] = []
+            wait: float | None = None
+            for i, response in zip(pending, responses, strict=True):
+                result = classify(
+                    ops[i], response.status, response.data, response.raw, spec, STALE_CODES
+                )
+                if result is None:
+                    transient.append(i)
+                    results[i] = Rejected(response.status, error_message(response.data))
+                    wait = self._note_transient(response, wait)
+                else:
+                    results[i] = result
+            if not transient or retries >= self._policy.max_retries:
+                return
+            retries += 1
+            self.stats.retries += 1
+            await self._http.pause(
+                wait if wait is not None else self._policy.backoff_s(retries - 1)
+            )
+            pending = transient
+
+    def _note_transient(self, response: BatchResponse, wait: float | None) -> float | None:
+        if response.status == 429:
+            self.stats.throttled += 1
+        after = retry_after_s(response.headers.get("retry-after"))
+        if after is None:
+            return wait
+        self._http.hold_back(after)
+        return max(wait or 0.0, after)
+
+
+def _split_route(collection: str) -> tuple[str, str]:
+    """(API root, collection path relative to it): a JSON batch goes to ``<root>/$batch``
+    and names its requests relative to that root."""
+    marker = collection.find("companies(")
+    if marker > 0:
+        return collection[:marker].rstrip("/"), collection[marker:]
+    if marker == 0:
+        return "", collection
+    head, _, tail = collection.rpartition("/")
+    return head, tail
+
+
+def _request(relative: str, op: WriteOp) -> BatchRequest:
+    json_type = {"Content-Type": "application/json"}
+    if isinstance(op, Create):
+        return BatchRequest("POST", relative, json_type, _payload(op.values))
+    target = f"{relative}({op.record_id.lower()})"
+    if isinstance(op, Update):
+        return BatchRequest(
+            "PATCH", target, {**json_type, "If-Match": op.etag or "*"}, _payload(op.values)
+        )
+    return BatchRequest("DELETE", target, {"If-Match": op.etag or "*"})
+
+
+def _payload(values: dict[str, WriteValue]) -> dict[str, Any]:
+    # BC relates records by id or code fields; a Ref can only mean the target's id.
+    return {name: value.id if isinstance(value, Ref) else value for name, value in values.items()}

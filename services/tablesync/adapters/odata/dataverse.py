@@ -1,0 +1,222 @@
+"""The Dataverse Web API v9.2 connector.
+
+Writes go through ``$batch`` in batches of ``batch_size`` records (at most 1000, the
+service's limit), one change set per record and ``Prefer: odata.continue-on-error``,
+so a refused record rolls back only itself. Each request asks for
+``Prefer: return=representation`` and so answers with the row as stored after it.
+
+- ``Create`` with ``record_id`` → ``PATCH /<set>(<id>)`` without conditions: Dataverse's
+  upsert, which creates the row with that id or updates the existing one. Replaying it
+  never makes a second row and never fails because the row exists.
+- ``Create`` without id → ``POST /<set>``.
+- ``Update`` → ``PATCH /<set>(<id>)`` with ``If-Match: <etag>``, or ``If-Match: *`` so an
+  update never creates a deleted row again (404 → ``Missing``).
+- ``Delete`` → ``DELETE /<set>(<id>)`` with ``If-Match: <etag>`` when one is given.
+- ``Ref`` values → ``<navigation>@odata.bind: "/<set>(<id>)"``; ``None`` bound to a
+  navigation property disassociates the lookup.
+
+Per record: 404 → ``Missing``, 412 → ``Stale``, another 4xx → ``Rejected`` with the API's
+message; 429 and 5xx → sent again in a later batch (the change set was rolled back),
+``Rejected`` once the retry budget is spent. A batch refused as a whole makes all its
+records ``Rejected``, unless its body lists the parts processed before the failure:
+those get their own results and the rest are sent again. A batch holding a ``POST``
+create that failed in a way that may have applied it raises ``ApiUnavailable`` rather
+than risk creating twice (see ``http``).
+
+The forms follow the Web API pages "Execute batch operations", "Update and delete table
+rows" (upsert), "Perform conditional operations" and "Associate and disassociate tables".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from tablesync.adapters.odata.base import ODataSide, classify, entity_id_from
+from tablesync.adapters.odata.batch import (
+    BatchRequest,
+    BatchResponse,
+    decode_multipart,
+    encode_changesets,
+)
+from tablesync.adapters.odata.entities import EntitySpec, SpecSource, catalog_specs
+from tablesync.adapters.odata.http import ODataHttp, error_message
+from tablesync.adapters.odata.retry import RetryPolicy, retry_after_s
+from tablesync.core.events import Side
+from tablesync.core.records import (
+    Create,
+    Ref,
+    Rejected,
+    Update,
+    WriteOp,
+    WriteResult,
+    WriteValue,
+    Written,
+)
+from tablesync.settings import ApiSettings
+
+__all__ = ["DataverseApi"]
+
+MAX_BATCH = 1000
+_BIND = "@odata.bind"
+
+
+class DataverseApi(ODataSide):
+    """``SideApi`` over the Dataverse Web API v9.2."""
+
+    side: Side = "dataverse"
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        *,
+        specs: SpecSource | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http: ODataHttp | None = None,
+    ) -> None:
+        client = http or ODataHttp("dataverse", settings, transport=transport)
+        super().__init__(
+            client, settings, specs or catalog_specs("dataverse", client.base_url.path)
+        )
+        self._policy = RetryPolicy.from_settings(settings)
+        self._batch_size = max(1, min(settings.batch_size, MAX_BATCH))
+
+    async def write(self, entity_set: str, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        spec = self.spec(entity_set)
+        results: list[WriteResult | None] = [None] * len(ops)
+        created: dict[int, str] = {}
+        chunks = [
+            list(range(start, min(start + self._batch_size, len(ops))))
+            for start in range(0, len(ops), self._batch_size)
+        ]
+        await self.gather_all(
+            self._write_batch(spec, ops, chunk, results, created) for chunk in chunks
+        )
+        final = [r if r is not None else Rejected(0, "no response") for r in results]
+        await self._fill_rows(entity_set, ops, final, created)
+        self._count(entity_set, final)
+        return final
+
+    async def _write_batch(
+        self,
+        spec: EntitySpec,
+        ops: Sequence[WriteOp],
+        pending: list[int],
+        results: list[WriteResult | None],
+        created: dict[int, str],
+    ) -> None:
+        retries = 0
+        while pending:
+            content_type, body = encode_changesets([self._request(spec, ops[i]) for i in pending])
+            reply = await self._http.send(
+                "POST",
+                "$batch",
+                headers={"Content-Type": content_type, "Prefer": "odata.continue-on-error"},
+                content=body,
+                idempotent=all(_repeatable(ops[i]) for i in pending),
+                decode=_decode_batch,
+            )
+            parts: list[list[BatchResponse]] = (
+                reply.data if reply.status < 400 else _error_parts(reply.headers, reply.content)
+            )
+            if not parts:
+                message = error_message(reply.data, reply.content)
+                for i in pending:
+                    results[i] = Rejected(reply.status, message)
+                return
+            transient: list[int] = []
+            wait: float | None = None
+            for i, responses in zip(pending, parts, strict=False):
+                response = _outcome(responses)
+                result = classify(ops[i], response.status, response.data, response.raw, spec)
+                if result is None:
+                    transient.append(i)
+                    results[i] = Rejected(
+                        response.status, error_message(response.data, response.raw)
+                    )
+                    if response.status == 429:
+                        self.stats.throttled += 1
+                    after = retry_after_s(response.headers.get("retry-after"))
+                    if after is not None:
+                        wait = max(wait or 0.0, after)
+                        self._http.hold_back(after)
+                    continue
+                results[i] = result
+                if isinstance(result, Written) and result.row is None:
+                    found = entity_id_from(response.headers)
+                    if found is not None:
+                        created[i] = found
+            # Parts missing from an error response were never processed: send them again.
+            unprocessed = pending[len(parts) :]
+            if transient:
+                if retries >= self._policy.max_retries:
+                    transient = []
+                else:
+                    retries += 1
+                    self.stats.retries += 1
+                    await self._http.pause(
+                        wait if wait is not None else self._policy.backoff_s(retries - 1)
+                    )
+            pending = sorted(transient + unprocessed)
+
+    def _request(self, spec: EntitySpec, op: WriteOp) -> BatchRequest:
+        collection = self._path(spec)
+        represent = {"Prefer": "return=representation"}
+        if isinstance(op, Create):
+            if op.record_id is None:
+                return BatchRequest("POST", collection, represent, _payload(op.values))
+            return BatchRequest(
+                "PATCH", f"{collection}({op.record_id.lower()})", represent, _payload(op.values)
+            )
+        if isinstance(op, Update):
+            headers = {**represent, "If-Match": op.etag or "*"}
+            return BatchRequest(
+                "PATCH", f"{collection}({op.record_id.lower()})", headers, _payload(op.values)
+            )
+        headers = {"If-Match": op.etag} if op.etag else {}
+        return BatchRequest("DELETE", f"{collection}({op.record_id.lower()})", headers)
+
+    def _path(self, spec: EntitySpec) -> str:
+        # Requests inside a batch carry an absolute path, as in the documentation's examples.
+        if spec.route.startswith("/"):
+            return spec.route
+        return f"{self._http.base_url.path.rstrip('/')}/{spec.route}"
+
+
+def _payload(values: dict[str, WriteValue]) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, Ref):
+            bind = name if name.endswith(_BIND) else f"{name}{_BIND}"
+            body[bind] = f"/{value.entity_set}({value.id.lower()})"
+        else:
+            body[name] = value
+    return body
+
+
+def _repeatable(op: WriteOp) -> bool:
+    """Whether sending ``op`` twice has the effect of sending it once (bar a Stale)."""
+    return not (isinstance(op, Create) and op.record_id is None)
+
+
+def _decode_batch(response: httpx.Response) -> list[list[BatchResponse]]:
+    return decode_multipart(response.headers.get("content-type", ""), response.content)
+
+
+def _error_parts(headers: httpx.Headers, content: bytes) -> list[list[BatchResponse]]:
+    """The parts of a batch that failed as a whole, when its body still lists them (a
+    server that stops at the first failure answers with the parts it processed)."""
+    try:
+        return decode_multipart(headers.get("content-type", ""), content)
+    except ValueError:
+        return []
+
+
+def _outcome(responses: list[BatchResponse]) -> BatchResponse:
+    """The response that decides a change set's result: its first failure, else its last."""
+    for response in responses:
+        if response.status >= 400:
+            return response
+    return responses[-1]
