@@ -9,14 +9,19 @@ from typing import Any
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher
+from tablesync.adapters.odata import open_api
 from tablesync.adapters.postgres import migrate
+from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.pool import create_pool
+from tablesync.core.events import Side
+from tablesync.ports.api import SideApi
 from tablesync.ports.clock import SystemClock
+from tablesync.runtime.actions import Actions
 from tablesync.runtime.operations import Operations
 from tablesync.runtime.services import topics_for
 from tablesync.settings import Settings
 
-__all__ = ["CliContext", "state_pool", "with_operations"]
+__all__ = ["CliContext", "state_pool", "with_actions", "with_operations"]
 
 
 @contextlib.asynccontextmanager
@@ -45,3 +50,25 @@ async def with_operations(settings: Settings) -> AsyncIterator[CliContext]:
             yield CliContext(pool, ops)
         finally:
             await publisher.stop()
+
+
+@contextlib.asynccontextmanager
+async def with_actions(settings: Settings) -> AsyncIterator[Actions]:
+    """The recovery actions, with both sides' APIs open."""
+    async with state_pool(settings) as pool:
+        apis: dict[Side, SideApi] = {}
+        try:
+            apis["bc"] = await open_api("bc", settings.bc)
+            apis["dataverse"] = await open_api("dataverse", settings.dataverse)
+            mappings = await MappingStore(pool).load()
+            yield Actions(
+                pool=pool,
+                apis=apis,
+                mappings=mappings,
+                settings=settings.sync,
+                codec=Codec(),
+                clock=SystemClock(),
+            )
+        finally:
+            for api in apis.values():
+                await api.aclose()

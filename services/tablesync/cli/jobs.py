@@ -1,15 +1,15 @@
-"""``tablesync jobs`` and ``tablesync errors``: the integration synchronization job log."""
+"""``tablesync jobs``: the integration synchronization job log."""
 
 from __future__ import annotations
 
 import typer
 
-from tablesync.adapters.postgres.jobs import JobError, JobStore, JobTotals
+from tablesync.adapters.postgres.jobs import JobStore, JobTotals
 from tablesync.cli.common import load_settings, run_async
 from tablesync.cli.context import state_pool
 from tablesync.cli.output import render
 
-__all__ = ["errors", "jobs"]
+__all__ = ["jobs"]
 
 _COLUMNS = [
     "started_at",
@@ -43,36 +43,3 @@ def jobs(
 
     rows = [j.as_dict() for j in run_async(go())]
     render(rows, _COLUMNS, as_json=json, title="Integration synchronization jobs")
-
-
-def errors(
-    job: str | None = typer.Option(None, "--job", help="Only the errors of this job."),
-    mapping: str | None = typer.Option(None, "--mapping", help="Only this mapping."),
-    limit: int = typer.Option(100, help="At most this many, newest first."),
-    json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """Errors of synchronization jobs: the record on each side and the message."""
-
-    async def go() -> list[JobError]:
-        async with state_pool(load_settings()) as pool:
-            return await JobStore(pool).errors(job_id=job, mapping=mapping, limit=limit)
-
-    rows = [
-        {
-            "occurred_at": e.occurred_at,
-            "job_id": e.job_id,
-            "mapping": e.mapping,
-            "direction": e.direction,
-            "source_side": e.source_side,
-            "source_id": e.source_id,
-            "destination_id": e.destination_id,
-            "message": e.message,
-        }
-        for e in run_async(go())
-    ]
-    render(
-        rows,
-        ["occurred_at", "mapping", "direction", "source_id", "destination_id", "message"],
-        as_json=json,
-        title="Synchronization errors",
-    )

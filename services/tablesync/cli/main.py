@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from tablesync.cli import couplings, db, demo, emulator, infra, jobs, mappings, run, sync
+from tablesync.cli import (
+    couplings,
+    db,
+    demo,
+    emulator,
+    infra,
+    jobs,
+    mappings,
+    recovery,
+    run,
+    sync,
+)
 
 app = typer.Typer(
     name="tablesync",
@@ -21,7 +32,13 @@ app.command("demo")(demo.demo)
 app.command("full-sync")(sync.full_sync)
 app.command("sync-modified")(sync.sync_modified)
 app.command("jobs")(jobs.jobs)
-app.command("errors")(jobs.errors)
+app.command("errors")(recovery.errors)
+app.command("retry")(recovery.retry)
+app.command("restore")(recovery.restore)
+app.command("delete-records")(recovery.delete_records)
+app.command("delete-couplings")(recovery.delete_couplings)
+app.command("find-deleted")(recovery.find_deleted)
+app.command("replay")(recovery.replay)
 app.command("couplings")(couplings.couplings)
 app.command("couple")(couplings.couple)
 app.command("uncouple")(couplings.uncouple)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from tablesync.core.events import Side
+from tablesync.core.events import Direction, Side
 
 __all__ = ["Coupling", "Freshness", "Stamp", "compare_stamps"]
 
@@ -63,6 +63,9 @@ class Coupling:
     dv_stamp: Stamp
     bc_deleted: bool = False
     dv_deleted: bool = False
+    # Which way the last write between the two went: the other side's record
+    # of that version is the echo of tablesync's own write.
+    last_direction: Direction | None = None
 
     def id_on(self, side: Side) -> str:
         return self.bc_id if side == "bc" else self.dv_id

@@ -53,7 +53,8 @@ _ID_NAMESPACE = uuid.UUID("5f0c6d1e-2b7a-4c1e-9a43-7461626c6573")
 
 
 def deterministic_id(mapping: str, source: Side, source_id: str) -> str:
-    """The id a record created on Dataverse gets, so a replayed create finds it."""
+    """The id a record restored on Dataverse gets, so a restore replayed after a
+    crash finds the record it made (the id names the deletion it answers)."""
     return str(uuid.uuid5(_ID_NAMESPACE, f"{mapping}:{source}:{source_id.lower()}"))
 
 
@@ -64,6 +65,9 @@ class JobContext:
     job_id: str | None
     kind: str
     ignore_only_coupled: bool = False
+    # A replay applies a version again though it was applied before (the
+    # mapping changed since); an older version still never wins.
+    reapply: bool = False
 
 
 def stamp_of(event: RecordChanged) -> Stamp:
@@ -140,7 +144,10 @@ Triage = Ignore | Unchanged | FetchDestination | FetchCandidates | Pending
 
 @dataclass(frozen=True, slots=True)
 class Create:
-    """Create on ``side`` and couple. ``record_id`` is set where the side accepts one."""
+    """Create on ``side`` and couple; with ``matched``, couple to that existing record
+    (``record_id`` is its id) and write ``payload`` to it. A new record's id is left to
+    the runtime, which announces it with the create's intent where the side accepts a
+    caller's id, so a create replayed after a crash finds the record it made."""
 
     side: Side
     payload: dict[str, WriteValue]
@@ -269,7 +276,11 @@ def triage(
     if not filters.evaluate(mapping.filter(side), event.fields, ignore_case=side == "dataverse"):
         return Ignore("outside the mapping's filter")
     if coupling is not None:
-        if compare_stamps(side, stamp_of(event), coupling.stamp_on(side)) != "newer":
+        fresh = compare_stamps(side, stamp_of(event), coupling.stamp_on(side))
+        # A replay applies a version again only where it was the source of the
+        # last write: the same version on the other side is that write's echo.
+        reapply = job.reapply and coupling.last_direction == direction
+        if fresh == "older" or (fresh == "same" and not reapply):
             return Unchanged()
         dest = other_side(side)
         return FetchDestination(dest, coupling.id_on(dest), coupling)
@@ -373,10 +384,7 @@ def decide_uncoupled(
             matched=found,
             recovered=created_before is not None,
         )
-    record_id = (
-        deterministic_id(mapping.name, event.side, event.record_id) if dest == "dataverse" else None
-    )
-    return Create(dest, changes(mapped, dest, None), record_id, event.record_id, stamp_of(event))
+    return Create(dest, changes(mapped, dest, None), None, event.record_id, stamp_of(event))
 
 
 def decide_deletion(

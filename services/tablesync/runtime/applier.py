@@ -414,17 +414,20 @@ class Applier:
         """Performs every writing decision; returns the work to decide again
         (stale ETags and vanished destinations)."""
         mapping = self.mapping
-        intents = [
-            Intent(
-                self.mapping_name,
-                w.item.event.side,
-                w.item.event.record_id,
-                d.record_id,
-                self.clock.now(),
-            )
-            for w in work
-            if isinstance(d := w.decision, Create) and d.matched is None
-        ]
+        intents = []
+        for w in work:
+            d = w.decision
+            if isinstance(d, Create) and d.matched is None:
+                w.decision = d = replace(d, record_id=self._new_id(w, d.side))
+                intents.append(
+                    Intent(
+                        self.mapping_name,
+                        w.item.event.side,
+                        w.item.event.record_id,
+                        d.record_id,
+                        self.clock.now(),
+                    )
+                )
         await self.state.record_intents(intents)
         ops: dict[Side, list[tuple[_Work, WriteOp]]] = {"bc": [], "dataverse": []}
         for w in work:
@@ -442,6 +445,16 @@ class Applier:
                 if self._absorb(w, result):
                     again.append(w)
         return again
+
+    @staticmethod
+    def _new_id(w: _Work, side: Side) -> str | None:
+        """The id of a record to create: Dataverse takes the caller's, announced
+        in the intent first (and kept by a replay of the same create); BC picks its own."""
+        if side != "dataverse":
+            return None
+        if w.intent is not None and w.intent.dest_id:
+            return w.intent.dest_id
+        return str(uuid.uuid4())
 
     async def _write_side(
         self, mapping: TableMapping, side: Side, pairs: list[tuple[_Work, WriteOp]]
@@ -496,13 +509,13 @@ class Applier:
                 effects.couplings.append((d.coupling.with_stamp(d.side, stamp), direction))
             case Unchanged(coupling=coupling):
                 if coupling is not None:
-                    effects.couplings.append((coupling, direction))
+                    effects.couplings.append((coupling, None))
             case Remove():
                 effects.uncoupled.append(d.coupling)
             case Uncouple():
                 effects.uncoupled.append(d.coupling)
             case MarkDeleted():
-                effects.couplings.append((d.coupling, direction))
+                effects.couplings.append((d.coupling, None))
                 resolved = False
                 self._status(w, effects, status, job_id, "skipped", "deleted", d.message, now)
             case Pending():

@@ -303,6 +303,13 @@ class ApplyService:
                 )
         return self._job_cache[job_id]
 
+    async def _retry_context(self, event: RecordChanged) -> JobContext:
+        """A retry counts in the continuous job, under the rules of the job that
+        first met the record: a create a full sync allowed stays allowed."""
+        origin = await self._job_context(event)
+        cleared = origin is not None and origin.ignore_only_coupled
+        return JobContext(job_id=None, kind="retry", ignore_only_coupled=cleared)
+
     async def _publish_outcomes(self, markers: Sequence[_Marker]) -> None:
         assert self._applier is not None
         messages = [
@@ -355,7 +362,9 @@ class ApplyService:
             except DecodeError:
                 continue
             if isinstance(event, RecordChanged):
-                items.append(Item(event, d.event, _CONTINUOUS, RETRY_TOPIC, 0, None, d))
+                items.append(
+                    Item(event, d.event, await self._retry_context(event), RETRY_TOPIC, 0, None, d)
+                )
         effects = BatchEffects(self.mapping_name)
         self._applier.failures.clear()
         await self._applier.apply(items, effects)

@@ -88,7 +88,8 @@ class BatchEffects:
     """What one batch changes in the state database."""
 
     mapping: str
-    couplings: list[tuple[Coupling, str]] = field(default_factory=list)
+    # With the direction of the write they record; None keeps the last one.
+    couplings: list[tuple[Coupling, str | None]] = field(default_factory=list)
     uncoupled: list[Coupling] = field(default_factory=list)
     resolved_intents: list[tuple[Side, str]] = field(default_factory=list)
     statuses: list[StatusChange] = field(default_factory=list)

@@ -18,7 +18,7 @@ __all__ = ["CouplingRow", "CouplingStore", "coupling_from_record"]
 
 _COLUMNS = (
     "mapping, bc_id::text AS bc_id, dv_id::text AS dv_id, bc_key, bc_modified_at, bc_etag,"
-    " dv_modified_at, dv_etag, bc_deleted, dv_deleted"
+    " dv_modified_at, dv_etag, bc_deleted, dv_deleted, last_direction"
 )
 
 
@@ -32,6 +32,7 @@ def coupling_from_record(r: asyncpg.Record) -> Coupling:
         dv_stamp=Stamp(r["dv_modified_at"], r["dv_etag"]),
         bc_deleted=r["bc_deleted"],
         dv_deleted=r["dv_deleted"],
+        last_direction=r["last_direction"],
     )
 
 
@@ -122,7 +123,7 @@ class CouplingStore:
         self, mapping: str | None = None, *, search: str | None = None, limit: int = 100
     ) -> list[CouplingRow]:
         rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS}, coupled_at, last_synced_at, last_direction FROM couplings "
+            f"SELECT {_COLUMNS}, coupled_at, last_synced_at FROM couplings "
             "WHERE ($1::text IS NULL OR mapping = $1) AND ($2::text IS NULL "
             "OR bc_id::text = lower($2) OR dv_id::text = lower($2) OR bc_key = upper($2)) "
             "ORDER BY mapping, coupled_at DESC LIMIT $3",
@@ -136,6 +137,12 @@ class CouplingStore:
             )
             for r in rows
         ]
+
+    async def of_mapping(self, mapping: str) -> list[Coupling]:
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM couplings WHERE mapping = $1", mapping
+        )
+        return [coupling_from_record(r) for r in rows]
 
     async def count(self, mapping: str | None = None) -> int:
         value = await self._pool.fetchval(

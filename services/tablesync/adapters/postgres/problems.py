@@ -1,0 +1,158 @@
+"""Records that did not sync and couplings whose record vanished: what the
+operator's errors list shows and the recovery actions select from."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from tablesync.adapters.postgres.couplings import coupling_from_record
+from tablesync.core.couplings import Coupling
+from tablesync.core.events import Side
+
+__all__ = ["ProblemRecord", "ProblemStore", "Selection"]
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which records an action applies to: by mapping, by id (on either side),
+    by time, or all of them (``everything`` must be said explicitly)."""
+
+    mapping: str | None = None
+    record_ids: tuple[str, ...] = ()
+    since: datetime | None = None
+    skipped_only: bool = False
+    everything: bool = False
+
+    def is_empty(self) -> bool:
+        return not (self.mapping or self.record_ids or self.since or self.everything)
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemRecord:
+    mapping: str
+    source_side: Side
+    source_id: str
+    destination_id: str | None
+    status: str
+    reason: str
+    message: str
+    attempts: int
+    same_failures: int
+    first_failed_at: datetime
+    last_failed_at: datetime
+    next_attempt_at: datetime | None
+    event: bytes
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "mapping": self.mapping,
+            "source_side": self.source_side,
+            "source_id": self.source_id,
+            "bc_id": self.source_id if self.source_side == "bc" else self.destination_id,
+            "dataverse_id": self.destination_id if self.source_side == "bc" else self.source_id,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "attempts": self.attempts,
+            "same_failures": self.same_failures,
+            "first_failed_at": self.first_failed_at,
+            "last_failed_at": self.last_failed_at,
+            "next_attempt_at": self.next_attempt_at,
+        }
+
+
+def _problem(r: Any) -> ProblemRecord:
+    return ProblemRecord(
+        mapping=r["mapping"],
+        source_side=r["source_side"],
+        source_id=r["source_id"],
+        destination_id=r["destination_id"],
+        status=r["status"],
+        reason=r["reason"],
+        message=r["message"],
+        attempts=r["attempts"],
+        same_failures=r["same_failures"],
+        first_failed_at=r["first_failed_at"],
+        last_failed_at=r["last_failed_at"],
+        next_attempt_at=r["next_attempt_at"],
+        event=bytes(r["event"]),
+    )
+
+
+class ProblemStore:
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    async def records(self, selection: Selection, *, limit: int = 1000) -> list[ProblemRecord]:
+        rows = await self._pool.fetch(
+            """
+            SELECT * FROM record_status
+            WHERE ($1::text IS NULL OR mapping = $1)
+              AND (cardinality($2::text[]) = 0 OR source_id = ANY($2) OR destination_id = ANY($2))
+              AND ($3::timestamptz IS NULL OR last_failed_at >= $3)
+              AND (NOT $4 OR status = 'skipped')
+            ORDER BY last_failed_at DESC
+            LIMIT $5
+            """,
+            selection.mapping,
+            [i.lower() for i in selection.record_ids],
+            selection.since,
+            selection.skipped_only,
+            limit,
+        )
+        return [_problem(r) for r in rows]
+
+    async def reset(self, records: Sequence[ProblemRecord]) -> None:
+        """Clears the skip: the next failure counts as the first one again."""
+        await self._pool.executemany(
+            "UPDATE record_status SET status = 'failed', same_failures = 0, "
+            "next_attempt_at = now() + interval '1 hour' "
+            "WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
+            [(r.mapping, r.source_side, r.source_id) for r in records],
+        )
+
+    async def couplings(
+        self, selection: Selection, *, deleted_only: bool = False, limit: int = 100_000
+    ) -> list[Coupling]:
+        rows = await self._pool.fetch(
+            """
+            SELECT mapping, bc_id::text AS bc_id, dv_id::text AS dv_id, bc_key, bc_modified_at,
+                   bc_etag, dv_modified_at, dv_etag, bc_deleted, dv_deleted, last_direction
+            FROM couplings
+            WHERE ($1::text IS NULL OR mapping = $1)
+              AND (cardinality($2::uuid[]) = 0 OR bc_id = ANY($2) OR dv_id = ANY($2))
+              AND ($3::timestamptz IS NULL OR coupled_at >= $3)
+              AND (NOT $4 OR bc_deleted OR dv_deleted)
+            ORDER BY mapping, coupled_at
+            LIMIT $5
+            """,
+            selection.mapping,
+            [UUID(i) for i in selection.record_ids if _is_uuid(i)],
+            selection.since,
+            deleted_only,
+            limit,
+        )
+        return [coupling_from_record(r) for r in rows]
+
+    async def flag_deleted(self, coupling: Coupling, side: Side) -> bool:
+        """Marks a coupling's record on ``side`` as gone; False when it already was."""
+        column = "bc_deleted" if side == "bc" else "dv_deleted"
+        done = await self._pool.fetchval(
+            f"UPDATE couplings SET {column} = true WHERE mapping = $1 AND bc_id = $2 "
+            f"AND NOT {column} RETURNING true",
+            coupling.mapping,
+            UUID(coupling.bc_id),
+        )
+        return bool(done)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,20 @@
+"""The BC emulator app: ``http://<host>:<port>/BC/api/v2.0`` and the custom API route."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp
+
+from tablesync.emulators.bc.service import BcService
+from tablesync.emulators.common.app import build_app
+from tablesync.emulators.common.runtime import EmulatorConfig, Runtime, Tuning
+
+__all__ = ["create_app", "create_runtime"]
+
+
+def create_runtime(config: EmulatorConfig) -> Runtime:
+    tuning = Tuning(max_page_size=config.max_page_size)
+    return Runtime.create(config, BcService(tuning), tuning)
+
+
+def create_app(config: EmulatorConfig) -> ASGIApp:
+    return build_app(create_runtime(config))

@@ -1,0 +1,389 @@
+"""The BC API: ``companies`` and the entity sets under ``companies({id})/``.
+
+Follows the v2.0 reference (``dev-itpro/api-reference/v2.0/api/dynamics_<entity>_*.md``):
+POST answers ``201`` with the record, PATCH ``200`` with the record, DELETE ``204``;
+PATCH and DELETE require ``If-Match`` (``*`` allowed). ``Prefer: return=minimal`` turns
+the record answers into ``204``. ``id`` and the other non-editable fields are refused on
+write. Server-driven paging uses the configured max page size, lowered by
+``Prefer: odata.maxpagesize``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from tablesync.core.catalog import FieldDef
+from tablesync.core.events import Side
+from tablesync.emulators.bc import batch
+from tablesync.emulators.bc.rules import write_assigns
+from tablesync.emulators.bc.specs import BC_SPECS, NUMBER_SERIES, root_of
+from tablesync.emulators.bc.style import BC_STYLE, TABLE_CAPTIONS
+from tablesync.emulators.common.etags import bc_etag, parse_precondition
+from tablesync.emulators.common.messages import ApiRequest, ApiResponse
+from tablesync.emulators.common.payload import convert_properties, json_object
+from tablesync.emulators.common.prefer import max_page_size, parse_prefer
+from tablesync.emulators.common.problems import ApiProblem, Kind
+from tablesync.emulators.common.query import (
+    count_rows,
+    parse_options,
+    read_page,
+    select_list,
+)
+from tablesync.emulators.common.reading import next_link, shape_row
+from tablesync.emulators.common.runtime import Tuning
+from tablesync.emulators.common.schema import SERIES_TABLE, meta_get, meta_set
+from tablesync.emulators.common.sql import Executor, Params, TableSpec, ident
+from tablesync.emulators.common.values import parse_guid
+from tablesync.emulators.common.writes import delete_sql, insert_sql, update_sql
+
+__all__ = ["COMPANY_NAME", "BcService"]
+
+COMPANY_NAME = "CRONUS USA, Inc."
+_SYSTEM_VERSION = "24.0.16410.18056"
+_PATH_RE = re.compile(
+    r"companies(?:\((?P<company>[^)]*)\))?"
+    r"(?:/(?P<set>[A-Za-z]+)(?:\((?P<key>[^)]*)\))?(?P<count>/\$count)?)?"
+)
+_MIN_ETAG = re.compile(r"'(\d+);(\d+);00;'")
+
+
+def _version_of(tag: str) -> int | None:
+    """The row version inside a BC ETag; None when the tag is not one of ours."""
+    try:
+        text = base64.b64decode(tag, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    match = _MIN_ETAG.fullmatch(text)
+    return int(match[2]) if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    spec: TableSpec
+    company: UUID
+    key: UUID | None
+    count: bool
+
+
+class BcService:
+    side: Side = "bc"
+    style = BC_STYLE
+    specs = BC_SPECS
+
+    def __init__(self, tuning: Tuning) -> None:
+        self.tuning = tuning
+        self.roots = tuple(dict.fromkeys(root_of(s.entity.api_route) for s in BC_SPECS))
+        self._sets = {(root_of(s.entity.api_route), s.entity.entity_set): s for s in BC_SPECS}
+        self.company_id = UUID(int=0)
+        self._company_created = ""
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def prepare(self, db: Executor) -> None:
+        company = await meta_get(db, "company_id")
+        created = await meta_get(db, "company_created")
+        if company is None or created is None:
+            company = str(uuid4())
+            created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            await meta_set(db, "company_id", company)
+            await meta_set(db, "company_created", created)
+        self.company_id = UUID(company)
+        self._company_created = created
+        for entity_set, (prefix, width) in NUMBER_SERIES.items():
+            await db.execute(
+                f"INSERT INTO {SERIES_TABLE} (entity_set, prefix, width) VALUES ($1, $2, $3) "
+                "ON CONFLICT (entity_set) DO NOTHING",
+                entity_set,
+                prefix,
+                width,
+            )
+
+    # ------------------------------------------------------------ routing
+
+    async def handle(self, request: ApiRequest, db: Executor) -> ApiResponse:
+        path = request.path.rstrip("/")
+        if path == "$batch":
+            if request.method != "POST":
+                raise ApiProblem(Kind.METHOD_NOT_ALLOWED, "$batch accepts POST only.")
+            return await batch.run(self, request, db)
+        if path in ("", "$metadata"):
+            return self._service_document(request)
+        match = _PATH_RE.fullmatch(path)
+        if match is None:
+            segment = path.split("/")[0].split("(")[0]
+            raise ApiProblem(Kind.NO_RESOURCE, f"Resource not found for the segment '{segment}'.")
+        company_text = match["company"]
+        if match["set"] is None:
+            if request.method != "GET":
+                raise ApiProblem(
+                    Kind.METHOD_NOT_ALLOWED,
+                    f"'{request.method}' requests for 'companies' are not allowed.",
+                )
+            return self._companies(request, company_text)
+        if company_text is None:
+            raise ApiProblem(Kind.NO_RESOURCE, "A company must be given: companies({id})/...")
+        target = self._target(request, match, company_text)
+        return await self._entity_request(request, db, target)
+
+    def _target(self, request: ApiRequest, match: re.Match[str], company_text: str) -> _Target:
+        company = parse_guid(company_text, "the company id")
+        if company != self.company_id:
+            raise ApiProblem(Kind.NO_RESOURCE, f"The company with id {company} does not exist.")
+        spec = self._sets.get((request.root, match["set"]))
+        if spec is None:
+            raise ApiProblem(
+                Kind.NO_RESOURCE, f"Resource not found for the segment '{match['set']}'."
+            )
+        key_text = match["key"]
+        key = None
+        if key_text is not None:
+            key = parse_guid(key_text.removeprefix("id="), f"the key of {match['set']}")
+        return _Target(spec, company, key, match["count"] is not None)
+
+    async def _entity_request(
+        self, request: ApiRequest, db: Executor, target: _Target
+    ) -> ApiResponse:
+        method = request.method
+        if target.count:
+            if method != "GET" or target.key is not None:
+                raise ApiProblem(Kind.METHOD_NOT_ALLOWED, "$count accepts GET on a collection.")
+            return await self._count(request, db, target)
+        if target.key is None:
+            if method == "GET":
+                return await self._list(request, db, target)
+            if method == "POST":
+                return await self._create(request, db, target)
+        else:
+            if method == "GET":
+                return await self._get(request, db, target, target.key)
+            if method == "PATCH":
+                return await self._update(request, db, target, target.key)
+            if method == "DELETE":
+                return await self._delete(request, db, target, target.key)
+        raise ApiProblem(
+            Kind.METHOD_NOT_ALLOWED,
+            f"'{method}' requests for '{target.spec.entity.entity_set}' are not allowed here.",
+        )
+
+    # ------------------------------------------------------------ companies
+
+    def _company_json(self) -> dict[str, object]:
+        return {
+            "id": str(self.company_id),
+            "systemVersion": _SYSTEM_VERSION,
+            "timestamp": 0,
+            "name": COMPANY_NAME,
+            "displayName": COMPANY_NAME,
+            "businessProfileId": "",
+            "systemCreatedAt": self._company_created,
+            "systemCreatedBy": str(UUID(int=0)),
+            "systemModifiedAt": self._company_created,
+            "systemModifiedBy": str(UUID(int=0)),
+        }
+
+    def _companies(self, request: ApiRequest, company_text: str | None) -> ApiResponse:
+        context = f"{request.service_root}/$metadata#companies"
+        if company_text is None:
+            return ApiResponse.json(
+                200, {"@odata.context": context, "value": [self._company_json()]}
+            )
+        company = parse_guid(company_text, "the company id")
+        if company != self.company_id:
+            raise ApiProblem(Kind.NO_RESOURCE, f"The company with id {company} does not exist.")
+        return ApiResponse.json(
+            200, {"@odata.context": f"{context}/$entity", **self._company_json()}
+        )
+
+    def _service_document(self, request: ApiRequest) -> ApiResponse:
+        names = [
+            "companies",
+            *(s.entity.entity_set for (root, _), s in self._sets.items() if root == request.root),
+        ]
+        return ApiResponse.json(
+            200,
+            {
+                "@odata.context": f"{request.service_root}/$metadata",
+                "value": [{"name": n, "kind": "EntitySet", "url": n} for n in names],
+            },
+        )
+
+    # ------------------------------------------------------------ reads
+
+    def _context(self, request: ApiRequest, target: _Target, suffix: str = "") -> str:
+        return (
+            f"{request.service_root}/$metadata#companies({target.company})/"
+            f"{target.spec.entity.entity_set}{suffix}"
+        )
+
+    def _url(self, request: ApiRequest, target: _Target, key: object) -> str:
+        return (
+            f"{request.service_root}/companies({target.company})/"
+            f"{target.spec.entity.entity_set}({key})"
+        )
+
+    async def _list(self, request: ApiRequest, db: Executor, target: _Target) -> ApiResponse:
+        spec = target.spec
+        options = parse_options(spec, request.query)
+        fields = options.select or tuple(spec.entity.fields.values())
+        preferences = parse_prefer(request.header("prefer"))
+        requested = max_page_size(preferences)
+        page_size = min(requested or self.tuning.max_page_size, self.tuning.max_page_size)
+        page = await read_page(db, spec, options, fields, page_size)
+        body: dict[str, object] = {"@odata.context": self._context(request, target)}
+        if options.count:
+            body["@odata.count"] = await count_rows(db, spec, options)
+        body["value"] = [shape_row(r, fields, bc_etag) for r in page.rows]
+        if page.next_token is not None:
+            body["@odata.nextLink"] = next_link(request, page.next_token)
+        headers = {"Preference-Applied": f"odata.maxpagesize={requested}"} if requested else None
+        return ApiResponse.json(200, body, headers)
+
+    async def _count(self, request: ApiRequest, db: Executor, target: _Target) -> ApiResponse:
+        options = parse_options(target.spec, request.query)
+        count = await count_rows(db, target.spec, options)
+        return ApiResponse(200, str(count).encode(), [("content-type", "text/plain")])
+
+    def _record_response(
+        self,
+        request: ApiRequest,
+        target: _Target,
+        record: Any,
+        fields: Sequence[FieldDef],
+        status: int,
+        extra_headers: dict[str, str] | None = None,
+    ) -> ApiResponse:
+        row = shape_row(record, fields, bc_etag)
+        headers = {"ETag": str(row["@odata.etag"]), **(extra_headers or {})}
+        preferences = parse_prefer(request.header("prefer"))
+        if request.method != "GET" and preferences.get("return") == "minimal":
+            headers["Preference-Applied"] = "return=minimal"
+            return ApiResponse.empty(204, headers)
+        body = {"@odata.context": self._context(request, target, "/$entity"), **row}
+        return ApiResponse.json(status, body, headers)
+
+    async def _get(
+        self, request: ApiRequest, db: Executor, target: _Target, key: UUID
+    ) -> ApiResponse:
+        spec = target.spec
+        options = parse_options(spec, request.query)
+        fields = options.select or tuple(spec.entity.fields.values())
+        record = await db.fetchrow(
+            f"SELECT {select_list(spec, fields)} FROM {spec.table} WHERE id = $1", key
+        )
+        if record is None:
+            raise self._not_found(spec, key)
+        condition = parse_precondition(request.header("if-none-match"))
+        if condition is not None and condition.matches(bc_etag(record["@version"])):
+            return ApiResponse.empty(304, {"ETag": bc_etag(record["@version"])})
+        return self._record_response(request, target, record, fields, 200)
+
+    # ------------------------------------------------------------ writes
+
+    def _not_found(self, spec: TableSpec, key: UUID) -> ApiProblem:
+        caption = TABLE_CAPTIONS[spec.entity.entity_set][0]
+        return ApiProblem(
+            Kind.NOT_FOUND,
+            f"The {caption} does not exist. Identification fields and values: Id='{key}'",
+        )
+
+    def _duplicate(self, spec: TableSpec, values: dict[str, object]) -> ApiProblem:
+        caption, key_caption = TABLE_CAPTIONS[spec.entity.entity_set]
+        key_field = spec.entity.number_field or "code"
+        return ApiProblem(
+            Kind.DUPLICATE,
+            f"The record in table {caption} already exists. Identification fields and values: "
+            f"{key_caption}='{values.get(key_field, '')}'",
+        )
+
+    async def _create(self, request: ApiRequest, db: Executor, target: _Target) -> ApiResponse:
+        spec = target.spec
+        values = convert_properties(spec, json_object(request))
+        required = [
+            f.name for f in spec.entity.fields.values() if f.required and not values.get(f.name)
+        ]
+        if required:
+            raise ApiProblem(Kind.REQUIRED, f"Field '{required[0]}' must not be blank or empty.")
+        params = Params()
+        assigns = write_assigns(spec, values, params, creating=True)
+        fields = tuple(spec.entity.fields.values())
+        sql = insert_sql(spec, assigns, select_list(spec, fields))
+        try:
+            record = await db.fetchrow(sql, *params.values)
+        except asyncpg.UniqueViolationError:
+            raise self._duplicate(spec, values) from None
+        location = self._url(request, target, record["id"])
+        return self._record_response(request, target, record, fields, 201, {"Location": location})
+
+    def _precondition(self, request: ApiRequest) -> list[int] | None:
+        """The versions If-Match allows; None for ``*``. BC requires the header."""
+        condition = parse_precondition(request.header("if-match"))
+        if condition is None:
+            raise ApiProblem(
+                Kind.ETAG_REQUIRED,
+                "Could not validate the client concurrency token required by the service. "
+                "Please provide a valid token in the client request.",
+            )
+        if condition.any:
+            return None
+        versions = [v for v in (_version_of(t) for t in condition.tags) if v is not None]
+        if not versions:
+            raise ApiProblem(
+                Kind.ETAG_REQUIRED,
+                "Could not validate the client concurrency token required by the service. "
+                "Please provide a valid token in the client request.",
+            )
+        return versions
+
+    async def _missing_or_stale(self, db: Executor, spec: TableSpec, key: UUID) -> ApiProblem:
+        exists = await db.fetchval(f"SELECT 1 FROM {spec.table} WHERE id = $1", key)
+        if not exists:
+            return self._not_found(spec, key)
+        return ApiProblem(Kind.STALE, "Another user has already changed the record.")
+
+    def _where(self, params: Params, key: UUID, versions: list[int] | None) -> str:
+        where = f"id = {params.add(key, 'uuid')}"
+        if versions is not None:
+            where += f" AND {ident('_version')} = ANY({params.add(versions, 'bigint[]')})"
+        return where
+
+    async def _update(
+        self, request: ApiRequest, db: Executor, target: _Target, key: UUID
+    ) -> ApiResponse:
+        spec = target.spec
+        versions = self._precondition(request)
+        values = convert_properties(spec, json_object(request))
+        params = Params()
+        assigns = write_assigns(spec, values, params, creating=False)
+        fields = tuple(spec.entity.fields.values())
+        sql = update_sql(
+            spec, assigns, self._where(params, key, versions), select_list(spec, fields)
+        )
+        try:
+            record = await db.fetchrow(sql, *params.values)
+        except asyncpg.UniqueViolationError:
+            raise self._duplicate(spec, values) from None
+        if record is None:
+            raise await self._missing_or_stale(db, spec, key)
+        return self._record_response(request, target, record, fields, 200)
+
+    async def _delete(
+        self, request: ApiRequest, db: Executor, target: _Target, key: UUID
+    ) -> ApiResponse:
+        spec = target.spec
+        versions = self._precondition(request)
+        params = Params()
+        deleted = await db.fetchval(
+            delete_sql(spec, self._where(params, key, versions)), *params.values
+        )
+        if deleted is None:
+            raise await self._missing_or_stale(db, spec, key)
+        return ApiResponse.empty(204)

@@ -1,0 +1,134 @@
+"""The control API under ``/_emulator`` for tests and the fault suite (not part of either
+documented API).
+
+    GET    /_emulator/stats      request counters
+    DELETE /_emulator/stats      zero them
+    POST   /_emulator/faults     {"status": 503|429|500|502|504, "count": N | "for_seconds": S,
+                                  "retry_after": seconds}
+    GET    /_emulator/faults     the active fault, or null
+    DELETE /_emulator/faults     clear it
+    GET    /_emulator/config     the tunables below
+    PATCH  /_emulator/config     {"max_page_size", "requests_per_window", "window_s"}
+    POST   /_emulator/reset      empty every table (the baseline rows come back)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tablesync.emulators.common.guard import CONTROL_PREFIX
+from tablesync.emulators.common.runtime import Runtime
+from tablesync.emulators.common.schema import truncate_all
+
+__all__ = ["control_routes"]
+
+
+def _json(payload: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status, media_type="application/json")
+
+
+def _problem(message: str) -> Response:
+    return _json({"error": {"code": "BadRequest", "message": message}}, 400)
+
+
+async def _body(request: Request) -> dict[str, Any] | None:
+    try:
+        payload = orjson.loads(await request.body() or b"{}")
+    except orjson.JSONDecodeError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _number(payload: dict[str, Any], name: str, *, integer: bool) -> float | int | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number")
+    if integer and not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer")
+    return value
+
+
+def control_routes(runtime: Runtime) -> list[Route]:
+    async def stats(request: Request) -> Response:
+        if request.method == "DELETE":
+            runtime.stats.reset()
+            return Response(status_code=204)
+        return _json(runtime.stats.snapshot())
+
+    async def faults(request: Request) -> Response:
+        if request.method == "GET":
+            return _json(runtime.faults.describe())
+        if request.method == "DELETE":
+            runtime.faults.clear()
+            return Response(status_code=204)
+        payload = await _body(request)
+        if payload is None:
+            return _problem("the body must be a JSON object")
+        try:
+            status = _number(payload, "status", integer=True)
+            count = _number(payload, "count", integer=True)
+            seconds = _number(payload, "for_seconds", integer=False)
+            retry_after = _number(payload, "retry_after", integer=True)
+            if status is None:
+                raise ValueError("status is required")
+            runtime.faults.inject(
+                int(status),
+                count=None if count is None else int(count),
+                for_seconds=seconds,
+                retry_after=1 if retry_after is None else int(retry_after),
+            )
+        except ValueError as exc:
+            return _problem(str(exc))
+        return _json(runtime.faults.describe(), 201)
+
+    async def config(request: Request) -> Response:
+        if request.method == "PATCH":
+            payload = await _body(request)
+            if payload is None:
+                return _problem("the body must be a JSON object")
+            try:
+                page = _number(payload, "max_page_size", integer=True)
+                budget = _number(payload, "requests_per_window", integer=True)
+                window = _number(payload, "window_s", integer=False)
+                if page is not None and page < 1:
+                    raise ValueError("max_page_size must be at least 1")
+                if budget is not None and budget < 1:
+                    raise ValueError("requests_per_window must be at least 1")
+                if window is not None and window <= 0:
+                    raise ValueError("window_s must be positive")
+            except ValueError as exc:
+                return _problem(str(exc))
+            if page is not None:
+                runtime.tuning.max_page_size = int(page)
+            if budget is not None or window is not None:
+                runtime.limiter.configure(
+                    int(budget) if budget is not None else runtime.limiter.budget,
+                    float(window) if window is not None else runtime.limiter.window_s,
+                )
+        return _json(
+            {
+                "max_page_size": runtime.tuning.max_page_size,
+                "requests_per_window": runtime.limiter.budget,
+                "window_s": runtime.limiter.window_s,
+            }
+        )
+
+    async def reset(request: Request) -> Response:
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            await truncate_all(conn, runtime.service.specs)
+            await runtime.service.prepare(conn)
+        return Response(status_code=204)
+
+    return [
+        Route(f"{CONTROL_PREFIX}/stats", stats, methods=["GET", "DELETE"]),
+        Route(f"{CONTROL_PREFIX}/faults", faults, methods=["GET", "POST", "DELETE"]),
+        Route(f"{CONTROL_PREFIX}/config", config, methods=["GET", "PATCH"]),
+        Route(f"{CONTROL_PREFIX}/reset", reset, methods=["POST"]),
+    ]

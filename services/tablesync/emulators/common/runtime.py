@@ -1,0 +1,128 @@
+"""One running emulator: its configuration, its service, and the shared mutable state."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+import structlog
+
+from tablesync.core.events import Side
+from tablesync.emulators.common.faults import Faults
+from tablesync.emulators.common.limiter import Limiter
+from tablesync.emulators.common.messages import ApiRequest, ApiResponse
+from tablesync.emulators.common.problems import ApiProblem, ErrorStyle, Kind
+from tablesync.emulators.common.sql import Executor, TableSpec
+from tablesync.emulators.common.stats import Stats
+from tablesync.emulators.common.writes import db_problem
+from tablesync.settings import Settings
+
+__all__ = ["EmulatorConfig", "Runtime", "Service", "Tuning", "handle_safely"]
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    dsn: str
+    token: str
+    requests_per_window: int = 6000
+    window_s: float = 5.0
+    max_page_size: int = 5000
+    pool_size: int = 10
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, side: Side, token: str | None = None
+    ) -> EmulatorConfig:
+        emulator = settings.emulator
+        return cls(
+            dsn=settings.emulator_dsn(side),
+            token=token if token is not None else emulator.token.get_secret_value(),
+            requests_per_window=emulator.requests_per_window,
+            window_s=emulator.window_s,
+            max_page_size=emulator.max_page_size,
+        )
+
+
+@dataclass(slots=True)
+class Tuning:
+    """What tests may change on a running emulator through the control API."""
+
+    max_page_size: int
+
+
+class Service(Protocol):
+    """One API (BC or Dataverse) over the emulator's database."""
+
+    side: Side
+    style: ErrorStyle
+    roots: tuple[str, ...]
+    """The paths the API is served under, e.g. ``/api/data/v9.2``."""
+    specs: tuple[TableSpec, ...]
+
+    async def prepare(self, db: Executor) -> None:
+        """Make the rows every database of this API has (company, integration user)."""
+        ...
+
+    async def handle(self, request: ApiRequest, db: Executor) -> ApiResponse: ...
+
+
+async def handle_safely(service: Service, request: ApiRequest, db: Executor) -> ApiResponse:
+    """``service.handle`` with refusals and database errors turned into API errors."""
+    try:
+        return await service.handle(request, db)
+    except ApiProblem as refusal:
+        return service.style.response(refusal)
+    except asyncpg.PostgresError as exc:
+        mapped = db_problem(exc)
+        if mapped is not None:
+            return service.style.response(mapped)
+        log.error("emulator_database_error", error=type(exc).__name__, detail=str(exc))
+        return service.style.response(
+            ApiProblem(Kind.INTERNAL, "An unexpected database error occurred.", status=500)
+        )
+    except Exception as exc:
+        # Where it failed, never the locals: they hold the request and its token.
+        frames = traceback.extract_tb(exc.__traceback__)[-3:]
+        log.error(
+            "emulator_handler_failed",
+            error=type(exc).__name__,
+            detail=str(exc)[:200],
+            where=" < ".join(
+                f"{f.name}@{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(frames)
+            ),
+        )
+        return service.style.response(
+            ApiProblem(Kind.INTERNAL, "An unexpected error occurred.", status=500)
+        )
+
+
+@dataclass(slots=True)
+class Runtime:
+    config: EmulatorConfig
+    service: Service
+    tuning: Tuning
+    limiter: Limiter
+    faults: Faults = field(default_factory=Faults)
+    stats: Stats = field(default_factory=Stats)
+    pool: Any = None
+    """The asyncpg pool, once the app has started."""
+
+    @classmethod
+    def create(cls, config: EmulatorConfig, service: Service, tuning: Tuning) -> Runtime:
+        return cls(
+            config=config,
+            service=service,
+            tuning=tuning,
+            limiter=Limiter(config.requests_per_window, config.window_s),
+        )
+
+    @property
+    def db(self) -> Executor:
+        if self.pool is None:
+            raise RuntimeError("the emulator has not started")
+        pool: Executor = self.pool
+        return pool

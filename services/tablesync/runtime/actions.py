@@ -1,0 +1,302 @@
+"""The operator's recovery actions on the errors list, as BC's Coupled Data
+Synchronization Errors page has them: retry, restore, delete records,
+delete couplings, find deleted.
+
+Each action runs here, in the caller's process, through the same ``Applier``
+the apply service uses — the same rules, intents and transaction — and writes
+one job row per mapping and direction it touched, of BC's type
+(synchronization, coupling, uncoupling), with its counts."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import structlog
+
+from tablesync.adapters.avro import Codec
+from tablesync.adapters.postgres.apply_state import ApplyStateStore, BatchEffects
+from tablesync.adapters.postgres.couplings import CouplingStore, delete_couplings
+from tablesync.adapters.postgres.jobs import JobStore
+from tablesync.adapters.postgres.problems import ProblemRecord, ProblemStore, Selection
+from tablesync.core.couplings import Coupling
+from tablesync.core.events import Direction, RecordChanged, Side, other_side
+from tablesync.core.mappings import DeletionPolicy, MappingSet, TableMapping, direction_of
+from tablesync.core.plan import JobContext
+from tablesync.errors import CommandRefused
+from tablesync.ports.api import SideApi
+from tablesync.ports.clock import Clock
+from tablesync.runtime.applier import Applier, Item, JobEnsurer
+from tablesync.settings import SyncSettings
+
+__all__ = ["ACTION_TOPIC", "ActionResult", "Actions"]
+
+log = structlog.get_logger()
+
+ACTION_TOPIC = "(action)"
+
+
+@dataclass
+class ActionResult:
+    action: str
+    jobs: list[str] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    records: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "action": self.action,
+            "jobs": self.jobs,
+            "records": self.records,
+            "counts": dict(self.counts),
+        }
+
+
+class Actions:
+    def __init__(
+        self,
+        *,
+        pool: Any,
+        apis: dict[Side, SideApi],
+        mappings: MappingSet,
+        settings: SyncSettings,
+        codec: Codec,
+        clock: Clock,
+    ) -> None:
+        self.pool = pool
+        self.apis = apis
+        self.mappings = mappings
+        self.settings = settings
+        self.codec = codec
+        self.clock = clock
+        self.jobs = JobStore(pool)
+        self.problems = ProblemStore(pool)
+        self.state = ApplyStateStore(pool)
+
+    # retry
+
+    async def retry(self, selection: Selection) -> ActionResult:
+        """Clears the skip of the selected records and syncs them now, each in
+        its own direction, from the record as it is now on its side."""
+        _require(selection)
+        records = await self.problems.records(selection)
+        result = ActionResult("retry", records=len(records))
+        await self.problems.reset(records)
+        groups: dict[tuple[str, Side], list[ProblemRecord]] = defaultdict(list)
+        for r in records:
+            groups[(r.mapping, r.source_side)].append(r)
+        for (mapping, side), group in groups.items():
+            if mapping not in self.mappings:
+                continue
+            table = self.mappings.get(mapping).table(side)
+            rows = await self.apis[side].get_many(table, [r.source_id for r in group])
+            now = self.clock.now()
+            events = []
+            for r in group:
+                row = rows.get(r.source_id)
+                events.append(
+                    RecordChanged(
+                        side,
+                        table,
+                        r.source_id,
+                        "upsert",
+                        row.modified_at,
+                        now,
+                        row.fields,
+                        row.etag,
+                        row.modified_by,
+                    )
+                    if row is not None
+                    else RecordChanged(side, table, r.source_id, "delete", now, now)
+                )
+            await self._run(result, mapping, direction_of(side), "retry", events)
+        return result
+
+    # restore and delete the surviving record
+
+    async def restore(self, selection: Selection) -> ActionResult:
+        """Re-creates the deleted record of each selected coupling from the
+        surviving side, and couples the new record."""
+        return await self._on_deleted(selection, "restore", "restore")
+
+    async def delete_records(self, selection: Selection, *, confirmed: bool) -> ActionResult:
+        """Deletes the surviving record of each selected coupling whose other record is gone."""
+        if not confirmed:
+            raise CommandRefused("delete-records deletes records on a side; confirm it (--yes)")
+        return await self._on_deleted(selection, "delete", "delete_records")
+
+    async def _on_deleted(
+        self, selection: Selection, policy: DeletionPolicy, action: str
+    ) -> ActionResult:
+        _require(selection)
+        couplings = await self.problems.couplings(selection, deleted_only=True)
+        result = ActionResult(action, records=len(couplings))
+        groups: dict[tuple[str, Side], list[Coupling]] = defaultdict(list)
+        for c in couplings:
+            gone: Side = "bc" if c.bc_deleted else "dataverse"
+            groups[(c.mapping, gone)].append(c)
+        for (mapping, gone), group in groups.items():
+            if mapping not in self.mappings:
+                continue
+            table = self.mappings.get(mapping).table(gone)
+            now = self.clock.now()
+            events = [RecordChanged(gone, table, c.id_on(gone), "delete", now, now) for c in group]
+            overridden = _with_policy(
+                self.mappings, mapping, policy, any_direction=policy == "delete"
+            )
+            await self._run(result, mapping, direction_of(gone), action, events, overridden)
+        return result
+
+    # couplings
+
+    async def delete_couplings(self, selection: Selection) -> ActionResult:
+        """Removes the selected couplings; neither record is changed."""
+        _require(selection)
+        couplings = await self.problems.couplings(selection)
+        result = ActionResult("delete_couplings", records=len(couplings))
+        by_mapping: dict[str, list[Coupling]] = defaultdict(list)
+        for c in couplings:
+            by_mapping[c.mapping].append(c)
+        for mapping, group in by_mapping.items():
+            job_id = await self._job(mapping, "to_integration", "delete_couplings", "uncoupling")
+            effects = BatchEffects(mapping)
+            effects.count(job_id, ACTION_TOPIC, 0, *(["uncoupled"] * len(group)))
+            async with self.pool.acquire() as conn, conn.transaction():
+                await delete_couplings(conn, group)
+            await self.state.commit(effects)
+            await self.jobs.finish_job(job_id, message=f"{len(group)} couplings removed")
+            result.jobs.append(job_id)
+            result.counts["uncoupled"] += len(group)
+        return result
+
+    async def find_deleted(self, mapping: str | None = None) -> ActionResult:
+        """Flags the couplings whose record no longer exists on either side, so
+        they show in the errors list for restore, delete-records or uncouple."""
+        result = ActionResult("find_deleted")
+        names = [mapping] if mapping else list(self.mappings.names())
+        couplings_store = CouplingStore(self.pool)
+        for name in names:
+            m = self.mappings.get(name)
+            for side in ("bc", "dataverse"):
+                started = self.clock.now()
+                coupled = await couplings_store.all_ids(name, side, coupled_before=started)
+                if not coupled:
+                    continue
+                present: set[str] = set()
+                async for ids in self.apis[side].read_ids(m.table(side)):
+                    present.update(ids)
+                gone = coupled - present
+                found = 0
+                for record_id in sorted(gone):
+                    c = await couplings_store.get(name, side, record_id)
+                    if c is not None and await self.problems.flag_deleted(c, side):
+                        found += 1
+                        await self._list_deleted(c, side, m.table(side))
+                job_id = await self._job(name, direction_of(side), "find_deleted", "coupling")
+                effects = BatchEffects(name)
+                effects.count(job_id, ACTION_TOPIC, 0, *(["deleted"] * found))
+                await self.state.commit(effects)
+                await self.jobs.finish_job(job_id, message=f"{found} coupled records deleted")
+                result.jobs.append(job_id)
+                result.counts["deleted"] += found
+                result.records += found
+        return result
+
+    async def _list_deleted(self, c: Coupling, side: Side, table: str) -> None:
+        now = self.clock.now()
+        event = RecordChanged(side, table, c.id_on(side), "delete", now, now)
+        await self.pool.execute(
+            """
+            INSERT INTO record_status (mapping, source_side, source_id, status, reason, message,
+                                       destination_id, event)
+            VALUES ($1, $2, $3, 'skipped', 'deleted', $4, $5, $6)
+            ON CONFLICT (mapping, source_side, source_id) DO UPDATE SET status = 'skipped',
+                reason = 'deleted', message = EXCLUDED.message, last_failed_at = now()
+            """,
+            c.mapping,
+            side,
+            c.id_on(side),
+            "the coupled record no longer exists; restore it, delete its counterpart, "
+            "or remove the coupling",
+            c.id_on(other_side(side)),
+            self.codec.encode(event),
+        )
+
+    # shared
+
+    async def _job(self, mapping: str, direction: Direction, kind: str, job_type: str) -> str:
+        job_id = str(uuid.uuid4())
+        await self.jobs.create_job(
+            job_id,
+            run_id=None,
+            mapping=mapping,
+            direction=direction,
+            kind=kind,
+            job_type=job_type,
+            ignore_only_coupled=True,
+        )
+        return job_id
+
+    async def _run(
+        self,
+        result: ActionResult,
+        mapping: str,
+        direction: Direction,
+        action: str,
+        events: Sequence[RecordChanged],
+        mappings: MappingSet | None = None,
+    ) -> None:
+        job_id = await self._job(mapping, direction, action, "synchronization")
+        context = JobContext(job_id=job_id, kind=action, ignore_only_coupled=True)
+        applier = Applier(
+            mapping,
+            mappings or self.mappings,
+            self.apis,
+            CouplingStore(self.pool),
+            self.state,
+            JobEnsurer(mapping, self.jobs.continuous_job),
+            self.settings,
+            self.clock,
+        )
+        items = [Item(e, self.codec.encode(e), context, ACTION_TOPIC, 0) for e in events]
+        effects = BatchEffects(mapping)
+        await applier.apply(items, effects)
+        await self.state.commit(effects)
+        await self.jobs.finish_job(job_id)
+        totals = await self.jobs.totals(job_id)
+        if totals is not None:
+            result.counts.update({k: v for k, v in totals.counts.items() if v})
+        result.jobs.append(job_id)
+        log.info(
+            "action_performed",
+            action=action,
+            mapping=mapping,
+            direction=direction,
+            records=len(items),
+            job_id=job_id,
+        )
+
+
+def _require(selection: Selection) -> None:
+    if selection.is_empty():
+        raise CommandRefused(
+            "say which records: ids, --mapping, --since, or --all for every record listed"
+        )
+
+
+def _with_policy(
+    mappings: MappingSet, name: str, policy: DeletionPolicy, *, any_direction: bool
+) -> MappingSet:
+    """The mappings with one mapping's deletion policy set for this action."""
+
+    def adjusted(m: TableMapping) -> TableMapping:
+        if m.name != name:
+            return m
+        return replace(
+            m, deletion=policy, direction="bidirectional" if any_direction else m.direction
+        )
+
+    return MappingSet(tuple(adjusted(m) for m in mappings.mappings))
