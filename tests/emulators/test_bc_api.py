@@ -182,6 +182,12 @@ async def test_number_series_numbers_new_records(bc: BcEmulator) -> None:
     assert vendor["number"] == "V00001"
 
 
+async def test_a_blank_number_is_left_to_the_number_series(bc: BcEmulator) -> None:
+    # A sync creating a customer from an account without a number sends "".
+    created = await _create(bc, "customers", {"number": "", "displayName": "Northwind"})
+    assert created["number"] == "C00001"
+
+
 async def test_currency_code_must_name_a_currency(bc: BcEmulator) -> None:
     euro = await _create(bc, "currencies", {"code": "EUR", "displayName": "Euro", "symbol": "€"})
     customer = await _create(bc, "customers", {"displayName": "Trey", "currencyCode": "EUR"})

@@ -199,7 +199,7 @@ async def test_a_crash_between_create_and_coupling_makes_no_duplicate(
     # and before their couplings were committed.
     log = tmp_path / "crashing.log"
     process = await stack.spawn(
-        "run", "all", log=log, TABLESYNC_FAULT_POINT=f"apply.before_commit:{mapping}"
+        "run", "all", log=log, TABLESYNC_FAULT_POINT=f"apply.after_write:{mapping}"
     )
     await wait_for(stack.capture_polling, timeout_s=60, what="the process to start")
     run_id = await ops.full_sync()
@@ -376,3 +376,32 @@ async def test_an_api_refusal_is_a_job_error_and_the_rest_of_the_batch_goes_on(
     )
     assert [e["source_id"] for e in errors] == [taken["id"]]
     assert "HTTP 412" in errors[0]["message"] or "already exists" in errors[0]["message"]
+
+
+async def test_a_coordinator_killed_after_asking_for_a_snapshot_resumes_without_double_counts(
+    stack: Stack, ops: Operations, tmp_path: Path
+) -> None:
+    log = tmp_path / "coordinator.log"
+    process = await stack.spawn(
+        "run",
+        "all",
+        log=log,
+        TABLESYNC_FAULT_POINT="coordinator.after_snapshot_request:CUSTOMER",
+    )
+    await wait_for(stack.capture_polling, timeout_s=60, what="the process to start")
+    run_id = await ops.full_sync()
+    code = await asyncio.wait_for(process.wait(), timeout=90)
+    assert code == 137, log.read_text()[-2000:]
+    await stack.start()
+    progress = await ops.wait(run_id, timeout_s=120)
+    assert progress.run.status == "finished"
+    customers = [c for c in await stack.bc_rows("customers") if c["blocked"] == " "]
+    sent = next(
+        j for j in progress.jobs if (j.mapping, j.direction) == ("CUSTOMER", "to_integration")
+    )
+    received = next(
+        j for j in progress.jobs if (j.mapping, j.direction) == ("CUSTOMER", "from_integration")
+    )
+    # Each BC customer counted once, however often the step was resumed.
+    total = sum(sent.counts[k] for k in ("inserted", "unchanged", "modified", "failed"))
+    assert total + received.counts["inserted"] == len(customers)

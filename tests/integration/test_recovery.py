@@ -33,15 +33,21 @@ from tests.integration.stack import DEFAULT_MAPPINGS, Stack, open_stack, wait_fo
 pytestmark = pytest.mark.integration
 CODEC = Codec()
 SYNC = SyncSettings(
-    poll_interval_s=0.2, partitions=3, delete_scan_interval_s=1.0, retry_backoff_s=0.3,
-    retry_backoff_max_s=1.0, skip_after_failures=2,
+    poll_interval_s=0.2,
+    partitions=3,
+    delete_scan_interval_s=1.0,
+    retry_backoff_s=0.3,
+    retry_backoff_max_s=1.0,
+    skip_after_failures=2,
 )
 
 
 @pytest.fixture
 async def stack(infra: InfraEndpoints, state_dsn: str, topic_prefix: str) -> AsyncIterator[Stack]:
     async with open_stack(
-        kafka=infra.kafka_bootstrap_servers, state_dsn=state_dsn, topic_prefix=topic_prefix,
+        kafka=infra.kafka_bootstrap_servers,
+        state_dsn=state_dsn,
+        topic_prefix=topic_prefix,
         sync=SYNC,
     ) as s:
         yield s
@@ -72,8 +78,12 @@ async def apis(stack: Stack) -> AsyncIterator[dict[Side, SideApi]]:
 
 async def _actions(stack: Stack, apis: dict[Side, SideApi]) -> Actions:
     return Actions(
-        pool=stack.pool, apis=apis, mappings=await MappingStore(stack.pool).load(),
-        settings=stack.settings.sync, codec=CODEC, clock=SystemClock(),
+        pool=stack.pool,
+        apis=apis,
+        mappings=await MappingStore(stack.pool).load(),
+        settings=stack.settings.sync,
+        codec=CODEC,
+        clock=SystemClock(),
     )
 
 
@@ -86,7 +96,8 @@ async def _full_sync(ops: Operations, **kwargs: Any) -> RunProgress:
 async def _status(stack: Stack, mapping: str, source_id: str) -> str | None:
     value: str | None = await stack.pool.fetchval(
         "SELECT status FROM record_status WHERE mapping = $1 AND source_id = $2",
-        mapping, source_id,
+        mapping,
+        source_id,
     )
     return value
 
@@ -105,8 +116,12 @@ async def test_a_contact_waiting_for_its_parent_applies_once_the_parent_couples(
     )
     contact = await stack.dv_post(
         "contacts",
-        {"firstname": "Kim", "lastname": "Abercrombie", "emailaddress1": "kim@proseware.example",
-         "parentcustomerid_account@odata.bind": f"/accounts({account['accountid']})"},
+        {
+            "firstname": "Kim",
+            "lastname": "Abercrombie",
+            "emailaddress1": "kim@proseware.example",
+            "parentcustomerid_account@odata.bind": f"/accounts({account['accountid']})",
+        },
     )
 
     async def pending() -> bool:
@@ -119,8 +134,11 @@ async def test_a_contact_waiting_for_its_parent_applies_once_the_parent_couples(
 
     async def coupled() -> str | None:
         return next(
-            (bc for bc, dv in (await stack.couplings("CONTACTS")).items()
-             if dv == contact["contactid"]),
+            (
+                bc
+                for bc, dv in (await stack.couplings("CONTACTS")).items()
+                if dv == contact["contactid"]
+            ),
             None,
         )
 
@@ -156,8 +174,9 @@ async def test_a_repeating_failure_becomes_skipped_and_retry_syncs_it(
     assert result.counts["inserted"] == 1, result.as_dict()
     assert customer["id"] in await stack.couplings("CUSTOMER")
     assert await _status(stack, "CUSTOMER", customer["id"]) is None
-    job = await stack.pool.fetchrow("SELECT type, kind FROM jobs WHERE job_id = $1::uuid",
-                                    result.jobs[0])
+    job = await stack.pool.fetchrow(
+        "SELECT type, kind FROM jobs WHERE job_id = $1::uuid", result.jobs[0]
+    )
     assert (job["type"], job["kind"]) == ("synchronization", "retry")
 
 
@@ -198,8 +217,7 @@ async def test_delete_couplings_then_a_sync_creates_new_counterparts(
     result = await (await _actions(stack, apis)).delete_couplings(Selection(mapping="CONTACTS"))
     assert result.counts["uncoupled"] == len(before) > 0
     assert await stack.couplings("CONTACTS") == {}
-    job = await stack.pool.fetchval("SELECT type FROM jobs WHERE job_id = $1::uuid",
-                                    result.jobs[0])
+    job = await stack.pool.fetchval("SELECT type FROM jobs WHERE job_id = $1::uuid", result.jobs[0])
     assert job == "uncoupling"
     progress = await _full_sync(ops, mappings=["CONTACTS"])
     created = next(j for j in progress.jobs if j.direction == "to_integration")
@@ -246,10 +264,12 @@ async def _etags(stack: Stack) -> set[str]:
 
 
 def _compare(previews: list[DirectionPreview], progress: RunProgress) -> None:
-    real = {(j.mapping, j.direction): {k: v for k, v in j.counts.items() if v}
-            for j in progress.jobs}
-    predicted = {(p.mapping, p.direction): {k: v for k, v in p.counts.items() if v}
-                 for p in previews}
+    real = {
+        (j.mapping, j.direction): {k: v for k, v in j.counts.items() if v} for j in progress.jobs
+    }
+    predicted = {
+        (p.mapping, p.direction): {k: v for k, v in p.counts.items() if v} for p in previews
+    }
     assert predicted == real
 
 
@@ -281,12 +301,15 @@ async def test_the_dry_run_predicts_conflicts_filters_and_missing_lookups(
     # One side changed: an update.
     await stack.bc_patch("customers", bc_2, {"phoneNumber": "+32 50 00 00 00"})
     # Outside the filter: a blocked customer.
-    await stack.bc_post("customers", {"displayName": "Blocked Ltd", "number": "C90100",
-                                      "blocked": "All"})
+    await stack.bc_post(
+        "customers", {"displayName": "Blocked Ltd", "number": "C90100", "blocked": "All"}
+    )
     # A lookup nobody can resolve: a salesperson no Dataverse user matches.
     person = await stack.bc_post("salespeople", {"name": "Nobody", "email": "nobody@x.example"})
-    await stack.bc_post("customers", {"displayName": "Lonely Ltd", "number": "C90101",
-                                      "salespersonCode": person["code"]})
+    await stack.bc_post(
+        "customers",
+        {"displayName": "Lonely Ltd", "number": "C90101", "salespersonCode": person["code"]},
+    )
     # A new customer: a create.
     await stack.bc_post("customers", {"displayName": "Fresh Ltd", "number": "C90102"})
     # Continuous capture must not take these first: the full sync is the one to
@@ -299,8 +322,9 @@ async def test_the_dry_run_predicts_conflicts_filters_and_missing_lookups(
     before = await _etags(stack)
     previews = await _preview(stack, apis)
     assert await _etags(stack) == before
-    customer = next(p for p in previews if (p.mapping, p.direction) == ("CUSTOMER",
-                                                                        "to_integration"))
+    customer = next(
+        p for p in previews if (p.mapping, p.direction) == ("CUSTOMER", "to_integration")
+    )
     assert customer.conflicts == 1 and customer.counts["skipped"] == 1
     assert customer.filtered >= 2
     assert customer.counts["pending"] == 1 and customer.counts["inserted"] == 1
@@ -342,22 +366,34 @@ async def test_replay_corrects_exactly_the_window_and_a_second_replay_changes_no
 
     async def arrived() -> bool:
         rows = {r["accountid"]: r for r in await stack.dv_rows("accounts")}
-        return all(rows[dv]["address1_stateorprovince"] == f"Window {i}"
-                   for i, (_, dv) in enumerate(changed))
+        return all(
+            rows[dv]["address1_stateorprovince"] == f"Window {i}"
+            for i, (_, dv) in enumerate(changed)
+        )
 
     await wait_for(arrived, what="the changes (mapped wrongly) to arrive")
     window_end = SystemClock().now() + timedelta(seconds=1)
     await stack.stop()
-    untouched = {r["accountid"]: r["versionnumber"] for r in await stack.dv_rows("accounts")
-                 if r["accountid"] not in {dv for _, dv in changed}}
+    untouched = {
+        r["accountid"]: r["versionnumber"]
+        for r in await stack.dv_rows("accounts")
+        if r["accountid"] not in {dv for _, dv in changed}
+    }
     await MappingStore(stack.pool).replace_all(document)  # the fix
 
     async def run_replay() -> dict[str, int]:
         result = await replay(
-            mapping="CUSTOMER", since=window_start, until=window_end, pool=stack.pool, apis=apis,
-            mappings=await MappingStore(stack.pool).load(), topics=topics_for(stack.settings),
-            bootstrap_servers=stack.settings.kafka_bootstrap_servers, settings=stack.settings.sync,
-            codec=CODEC, clock=SystemClock(),
+            mapping="CUSTOMER",
+            since=window_start,
+            until=window_end,
+            pool=stack.pool,
+            apis=apis,
+            mappings=await MappingStore(stack.pool).load(),
+            topics=topics_for(stack.settings),
+            bootstrap_servers=stack.settings.kafka_bootstrap_servers,
+            settings=stack.settings.sync,
+            codec=CODEC,
+            clock=SystemClock(),
         )
         assert result.events >= len(changed)
         return result.counts

@@ -208,7 +208,7 @@ _BC_CONTACTS = (
     ("Sara Davis", 6),
     ("Tom Wright", 7),
     ("Ellen Adams", 8),
-    ("Ian Warren", 9),
+    ("Ian Warren", 13),
     ("Kevin Wright", 10),
     ("Max Stevenson", 11),
     ("Jo Brown", 12),

@@ -77,6 +77,7 @@ from tablesync.core.records import Update as UpdateOp
 from tablesync.errors import ApiUnavailable
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
+from tablesync.runtime import faults
 from tablesync.settings import SyncSettings
 
 __all__ = ["RETRY_TOPIC", "Applier", "Item", "JobEnsurer", "continuous_job_id"]
@@ -122,6 +123,7 @@ class _Work:
     decision: Decision | None = None
     mapped: Mapped | None = None
     written: Row | None = None
+    source_after: Row | None = None
     api_error: str | None = None
 
 
@@ -182,6 +184,7 @@ class Applier:
                 w.decision = self._decide(w, resolved)
         for w in pending:
             w.decision = Fail("the record kept changing while it was being written", True)
+        await self._write_back(work)
         for w in work:
             await self._record(
                 w, effects, statuses.get((w.item.event.side, w.item.event.record_id))
@@ -439,12 +442,66 @@ class Applier:
             *(self._write_side(mapping, side, pairs) for side, pairs in ops.items() if pairs)
         )
         _raise_if_unavailable(results)
+        if results:
+            faults.point("apply.after_write", self.mapping_name)
         again: list[_Work] = []
         for pairs in results:
             for w, result in pairs:
                 if self._absorb(w, result):
                     again.append(w)
         return again
+
+    async def _write_back(self, work: list[_Work]) -> None:
+        """Sends back what the other side filled in on a create (a BC number from
+        its number series, say) where the mapping carries it back, so both
+        records agree at once rather than at their next change."""
+        mapping = self.mapping
+        created = [
+            w
+            for w in work
+            if isinstance(w.decision, Create)
+            and w.decision.matched is None
+            and w.written is not None
+            and mapping.allows(direction_of(w.decision.side))
+        ]
+        if not created:
+            return
+        keys: set[LookupKey] = set()
+        for w in created:
+            assert w.written is not None and isinstance(w.decision, Create)
+            keys |= lookup_keys(mapping, direction_of(w.decision.side), w.written.fields)
+        resolved = await self.couplings.resolve(keys) if keys else {}
+        ops: dict[Side, list[tuple[_Work, WriteOp]]] = {"bc": [], "dataverse": []}
+        for w in created:
+            assert w.written is not None and isinstance(w.decision, Create)
+            event = w.item.event
+            back = map_values(
+                mapping,
+                direction_of(w.decision.side),
+                w.written.fields,
+                resolved,
+                self.mappings,
+                creating=False,
+            )
+            if back.unresolved:
+                continue
+            # Only what the source left blank and the create filled in: a value
+            # the source has is the user's, even if the other side shortened it.
+            payload = {
+                name: value
+                for name, value in changes(back, event.side, event.fields).items()
+                if _blank(event.fields.get(name.removesuffix("@odata.bind")))
+            }
+            if payload:
+                ops[event.side].append((w, UpdateOp(event.record_id, payload, event.etag)))
+        results = await asyncio.gather(
+            *(self._write_side(mapping, side, pairs) for side, pairs in ops.items() if pairs)
+        )
+        for pairs in results:
+            for w, result in pairs:
+                # A source changed meanwhile keeps its value; its own change syncs next.
+                if isinstance(result, Written) and result.row is not None:
+                    w.source_after = result.row
 
     @staticmethod
     def _new_id(w: _Work, side: Side) -> str | None:
@@ -558,7 +615,8 @@ class Applier:
             effects.couplings.append((replace(new, bc_deleted=False, dv_deleted=False), direction))
             return
         ids = {event.side: event.record_id, d.side: row.id}
-        stamps = {event.side: stamp_of(event), d.side: _stamp(row)}
+        source = _stamp(w.source_after) if w.source_after else stamp_of(event)
+        stamps = {event.side: source, d.side: _stamp(row)}
         bc_row_fields = event.fields if event.side == "bc" else row.fields
         new = Coupling.between(self.mapping_name, ids, stamps, self._key_of(bc_row_fields))
         effects.couplings.append((new, direction))
@@ -753,6 +811,10 @@ def _write_side(d: Decision | None) -> Side:
 
 def _stamp(row: Row) -> Stamp:
     return Stamp(row.modified_at, row.etag)
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _text(value: object) -> str:

@@ -39,6 +39,7 @@ from tablesync.core.events import (
 from tablesync.core.mappings import MappingSet, source_side
 from tablesync.errors import DecodeError
 from tablesync.ports.clock import Clock
+from tablesync.runtime import faults
 from tablesync.settings import Settings
 
 __all__ = ["CoordinatorService", "step_job_id"]
@@ -295,7 +296,9 @@ class CoordinatorService:
             source_topic=topic,
             partitions=partitions,
         )
-        if await self.jobs.mark_snapshot_requested(job_id):
+        # Published before it is marked: a crash in between publishes it again
+        # on resume, and capture serves one job's snapshot only once.
+        if not await self.jobs.snapshot_requested(job_id):
             since = None
             if step.kind == "modified":
                 since = await self.pool.fetchval(
@@ -325,6 +328,8 @@ class CoordinatorService:
                     Message(self.topics.snapshots, job_id.encode(), self.codec.encode(request)),
                 ]
             )
+            faults.point("coordinator.after_snapshot_request", step.mapping)
+            await self.jobs.mark_snapshot_requested(job_id)
         if not await self._wait_for_job(job_id, partitions, stop):
             return False
         totals = await self.jobs.totals(job_id)

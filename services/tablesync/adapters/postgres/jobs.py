@@ -225,14 +225,16 @@ class JobStore:
             UUID(job_id),
         )
 
-    async def mark_snapshot_requested(self, job_id: str) -> bool:
-        """True the first time only: a replayed step does not ask for a second snapshot."""
-        row = await self._pool.fetchval(
-            "UPDATE jobs SET snapshot_requested = true WHERE job_id = $1 "
-            "AND NOT snapshot_requested RETURNING job_id",
-            UUID(job_id),
+    async def snapshot_requested(self, job_id: str) -> bool:
+        value = await self._pool.fetchval(
+            "SELECT snapshot_requested FROM jobs WHERE job_id = $1", UUID(job_id)
         )
-        return row is not None
+        return bool(value)
+
+    async def mark_snapshot_requested(self, job_id: str) -> None:
+        await self._pool.execute(
+            "UPDATE jobs SET snapshot_requested = true WHERE job_id = $1", UUID(job_id)
+        )
 
     async def totals(self, job_id: str) -> JobTotals | None:
         row = await self._pool.fetchrow("SELECT * FROM job_totals WHERE job_id = $1", UUID(job_id))
