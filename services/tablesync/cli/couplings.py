@@ -6,6 +6,7 @@ import uuid
 
 import typer
 
+from tablesync.adapters.odata import open_api
 from tablesync.adapters.postgres.couplings import CouplingRow, CouplingStore
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.cli.common import fail, load_settings, run_async
@@ -13,6 +14,8 @@ from tablesync.cli.context import state_pool
 from tablesync.cli.output import render
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.events import Side
+from tablesync.core.records import Row
+from tablesync.settings import ApiSettings, Settings
 
 __all__ = ["couple", "couplings", "uncouple"]
 
@@ -65,20 +68,47 @@ def couple(
 ) -> None:
     """Couple a BC record with a Dataverse row; the next change of either syncs."""
     bc, dv = _guid(bc_id, "--bc-id"), _guid(dataverse_id, "--dataverse-id")
+    settings = load_settings()
 
     async def go() -> None:
-        async with state_pool(load_settings()) as pool:
+        async with state_pool(settings) as pool:
             mappings = await MappingStore(pool).load()
             if mapping not in mappings:
                 fail(f"unknown mapping {mapping!r} (known: {', '.join(mappings.names())})")
+            m = mappings.get(mapping)
+            rows = await _both_records(settings, m.bc_table, bc, m.dataverse_table, dv)
+            key = rows["bc"].fields.get(m.bc_key) if m.bc_key else None
+            # No stamps: the first change of either record after this syncs it.
             empty = Stamp(None, None)
+            coupling = Coupling(
+                mapping, bc, dv, key if isinstance(key, str) else None, empty, empty
+            )
             async with pool.acquire() as conn, conn.transaction():
-                await CouplingStore(pool).couple(
-                    conn, Coupling(mapping, bc, dv, None, empty, empty), None
-                )
+                await CouplingStore(pool).couple(conn, coupling, None)
 
     run_async(go())
     typer.echo(f"coupled {mapping}: bc {bc} <-> dataverse {dv}")
+
+
+async def _both_records(
+    settings: Settings, bc_table: str, bc_id: str, dv_table: str, dv_id: str
+) -> dict[Side, Row]:
+    """Both records, read from their sides; a missing one is refused by name."""
+    found: dict[Side, Row] = {}
+    wanted: tuple[tuple[Side, str, str, ApiSettings], ...] = (
+        ("bc", bc_table, bc_id, settings.bc),
+        ("dataverse", dv_table, dv_id, settings.dataverse),
+    )
+    for side, table, record_id, api_settings in wanted:
+        api = await open_api(side, api_settings)
+        try:
+            row = (await api.get_many(table, [record_id])).get(record_id)
+        finally:
+            await api.aclose()
+        if row is None:
+            fail(f"{side} has no {table} record {record_id}")
+        found[side] = row
+    return found
 
 
 def uncouple(

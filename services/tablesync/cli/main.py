@@ -11,6 +11,7 @@ from tablesync.cli import (
     emulator,
     infra,
     jobs,
+    lag,
     mappings,
     recovery,
     run,
@@ -39,6 +40,7 @@ app.command("delete-records")(recovery.delete_records)
 app.command("delete-couplings")(recovery.delete_couplings)
 app.command("find-deleted")(recovery.find_deleted)
 app.command("replay")(recovery.replay)
+app.command("lag")(lag.lag)
 app.command("couplings")(couplings.couplings)
 app.command("couple")(couplings.couple)
 app.command("uncouple")(couplings.uncouple)

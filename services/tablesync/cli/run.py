@@ -39,7 +39,13 @@ def coordinator() -> None:
     run_async(run_services(load_settings(), "coordinator"))
 
 
+@app.command()
+def admin() -> None:
+    """Serve the admin API, the dashboard and /metrics (TABLESYNC_ADMIN_HOST/_PORT/_TOKEN)."""
+    run_async(run_services(load_settings(), "admin"))
+
+
 @app.command("all")
 def run_all() -> None:
-    """Capture of both sides, apply of every mapping and the coordinator, in one process."""
+    """Capture of both sides, apply of every mapping, the coordinator and the admin server."""
     run_async(run_services(load_settings(), "all"))

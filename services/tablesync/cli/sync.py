@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from tablesync.adapters.odata import open_api
+from tablesync.adapters.postgres.couplings import CouplingStore
+from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.cli.common import (
     EXIT_FAILED_RECORDS,
     EXIT_OK,
@@ -12,9 +15,14 @@ from tablesync.cli.common import (
     print_json,
     run_async,
 )
-from tablesync.cli.context import with_operations
+from tablesync.cli.context import state_pool, with_operations
 from tablesync.cli.output import render
+from tablesync.cli.progress import progress_display
+from tablesync.core.events import Side
 from tablesync.errors import CommandRefused
+from tablesync.ports.api import SideApi
+from tablesync.ports.clock import SystemClock
+from tablesync.runtime.dryrun import DirectionPreview, dry_run
 from tablesync.runtime.operations import Operations, RunProgress
 from tablesync.settings import Settings
 
@@ -33,21 +41,6 @@ _JOB_COLUMNS = [
     "pending",
     "coupled",
 ]
-
-
-class _Printer:
-    """Plain progress lines: one per job whenever its counts change."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[object, ...]] = {}
-
-    async def __call__(self, progress: RunProgress) -> None:
-        for job in progress.jobs:
-            state = (job.status, *job.counts.values())
-            if self._seen.get(job.job_id) != state:
-                self._seen[job.job_id] = state
-                counts = " ".join(f"{k}={v}" for k, v in job.counts.items() if v)
-                typer.echo(f"{job.mapping:12} {job.direction:17} {job.status:9} {counts}", err=True)
 
 
 async def _request_and_wait(
@@ -71,9 +64,10 @@ async def _request_and_wait(
             fail(str(exc))
         if not wait:
             return run_id, None
-        printer = None if quiet else _Printer()
+        names = mapping or list((await MappingStore(ctx.pool).load()).names())
         try:
-            return run_id, await ops.wait(run_id, on_progress=printer, timeout_s=timeout_s)
+            with progress_display(names, quiet=quiet) as show:
+                return run_id, await ops.wait(run_id, on_progress=show, timeout_s=timeout_s)
         except TimeoutError as exc:
             fail(str(exc))
 
@@ -103,6 +97,12 @@ def _finish(run_id: str, progress: RunProgress | None, as_json: bool) -> None:
 
 
 def full_sync(
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Read both sides and report what a full sync would do; write nothing.",
+    ),
+    examples: int = typer.Option(5, help="With --dry-run: examples per kind of outcome."),
     wait: bool = typer.Option(False, "--wait", help="Wait for the end; exit 1 if records failed."),
     keep_create_enabled: bool = typer.Option(
         False,
@@ -121,6 +121,9 @@ def full_sync(
     """Run a full synchronization of every mapping in dependency order."""
     if keep_create_enabled and restore_create_setting:
         fail("--keep-create-enabled and --restore-create-setting exclude each other")
+    if dry_run:
+        _dry_run(mapping, examples, json)
+        return
     run_id, progress = run_async(
         _request_and_wait(
             load_settings(),
@@ -133,6 +136,55 @@ def full_sync(
         )
     )
     _finish(run_id, progress, json)
+
+
+_PREVIEW_COLUMNS = [
+    "mapping",
+    "direction",
+    "would_create",
+    "would_couple_by_match",
+    "would_update",
+    "unchanged",
+    "skipped_by_filter",
+    "pending_on_lookups",
+    "in_conflict",
+    "would_fail",
+]
+
+
+def _dry_run(mapping: list[str], examples: int, as_json: bool) -> None:
+    settings = load_settings()
+
+    async def go() -> list[DirectionPreview]:
+        async with state_pool(settings) as pool:
+            mappings = await MappingStore(pool).load()
+            unknown = [m for m in mapping if m not in mappings]
+            if unknown:
+                known = ", ".join(mappings.names())
+                fail(f"unknown mapping(s) {', '.join(unknown)} (known: {known})")
+            store = CouplingStore(pool)
+            couplings = {name: await store.of_mapping(name) for name in mappings.names()}
+            apis: dict[Side, SideApi] = {}
+            try:
+                apis["bc"] = await open_api("bc", settings.bc)
+                apis["dataverse"] = await open_api("dataverse", settings.dataverse)
+                return await dry_run(
+                    mappings, apis, couplings, SystemClock(), only=mapping, examples=examples
+                )
+            finally:
+                for api in apis.values():
+                    await api.aclose()
+
+    previews = [p.as_dict() for p in run_async(go())]
+    if as_json:
+        print_json(previews)
+        return
+    render(
+        previews,
+        _PREVIEW_COLUMNS,
+        as_json=False,
+        title="Full synchronization, dry run: nothing was written",
+    )
 
 
 def sync_modified(

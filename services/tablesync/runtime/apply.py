@@ -22,6 +22,7 @@ import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 
+from tablesync import metrics
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import (
     BatchConsumer,
@@ -224,6 +225,7 @@ class ApplyService:
             effects.finished.append((m.end.job_id, m.topic, m.partition))
         faults.point("apply.before_commit", self.mapping_name)
         await self.state.commit(effects)
+        metrics.events_applied(self.mapping_name, [i.event for i in items], self.clock.now())
         faults.point("apply.after_commit", self.mapping_name)
         await self._publish_outcomes(markers)
         await self._consumer.commit(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import structlog
 
+from tablesync import metrics
 from tablesync.adapters.kafka import ConsumerRecord, KafkaPublisher, Message
 from tablesync.errors import InvalidEvent
 
@@ -33,6 +34,7 @@ class DeadLetters:
             Message(self._topic, record.key, record.value or b"", None, headers)
         )
         self.sent += 1
+        metrics.dead_lettered(self._consumer)
         log.warning(
             "event_dead_lettered",
             topic=error.topic,

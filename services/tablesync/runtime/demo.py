@@ -88,6 +88,10 @@ async def run_demo(
         await server.start()
     say(f"BC API v2.0 emulator on {settings.bc.base_url}")
     say(f"Dataverse Web API emulator on {settings.dataverse.base_url}")
+    say(
+        f"dashboard: http://{settings.admin_host}:{settings.admin_port}/"
+        " (it asks for TABLESYNC_ADMIN_TOKEN)"
+    )
     pool = await create_pool(settings.database_dsn(), max_size=3)
     services: asyncio.Task[None] | None = None
     try:

@@ -1,9 +1,10 @@
 """Wiring: build every service from the settings and run them until a signal.
 
 ``tablesync run <service>`` runs one; ``tablesync run all`` runs capture of
-both sides, apply of every mapping and the coordinator in one process, which
-is what the demo and the tests use. Each process migrates the state database
-(idempotent, serialised by an advisory lock) and creates the topics it uses."""
+both sides, apply of every mapping, the coordinator and the admin server in
+one process, which is what the demo and the tests use. Each process migrates
+the state database (idempotent, serialised by an advisory lock) and creates
+the topics it uses."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from typing import Any, Literal
 
 import structlog
 
+from tablesync import metrics
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher, Topics, TopicSpec, ensure_topics
 from tablesync.adapters.odata import open_api
 from tablesync.adapters.postgres import migrate
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.pool import create_pool
+from tablesync.admin import AdminService
 from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet
 from tablesync.ports.api import SideApi
@@ -36,7 +39,7 @@ __all__ = ["Runtime", "ServiceName", "open_runtime", "run_services", "topic_spec
 
 log = structlog.get_logger()
 
-ServiceName = Literal["capture", "apply", "coordinator", "all"]
+ServiceName = Literal["capture", "apply", "coordinator", "admin", "all"]
 
 
 def topics_for(settings: Settings) -> Topics:
@@ -70,7 +73,9 @@ class Runtime:
     async def api(self, side: Side) -> SideApi:
         if side not in self.apis:
             api_settings = self.settings.bc if side == "bc" else self.settings.dataverse
-            self.apis[side] = await open_api(side, api_settings)
+            api = await open_api(side, api_settings)
+            metrics.api_stats(side, api.stats)
+            self.apis[side] = api
         return self.apis[side]
 
 
@@ -148,6 +153,18 @@ async def build(
             topics=r.topics,
         )
         runs.append(coordinator.run)
+    if service in ("admin", "all"):
+        admin = AdminService(
+            r.settings,
+            pool=r.pool,
+            publisher=r.publisher,
+            codec=r.codec,
+            clock=r.clock,
+            topics=r.topics,
+            # In `run all` the admin server is an extra: syncing goes on without it.
+            required=service == "admin",
+        )
+        runs.append(admin.run)
     return runs
 
 

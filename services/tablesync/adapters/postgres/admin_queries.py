@@ -1,0 +1,144 @@
+"""Read-only queries the admin API, the dashboard and the metrics need beyond
+the stores: filtered job listings, each mapping's last job, the running full
+synchronization, and totals over every job for metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from tablesync.adapters.postgres.jobs import JobTotals, _totals
+from tablesync.core.plan import COUNTED
+
+__all__ = ["AdminQueries", "DurationHistogram", "OutcomeTotals"]
+
+_ANY_COUNT = " + ".join(COUNTED)
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeTotals:
+    """Events of one mapping and direction by outcome, over every job ever run."""
+
+    mapping: str
+    direction: str
+    counts: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DurationHistogram:
+    """Durations of finished jobs of one mapping, direction and kind."""
+
+    mapping: str
+    direction: str
+    kind: str
+    count: int
+    total_s: float
+    buckets: tuple[tuple[float, int], ...]
+    """(upper bound in seconds, jobs that took at most that long), cumulative."""
+
+
+class AdminQueries:
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    async def jobs(
+        self,
+        *,
+        mapping: str | None = None,
+        run_id: str | None = None,
+        kind: str | None = None,
+        status: str | None = None,
+        include_empty_continuous: bool = False,
+        limit: int = 50,
+    ) -> list[JobTotals]:
+        """Jobs newest first; continuous jobs that counted nothing are left out
+        unless asked for, before the limit applies."""
+        rows = await self._pool.fetch(
+            f"""
+            SELECT * FROM job_totals
+            WHERE ($1::text IS NULL OR mapping = $1)
+              AND ($2::uuid IS NULL OR run_id = $2)
+              AND ($3::text IS NULL OR kind = $3)
+              AND ($4::text IS NULL OR status = $4)
+              AND ($5 OR kind <> 'continuous' OR ({_ANY_COUNT}) > 0)
+            ORDER BY started_at DESC, mapping, direction
+            LIMIT $6
+            """,
+            mapping,
+            UUID(run_id) if run_id else None,
+            kind,
+            status,
+            include_empty_continuous,
+            limit,
+        )
+        return [_totals(r) for r in rows]
+
+    async def last_jobs(self) -> dict[str, JobTotals]:
+        """Each mapping's newest job that did something (or is a full or modified one)."""
+        rows = await self._pool.fetch(
+            f"""
+            SELECT DISTINCT ON (mapping) * FROM job_totals
+            WHERE kind <> 'continuous' OR ({_ANY_COUNT}) > 0
+            ORDER BY mapping, started_at DESC
+            """
+        )
+        return {r["mapping"]: _totals(r) for r in rows}
+
+    async def running_full_sync(self) -> str | None:
+        value = await self._pool.fetchval(
+            "SELECT run_id::text FROM runs WHERE kind = 'full' "
+            "AND status IN ('requested', 'running') ORDER BY requested_at LIMIT 1"
+        )
+        return str(value) if value is not None else None
+
+    async def outcome_totals(self) -> tuple[OutcomeTotals, ...]:
+        sums = ", ".join(f"coalesce(sum(p.{c}), 0)::bigint AS {c}" for c in COUNTED)
+        rows = await self._pool.fetch(
+            f"""
+            SELECT j.mapping, j.direction, {sums}
+            FROM job_partitions p JOIN jobs j USING (job_id)
+            GROUP BY j.mapping, j.direction
+            ORDER BY j.mapping, j.direction
+            """
+        )
+        return tuple(
+            OutcomeTotals(r["mapping"], r["direction"], {c: int(r[c]) for c in COUNTED})
+            for r in rows
+        )
+
+    async def job_durations(self, bounds: Sequence[float]) -> tuple[DurationHistogram, ...]:
+        """Finished full and modified jobs (continuous ones last an interval by design)."""
+        finished = """
+            WITH d AS (
+                SELECT mapping, direction, kind,
+                       extract(epoch FROM finished_at - started_at)::float8 AS s
+                FROM jobs WHERE finished_at IS NOT NULL AND kind <> 'continuous'
+            )
+        """
+        totals = await self._pool.fetch(
+            finished + "SELECT mapping, direction, kind, count(*) AS n, "
+            "coalesce(sum(s), 0)::float8 AS total FROM d GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+        cumulative = await self._pool.fetch(
+            finished + "SELECT mapping, direction, kind, b.le, count(*) FILTER (WHERE s <= b.le) "
+            "AS n FROM d CROSS JOIN unnest($1::float8[]) AS b(le) GROUP BY 1, 2, 3, 4",
+            sorted(bounds),
+        )
+        per_key: dict[tuple[str, str, str], list[tuple[float, int]]] = {}
+        for r in cumulative:
+            per_key.setdefault((r["mapping"], r["direction"], r["kind"]), []).append(
+                (float(r["le"]), int(r["n"]))
+            )
+        return tuple(
+            DurationHistogram(
+                mapping=r["mapping"],
+                direction=r["direction"],
+                kind=r["kind"],
+                count=int(r["n"]),
+                total_s=float(r["total"]),
+                buckets=tuple(sorted(per_key.get((r["mapping"], r["direction"], r["kind"]), []))),
+            )
+            for r in totals
+        )

@@ -1,0 +1,441 @@
+"""The shapes the admin API reads and writes.
+
+Every request is parsed through these models and every response is produced
+from them, and the OpenAPI document is generated from the same models, so the
+document cannot drift from what the server does."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tablesync.adapters.kafka.lag import LagReport
+from tablesync.adapters.postgres.couplings import CouplingRow
+from tablesync.adapters.postgres.jobs import JobError, JobTotals, RunRow
+from tablesync.core import filters
+from tablesync.core.mappings import TableMapping
+from tablesync.runtime.operations import RunProgress
+
+__all__ = [
+    "Counts",
+    "CoupleRequest",
+    "CouplingOut",
+    "CouplingPath",
+    "CouplingsQuery",
+    "ErrorOut",
+    "ErrorsQuery",
+    "FieldOut",
+    "FieldProblem",
+    "FullSyncRequest",
+    "HealthOut",
+    "JobErrorOut",
+    "JobOut",
+    "JobPath",
+    "JobsQuery",
+    "LagHistoryOut",
+    "LagHistoryQuery",
+    "LagOut",
+    "LagPoint",
+    "LagSeries",
+    "MappingChange",
+    "MappingDetailOut",
+    "MappingLagOut",
+    "MappingOut",
+    "MappingPath",
+    "PartitionLagOut",
+    "RunAccepted",
+    "RunOut",
+    "RunPath",
+    "RunProgressOut",
+    "RunsQuery",
+    "SyncModifiedRequest",
+    "UncoupledOut",
+]
+
+MappingDirection = Literal["to_integration", "from_integration", "bidirectional"]
+JobStatus = Literal["pending", "running", "finished", "failed"]
+SideName = Literal["bc", "dataverse"]
+
+
+class _In(BaseModel):
+    """Requests: an unknown field is refused rather than silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# Requests
+
+
+class MappingChange(_In):
+    direction: MappingDirection | None = None
+    sync_only_coupled: bool | None = Field(
+        default=None, description="Sync only coupled records: no creates for uncoupled ones."
+    )
+    table_filter: str | None = Field(
+        default=None, description="BC filter in OData $filter syntax; an empty text clears it."
+    )
+    integration_table_filter: str | None = Field(
+        default=None, description="Dataverse filter in OData $filter syntax; empty clears it."
+    )
+
+
+class CoupleRequest(_In):
+    mapping: str = Field(min_length=1, description="The mapping, e.g. CUSTOMER.")
+    bc_id: UUID
+    dataverse_id: UUID
+
+
+class FullSyncRequest(_In):
+    mappings: list[str] = Field(
+        default_factory=list, description="Only these mappings; every mapping when empty."
+    )
+    keep_only_coupled_cleared: bool = Field(
+        default=False,
+        description="At the end keep sync-only-coupled cleared, so new records keep being created.",
+    )
+
+
+class SyncModifiedRequest(_In):
+    mapping: str | None = Field(default=None, description="One mapping; every mapping when null.")
+
+
+# Query strings
+
+
+class JobsQuery(_In):
+    mapping: str | None = None
+    run: UUID | None = Field(default=None, description="Only the jobs of this run.")
+    kind: str | None = Field(
+        default=None, max_length=40, description="full, modified, continuous, ..."
+    )
+    status: JobStatus | None = None
+    include_empty_continuous: bool = Field(
+        default=False, description="Also list continuous jobs that counted nothing."
+    )
+    limit: int = Field(default=50, ge=1, le=1000)
+
+
+class ErrorsQuery(_In):
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class CouplingsQuery(_In):
+    mapping: str | None = None
+    search: str | None = Field(default=None, description="A record id on either side or a BC key.")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class RunsQuery(_In):
+    limit: int = Field(default=20, ge=1, le=200)
+
+
+class LagHistoryQuery(_In):
+    minutes: int = Field(default=60, ge=1, le=60)
+
+
+# Path parameters
+
+
+class MappingPath(_In):
+    name: str
+
+
+class JobPath(_In):
+    job_id: UUID
+
+
+class RunPath(_In):
+    run_id: UUID
+
+
+class CouplingPath(_In):
+    mapping: str
+    side: SideName
+    record_id: UUID
+
+
+# Responses
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="What was wrong, naming the field or resource.")
+    fields: list[FieldProblem] | None = None
+    run_id: str | None = Field(default=None, description="409 on full-sync: the running run.")
+
+
+class Counts(BaseModel):
+    inserted: int
+    modified: int
+    deleted: int
+    unchanged: int
+    skipped: int
+    failed: int
+    pending: int
+    coupled: int
+    uncoupled: int
+
+
+class JobOut(BaseModel):
+    job_id: str
+    run_id: str | None
+    mapping: str
+    direction: str
+    kind: str
+    type: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    duration_s: float | None
+    partitions: int | None
+    partitions_finished: int
+    counts: Counts
+    message: str
+
+    @classmethod
+    def of(cls, j: JobTotals) -> JobOut:
+        duration = (j.finished_at - j.started_at).total_seconds() if j.finished_at else None
+        return cls(
+            job_id=j.job_id,
+            run_id=j.run_id,
+            mapping=j.mapping,
+            direction=j.direction,
+            kind=j.kind,
+            type=j.type,
+            status=j.status,
+            started_at=j.started_at,
+            finished_at=j.finished_at,
+            duration_s=round(duration, 3) if duration is not None else None,
+            partitions=j.partitions,
+            partitions_finished=j.partitions_finished,
+            counts=Counts.model_validate(j.counts),
+            message=j.message,
+        )
+
+
+class MappingOut(BaseModel):
+    name: str
+    bc_table: str
+    dataverse_table: str
+    direction: MappingDirection
+    sync_only_coupled: bool
+    table_filter: str | None
+    integration_table_filter: str | None
+    depends_on: list[str]
+    update_conflict: str
+    deletion: str
+    last_job: JobOut | None = None
+
+    @classmethod
+    def of(cls, m: TableMapping, last_job: JobTotals | None = None) -> MappingOut:
+        return cls(
+            name=m.name,
+            bc_table=m.bc_table,
+            dataverse_table=m.dataverse_table,
+            direction=m.direction,
+            sync_only_coupled=m.sync_only_coupled,
+            table_filter=filters.to_odata(m.table_filter) if m.table_filter else None,
+            integration_table_filter=(
+                filters.to_odata(m.integration_table_filter) if m.integration_table_filter else None
+            ),
+            depends_on=list(m.depends_on),
+            update_conflict=m.update_conflict,
+            deletion=m.deletion,
+            last_job=JobOut.of(last_job) if last_job else None,
+        )
+
+
+class FieldOut(BaseModel):
+    bc: str | None
+    dataverse: str | None
+    direction: str
+    lookup: list[str] | None = None
+    on_create_only: bool = False
+
+
+class MappingDetailOut(MappingOut):
+    fields: list[FieldOut]
+
+    @classmethod
+    def detail(cls, m: TableMapping, last_job: JobTotals | None = None) -> MappingDetailOut:
+        return cls(
+            **MappingOut.of(m, last_job).model_dump(),
+            fields=[
+                FieldOut(
+                    bc=f.bc,
+                    dataverse=f.dataverse,
+                    direction=f.direction,
+                    lookup=list(f.lookup.mappings) if f.lookup else None,
+                    on_create_only=f.on_create_only,
+                )
+                for f in m.fields
+            ],
+        )
+
+
+class JobErrorOut(BaseModel):
+    id: int
+    job_id: str
+    mapping: str
+    direction: str
+    source_side: str
+    source_id: str
+    destination_id: str | None
+    message: str
+    detail: str
+    occurred_at: datetime
+
+    @classmethod
+    def of(cls, e: JobError) -> JobErrorOut:
+        return cls(
+            id=e.id,
+            job_id=e.job_id,
+            mapping=e.mapping,
+            direction=e.direction,
+            source_side=e.source_side,
+            source_id=e.source_id,
+            destination_id=e.destination_id,
+            message=e.message,
+            detail=e.detail,
+            occurred_at=e.occurred_at,
+        )
+
+
+class CouplingOut(BaseModel):
+    mapping: str
+    bc_id: str
+    dataverse_id: str
+    bc_key: str | None
+    coupled_at: datetime
+    last_synced_at: datetime
+    last_direction: str | None
+    bc_deleted: bool
+    dataverse_deleted: bool
+
+    @classmethod
+    def of(cls, r: CouplingRow) -> CouplingOut:
+        c = r.coupling
+        return cls(
+            mapping=c.mapping,
+            bc_id=c.bc_id,
+            dataverse_id=c.dv_id,
+            bc_key=c.bc_key,
+            coupled_at=r.coupled_at,
+            last_synced_at=r.last_synced_at,
+            last_direction=r.last_direction,
+            bc_deleted=c.bc_deleted,
+            dataverse_deleted=c.dv_deleted,
+        )
+
+
+class UncoupledOut(BaseModel):
+    mapping: str
+    bc_id: str
+    dataverse_id: str
+
+
+class PartitionLagOut(BaseModel):
+    group: str
+    service: str
+    mapping: str | None
+    topic: str
+    partition: int
+    committed: int | None = Field(description="Committed offset; null before the first commit.")
+    end: int
+    lag: int
+    oldest_age_s: float | None = Field(
+        description="Age of the oldest unprocessed message; null when lag is 0."
+    )
+
+
+class MappingLagOut(BaseModel):
+    mapping: str
+    group: str
+    lag: int
+    oldest_age_s: float | None
+    partitions: int
+
+
+class LagOut(BaseModel):
+    read_at: datetime
+    total: int
+    mappings: list[MappingLagOut]
+    partitions: list[PartitionLagOut]
+    missing_topics: list[str]
+
+    @classmethod
+    def of(cls, report: LagReport) -> LagOut:
+        return cls.model_validate(report.as_dict())
+
+
+class LagPoint(BaseModel):
+    at: datetime
+    lag: int
+
+
+class LagSeries(BaseModel):
+    mapping: str
+    points: list[LagPoint]
+
+
+class LagHistoryOut(BaseModel):
+    sample_every_s: float
+    series: list[LagSeries]
+
+
+class RunOut(BaseModel):
+    run_id: str
+    kind: str
+    status: str
+    mappings: list[str]
+    requested_by: str
+    requested_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    message: str
+
+    @classmethod
+    def of(cls, r: RunRow) -> RunOut:
+        return cls(
+            run_id=r.run_id,
+            kind=r.kind,
+            status=r.status,
+            mappings=r.mappings,
+            requested_by=r.requested_by,
+            requested_at=r.requested_at,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            message=r.message,
+        )
+
+
+class RunProgressOut(RunOut):
+    done: bool
+    failed_records: int
+    jobs: list[JobOut]
+
+    @classmethod
+    def progress(cls, p: RunProgress) -> RunProgressOut:
+        return cls(
+            **RunOut.of(p.run).model_dump(),
+            done=p.done,
+            failed_records=p.failed_records,
+            jobs=[JobOut.of(j) for j in p.jobs],
+        )
+
+
+class RunAccepted(BaseModel):
+    run_id: str
+    status: Literal["requested"] = "requested"
+    progress: str = Field(description="Where to GET the run's progress.")

@@ -1,0 +1,122 @@
+"""The admin service: the admin API, the dashboard and ``/metrics`` on uvicorn,
+plus the lag sampler behind the dashboard's chart, run like every other
+service as ``run(stop)``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import structlog
+import uvicorn
+
+from tablesync.adapters.avro import Codec
+from tablesync.adapters.kafka import KafkaPublisher, Topics
+from tablesync.adapters.kafka.lag import LagReader
+from tablesync.admin.app import create_app
+from tablesync.admin.lagwatch import LagMonitor
+from tablesync.admin.routes import AdminContext
+from tablesync.errors import ConfigError
+from tablesync.ports.clock import Clock
+from tablesync.runtime.operations import Operations
+from tablesync.settings import Settings
+
+__all__ = ["AdminService"]
+
+log = structlog.get_logger()
+
+_SHUTDOWN_GRACE_S = 3
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process's stop event rules,
+    as for every other service."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class AdminService:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool: Any,
+        publisher: KafkaPublisher,
+        codec: Codec,
+        clock: Clock,
+        topics: Topics,
+        required: bool = True,
+        sample_every_s: float = 15.0,
+    ) -> None:
+        """``required=False`` (``run all``): a port that cannot be bound is logged and
+        the other services go on; ``run admin`` fails instead."""
+        self.settings = settings
+        self.host = settings.admin_host
+        self.port = settings.admin_port
+        self.required = required
+        self.reader = LagReader(settings.kafka_bootstrap_servers, client_id="tablesync-admin")
+        self.lag = LagMonitor(self.reader, pool, topics, sample_every_s=sample_every_s)
+        operations = Operations(pool, publisher, codec, topics, clock)
+        self.app = create_app(
+            AdminContext(pool, operations, self.lag), settings.admin_token.get_secret_value()
+        )
+        self.started = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _bind(self) -> socket.socket | None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            reason = f"the admin server cannot listen on {self.host}:{self.port}: {exc.strerror}"
+            if self.required:
+                raise ConfigError(reason) from None
+            log.error("admin_not_started", host=self.host, port=self.port, error=exc.strerror)
+            return None
+        self.port = sock.getsockname()[1]
+        return sock
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sock = self._bind()
+        if sock is None:
+            return
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=_SHUTDOWN_GRACE_S,
+        )
+        server = _Server(config)
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        sampler = asyncio.create_task(self.lag.run(stop))
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            while not server.started and not serving.done():
+                await asyncio.wait([serving, stopped], timeout=0.05)
+            if server.started:
+                self.started.set()
+                log.info("admin_started", url=self.url)
+            await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            server.should_exit = True
+            stopped.cancel()
+            sampler.cancel()
+            await asyncio.gather(serving, sampler, stopped, return_exceptions=True)
+            await self.reader.close()
+            sock.close()
+            log.info("admin_stopped")
+        error = serving.exception() if serving.done() and not serving.cancelled() else None
+        if error is not None:
+            raise error

@@ -1,0 +1,465 @@
+// The tablesync dashboard: reads the admin API with the bearer token kept in
+// this tab's sessionStorage, renders with DOM nodes (never HTML strings, as
+// record messages come from outside), and refreshes itself.
+"use strict";
+
+const TOKEN_KEY = "tablesync.adminToken";
+const REFRESH_MS = 5000;
+const RUN_REFRESH_MS = 1000;
+const COUNTS = ["inserted", "modified", "deleted", "unchanged", "skipped", "failed", "pending", "coupled"];
+const PALETTE = ["#1f6feb", "#1a7f37", "#c2410c", "#7c3aed", "#0b7a75", "#b91c1c", "#a16207", "#475569"];
+const DIRECTIONS = {
+  to_integration: ["→", "BC → Dataverse"],
+  from_integration: ["←", "Dataverse → BC"],
+  bidirectional: ["⇄", "Bidirectional"],
+};
+
+const state = {
+  mappings: [],
+  lag: null,
+  selectedJob: null,
+  runId: null,
+  runTimer: null,
+  refreshTimer: null,
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    // Through CSSOM: the page's Content-Security-Policy refuses style attributes.
+    else if (key === "style") Object.assign(node.style, value);
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return node;
+}
+
+// Token and API
+
+function takeTokenFromUrl() {
+  const url = new URL(window.location.href);
+  const token = url.searchParams.get("token");
+  if (token) {
+    sessionStorage.setItem(TOKEN_KEY, token);
+    url.searchParams.delete("token");
+    window.history.replaceState(null, "", url.pathname + url.search + url.hash);
+  }
+}
+
+class Unauthorized extends Error {}
+
+async function api(path, options = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) throw new Unauthorized("no token");
+  const headers = { Authorization: `Bearer ${token}`, Accept: "application/json" };
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method: options.method || "GET",
+    headers,
+    body: options.body === undefined ? undefined : JSON.stringify(options.body),
+    cache: "no-store",
+  });
+  const data = await response.json().catch(() => ({}));
+  if (response.status === 401) throw new Unauthorized(data.error || "unauthorized");
+  if (!response.ok) {
+    const error = new Error(data.error || `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    error.data = data;
+    throw error;
+  }
+  return data;
+}
+
+// Formatting
+
+function time(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  const sameDay = d.toDateString() === new Date().toDateString();
+  const clock = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+  return sameDay ? clock : `${d.toLocaleDateString()} ${clock}`;
+}
+
+function ago(iso) {
+  const seconds = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
+  if (seconds < 60) return `${Math.round(seconds)} s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  return `${Math.round(seconds / 86400)} d ago`;
+}
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const m = Math.floor(seconds / 60);
+  return `${m} min ${Math.round(seconds % 60)} s`;
+}
+
+function direction(value) {
+  const [arrow, label] = DIRECTIONS[value] || ["", value];
+  return el("span", { class: "direction", title: value }, el("span", { class: "arrow", text: arrow }), label);
+}
+
+// Where a job's records went: the short form the job and error tables use.
+function destination(value) {
+  const target = value === "to_integration" ? "Dataverse" : "BC";
+  return el("span", { class: "direction", title: DIRECTIONS[value] ? DIRECTIONS[value][1] : value }, el("span", { class: "arrow", text: "→" }), target);
+}
+
+function chip(status) {
+  return el("span", { class: `chip ${status}`, text: status });
+}
+
+function countCell(name, value) {
+  return el("td", { class: "num" }, el("span", { class: value ? `count ${name}` : "count", text: value }));
+}
+
+function countsSummary(counts) {
+  const parts = COUNTS.filter((c) => counts[c]).map((c) => `${c} ${counts[c]}`);
+  return parts.length ? parts.join(" · ") : "no changes";
+}
+
+function toast(message, kind = "info") {
+  const node = el("div", { class: `toast ${kind}`, role: "status", text: message });
+  $("toasts").append(node);
+  setTimeout(() => node.remove(), 6000);
+}
+
+function emptyRow(table, columns, message) {
+  table.replaceChildren(el("tr", {}, el("td", { class: "empty", colspan: columns, text: message })));
+}
+
+// Mappings
+
+function renderMappings() {
+  const body = $("mappings-table").tBodies[0];
+  if (!state.mappings.length) return emptyRow(body, 6, "No mappings are loaded.");
+  const lagByMapping = new Map((state.lag ? state.lag.mappings : []).map((m) => [m.mapping, m]));
+  body.replaceChildren(
+    ...state.mappings.map((m) => {
+      const lag = lagByMapping.get(m.name);
+      const lagCell = lag
+        ? el("span", { class: `lag ${lag.lag ? "some" : "zero"}`, title: lag.oldest_age_s ? `oldest ${duration(lag.oldest_age_s)}` : "", text: lag.lag })
+        : el("span", { class: "lag zero", text: "–" });
+      const job = m.last_job;
+      const last = job
+        ? el("div", { class: "last-job" },
+            el("div", { class: "last-job-head" }, chip(job.status), el("span", { class: "muted small", text: `${job.kind} · ${ago(job.started_at)}` })),
+            el("div", { class: "summary", text: countsSummary(job.counts) }))
+        : el("span", { class: "muted", text: "never synchronized" });
+      return el("tr", { "data-mapping": m.name },
+        el("td", {}, el("div", { class: "mapping-name", text: m.name }), el("div", { class: "tables", text: `${m.bc_table} ⇄ ${m.dataverse_table}` })),
+        el("td", {}, direction(m.direction)),
+        el("td", { text: m.sync_only_coupled ? "Yes" : "No" }),
+        el("td", { class: "num" }, lagCell),
+        el("td", {}, last),
+        el("td", { class: "num" },
+          el("button", { type: "button", class: "btn small", "data-sync": m.name, title: `Synchronize modified records of ${m.name}`, onclick: () => syncModified(m.name), text: "Sync" })));
+    }),
+  );
+  const select = $("filter-mapping");
+  const names = state.mappings.map((m) => m.name);
+  if (select.dataset.names !== names.join(",")) {
+    const chosen = select.value;
+    select.replaceChildren(el("option", { value: "", text: "All mappings" }), ...names.map((n) => el("option", { value: n, text: n })));
+    select.value = chosen;
+    select.dataset.names = names.join(",");
+  }
+}
+
+// Jobs and errors
+
+function jobQuery() {
+  const params = new URLSearchParams({ limit: "100" });
+  for (const [id, key] of [["filter-mapping", "mapping"], ["filter-kind", "kind"], ["filter-status", "status"], ["filter-run", "run"]]) {
+    const value = $(id).value.trim();
+    if (value) params.set(key, value);
+  }
+  return params.toString();
+}
+
+async function loadJobs() {
+  const body = $("jobs-table").tBodies[0];
+  let jobs;
+  try {
+    jobs = await api(`/api/jobs?${jobQuery()}`);
+  } catch (error) {
+    if (error instanceof Unauthorized) throw error;
+    return emptyRow(body, 15, error.message);
+  }
+  if (!jobs.length) return emptyRow(body, 15, "No synchronization jobs match.");
+  body.replaceChildren(
+    ...jobs.map((j) => el("tr", {
+        "data-job-id": j.job_id,
+        "data-run-id": j.run_id || "",
+        class: state.selectedJob && state.selectedJob.job_id === j.job_id ? "selected" : "",
+        onclick: () => selectJob(j),
+      },
+      el("td", { class: "when", text: time(j.started_at) }),
+      el("td", { class: "mapping-name", text: j.mapping }),
+      el("td", {}, destination(j.direction)),
+      el("td", { text: j.kind }),
+      el("td", {}, chip(j.status)),
+      ...["inserted", "modified", "deleted", "unchanged", "skipped", "failed", "pending", "coupled"].map((c) => countCell(c, j.counts[c])),
+      el("td", { class: "num when", text: duration(j.duration_s) }),
+      el("td", { class: "message", title: j.message, text: j.message }))),
+  );
+}
+
+async function selectJob(job) {
+  state.selectedJob = job;
+  for (const row of $("jobs-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.jobId === job.job_id);
+  await loadErrors();
+}
+
+async function loadErrors() {
+  const job = state.selectedJob;
+  if (!job) return;
+  const card = $("errors-card");
+  card.hidden = false;
+  $("errors-title").textContent = `Synchronization errors · ${job.mapping} · ${DIRECTIONS[job.direction][1]} · ${time(job.started_at)}`;
+  const body = $("errors-table").tBodies[0];
+  const errors = await api(`/api/jobs/${job.job_id}/errors?limit=200`);
+  if (!errors.length) return emptyRow(body, 5, "This job has no errors.");
+  body.replaceChildren(
+    ...errors.map((e) => el("tr", {},
+      el("td", { class: "when", text: time(e.occurred_at) }),
+      el("td", {}, destination(e.direction)),
+      el("td", {}, el("code", { text: `${e.source_side} ${e.source_id}` })),
+      el("td", {}, e.destination_id ? el("code", { text: e.destination_id }) : el("span", { class: "muted", text: "–" })),
+      el("td", { title: e.detail || e.message, text: e.message }))),
+  );
+}
+
+// Lag chart
+
+async function loadLag() {
+  try {
+    state.lag = await api("/api/lag");
+  } catch (error) {
+    if (error instanceof Unauthorized) throw error;
+    state.lag = null;
+  }
+  let history = { series: [] };
+  try {
+    history = await api("/api/lag/history?minutes=60");
+  } catch (error) {
+    if (error instanceof Unauthorized) throw error;
+  }
+  renderChart(history.series);
+}
+
+// Four gridlines at round values: 0..4 for small lags, else steps of 1, 2 or 5 × 10^n.
+function yScale(max) {
+  if (max <= 4) return { top: 4, step: 1 };
+  const raw = max / 4;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((s) => s * magnitude).find((s) => s >= raw);
+  return { top: step * 4, step };
+}
+
+function renderChart(series) {
+  const W = 560, H = 210, left = 40, right = 12, top = 10, bottom = 24;
+  const now = Date.now(), from = now - 3600 * 1000;
+  const { top: ymax, step } = yScale(Math.max(0, ...series.flatMap((s) => s.points.map((p) => p.lag))));
+  const x = (t) => left + ((t - from) / (now - from)) * (W - left - right);
+  const y = (v) => top + (1 - v / ymax) * (H - top - bottom);
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Consumer lag per mapping over the last hour" });
+  for (let i = 0; i <= 4; i++) {
+    const v = step * i;
+    root.append(svg("line", { class: i ? "grid-line" : "axis", x1: left, x2: W - right, y1: y(v), y2: y(v) }));
+    root.append(svg("text", { class: "label", x: left - 6, y: y(v) + 3, "text-anchor": "end" }, v.toLocaleString()));
+  }
+  for (const minutes of [60, 45, 30, 15, 0]) {
+    const t = now - minutes * 60 * 1000;
+    root.append(svg("text", { class: "label", x: x(t), y: H - 6, "text-anchor": minutes === 60 ? "start" : minutes === 0 ? "end" : "middle" }, minutes ? `−${minutes} min` : "now"));
+  }
+  const colours = new Map(state.mappings.map((m, i) => [m.name, PALETTE[i % PALETTE.length]]));
+  let drawn = 0;
+  for (const s of series) {
+    const points = s.points.map((p) => [x(new Date(p.at).getTime()), y(p.lag)]).filter(([px]) => px >= left);
+    if (!points.length) continue;
+    drawn++;
+    const colour = colours.get(s.mapping) || PALETTE[drawn % PALETTE.length];
+    if (points.length === 1) root.append(svg("circle", { cx: points[0][0], cy: points[0][1], r: 3, fill: colour }));
+    else root.append(svg("polyline", { class: "line", stroke: colour, points: points.map((p) => p.join(",")).join(" ") }));
+  }
+  if (!drawn) root.append(svg("text", { class: "no-data", x: W / 2, y: H / 2, "text-anchor": "middle" }, "No lag samples yet"));
+  $("lag-chart").replaceChildren(root);
+  const current = new Map((state.lag ? state.lag.mappings : []).map((m) => [m.mapping, m.lag]));
+  $("lag-legend").replaceChildren(
+    ...state.mappings.map((m) => el("li", {},
+      el("span", { class: "swatch", style: { background: colours.get(m.name) } }),
+      m.name, " ", el("b", { text: current.has(m.name) ? current.get(m.name) : "–" }))),
+  );
+}
+
+// Runs
+
+async function startFullSync() {
+  $("confirm").hidden = true;
+  try {
+    const accepted = await api("/api/runs/full-sync", { method: "POST", body: {} });
+    toast("Full synchronization started");
+    showRun(accepted.run_id);
+  } catch (error) {
+    if (error instanceof Unauthorized) return signOut("Your token was refused.");
+    toast(error.message, "error");
+    if (error.status === 409 && error.data && error.data.run_id) showRun(error.data.run_id);
+  }
+}
+
+async function syncModified(mapping) {
+  try {
+    const accepted = await api("/api/runs/sync-modified", { method: "POST", body: { mapping } });
+    toast(`Synchronizing modified records of ${mapping}`);
+    showRun(accepted.run_id);
+  } catch (error) {
+    if (error instanceof Unauthorized) return signOut("Your token was refused.");
+    toast(error.message, "error");
+  }
+}
+
+function showRun(runId) {
+  state.runId = runId;
+  clearTimeout(state.runTimer);
+  pollRun();
+}
+
+async function pollRun() {
+  if (!state.runId) return;
+  let run;
+  try {
+    run = await api(`/api/runs/${state.runId}`);
+  } catch (error) {
+    if (error instanceof Unauthorized) return signOut("Your token was refused.");
+    state.runTimer = setTimeout(pollRun, RUN_REFRESH_MS * 3);
+    return;
+  }
+  renderRun(run);
+  if (!run.done) state.runTimer = setTimeout(pollRun, RUN_REFRESH_MS);
+  else refresh();
+}
+
+function renderRun(run) {
+  const panel = $("run-panel");
+  panel.hidden = false;
+  panel.dataset.runId = run.run_id;
+  panel.dataset.status = run.status;
+  const what = run.kind === "full" ? "Full synchronization" : "Synchronize modified records";
+  $("run-title").textContent = run.mappings.length === 1 ? `${what} · ${run.mappings[0]}` : what;
+  const started = run.started_at || run.requested_at;
+  const end = run.finished_at ? new Date(run.finished_at) : new Date();
+  const took = duration((end - new Date(started)) / 1000);
+  $("run-meta").textContent = `Run ${run.run_id} · requested by ${run.requested_by || "?"} at ${time(run.requested_at)} · ${took}${run.message ? ` · ${run.message}` : ""}`;
+  $("run-status").replaceWith(Object.assign(chip(run.status), { id: "run-status" }));
+  const names = run.mappings.length ? run.mappings : state.mappings.map((m) => m.name);
+  $("run-steps").replaceChildren(
+    ...names.map((name) => {
+      const jobs = run.jobs.filter((j) => j.mapping === name);
+      let status = "waiting";
+      if (jobs.length) {
+        if (jobs.some((j) => j.status === "failed")) status = "failed";
+        else if (jobs.every((j) => j.status === "finished")) status = "finished";
+        else status = "running";
+      } else if (run.done) status = "skipped";
+      const parts = jobs.reduce((n, j) => n + (j.partitions || 0), 0);
+      const doneParts = jobs.reduce((n, j) => n + j.partitions_finished, 0);
+      let share = 0;
+      if (status === "finished" || status === "failed" || status === "skipped") share = 1;
+      else if (parts) share = Math.min(doneParts / parts, 0.98);
+      const counts = {};
+      for (const j of jobs) for (const c of COUNTS) counts[c] = (counts[c] || 0) + j.counts[c];
+      return el("div", { class: `step ${status}`, "data-step": name, "data-status": status },
+        el("div", { class: "step-head" }, el("span", { class: "step-name", text: name }), chip(status)),
+        el("div", { class: "bar" }, el("span", { style: { width: `${Math.round(share * 100)}%` } })),
+        el("div", { class: "step-counts", text: jobs.length ? countsSummary(counts) : (status === "skipped" ? "not part of this run" : "waiting for its turn") }));
+    }),
+  );
+}
+
+// Refresh loop
+
+async function refresh() {
+  clearTimeout(state.refreshTimer);
+  try {
+    state.mappings = await api("/api/mappings");
+    await loadLag();
+    renderMappings();
+    await loadJobs();
+    if (state.selectedJob) await loadErrors();
+    if (!state.runId) {
+      const [latest] = await api("/api/runs?limit=1");
+      if (latest && (latest.status === "requested" || latest.status === "running")) showRun(latest.run_id);
+    }
+    $("refreshed").textContent = `Updated ${time(new Date().toISOString())}`;
+  } catch (error) {
+    if (error instanceof Unauthorized) return signOut(sessionStorage.getItem(TOKEN_KEY) ? "Your token was refused." : "");
+    $("refreshed").textContent = `Refresh failed: ${error.message}`;
+  }
+  state.refreshTimer = setTimeout(refresh, REFRESH_MS);
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  clearTimeout(state.refreshTimer);
+  clearTimeout(state.runTimer);
+  state.runId = null;
+  $("app").hidden = true;
+  $("actions").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = message || "";
+  $("token-input").focus();
+}
+
+function signedIn() {
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("actions").hidden = false;
+  refresh();
+}
+
+function wire() {
+  $("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
+    $("token-input").value = "";
+    signedIn();
+  });
+  $("sign-out").addEventListener("click", () => signOut(""));
+  $("full-sync").addEventListener("click", () => { $("confirm").hidden = false; $("confirm-start").focus(); });
+  $("confirm-cancel").addEventListener("click", () => { $("confirm").hidden = true; });
+  $("confirm-start").addEventListener("click", startFullSync);
+  $("errors-close").addEventListener("click", () => {
+    state.selectedJob = null;
+    $("errors-card").hidden = true;
+    for (const row of $("jobs-table").tBodies[0].rows) row.classList.remove("selected");
+  });
+  $("job-filters").addEventListener("change", () => loadJobs().catch(() => {}));
+  $("job-filters").addEventListener("submit", (event) => { event.preventDefault(); loadJobs().catch(() => {}); });
+  document.addEventListener("keydown", (event) => { if (event.key === "Escape") $("confirm").hidden = true; });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  wire();
+  takeTokenFromUrl();
+  if (sessionStorage.getItem(TOKEN_KEY)) signedIn();
+  else signOut("");
+});

@@ -1,0 +1,209 @@
+"""The admin API on a real stack: what it lists after a real full
+synchronization, the changes it makes, and how it refuses bad input."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from openapi_spec_validator import validate
+
+from tablesync.runtime.operations import Operations
+from tests.admin.conftest import Admin
+from tests.integration.stack import wait_for
+
+pytestmark = pytest.mark.integration
+
+ORDER = ["CURRENCY", "SALESPEOPLE", "VENDOR", "CUSTOMER", "CONTACTS"]
+
+
+async def _json(r: httpx.Response, status: int = 200) -> Any:
+    assert r.status_code == status, f"{r.request.method} {r.request.url}: {r.status_code} {r.text}"
+    return r.json()
+
+
+async def test_mappings_jobs_errors_and_couplings_of_a_real_run(
+    admin: Admin, ops: Operations
+) -> None:
+    progress = await ops.wait(await ops.full_sync(), timeout_s=120)
+    assert progress.run.status == "finished", progress.run.message
+    api = admin.client
+
+    mappings = await _json(await api.get("/api/mappings"))
+    assert [m["name"] for m in mappings] == ORDER
+    customer = next(m for m in mappings if m["name"] == "CUSTOMER")
+    assert customer["bc_table"] == "customers" and customer["dataverse_table"] == "accounts"
+    assert customer["last_job"]["run_id"] == progress.run.run_id
+    detail = await _json(await api.get("/api/mappings/CUSTOMER"))
+    assert any(f["dataverse"] == "name" for f in detail["fields"])
+
+    jobs = await _json(await api.get("/api/jobs", params={"run": progress.run.run_id}))
+    assert {(j["mapping"], j["direction"]) for j in jobs} == {
+        (j.mapping, j.direction) for j in progress.jobs
+    }
+    started = [j["started_at"] for j in jobs]
+    assert started == sorted(started, reverse=True), "newest first"
+    by_id = {j.job_id: j for j in progress.jobs}
+    for j in jobs:
+        assert j["counts"] == by_id[j["job_id"]].counts
+        assert j["kind"] == "full" and j["status"] == "finished"
+    only = await _json(await api.get("/api/jobs", params={"mapping": "CUSTOMER", "kind": "full"}))
+    assert {j["direction"] for j in only} == {"to_integration", "from_integration"}
+    assert await _json(await api.get("/api/jobs", params={"kind": "modified"})) == []
+    assert len(await _json(await api.get("/api/jobs", params={"limit": 3}))) == 3
+
+    one = jobs[0]
+    assert await _json(await api.get(f"/api/jobs/{one['job_id']}")) == one
+    assert await _json(await api.get(f"/api/jobs/{one['job_id']}/errors")) == []
+    missing = await api.get(f"/api/jobs/{uuid.uuid4()}/errors")
+    assert missing.status_code == 404 and "no job" in missing.json()["error"]
+
+    couplings = await _json(await api.get("/api/couplings", params={"mapping": "CUSTOMER"}))
+    assert len(couplings) == len(await admin.stack.couplings("CUSTOMER"))
+    pair = couplings[0]
+    found = await _json(await api.get("/api/couplings", params={"search": pair["dataverse_id"]}))
+    assert [c["bc_id"] for c in found] == [pair["bc_id"]]
+    gone = await _json(await api.delete(f"/api/couplings/CUSTOMER/bc/{pair['bc_id']}"))
+    assert gone == {
+        "mapping": "CUSTOMER",
+        "bc_id": pair["bc_id"],
+        "dataverse_id": pair["dataverse_id"],
+    }
+    assert pair["bc_id"] not in await admin.stack.couplings("CUSTOMER")
+    again = await api.delete(f"/api/couplings/CUSTOMER/bc/{pair['bc_id']}")
+    assert again.status_code == 404 and "is not coupled" in again.json()["error"]
+    body = {"mapping": "CUSTOMER", "bc_id": pair["bc_id"], "dataverse_id": pair["dataverse_id"]}
+    coupled = await _json(await api.post("/api/couplings", json=body), 201)
+    assert (coupled["bc_id"], coupled["dataverse_id"]) == (pair["bc_id"], pair["dataverse_id"])
+    assert (await admin.stack.couplings("CUSTOMER"))[pair["bc_id"]] == pair["dataverse_id"]
+
+    changed = await _json(
+        await api.patch("/api/mappings/CUSTOMER", json={"sync_only_coupled": False})
+    )
+    assert changed["sync_only_coupled"] is False
+    changed = await _json(
+        await api.patch("/api/mappings/CUSTOMER", json={"table_filter": "city eq 'Atlanta'"})
+    )
+    assert changed["table_filter"] == "city eq 'Atlanta'"
+    cleared = await _json(await api.patch("/api/mappings/CUSTOMER", json={"table_filter": ""}))
+    assert cleared["table_filter"] is None
+
+
+async def test_runs_are_started_followed_and_a_second_full_sync_is_refused(
+    admin: Admin, ops: Operations
+) -> None:
+    api = admin.client
+    accepted = await _json(await api.post("/api/runs/full-sync"), 202)
+    run_id = accepted["run_id"]
+    assert accepted["progress"] == f"/api/runs/{run_id}"
+    refused = await api.post("/api/runs/full-sync", json={"mappings": ["CURRENCY"]})
+    assert refused.status_code == 409
+    assert refused.json()["run_id"] == run_id
+    assert run_id in refused.json()["error"]
+
+    async def finished() -> dict[str, Any] | None:
+        run = await _json(await api.get(f"/api/runs/{run_id}"))
+        return run if run["done"] else None
+
+    run = await wait_for(finished, timeout_s=120, what="the full sync started over the API")
+    assert run["status"] == "finished" and run["requested_by"] == "admin"
+    assert {j["mapping"] for j in run["jobs"]} == set(ORDER)
+    assert run["failed_records"] == 0
+
+    modified = await _json(
+        await api.post("/api/runs/sync-modified", json={"mapping": "CUSTOMER"}), 202
+    )
+    done = await ops.wait(modified["run_id"], timeout_s=60)
+    assert done.run.status == "finished" and done.run.mappings == ["CUSTOMER"]
+    runs = await _json(await api.get("/api/runs", params={"limit": 5}))
+    assert [r["run_id"] for r in runs[:2]] == [modified["run_id"], run_id]
+
+
+BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
+    # method, path, request options, status, a word the message must contain
+    ("GET", "/api/jobs", {"params": {"limit": "many"}}, 400, "limit"),
+    ("GET", "/api/jobs", {"params": {"limit": "0"}}, 400, "limit"),
+    ("GET", "/api/jobs", {"params": {"run": "not-a-guid"}}, 400, "run"),
+    ("GET", "/api/jobs", {"params": {"status": "sleeping"}}, 400, "status"),
+    ("GET", "/api/jobs", {"params": {"maping": "CUSTOMER"}}, 400, "maping"),
+    ("GET", "/api/jobs", {"params": [("mapping", "A"), ("mapping", "B")]}, 400, "mapping"),
+    ("GET", "/api/jobs/123", {}, 400, "job_id"),
+    ("GET", "/api/jobs/123/errors", {}, 400, "job_id"),
+    ("GET", f"/api/jobs/{uuid.uuid4()}", {}, 404, "no job"),
+    ("GET", "/api/runs/abc", {}, 400, "run_id"),
+    ("GET", f"/api/runs/{uuid.uuid4()}", {}, 404, "no run"),
+    ("GET", "/api/runs", {"params": {"limit": "-1"}}, 400, "limit"),
+    ("GET", "/api/mappings/NOPE", {}, 404, "NOPE"),
+    ("GET", "/api/couplings", {"params": {"limit": "x"}}, 400, "limit"),
+    ("GET", "/api/lag/history", {"params": {"minutes": "600"}}, 400, "minutes"),
+    ("PATCH", "/api/mappings/CUSTOMER", {"json": {}}, 400, "nothing to change"),
+    ("PATCH", "/api/mappings/CUSTOMER", {"json": {"direction": "sideways"}}, 400, "direction"),
+    ("PATCH", "/api/mappings/CUSTOMER", {"json": {"table_filter": "city eq"}}, 400, "position 7"),
+    (
+        "PATCH",
+        "/api/mappings/CUSTOMER",
+        {"json": {"table_filter": "colour eq 1"}},
+        400,
+        "unknown property 'colour'",
+    ),
+    ("PATCH", "/api/mappings/CUSTOMER", {"json": {"colour": "red"}}, 400, "colour"),
+    ("PATCH", "/api/mappings/CUSTOMER", {"json": {"sync_only_coupled": "maybe"}}, 400, "sync_only"),
+    ("PATCH", "/api/mappings/CUSTOMER", {"content": b"{not json"}, 400, "JSON"),
+    ("PATCH", "/api/mappings/CUSTOMER", {"json": [1, 2]}, 400, "object"),
+    ("PATCH", "/api/mappings/NOPE", {"json": {"direction": "bidirectional"}}, 404, "NOPE"),
+    ("POST", "/api/couplings", {"json": {"mapping": "CUSTOMER"}}, 400, "bc_id"),
+    (
+        "POST",
+        "/api/couplings",
+        {"json": {"mapping": "CUSTOMER", "bc_id": "x", "dataverse_id": str(uuid.uuid4())}},
+        400,
+        "bc_id",
+    ),
+    (
+        "POST",
+        "/api/couplings",
+        {
+            "json": {
+                "mapping": "NOPE",
+                "bc_id": str(uuid.uuid4()),
+                "dataverse_id": str(uuid.uuid4()),
+            }
+        },
+        404,
+        "NOPE",
+    ),
+    ("DELETE", "/api/couplings/CUSTOMER/sap/1", {}, 400, "side"),
+    ("DELETE", "/api/couplings/CUSTOMER/bc/1", {}, 400, "record_id"),
+    ("POST", "/api/runs/full-sync", {"json": {"mappings": ["NOPE"]}}, 400, "NOPE"),
+    ("POST", "/api/runs/full-sync", {"json": {"mappings": "CUSTOMER"}}, 400, "mappings"),
+    ("POST", "/api/runs/sync-modified", {"json": {"mapping": "NOPE"}}, 400, "NOPE"),
+    ("POST", "/api/runs/sync-modified", {"json": {"mapping": 7}}, 400, "mapping"),
+]
+
+
+async def test_invalid_input_gets_4xx_naming_what_was_wrong(admin: Admin) -> None:
+    for method, path, options, status, word in BAD_REQUESTS:
+        r = await admin.client.request(method, path, **options)
+        assert r.status_code == status, f"{method} {path} {options}: {r.status_code} {r.text}"
+        assert r.headers["content-type"] == "application/json"
+        assert word in r.json()["error"], f"{method} {path}: {r.json()}"
+    # Nothing above started a run or changed a mapping.
+    assert await admin.stack.pool.fetchval("SELECT count(*) FROM runs") == 0
+    mapping = await _json(await admin.client.get("/api/mappings/CUSTOMER"))
+    assert mapping["direction"] == "bidirectional" and mapping["table_filter"] is not None
+
+
+async def test_the_openapi_document_is_valid_and_covers_every_route(admin: Admin) -> None:
+    document = await _json(await admin.client.get("/openapi.json"))
+    validate(document)
+    assert document["openapi"].startswith("3.")
+    operations = {
+        (method.upper(), path) for path, item in document["paths"].items() for method in item
+    }
+    assert ("POST", "/api/runs/full-sync") in operations
+    assert ("GET", "/api/jobs/{job_id}/errors") in operations
+    assert ("PATCH", "/api/mappings/{name}") in operations
+    assert document["paths"]["/healthz"]["get"]["security"] == []
+    assert "409" in document["paths"]["/api/runs/full-sync"]["post"]["responses"]

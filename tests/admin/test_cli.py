@@ -1,0 +1,143 @@
+"""The operator commands of this issue, run as separate processes against a
+real stack: ``lag`` (table, JSON, watch), ``full-sync --wait`` with its
+progress on a terminal and off one, and ``run admin``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import signal
+import sys
+
+import httpx
+import pytest
+
+from tablesync.runtime.operations import Operations
+from tests.admin.conftest import ADMIN_TOKEN, Admin, free_port, run_cli
+from tests.integration.stack import wait_for
+
+pytestmark = pytest.mark.integration
+
+MAPPINGS = ("CURRENCY", "SALESPEOPLE", "VENDOR", "CUSTOMER", "CONTACTS")
+
+
+async def test_lag_as_a_table_and_watched_as_json_lines(admin: Admin, ops: Operations) -> None:
+    progress = await ops.wait(await ops.full_sync(), timeout_s=120)
+    assert progress.run.status == "finished", progress.run.message
+    table = await run_cli(admin, "lag")
+    assert table.code == 0, table.stderr
+    assert "Consumer lag" in table.stdout and "Lag per mapping" in table.stdout
+    for name in MAPPINGS:
+        assert f"tablesync.apply.{name}" in table.stdout
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tablesync.cli",
+        "lag",
+        "--watch",
+        "--json",
+        "--interval",
+        "0.3",
+        env=admin.cli_environment(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        reads = [
+            json.loads(await asyncio.wait_for(process.stdout.readline(), timeout=60))
+            for _ in range(2)
+        ]
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(process.wait(), timeout=30)
+    assert code == 0
+    assert reads[0]["read_at"] < reads[1]["read_at"]
+    assert {m["mapping"] for m in reads[1]["mappings"]} == set(MAPPINGS)
+
+
+async def test_full_sync_wait_prints_plain_lines_when_not_a_terminal(admin: Admin) -> None:
+    result = await run_cli(admin, "full-sync", "--wait", "--timeout", "120")
+    assert result.code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith(MAPPINGS)]
+    assert any(line.split()[2] == "finished" for line in lines)
+    assert {line.split()[0] for line in lines} == set(MAPPINGS)
+    assert "\x1b[" not in result.stderr, "no terminal control codes off a terminal"
+    assert ": finished" in result.stdout
+
+
+async def test_full_sync_wait_draws_a_bar_per_mapping_on_a_terminal(admin: Admin) -> None:
+    command = shlex.join([sys.executable, "-m", "tablesync.cli", "full-sync", "--wait"])
+    # `script` runs the command on a pseudo-terminal, as an operator's shell would.
+    process = await asyncio.create_subprocess_exec(
+        "script",
+        "--quiet",
+        "--return",
+        "--command",
+        command,
+        "/dev/null",
+        env={**admin.cli_environment(), "COLUMNS": "160", "TERM": "xterm"},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=180)
+    text = out.decode(errors="replace")
+    assert process.returncode == 0, text[-3000:]
+    for name in MAPPINGS:
+        finished = [line for line in text.splitlines() if name in line and "100%" in line]
+        assert finished, f"no finished bar for {name}"
+        assert "finished" in finished[-1]
+    assert "━" in text
+
+
+async def test_run_admin_serves_until_terminated_and_refuses_a_taken_port(admin: Admin) -> None:
+    port = free_port()
+    env = admin.stack.environment(TABLESYNC_ADMIN_PORT=str(port), TABLESYNC_ADMIN_TOKEN=ADMIN_TOKEN)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tablesync.cli",
+        "run",
+        "admin",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+
+            async def up() -> bool:
+                if process.returncode is not None:
+                    raise AssertionError(f"run admin exited with {process.returncode}")
+                try:
+                    return (await client.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(up, timeout_s=60, what="`tablesync run admin` to answer")
+            headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            mappings = (await client.get("/api/mappings", headers=headers)).json()
+            assert [m["name"] for m in mappings] == list(MAPPINGS)
+
+        second = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tablesync.cli",
+            "run",
+            "admin",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(second.communicate(), timeout=60)
+        assert second.returncode == 2
+        assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, err.decode()[-2000:]
+    assert ADMIN_TOKEN not in err.decode()

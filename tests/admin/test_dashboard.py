@@ -1,0 +1,137 @@
+"""The dashboard in headless Chromium against a real stack: the job table of a
+real full synchronization, a run started from the page with its progress, and
+a screenshot in test-artifacts/ to look at."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tablesync.runtime.operations import Operations
+from tests.admin.conftest import ADMIN_TOKEN, Admin
+from tests.integration.stack import wait_for
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+EXPECT_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium"
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def _page(browser: Browser) -> Page:
+    page = await browser.new_page(viewport={"width": 1440, "height": 1200})
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: problems.append(msg.text) if msg.type == "error" else None,
+    )
+    page.problems = problems  # type: ignore[attr-defined]
+    return page
+
+
+async def test_the_dashboard_shows_a_real_run_and_starts_another(
+    admin: Admin, ops: Operations, browser: Browser
+) -> None:
+    first = await ops.wait(await ops.full_sync(), timeout_s=120)
+    assert first.run.status == "finished", first.run.message
+    page = await _page(browser)
+    await page.goto(f"{admin.url}/?token={ADMIN_TOKEN}")
+    # The token left the address bar as soon as the page kept it.
+    assert "token" not in page.url
+
+    jobs = page.locator(f'#jobs-table tbody tr[data-run-id="{first.run.run_id}"]')
+    await expect(jobs).to_have_count(len(first.jobs), timeout=EXPECT_TIMEOUT_MS)
+    for job in first.jobs:
+        row = page.locator(f'#jobs-table tr[data-job-id="{job.job_id}"]')
+        await expect(row).to_contain_text(job.mapping)
+        await expect(row).to_contain_text(str(job.counts["inserted"] or job.counts["unchanged"]))
+    customer = next(
+        j for j in first.jobs if (j.mapping, j.direction) == ("CUSTOMER", "to_integration")
+    )
+    await expect(
+        page.locator(f'#jobs-table tr[data-job-id="{customer.job_id}"] .count.inserted')
+    ).to_have_text(str(customer.counts["inserted"]))
+    mappings = page.locator("#mappings-table tbody tr")
+    await expect(mappings).to_have_count(5)
+    await expect(page.locator('#mappings-table tr[data-mapping="CUSTOMER"]')).to_contain_text(
+        "finished"
+    )
+    await expect(page.locator("#lag-chart svg")).to_be_visible()
+
+    # A job's errors open below the table.
+    await page.locator(f'#jobs-table tr[data-job-id="{customer.job_id}"]').click()
+    await expect(page.locator("#errors-card")).to_be_visible()
+    await expect(page.locator("#errors-title")).to_contain_text("CUSTOMER")
+
+    # Start a full synchronization from the page and follow it to its end.
+    await page.locator("#full-sync").click()
+    await page.locator("#confirm-start").click()
+    panel = page.locator("#run-panel")
+    await expect(panel).to_be_visible(timeout=EXPECT_TIMEOUT_MS)
+    await expect(panel).to_have_attribute("data-status", "finished", timeout=120_000)
+    run_id = await panel.get_attribute("data-run-id")
+    assert run_id is not None and run_id != first.run.run_id
+    progress = await ops.progress(run_id)
+    assert progress is not None and progress.run.status == "finished"
+    assert progress.run.requested_by == "admin"
+    steps = page.locator("#run-steps .step")
+    await expect(steps).to_have_count(5)
+    await expect(page.locator('#run-steps .step[data-status="finished"]')).to_have_count(5)
+    await expect(page.locator(f'#jobs-table tbody tr[data-run-id="{run_id}"]')).to_have_count(
+        len(progress.jobs), timeout=EXPECT_TIMEOUT_MS
+    )
+
+    await expect(page.locator("#toasts .toast")).to_have_count(0, timeout=15_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+async def test_a_wrong_token_is_asked_for_again(admin: Admin, browser: Browser) -> None:
+    page = await _page(browser)
+    await page.goto(f"{admin.url}/?token=not-the-token")
+    await expect(page.locator("#login")).to_be_visible(timeout=EXPECT_TIMEOUT_MS)
+    await expect(page.locator("#login-error")).to_contain_text("refused")
+    await page.locator("#token-input").fill(ADMIN_TOKEN)
+    await page.locator("#login-form button[type=submit]").click()
+    await expect(page.locator("#mappings-table tbody tr")).to_have_count(
+        5, timeout=EXPECT_TIMEOUT_MS
+    )
+    # Nothing secret is in the page itself.
+    html = await (await page.request.get(f"{admin.url}/")).text()
+    assert ADMIN_TOKEN not in html
+
+    async def no_login() -> bool:
+        return await page.locator("#login").is_hidden()
+
+    await wait_for(no_login, timeout_s=10, what="the login form to close")
