@@ -47,11 +47,22 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Runs ``coro``; tablesync errors and refused connections become one-line reasons."""
     try:
-        return asyncio.run(coro)
+        return _event_loop_run(coro)
     except TablesyncError as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"connection failed: {exc}")
+
+
+def _event_loop_run(coro: Coroutine[Any, Any, T]) -> T:
+    # uvloop where it is installed: the services spend much of their time in
+    # the event loop's socket handling.
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return asyncio.run(coro)
+    result: T = uvloop.run(coro)
+    return result
 
 
 def _default(value: object) -> object:

@@ -5,28 +5,14 @@ from __future__ import annotations
 import typer
 
 from tablesync.cli.common import EXIT_FAILED_RECORDS, EXIT_OK, load_settings, run_async
-from tablesync.cli.output import render
+from tablesync.cli.output import JOB_COUNTS, render
 from tablesync.logging import configure_logging
 from tablesync.runtime.demo import run_demo
 from tablesync.runtime.operations import RunProgress
 
 __all__ = ["demo"]
 
-_COLUMNS = [
-    "mapping",
-    "direction",
-    "status",
-    "inserted",
-    "modified",
-    "deleted",
-    "unchanged",
-    "skipped",
-    "failed",
-    "pending",
-    "coupled",
-    "started_at",
-    "finished_at",
-]
+_COLUMNS = ["mapping", "direction", "status", *JOB_COUNTS, "started_at", "finished_at"]
 
 
 def _show(progress: RunProgress) -> None:

@@ -7,26 +7,11 @@ import typer
 from tablesync.adapters.postgres.jobs import JobStore, JobTotals
 from tablesync.cli.common import load_settings, run_async
 from tablesync.cli.context import state_pool
-from tablesync.cli.output import render
+from tablesync.cli.output import JOB_COUNTS, render
 
 __all__ = ["jobs"]
 
-_COLUMNS = [
-    "started_at",
-    "mapping",
-    "direction",
-    "kind",
-    "status",
-    "inserted",
-    "modified",
-    "deleted",
-    "unchanged",
-    "skipped",
-    "failed",
-    "pending",
-    "coupled",
-    "message",
-]
+_COLUMNS = ["started_at", "mapping", "direction", "kind", "status", *JOB_COUNTS, "message"]
 
 
 def jobs(

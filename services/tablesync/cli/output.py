@@ -10,7 +10,19 @@ from rich.table import Table
 
 from tablesync.cli.common import print_json
 
-__all__ = ["render"]
+__all__ = ["JOB_COUNTS", "render"]
+
+JOB_COUNTS = [
+    "inserted",
+    "modified",
+    "deleted",
+    "unchanged",
+    "skipped",
+    "failed",
+    "pending",
+    "coupled",
+]
+"""The job log's counters, in the order BC's Integration Synchronization Jobs page shows them."""
 
 _COLOURS = {"inserted": "green", "modified": "cyan", "failed": "red", "skipped": "yellow"}
 

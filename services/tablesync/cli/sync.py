@@ -16,7 +16,7 @@ from tablesync.cli.common import (
     run_async,
 )
 from tablesync.cli.context import state_pool, with_operations
-from tablesync.cli.output import render
+from tablesync.cli.output import JOB_COUNTS, render
 from tablesync.cli.progress import progress_display
 from tablesync.core.events import Side
 from tablesync.errors import CommandRefused
@@ -28,19 +28,7 @@ from tablesync.settings import Settings
 
 __all__ = ["full_sync", "sync_modified"]
 
-_JOB_COLUMNS = [
-    "mapping",
-    "direction",
-    "status",
-    "inserted",
-    "modified",
-    "deleted",
-    "unchanged",
-    "skipped",
-    "failed",
-    "pending",
-    "coupled",
-]
+_JOB_COLUMNS = ["mapping", "direction", "status", *JOB_COUNTS]
 
 
 async def _request_and_wait(

@@ -209,7 +209,13 @@ class Applier:
         return found
 
     async def _fetch(self, work: list[_Work]) -> None:
-        mapping = self.mapping
+        await self._fetch_destinations(work)
+        uncoupled = [w for w in work if isinstance(w.triage, FetchCandidates)]
+        if uncoupled:
+            await self._fetch_candidates(self.mapping, uncoupled)
+
+    async def _fetch_destinations(self, work: list[_Work]) -> None:
+        """The coupled records of the other side, as they are now."""
         wanted: dict[Side, set[str]] = {"bc": set(), "dataverse": set()}
         for w in work:
             if isinstance(w.triage, FetchDestination):
@@ -218,9 +224,6 @@ class Applier:
         for w in work:
             if isinstance(w.triage, FetchDestination):
                 w.destination = rows.get((w.triage.side, w.triage.record_id))
-        uncoupled = [w for w in work if isinstance(w.triage, FetchCandidates)]
-        if uncoupled:
-            await self._fetch_candidates(mapping, uncoupled)
 
     async def _get_many(self, wanted: dict[Side, set[str]]) -> dict[tuple[Side, str], Row]:
         mapping = self.mapping
@@ -296,34 +299,42 @@ class Applier:
             if all(values):
                 keyed.append((w, values))
         dest_fields = [m.dataverse if dest == "dataverse" else m.bc for m in mapping.match]
-        for start in range(0, len(keyed), _MATCH_CHUNK):
-            chunk = keyed[start : start + _MATCH_CHUNK]
-            alternatives = [
-                filters.conjoin(
-                    *(
-                        filters.Compare(f, filters.Op.EQ, v)
-                        for f, v in zip(dest_fields, values, strict=True)
-                    )
+        chunks = [keyed[i : i + _MATCH_CHUNK] for i in range(0, len(keyed), _MATCH_CHUNK)]
+        await asyncio.gather(
+            *(self._match_chunk(mapping, dest, dest_fields, chunk) for chunk in chunks)
+        )
+
+    async def _match_chunk(
+        self,
+        mapping: TableMapping,
+        dest: Side,
+        dest_fields: list[str],
+        chunk: list[tuple[_Work, tuple[str, ...]]],
+    ) -> None:
+        alternatives = [
+            filters.conjoin(
+                *(
+                    filters.Compare(f, filters.Op.EQ, v)
+                    for f, v in zip(dest_fields, values, strict=True)
                 )
-                for _, values in chunk
-            ]
-            query = _disjoin(alternatives)
-            query = filters.conjoin(query, mapping.filter(dest))
-            assert query is not None
-            rows = await self.apis[dest].find(mapping.table(dest), query)
-            coupled = await self.couplings.coupled_among(
-                self.mapping_name, dest, [r.id for r in rows]
             )
-            free = [r for r in rows if r.id not in coupled]
-            for w, values in chunk:
-                w.candidates = [
-                    r
-                    for r in free
-                    if all(
-                        _equal_match(r.fields.get(f), v, m.case_sensitive)
-                        for f, v, m in zip(dest_fields, values, mapping.match, strict=True)
-                    )
-                ]
+            for _, values in chunk
+        ]
+        query = _disjoin(alternatives)
+        query = filters.conjoin(query, mapping.filter(dest))
+        assert query is not None
+        rows = await self.apis[dest].find(mapping.table(dest), query)
+        coupled = await self.couplings.coupled_among(self.mapping_name, dest, [r.id for r in rows])
+        free = [r for r in rows if r.id not in coupled]
+        for w, values in chunk:
+            w.candidates = [
+                r
+                for r in free
+                if all(
+                    _equal_match(r.fields.get(f), v, m.case_sensitive)
+                    for f, v, m in zip(dest_fields, values, mapping.match, strict=True)
+                )
+            ]
 
     async def _resolve_lookups(self, work: list[_Work]) -> dict[LookupKey, str]:
         mapping = self.mapping
@@ -351,16 +362,10 @@ class Applier:
         return None
 
     async def _refetch(self, work: list[_Work]) -> None:
-        wanted: dict[Side, set[str]] = {"bc": set(), "dataverse": set()}
+        await self._fetch_destinations(work)
         for w in work:
-            if isinstance(w.triage, FetchDestination):
-                wanted[w.triage.side].add(w.triage.record_id)
-        rows = await self._get_many(wanted)
-        for w in work:
-            if isinstance(w.triage, FetchDestination):
-                w.destination = rows.get((w.triage.side, w.triage.record_id))
-                w.written = None
-                w.api_error = None
+            w.written = None
+            w.api_error = None
 
     # Decisions
 

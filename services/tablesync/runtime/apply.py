@@ -45,6 +45,7 @@ from tablesync.ports.clock import Clock
 from tablesync.runtime import faults
 from tablesync.runtime.applier import RETRY_TOPIC, Applier, Item, JobEnsurer
 from tablesync.runtime.deadletter import DeadLetters
+from tablesync.runtime.stopping import sleep_or_stop
 from tablesync.settings import Settings
 
 __all__ = ["ApplyService"]
@@ -169,11 +170,8 @@ class ApplyService:
                     error=f"{type(exc).__name__}: {exc}",
                     retry_in_s=delay,
                 )
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                except TimeoutError:
-                    continue
-                return False
+                if await sleep_or_stop(stop, delay):
+                    return False
 
     async def _on_assigned(self, assigned: frozenset[TopicPartition]) -> None:
         if not assigned or self._consumer is None:

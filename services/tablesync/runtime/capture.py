@@ -36,6 +36,8 @@ from tablesync.errors import ApiUnavailable, DecodeError
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
 from tablesync.runtime import faults
+from tablesync.runtime.stopping import sleep_or_stop
+from tablesync.runtime.streams import read_ahead
 from tablesync.settings import Settings
 
 __all__ = ["CaptureService"]
@@ -107,7 +109,7 @@ class CaptureService:
                 step=what,
                 error=f"{type(exc).__name__}: {exc}",
             )
-            await _sleep(stop, 1.0)
+            await sleep_or_stop(stop, 1.0)
 
     # Continuous change capture
 
@@ -124,7 +126,7 @@ class CaptureService:
                 await self._poll_once(table, state)
 
             await self._guarded(f"poll {table}", stop, step)
-            await _sleep(stop, max(0.0, interval - (time.monotonic() - started)))
+            await sleep_or_stop(stop, max(0.0, interval - (time.monotonic() - started)))
 
     async def _checkpoint(self, table: str) -> datetime:
         stored = await self.pool.fetchval(
@@ -247,7 +249,7 @@ class CaptureService:
                     side=self.side,
                     error=f"{type(exc).__name__}: {exc}",
                 )
-                await _sleep(stop, 2.0)
+                await sleep_or_stop(stop, 2.0)
 
     async def _serve(self, value: bytes) -> None:
         try:
@@ -272,7 +274,7 @@ class CaptureService:
         partitions = await self.publisher.partitions_for(topic)
         per_partition = dict.fromkeys(partitions, 0)
         total = 0
-        async for rows, deleted in self._snapshot_rows(request):
+        async for rows, deleted in read_ahead(self._snapshot_rows(request)):
             acks = await self._publish_rows(request.table, rows, request.job_id)
             acks += await self._publish_deletions(request.table, deleted, request.job_id)
             for partition, _ in acks:
@@ -355,7 +357,7 @@ class CaptureService:
 
     async def _deletion_loop(self, tables: Sequence[str], stop: asyncio.Event) -> None:
         interval = self.settings.sync.delete_scan_interval_s
-        while not await _sleep(stop, interval):
+        while not await sleep_or_stop(stop, interval):
             for table in tables:
                 await self._guarded(f"deletions {table}", stop, lambda t=table: self._scan(t))
 
@@ -380,12 +382,3 @@ class CaptureService:
         for rid in gone:
             self._tombstones[(table, rid)] = scan_start
         log.info("deletions_captured", side=self.side, table=table, records=len(gone))
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
-    """Waits ``seconds`` or until a stop is asked for; True when stopping."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return False
-    return True

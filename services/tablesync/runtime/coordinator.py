@@ -40,6 +40,7 @@ from tablesync.core.mappings import MappingSet, source_side
 from tablesync.errors import DecodeError
 from tablesync.ports.clock import Clock
 from tablesync.runtime import faults
+from tablesync.runtime.stopping import sleep_or_stop
 from tablesync.settings import Settings
 
 __all__ = ["CoordinatorService", "step_job_id"]
@@ -98,7 +99,7 @@ class CoordinatorService:
                 return conn
             await conn.close()
             log.info("coordinator_waiting_for_lock")
-            await _sleep(stop, 2.0)
+            await sleep_or_stop(stop, 2.0)
         return None
 
     async def _command_loop(self, stop: asyncio.Event) -> None:
@@ -133,7 +134,7 @@ class CoordinatorService:
                 KafkaError,
             ) as exc:
                 log.warning("coordinator_transient_failure", error=f"{type(exc).__name__}: {exc}")
-                await _sleep(stop, 2.0)
+                await sleep_or_stop(stop, 2.0)
         return False
 
     async def _outcome_loop(self, stop: asyncio.Event) -> None:
@@ -160,7 +161,7 @@ class CoordinatorService:
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         interval = timedelta(seconds=self.settings.sync.continuous_job_interval_s)
-        while not await _sleep(stop, _CLOSE_CONTINUOUS_EVERY_S):
+        while not await sleep_or_stop(stop, _CLOSE_CONTINUOUS_EVERY_S):
             try:
                 await self.jobs.close_continuous_jobs(interval)
             except (OSError, asyncpg.PostgresError) as exc:
@@ -378,11 +379,3 @@ class CoordinatorService:
                 message = "sync only coupled records restored on " + ", ".join(affected)
         await self.jobs.finish_run(run_id, "finished", message)
         log.info("run_finished", run_id=run_id, kind=kind, message=message)
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return False
-    return True

@@ -224,19 +224,7 @@ class ApplyStateStore:
                     "WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
                     [(mapping, r["source_side"], r["source_id"], lease_s) for r in rows],
                 )
-        return [
-            DueRecord(
-                mapping=r["mapping"],
-                source_side=r["source_side"],
-                source_id=r["source_id"],
-                status=r["status"],
-                message=r["message"],
-                attempts=r["attempts"],
-                same_failures=r["same_failures"],
-                event=bytes(r["event"]),
-            )
-            for r in rows
-        ]
+        return [_due(r) for r in rows]
 
     async def statuses_of(
         self, mapping: str, side: Side, source_ids: Sequence[str]
@@ -250,19 +238,20 @@ class ApplyStateStore:
             side,
             list(source_ids),
         )
-        return {
-            r["source_id"]: DueRecord(
-                mapping=r["mapping"],
-                source_side=r["source_side"],
-                source_id=r["source_id"],
-                status=r["status"],
-                message=r["message"],
-                attempts=r["attempts"],
-                same_failures=r["same_failures"],
-                event=bytes(r["event"]),
-            )
-            for r in rows
-        }
+        return {r["source_id"]: _due(r) for r in rows}
+
+
+def _due(r: asyncpg.Record) -> DueRecord:
+    return DueRecord(
+        mapping=r["mapping"],
+        source_side=r["source_side"],
+        source_id=r["source_id"],
+        status=r["status"],
+        message=r["message"],
+        attempts=r["attempts"],
+        same_failures=r["same_failures"],
+        event=bytes(r["event"]),
+    )
 
 
 def _intent(r: asyncpg.Record) -> Intent:
