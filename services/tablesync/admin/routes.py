@@ -74,6 +74,8 @@ T = TypeVar("T")
 UNAVAILABLE_DATABASE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
 )
 Handler = Callable[["AdminContext", Request], Awaitable[Response]]
 

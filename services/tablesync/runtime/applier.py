@@ -166,7 +166,7 @@ class Applier:
     async def _apply_chunk(self, items: list[Item], effects: BatchEffects) -> None:
         mapping = self.mapping
         work = [_Work(i) for i in items]
-        await self._load_couplings(work)
+        await self._load_couplings(work, effects)
         statuses = await self._load_statuses(work)
         for w in work:
             w.triage = triage(w.item.event, mapping, w.item.job, w.coupling)
@@ -192,13 +192,21 @@ class Applier:
 
     # Facts
 
-    async def _load_couplings(self, work: list[_Work]) -> None:
+    async def _load_couplings(self, work: list[_Work], effects: BatchEffects) -> None:
+        """The couplings of the chunk's records, as the batch has left them so far:
+        an earlier chunk's couplings are not committed yet, but they are made."""
+        pending: dict[tuple[Side, str], Coupling | None] = {}
+        for c, _ in effects.couplings:
+            pending[("bc", c.bc_id)] = pending[("dataverse", c.dv_id)] = c
+        for c in effects.uncoupled:
+            pending[("bc", c.bc_id)] = pending[("dataverse", c.dv_id)] = None
         for side in ("bc", "dataverse"):
             ids = [w.item.event.record_id for w in work if w.item.event.side == side]
             found = await self.couplings.by_ids(self.mapping_name, side, ids)
             for w in work:
+                record = (w.item.event.side, w.item.event.record_id)
                 if w.item.event.side == side:
-                    w.coupling = found.get(w.item.event.record_id)
+                    w.coupling = pending[record] if record in pending else found.get(record[1])
 
     async def _load_statuses(self, work: list[_Work]) -> dict[tuple[Side, str], DueRecord]:
         found: dict[tuple[Side, str], DueRecord] = {}
@@ -557,7 +565,7 @@ class Applier:
         assert d is not None
         item = w.item
         event = item.event
-        direction = direction_of(event.side)
+        direction = _written_towards(d) or direction_of(event.side)
         job_id = await self._job_for(item, direction)
         now = self.clock.now()
         resolved = True
@@ -760,6 +768,15 @@ class JobEnsurer:
         self._known.add(job_id)
         if len(self._known) > 1000:
             self._known = {job_id}
+
+
+def _written_towards(d: Decision) -> Direction | None:
+    """The direction of the write a decision makes: a change from BC whose
+    counterpart vanished may delete or restore on either side, and it counts
+    in the job of the side it wrote to."""
+    if isinstance(d, Create | Update | Remove | Restore):
+        return direction_of(other_side(d.side))
+    return None
 
 
 def _raise_if_unavailable(results: list[list[tuple[_Work, WriteResult]]]) -> None:

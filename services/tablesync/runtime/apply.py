@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import asyncpg
 import structlog
-from aiokafka.errors import KafkaError
 
 from tablesync import metrics
 from tablesync.adapters.avro import Codec
@@ -39,13 +37,14 @@ from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.core.events import Direction, JobFinished, RecordChanged, Side, SnapshotEnd
 from tablesync.core.mappings import direction_of
 from tablesync.core.plan import JobContext
-from tablesync.errors import ApiUnavailable, DecodeError, InvalidEvent
+from tablesync.errors import DecodeError, InvalidEvent
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
 from tablesync.runtime import faults
 from tablesync.runtime.applier import RETRY_TOPIC, Applier, Item, JobEnsurer
 from tablesync.runtime.deadletter import DeadLetters
-from tablesync.runtime.stopping import sleep_or_stop
+from tablesync.runtime.stopping import until_done
+from tablesync.runtime.transient import TRANSIENT
 from tablesync.settings import Settings
 
 __all__ = ["ApplyService"]
@@ -54,7 +53,6 @@ log = structlog.get_logger()
 
 _CONTINUOUS = JobContext(job_id=None, kind="continuous")
 _RETRY_EVERY_S = 1.0
-_TRANSIENT_BACKOFF_S = (0.5, 1, 2, 5, 10, 20, 30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,43 +133,24 @@ class ApplyService:
                     timeout_ms=self.settings.sync.apply_batch_wait_ms * 4,
                     max_records=self.settings.sync.apply_batch_size,
                 )
-                if batch and not await self._until_done(stop, partial(self._process, batch)):
+                if batch and not await self._step(stop, partial(self._process, batch), "batch"):
                     break
                 now = time.monotonic()
                 if now - last_retry >= _RETRY_EVERY_S:
                     last_retry = now
-                    await self._until_done(stop, self._retry_due)
+                    await self._step(stop, self._retry_due, "retries")
         finally:
             await consumer.stop()
             log.info("apply_stopped", mapping=self.mapping_name, batches=self.batches)
 
-    async def _until_done(self, stop: asyncio.Event, step: Callable[[], Awaitable[None]]) -> bool:
-        """Runs ``step`` until it succeeds (True) or a stop is asked for (False).
-
-        Transient failures are retried and nothing is committed meanwhile; a
-        batch abandoned at a stop is replayed from the stored positions."""
-        attempt = 0
-        while True:
-            try:
-                await step()
-                return True
-            except (
-                ApiUnavailable,
-                OSError,
-                asyncpg.PostgresConnectionError,
-                asyncpg.InterfaceError,
-                KafkaError,
-            ) as exc:
-                delay = _TRANSIENT_BACKOFF_S[min(attempt, len(_TRANSIENT_BACKOFF_S) - 1)]
-                attempt += 1
-                log.warning(
-                    "apply_transient_failure",
-                    mapping=self.mapping_name,
-                    error=f"{type(exc).__name__}: {exc}",
-                    retry_in_s=delay,
-                )
-                if await sleep_or_stop(stop, delay):
-                    return False
+    async def _step(
+        self, stop: asyncio.Event, step: Callable[[], Awaitable[None]], what: str
+    ) -> bool:
+        """Runs a step until it succeeds (True) or a stop is asked for (False);
+        a batch abandoned at a stop is replayed from the stored positions."""
+        return await until_done(
+            stop, step, what=f"apply {self.mapping_name} {what}", transient=TRANSIENT
+        )
 
     async def _on_assigned(self, assigned: frozenset[TopicPartition]) -> None:
         if not assigned or self._consumer is None:

@@ -19,11 +19,10 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
-import asyncpg
 import structlog
-from aiokafka.errors import KafkaError
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import BatchConsumer, KafkaPublisher, Message, Topics
@@ -32,12 +31,13 @@ from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.core import filters
 from tablesync.core.events import RecordChanged, Side, SnapshotEnd, SnapshotRequested
 from tablesync.core.records import Row
-from tablesync.errors import ApiUnavailable, DecodeError
+from tablesync.errors import DecodeError
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
 from tablesync.runtime import faults
-from tablesync.runtime.stopping import sleep_or_stop
+from tablesync.runtime.stopping import sleep_or_stop, until_done
 from tablesync.runtime.streams import read_ahead
+from tablesync.runtime.transient import TRANSIENT
 from tablesync.settings import Settings
 
 __all__ = ["CaptureService"]
@@ -46,13 +46,6 @@ log = structlog.get_logger()
 
 _START_SLACK = timedelta(seconds=5)
 _TOMBSTONE_MEMORY = timedelta(minutes=10)
-_TRANSIENT = (
-    ApiUnavailable,
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    KafkaError,
-)
 
 
 @dataclass
@@ -102,7 +95,7 @@ class CaptureService:
         """Runs one step of a loop; a transient failure is logged and retried later."""
         try:
             await step()
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             log.warning(
                 "capture_transient_failure",
                 side=self.side,
@@ -234,7 +227,12 @@ class CaptureService:
                         await self._until_served(stop, record.value)
                         if stop.is_set():
                             return
-                        await consumer.commit({tp: record.offset + 1})
+                        await until_done(
+                            stop,
+                            partial(consumer.commit, {tp: record.offset + 1}),
+                            what="commit snapshot request",
+                            transient=TRANSIENT,
+                        )
         finally:
             await consumer.stop()
 
@@ -243,7 +241,7 @@ class CaptureService:
             try:
                 await self._serve(value)
                 return
-            except _TRANSIENT as exc:
+            except TRANSIENT as exc:
                 log.warning(
                     "snapshot_transient_failure",
                     side=self.side,

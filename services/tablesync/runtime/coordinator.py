@@ -17,11 +17,11 @@ import asyncio
 import contextlib
 import uuid
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import asyncpg
 import structlog
-from aiokafka.errors import KafkaError
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import BatchConsumer, KafkaPublisher, Message, Topics
@@ -40,7 +40,8 @@ from tablesync.core.mappings import MappingSet, source_side
 from tablesync.errors import DecodeError
 from tablesync.ports.clock import Clock
 from tablesync.runtime import faults
-from tablesync.runtime.stopping import sleep_or_stop
+from tablesync.runtime.stopping import sleep_or_stop, until_done
+from tablesync.runtime.transient import TRANSIENT
 from tablesync.settings import Settings
 
 __all__ = ["CoordinatorService", "step_job_id"]
@@ -119,7 +120,12 @@ class CoordinatorService:
                     for record in records:
                         if not await self._until_handled(stop, record.value):
                             return
-                        await consumer.commit({tp: record.offset + 1})
+                        await until_done(
+                            stop,
+                            partial(consumer.commit, {tp: record.offset + 1}),
+                            what="commit command",
+                            transient=TRANSIENT,
+                        )
         finally:
             await consumer.stop()
 
@@ -127,12 +133,7 @@ class CoordinatorService:
         while not stop.is_set():
             try:
                 return await self._handle(value, stop)
-            except (
-                OSError,
-                asyncpg.PostgresConnectionError,
-                asyncpg.InterfaceError,
-                KafkaError,
-            ) as exc:
+            except TRANSIENT as exc:
                 log.warning("coordinator_transient_failure", error=f"{type(exc).__name__}: {exc}")
                 await sleep_or_stop(stop, 2.0)
         return False
@@ -153,9 +154,11 @@ class CoordinatorService:
                     # Apply has already written the counters; an outcome only
                     # tells the waiting step to look again.
                     self._progress.set()
-                    await consumer.commit(
-                        {tp: records[-1].offset + 1 for tp, records in batch.items()}
-                    )
+                    # Losing this commit replays outcomes, which are only hints.
+                    with contextlib.suppress(*TRANSIENT):
+                        await consumer.commit(
+                            {tp: records[-1].offset + 1 for tp, records in batch.items()}
+                        )
         finally:
             await consumer.stop()
 
@@ -164,7 +167,7 @@ class CoordinatorService:
         while not await sleep_or_stop(stop, _CLOSE_CONTINUOUS_EVERY_S):
             try:
                 await self.jobs.close_continuous_jobs(interval)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (*TRANSIENT, asyncpg.PostgresError) as exc:
                 log.warning("housekeeping_failed", error=str(exc))
 
     # Commands

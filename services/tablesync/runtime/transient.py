@@ -1,0 +1,27 @@
+"""The failures a service waits out and retries, rather than stopping for.
+
+A side throttling or away beyond the connector's retries, the broker away, and
+PostgreSQL restarting or unreachable: each clears by itself, and every step
+that meets one is safe to repeat (effects are committed with their positions,
+writes are idempotent), so the step is tried again after a pause."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiokafka.errors import KafkaError
+
+from tablesync.errors import ApiUnavailable
+
+__all__ = ["TRANSIENT"]
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    ApiUnavailable,
+    OSError,
+    KafkaError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    # "the database system is shutting down / starting up", "terminating
+    # connection due to administrator command": a restart, not an error.
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
