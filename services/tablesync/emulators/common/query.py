@@ -149,10 +149,18 @@ def select_list(
     spec: TableSpec, fields: Sequence[FieldDef], extra: Sequence[str] = (), qualifier: str = ""
 ) -> str:
     """The columns a response needs: ``fields`` formatted, the row version, ``extra``."""
-    parts = [output_expr(spec, f, qualifier) for f in fields]
-    parts.append(f"{qualifier}{ident(spec.version_column)} AS {ident(VERSION_ALIAS)}")
-    parts.extend(extra)
-    return ", ".join(parts)
+    # Every write answers with the same columns: the text is made once per shape.
+    key = (spec.table, tuple(f.name for f in fields), tuple(extra), qualifier)
+    text = _SELECT_LISTS.get(key)
+    if text is None:
+        parts = [output_expr(spec, f, qualifier) for f in fields]
+        parts.append(f"{qualifier}{ident(spec.version_column)} AS {ident(VERSION_ALIAS)}")
+        parts.extend(extra)
+        text = _SELECT_LISTS[key] = ", ".join(parts)
+    return text
+
+
+_SELECT_LISTS: dict[tuple[str, tuple[str, ...], tuple[str, ...], str], str] = {}
 
 
 @dataclass(frozen=True, slots=True)

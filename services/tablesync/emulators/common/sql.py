@@ -6,6 +6,7 @@ catalog (checked against it first) are ever written into the statement text.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -56,8 +57,9 @@ class Executor(Protocol):
     async def execute(self, query: str, *args: object) -> str: ...
 
 
+@functools.lru_cache(maxsize=4096)
 def ident(name: str) -> str:
-    """A quoted SQL identifier."""
+    """A quoted SQL identifier (every statement quotes the same few names)."""
     return '"' + name.replace('"', '""') + '"'
 
 

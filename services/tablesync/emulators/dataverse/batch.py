@@ -118,10 +118,18 @@ async def _single(
     return await handle_safely(service, inner, db)
 
 
+class _Unsure(Exception):
+    """A change set failed in the fast pass: its effects may be half done."""
+
+
 async def _change_set(
-    service: DataverseService, outer: ApiRequest, part: Part, conn: Any
+    service: DataverseService, outer: ApiRequest, part: Part, conn: Any, fast: bool
 ) -> tuple[bytes, ApiResponse | None]:
-    """The change set's response part, and its failed response if it failed."""
+    """The change set's response part, and its failed response if it failed.
+
+    ``fast`` runs it without its own savepoint, which saves two round trips a
+    change set; a failure then raises ``_Unsure`` and the caller runs the batch
+    again the careful way, every change set in a savepoint."""
     boundary = boundary_of(part.headers.get("content-type"))
     if boundary is None:
         failure = service.style.response(
@@ -131,12 +139,15 @@ async def _change_set(
     refs: dict[str, str] = {}
     done: list[bytes] = []
     transaction = conn.transaction()
-    await transaction.start()
+    if not fast:
+        await transaction.start()
     try:
         for inner_part in split_parts(part.content, boundary):
             content_id = inner_part.headers.get("content-id")
             response = await _change_set_request(service, outer, inner_part, conn, refs)
             if response.status >= 400:
+                if fast:
+                    raise _Unsure
                 await transaction.rollback()
                 return _part_bytes(response, content_id), response
             created = _created_path(response, outer.service_root)
@@ -144,9 +155,11 @@ async def _change_set(
                 refs[content_id] = created
             done.append(_part_bytes(response, content_id))
     except BaseException:
-        await transaction.rollback()
+        if not fast:
+            await transaction.rollback()
         raise
-    await transaction.commit()
+    if not fast:
+        await transaction.commit()
     inner_boundary = f"changesetresponse_{uuid.uuid4()}"
     composer = Composer(inner_boundary)
     for chunk in done:
@@ -185,6 +198,7 @@ async def _run_parts(
     conn: Any,
     keep_going: bool,
     shared: bool,
+    fast: bool = False,
 ) -> tuple[list[bytes], int, bool]:
     """The response parts, the batch status, and False when a shared transaction broke."""
     out: list[bytes] = []
@@ -192,7 +206,7 @@ async def _run_parts(
     for part in parts:
         content_type = part.headers.get("content-type", "")
         if content_type.startswith("multipart/mixed"):
-            chunk, failure = await _change_set(service, request, part, conn)
+            chunk, failure = await _change_set(service, request, part, conn, fast)
         else:
             response = await _single(service, request, part, conn)
             chunk = _part_bytes(response, part.headers.get("content-id"))
@@ -216,7 +230,21 @@ async def _execute(
     transaction = conn.transaction()
     await transaction.start()
     try:
-        chunks, status, clean = await _run_parts(service, request, parts, conn, keep_going, True)
+        # First without a savepoint per change set: most batches fail nowhere.
+        chunks, status, clean = await _run_parts(
+            service, request, parts, conn, keep_going, True, fast=True
+        )
+    except _Unsure:
+        await transaction.rollback()
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            chunks, status, clean = await _run_parts(
+                service, request, parts, conn, keep_going, True
+            )
+        except BaseException:
+            await transaction.rollback()
+            raise
     except BaseException:
         await transaction.rollback()
         raise
