@@ -77,7 +77,9 @@ class SyncSettings(BaseModel):
     poll_overlap_s: float = Field(
         default=1.0, description="Capture re-reads this far behind its watermark."
     )
-    apply_batch_size: int = 500
+    apply_batch_size: int = Field(
+        default=1000, description="Most events apply takes in one batch (from all its partitions)."
+    )
     apply_batch_wait_ms: int = 50
     continuous_job_interval_s: float = Field(
         default=60.0, description="Continuous work is rolled into one job row per interval."

@@ -185,7 +185,9 @@ async def run_services(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings, pool_size=20 if service == "all" else 10) as runtime:
+    # Apply works on its partitions side by side, each with a few queries in flight.
+    pool_size = 20 if service in ("all", "apply") else 10
+    async with open_runtime(settings, pool_size=pool_size) as runtime:
         runs = await build(runtime, service, side=side, mapping=mapping)
         log.info("services_starting", service=service, count=len(runs))
         tasks = [asyncio.create_task(run(stop)) for run in runs]

@@ -99,6 +99,19 @@ class BatchEffects:
     finished: list[tuple[str, str, int]] = field(default_factory=list)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
 
+    def absorb(self, other: BatchEffects) -> None:
+        """Adds the effects of another part of the same batch."""
+        self.couplings.extend(other.couplings)
+        self.uncoupled.extend(other.uncoupled)
+        self.resolved_intents.extend(other.resolved_intents)
+        self.statuses.extend(other.statuses)
+        self.cleared.extend(other.cleared)
+        self.errors.extend(other.errors)
+        for key, counter in other.counters.items():
+            self.counters.setdefault(key, Counter()).update(counter)
+        self.finished.extend(other.finished)
+        self.positions.update(other.positions)
+
     def count(self, job_id: str, topic: str, partition: int, *names: str) -> None:
         counter = self.counters.setdefault((job_id, topic, partition), Counter())
         for name in names:

@@ -66,7 +66,15 @@ def build_app(runtime: Runtime) -> ASGIApp:
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await ensure_database(config.dsn)
         pool = await asyncpg.create_pool(
-            config.dsn, min_size=2, max_size=config.pool_size, command_timeout=120
+            config.dsn,
+            min_size=2,
+            max_size=config.pool_size,
+            command_timeout=120,
+            # A table a sync is filling grows faster than its statistics: with
+            # the row count of when it was empty, the planner scans it whole for
+            # every keyed look-up and a load turns quadratic. Every look-up the
+            # API serves has an index; scans remain for filters without one.
+            server_settings={"enable_seqscan": "off", "plan_cache_mode": "force_custom_plan"},
         )
         try:
             async with pool.acquire() as conn:
