@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import orjson
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
@@ -57,6 +58,8 @@ class SchemaEntry:
     fingerprint: bytes
     parsed: Any
     source: Path
+    # Fields the schema declares ``"tablesync.json": true``: bytes holding a JSON object.
+    json_fields: frozenset[str] = frozenset()
 
 
 class SchemaRegistry:
@@ -96,13 +99,14 @@ def load_schema_file(path: Path) -> SchemaEntry:
         raise ConfigError(f"{path}: schema files are named <Name>.v<N>.avsc")
     try:
         raw = json.loads(path.read_text())
-        parsed = parse_schema(raw, _write_hint=False)
+        parsed = parse_schema(raw)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{path}: not a valid Avro schema: {exc}") from exc
     if raw.get("name") != match["name"]:
         raise ConfigError(f"{path}: record name {raw.get('name')!r} differs from the file name")
     fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-    return SchemaEntry(match["name"], int(match["version"]), fp, parsed, path)
+    json_fields = frozenset(f["name"] for f in raw["fields"] if f.get("tablesync.json"))
+    return SchemaEntry(match["name"], int(match["version"]), fp, parsed, path, json_fields)
 
 
 class Codec:
@@ -111,13 +115,24 @@ class Codec:
     def __init__(self, registry: SchemaRegistry | None = None) -> None:
         self.registry = registry or SchemaRegistry.load()
 
+    def to_avro(self, event: Event) -> dict[str, Any]:
+        """The Avro record of an event, as the newest schema of its name writes it."""
+        entry = self.registry.newest(type(event).__name__)
+        record = _to_record(event)
+        try:
+            for name in entry.json_fields:
+                record[name] = orjson.dumps(record[name])
+        except TypeError as exc:
+            raise DecodeError(f"{entry.name}: cannot encode {name}: {exc}") from exc
+        return record
+
     def encode(self, event: Event) -> bytes:
         entry = self.registry.newest(type(event).__name__)
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(entry.fingerprint)
         try:
-            schemaless_writer(buf, entry.parsed, _to_record(event))
+            schemaless_writer(buf, entry.parsed, self.to_avro(event))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise DecodeError(f"{entry.name}: cannot encode: {exc}") from exc
         return buf.getvalue()
@@ -147,7 +162,22 @@ class Codec:
             raise DecodeError(
                 f"{writer.name} v{writer.version}: {len(data) - body.tell()} trailing bytes"
             )
-        return _from_record(writer.name, cast(dict[str, Any], record))
+        values = cast(dict[str, Any], record)
+        for name in reader.json_fields:
+            values[name] = _json_object(writer, name, values.get(name))
+        return _from_record(writer.name, values)
+
+
+def _json_object(entry: SchemaEntry, name: str, raw: object) -> dict[str, Any]:
+    try:
+        value = orjson.loads(raw) if isinstance(raw, bytes | str) else None
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"{entry.name} v{entry.version}: {name} is not JSON: {exc}") from exc
+    if not isinstance(value, dict) or not all(
+        v is None or isinstance(v, bool | int | float | str) for v in value.values()
+    ):
+        raise DecodeError(f"{entry.name} v{entry.version}: {name} is not a JSON object of scalars")
+    return value
 
 
 def _to_record(event: Event) -> dict[str, Any]:
