@@ -45,7 +45,18 @@ test-unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit
 
 test-integration: infra-up
-	$(VENV)/bin/pytest tests/integration tests/contract
+	$(VENV)/bin/pytest tests/integration tests/emulators tests/connectors tests/admin
+
+# The long fault run (5,000+ changes, 20+ faults of each kind); `make test`
+# runs its short variant.
+test-faults: infra-up
+	TABLESYNC_FAULTS=full $(VENV)/bin/pytest -s tests/faults
+
+bench: infra-up
+	$(PY) -m bench
+
+bench-smoke: infra-up
+	$(PY) -m bench --smoke
 
 demo: infra-up
 	$(VENV)/bin/tablesync demo

@@ -166,6 +166,19 @@ CREATE TABLE create_intents (
 );
 CREATE INDEX create_intents_dest ON create_intents (mapping, dest_id);
 
+-- An update or deletion announced before the destination is called. After
+-- a crash between the call and the commit, a record found already holding
+-- the values (or already gone) was written by tablesync itself: its version
+-- is recorded (or its deletion counted) instead of being taken for a user's.
+CREATE TABLE write_intents (
+    mapping     text NOT NULL,
+    side        text NOT NULL,
+    record_id   text NOT NULL,
+    kind        text NOT NULL CHECK (kind IN ('update', 'delete')),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (mapping, side, record_id, kind)
+);
+
 CREATE TABLE apply_positions (
     mapping      text NOT NULL,
     topic        text NOT NULL,

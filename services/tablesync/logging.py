@@ -75,3 +75,8 @@ def configure_logging(
     logging.getLogger("aiokafka").setLevel(
         logging.DEBUG if numeric <= logging.DEBUG else logging.CRITICAL
     )
+    # asyncpg's pool prints a traceback each time it fails to reconnect while
+    # PostgreSQL restarts; tablesync logs the outage once, as transient_failure.
+    logging.getLogger("asyncpg.pool").setLevel(
+        logging.DEBUG if numeric <= logging.DEBUG else logging.ERROR
+    )

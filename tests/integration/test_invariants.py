@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiokafka import AIOKafkaConsumer
 
 from tablesync.adapters.avro import Codec
@@ -20,7 +21,7 @@ from tablesync.ports.clock import SystemClock
 from tablesync.runtime.operations import Operations
 from tablesync.runtime.services import topics_for
 from tests.conftest import InfraEndpoints
-from tests.integration.stack import Stack, open_stack, wait_for
+from tests.integration.stack import DEFAULT_MAPPINGS, Stack, open_stack, wait_for
 
 pytestmark = pytest.mark.integration
 CODEC = Codec()
@@ -223,6 +224,58 @@ async def test_a_crash_between_create_and_coupling_makes_no_duplicate(
         codes = [c["isocurrencycode"] for c in currencies]
         assert len(codes) == len(set(codes)), codes
         assert len(await stack.couplings("CURRENCY")) == len(await stack.bc_rows("currencies"))
+
+
+async def test_a_crash_between_a_delete_and_its_commit_still_counts_the_deletion(
+    infra: InfraEndpoints, state_dsn: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    # After the crash the counterpart is already gone: tablesync must know it
+    # deleted it itself (and count it), rather than take it for someone
+    # else's deletion and only uncouple.
+    document = yaml.safe_load(DEFAULT_MAPPINGS.read_text())
+    document["mappings"]["CUSTOMER"]["deletion"] = "delete"
+    async with open_stack(
+        kafka=infra.kafka_bootstrap_servers,
+        state_dsn=state_dsn,
+        topic_prefix=topic_prefix,
+        mappings_document=document,
+    ) as stack:
+        publisher = KafkaPublisher(stack.settings.kafka_bootstrap_servers)
+        await publisher.start()
+        try:
+            ops = Operations(
+                stack.pool, publisher, CODEC, topics_for(stack.settings), SystemClock()
+            )
+            await stack.start()
+            await _full_sync(ops)
+            await stack.stop()
+            bc_id, dv_id = sorted((await stack.couplings("CUSTOMER")).items())[0]
+            before = await _continuous_counts(stack)
+            log = tmp_path / "crashing.log"
+            process = await stack.spawn(
+                "run", "all", log=log, TABLESYNC_FAULT_POINT="apply.after_write:CUSTOMER"
+            )
+            await wait_for(stack.capture_polling, timeout_s=60, what="the process to start")
+            deleted = await stack.bc.delete(
+                stack.bc_path("customers", bc_id), headers={"If-Match": "*"}
+            )
+            assert deleted.status_code == 204, deleted.text
+            code = await asyncio.wait_for(process.wait(), timeout=90)
+            assert code == 137, log.read_text()[-2000:]
+            assert not await stack.dv_rows("accounts", f"?$filter=accountid eq {dv_id}")
+            assert bc_id in await stack.couplings("CUSTOMER"), "the crash came after the commit"
+
+            await stack.start()
+
+            async def uncoupled() -> bool:
+                return bc_id not in await stack.couplings("CUSTOMER")
+
+            await wait_for(uncoupled, timeout_s=60, what="the coupling to be removed")
+            after = await _continuous_counts(stack)
+            assert after["deleted"] - before["deleted"] == 1, (before, after)
+            assert not await stack.pool.fetch("SELECT * FROM write_intents")
+        finally:
+            await publisher.stop()
 
 
 # 5. Ordered per record

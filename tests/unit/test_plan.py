@@ -31,10 +31,12 @@ from tablesync.core.plan import (
     Unchanged,
     Uncouple,
     Update,
+    at_rest,
     counters_of,
     decide_coupled,
     decide_deletion,
     decide_uncoupled,
+    same_failure,
     triage,
 )
 from tablesync.core.records import Ref, Row
@@ -205,6 +207,53 @@ def test_values_equal_to_the_counterpart_are_unchanged_and_refresh_the_source_st
     assert d.coupling.dv_stamp == c.dv_stamp
 
 
+BACK = {
+    **RESOLVED,
+    LookupKey("SALESPEOPLE", "dataverse", USER_ID): "SP00001",
+}
+
+
+def _as_dv_event(row: Row) -> RecordChanged:
+    return event("dataverse", dict(row.fields), at=row.modified_at, etag=row.etag)
+
+
+def test_a_write_whose_coupling_a_crash_lost_is_recorded_once_both_sides_agree() -> None:
+    # Dataverse already holds BC's change (tablesync wrote it, then died before
+    # recording the write): its version is recorded, so its echo is not taken
+    # for a user's change that would win the next conflict.
+    c = coupling()
+    e = event("bc", customer(city="Boston"), at=T0 + timedelta(seconds=1), etag='W/"bc2"')
+    written = Row(DV_ID, T0 + timedelta(seconds=1), 'W/"105"', account(address1_city="Boston"))
+    d = decide_coupled(e, CUSTOMER, c, written, mapped(e))
+    back = mapped(_as_dv_event(written), resolved=BACK)
+    settled = at_rest(d, e, CUSTOMER, written, back)
+    assert isinstance(settled, Unchanged) and settled.coupling is not None
+    assert settled.coupling.dv_stamp == Stamp(written.modified_at, 'W/"105"')
+    assert settled.coupling.bc_stamp == Stamp(e.modified_at, e.etag)
+
+
+def test_a_destination_with_something_to_send_back_is_not_taken_as_at_rest() -> None:
+    c = coupling()
+    e = event("bc", customer(), at=T0 + timedelta(seconds=1), etag='W/"bc2"')
+    changed = Row(DV_ID, T0 + timedelta(seconds=1), 'W/"105"', account())
+    d = decide_coupled(e, CUSTOMER, c, changed, mapped(e))
+    assert isinstance(d, Unchanged)
+    # The way back cannot be mapped (lookups unknown), or cannot be mapped at all.
+    for back in (mapped(_as_dv_event(changed), resolved={}), None):
+        kept = at_rest(d, e, CUSTOMER, changed, back)
+        assert isinstance(kept, Unchanged) and kept.coupling is not None
+        assert kept.coupling.dv_stamp == c.dv_stamp
+    # Announced by an attempt that crashed before its commit: tablesync's own write.
+    ours = at_rest(d, e, CUSTOMER, changed, None, ours=True)
+    assert isinstance(ours, Unchanged) and ours.coupling is not None
+    assert ours.coupling.dv_stamp == Stamp(changed.modified_at, 'W/"105"')
+    # A one-way mapping has no way back: the destination's version is recorded.
+    one_way = replace(CUSTOMER, direction="to_integration")
+    settled = at_rest(d, e, one_way, changed, None)
+    assert isinstance(settled, Unchanged) and settled.coupling is not None
+    assert settled.coupling.dv_stamp == Stamp(changed.modified_at, 'W/"105"')
+
+
 def test_a_change_becomes_an_update_of_the_differing_fields_with_the_etag() -> None:
     c = coupling()
     e = event("bc", customer(city="Boston"), at=T0 + timedelta(seconds=1), etag='W/"bc2"')
@@ -343,6 +392,13 @@ def test_deleted_on_both_sides_just_uncouples() -> None:
     assert isinstance(decide_deletion(CUSTOMER, coupling(), "bc", None, None), Uncouple)
 
 
+def test_deleted_on_both_sides_by_a_crashed_attempt_counts_as_its_deletion() -> None:
+    c = coupling()
+    d = decide_deletion(CUSTOMER, c, "bc", None, None, deleted_here=True)
+    assert d == Remove("dataverse", c.dv_id, c)
+    assert counters_of(d) == ("deleted", "uncoupled")
+
+
 # mapping is idempotent: applying a payload leaves nothing to change
 
 names = st.text(alphabet="abcdefghij ", max_size=12)
@@ -391,3 +447,10 @@ def test_mapping_set_lookups_reference_earlier_mappings() -> None:
             assert set(f.lookup.mappings) <= set(names_before)
         names_before.append(m.name)
     assert isinstance(MAPPINGS, MappingSet)
+
+
+def test_a_failure_repeats_though_business_central_numbers_each_response() -> None:
+    first = "Customer 10000 already exists.  CorrelationId:  5d0e2a4c-9a3b-4f5e-8c1d-2b3a4c5d6e7f."
+    again = "Customer 10000 already exists.  CorrelationId:  0f1e2d3c-4b5a-6978-8a9b-acbdcedf0011."
+    assert same_failure(first, again)
+    assert not same_failure(first, "Customer 10001 already exists.")

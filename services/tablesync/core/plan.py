@@ -10,6 +10,7 @@ decision and records its effects; nothing here does I/O."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -68,6 +69,9 @@ class JobContext:
     # A replay applies a version again though it was applied before (the
     # mapping changed since); an older version still never wins.
     reapply: bool = False
+    # The direction the job counts; a write the other way (a deletion of the
+    # event's own record, say) counts in the continuous job of its direction.
+    direction: Direction | None = None
 
 
 def stamp_of(event: RecordChanged) -> Stamp:
@@ -344,6 +348,43 @@ def decide_coupled(
     return Update(dest, destination.id, payload, destination.etag, refreshed)
 
 
+def at_rest(
+    decision: Decision,
+    event: RecordChanged,
+    mapping: TableMapping,
+    destination: Row,
+    mapped_back: Mapped | None,
+    *,
+    ours: bool = False,
+) -> Decision:
+    """An update that found nothing to write, its destination changed since
+    the last sync: when that change is tablesync's own write whose commit a
+    crash lost (``ours``: the write was announced), or when nothing would
+    flow back either, both records are at rest and the destination's
+    version is recorded on the coupling too. Otherwise that write would come
+    back as a user's change and win a conflict against a newer one.
+
+    ``mapped_back`` is the destination mapped towards the event's side (None
+    when it could not be mapped)."""
+    if not isinstance(decision, Unchanged) or decision.coupling is None:
+        return decision
+    dest = other_side(event.side)
+    now = Stamp(destination.modified_at, destination.etag)
+    if compare_stamps(dest, now, decision.coupling.stamp_on(dest)) != "newer":
+        return decision
+    if (
+        not ours
+        and mapping.allows(direction_of(dest))
+        and (
+            mapped_back is None
+            or mapped_back.unresolved
+            or changes(mapped_back, event.side, event.fields)
+        )
+    ):
+        return decision
+    return Unchanged(decision.coupling.with_stamp(dest, now))
+
+
 def decide_uncoupled(
     event: RecordChanged,
     mapping: TableMapping,
@@ -393,10 +434,16 @@ def decide_deletion(
     gone: Side,
     survivor: Row | None,
     mapped_survivor: Mapped | None,
+    *,
+    deleted_here: bool = False,
 ) -> Decision:
-    """The coupled record on ``gone`` no longer exists; ``survivor`` is its counterpart now."""
+    """The coupled record on ``gone`` no longer exists; ``survivor`` is its
+    counterpart now. ``deleted_here``: the counterpart is gone too, and was
+    being deleted by tablesync itself (an attempt that did not commit)."""
     keep = other_side(gone)
     where = _side_name(gone)
+    if survivor is None and deleted_here:
+        return Remove(keep, coupling.id_on(keep), coupling)
     if survivor is None:
         return Uncouple(coupling, f"deleted in both {_side_name('bc')} and Dataverse")
     towards_keep: Direction = direction_of(gone)
@@ -435,3 +482,13 @@ def stamp_after(row: Row) -> Stamp:
 
 def as_of(when: datetime) -> Stamp:
     return Stamp(when, None)
+
+
+# Business Central ends every error message with a fresh "CorrelationId: <guid>."
+_CORRELATION = re.compile(r"\s*CorrelationId:\s*[0-9A-Fa-f-]{36}\.?")
+
+
+def same_failure(previous: str, message: str) -> bool:
+    """Whether two failures of a record are the same one repeating, ignoring
+    the parts an API makes new on every response."""
+    return _CORRELATION.sub("", previous).strip() == _CORRELATION.sub("", message).strip()

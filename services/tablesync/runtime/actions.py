@@ -250,7 +250,9 @@ class Actions:
         mappings: MappingSet | None = None,
     ) -> None:
         job_id = await self._job(mapping, direction, action, "synchronization")
-        context = JobContext(job_id=job_id, kind=action, ignore_only_coupled=True)
+        context = JobContext(
+            job_id=job_id, kind=action, ignore_only_coupled=True, direction=direction
+        )
         applier = Applier(
             mapping,
             mappings or self.mappings,

@@ -24,10 +24,11 @@ from tablesync.adapters.postgres.apply_state import (
     ErrorRow,
     Intent,
     StatusChange,
+    WriteTarget,
 )
 from tablesync.adapters.postgres.couplings import CouplingStore
 from tablesync.core import filters
-from tablesync.core.couplings import Coupling, Stamp
+from tablesync.core.couplings import Coupling, Stamp, compare_stamps
 from tablesync.core.events import (
     Direction,
     FieldValue,
@@ -62,11 +63,13 @@ from tablesync.core.plan import (
     Unchanged,
     Uncouple,
     Update,
+    at_rest,
     counters_of,
     decide_coupled,
     decide_deletion,
     decide_uncoupled,
     row_of,
+    same_failure,
     stamp_of,
     triage,
 )
@@ -120,6 +123,13 @@ class _Work:
     created_before: Row | None = None
     blocked: bool = False
     intent: Intent | None = None
+    create_announced: bool = False
+    refused: bool = False
+    """The destination answered the write with an error: nothing was written."""
+    write_target: WriteTarget | None = None
+    """The record this work announced it updates or deletes."""
+    written_before: bool = False
+    """An attempt that did not commit announced the same write."""
     decision: Decision | None = None
     mapped: Mapped | None = None
     written: Row | None = None
@@ -229,9 +239,23 @@ class Applier:
             if isinstance(w.triage, FetchDestination):
                 wanted[w.triage.side].add(w.triage.record_id)
         rows = await self._get_many(wanted)
+        suspect: list[tuple[_Work, WriteTarget]] = []
         for w in work:
-            if isinstance(w.triage, FetchDestination):
-                w.destination = rows.get((w.triage.side, w.triage.record_id))
+            t = w.triage
+            if isinstance(t, FetchDestination):
+                w.destination = rows.get((t.side, t.record_id))
+                if w.destination is None and w.item.event.op == "delete":
+                    suspect.append((w, (t.side, t.record_id, "delete")))
+                elif w.destination is not None and w.item.event.op == "upsert":
+                    now = Stamp(w.destination.modified_at, w.destination.etag)
+                    if compare_stamps(t.side, now, t.coupling.stamp_on(t.side)) == "newer":
+                        suspect.append((w, (t.side, t.record_id, "update")))
+        if suspect:
+            # Changed (or gone) since the last sync: by an attempt that
+            # crashed before it could commit what it wrote?
+            ours = await self.state.announced_writes(self.mapping_name, [k for _, k in suspect])
+            for w, key in suspect:
+                w.written_before = key in ours
 
     async def _get_many(self, wanted: dict[Side, set[str]]) -> dict[tuple[Side, str], Row]:
         mapping = self.mapping
@@ -352,6 +376,15 @@ class Applier:
             if source is not None:
                 event, direction = source
                 keys |= lookup_keys(mapping, direction, event.fields)
+            t = w.triage
+            if (
+                isinstance(t, FetchDestination)
+                and w.destination is not None
+                and w.item.event.op == "upsert"
+                and mapping.allows(direction_of(t.side))
+            ):
+                # The way back, for telling whether both records are at rest.
+                keys |= lookup_keys(mapping, direction_of(t.side), w.destination.fields)
         return await self.couplings.resolve(keys) if keys else {}
 
     def _values_source(self, w: _Work) -> tuple[RecordChanged, Direction] | None:
@@ -403,14 +436,25 @@ class Applier:
                     as_event = _as_event(survivor, t.side, mapping.table(t.side))
                     mapped = self._map(as_event, creating=True, resolved=resolved)
                 w.mapped = mapped
-                return decide_deletion(mapping, t.coupling, event.side, survivor, mapped)
+                return decide_deletion(
+                    mapping, t.coupling, event.side, survivor, mapped, deleted_here=w.written_before
+                )
             if w.destination is None:
                 mapped = self._map(event, creating=True, resolved=resolved)
                 w.mapped = mapped
                 return decide_deletion(mapping, t.coupling, t.side, row_of(event), mapped)
             mapped = self._map(event, creating=False, resolved=resolved)
             w.mapped = mapped
-            return decide_coupled(event, mapping, t.coupling, w.destination, mapped)
+            decision = decide_coupled(event, mapping, t.coupling, w.destination, mapped)
+            if isinstance(decision, Unchanged):
+                back = None
+                if mapping.allows(direction_of(t.side)):
+                    as_event = _as_event(w.destination, t.side, mapping.table(t.side))
+                    back = self._map(as_event, creating=False, resolved=resolved)
+                decision = at_rest(
+                    decision, event, mapping, w.destination, back, ours=w.written_before
+                )
+            return decision
         if isinstance(t, FetchCandidates):
             mapped = self._map(event, creating=True, resolved=resolved)
             w.mapped = mapped
@@ -435,6 +479,7 @@ class Applier:
             d = w.decision
             if isinstance(d, Create) and d.matched is None:
                 w.decision = d = replace(d, record_id=self._new_id(w, d.side))
+                w.create_announced = True
                 intents.append(
                     Intent(
                         self.mapping_name,
@@ -445,6 +490,17 @@ class Applier:
                     )
                 )
         await self.state.record_intents(intents)
+        for w in work:
+            match w.decision:
+                case Update(side=side, record_id=rid):
+                    w.write_target = (side, rid, "update")
+                case Remove(side=side, record_id=rid):
+                    w.write_target = (side, rid, "delete")
+        targets = [w.write_target for w in work if w.write_target]
+        if targets:
+            earlier = await self.state.announce_writes(self.mapping_name, targets)
+            for w in work:
+                w.written_before = w.write_target in earlier
         ops: dict[Side, list[tuple[_Work, WriteOp]]] = {"bc": [], "dataverse": []}
         for w in work:
             op = _operation(w.decision)
@@ -549,11 +605,14 @@ class Applier:
                     # The counterpart vanished: a deletion, decided on the next round.
                     return True
                 if isinstance(d, Remove):
-                    w.decision = Uncouple(d.coupling, "already deleted on the other side")
+                    if not w.written_before:
+                        w.decision = Uncouple(d.coupling, "already deleted on the other side")
+                    # else: an attempt that crashed before its commit deleted it.
                     return False
                 w.decision = Fail(result.message or "the record does not exist", True)
                 return False
             case Rejected(status=status, message=message):
+                w.refused = True
                 w.decision = Fail(f"{message} (HTTP {status})", status in (408, 409, 423))
                 return False
         return False
@@ -574,6 +633,9 @@ class Applier:
                 self._couple_created(w, d, effects, direction)
             case Create():
                 self._couple_matched(w, d, effects, direction)
+                if w.intent is not None:
+                    # A create that a crash interrupted, settled by a match.
+                    effects.resolved_intents.append((event.side, event.record_id))
             case Update():
                 stamp = _stamp(w.written) if w.written else d.coupling.stamp_on(d.side)
                 effects.couplings.append((d.coupling.with_stamp(d.side, stamp), direction))
@@ -599,8 +661,24 @@ class Applier:
                 self._status(w, effects, status, job_id, "skipped", "conflict", d.message, now)
             case Skip() | Ignore():
                 pass
+        if w.create_announced and w.refused:
+            # Refused: nothing was created, so nothing may wait for it.
+            effects.resolved_intents.append((event.side, event.record_id))
+        if w.write_target is not None:
+            # Done, or refused by the API: either way no write is in flight.
+            effects.resolved_writes.append(w.write_target)
         if resolved and status is not None:
             effects.cleared.append((event.side, event.record_id))
+        # Ids and outcome only: field values stay out of the logs.
+        log.debug(
+            "record_decided",
+            mapping=self.mapping_name,
+            side=event.side,
+            record_id=event.record_id,
+            offset=item.offset,
+            decision=type(d).__name__,
+            written_before=w.written_before or None,
+        )
         counters = counters_of(d)
         if item.retry is not None and not resolved and counters and counters[0] != "skipped":
             # A retry that failed again is already listed; counting it in
@@ -668,7 +746,11 @@ class Applier:
     ) -> None:
         event = w.item.event
         attempts = (previous.attempts + 1) if previous else 1
-        same = previous.same_failures + 1 if previous and previous.message == message else 1
+        same = (
+            previous.same_failures + 1
+            if previous and same_failure(previous.message, message)
+            else 1
+        )
         if status == "failed" and same >= self.settings.skip_after_failures:
             status = "skipped"
         next_attempt = None
@@ -740,8 +822,9 @@ class Applier:
         return None
 
     async def _job_for(self, item: Item, direction: Direction) -> str | None:
-        if item.job.job_id is not None:
-            return item.job.job_id
+        job = item.job
+        if job.job_id is not None and job.direction in (None, direction):
+            return job.job_id
         interval = self.settings.continuous_job_interval_s
         now = self.clock.now()
         start = datetime.fromtimestamp((now.timestamp() // interval) * interval, tz=now.tzinfo)

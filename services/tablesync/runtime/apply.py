@@ -302,6 +302,7 @@ class ApplyService:
                     job_id=job_id,
                     kind=params["kind"],
                     ignore_only_coupled=params["ignore_only_coupled"],
+                    direction=params["direction"],
                 )
         return self._job_cache[job_id]
 

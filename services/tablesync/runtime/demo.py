@@ -46,6 +46,7 @@ _STATE_TABLES = (
     "runs",
     "record_status",
     "create_intents",
+    "write_intents",
     "apply_positions",
     "snapshots",
     "capture_checkpoints",

@@ -112,8 +112,13 @@ async def replay(
                 continue  # another mapping's snapshot of a shared table
             # A full sync's creates stay creates when its events are replayed.
             cleared = origin is not None and origin[1]
+        direction = direction_of(event.side)
         context = JobContext(
-            job_ids[direction_of(event.side)], "replay", ignore_only_coupled=cleared, reapply=True
+            job_ids[direction],
+            "replay",
+            ignore_only_coupled=cleared,
+            reapply=True,
+            direction=direction,
         )
         items.append(Item(event, record.value, context, REPLAY_TOPIC, 0))
     for start in range(0, len(items), _CHUNK):

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -28,7 +28,11 @@ __all__ = [
     "ErrorRow",
     "Intent",
     "StatusChange",
+    "WriteTarget",
 ]
+
+WriteTarget = tuple[Side, str, Literal["update", "delete"]]
+"""A record tablesync is about to update or delete: side, id, kind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,7 @@ class BatchEffects:
     couplings: list[tuple[Coupling, str | None]] = field(default_factory=list)
     uncoupled: list[Coupling] = field(default_factory=list)
     resolved_intents: list[tuple[Side, str]] = field(default_factory=list)
+    resolved_writes: list[WriteTarget] = field(default_factory=list)
     statuses: list[StatusChange] = field(default_factory=list)
     cleared: list[tuple[Side, str]] = field(default_factory=list)
     errors: list[ErrorRow] = field(default_factory=list)
@@ -104,6 +109,7 @@ class BatchEffects:
         self.couplings.extend(other.couplings)
         self.uncoupled.extend(other.uncoupled)
         self.resolved_intents.extend(other.resolved_intents)
+        self.resolved_writes.extend(other.resolved_writes)
         self.statuses.extend(other.statuses)
         self.cleared.extend(other.cleared)
         self.errors.extend(other.errors)
@@ -122,6 +128,7 @@ class BatchEffects:
             self.couplings
             or self.uncoupled
             or self.resolved_intents
+            or self.resolved_writes
             or self.statuses
             or self.cleared
             or self.errors
@@ -173,6 +180,39 @@ class ApplyStateStore:
                 "WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
                 [(mapping, side, sid, did) for side, sid, did in items],
             )
+
+    async def announce_writes(
+        self, mapping: str, targets: Sequence[WriteTarget]
+    ) -> set[WriteTarget]:
+        """Announces updates and deletions before the destination is called
+        (committed on return); returns those an attempt that did not commit
+        had announced already, which may have happened."""
+        if not targets:
+            return set()
+        earlier = await self.announced_writes(mapping, targets)
+        await self._pool.executemany(
+            "INSERT INTO write_intents (mapping, side, record_id, kind) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT DO NOTHING",
+            [(mapping, *t) for t in targets],
+        )
+        return earlier
+
+    async def announced_writes(
+        self, mapping: str, targets: Sequence[WriteTarget]
+    ) -> set[WriteTarget]:
+        """Of ``targets``, those announced and not yet committed."""
+        if not targets:
+            return set()
+        rows = await self._pool.fetch(
+            "SELECT side, record_id, kind FROM write_intents WHERE mapping = $1 "
+            "AND (side, record_id, kind) IN "
+            "(SELECT * FROM unnest($2::text[], $3::text[], $4::text[]))",
+            mapping,
+            [t[0] for t in targets],
+            [t[1] for t in targets],
+            [t[2] for t in targets],
+        )
+        return {(r["side"], r["record_id"], r["kind"]) for r in rows}
 
     async def intents_of(
         self, mapping: str, side: Side, source_ids: Sequence[str]
@@ -279,6 +319,12 @@ async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
         await conn.executemany(
             "DELETE FROM create_intents WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
             [(e.mapping, side, sid) for side, sid in e.resolved_intents],
+        )
+    if e.resolved_writes:
+        await conn.executemany(
+            "DELETE FROM write_intents WHERE mapping = $1 AND side = $2 AND record_id = $3 "
+            "AND kind = $4",
+            [(e.mapping, *t) for t in e.resolved_writes],
         )
     if e.cleared:
         await conn.executemany(

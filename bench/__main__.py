@@ -1,0 +1,5 @@
+"""``python -m bench``: see ``bench.main``."""
+
+from bench.main import main
+
+main()

@@ -1,0 +1,252 @@
+"""One isolated tablesync on the suite's own Kafka and PostgreSQL: both API
+emulators and every service as separate processes, an OAuth token endpoint
+for the Dataverse side, and the suite's mappings loaded.
+
+The services run with secrets everywhere a deployment has them — a database
+URL with a password, a client secret, bearer tokens, an admin token — so the
+logs can be searched for them afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+
+from tablesync.adapters.kafka import Topics
+from tablesync.adapters.postgres import migrate
+from tablesync.adapters.postgres.mappings import MappingStore
+from tablesync.adapters.postgres.pool import create_pool
+from tablesync.core.events import Side
+from tablesync.emulators.common.server import BackgroundServer
+from tests.faults.infra import FaultInfra, free_ports
+from tests.faults.procs import Proc, Supervisor
+from tests.faults.scope import MAPPINGS_DOCUMENT, TABLES
+from tests.faults.sides import SideApi
+from tests.faults.tokens import token_app
+
+__all__ = ["Pipeline", "Tuning", "open_pipeline", "wait_until"]
+
+T = TypeVar("T")
+CLIENT_ID = "tablesync-faults"
+TOPIC_PREFIX = "faults."
+MAPPING_NAMES = tuple(t.mapping for t in TABLES)
+# What the state database answers while it restarts ("shutting down",
+# "terminating connection due to administrator command", refused connections).
+_TRANSIENT_DB = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The services' timing: short, so a run covers many cycles of each."""
+
+    poll_interval_s: float = 0.5
+    poll_overlap_s: float = 1.0
+    delete_scan_interval_s: float = 2.0
+    retry_backoff_s: float = 0.5
+    retry_backoff_max_s: float = 2.0
+    partitions: int = 3
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[T]], *, timeout_s: float, what: str, every_s: float = 0.2
+) -> T:
+    """Polls ``probe`` until it returns something truthy; fails naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while True:
+        last = await probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}: {last!r}")
+        await asyncio.sleep(every_s)
+
+
+@dataclass
+class Pipeline:
+    infra: FaultInfra
+    run_dir: Path
+    tuning: Tuning
+    supervisor: Supervisor
+    ports: dict[str, int]
+    token_url: str
+    pool: Any
+    apis: dict[Side, SideApi]
+    topics: Topics = field(default_factory=lambda: Topics(prefix=TOPIC_PREFIX))
+
+    # processes
+
+    @property
+    def emulators(self) -> dict[Side, Proc]:
+        return {"bc": self.supervisor["emulator-bc"], "dataverse": self.supervisor["emulator-dv"]}
+
+    def apply(self, mapping: str) -> Proc:
+        return self.supervisor[f"apply-{mapping}"]
+
+    def capture(self, side: Side) -> Proc:
+        return self.supervisor[f"capture-{side}"]
+
+    @property
+    def coordinator(self) -> Proc:
+        return self.supervisor["coordinator"]
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['admin']}"
+
+    def services(self) -> list[Proc]:
+        return [p for p in self.supervisor.procs.values() if not p.name.startswith("emulator")]
+
+    def environment(self) -> dict[str, str]:
+        s = self.infra.secrets
+        t = self.tuning
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TABLESYNC_")}
+        env.update(
+            {
+                "TABLESYNC_DATABASE_URL": self.infra.state_dsn,
+                "TABLESYNC_KAFKA_BOOTSTRAP_SERVERS": self.infra.bootstrap,
+                "TABLESYNC_TOPIC_PREFIX": TOPIC_PREFIX,
+                "TABLESYNC_LOG_FORMAT": "json",
+                "TABLESYNC_LOG_LEVEL": "info",
+                "TABLESYNC_BC__BASE_URL": f"http://127.0.0.1:{self.ports['bc']}/BC/api/v2.0",
+                "TABLESYNC_BC__STATIC_TOKEN": s.bc_token,
+                "TABLESYNC_DATAVERSE__BASE_URL": (
+                    f"http://127.0.0.1:{self.ports['dataverse']}/api/data/v9.2"
+                ),
+                "TABLESYNC_DATAVERSE__TOKEN_URL": self.token_url,
+                "TABLESYNC_DATAVERSE__CLIENT_ID": CLIENT_ID,
+                "TABLESYNC_DATAVERSE__CLIENT_SECRET": s.dv_client_secret,
+                "TABLESYNC_DATAVERSE__SCOPE": "https://faults.example/.default",
+                "TABLESYNC_ADMIN_HOST": "127.0.0.1",
+                "TABLESYNC_ADMIN_PORT": str(self.ports["admin"]),
+                "TABLESYNC_ADMIN_TOKEN": s.admin_token,
+                "TABLESYNC_SYNC__POLL_INTERVAL_S": str(t.poll_interval_s),
+                "TABLESYNC_SYNC__POLL_OVERLAP_S": str(t.poll_overlap_s),
+                "TABLESYNC_SYNC__DELETE_SCAN_INTERVAL_S": str(t.delete_scan_interval_s),
+                "TABLESYNC_SYNC__RETRY_BACKOFF_S": str(t.retry_backoff_s),
+                "TABLESYNC_SYNC__RETRY_BACKOFF_MAX_S": str(t.retry_backoff_max_s),
+                "TABLESYNC_SYNC__PARTITIONS": str(t.partitions),
+                "TABLESYNC_EMULATOR__BC_DATABASE_URL": self.infra.emulator_dsn("bc"),
+                "TABLESYNC_EMULATOR__DATAVERSE_DATABASE_URL": self.infra.emulator_dsn("dataverse"),
+                "TABLESYNC_EMULATOR__REQUESTS_PER_WINDOW": "1000000",
+            }
+        )
+        return env
+
+    async def start_emulator(self, side: Side) -> None:
+        await self.emulators[side].start()
+        await wait_until(self.apis[side].answers, timeout_s=60, what=f"the {side} emulator")
+
+    async def ensure_running(self) -> None:
+        """Every process up again (the end of the fault phase)."""
+        for side in ("bc", "dataverse"):
+            if not self.emulators[side].running:
+                await self.start_emulator(side)
+        for proc in self.services():
+            if proc.armed is not None:
+                await proc.stop()
+            if not proc.running:
+                await proc.start()
+
+    # the state database, which may be restarting
+
+    async def query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        for attempt in range(60):
+            try:
+                rows: list[asyncpg.Record] = await self.pool.fetch(sql, *args)
+                return rows
+            except _TRANSIENT_DB:
+                await asyncio.sleep(min(2.0, 0.1 * (attempt + 1)))
+        raise AssertionError("the state database stayed unreachable")
+
+    async def is_coupled(self, mapping: str, side: Side, record_id: str) -> bool:
+        column = "bc_id" if side == "bc" else "dv_id"
+        rows = await self.query(
+            f"SELECT 1 FROM couplings WHERE mapping = $1 AND {column} = $2::uuid",
+            mapping,
+            record_id,
+        )
+        return bool(rows)
+
+    async def checkpoints_ready(self) -> bool:
+        tables = 2 * len(TABLES)
+        rows = await self.query("SELECT count(*) AS n FROM capture_checkpoints")
+        return bool(rows[0]["n"] == tables)
+
+
+async def _start_services(p: Pipeline) -> None:
+    env = p.environment()
+    add = p.supervisor.add
+    secrets = p.infra.secrets
+    bc_env = {**env, "TABLESYNC_EMULATOR__TOKEN": secrets.bc_token}
+    dv_env = {**env, "TABLESYNC_EMULATOR__TOKEN": secrets.dv_token}
+    add("emulator-bc", ["emulator", "bc", "--port", str(p.ports["bc"])], bc_env)
+    add("emulator-dv", ["emulator", "dataverse", "--port", str(p.ports["dataverse"])], dv_env)
+    await asyncio.gather(p.start_emulator("bc"), p.start_emulator("dataverse"))
+    for api in p.apis.values():
+        await api.discover()
+    for side in ("bc", "dataverse"):
+        add(f"capture-{side}", ["run", "capture", "--side", side], env)
+    for name in MAPPING_NAMES:
+        add(f"apply-{name}", ["run", "apply", "--mapping", name], env)
+    add("coordinator", ["run", "coordinator"], env)
+    add("admin", ["run", "admin"], env)
+    for proc in p.services():
+        await proc.start()
+    await wait_until(p.checkpoints_ready, timeout_s=120, what="capture to poll every table")
+
+
+@contextlib.asynccontextmanager
+async def open_pipeline(
+    infra: FaultInfra, run_dir: Path, tuning: Tuning, rng: random.Random
+) -> AsyncIterator[Pipeline]:
+    """The running pipeline; every process and server is stopped on exit, even after a failure."""
+    await migrate(infra.state_dsn)
+    # No connection floor: the pool need not reconnect by itself while PostgreSQL restarts.
+    pool = await create_pool(infra.state_dsn, min_size=0, max_size=4)
+    supervisor = Supervisor(run_dir / "logs")
+    s = infra.secrets
+    token_server = BackgroundServer(token_app(CLIENT_ID, s.dv_client_secret, s.dv_token))
+    bc_port, dv_port, admin_port = free_ports(3)
+    apis: dict[Side, SideApi] = {
+        "bc": SideApi(
+            "bc", f"http://127.0.0.1:{bc_port}", s.bc_token, rng=random.Random(rng.random())
+        ),
+        "dataverse": SideApi(
+            "dataverse", f"http://127.0.0.1:{dv_port}", s.dv_token, rng=random.Random(rng.random())
+        ),
+    }
+    try:
+        await MappingStore(pool).replace_all(MAPPINGS_DOCUMENT)
+        token_url = await token_server.start() + "/oauth2/v2.0/token"
+        pipeline = Pipeline(
+            infra,
+            run_dir,
+            tuning,
+            supervisor,
+            {"bc": bc_port, "dataverse": dv_port, "admin": admin_port},
+            token_url,
+            pool,
+            apis,
+        )
+        await _start_services(pipeline)
+        yield pipeline
+    finally:
+        await supervisor.close()
+        await token_server.stop()
+        for api in apis.values():
+            await api.aclose()
+        await pool.close()
