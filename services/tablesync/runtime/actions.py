@@ -147,7 +147,11 @@ class Actions:
             overridden = _with_policy(
                 self.mappings, mapping, policy, any_direction=policy == "delete"
             )
-            await self._run(result, mapping, direction_of(gone), action, events, overridden)
+            # restore writes the gone side, delete-records the surviving one.
+            writes: Side = gone if policy == "restore" else other_side(gone)
+            await self._run(
+                result, mapping, direction_of(other_side(writes)), action, events, overridden
+            )
         return result
 
     # couplings
@@ -250,9 +254,8 @@ class Actions:
         mappings: MappingSet | None = None,
     ) -> None:
         job_id = await self._job(mapping, direction, action, "synchronization")
-        context = JobContext(
-            job_id=job_id, kind=action, ignore_only_coupled=True, direction=direction
-        )
+        # Everything an action does counts in its own job, as in BC.
+        context = JobContext(job_id=job_id, kind=action, ignore_only_coupled=True)
         applier = Applier(
             mapping,
             mappings or self.mappings,

@@ -255,7 +255,10 @@ class Applier:
             # crashed before it could commit what it wrote?
             ours = await self.state.announced_writes(self.mapping_name, [k for _, k in suspect])
             for w, key in suspect:
-                w.written_before = key in ours
+                if key in ours:
+                    w.written_before = True
+                    # Resolved with whatever this attempt decides.
+                    w.write_target = key
 
     async def _get_many(self, wanted: dict[Side, set[str]]) -> dict[tuple[Side, str], Row]:
         mapping = self.mapping
