@@ -166,6 +166,16 @@ CREATE TABLE create_intents (
 );
 CREATE INDEX create_intents_dest ON create_intents (mapping, dest_id);
 
+-- Records whose deletion apply has seen (ids are never reused): a late or
+-- replayed version of one is never created again on the other side.
+CREATE TABLE deleted_records (
+    mapping     text NOT NULL,
+    side        text NOT NULL,
+    record_id   text NOT NULL,
+    deleted_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (mapping, side, record_id)
+);
+
 -- An update or deletion announced before the destination is called. After
 -- a crash between the call and the commit, a record found already holding
 -- the values (or already gone) was written by tablesync itself: its version

@@ -215,6 +215,8 @@ async def _dump_state(p: Pipeline, driver: Driver) -> None:
         "couplings": "SELECT mapping, bc_id::text, dv_id::text FROM couplings ORDER BY 1, 2",
         "record_status": "SELECT mapping, source_side, source_id, status, message "
         "FROM record_status",
+        "write_intents": "SELECT * FROM write_intents",
+        "create_intents": "SELECT * FROM create_intents",
         "jobs": "SELECT j.job_id::text, j.mapping, j.direction, j.kind, "
         "sum(p.inserted) AS inserted, sum(p.modified) AS modified, "
         "sum(p.deleted) AS deleted, sum(p.coupled) AS coupled, "

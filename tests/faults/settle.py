@@ -131,9 +131,6 @@ async def _probe(p: Pipeline, poison_ids: set[str]) -> _Probe:
     open_intents = [r["source_id"] for r in intents if r["source_id"] not in poison_ids]
     if open_intents:
         reasons.append(f"{len(open_intents)} create intents open")
-    deletes = await p.query("SELECT count(*) AS n FROM write_intents")
-    if deletes[0]["n"]:
-        reasons.append(f"{deletes[0]['n']} write intents open")
     runs = await p.query("SELECT count(*) AS n FROM runs WHERE status IN ('requested', 'running')")
     if runs[0]["n"]:
         reasons.append(f"{runs[0]['n']} operator runs not finished")

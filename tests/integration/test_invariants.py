@@ -288,6 +288,74 @@ async def test_a_crash_between_a_delete_and_its_commit_still_counts_the_deletion
             await publisher.stop()
 
 
+async def test_a_replayed_version_of_a_deleted_record_is_not_created_again(
+    infra: InfraEndpoints, state_dsn: str, topic_prefix: str
+) -> None:
+    # Capture publishes a version again after a crash before its checkpoint;
+    # by then the record may be deleted and uncoupled. It must not come back.
+    document = yaml.safe_load(DEFAULT_MAPPINGS.read_text())
+    document["mappings"]["CUSTOMER"]["deletion"] = "delete"
+    document["mappings"]["CUSTOMER"]["sync_only_coupled"] = False
+    async with open_stack(
+        kafka=infra.kafka_bootstrap_servers,
+        state_dsn=state_dsn,
+        topic_prefix=topic_prefix,
+        mappings_document=document,
+    ) as stack:
+        publisher = KafkaPublisher(stack.settings.kafka_bootstrap_servers)
+        await publisher.start()
+        try:
+            ops = Operations(
+                stack.pool, publisher, CODEC, topics_for(stack.settings), SystemClock()
+            )
+            await stack.start()
+            await _full_sync(ops)
+            bc_id, dv_id = sorted((await stack.couplings("CUSTOMER")).items())[0]
+            old = (await stack.bc_rows("customers", f"?$filter=id eq {bc_id}"))[0]
+            accounts = len(await stack.dv_rows("accounts"))
+            deleted = await stack.bc.delete(
+                stack.bc_path("customers", bc_id), headers={"If-Match": "*"}
+            )
+            assert deleted.status_code == 204, deleted.text
+
+            async def gone() -> bool:
+                rows = await stack.dv_rows("accounts", f"?$filter=accountid eq {dv_id}")
+                return not rows and bc_id not in await stack.couplings("CUSTOMER")
+
+            await wait_for(gone, what="the account to be deleted and uncoupled")
+            stale = RecordChanged(
+                side="bc",
+                table="customers",
+                record_id=bc_id,
+                op="upsert",
+                modified_at=_stamp(old["lastModifiedDateTime"]),
+                captured_at=_stamp(old["lastModifiedDateTime"]),
+                fields={k: v for k, v in old.items() if not k.startswith("@")},
+                etag=old["@odata.etag"],
+            )
+            topic = topics_for(stack.settings).cdc("bc", "customers")
+            partition, offset = await publisher.publish(
+                Message(topic, bc_id.encode(), CODEC.encode(stale))
+            )
+
+            async def consumed() -> bool:
+                position = await stack.pool.fetchval(
+                    "SELECT next_offset FROM apply_positions WHERE mapping = 'CUSTOMER' "
+                    "AND topic = $1 AND partition = $2",
+                    topic,
+                    partition,
+                )
+                return bool(position and position > offset)
+
+            await wait_for(consumed, what="the stale event to be consumed")
+            assert len(await stack.dv_rows("accounts")) == accounts - 1
+            assert not await stack.dv_rows(
+                "accounts", f"?$filter=accountnumber eq '{old['number']}'"
+            )
+        finally:
+            await publisher.stop()
+
+
 # 5. Ordered per record
 
 

@@ -349,6 +349,16 @@ def test_one_match_couples_two_matches_fail() -> None:
     assert isinstance(d2, Fail) and "no unique uncoupled matching record" in d2.message
 
 
+def test_a_match_for_an_announced_create_is_the_record_it_made() -> None:
+    # The create was announced, the crash lost its result, and the record
+    # changed since: the match finds it, and it counts as the insert it was.
+    e = event("bc", customer(city="Boston"), job="job")
+    match = Row(DV_ID, T0, 'W/"7"', account())
+    d = decide_uncoupled(e, CUSTOMER, mapped(e, creating=True), [match], announced=True)
+    assert isinstance(d, Create) and d.matched == match and d.recovered
+    assert counters_of(d) == ("inserted",)
+
+
 def test_a_create_interrupted_by_a_crash_is_recovered_not_repeated() -> None:
     e = event("dataverse", account(), job="job")
     made = Row(BC_ID, T0, 'W/"bc1"', customer())

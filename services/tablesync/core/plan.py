@@ -199,6 +199,8 @@ class Restore:
 class Uncouple:
     coupling: Coupling
     message: str
+    gone: tuple[Side, ...] = ()
+    """The sides whose record no longer exists."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +395,7 @@ def decide_uncoupled(
     *,
     created_before: Row | None = None,
     blocked_by_intent: bool = False,
+    announced: bool = False,
 ) -> Decision:
     """An uncoupled record that may be created on the other side (only-coupled is off).
 
@@ -423,7 +426,9 @@ def decide_uncoupled(
             event.record_id,
             stamp_of(event),
             matched=found,
-            recovered=created_before is not None,
+            # An announced create that a crash interrupted made the record
+            # the match finds (when its values no longer told it apart).
+            recovered=created_before is not None or announced,
         )
     return Create(dest, changes(mapped, dest, None), None, event.record_id, stamp_of(event))
 
@@ -445,11 +450,13 @@ def decide_deletion(
     if survivor is None and deleted_here:
         return Remove(keep, coupling.id_on(keep), coupling)
     if survivor is None:
-        return Uncouple(coupling, f"deleted in both {_side_name('bc')} and Dataverse")
+        return Uncouple(
+            coupling, f"deleted in both {_side_name('bc')} and Dataverse", ("bc", "dataverse")
+        )
     towards_keep: Direction = direction_of(gone)
     towards_gone: Direction = direction_of(keep)
     if mapping.deletion == "remove_coupling":
-        return Uncouple(coupling, f"deleted in {where}; coupling removed")
+        return Uncouple(coupling, f"deleted in {where}; coupling removed", (gone,))
     if mapping.deletion == "delete" and mapping.allows(towards_keep):
         return Remove(keep, survivor.id, coupling)
     if mapping.deletion == "restore" and mapping.allows(towards_gone) and mapped_survivor:

@@ -127,6 +127,8 @@ class _Work:
     refused: bool = False
     """The destination answered the write with an error: nothing was written."""
     write_target: WriteTarget | None = None
+    announced: set[WriteTarget] = field(default_factory=set)
+    """Every write this work announced (a stale write may be decided again)."""
     """The record this work announced it updates or deletes."""
     written_before: bool = False
     """An attempt that did not commit announced the same write."""
@@ -178,7 +180,13 @@ class Applier:
         work = [_Work(i) for i in items]
         await self._load_couplings(work, effects)
         statuses = await self._load_statuses(work)
+        deleted = await self._load_deleted(work, effects)
         for w in work:
+            if (w.item.event.side, w.item.event.record_id) in deleted:
+                # A late or replayed version of a record deleted since: never
+                # created again on the other side, counted like any replay.
+                w.triage = Unchanged()
+                continue
             w.triage = triage(w.item.event, mapping, w.item.job, w.coupling)
         await self._fetch(work)
         resolved = await self._resolve_lookups(work)
@@ -217,6 +225,20 @@ class Applier:
                 record = (w.item.event.side, w.item.event.record_id)
                 if w.item.event.side == side:
                     w.coupling = pending[record] if record in pending else found.get(record[1])
+
+    async def _load_deleted(
+        self, work: list[_Work], effects: BatchEffects
+    ) -> set[tuple[Side, str]]:
+        """Of the chunk's uncoupled records, those known to be deleted."""
+        uncoupled = [
+            (w.item.event.side, w.item.event.record_id)
+            for w in work
+            if w.coupling is None and w.item.event.op == "upsert"
+        ]
+        if not uncoupled:
+            return set()
+        known = await self.state.deleted_among(self.mapping_name, uncoupled)
+        return known | (set(effects.deleted) & set(uncoupled))
 
     async def _load_statuses(self, work: list[_Work]) -> dict[tuple[Side, str], DueRecord]:
         found: dict[tuple[Side, str], DueRecord] = {}
@@ -259,6 +281,7 @@ class Applier:
                     w.written_before = True
                     # Resolved with whatever this attempt decides.
                     w.write_target = key
+                    w.announced.add(key)
 
     async def _get_many(self, wanted: dict[Side, set[str]]) -> dict[tuple[Side, str], Row]:
         mapping = self.mapping
@@ -468,6 +491,7 @@ class Applier:
                 w.candidates,
                 created_before=w.created_before,
                 blocked_by_intent=w.blocked,
+                announced=w.intent is not None,
             )
         raise AssertionError(f"unhandled triage {t!r}")
 
@@ -499,6 +523,8 @@ class Applier:
                     w.write_target = (side, rid, "update")
                 case Remove(side=side, record_id=rid):
                     w.write_target = (side, rid, "delete")
+            if w.write_target is not None:
+                w.announced.add(w.write_target)
         targets = [w.write_target for w in work if w.write_target]
         if targets:
             earlier = await self.state.announce_writes(self.mapping_name, targets)
@@ -609,7 +635,9 @@ class Applier:
                     return True
                 if isinstance(d, Remove):
                     if not w.written_before:
-                        w.decision = Uncouple(d.coupling, "already deleted on the other side")
+                        w.decision = Uncouple(
+                            d.coupling, "already deleted on the other side", ("bc", "dataverse")
+                        )
                     # else: an attempt that crashed before its commit deleted it.
                     return False
                 w.decision = Fail(result.message or "the record does not exist", True)
@@ -645,10 +673,12 @@ class Applier:
             case Unchanged(coupling=coupling):
                 if coupling is not None:
                     effects.couplings.append((coupling, None))
-            case Remove():
-                effects.uncoupled.append(d.coupling)
-            case Uncouple():
-                effects.uncoupled.append(d.coupling)
+            case Remove(coupling=c):
+                effects.uncoupled.append(c)
+                effects.deleted.extend([("bc", c.bc_id), ("dataverse", c.dv_id)])
+            case Uncouple(coupling=c, gone=gone):
+                effects.uncoupled.append(c)
+                effects.deleted.extend((side, c.id_on(side)) for side in gone)
             case MarkDeleted():
                 effects.couplings.append((d.coupling, None))
                 resolved = False
@@ -667,9 +697,8 @@ class Applier:
         if w.create_announced and w.refused:
             # Refused: nothing was created, so nothing may wait for it.
             effects.resolved_intents.append((event.side, event.record_id))
-        if w.write_target is not None:
-            # Done, or refused by the API: either way no write is in flight.
-            effects.resolved_writes.append(w.write_target)
+        # Done, or refused by the API: either way no write is in flight.
+        effects.resolved_writes.extend(w.announced)
         if resolved and status is not None:
             effects.cleared.append((event.side, event.record_id))
         # Ids and outcome only: field values stay out of the logs.

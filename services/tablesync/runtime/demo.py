@@ -47,6 +47,7 @@ _STATE_TABLES = (
     "record_status",
     "create_intents",
     "write_intents",
+    "deleted_records",
     "apply_positions",
     "snapshots",
     "capture_checkpoints",

@@ -97,6 +97,7 @@ class BatchEffects:
     uncoupled: list[Coupling] = field(default_factory=list)
     resolved_intents: list[tuple[Side, str]] = field(default_factory=list)
     resolved_writes: list[WriteTarget] = field(default_factory=list)
+    deleted: list[tuple[Side, str]] = field(default_factory=list)
     statuses: list[StatusChange] = field(default_factory=list)
     cleared: list[tuple[Side, str]] = field(default_factory=list)
     errors: list[ErrorRow] = field(default_factory=list)
@@ -110,6 +111,7 @@ class BatchEffects:
         self.uncoupled.extend(other.uncoupled)
         self.resolved_intents.extend(other.resolved_intents)
         self.resolved_writes.extend(other.resolved_writes)
+        self.deleted.extend(other.deleted)
         self.statuses.extend(other.statuses)
         self.cleared.extend(other.cleared)
         self.errors.extend(other.errors)
@@ -129,6 +131,7 @@ class BatchEffects:
             or self.uncoupled
             or self.resolved_intents
             or self.resolved_writes
+            or self.deleted
             or self.statuses
             or self.cleared
             or self.errors
@@ -213,6 +216,19 @@ class ApplyStateStore:
             [t[2] for t in targets],
         )
         return {(r["side"], r["record_id"], r["kind"]) for r in rows}
+
+    async def deleted_among(
+        self, mapping: str, records: Sequence[tuple[Side, str]]
+    ) -> set[tuple[Side, str]]:
+        """Of ``records``, those whose deletion tablesync has seen."""
+        rows = await self._pool.fetch(
+            "SELECT side, record_id FROM deleted_records WHERE mapping = $1 "
+            "AND (side, record_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))",
+            mapping,
+            [side for side, _ in records],
+            [rid for _, rid in records],
+        )
+        return {(r["side"], r["record_id"]) for r in rows}
 
     async def intents_of(
         self, mapping: str, side: Side, source_ids: Sequence[str]
@@ -319,6 +335,12 @@ async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
         await conn.executemany(
             "DELETE FROM create_intents WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
             [(e.mapping, side, sid) for side, sid in e.resolved_intents],
+        )
+    if e.deleted:
+        await conn.executemany(
+            "INSERT INTO deleted_records (mapping, side, record_id) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING",
+            [(e.mapping, side, rid) for side, rid in e.deleted],
         )
     if e.resolved_writes:
         await conn.executemany(
