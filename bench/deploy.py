@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -29,6 +28,7 @@ from tablesync.adapters.kafka import KafkaPublisher
 from tablesync.adapters.postgres import migrate
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.pool import create_pool
+from tablesync.localinfra.network import free_ports
 from tablesync.ports.clock import SystemClock
 from tablesync.runtime.operations import Operations, RunProgress
 from tablesync.runtime.services import topics_for
@@ -103,10 +103,7 @@ async def wait_for_headroom(infra: Infra, needed: int = CONNECTIONS_NEEDED) -> N
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 @dataclass

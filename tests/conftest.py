@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Generator, Iterator
@@ -21,6 +20,7 @@ import pytest
 
 from tablesync import localinfra
 from tablesync.localinfra.kafka import broker_ready
+from tablesync.localinfra.network import free_ports
 from tablesync.localinfra.postgres import ensure_databases
 from tablesync.settings import Settings, with_database
 
@@ -115,10 +115,7 @@ async def _prepare_containers(bootstrap: str, dsn: str) -> None:
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 def _skips_forbidden() -> bool:

@@ -5,7 +5,6 @@ the ``tablesync`` command run as a separate process against the same stack."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pydantic import SecretStr
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher
+from tablesync.localinfra.network import free_ports
 from tablesync.ports.clock import SystemClock
 from tablesync.runtime.operations import Operations
 from tablesync.runtime.services import topics_for
@@ -32,10 +32,7 @@ ADMIN_TOKEN = "admin-test-token"
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 @dataclass

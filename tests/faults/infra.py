@@ -5,28 +5,16 @@ servers other tests use."""
 from __future__ import annotations
 
 import secrets
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from tablesync import localinfra
 from tablesync.localinfra import kafka, postgres
+from tablesync.localinfra.network import free_ports
 from tablesync.settings import LocalInfraSettings, Settings
 
 __all__ = ["FaultInfra", "Secrets", "free_ports", "start_infra"]
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nothing listens on right now (held together, so all distinct)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ API emulators. Echo, dependencies and conflicts are in test_engine.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -236,14 +237,14 @@ async def test_a_crash_between_create_and_coupling_makes_no_duplicate(
         assert len(await stack.couplings("CURRENCY")) == len(await stack.bc_rows("currencies"))
 
 
-async def test_a_crash_between_a_delete_and_its_commit_still_counts_the_deletion(
-    infra: InfraEndpoints, state_dsn: str, topic_prefix: str, tmp_path: Path
-) -> None:
-    # After the crash the counterpart is already gone: tablesync must know it
-    # deleted it itself (and count it), rather than take it for someone
-    # else's deletion and only uncouple.
+@contextlib.asynccontextmanager
+async def _deleting_stack(
+    infra: InfraEndpoints, state_dsn: str, topic_prefix: str, *, only_coupled: bool = True
+) -> AsyncIterator[tuple[Stack, Operations, KafkaPublisher]]:
+    """A stack whose CUSTOMER mapping deletes the counterpart of a deleted record."""
     document = yaml.safe_load(DEFAULT_MAPPINGS.read_text())
     document["mappings"]["CUSTOMER"]["deletion"] = "delete"
+    document["mappings"]["CUSTOMER"]["sync_only_coupled"] = only_coupled
     async with open_stack(
         kafka=infra.kafka_bootstrap_servers,
         state_dsn=state_dsn,
@@ -256,36 +257,46 @@ async def test_a_crash_between_a_delete_and_its_commit_still_counts_the_deletion
             ops = Operations(
                 stack.pool, publisher, CODEC, topics_for(stack.settings), SystemClock()
             )
-            await stack.start()
-            await _full_sync(ops)
-            await stack.stop()
-            bc_id, dv_id = sorted((await stack.couplings("CUSTOMER")).items())[0]
-            before = await _continuous_counts(stack)
-            log = tmp_path / "crashing.log"
-            process = await stack.spawn(
-                "run", "all", log=log, TABLESYNC_FAULT_POINT="apply.after_write:CUSTOMER"
-            )
-            await wait_for(stack.capture_polling, timeout_s=60, what="the process to start")
-            deleted = await stack.bc.delete(
-                stack.bc_path("customers", bc_id), headers={"If-Match": "*"}
-            )
-            assert deleted.status_code == 204, deleted.text
-            code = await asyncio.wait_for(process.wait(), timeout=90)
-            assert code == 137, log.read_text()[-2000:]
-            assert not await stack.dv_rows("accounts", f"?$filter=accountid eq {dv_id}")
-            assert bc_id in await stack.couplings("CUSTOMER"), "the crash came after the commit"
-
-            await stack.start()
-
-            async def uncoupled() -> bool:
-                return bc_id not in await stack.couplings("CUSTOMER")
-
-            await wait_for(uncoupled, timeout_s=60, what="the coupling to be removed")
-            after = await _continuous_counts(stack)
-            assert after["deleted"] - before["deleted"] == 1, (before, after)
-            assert not await stack.pool.fetch("SELECT * FROM write_intents")
+            yield stack, ops, publisher
         finally:
             await publisher.stop()
+
+
+async def test_a_crash_between_a_delete_and_its_commit_still_counts_the_deletion(
+    infra: InfraEndpoints, state_dsn: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    # After the crash the counterpart is already gone: tablesync must know it
+    # deleted it itself (and count it), rather than take it for someone
+    # else's deletion and only uncouple.
+    async with _deleting_stack(infra, state_dsn, topic_prefix) as (stack, ops, _):
+        await stack.start()
+        await _full_sync(ops)
+        await stack.stop()
+        bc_id, dv_id = sorted((await stack.couplings("CUSTOMER")).items())[0]
+        before = await _continuous_counts(stack)
+        log = tmp_path / "crashing.log"
+        process = await stack.spawn(
+            "run", "all", log=log, TABLESYNC_FAULT_POINT="apply.after_write:CUSTOMER"
+        )
+        await wait_for(stack.capture_polling, timeout_s=60, what="the process to start")
+        deleted = await stack.bc.delete(
+            stack.bc_path("customers", bc_id), headers={"If-Match": "*"}
+        )
+        assert deleted.status_code == 204, deleted.text
+        code = await asyncio.wait_for(process.wait(), timeout=90)
+        assert code == 137, log.read_text()[-2000:]
+        assert not await stack.dv_rows("accounts", f"?$filter=accountid eq {dv_id}")
+        assert bc_id in await stack.couplings("CUSTOMER"), "the crash came after the commit"
+
+        await stack.start()
+
+        async def uncoupled() -> bool:
+            return bc_id not in await stack.couplings("CUSTOMER")
+
+        await wait_for(uncoupled, timeout_s=60, what="the coupling to be removed")
+        after = await _continuous_counts(stack)
+        assert after["deleted"] - before["deleted"] == 1, (before, after)
+        assert not await stack.pool.fetch("SELECT * FROM write_intents")
 
 
 async def test_a_replayed_version_of_a_deleted_record_is_not_created_again(
@@ -293,67 +304,53 @@ async def test_a_replayed_version_of_a_deleted_record_is_not_created_again(
 ) -> None:
     # Capture publishes a version again after a crash before its checkpoint;
     # by then the record may be deleted and uncoupled. It must not come back.
-    document = yaml.safe_load(DEFAULT_MAPPINGS.read_text())
-    document["mappings"]["CUSTOMER"]["deletion"] = "delete"
-    document["mappings"]["CUSTOMER"]["sync_only_coupled"] = False
-    async with open_stack(
-        kafka=infra.kafka_bootstrap_servers,
-        state_dsn=state_dsn,
-        topic_prefix=topic_prefix,
-        mappings_document=document,
-    ) as stack:
-        publisher = KafkaPublisher(stack.settings.kafka_bootstrap_servers)
-        await publisher.start()
-        try:
-            ops = Operations(
-                stack.pool, publisher, CODEC, topics_for(stack.settings), SystemClock()
-            )
-            await stack.start()
-            await _full_sync(ops)
-            bc_id, dv_id = sorted((await stack.couplings("CUSTOMER")).items())[0]
-            old = (await stack.bc_rows("customers", f"?$filter=id eq {bc_id}"))[0]
-            accounts = len(await stack.dv_rows("accounts"))
-            deleted = await stack.bc.delete(
-                stack.bc_path("customers", bc_id), headers={"If-Match": "*"}
-            )
-            assert deleted.status_code == 204, deleted.text
+    async with _deleting_stack(infra, state_dsn, topic_prefix, only_coupled=False) as (
+        stack,
+        ops,
+        publisher,
+    ):
+        await stack.start()
+        await _full_sync(ops)
+        bc_id, dv_id = sorted((await stack.couplings("CUSTOMER")).items())[0]
+        old = (await stack.bc_rows("customers", f"?$filter=id eq {bc_id}"))[0]
+        accounts = len(await stack.dv_rows("accounts"))
+        deleted = await stack.bc.delete(
+            stack.bc_path("customers", bc_id), headers={"If-Match": "*"}
+        )
+        assert deleted.status_code == 204, deleted.text
 
-            async def gone() -> bool:
-                rows = await stack.dv_rows("accounts", f"?$filter=accountid eq {dv_id}")
-                return not rows and bc_id not in await stack.couplings("CUSTOMER")
+        async def gone() -> bool:
+            rows = await stack.dv_rows("accounts", f"?$filter=accountid eq {dv_id}")
+            return not rows and bc_id not in await stack.couplings("CUSTOMER")
 
-            await wait_for(gone, what="the account to be deleted and uncoupled")
-            stale = RecordChanged(
-                side="bc",
-                table="customers",
-                record_id=bc_id,
-                op="upsert",
-                modified_at=_stamp(old["lastModifiedDateTime"]),
-                captured_at=_stamp(old["lastModifiedDateTime"]),
-                fields={k: v for k, v in old.items() if not k.startswith("@")},
-                etag=old["@odata.etag"],
-            )
-            topic = topics_for(stack.settings).cdc("bc", "customers")
-            partition, offset = await publisher.publish(
-                Message(topic, bc_id.encode(), CODEC.encode(stale))
-            )
+        await wait_for(gone, what="the account to be deleted and uncoupled")
+        stale = RecordChanged(
+            side="bc",
+            table="customers",
+            record_id=bc_id,
+            op="upsert",
+            modified_at=_stamp(old["lastModifiedDateTime"]),
+            captured_at=_stamp(old["lastModifiedDateTime"]),
+            fields={k: v for k, v in old.items() if not k.startswith("@")},
+            etag=old["@odata.etag"],
+        )
+        topic = topics_for(stack.settings).cdc("bc", "customers")
+        partition, offset = await publisher.publish(
+            Message(topic, bc_id.encode(), CODEC.encode(stale))
+        )
 
-            async def consumed() -> bool:
-                position = await stack.pool.fetchval(
-                    "SELECT next_offset FROM apply_positions WHERE mapping = 'CUSTOMER' "
-                    "AND topic = $1 AND partition = $2",
-                    topic,
-                    partition,
-                )
-                return bool(position and position > offset)
-
-            await wait_for(consumed, what="the stale event to be consumed")
-            assert len(await stack.dv_rows("accounts")) == accounts - 1
-            assert not await stack.dv_rows(
-                "accounts", f"?$filter=accountnumber eq '{old['number']}'"
+        async def consumed() -> bool:
+            position = await stack.pool.fetchval(
+                "SELECT next_offset FROM apply_positions WHERE mapping = 'CUSTOMER' "
+                "AND topic = $1 AND partition = $2",
+                topic,
+                partition,
             )
-        finally:
-            await publisher.stop()
+            return bool(position and position > offset)
+
+        await wait_for(consumed, what="the stale event to be consumed")
+        assert len(await stack.dv_rows("accounts")) == accounts - 1
+        assert not await stack.dv_rows("accounts", f"?$filter=accountnumber eq '{old['number']}'")
 
 
 # 5. Ordered per record

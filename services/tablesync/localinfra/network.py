@@ -15,6 +15,7 @@ __all__ = [
     "bootstrap_endpoint",
     "describe_port_holder",
     "dsn_endpoint",
+    "free_ports",
     "port_answers",
     "port_free",
 ]
@@ -77,6 +78,18 @@ def port_free(host: str, port: int) -> bool:
                 return False
             raise InfraError(f"cannot bind {host}:{port}: {exc}") from exc
     return True
+
+
+def free_ports(count: int = 1) -> list[int]:
+    """Loopback ports nothing listens on right now (held together, so all distinct)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def describe_port_holder(port: int) -> str:
