@@ -269,6 +269,7 @@ def _figures(
         "apply_read_positions": ("apply", "apply.read_positions"),
         "apply_read_couplings": ("apply", "apply.read_couplings"),
         "apply_read_statuses": ("apply", "apply.read_statuses"),
+        "apply_read_deleted": ("apply", "apply.read_deleted"),
         "apply_read_destination": ("apply", "apply.read_destination"),
         "apply_resolve_lookups": ("apply", "apply.resolve_lookups"),
         "apply_write_intents": ("apply", "apply.write_intents"),

@@ -222,6 +222,8 @@ def install() -> None:
     )
     _wrap(Applier, "_resolve_lookups", "apply.resolve_lookups", label=mapping)
     _wrap(ApplyStateStore, "record_intents", "apply.write_intents")
+    _wrap(ApplyStateStore, "announce_writes", "apply.write_intents")
+    _wrap(Applier, "_load_deleted", "apply.read_deleted", label=mapping)
     _wrap(
         Applier,
         "_write_side",
