@@ -56,7 +56,10 @@ class BatchConsumer:
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
             fetch_max_wait_ms=fetch_max_wait_ms,
-            max_partition_fetch_bytes=4 << 20,
+            # What the consumer holds ahead of apply is at most about partitions x
+            # this: a long backlog fills the buffer to its bound, not with the backlog.
+            max_partition_fetch_bytes=1 << 20,
+            fetch_max_bytes=8 << 20,
             session_timeout_ms=10000,
             heartbeat_interval_ms=1000,
             max_poll_interval_ms=max_poll_interval_ms,
