@@ -717,7 +717,12 @@ class Applier:
             # every interval would inflate the job log.
             counters = ()
         if counters and job_id is not None:
-            effects.count(job_id, item.topic, item.partition, *counters)
+            if isinstance(d, Remove | Uncouple):
+                effects.count_if_uncoupled(
+                    d.coupling, job_id, item.topic, item.partition, *counters
+                )
+            else:
+                effects.count(job_id, item.topic, item.partition, *counters)
 
     def _couple_created(
         self, w: _Work, d: Create | Restore, effects: BatchEffects, direction: Direction

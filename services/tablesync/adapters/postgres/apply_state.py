@@ -102,6 +102,12 @@ class BatchEffects:
     cleared: list[tuple[Side, str]] = field(default_factory=list)
     errors: list[ErrorRow] = field(default_factory=list)
     counters: dict[tuple[str, str, int], Counter[str]] = field(default_factory=dict)
+    if_uncoupled: list[tuple[Coupling, tuple[str, str, int], tuple[str, ...]]] = field(
+        default_factory=list
+    )
+    """Counters that count only if this commit is the one that removes the coupling:
+    two attempts racing on one coupling (its two records' events on two partitions)
+    must not both count its deletion."""
     finished: list[tuple[str, str, int]] = field(default_factory=list)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -117,6 +123,7 @@ class BatchEffects:
         self.errors.extend(other.errors)
         for key, counter in other.counters.items():
             self.counters.setdefault(key, Counter()).update(counter)
+        self.if_uncoupled.extend(other.if_uncoupled)
         self.finished.extend(other.finished)
         self.positions.update(other.positions)
 
@@ -124,6 +131,11 @@ class BatchEffects:
         counter = self.counters.setdefault((job_id, topic, partition), Counter())
         for name in names:
             counter[name] += 1
+
+    def count_if_uncoupled(
+        self, coupling: Coupling, job_id: str, topic: str, partition: int, *names: str
+    ) -> None:
+        self.if_uncoupled.append((coupling, (job_id, topic, partition), names))
 
     def empty(self) -> bool:
         return not (
@@ -136,6 +148,7 @@ class BatchEffects:
             or self.cleared
             or self.errors
             or self.counters
+            or self.if_uncoupled
             or self.finished
             or self.positions
         )
@@ -330,7 +343,13 @@ def _intent(r: asyncpg.Record) -> Intent:
 async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
     for direction in {d for _, d in e.couplings}:
         await write_couplings(conn, [c for c, d in e.couplings if d == direction], direction)
-    await delete_couplings(conn, e.uncoupled)
+    removed = await delete_couplings(conn, e.uncoupled)
+    counted: set[tuple[str, str]] = set()
+    for coupling, key, names in e.if_uncoupled:
+        ident = (coupling.mapping, str(UUID(coupling.bc_id)))
+        if ident in removed and ident not in counted:
+            counted.add(ident)
+            e.count(*key, *names)
     if e.resolved_intents:
         await conn.executemany(
             "DELETE FROM create_intents WHERE mapping = $1 AND source_side = $2 AND source_id = $3",

@@ -224,9 +224,17 @@ async def write_couplings(
     )
 
 
-async def delete_couplings(conn: asyncpg.Connection, couplings: Sequence[Coupling]) -> None:
-    if couplings:
-        await conn.executemany(
-            "DELETE FROM couplings WHERE mapping = $1 AND bc_id = $2",
-            [(c.mapping, UUID(c.bc_id)) for c in couplings],
+async def delete_couplings(
+    conn: asyncpg.Connection, couplings: Sequence[Coupling]
+) -> set[tuple[str, str]]:
+    """Removes the couplings; returns (mapping, bc_id) of those this call removed."""
+    removed: set[tuple[str, str]] = set()
+    for mapping in {c.mapping for c in couplings}:
+        rows = await conn.fetch(
+            "DELETE FROM couplings WHERE mapping = $1 AND bc_id = ANY($2::uuid[]) "
+            "RETURNING bc_id::text",
+            mapping,
+            [UUID(c.bc_id) for c in couplings if c.mapping == mapping],
         )
+        removed |= {(mapping, r["bc_id"]) for r in rows}
+    return removed
