@@ -261,27 +261,29 @@ class Applier:
             if isinstance(w.triage, FetchDestination):
                 wanted[w.triage.side].add(w.triage.record_id)
         rows = await self._get_many(wanted)
-        suspect: list[tuple[_Work, WriteTarget]] = []
+        checked: list[tuple[_Work, WriteTarget, bool]] = []
         for w in work:
             t = w.triage
             if isinstance(t, FetchDestination):
                 w.destination = rows.get((t.side, t.record_id))
                 if w.destination is None and w.item.event.op == "delete":
-                    suspect.append((w, (t.side, t.record_id, "delete")))
+                    checked.append((w, (t.side, t.record_id, "delete"), True))
                 elif w.destination is not None and w.item.event.op == "upsert":
                     now = Stamp(w.destination.modified_at, w.destination.etag)
-                    if compare_stamps(t.side, now, t.coupling.stamp_on(t.side)) == "newer":
-                        suspect.append((w, (t.side, t.record_id, "update")))
-        if suspect:
-            # Changed (or gone) since the last sync: by an attempt that
-            # crashed before it could commit what it wrote?
-            ours = await self.state.announced_writes(self.mapping_name, [k for _, k in suspect])
-            for w, key in suspect:
-                if key in ours:
+                    newer = compare_stamps(t.side, now, t.coupling.stamp_on(t.side)) == "newer"
+                    checked.append((w, (t.side, t.record_id, "update"), newer))
+        if checked:
+            ours = await self.state.announced_writes(self.mapping_name, [k for _, k, _ in checked])
+            for w, key, changed in checked:
+                if key not in ours:
+                    continue
+                # Resolved with whatever this attempt decides, written or not.
+                w.announced.add(key)
+                if changed:
+                    # Changed (or gone) since the last sync, and announced by
+                    # an attempt that did not commit: that attempt's write.
                     w.written_before = True
-                    # Resolved with whatever this attempt decides.
                     w.write_target = key
-                    w.announced.add(key)
 
     async def _get_many(self, wanted: dict[Side, set[str]]) -> dict[tuple[Side, str], Row]:
         mapping = self.mapping
