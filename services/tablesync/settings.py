@@ -66,7 +66,7 @@ class LocalInfraSettings(BaseModel):
     """Where ``make infra-up`` keeps the local Kafka and PostgreSQL."""
 
     state_dir: Path = Path(".local")
-    kafka_heap: str = "512m"
+    kafka_heap: str = "1g"
     ready_timeout_s: float = 90.0
 
 

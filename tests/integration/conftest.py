@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from tablesync.adapters.kafka.topics import delete_topics
 from tablesync.adapters.postgres import migrate
 from tablesync.settings import with_database
 from tests.conftest import InfraEndpoints
@@ -54,6 +55,9 @@ async def state_dsn(infra: InfraEndpoints, state_template: str) -> AsyncIterator
 
 
 @pytest.fixture
-def topic_prefix() -> str:
-    """Topics no other test uses."""
-    return f"t{uuid.uuid4().hex[:10]}."
+async def topic_prefix(infra: InfraEndpoints) -> AsyncIterator[str]:
+    """Topics no other test uses, deleted after the test: a broker that keeps
+    every test's partitions runs out of heap after a few thousand runs."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    yield prefix
+    await delete_topics(infra.kafka_bootstrap_servers, prefix)

@@ -404,7 +404,7 @@ def test_deleted_on_both_sides_just_uncouples() -> None:
 
 def test_deleted_on_both_sides_by_a_crashed_attempt_counts_as_its_deletion() -> None:
     c = coupling()
-    d = decide_deletion(CUSTOMER, c, "bc", None, None, deleted_here=True)
+    d = decide_deletion(CUSTOMER, c, "bc", None, None, deleted_here="dataverse")
     assert d == Remove("dataverse", c.dv_id, c)
     assert counters_of(d) == ("deleted", "uncoupled")
 

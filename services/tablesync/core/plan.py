@@ -440,15 +440,15 @@ def decide_deletion(
     survivor: Row | None,
     mapped_survivor: Mapped | None,
     *,
-    deleted_here: bool = False,
+    deleted_here: Side | None = None,
 ) -> Decision:
     """The coupled record on ``gone`` no longer exists; ``survivor`` is its
-    counterpart now. ``deleted_here``: the counterpart is gone too, and was
-    being deleted by tablesync itself (an attempt that did not commit)."""
+    counterpart now. ``deleted_here``: both are gone, and the record on that
+    side was being deleted by tablesync itself (an attempt that did not commit)."""
     keep = other_side(gone)
     where = _side_name(gone)
-    if survivor is None and deleted_here:
-        return Remove(keep, coupling.id_on(keep), coupling)
+    if survivor is None and deleted_here is not None:
+        return Remove(deleted_here, coupling.id_on(deleted_here), coupling)
     if survivor is None:
         return Uncouple(
             coupling, f"deleted in both {_side_name('bc')} and Dataverse", ("bc", "dataverse")

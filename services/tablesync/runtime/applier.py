@@ -264,11 +264,14 @@ class Applier:
         checked: list[tuple[_Work, WriteTarget, bool]] = []
         for w in work:
             t = w.triage
+            event = w.item.event
             if isinstance(t, FetchDestination):
                 w.destination = rows.get((t.side, t.record_id))
-                if w.destination is None and w.item.event.op == "delete":
+                if w.destination is None and event.op == "delete":
+                    # Both gone: either may be a deletion of tablesync's own.
                     checked.append((w, (t.side, t.record_id, "delete"), True))
-                elif w.destination is not None and w.item.event.op == "upsert":
+                    checked.append((w, (event.side, event.record_id, "delete"), True))
+                elif w.destination is not None and event.op == "upsert":
                     now = Stamp(w.destination.modified_at, w.destination.etag)
                     newer = compare_stamps(t.side, now, t.coupling.stamp_on(t.side)) == "newer"
                     checked.append((w, (t.side, t.record_id, "update"), newer))
@@ -279,7 +282,7 @@ class Applier:
                     continue
                 # Resolved with whatever this attempt decides, written or not.
                 w.announced.add(key)
-                if changed:
+                if changed and not w.written_before:
                     # Changed (or gone) since the last sync, and announced by
                     # an attempt that did not commit: that attempt's write.
                     w.written_before = True
@@ -465,7 +468,12 @@ class Applier:
                     mapped = self._map(as_event, creating=True, resolved=resolved)
                 w.mapped = mapped
                 return decide_deletion(
-                    mapping, t.coupling, event.side, survivor, mapped, deleted_here=w.written_before
+                    mapping,
+                    t.coupling,
+                    event.side,
+                    survivor,
+                    mapped,
+                    deleted_here=w.write_target[0] if w.write_target else None,
                 )
             if w.destination is None:
                 mapped = self._map(event, creating=True, resolved=resolved)

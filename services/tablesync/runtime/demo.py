@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import asyncpg
 import structlog
-from aiokafka.admin import AIOKafkaAdminClient
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher, ensure_topics
+from tablesync.adapters.kafka.topics import delete_topics
 from tablesync.adapters.mapping_file import load_mapping_file
 from tablesync.adapters.postgres import migrate
 from tablesync.adapters.postgres.mappings import MappingStore
@@ -161,22 +161,4 @@ async def _reset(settings: Settings) -> None:
 
 
 async def _delete_topics(settings: Settings) -> None:
-    topics = topics_for(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        mine = [
-            t
-            for t in await admin.list_topics()
-            if t.startswith(topics.prefix) and t[len(topics.prefix) :].startswith(("cdc.", "sync."))
-        ]
-        if not mine:
-            return
-        await admin.delete_topics(mine)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if not set(mine) & set(await admin.list_topics()):
-                return
-            await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
+    await delete_topics(settings.kafka_bootstrap_servers, topics_for(settings).prefix)

@@ -13,7 +13,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from tablesync.core.events import Side
 
-__all__ = ["TopicSpec", "Topics", "ensure_topics"]
+__all__ = ["TopicSpec", "Topics", "delete_topics", "ensure_topics"]
 
 _LEGAL = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 # Retain captured changes long enough to replay a window after a mapping fix.
@@ -121,3 +121,29 @@ async def _until_led(admin: AIOKafkaAdminClient, names: list[str]) -> None:
         ):
             return
         await asyncio.sleep(0.1)
+
+
+async def delete_topics(
+    bootstrap_servers: str, prefix: str, *, kinds: tuple[str, ...] = ("cdc.", "sync.")
+) -> list[str]:
+    """Deletes tablesync's topics under ``prefix`` and waits until the broker
+    no longer lists them; returns their names."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        mine = [
+            t
+            for t in await admin.list_topics()
+            if t.startswith(prefix) and t[len(prefix) :].startswith(kinds)
+        ]
+        if not mine:
+            return []
+        await admin.delete_topics(mine)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not set(mine) & set(await admin.list_topics()):
+                break
+            await asyncio.sleep(0.2)
+        return mine
+    finally:
+        await admin.close()

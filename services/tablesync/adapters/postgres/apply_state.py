@@ -345,7 +345,8 @@ async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
         await write_couplings(conn, [c for c, d in e.couplings if d == direction], direction)
     removed = await delete_couplings(conn, e.uncoupled)
     counted: set[tuple[str, str]] = set()
-    for coupling, key, names in e.if_uncoupled:
+    # Of two decisions on one coupling, the deletion is the one to count.
+    for coupling, key, names in sorted(e.if_uncoupled, key=lambda c: "deleted" not in c[2]):
         ident = (coupling.mapping, str(UUID(coupling.bc_id)))
         if ident in removed and ident not in counted:
             counted.add(ident)
