@@ -339,16 +339,7 @@ async def test_a_replayed_version_of_a_deleted_record_is_not_created_again(
             Message(topic, bc_id.encode(), CODEC.encode(stale))
         )
 
-        async def consumed() -> bool:
-            position = await stack.pool.fetchval(
-                "SELECT next_offset FROM apply_positions WHERE mapping = 'CUSTOMER' "
-                "AND topic = $1 AND partition = $2",
-                topic,
-                partition,
-            )
-            return bool(position and position > offset)
-
-        await wait_for(consumed, what="the stale event to be consumed")
+        await _consumed(stack, "CUSTOMER", topic, partition, offset)
         assert len(await stack.dv_rows("accounts")) == accounts - 1
         assert not await stack.dv_rows("accounts", f"?$filter=accountnumber eq '{old['number']}'")
 
@@ -386,18 +377,25 @@ async def test_an_older_event_never_overwrites_newer_state(
     topic = topics_for(stack.settings).cdc("bc", "customers")
     partition, offset = await publisher.publish(Message(topic, bc_id.encode(), CODEC.encode(stale)))
 
-    async def consumed() -> bool:
+    await _consumed(stack, "CUSTOMER", topic, partition, offset)
+    rows = await stack.dv_rows("accounts", f"?$filter=accountid eq {dv_id}")
+    assert rows[0]["address1_city"] == "Newtown"
+
+
+async def _consumed(stack: Stack, mapping: str, topic: str, partition: int, offset: int) -> None:
+    """Waits until ``mapping``'s apply has passed ``offset`` on that partition."""
+
+    async def passed() -> bool:
         position = await stack.pool.fetchval(
-            "SELECT next_offset FROM apply_positions WHERE mapping = 'CUSTOMER' AND topic = $1 "
-            "AND partition = $2",
+            "SELECT next_offset FROM apply_positions WHERE mapping = $1 AND topic = $2 "
+            "AND partition = $3",
+            mapping,
             topic,
             partition,
         )
         return bool(position and position > offset)
 
-    await wait_for(consumed, what="the stale event to be consumed")
-    rows = await stack.dv_rows("accounts", f"?$filter=accountid eq {dv_id}")
-    assert rows[0]["address1_city"] == "Newtown"
+    await wait_for(passed, what=f"the event at {topic}[{partition}]@{offset} to be applied")
 
 
 def _stamp(text: str) -> Any:

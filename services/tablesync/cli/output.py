@@ -57,18 +57,4 @@ def render(
     Console(width=200).print(table)
 
 
-_NUMERIC = frozenset(
-    {
-        "inserted",
-        "modified",
-        "deleted",
-        "unchanged",
-        "skipped",
-        "failed",
-        "pending",
-        "coupled",
-        "uncoupled",
-        "attempts",
-        "lag",
-    }
-)
+_NUMERIC = frozenset({*JOB_COUNTS, "uncoupled", "attempts", "lag"})

@@ -131,6 +131,8 @@ class _Work:
     """Every write this work announced (a stale write may be decided again)."""
     """The record this work announced it updates or deletes."""
     written_before: bool = False
+    destination_changed: bool = False
+    """The coupled destination's version is newer than the one last synced."""
     """An attempt that did not commit announced the same write."""
     decision: Decision | None = None
     mapped: Mapped | None = None
@@ -274,6 +276,7 @@ class Applier:
                 elif w.destination is not None and event.op == "upsert":
                     now = Stamp(w.destination.modified_at, w.destination.etag)
                     newer = compare_stamps(t.side, now, t.coupling.stamp_on(t.side)) == "newer"
+                    w.destination_changed = newer
                     checked.append((w, (t.side, t.record_id, "update"), newer))
         if checked:
             ours = await self.state.announced_writes(self.mapping_name, [k for _, k, _ in checked])
@@ -412,6 +415,7 @@ class Applier:
                 isinstance(t, FetchDestination)
                 and w.destination is not None
                 and w.item.event.op == "upsert"
+                and w.destination_changed
                 and mapping.allows(direction_of(t.side))
             ):
                 # The way back, for telling whether both records are at rest.
@@ -482,7 +486,7 @@ class Applier:
             mapped = self._map(event, creating=False, resolved=resolved)
             w.mapped = mapped
             decision = decide_coupled(event, mapping, t.coupling, w.destination, mapped)
-            if isinstance(decision, Unchanged):
+            if isinstance(decision, Unchanged) and w.destination_changed:
                 back = None
                 if mapping.allows(direction_of(t.side)):
                     as_event = _as_event(w.destination, t.side, mapping.table(t.side))
