@@ -92,6 +92,14 @@ class SyncSettings(BaseModel):
         default=30.0,
         description="How often capture compares coupled records with the ids that still exist.",
     )
+    intent_timeout_s: float = Field(
+        default=600.0,
+        description=(
+            "An announced create older than this, its source with no retry scheduled, "
+            "was left by a process that died: apply settles it by reading its source "
+            "again. Longer than a write can take with the API retries."
+        ),
+    )
     skip_after_failures: int = Field(
         default=5, description="Identical failures after which a record becomes skipped."
     )

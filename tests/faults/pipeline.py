@@ -57,6 +57,8 @@ class Tuning:
     delete_scan_interval_s: float = 2.0
     retry_backoff_s: float = 0.5
     retry_backoff_max_s: float = 2.0
+    # One apply per mapping here, so no other process can still be writing.
+    intent_timeout_s: float = 30.0
     partitions: int = 3
 
 
@@ -120,7 +122,8 @@ class Pipeline:
                 "TABLESYNC_KAFKA_BOOTSTRAP_SERVERS": self.infra.bootstrap,
                 "TABLESYNC_TOPIC_PREFIX": TOPIC_PREFIX,
                 "TABLESYNC_LOG_FORMAT": "json",
-                "TABLESYNC_LOG_LEVEL": "info",
+                # Every record's decision (ids only), for chasing a run that did not settle.
+                "TABLESYNC_LOG_LEVEL": "debug",
                 "TABLESYNC_BC__BASE_URL": f"http://127.0.0.1:{self.ports['bc']}/BC/api/v2.0",
                 "TABLESYNC_BC__STATIC_TOKEN": s.bc_token,
                 "TABLESYNC_DATAVERSE__BASE_URL": (
@@ -138,6 +141,7 @@ class Pipeline:
                 "TABLESYNC_SYNC__DELETE_SCAN_INTERVAL_S": str(t.delete_scan_interval_s),
                 "TABLESYNC_SYNC__RETRY_BACKOFF_S": str(t.retry_backoff_s),
                 "TABLESYNC_SYNC__RETRY_BACKOFF_MAX_S": str(t.retry_backoff_max_s),
+                "TABLESYNC_SYNC__INTENT_TIMEOUT_S": str(t.intent_timeout_s),
                 "TABLESYNC_SYNC__PARTITIONS": str(t.partitions),
                 "TABLESYNC_EMULATOR__BC_DATABASE_URL": self.infra.emulator_dsn("bc"),
                 "TABLESYNC_EMULATOR__DATAVERSE_DATABASE_URL": self.infra.emulator_dsn("dataverse"),

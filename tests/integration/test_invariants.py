@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaConsumer
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher, Message
-from tablesync.core.events import RecordChanged
+from tablesync.adapters.postgres.apply_state import ApplyStateStore, Intent
+from tablesync.core.events import FieldValue, RecordChanged
 from tablesync.ports.clock import SystemClock
 from tablesync.runtime.operations import Operations
 from tablesync.runtime.services import topics_for
@@ -260,6 +261,68 @@ async def _deleting_stack(
             yield stack, ops, publisher
         finally:
             await publisher.stop()
+
+
+async def test_a_create_interrupted_for_good_holds_back_only_its_own_record(
+    infra: InfraEndpoints, state_dsn: str, topic_prefix: str
+) -> None:
+    # The state a process leaves when it dies while BC is creating a customer
+    # for a Dataverse account: the intent (BC picks the id, so none yet) and
+    # the customer BC made. The account is deleted before apply is back, so no
+    # event of it will ever be replayed.
+    async with _deleting_stack(infra, state_dsn, topic_prefix, only_coupled=False) as (
+        stack,
+        ops,
+        _,
+    ):
+        await stack.start()
+        await _full_sync(ops)
+        await stack.stop()
+        before = await _continuous_counts(stack)
+        account = await stack.dv_post(
+            "accounts",
+            {"name": "Interrupted create", "accountnumber": "INT-1", "customertypecode": 3},
+        )
+        sent: dict[str, FieldValue] = {
+            "number": "INT-1",
+            "displayName": "Interrupted create",
+            "city": "",
+        }
+        await ApplyStateStore(stack.pool).record_intents(
+            [Intent("CUSTOMER", "dataverse", account["accountid"], None, datetime.now(UTC), sent)]
+        )
+        made = await stack.bc_post(
+            "customers", {"number": "INT-1", "displayName": "Interrupted create"}
+        )
+        gone = await stack.dv.delete(f"/api/data/v9.2/accounts({account['accountid']})")
+        assert gone.status_code == 204, gone.text
+
+        await stack.start(sync=stack.settings.sync.model_copy(update={"intent_timeout_s": 1.0}))
+        # A user's customer does not look like the interrupted create: it syncs at once.
+        user = await stack.bc_post("customers", {"number": "USER-1", "displayName": "A user's"})
+
+        async def user_coupled() -> bool:
+            return user["id"] in await stack.couplings("CUSTOMER")
+
+        await wait_for(user_coupled, timeout_s=60, what="the user's customer to be coupled")
+
+        # The customer the create made goes the way of its deleted source
+        # (deletion policy 'delete'), and nothing waits for that create any more.
+        async def settled() -> bool:
+            left = await stack.bc_rows("customers", "?$filter=number eq 'INT-1'")
+            intents = await stack.pool.fetch("SELECT * FROM create_intents")
+            held = await stack.pool.fetch(
+                "SELECT * FROM record_status WHERE source_id = $1", made["id"]
+            )
+            return not left and not intents and not held
+
+        await wait_for(settled, timeout_s=60, what="the interrupted create to be settled")
+        assert made["id"] not in await stack.couplings("CUSTOMER")
+        assert not await stack.dv_rows("accounts", "?$filter=accountnumber eq 'INT-1'")
+        after = await _continuous_counts(stack)
+        grown = {k: after[k] - before[k] for k in after}
+        # Inserted: the user's account in Dataverse and the interrupted create's customer.
+        assert (grown["inserted"], grown["deleted"]) == (2, 1), grown
 
 
 async def test_a_crash_between_a_delete_and_its_commit_still_counts_the_deletion(

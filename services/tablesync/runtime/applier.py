@@ -41,9 +41,11 @@ from tablesync.core.fieldmap import (
     LookupKey,
     Mapped,
     changes,
+    looks_sent,
     lookup_keys,
     map_values,
     same_value,
+    sent_values,
 )
 from tablesync.core.mappings import MappingSet, TableMapping, direction_of
 from tablesync.core.plan import (
@@ -126,14 +128,19 @@ class _Work:
     create_announced: bool = False
     refused: bool = False
     """The destination answered the write with an error: nothing was written."""
+    tombstoned: bool = False
+    """The record's deletion was seen before this version of it."""
+    paired: bool = False
+    """The coupling is the one an interrupted create of this deleted record
+    made: written with the decision on the pair."""
     write_target: WriteTarget | None = None
+    """The record this work announced it updates or deletes."""
     announced: set[WriteTarget] = field(default_factory=set)
     """Every write this work announced (a stale write may be decided again)."""
-    """The record this work announced it updates or deletes."""
     written_before: bool = False
+    """An attempt that did not commit announced the same write."""
     destination_changed: bool = False
     """The coupled destination's version is newer than the one last synced."""
-    """An attempt that did not commit announced the same write."""
     decision: Decision | None = None
     mapped: Mapped | None = None
     written: Row | None = None
@@ -177,6 +184,41 @@ class Applier:
         for chunk in _unique_chunks(items):
             await self._apply_chunk(chunk, effects)
 
+    async def sources_of(self, intents: Sequence[Intent]) -> list[RecordChanged]:
+        """The sources of intents an attempt that died left open, as they are
+        now: a version to apply again, or a deletion when the source is gone.
+        An intent whose source is coupled by now was settled already; it is
+        resolved here."""
+        mapping = self.mapping
+        now = self.clock.now()
+        events: list[RecordChanged] = []
+        for source in ("bc", "dataverse"):
+            ids = [i.source_id for i in intents if i.source_side == source]
+            if not ids:
+                continue
+            coupled = await self.couplings.coupled_among(self.mapping_name, source, ids)
+            await self.state.resolve_intents(
+                self.mapping_name, [(source, sid) for sid in ids if sid in coupled]
+            )
+            rest = [sid for sid in ids if sid not in coupled]
+            table = mapping.table(source)
+            found = await self.apis[source].get_many(table, rest) if rest else {}
+            for sid in rest:
+                row = found.get(sid)
+                events.append(
+                    _as_event(row, source, table)
+                    if row is not None
+                    else RecordChanged(
+                        side=source,
+                        table=table,
+                        record_id=sid,
+                        op="delete",
+                        modified_at=now,
+                        captured_at=now,
+                    )
+                )
+        return events
+
     async def _apply_chunk(self, items: list[Item], effects: BatchEffects) -> None:
         mapping = self.mapping
         work = [_Work(i) for i in items]
@@ -187,6 +229,7 @@ class Applier:
             if (w.item.event.side, w.item.event.record_id) in deleted:
                 # A late or replayed version of a record deleted since: never
                 # created again on the other side, counted like any replay.
+                w.tombstoned = True
                 w.triage = Unchanged()
                 continue
             w.triage = triage(w.item.event, mapping, w.item.job, w.coupling)
@@ -251,6 +294,10 @@ class Applier:
         return found
 
     async def _fetch(self, work: list[_Work]) -> None:
+        await self._settle_announced(
+            self.mapping,
+            [w for w in work if w.coupling is None and not isinstance(w.triage, FetchCandidates)],
+        )
         await self._fetch_destinations(work)
         uncoupled = [w for w in work if isinstance(w.triage, FetchCandidates)]
         if uncoupled:
@@ -269,11 +316,11 @@ class Applier:
             event = w.item.event
             if isinstance(t, FetchDestination):
                 w.destination = rows.get((t.side, t.record_id))
-                if w.destination is None and event.op == "delete":
+                if w.destination is None and _deleting(w):
                     # Both gone: either may be a deletion of tablesync's own.
                     checked.append((w, (t.side, t.record_id, "delete"), True))
                     checked.append((w, (event.side, event.record_id, "delete"), True))
-                elif w.destination is not None and event.op == "upsert":
+                elif w.destination is not None and not _deleting(w):
                     now = Stamp(w.destination.modified_at, w.destination.etag)
                     newer = compare_stamps(t.side, now, t.coupling.stamp_on(t.side)) == "newer"
                     w.destination_changed = newer
@@ -314,13 +361,49 @@ class Applier:
             dest = other_side(source)
             ids = [w.item.event.record_id for w in group]
             intents = await self.state.intents_of(self.mapping_name, source, ids)
-            blocked = await self.state.blocking_intents(self.mapping_name, source, ids)
+            blocked = await self.state.blocking_intents(
+                self.mapping_name,
+                source,
+                [(w.item.event.record_id, w.item.event.fields) for w in group],
+            )
             for w in group:
                 w.intent = intents.get(w.item.event.record_id)
                 w.blocked = w.item.event.record_id in blocked
             await self._recover_created(mapping, dest, [w for w in group if w.intent])
             if mapping.match:
                 await self._match(mapping, source, dest, [w for w in group if not w.created_before])
+
+    async def _settle_announced(self, mapping: TableMapping, work: list[_Work]) -> None:
+        """Uncoupled records decided without a create (deleted since, out of the
+        filter) whose own create was announced: that create's record, if it was
+        made, is found and coupled; the intent is resolved either way, so it
+        holds back no record of the other side any longer."""
+        for source in ("bc", "dataverse"):
+            group = [w for w in work if w.item.event.side == source]
+            if not group:
+                continue
+            ids = [w.item.event.record_id for w in group]
+            intents = await self.state.intents_of(self.mapping_name, source, ids)
+            if not intents:
+                continue
+            announced = [w for w in group if w.item.event.record_id in intents]
+            for w in announced:
+                w.intent = intents[w.item.event.record_id]
+            dest = other_side(source)
+            await self._recover_created(mapping, dest, announced)
+            for w in announced:
+                row = w.created_before
+                if row is None or not _deleting(w):
+                    continue
+                # The pair the create made, decided like any coupled pair one
+                # of whose records was deleted (the deletion policy applies).
+                event = w.item.event
+                ids_: dict[Side, str] = {source: event.record_id, dest: row.id}
+                stamps = {source: stamp_of(event), dest: _stamp(row)}
+                key = self._key_of(row.fields) if dest == "bc" else None
+                w.coupling = Coupling.between(self.mapping_name, ids_, stamps, key)
+                w.paired = True
+                w.triage = FetchDestination(dest, row.id, w.coupling)
 
     async def _recover_created(self, mapping: TableMapping, dest: Side, work: list[_Work]) -> None:
         """Finds the records that creates of these very records made before a crash."""
@@ -346,9 +429,16 @@ class Applier:
         )
         free = [r for r in recent if r.id not in coupled]
         for w in unknown:
-            mapped = self._map(w.item.event, creating=True, resolved={})
+            assert w.intent is not None
+            sent = w.intent.sent
+            if not sent and w.item.event.op == "upsert":
+                # Announced before intents kept what they sent.
+                mapped = self._map(w.item.event, creating=True, resolved={})
+                sent = sent_values(changes(mapped, dest, None))
+            if all(_blank(v) for v in sent.values()):
+                continue  # nothing to tell the record by
             for row in free:
-                if not changes(mapped, dest, row.fields):
+                if looks_sent(sent, row.fields):
                     w.created_before = row
                     free.remove(row)
                     break
@@ -429,7 +519,7 @@ class Applier:
         if isinstance(t, FetchCandidates):
             return event, direction_of(event.side)
         if isinstance(t, FetchDestination):
-            if event.op == "delete":
+            if _deleting(w):
                 if w.destination is None:
                     return None
                 survivor = _as_event(w.destination, t.side, self.mapping.table(t.side))
@@ -461,10 +551,18 @@ class Applier:
         mapping = self.mapping
         event = w.item.event
         t = w.triage
+        if isinstance(t, Ignore) and w.created_before is not None:
+            # An interrupted create made the record before this version fell out
+            # of scope: coupled as made, this version not synced.
+            row = w.created_before
+            dest = other_side(event.side)
+            return Create(
+                dest, {}, row.id, event.record_id, stamp_of(event), matched=row, recovered=True
+            )
         if isinstance(t, Ignore | Unchanged | Pending):
             return t
         if isinstance(t, FetchDestination):
-            if event.op == "delete":
+            if _deleting(w):
                 survivor = w.destination
                 mapped = None
                 if survivor is not None:
@@ -528,6 +626,7 @@ class Applier:
                         w.item.event.record_id,
                         d.record_id,
                         self.clock.now(),
+                        sent_values(d.payload),
                     )
                 )
         await self.state.record_intents(intents)
@@ -554,6 +653,21 @@ class Applier:
             *(self._write_side(mapping, side, pairs) for side, pairs in ops.items() if pairs)
         )
         _raise_if_unavailable(results)
+        # BC picks a new record's id: kept at once, so a crash before the
+        # commit finds the record by its id rather than by its values.
+        await self.state.set_intent_destination(
+            self.mapping_name,
+            [
+                (w.item.event.side, w.item.event.record_id, result.row.id)
+                for pairs in results
+                for w, result in pairs
+                if w.create_announced
+                and isinstance(w.decision, Create)
+                and w.decision.record_id is None
+                and isinstance(result, Written)
+                and result.row is not None
+            ],
+        )
         if results:
             faults.point("apply.after_write", self.mapping_name)
         again: list[_Work] = []
@@ -673,6 +787,16 @@ class Applier:
         job_id = await self._job_for(item, direction)
         now = self.clock.now()
         resolved = True
+        if w.paired and isinstance(d, Remove | Uncouple):
+            # Made (and counted) before it is removed, in the same commit.
+            effects.couplings.append((d.coupling, direction_of(event.side)))
+        if (
+            w.paired
+            and job_id is not None
+            and isinstance(d, Remove | Uncouple | MarkDeleted | Restore)
+        ):
+            # The interrupted create happened: counted with the pair's coupling.
+            effects.count(job_id, item.topic, item.partition, "inserted")
         match d:
             case Create(matched=None) | Create(recovered=True) | Restore():
                 self._couple_created(w, d, effects, direction)
@@ -711,6 +835,9 @@ class Applier:
         if w.create_announced and w.refused:
             # Refused: nothing was created, so nothing may wait for it.
             effects.resolved_intents.append((event.side, event.record_id))
+        if w.intent is not None and not isinstance(d, Create | Pending | Fail):
+            # Decided otherwise, after the create's record was looked for.
+            effects.resolved_intents.append((event.side, event.record_id))
         # Done, or refused by the API: either way no write is in flight.
         effects.resolved_writes.extend(w.announced)
         if resolved and status is not None:
@@ -724,6 +851,8 @@ class Applier:
             offset=item.offset,
             decision=type(d).__name__,
             written_before=w.written_before or None,
+            announced_create=(w.intent is not None) or None,
+            recovered=w.created_before.id if w.created_before else None,
         )
         counters = counters_of(d)
         if item.retry is not None and not resolved and counters and counters[0] != "skipped":
@@ -819,6 +948,8 @@ class Applier:
                     if u.field.lookup
                     for t in u.field.lookup.mappings
                 }
+                # Held for a create in flight: retried once that create is coupled.
+                | ({self.mapping_name} if w.blocked else set())
             )
         )
         destination = self._destination_id(w)
@@ -902,6 +1033,12 @@ class JobEnsurer:
         self._known.add(job_id)
         if len(self._known) > 1000:
             self._known = {job_id}
+
+
+def _deleting(w: _Work) -> bool:
+    """Whether the work decides the deletion of its own record: a delete event,
+    or a version of a record whose deletion was seen before."""
+    return w.item.event.op == "delete" or w.tombstoned
 
 
 def _written_towards(d: Decision) -> Direction | None:

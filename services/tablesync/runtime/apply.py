@@ -139,6 +139,7 @@ class ApplyService:
                 if now - last_retry >= _RETRY_EVERY_S:
                     last_retry = now
                     await self._step(stop, self._retry_due, "retries")
+                    await self._step(stop, self._settle_intents, "intents")
         finally:
             await consumer.stop()
             log.info("apply_stopped", mapping=self.mapping_name, batches=self.batches)
@@ -377,6 +378,36 @@ class ApplyService:
             "retries_applied",
             mapping=self.mapping_name,
             records=len(items),
+            counts=_summary(effects),
+        )
+
+    async def _settle_intents(self) -> None:
+        """Creates announced by an attempt that died and never replayed (its
+        source deleted since, or its event applied by another path): each is
+        settled from its source as it is now, so its intent holds nothing back."""
+        assert self._applier is not None
+        stale = await self.state.claim_stale_intents(
+            self.mapping_name,
+            older_than_s=self.settings.sync.intent_timeout_s,
+            limit=self.settings.sync.apply_batch_size,
+        )
+        if not stale:
+            return
+        await self._reload_mappings()
+        events = await self._applier.sources_of(stale)
+        # The intent shows the create was decided once: "only coupled" no longer holds it.
+        job = JobContext(job_id=None, kind="retry", ignore_only_coupled=True)
+        items = [Item(e, self.codec.encode(e), job, RETRY_TOPIC, 0) for e in events]
+        effects = BatchEffects(self.mapping_name)
+        self._applier.failures.clear()
+        await self._applier.apply(items, effects)
+        await self.state.commit(effects)
+        await self._publish_outcomes([])
+        log.info(
+            "intents_settled",
+            mapping=self.mapping_name,
+            intents=len(stale),
+            sources_gone=sum(e.op == "delete" for e in events),
             counts=_summary(effects),
         )
 

@@ -8,7 +8,7 @@ replayed after a crash finds its own position and changes nothing."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -18,7 +18,8 @@ import asyncpg
 
 from tablesync.adapters.postgres.couplings import delete_couplings, write_couplings
 from tablesync.core.couplings import Coupling
-from tablesync.core.events import Side
+from tablesync.core.events import FieldValue, Side
+from tablesync.core.fieldmap import looks_sent
 from tablesync.core.plan import COUNTED
 
 __all__ = [
@@ -68,11 +69,16 @@ class StatusChange:
 
 @dataclass(frozen=True, slots=True)
 class Intent:
+    """A create announced before the destination API was called."""
+
     mapping: str
     source_side: Side
     source_id: str
     dest_id: str | None
     created_at: datetime
+    sent: dict[str, FieldValue] = field(default_factory=dict)
+    """The values the create sent (``fieldmap.sent_values``); empty for an
+    intent announced before they were kept, which then matches any record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,11 +185,17 @@ class ApplyStateStore:
             return
         await self._pool.executemany(
             """
-            INSERT INTO create_intents (mapping, source_side, source_id, dest_id, created_at)
-            VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (mapping, source_side, source_id) DO UPDATE SET dest_id = EXCLUDED.dest_id
+            INSERT INTO create_intents
+                (mapping, source_side, source_id, dest_id, created_at, payload)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (mapping, source_side, source_id)
+                DO UPDATE SET dest_id = EXCLUDED.dest_id, payload = EXCLUDED.payload,
+                              touched_at = now()
             """,
-            [(i.mapping, i.source_side, i.source_id, i.dest_id, i.created_at) for i in intents],
+            [
+                (i.mapping, i.source_side, i.source_id, i.dest_id, i.created_at, i.sent)
+                for i in intents
+            ],
         )
 
     async def set_intent_destination(
@@ -258,24 +270,67 @@ class ApplyStateStore:
         return {r["source_id"]: _intent(r) for r in rows}
 
     async def blocking_intents(
-        self, mapping: str, created_side: Side, record_ids: Sequence[str]
+        self,
+        mapping: str,
+        created_side: Side,
+        records: Sequence[tuple[str, Mapping[str, FieldValue]]],
     ) -> set[str]:
-        """Of ``record_ids`` (uncoupled records on ``created_side``), those that may be
-        records tablesync is creating right now: named by an open intent, or any
-        when an intent towards that side has no id yet."""
-        if not record_ids:
+        """Of ``records`` (uncoupled records on ``created_side``: id and values),
+        those that may be records tablesync is creating right now: named by an
+        open intent, or looking like what an intent whose id is not known yet sent."""
+        if not records:
             return set()
         source_side: Side = "dataverse" if created_side == "bc" else "bc"
         rows = await self._pool.fetch(
-            "SELECT dest_id FROM create_intents WHERE mapping = $1 AND source_side = $2 "
+            "SELECT dest_id, payload FROM create_intents WHERE mapping = $1 AND source_side = $2 "
             "AND (dest_id IS NULL OR dest_id = ANY($3::text[]))",
             mapping,
             source_side,
-            list(record_ids),
+            [rid for rid, _ in records],
         )
-        if any(r["dest_id"] is None for r in rows):
-            return set(record_ids)
-        return {r["dest_id"] for r in rows}
+        named = {r["dest_id"] for r in rows if r["dest_id"] is not None}
+        unnamed = [r["payload"] for r in rows if r["dest_id"] is None]
+        return {
+            rid
+            for rid, fields in records
+            if rid in named or any(looks_sent(sent, fields) for sent in unnamed)
+        }
+
+    async def claim_stale_intents(
+        self, mapping: str, older_than_s: float, limit: int
+    ) -> list[Intent]:
+        """Intents nobody has announced or looked at for ``older_than_s`` and whose
+        source has no retry scheduled: left by an attempt that died. Claimed by
+        touching them, so two instances do not settle one intent at once."""
+        rows = await self._pool.fetch(
+            """
+            UPDATE create_intents ci SET touched_at = now()
+            WHERE (ci.mapping, ci.source_side, ci.source_id) IN (
+                SELECT c.mapping, c.source_side, c.source_id FROM create_intents c
+                WHERE c.mapping = $1
+                  AND c.touched_at < now() - make_interval(secs => $2)
+                  AND NOT EXISTS (
+                      SELECT 1 FROM record_status rs
+                      WHERE rs.mapping = c.mapping AND rs.source_side = c.source_side
+                        AND rs.source_id = c.source_id)
+                ORDER BY c.touched_at
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED)
+            RETURNING ci.*
+            """,
+            mapping,
+            older_than_s,
+            limit,
+        )
+        return [_intent(r) for r in rows]
+
+    async def resolve_intents(self, mapping: str, sources: Sequence[tuple[Side, str]]) -> None:
+        if sources:
+            await self._pool.executemany(
+                "DELETE FROM create_intents "
+                "WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
+                [(mapping, side, sid) for side, sid in sources],
+            )
 
     async def claim_due(self, mapping: str, limit: int, lease_s: float) -> list[DueRecord]:
         """Records whose retry is due, or whose lookup target got new couplings since.
@@ -337,7 +392,9 @@ def _due(r: asyncpg.Record) -> DueRecord:
 
 
 def _intent(r: asyncpg.Record) -> Intent:
-    return Intent(r["mapping"], r["source_side"], r["source_id"], r["dest_id"], r["created_at"])
+    return Intent(
+        r["mapping"], r["source_side"], r["source_id"], r["dest_id"], r["created_at"], r["payload"]
+    )
 
 
 async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
