@@ -70,13 +70,11 @@ def configure_logging(
     # Libraries log through the standard library; keep them quiet unless asked.
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
     # aiokafka reports every leader election and metadata refresh it retries
-    # by itself (at ERROR, on a topic created a moment ago); what it cannot
-    # recover from reaches tablesync as an exception and is logged there.
-    logging.getLogger("aiokafka").setLevel(
-        logging.DEBUG if numeric <= logging.DEBUG else logging.CRITICAL
-    )
+    # by itself (at ERROR, on a topic created a moment ago, and once per
+    # reconnect attempt, thousands a minute, while the broker is away); what
+    # it cannot recover from reaches tablesync as an exception and is logged
+    # there. Even at debug, which is for tablesync's own decisions.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     # asyncpg's pool prints a traceback each time it fails to reconnect while
     # PostgreSQL restarts; tablesync logs the outage once, as transient_failure.
-    logging.getLogger("asyncpg.pool").setLevel(
-        logging.DEBUG if numeric <= logging.DEBUG else logging.ERROR
-    )
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)

@@ -21,6 +21,7 @@ __all__ = [
     "Mapped",
     "Unresolved",
     "changes",
+    "identifies",
     "looks_sent",
     "lookup_keys",
     "map_values",
@@ -285,6 +286,12 @@ def sent_values(payload: Mapping[str, WriteValue]) -> dict[str, FieldValue]:
     new record returns under the same names (lookup binds are read back as
     other fields)."""
     return {name: value for name, value in payload.items() if not isinstance(value, Ref)}
+
+
+def identifies(sent: Mapping[str, FieldValue]) -> bool:
+    """Whether sent values can tell a record apart: some text that is not
+    blank and not an empty GUID (numbers, flags and defaults are shared by many)."""
+    return any(isinstance(v, str) and v.strip() and v.strip("0-{} ") != "" for v in sent.values())
 
 
 def looks_sent(sent: Mapping[str, FieldValue], fields: Mapping[str, FieldValue]) -> bool:

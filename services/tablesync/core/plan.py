@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from tablesync.core import filters
 from tablesync.core.couplings import Coupling, Stamp, compare_stamps
-from tablesync.core.events import Direction, RecordChanged, Side, other_side
-from tablesync.core.fieldmap import Mapped, changes
+from tablesync.core.events import Direction, FieldValue, RecordChanged, Side, other_side
+from tablesync.core.fieldmap import Mapped, changes, identifies, looks_sent
 from tablesync.core.mappings import TableMapping, direction_of
 from tablesync.core.records import Row, WriteValue
 
@@ -45,6 +46,7 @@ __all__ = [
     "decide_deletion",
     "decide_uncoupled",
     "deterministic_id",
+    "made_by",
     "row_of",
     "stamp_of",
     "triage",
@@ -431,6 +433,17 @@ def decide_uncoupled(
             recovered=created_before is not None or announced,
         )
     return Create(dest, changes(mapped, dest, None), None, event.record_id, stamp_of(event))
+
+
+def made_by(sent: Mapping[str, FieldValue], candidates: Sequence[Row]) -> Row | None:
+    """The record that a create of ``sent``, whose answer a crash lost, made:
+    the only uncoupled candidate that looks like it. With two look-alikes
+    neither is taken, since taking a user's record would couple it (or delete
+    it with a deleted source); values that tell nothing apart find nothing."""
+    if not identifies(sent):
+        return None
+    alike = [row for row in candidates if looks_sent(sent, row.fields)]
+    return alike[0] if len(alike) == 1 else None
 
 
 def decide_deletion(

@@ -41,7 +41,6 @@ from tablesync.core.fieldmap import (
     LookupKey,
     Mapped,
     changes,
-    looks_sent,
     lookup_keys,
     map_values,
     same_value,
@@ -70,6 +69,7 @@ from tablesync.core.plan import (
     decide_coupled,
     decide_deletion,
     decide_uncoupled,
+    made_by,
     row_of,
     same_failure,
     stamp_of,
@@ -196,7 +196,21 @@ class Applier:
             ids = [i.source_id for i in intents if i.source_side == source]
             if not ids:
                 continue
-            coupled = await self.couplings.coupled_among(self.mapping_name, source, ids)
+            coupled = await self.couplings.by_ids(self.mapping_name, source, ids)
+            dest = other_side(source)
+            for i in intents:
+                c = coupled.get(i.source_id)
+                if i.source_side == source and c and i.dest_id and c.id_on(dest) != i.dest_id:
+                    # Coupled by another path (a match from the other side) to
+                    # another record: the one this create made is left over.
+                    log.warning(
+                        "create_left_over",
+                        mapping=self.mapping_name,
+                        source_side=source,
+                        source_id=i.source_id,
+                        record_id=i.dest_id,
+                        coupled_to=c.id_on(dest),
+                    )
             await self.state.resolve_intents(
                 self.mapping_name, [(source, sid) for sid in ids if sid in coupled]
             )
@@ -391,19 +405,35 @@ class Applier:
                 w.intent = intents[w.item.event.record_id]
             dest = other_side(source)
             await self._recover_created(mapping, dest, announced)
-            for w in announced:
+            deleting = [w for w in announced if _deleting(w)]
+            # Found gone, but named and announced as deleted: an attempt that
+            # settled this very intent deleted it and died before its commit.
+            gone_ours = await self.state.announced_writes(
+                self.mapping_name,
+                [
+                    (dest, w.intent.dest_id, "delete")
+                    for w in deleting
+                    if w.created_before is None and w.intent and w.intent.dest_id
+                ],
+            )
+            for w in deleting:
+                assert w.intent is not None
                 row = w.created_before
-                if row is None or not _deleting(w):
+                if row is not None:
+                    dest_id, stamp = row.id, _stamp(row)
+                elif w.intent.dest_id and (dest, w.intent.dest_id, "delete") in gone_ours:
+                    dest_id, stamp = w.intent.dest_id, Stamp(w.intent.created_at, None)
+                else:
                     continue
                 # The pair the create made, decided like any coupled pair one
                 # of whose records was deleted (the deletion policy applies).
                 event = w.item.event
-                ids_: dict[Side, str] = {source: event.record_id, dest: row.id}
-                stamps = {source: stamp_of(event), dest: _stamp(row)}
-                key = self._key_of(row.fields) if dest == "bc" else None
+                ids_: dict[Side, str] = {source: event.record_id, dest: dest_id}
+                stamps = {source: stamp_of(event), dest: stamp}
+                key = self._key_of(row.fields) if row is not None and dest == "bc" else None
                 w.coupling = Coupling.between(self.mapping_name, ids_, stamps, key)
                 w.paired = True
-                w.triage = FetchDestination(dest, row.id, w.coupling)
+                w.triage = FetchDestination(dest, dest_id, w.coupling)
 
     async def _recover_created(self, mapping: TableMapping, dest: Side, work: list[_Work]) -> None:
         """Finds the records that creates of these very records made before a crash."""
@@ -427,7 +457,10 @@ class Applier:
         coupled = await self.couplings.coupled_among(
             self.mapping_name, dest, [r.id for r in recent]
         )
-        free = [r for r in recent if r.id not in coupled]
+        named = await self.state.named_by_intents(
+            self.mapping_name, other_side(dest), [r.id for r in recent]
+        )
+        free = [r for r in recent if r.id not in coupled and r.id not in named]
         for w in unknown:
             assert w.intent is not None
             sent = w.intent.sent
@@ -435,13 +468,10 @@ class Applier:
                 # Announced before intents kept what they sent.
                 mapped = self._map(w.item.event, creating=True, resolved={})
                 sent = sent_values(changes(mapped, dest, None))
-            if all(_blank(v) for v in sent.values()):
-                continue  # nothing to tell the record by
-            for row in free:
-                if looks_sent(sent, row.fields):
-                    w.created_before = row
-                    free.remove(row)
-                    break
+            made = made_by(sent, free)
+            if made is not None:
+                w.created_before = made
+                free.remove(made)
 
     async def _match(
         self, mapping: TableMapping, source: Side, dest: Side, work: list[_Work]
@@ -652,9 +682,9 @@ class Applier:
         results = await asyncio.gather(
             *(self._write_side(mapping, side, pairs) for side, pairs in ops.items() if pairs)
         )
-        _raise_if_unavailable(results)
-        # BC picks a new record's id: kept at once, so a crash before the
-        # commit finds the record by its id rather than by its values.
+        # BC picks a new record's id: kept at once (even when another write of
+        # the batch is refused for throttling and the batch is tried again), so
+        # the next attempt finds the record by its id rather than by its values.
         await self.state.set_intent_destination(
             self.mapping_name,
             [
@@ -668,6 +698,7 @@ class Applier:
                 and result.row is not None
             ],
         )
+        _raise_if_unavailable(results)
         if results:
             faults.point("apply.after_write", self.mapping_name)
         again: list[_Work] = []
@@ -790,13 +821,12 @@ class Applier:
         if w.paired and isinstance(d, Remove | Uncouple):
             # Made (and counted) before it is removed, in the same commit.
             effects.couplings.append((d.coupling, direction_of(event.side)))
-        if (
-            w.paired
-            and job_id is not None
-            and isinstance(d, Remove | Uncouple | MarkDeleted | Restore)
-        ):
-            # The interrupted create happened: counted with the pair's coupling.
-            effects.count(job_id, item.topic, item.partition, "inserted")
+        if w.paired and isinstance(d, Remove | Uncouple | MarkDeleted | Restore):
+            # The interrupted create happened: counted with the pair's coupling,
+            # in the job of the direction it was made (a restore writes back).
+            made_in = await self._job_for(item, direction_of(event.side))
+            if made_in is not None:
+                effects.count(made_in, item.topic, item.partition, "inserted")
         match d:
             case Create(matched=None) | Create(recovered=True) | Restore():
                 self._couple_created(w, d, effects, direction)
@@ -826,7 +856,13 @@ class Applier:
                 self._status(w, effects, status, job_id, "pending", "lookup", d.message, now)
             case Fail():
                 resolved = False
-                self._status(w, effects, status, job_id, "failed", "error", d.message, now)
+                given_up = self._status(
+                    w, effects, status, job_id, "failed", "error", d.message, now
+                )
+                if given_up and w.intent is not None and w.created_before is None:
+                    # Skipped until an operator acts: its announced create, of
+                    # which no record was found, may hold nothing back meanwhile.
+                    effects.resolved_intents.append((event.side, event.record_id))
             case Skip(error=True):
                 resolved = False
                 self._status(w, effects, status, job_id, "skipped", "conflict", d.message, now)
@@ -923,7 +959,8 @@ class Applier:
         reason: str,
         message: str,
         now: datetime,
-    ) -> None:
+    ) -> bool:
+        """Lists the record as not synced; True when it is now skipped."""
         event = w.item.event
         attempts = (previous.attempts + 1) if previous else 1
         same = (
@@ -997,6 +1034,7 @@ class Applier:
                     skipped=status == "skipped",
                 )
             )
+        return status == "skipped"
 
     def _destination_id(self, w: _Work) -> str | None:
         if w.coupling is not None:

@@ -94,6 +94,7 @@ class ApplyService:
         self._job_cache: dict[str, JobContext | None] = {}
         self._job_mapping: dict[str, str] = {}
         self._consumer: BatchConsumer | None = None
+        self._consuming_since = time.monotonic()
         self._applier: Applier | None = None
         self._mappings_version: object = None
         self.batches = 0
@@ -125,6 +126,7 @@ class ApplyService:
         )
         self._consumer = consumer
         await consumer.start()
+        self._consuming_since = time.monotonic()
         log.info("apply_started", mapping=self.mapping_name, topics=source_topics)
         last_retry = 0.0
         try:
@@ -369,11 +371,7 @@ class ApplyService:
                 items.append(
                     Item(event, d.event, await self._retry_context(event), RETRY_TOPIC, 0, None, d)
                 )
-        effects = BatchEffects(self.mapping_name)
-        self._applier.failures.clear()
-        await self._applier.apply(items, effects)
-        await self.state.commit(effects)
-        await self._publish_outcomes([])
+        effects = await self._apply_aside(items)
         log.info(
             "retries_applied",
             mapping=self.mapping_name,
@@ -381,11 +379,26 @@ class ApplyService:
             counts=_summary(effects),
         )
 
+    async def _apply_aside(self, items: list[Item]) -> BatchEffects:
+        """Applies items that come from the state database rather than a
+        topic: their effects commit alone, with no position to move."""
+        assert self._applier is not None
+        effects = BatchEffects(self.mapping_name)
+        self._applier.failures.clear()
+        await self._applier.apply(items, effects)
+        await self.state.commit(effects)
+        await self._publish_outcomes([])
+        return effects
+
     async def _settle_intents(self) -> None:
         """Creates announced by an attempt that died and never replayed (its
         source deleted since, or its event applied by another path): each is
         settled from its source as it is now, so its intent holds nothing back."""
         assert self._applier is not None
+        if time.monotonic() - self._consuming_since < self.settings.sync.intent_timeout_s:
+            # Replaying what the last process left comes first: a source event
+            # replayed settles its intent the ordinary way.
+            return
         stale = await self.state.claim_stale_intents(
             self.mapping_name,
             older_than_s=self.settings.sync.intent_timeout_s,
@@ -398,11 +411,7 @@ class ApplyService:
         # The intent shows the create was decided once: "only coupled" no longer holds it.
         job = JobContext(job_id=None, kind="retry", ignore_only_coupled=True)
         items = [Item(e, self.codec.encode(e), job, RETRY_TOPIC, 0) for e in events]
-        effects = BatchEffects(self.mapping_name)
-        self._applier.failures.clear()
-        await self._applier.apply(items, effects)
-        await self.state.commit(effects)
-        await self._publish_outcomes([])
+        effects = await self._apply_aside(items)
         log.info(
             "intents_settled",
             mapping=self.mapping_name,

@@ -269,6 +269,21 @@ class ApplyStateStore:
         )
         return {r["source_id"]: _intent(r) for r in rows}
 
+    async def named_by_intents(
+        self, mapping: str, source_side: Side, dest_ids: Sequence[str]
+    ) -> set[str]:
+        """Of ``dest_ids``, the records open intents from ``source_side`` name."""
+        if not dest_ids:
+            return set()
+        rows = await self._pool.fetch(
+            "SELECT dest_id FROM create_intents WHERE mapping = $1 AND source_side = $2 "
+            "AND dest_id = ANY($3::text[])",
+            mapping,
+            source_side,
+            list(dest_ids),
+        )
+        return {r["dest_id"] for r in rows}
+
     async def blocking_intents(
         self,
         mapping: str,
