@@ -320,3 +320,28 @@ async def test_an_intent_settled_by_a_match_holds_no_other_record(pipeline: Pipe
         await _new_customer(p, "Made in BC after the recovery", timeout_s=20)
     finally:
         await _forget(p, "CUSTOMER", str(account["accountid"]))
+
+
+async def test_a_crash_between_commit_and_offset_commit_leaves_no_lag(pipeline: Pipeline) -> None:
+    """The state database has the batch; Kafka's offsets do not. Apply skips
+    those events on restart, and must say so to Kafka too: otherwise the
+    group's lag, which operators watch, shows them unapplied until the
+    partition's next event (for ever on a quiet table)."""
+    p = pipeline
+    await p.ensure_running()
+    await wait_until(lambda: _settled_mapping(p, "CUSTOMER"), timeout_s=60, what="no lag")
+    apply = p.apply("CUSTOMER")
+    await apply.arm("apply.after_commit:CUSTOMER", 1, restart=False)
+    try:
+        number = f"OL{uuid.uuid4().hex[:8].upper()}"
+        row = await p.apis["bc"].create(
+            "customers", {"number": number, "displayName": "Quiet afterwards"}, ("number", number)
+        )
+        await asyncio.wait_for(apply.fired.wait(), timeout=60)
+    finally:
+        apply.restart_after_fault = True
+    assert await p.is_coupled("CUSTOMER", "bc", row["id"]), "the crash came before the commit"
+    await apply.start()
+    await wait_until(
+        lambda: _settled_mapping(p, "CUSTOMER"), timeout_s=60, what="the lag to be 0 again"
+    )

@@ -95,6 +95,7 @@ class ApplyService:
         self._job_mapping: dict[str, str] = {}
         self._consumer: BatchConsumer | None = None
         self._consuming_since = time.monotonic()
+        self._positions_to_commit: dict[TopicPartition, int] = {}
         self._applier: Applier | None = None
         self._mappings_version: object = None
         self.batches = 0
@@ -135,6 +136,11 @@ class ApplyService:
                     timeout_ms=self.settings.sync.apply_batch_wait_ms * 4,
                     max_records=self.settings.sync.apply_batch_size,
                 )
+                # Before the batch, whose own commit moves these further.
+                if self._positions_to_commit and not await self._step(
+                    stop, self._commit_positions, "positions"
+                ):
+                    break
                 if batch and not await self._step(stop, partial(self._process, batch), "batch"):
                     break
                 now = time.monotonic()
@@ -163,11 +169,23 @@ class ApplyService:
             stored = positions.get((tp.topic, tp.partition))
             if stored is not None:
                 self._consumer.seek(tp, stored)
+                self._positions_to_commit[tp] = stored
         log.info(
             "partitions_assigned",
             mapping=self.mapping_name,
             partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned),
         )
+
+    async def _commit_positions(self) -> None:
+        """Commits to Kafka the positions a process that died between its state
+        commit and its offset commit had reached: otherwise the group's lag
+        shows those events as unapplied until the partition's next event."""
+        assert self._consumer is not None
+        owned = self._consumer.assignment()
+        await self._consumer.commit(
+            {tp: off for tp, off in self._positions_to_commit.items() if tp in owned}
+        )
+        self._positions_to_commit.clear()
 
     async def _reload_mappings(self) -> None:
         version = await self.mapping_store.version()
