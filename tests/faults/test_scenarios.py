@@ -345,3 +345,39 @@ async def test_a_crash_between_commit_and_offset_commit_leaves_no_lag(pipeline: 
     await wait_until(
         lambda: _settled_mapping(p, "CUSTOMER"), timeout_s=60, what="the lag to be 0 again"
     )
+
+
+async def test_running_services_wait_out_a_broker_restart(pipeline: Pipeline) -> None:
+    """A change made while the broker is away is published and applied once
+    it is back; no service gives up meanwhile (Kafka errors are waited out)."""
+    p = pipeline
+    await p.ensure_running()
+    seen = len(p.supervisor.exits)
+    capture_log = p.supervisor["capture-bc"].log_path
+    logged = capture_log.stat().st_size
+    await p.infra.stop_broker()
+    try:
+        number = f"OK{uuid.uuid4().hex[:8].upper()}"
+        row = await p.apis["bc"].create(
+            "customers",
+            {"number": number, "displayName": "Made while Kafka was away"},
+            ("number", number),
+        )
+
+        async def capture_met_the_outage() -> bool:
+            with capture_log.open("rb") as f:
+                f.seek(logged)
+                return b"capture_transient_failure" in f.read()
+
+        await wait_until(
+            capture_met_the_outage, timeout_s=90, what="capture to meet the broker's absence"
+        )
+    finally:
+        await p.infra.start_broker()
+    await wait_until(
+        lambda: p.is_coupled("CUSTOMER", "bc", row["id"]),
+        timeout_s=120,
+        what="the customer made while Kafka was away to be coupled",
+    )
+    died = p.supervisor.exits[seen:]
+    assert not died, [(e.name, e.cause) for e in died]

@@ -96,6 +96,8 @@ class ApplyService:
         self._consumer: BatchConsumer | None = None
         self._consuming_since = time.monotonic()
         self._positions_to_commit: dict[TopicPartition, int] = {}
+        # Next offset per partition whose effects this process committed.
+        self._applied: dict[TopicPartition, int] = {}
         self._applier: Applier | None = None
         self._mappings_version: object = None
         self.batches = 0
@@ -167,6 +169,11 @@ class ApplyService:
         positions = await self.state.positions(self.mapping_name, [tp.topic for tp in assigned])
         for tp in assigned:
             stored = positions.get((tp.topic, tp.partition))
+            # A rebalance can run beside a batch of this process, before its
+            # commit: never go back behind what this process has committed.
+            applied = self._applied.get(tp)
+            if applied is not None and (stored is None or applied > stored):
+                stored = applied
             if stored is not None:
                 self._consumer.seek(tp, stored)
                 self._positions_to_commit[tp] = stored
@@ -183,7 +190,11 @@ class ApplyService:
         assert self._consumer is not None
         owned = self._consumer.assignment()
         await self._consumer.commit(
-            {tp: off for tp, off in self._positions_to_commit.items() if tp in owned}
+            {
+                tp: max(off, self._applied.get(tp, off))
+                for tp, off in self._positions_to_commit.items()
+                if tp in owned
+            }
         )
         self._positions_to_commit.clear()
 
@@ -212,17 +223,33 @@ class ApplyService:
         positions = await self.state.positions(self.mapping_name, list({tp.topic for tp in batch}))
         for tp, records in batch.items():
             stored = positions.get((tp.topic, tp.partition), 0)
+            applied = self._applied.get(tp, 0)
+            if applied > stored:
+                log.warning(
+                    "position_behind_applied",
+                    mapping=self.mapping_name,
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    stored=stored,
+                    applied=applied,
+                )
+            stored = max(stored, applied)
             for record in records:
                 if record.offset < stored:
-                    continue  # applied before a crash; its effects are committed
+                    continue  # applied before; its effects are committed
                 await self._read(tp, record, items, markers)
-            effects.positions[(tp.topic, tp.partition)] = records[-1].offset + 1
+            effects.positions[(tp.topic, tp.partition)] = max(
+                stored, max(r.offset for r in records) + 1
+            )
         self._applier.failures.clear()
         await self._apply_by_partition(items, effects)
         for m in markers:
             effects.finished.append((m.end.job_id, m.topic, m.partition))
         faults.point("apply.before_commit", self.mapping_name)
         await self.state.commit(effects)
+        for (t, p), off in effects.positions.items():
+            tp = TopicPartition(t, p)
+            self._applied[tp] = max(off, self._applied.get(tp, 0))
         metrics.events_applied(self.mapping_name, [i.event for i in items], self.clock.now())
         faults.point("apply.after_commit", self.mapping_name)
         await self._publish_outcomes(markers)
