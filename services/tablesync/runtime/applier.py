@@ -9,7 +9,6 @@ caller commits Kafka offsets last."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -83,6 +82,7 @@ from tablesync.errors import ApiUnavailable
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
 from tablesync.runtime import faults
+from tablesync.runtime.together import together
 from tablesync.settings import SyncSettings
 
 __all__ = ["RETRY_TOPIC", "Applier", "Item", "JobEnsurer", "continuous_job_id"]
@@ -361,7 +361,7 @@ class Applier:
             found = await self.apis[side].get_many(mapping.table(side), sorted(ids))
             return {(side, rid): row for rid, row in found.items()}
 
-        results = await asyncio.gather(*(one(s, ids) for s, ids in wanted.items()))
+        results = await together(*(one(s, ids) for s, ids in wanted.items()))
         merged: dict[tuple[Side, str], Row] = {}
         for r in results:
             merged.update(r)
@@ -486,9 +486,7 @@ class Applier:
                 keyed.append((w, values))
         dest_fields = [m.dataverse if dest == "dataverse" else m.bc for m in mapping.match]
         chunks = [keyed[i : i + _MATCH_CHUNK] for i in range(0, len(keyed), _MATCH_CHUNK)]
-        await asyncio.gather(
-            *(self._match_chunk(mapping, dest, dest_fields, chunk) for chunk in chunks)
-        )
+        await together(*(self._match_chunk(mapping, dest, dest_fields, chunk) for chunk in chunks))
 
     async def _match_chunk(
         self,
@@ -679,7 +677,7 @@ class Applier:
             if op is not None:
                 side = _write_side(w.decision)
                 ops[side].append((w, op))
-        results = await asyncio.gather(
+        results = await together(
             *(self._write_side(mapping, side, pairs) for side, pairs in ops.items() if pairs)
         )
         # BC picks a new record's id: kept at once (even when another write of
@@ -751,7 +749,7 @@ class Applier:
             }
             if payload:
                 ops[event.side].append((w, UpdateOp(event.record_id, payload, event.etag)))
-        results = await asyncio.gather(
+        results = await together(
             *(self._write_side(mapping, side, pairs) for side, pairs in ops.items() if pairs)
         )
         for pairs in results:

@@ -44,6 +44,7 @@ from tablesync.runtime import faults
 from tablesync.runtime.applier import RETRY_TOPIC, Applier, Item, JobEnsurer
 from tablesync.runtime.deadletter import DeadLetters
 from tablesync.runtime.stopping import until_done
+from tablesync.runtime.together import together
 from tablesync.runtime.transient import TRANSIENT
 from tablesync.settings import Settings
 
@@ -281,7 +282,7 @@ class ApplyService:
             await self._applier.apply(items, effects)
             return
         parts = [BatchEffects(self.mapping_name) for _ in by_partition]
-        await asyncio.gather(
+        await together(
             *(
                 self._applier.apply(group, part)
                 for group, part in zip(by_partition.values(), parts, strict=True)
