@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from tests.faults.broker import apply_lag, published
 from tests.faults.pipeline import Pipeline, wait_until
-from tests.faults.procs import Exit
+from tests.faults.procs import Exit, Proc
 from tests.faults.scope import CONTACTS, CUSTOMER
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
@@ -209,6 +212,65 @@ async def test_a_write_lost_to_a_crash_is_still_recognised_as_an_echo(pipeline: 
     assert names == ("Echo v2", "Echo v2")
 
 
+async def test_an_update_interrupted_before_its_record_was_deleted_leaves_no_intent(
+    pipeline: Pipeline,
+) -> None:
+    """Apply updates a BC customer and dies before it commits; the user then
+    deletes that customer. The announced update has nothing left to decide and
+    must not stay open (it would for good: no event names it again)."""
+    p = pipeline
+    await p.ensure_running()
+    number = f"OU{uuid.uuid4().hex[:8].upper()}"
+    account = await p.apis["dataverse"].create(
+        "accounts",
+        {"accountnumber": number, "name": "Update v0", "customertypecode": 3},
+        ("accountnumber", number),
+    )
+    account_id = str(account["accountid"])
+    await wait_until(
+        lambda: p.is_coupled("CUSTOMER", "dataverse", account_id),
+        timeout_s=60,
+        what="the account to be coupled",
+    )
+    coupled = await p.query(
+        "SELECT bc_id::text AS id FROM couplings WHERE mapping = 'CUSTOMER' AND dv_id = $1::uuid",
+        account_id,
+    )
+    customer_id = coupled[0]["id"]
+    topic = p.topics.cdc("dataverse", "accounts")
+    apply = p.apply("CUSTOMER")
+    await apply.stop()
+    events = await published(p.infra.bootstrap, topic)
+    await p.apis["dataverse"].update("accounts", account_id, {"name": "Update v1"})
+    await wait_until(
+        lambda: _published_at_least(p, topic, events + 1), timeout_s=60, what="v1's event"
+    )
+    await apply.arm("apply.before_commit:CUSTOMER", 1, restart=False)
+    try:
+        await asyncio.wait_for(apply.fired.wait(), timeout=60)
+    finally:
+        apply.restart_after_fault = True
+
+    async def intents() -> list[str]:
+        rows = await p.query(
+            "SELECT kind FROM write_intents WHERE mapping = 'CUSTOMER' AND record_id = $1",
+            customer_id,
+        )
+        return [r["kind"] for r in rows]
+
+    assert await intents() == ["update"], "apply died elsewhere than between write and commit"
+    await p.apis["bc"].delete("customers", customer_id)
+    await apply.start()
+    await wait_until(
+        lambda: _settled_mapping(p, "CUSTOMER"), timeout_s=60, what="the lag to be 0 again"
+    )
+
+    async def no_intent_left() -> bool:
+        return not await intents()
+
+    await wait_until(no_intent_left, timeout_s=60, what="the announced update to be closed")
+
+
 async def _refused_by_bc(p: Pipeline) -> str:
     """A Dataverse account whose number a blocked BC customer (outside the
     mapping, so no match) already has: BC refuses to create it. The mirror
@@ -347,31 +409,59 @@ async def test_a_crash_between_commit_and_offset_commit_leaves_no_lag(pipeline: 
     )
 
 
+def _logged_since(proc: Proc, event: bytes) -> Callable[[], Awaitable[bool]]:
+    """A probe: whether ``proc`` has logged ``event`` since the probe was made."""
+    path = proc.log_path
+    start = path.stat().st_size
+
+    async def probe() -> bool:
+        with path.open("rb") as f:
+            f.seek(start)
+            return event in f.read()
+
+    return probe
+
+
+async def _bc_customer(p: Pipeline, label: str) -> dict[str, Any]:
+    number = f"OK{uuid.uuid4().hex[:8].upper()}"
+    return await p.apis["bc"].create(
+        "customers", {"number": number, "displayName": label}, ("number", number)
+    )
+
+
+async def _in_hand(
+    p: Pipeline, row: dict[str, Any], waiting: Callable[[], Awaitable[bool]]
+) -> bool:
+    """Whether capture has read ``row``: it waits for the broker's ack since,
+    or its watermark has passed the row."""
+    if await waiting():
+        return True
+    rows = await p.query(
+        "SELECT watermark FROM capture_checkpoints WHERE side = 'bc' AND table_name = $1",
+        CUSTOMER.bc_set,
+    )
+    return bool(rows) and rows[0]["watermark"] >= _modified(row)
+
+
+def _modified(row: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(row["lastModifiedDateTime"])
+
+
+async def _now_past(moment: datetime) -> bool:
+    return datetime.now(UTC) > moment
+
+
 async def test_running_services_wait_out_a_broker_restart(pipeline: Pipeline) -> None:
-    """A change made while the broker is away is published and applied once
-    it is back; no service gives up meanwhile (Kafka errors are waited out)."""
+    """A change captured while the broker is away is published and applied
+    once it is back; no service gives up meanwhile."""
     p = pipeline
     await p.ensure_running()
     seen = len(p.supervisor.exits)
-    capture_log = p.supervisor["capture-bc"].log_path
-    logged = capture_log.stat().st_size
+    waiting = _logged_since(p.capture("bc"), b"kafka_publish_waiting")
     await p.infra.stop_broker()
     try:
-        number = f"OK{uuid.uuid4().hex[:8].upper()}"
-        row = await p.apis["bc"].create(
-            "customers",
-            {"number": number, "displayName": "Made while Kafka was away"},
-            ("number", number),
-        )
-
-        async def capture_met_the_outage() -> bool:
-            with capture_log.open("rb") as f:
-                f.seek(logged)
-                return b"capture_transient_failure" in f.read()
-
-        await wait_until(
-            capture_met_the_outage, timeout_s=90, what="capture to meet the broker's absence"
-        )
+        row = await _bc_customer(p, "Made while Kafka was away")
+        await wait_until(waiting, timeout_s=90, what="capture to wait for the broker's ack")
     finally:
         await p.infra.start_broker()
     await wait_until(
@@ -381,3 +471,43 @@ async def test_running_services_wait_out_a_broker_restart(pipeline: Pipeline) ->
     )
     died = p.supervisor.exits[seen:]
     assert not died, [(e.name, e.cause) for e in died]
+
+
+async def test_changes_never_acknowledged_are_captured_again_after_a_crash(
+    pipeline: Pipeline,
+) -> None:
+    """Capture moves its watermark only past what the broker acknowledged. Two
+    changes further apart than the capture's overlap, read while the broker
+    is away by a capture then killed, both reach Dataverse."""
+    p = pipeline
+    await p.ensure_running()
+    capture = p.capture("bc")
+    apart = timedelta(seconds=3 * p.tuning.poll_overlap_s)
+    rows: list[dict[str, Any]] = []
+    await p.infra.stop_broker()
+    try:
+        for label in ("First while Kafka was away", "Second while Kafka was away"):
+            if rows:
+                # Further apart than the overlap the capture reads again.
+                after = _modified(rows[-1]) + apart
+                await wait_until(
+                    lambda after=after: _now_past(after), timeout_s=60, what="the clock"
+                )
+            waiting = _logged_since(capture, b"kafka_publish_waiting")
+            rows.append(await _bc_customer(p, label))
+            await wait_until(
+                lambda row=rows[-1], waiting=waiting: _in_hand(p, row, waiting),
+                timeout_s=90,
+                what=f"capture to have read {label!r}",
+            )
+        capture.kill9()
+        assert await capture.wait_exit(30) is not None, "capture outlived kill -9"
+    finally:
+        await p.infra.start_broker()
+    await capture.start()
+    for record_id in (str(row["id"]) for row in rows):
+        await wait_until(
+            lambda record_id=record_id: p.is_coupled("CUSTOMER", "bc", record_id),
+            timeout_s=120,
+            what=f"customer {record_id}, never acknowledged before the crash, to be coupled",
+        )

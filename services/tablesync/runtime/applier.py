@@ -330,15 +330,22 @@ class Applier:
             event = w.item.event
             if isinstance(t, FetchDestination):
                 w.destination = rows.get((t.side, t.record_id))
-                if w.destination is None and _deleting(w):
+                deleting = _deleting(w)
+                if w.destination is None and deleting:
                     # Both gone: either may be a deletion of tablesync's own.
                     checked.append((w, (t.side, t.record_id, "delete"), True))
                     checked.append((w, (event.side, event.record_id, "delete"), True))
-                elif w.destination is not None and not _deleting(w):
+                if w.destination is not None and not deleting:
                     now = Stamp(w.destination.modified_at, w.destination.etag)
                     newer = compare_stamps(t.side, now, t.coupling.stamp_on(t.side)) == "newer"
                     w.destination_changed = newer
                     checked.append((w, (t.side, t.record_id, "update"), newer))
+                else:
+                    # A record gone or going: an update announced for it has
+                    # nothing left to decide, and no later event would close it.
+                    checked.append((w, (t.side, t.record_id, "update"), False))
+                    if deleting:
+                        checked.append((w, (event.side, event.record_id, "update"), False))
         if checked:
             ours = await self.state.announced_writes(self.mapping_name, [k for _, k, _ in checked])
             for w, key, changed in checked:

@@ -24,4 +24,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     # connection due to administrator command": a restart, not an error.
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # A connection the server terminated mid-statement can go back to the pool
+    # with its protocol state half-way ("cannot switch to state 15; another
+    # operation (2) is in progress", MagicStack/asyncpg#784); the pool closes
+    # it when the failed step releases it, and the retry gets a fresh one.
+    asyncpg.InternalClientError,
 )

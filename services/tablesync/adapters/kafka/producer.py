@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import structlog
 from aiokafka import AIOKafkaProducer
 
 __all__ = ["KafkaPublisher", "Message"]
+
+log = structlog.get_logger(__name__)
+
+# While the broker is away the producer keeps unacknowledged batches and sends
+# them when it is back (the leader stays known, so they never expire): the
+# caller waits. Saying so every so often is what tells an operator why
+# publishing stopped.
+_WAITING_WARN_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +60,7 @@ class KafkaPublisher:
 
     async def publish(self, message: Message) -> tuple[int, int]:
         """Sends one message; returns (partition, offset) after the ack."""
-        metadata = await self._producer.send_and_wait(
-            message.topic,
-            message.value,
-            key=message.key,
-            partition=message.partition,
-            headers=list(message.headers) or None,
-        )
-        return metadata.partition, metadata.offset
+        return (await self.publish_many([message]))[0]
 
     async def publish_many(self, messages: Iterable[Message]) -> list[tuple[int, int]]:
         """Sends every message, then waits for all acks; order per partition is kept."""
@@ -71,8 +75,26 @@ class KafkaPublisher:
                     headers=list(m.headers) or None,
                 )
             )
-        results: Sequence[object] = await asyncio.gather(*futures)
-        return [(r.partition, r.offset) for r in results]  # type: ignore[attr-defined]
+        results = await self._acknowledged(futures)
+        return [(r.partition, r.offset) for r in results]
+
+    async def _acknowledged(self, futures: Sequence[asyncio.Future[Any]]) -> list[Any]:
+        """Waits for every ack, warning while the broker keeps them waiting.
+
+        Never gives up and sends again: the producer still holds the batches,
+        and a second copy would only follow the first."""
+        started = time.monotonic()
+        pending = set(futures)
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=_WAITING_WARN_S)
+            if pending:
+                log.warning(
+                    "kafka_publish_waiting",
+                    unacknowledged=len(pending),
+                    of=len(futures),
+                    waited_s=round(time.monotonic() - started, 1),
+                )
+        return [f.result() for f in futures]
 
     async def partitions_for(self, topic: str) -> list[int]:
         parts = await self._producer.partitions_for(topic)
