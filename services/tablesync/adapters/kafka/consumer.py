@@ -7,10 +7,14 @@ half a batch in flight."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
+import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+
+log = structlog.get_logger(__name__)
 
 __all__ = ["BatchConsumer", "ConsumerRecord", "PartitionHook", "TopicPartition"]
 
@@ -71,7 +75,17 @@ class BatchConsumer:
         self._consumer.subscribe(list(self.topics), listener=self._listener)
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        try:
+            await self._consumer.stop()
+        except asyncio.CancelledError:
+            # aiokafka's fetcher, closed while a fetch request waits out its
+            # retry backoff (the broker away), cancels that request and
+            # re-raises its CancelledError from close(). A cancellation of our
+            # own still propagates; that one is only the consumer's.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.info("kafka_consumer_stopped_mid_fetch", group=self.group_id)
 
     async def next_batch(
         self, *, timeout_ms: int, max_records: int
