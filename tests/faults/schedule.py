@@ -50,7 +50,10 @@ class Plan:
 
     name: str
     fault_phase_s: float
+    # Scheduled per kind; a fault point not reached in time is tried again,
+    # but one can still miss at the end of the phase, hence the margin.
     per_kind: int
+    min_per_kind: int
     min_changes: int
     workers: int
     rate_per_s: float
