@@ -35,12 +35,16 @@ async def _published_at_least(p: Pipeline, topic: str, count: int) -> bool:
     return await published(p.infra.bootstrap, topic) >= count
 
 
-async def _new_customer(p: Pipeline, label: str, timeout_s: float = 60) -> str:
-    """A BC customer, once tablesync has coupled it (a second or two); its id."""
-    number = f"OB{uuid.uuid4().hex[:8].upper()}"
-    row = await p.apis["bc"].create(
+async def _bc_customer(p: Pipeline, label: str) -> dict[str, Any]:
+    number = f"OK{uuid.uuid4().hex[:8].upper()}"
+    return await p.apis["bc"].create(
         "customers", {"number": number, "displayName": label}, ("number", number)
     )
+
+
+async def _new_customer(p: Pipeline, label: str, timeout_s: float = 60) -> str:
+    """A BC customer, once tablesync has coupled it (a second or two); its id."""
+    row = await _bc_customer(p, label)
     await wait_until(
         lambda: p.is_coupled("CUSTOMER", "bc", row["id"]),
         timeout_s=timeout_s,
@@ -415,13 +419,6 @@ def _logged_since(proc: Proc, event: bytes) -> Callable[[], Awaitable[bool]]:
             return event in f.read()
 
     return probe
-
-
-async def _bc_customer(p: Pipeline, label: str) -> dict[str, Any]:
-    number = f"OK{uuid.uuid4().hex[:8].upper()}"
-    return await p.apis["bc"].create(
-        "customers", {"number": number, "displayName": label}, ("number", number)
-    )
 
 
 async def _in_hand(
