@@ -7,7 +7,7 @@ the diff compares by field mapping and only the payload uses write names."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -26,10 +26,12 @@ __all__ = [
     "lookup_keys",
     "map_values",
     "normalise_key",
+    "not_written_back",
     "read_name",
     "same_value",
     "sent_values",
     "write_name",
+    "written_image",
 ]
 
 
@@ -304,4 +306,51 @@ def looks_sent(sent: Mapping[str, FieldValue], fields: Mapping[str, FieldValue])
     return all(
         _is_empty(value) or same_value(value, fields.get(name), code=True)
         for name, value in sent.items()
+    )
+
+
+def written_image(
+    mapping: TableMapping, side: Side, mapped: Mapped, current: Mapping[str, FieldValue]
+) -> dict[str, FieldValue]:
+    """What the record on ``side``, read as ``current`` now, holds in each of
+    the mapping's fields once a write of ``mapped`` is made: the written
+    values where the write sets them, its present values elsewhere."""
+    image: dict[str, FieldValue] = {}
+    for f in mapping.fields:
+        name = read_name(f, side)
+        if name is not None:
+            image[name] = current.get(name)
+    for f, value in mapped.values:
+        name = read_name(f, side)
+        if name is not None:
+            image[name] = value.id if isinstance(value, Ref) else value
+    return image
+
+
+def not_written_back(
+    mapped: Mapped,
+    side: Side,
+    fields: Mapping[str, FieldValue],
+    images: Sequence[Mapping[str, FieldValue]],
+) -> Mapped:
+    """``mapped`` (a record of ``side`` read as ``fields``, mapped towards the
+    other side) without the values whose field on ``side`` holds exactly what
+    a write of tablesync's left there (``images``, from ``written_image``):
+    such a value is tablesync's own, not a user's change, and syncing it back
+    would overwrite a newer change made on the other side since."""
+    if not images:
+        return mapped
+
+    def ours(f: FieldMapping) -> bool:
+        name = read_name(f, side)
+        if name is None:
+            return False
+        return any(
+            name in image and same_value(fields.get(name), image[name], code=f.transform.code)
+            for image in images
+        )
+
+    return Mapped(
+        tuple((f, v) for f, v in mapped.values if not ours(f)),
+        tuple(u for u in mapped.unresolved if not ours(u.field)),
     )

@@ -42,8 +42,10 @@ from tablesync.core.fieldmap import (
     changes,
     lookup_keys,
     map_values,
+    not_written_back,
     same_value,
     sent_values,
+    written_image,
 )
 from tablesync.core.mappings import MappingSet, TableMapping, direction_of
 from tablesync.core.plan import (
@@ -82,6 +84,7 @@ from tablesync.errors import ApiUnavailable
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
 from tablesync.runtime import faults
+from tablesync.runtime.locks import KeyedLocks
 from tablesync.runtime.together import together
 from tablesync.settings import SyncSettings
 
@@ -141,6 +144,9 @@ class _Work:
     """An attempt that did not commit announced the same write."""
     destination_changed: bool = False
     """The coupled destination's version is newer than the one last synced."""
+    written_here: list[dict[str, FieldValue]] = field(default_factory=list)
+    """What updates of this very record, announced by attempts that did not
+    commit, would have left on it: its values that match are tablesync's."""
     decision: Decision | None = None
     mapped: Mapped | None = None
     written: Row | None = None
@@ -171,6 +177,9 @@ class Applier:
         self.settings = settings
         self.clock = clock
         self.failures: list[RecordFailed] = []
+        # The two records of a coupling live on two partitions, applied side
+        # by side: one pair is decided by one of them at a time.
+        self._pairs: KeyedLocks[tuple[Side, str]] = KeyedLocks()
 
     @property
     def mapping(self) -> TableMapping:
@@ -183,6 +192,20 @@ class Applier:
         """Applies ``items`` in order; a record appears at most once per round."""
         for chunk in _unique_chunks(items):
             await self._apply_chunk(chunk, effects)
+
+    async def apply_side_by_side(
+        self, groups: Sequence[Sequence[Item]], effects: BatchEffects
+    ) -> None:
+        """Applies each group (a partition's events, in order) beside the others,
+        into one batch's effects. A record's events are all in one group, but
+        the two records of a coupling are in two: each chunk holds its pairs
+        while it decides, writes and records them, and one that waited sees
+        what the other made of the pair (in ``effects``) before deciding."""
+        if len(groups) <= 1:
+            for group in groups:
+                await self.apply(group, effects)
+            return
+        await together(*(self.apply(group, effects) for group in groups))
 
     async def sources_of(self, intents: Sequence[Intent]) -> list[RecordChanged]:
         """The sources of intents an attempt that died left open, as they are
@@ -234,9 +257,24 @@ class Applier:
         return events
 
     async def _apply_chunk(self, items: list[Item], effects: BatchEffects) -> None:
-        mapping = self.mapping
         work = [_Work(i) for i in items]
         await self._load_couplings(work, effects)
+        held: set[tuple[Side, str]] = set()
+        try:
+            while not (wanted := _pair_keys(work)) <= held:
+                # Read again once held: the group that held a pair before may
+                # have coupled, updated or removed it meanwhile.
+                self._pairs.release(held)
+                held = set()
+                await self._pairs.acquire(wanted)
+                held = wanted
+                await self._load_couplings(work, effects)
+            await self._decide_and_write(work, effects)
+        finally:
+            self._pairs.release(held)
+
+    async def _decide_and_write(self, work: list[_Work], effects: BatchEffects) -> None:
+        mapping = self.mapping
         statuses = await self._load_statuses(work)
         deleted = await self._load_deleted(work, effects)
         for w in work:
@@ -324,6 +362,7 @@ class Applier:
             if isinstance(w.triage, FetchDestination):
                 wanted[w.triage.side].add(w.triage.record_id)
         rows = await self._get_many(wanted)
+        await self._load_written_here(work)
         checked: list[tuple[_Work, WriteTarget, bool]] = []
         for w in work:
             t = w.triage
@@ -358,6 +397,22 @@ class Applier:
                     # an attempt that did not commit: that attempt's write.
                     w.written_before = True
                     w.write_target = key
+
+    async def _load_written_here(self, work: list[_Work]) -> None:
+        """For versions of coupled records, what updates of those very records
+        that an attempt announced and did not commit would have left on them:
+        a version read back after such a write is (at least partly) its echo."""
+        fresh = [w for w in work if isinstance(w.triage, FetchDestination) and not _deleting(w)]
+        found = await self.state.written_images(
+            self.mapping_name, [(w.item.event.side, w.item.event.record_id) for w in fresh]
+        )
+        for w in fresh:
+            event = w.item.event
+            images = found.get((event.side, event.record_id))
+            if images is not None:
+                w.written_here = images
+                # Settled by what this attempt decides about the record.
+                w.announced.add((event.side, event.record_id, "update"))
 
     async def _get_many(self, wanted: dict[Side, set[str]]) -> dict[tuple[Side, str], Row]:
         mapping = self.mapping
@@ -617,6 +672,8 @@ class Applier:
                 w.mapped = mapped
                 return decide_deletion(mapping, t.coupling, t.side, row_of(event), mapped)
             mapped = self._map(event, creating=False, resolved=resolved)
+            # What tablesync itself wrote to this record is no change of the user's.
+            mapped = not_written_back(mapped, event.side, event.fields, w.written_here)
             w.mapped = mapped
             decision = decide_coupled(event, mapping, t.coupling, w.destination, mapped)
             if isinstance(decision, Unchanged) and w.destination_changed:
@@ -675,7 +732,15 @@ class Applier:
                 w.announced.add(w.write_target)
         targets = [w.write_target for w in work if w.write_target]
         if targets:
-            earlier = await self.state.announce_writes(self.mapping_name, targets)
+            images = {
+                w.write_target: written_image(mapping, d.side, w.mapped, w.destination.fields)
+                for w in work
+                if w.write_target is not None
+                and isinstance(d := w.decision, Update)
+                and w.mapped is not None
+                and w.destination is not None
+            }
+            earlier = await self.state.announce_writes(self.mapping_name, targets, images)
             for w in work:
                 w.written_before = w.write_target in earlier
         ops: dict[Side, list[tuple[_Work, WriteOp]]] = {"bc": [], "dataverse": []}
@@ -892,6 +957,7 @@ class Applier:
             offset=item.offset,
             decision=type(d).__name__,
             written_before=w.written_before or None,
+            written_here=bool(w.written_here) or None,
             announced_create=(w.intent is not None) or None,
             recovered=w.created_before.id if w.created_before else None,
         )
@@ -1076,6 +1142,18 @@ class JobEnsurer:
         self._known.add(job_id)
         if len(self._known) > 1000:
             self._known = {job_id}
+
+
+def _pair_keys(work: Iterable[_Work]) -> set[tuple[Side, str]]:
+    """The records a chunk decides about: its own, and their counterparts."""
+    keys: set[tuple[Side, str]] = set()
+    for w in work:
+        event = w.item.event
+        keys.add((event.side, event.record_id.lower()))
+        if w.coupling is not None:
+            dest = other_side(event.side)
+            keys.add((dest, w.coupling.id_on(dest).lower()))
+    return keys
 
 
 def _deleting(w: _Work) -> bool:

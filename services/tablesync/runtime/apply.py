@@ -44,7 +44,6 @@ from tablesync.runtime import faults
 from tablesync.runtime.applier import RETRY_TOPIC, Applier, Item, JobEnsurer
 from tablesync.runtime.deadletter import DeadLetters
 from tablesync.runtime.stopping import until_done
-from tablesync.runtime.together import together
 from tablesync.runtime.transient import TRANSIENT
 from tablesync.settings import Settings
 
@@ -269,27 +268,13 @@ class ApplyService:
         )
 
     async def _apply_by_partition(self, items: list[Item], effects: BatchEffects) -> None:
-        """Applies each partition's events beside the others'.
-
-        A record's events are all on one partition, in order, so partitions
-        are independent: together they are what several apply instances
-        would do, and their waits on the sides and the database overlap."""
+        """Applies each partition's events beside the others': their waits on
+        the sides and the database overlap."""
         assert self._applier is not None
         by_partition: dict[tuple[str, int], list[Item]] = {}
         for item in items:
             by_partition.setdefault((item.topic, item.partition), []).append(item)
-        if len(by_partition) <= 1:
-            await self._applier.apply(items, effects)
-            return
-        parts = [BatchEffects(self.mapping_name) for _ in by_partition]
-        await together(
-            *(
-                self._applier.apply(group, part)
-                for group, part in zip(by_partition.values(), parts, strict=True)
-            )
-        )
-        for part in parts:
-            effects.absorb(part)
+        await self._applier.apply_side_by_side(list(by_partition.values()), effects)
 
     async def _read(
         self,

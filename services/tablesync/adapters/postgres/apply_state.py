@@ -210,20 +210,44 @@ class ApplyStateStore:
             )
 
     async def announce_writes(
-        self, mapping: str, targets: Sequence[WriteTarget]
+        self,
+        mapping: str,
+        targets: Sequence[WriteTarget],
+        images: Mapping[WriteTarget, dict[str, FieldValue]] | None = None,
     ) -> set[WriteTarget]:
         """Announces updates and deletions before the destination is called
-        (committed on return); returns those an attempt that did not commit
-        had announced already, which may have happened."""
+        (committed on return), each update with what it leaves on its record
+        (``images``, kept beside those of earlier attempts); returns those an
+        attempt that did not commit had announced already, which may have
+        happened."""
         if not targets:
             return set()
+        images = images or {}
         earlier = await self.announced_writes(mapping, targets)
         await self._pool.executemany(
-            "INSERT INTO write_intents (mapping, side, record_id, kind) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT DO NOTHING",
-            [(mapping, *t) for t in targets],
+            "INSERT INTO write_intents (mapping, side, record_id, kind, images) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (mapping, side, record_id, kind) "
+            "DO UPDATE SET images = write_intents.images || EXCLUDED.images",
+            [(mapping, *t, [images[t]] if t in images else []) for t in targets],
         )
         return earlier
+
+    async def written_images(
+        self, mapping: str, records: Sequence[tuple[Side, str]]
+    ) -> dict[tuple[Side, str], list[dict[str, FieldValue]]]:
+        """Of ``records``, those with an announced update not yet committed,
+        with what each attempt that announced it would leave on the record."""
+        if not records:
+            return {}
+        rows = await self._pool.fetch(
+            "SELECT side, record_id, images FROM write_intents "
+            "WHERE mapping = $1 AND kind = 'update' AND (side, record_id) IN "
+            "(SELECT * FROM unnest($2::text[], $3::text[]))",
+            mapping,
+            [side for side, _ in records],
+            [rid for _, rid in records],
+        )
+        return {(r["side"], r["record_id"]): list(r["images"]) for r in rows}
 
     async def announced_writes(
         self, mapping: str, targets: Sequence[WriteTarget]
@@ -413,8 +437,9 @@ def _intent(r: asyncpg.Record) -> Intent:
 
 
 async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
-    for direction in {d for _, d in e.couplings}:
-        await write_couplings(conn, [c for c, d in e.couplings if d == direction], direction)
+    couplings = _latest(e.couplings)
+    for direction in {d for _, d in couplings}:
+        await write_couplings(conn, [c for c, d in couplings if d == direction], direction)
     removed = await delete_couplings(conn, e.uncoupled)
     counted: set[tuple[str, str]] = set()
     # Of two decisions on one coupling, the deletion is the one to count.
@@ -530,3 +555,18 @@ async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
             """,
             [(e.mapping, t, p, off) for (t, p), off in e.positions.items()],
         )
+
+
+def _latest(
+    couplings: Sequence[tuple[Coupling, str | None]],
+) -> list[tuple[Coupling, str | None]]:
+    """One entry per coupling: the batch's last decision about it, with the
+    direction of its last write. Written in groups by direction, two entries
+    of one coupling would land in no set order, an older over a newer."""
+    latest: dict[tuple[str, str], tuple[Coupling, str | None]] = {}
+    for coupling, direction in couplings:
+        key = (coupling.mapping, coupling.bc_id.lower())
+        earlier = latest.pop(key, None)
+        kept = earlier[1] if direction is None and earlier is not None else direction
+        latest[key] = (coupling, kept)
+    return list(latest.values())
