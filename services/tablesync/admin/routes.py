@@ -299,7 +299,8 @@ async def dashboard(ctx: AdminContext, request: Request) -> Response:
 @endpoint(
     "GET",
     "/api/mappings",
-    "Integration table mappings in dependency order, with each one's last job",
+    "Integration table mappings in dependency order, with each one's last job "
+    "and, apart, its last continuous activity",
     "mappings",
     response=MappingOut,
     many=True,

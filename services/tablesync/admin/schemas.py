@@ -13,6 +13,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from tablesync.adapters.kafka.lag import LagReport
+from tablesync.adapters.postgres.admin_queries import LastJobs
 from tablesync.adapters.postgres.couplings import CouplingRow
 from tablesync.adapters.postgres.jobs import JobError, JobTotals, RunRow
 from tablesync.core import filters
@@ -235,10 +236,19 @@ class MappingOut(BaseModel):
     depends_on: list[str]
     update_conflict: str
     deletion: str
-    last_job: JobOut | None = None
+    last_job: JobOut | None = Field(
+        default=None,
+        description="The newest job someone started: a run's step, a replay or a record action.",
+    )
+    last_continuous: JobOut | None = Field(
+        default=None,
+        description="The newest interval of continuous work that counted something; "
+        "it runs until its interval closes and never replaces last_job.",
+    )
 
     @classmethod
-    def of(cls, m: TableMapping, last_job: JobTotals | None = None) -> MappingOut:
+    def of(cls, m: TableMapping, last: LastJobs | None = None) -> MappingOut:
+        last = last or LastJobs()
         return cls(
             name=m.name,
             bc_table=m.bc_table,
@@ -252,7 +262,8 @@ class MappingOut(BaseModel):
             depends_on=list(m.depends_on),
             update_conflict=m.update_conflict,
             deletion=m.deletion,
-            last_job=JobOut.of(last_job) if last_job else None,
+            last_job=JobOut.of(last.started) if last.started else None,
+            last_continuous=JobOut.of(last.continuous) if last.continuous else None,
         )
 
 
@@ -268,9 +279,9 @@ class MappingDetailOut(MappingOut):
     fields: list[FieldOut]
 
     @classmethod
-    def detail(cls, m: TableMapping, last_job: JobTotals | None = None) -> MappingDetailOut:
+    def detail(cls, m: TableMapping, last: LastJobs | None = None) -> MappingDetailOut:
         return cls(
-            **MappingOut.of(m, last_job).model_dump(),
+            **MappingOut.of(m, last).model_dump(),
             fields=[
                 FieldOut(
                     bc=f.bc,

@@ -1,5 +1,5 @@
 """Read-only queries the admin API, the dashboard and the metrics need beyond
-the stores: filtered job listings, each mapping's last job, the running full
+the stores: filtered job listings, each mapping's last jobs, the running full
 synchronization, and totals over every job for metrics."""
 
 from __future__ import annotations
@@ -12,9 +12,25 @@ from uuid import UUID
 from tablesync.adapters.postgres.jobs import JobTotals, _totals
 from tablesync.core.plan import COUNTED
 
-__all__ = ["AdminQueries", "DurationHistogram", "OutcomeTotals"]
+__all__ = ["AdminQueries", "DurationHistogram", "LastJobs", "OutcomeTotals"]
 
 _ANY_COUNT = " + ".join(COUNTED)
+
+
+@dataclass(frozen=True, slots=True)
+class LastJobs:
+    """A mapping's newest jobs, kept apart by what started them.
+
+    ``started`` is the newest job someone started (a run's step, a replay, a
+    record action): its status is that job's outcome. ``continuous`` is the
+    newest interval of continuous work that counted something. Continuous jobs
+    are created by apply as changes flow, one per direction and interval,
+    dated from the interval's start and running until it closes; they also
+    count the echoes of a run's own writes. So a continuous job can be newer
+    than a run that has just finished, and never stands for its outcome."""
+
+    started: JobTotals | None = None
+    continuous: JobTotals | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +91,24 @@ class AdminQueries:
         )
         return [_totals(r) for r in rows]
 
-    async def last_jobs(self) -> dict[str, JobTotals]:
-        """Each mapping's newest job that did something (or is a full or modified one)."""
+    async def last_jobs(self) -> dict[str, LastJobs]:
+        """Each mapping's newest started job and, apart, its newest continuous
+        job that counted something (see ``LastJobs``)."""
         rows = await self._pool.fetch(
             f"""
-            SELECT DISTINCT ON (mapping) * FROM job_totals
+            SELECT DISTINCT ON (mapping, kind = 'continuous') * FROM job_totals
             WHERE kind <> 'continuous' OR ({_ANY_COUNT}) > 0
-            ORDER BY mapping, started_at DESC
+            ORDER BY mapping, kind = 'continuous', started_at DESC, job_id
             """
         )
-        return {r["mapping"]: _totals(r) for r in rows}
+        started: dict[str, JobTotals] = {}
+        continuous: dict[str, JobTotals] = {}
+        for r in rows:
+            (continuous if r["kind"] == "continuous" else started)[r["mapping"]] = _totals(r)
+        return {
+            name: LastJobs(started.get(name), continuous.get(name))
+            for name in started.keys() | continuous.keys()
+        }
 
     async def running_full_sync(self) -> str | None:
         value = await self._pool.fetchval(

@@ -159,11 +159,22 @@ function renderMappings() {
         ? el("span", { class: `lag ${lag.lag ? "some" : "zero"}`, title: lag.oldest_age_s ? `oldest ${duration(lag.oldest_age_s)}` : "", text: lag.lag })
         : el("span", { class: "lag zero", text: "–" });
       const job = m.last_job;
-      const last = job
-        ? el("div", { class: "last-job" },
-            el("div", { class: "last-job-head" }, chip(job.status), el("span", { class: "muted small", text: `${job.kind} · ${ago(job.started_at)}` })),
-            el("div", { class: "summary", text: countsSummary(job.counts) }))
-        : el("span", { class: "muted", text: "never synchronized" });
+      const flow = m.last_continuous;
+      // The last job someone started (a run's step, a replay, a record action)
+      // keeps its outcome; continuous work, which rolls over every interval and
+      // also counts the echoes of a run's own writes, is a line of its own.
+      const last = el("div", { class: "last-job" },
+        job
+          ? [
+              el("div", { class: "last-job-head", "data-job-id": job.job_id, "data-run-id": job.run_id || "", "data-kind": job.kind },
+                chip(job.status), el("span", { class: "muted small", text: `${job.kind} · ${ago(job.started_at)}` })),
+              el("div", { class: "summary", text: countsSummary(job.counts) }),
+            ]
+          : el("span", { class: "muted", text: flow ? "no run yet" : "never synchronized" }),
+        flow
+          ? el("div", { class: "continuous", "data-job-id": flow.job_id, title: `Continuous changes in the interval from ${time(flow.started_at)}` },
+              `continuous · ${ago(flow.started_at)} · ${countsSummary(flow.counts)}`)
+          : null);
       return el("tr", { "data-mapping": m.name },
         el("td", {}, el("div", { class: "mapping-name", text: m.name }), el("div", { class: "tables", text: `${m.bc_table} ⇄ ${m.dataverse_table}` })),
         el("td", {}, direction(m.direction)),
