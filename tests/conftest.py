@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import subprocess
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from tablesync import localinfra
 from tablesync.localinfra.kafka import broker_ready
-from tablesync.localinfra.network import free_ports
+from tablesync.localinfra.network import free_ports, port_free
 from tablesync.localinfra.postgres import ensure_databases
 from tablesync.settings import Settings, with_database
 
@@ -115,7 +117,30 @@ async def _prepare_containers(bootstrap: str, dsn: str) -> None:
 
 
 def _free_port() -> int:
-    return free_ports(1)[0]
+    return unused_ports(1)[0]
+
+
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 20_000
+
+
+def unused_ports(count: int) -> list[int]:
+    """Distinct loopback ports nothing listens on, for servers a test starts later.
+
+    A port the kernel hands out for port 0 is one of its ephemeral ports, which any
+    outgoing connection on this busy machine may take before the server gets to
+    bind it. Ports below the ephemeral range are never handed out that way."""
+    try:
+        first_ephemeral = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 0
+    if first_ephemeral - _LOWEST_PORT < 100 * count:
+        return free_ports(count)
+    candidates = random.sample(range(_LOWEST_PORT, first_ephemeral), k=min(1000, count * 100))
+    ports = [port for port in candidates if port_free("127.0.0.1", port)][:count]
+    if len(ports) < count:
+        raise RuntimeError(f"no {count} free ports between {_LOWEST_PORT} and {first_ephemeral}")
+    return ports
 
 
 def _skips_forbidden() -> bool:

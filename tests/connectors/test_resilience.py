@@ -129,11 +129,13 @@ async def test_the_service_protection_limit_is_waited_out(
 ) -> None:
     api: DataverseApi = await connect("dataverse", max_retries=20)
     config = await emulators.control("dataverse", "GET", "config")
+    # Twice the budget at once: the reads past it are throttled as long as the burst
+    # reaches the emulator within one window, which must hold on a loaded machine too.
     await emulators.control(
-        "dataverse", "PATCH", "config", {"requests_per_window": 5, "window_s": 1}
+        "dataverse", "PATCH", "config", {"requests_per_window": 5, "window_s": 3}
     )
     try:
-        counts = await asyncio.gather(*(count_rows(api, "systemusers") for _ in range(15)))
+        counts = await asyncio.gather(*(count_rows(api, "systemusers") for _ in range(10)))
     finally:
         await emulators.control("dataverse", "PATCH", "config", config)
 

@@ -18,6 +18,8 @@ from tablesync.settings import with_database
 
 TOKEN = "emulator-test-token"
 BUDGET = 1_000_000
+CLIENT_TIMEOUT_S = 60
+"""Per request: the emulators share this event loop with the tests and a loaded machine."""
 
 
 @dataclass
@@ -69,7 +71,7 @@ def emulator_dsns(infra: Any) -> dict[str, str]:
 
 
 def _client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    return httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=CLIENT_TIMEOUT_S)
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.emulators.conftest import TOKEN, BcEmulator, Emulator
+from tests.emulators.conftest import CLIENT_TIMEOUT_S, TOKEN, BcEmulator, Emulator
 
 pytestmark = pytest.mark.integration
 
@@ -175,7 +175,9 @@ async def test_random_input_never_gets_a_500(dv: Emulator, bc: BcEmulator) -> No
         key=st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=12),
     )
     def check(body: object, expression: str, key: str) -> None:
-        with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        with httpx.Client(
+            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=CLIENT_TIMEOUT_S
+        ) as client:
             responses = [
                 client.post(dv_url, json=body),
                 client.post(bc_url, json=body),

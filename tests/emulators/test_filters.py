@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tablesync.core.filters import evaluate, parse
-from tests.emulators.conftest import TOKEN, BcEmulator, Emulator
+from tests.emulators.conftest import CLIENT_TIMEOUT_S, TOKEN, BcEmulator, Emulator
 
 pytestmark = pytest.mark.integration
 
@@ -169,7 +169,9 @@ async def test_random_filters_agree_with_the_oracle(dv: Emulator) -> None:
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     @given(_EXPRESSIONS)
     def check(expression: str) -> None:
-        with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        with httpx.Client(
+            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=CLIENT_TIMEOUT_S
+        ) as client:
             response = client.get(url, params={"$filter": expression})
         assert response.status_code == 200, f"{expression}: {response.text}"
         got = sorted(r["accountid"] for r in response.json()["value"])

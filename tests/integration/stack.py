@@ -39,9 +39,12 @@ T = TypeVar("T")
 
 
 async def wait_for(
-    probe: Callable[[], Awaitable[T]], *, timeout_s: float = 30.0, what: str = "condition"
+    probe: Callable[[], Awaitable[T]], *, timeout_s: float = 60.0, what: str = "condition"
 ) -> T:
-    """Polls ``probe`` until it returns something truthy; fails naming ``what``."""
+    """Polls ``probe`` until it returns something truthy; fails naming ``what``.
+
+    The default is generous on purpose: a wait costs nothing when its condition
+    holds early, and a loaded CI machine can make any step of the pipeline late."""
     deadline = time.monotonic() + timeout_s
     last: T | None = None
     while time.monotonic() < deadline:

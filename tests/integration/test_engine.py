@@ -3,14 +3,15 @@ real broker and PostgreSQL, against both API emulators."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher
+from tablesync.core.events import RecordChanged
 from tablesync.ports.clock import SystemClock
 from tablesync.runtime.operations import Operations
 from tablesync.runtime.services import topics_for
@@ -18,6 +19,7 @@ from tests.conftest import InfraEndpoints
 from tests.integration.stack import Stack, open_stack, wait_for
 
 pytestmark = pytest.mark.integration
+CODEC = Codec()
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ async def ops(stack: Stack) -> AsyncIterator[Operations]:
     publisher = KafkaPublisher(stack.settings.kafka_bootstrap_servers)
     await publisher.start()
     try:
-        yield Operations(stack.pool, publisher, Codec(), topics_for(stack.settings), SystemClock())
+        yield Operations(stack.pool, publisher, CODEC, topics_for(stack.settings), SystemClock())
     finally:
         await publisher.stop()
 
@@ -138,27 +140,68 @@ async def test_a_dataverse_change_reaches_bc_and_does_not_come_back(
         rows = await stack.bc_rows("customers", f"?$filter=id eq {customer['id']}")
         return rows[0] if rows and rows[0]["phoneNumber"] == "+1 555 0100" else None
 
-    bc_after = await wait_for(reached_bc, timeout_s=15, what="the phone number in BC")
+    bc_after = await wait_for(reached_bc, what="the phone number in BC")
+
+    async def recorded() -> bool:
+        # Apply writes to BC first and commits the coupling after: wait for it.
+        stamp = await stack.pool.fetchval(
+            "SELECT bc_etag FROM couplings WHERE mapping = 'CUSTOMER' AND bc_id = $1::uuid",
+            customer["id"],
+        )
+        return bool(stamp == bc_after["@odata.etag"])
+
+    await wait_for(recorded, what="the write's version on the coupling")
     # The BC write comes back through BC's capture; it must be recognised and
-    # not written to Dataverse again.
-    await wait_for(
-        lambda: _bc_change_seen(stack, customer["id"], bc_after["@odata.etag"]),
-        timeout_s=15,
-        what="the echo of the BC write to be captured and applied",
-    )
+    # not written to Dataverse again. Wait for that very event to be applied: the
+    # echoes of the full sync count as unchanged too, and may come first.
+    topic = topics_for(stack.settings).cdc("bc", "customers")
+    partition, offset = await _captured(stack, topic, customer["id"], bc_after["@odata.etag"])
+    await _applied(stack, "CUSTOMER", topic, partition, offset)
     rows = await stack.dv_rows("accounts", f"?$filter=accountid eq {account['accountid']}")
     assert rows[0]["versionnumber"] == changed["versionnumber"], "the change came back"
 
 
-async def _bc_change_seen(stack: Stack, bc_id: str, etag: str) -> bool:
-    stamp = await stack.pool.fetchval(
-        "SELECT bc_etag FROM couplings WHERE mapping = 'CUSTOMER' AND bc_id = $1::uuid", bc_id
+async def _captured(stack: Stack, topic: str, record_id: str, etag: str) -> tuple[int, int]:
+    """Partition and offset of the change event of ``record_id`` at version ``etag``."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=stack.settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
-    applied = await stack.pool.fetchval(
-        "SELECT coalesce(sum(unchanged), 0) FROM job_partitions p JOIN jobs j USING (job_id) "
-        "WHERE j.kind = 'continuous' AND j.mapping = 'CUSTOMER' AND j.direction = 'to_integration'"
-    )
-    return bool(stamp == etag and applied >= 1)
+    await consumer.start()
+    try:
+
+        async def find() -> tuple[int, int] | None:
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.key != record_id.encode() or record.value is None:
+                        continue
+                    event = CODEC.decode(record.value)
+                    if isinstance(event, RecordChanged) and event.etag == etag:
+                        return tp.partition, record.offset
+            return None
+
+        return await wait_for(find, what=f"the capture of {record_id} at {etag}")
+    finally:
+        await consumer.stop()
+
+
+async def _applied(stack: Stack, mapping: str, topic: str, partition: int, offset: int) -> None:
+    """Until ``mapping``'s apply has committed past ``offset`` on that partition."""
+
+    async def passed() -> bool:
+        position = await stack.pool.fetchval(
+            "SELECT next_offset FROM apply_positions WHERE mapping = $1 AND topic = $2 "
+            "AND partition = $3",
+            mapping,
+            topic,
+            partition,
+        )
+        return bool(position and position > offset)
+
+    await wait_for(passed, what=f"{mapping} to apply {topic}[{partition}]@{offset}")
 
 
 async def test_a_change_on_both_sides_follows_the_conflict_policy(
@@ -176,7 +219,7 @@ async def test_a_change_on_both_sides_follows_the_conflict_policy(
         rows = await stack.dv_rows("accounts", f"?$filter=accountid eq {account['accountid']}")
         return rows[0]["address1_city"] == "Bruges"
 
-    await wait_for(settled, timeout_s=20, what="BC's city to win in Dataverse")
+    await wait_for(settled, what="BC's city to win in Dataverse")
     bc = await stack.bc_rows("customers", f"?$filter=id eq {customer['id']}")
     assert bc[0]["city"] == "Bruges"
 
@@ -201,7 +244,7 @@ async def test_a_conflict_under_policy_none_is_skipped_with_an_error(
         )
         return status == "skipped"
 
-    await wait_for(skipped, timeout_s=20, what="the conflict to be skipped")
+    await wait_for(skipped, what="the conflict to be skipped")
     message = await stack.pool.fetchval(
         "SELECT message FROM job_errors WHERE mapping = 'CUSTOMER' AND source_id = $1",
         customer["id"],
@@ -221,24 +264,21 @@ async def _patch_mapping_document(stack: Stack, name: str, changes: dict[str, An
     )
 
 
-async def test_a_new_bc_customer_is_created_in_dataverse_within_3_seconds(
-    stack: Stack, ops: Operations
-) -> None:
+async def test_a_new_bc_customer_is_created_in_dataverse(stack: Stack, ops: Operations) -> None:
+    # How soon it arrives is a figure of the continuous bench (make bench): a
+    # wall-clock bound here would only measure how loaded the machine is.
     await _full_sync(ops)
     await stack.set_mapping("CUSTOMER", sync_only_coupled=False)
     created = await stack.bc_post(
         "customers", {"displayName": "Woodgrove Bank", "city": "Redmond", "number": "C90001"}
     )
-    started = asyncio.get_running_loop().time()
 
     async def coupled() -> str | None:
         return (await stack.couplings("CUSTOMER")).get(created["id"])
 
-    dv_id = await wait_for(coupled, timeout_s=10, what="the new customer to be coupled")
-    elapsed = asyncio.get_running_loop().time() - started
+    dv_id = await wait_for(coupled, what="the new customer to be coupled")
     account = (await stack.dv_rows("accounts", f"?$filter=accountid eq {dv_id}"))[0]
     assert account["name"] == "Woodgrove Bank" and account["accountnumber"] == "C90001"
-    assert elapsed < 3.0, f"took {elapsed:.2f} s"
 
 
 async def test_a_customer_waits_for_its_salesperson_then_applies(
@@ -262,7 +302,7 @@ async def test_a_customer_waits_for_its_salesperson_then_applies(
         )
         return status == "pending"
 
-    await wait_for(pending, timeout_s=15, what="the customer to wait for its salesperson")
+    await wait_for(pending, what="the customer to wait for its salesperson")
     assert customer["id"] not in await stack.couplings("CUSTOMER")
     # Her Dataverse user arrives; a full sync of SALESPEOPLE couples the two by e-mail.
     user = await stack.dv_post(
@@ -283,6 +323,6 @@ async def test_a_customer_waits_for_its_salesperson_then_applies(
     async def applied() -> str | None:
         return (await stack.couplings("CUSTOMER")).get(customer["id"])
 
-    dv_id = await wait_for(applied, timeout_s=20, what="the pending customer to apply")
+    dv_id = await wait_for(applied, what="the pending customer to apply")
     account = (await stack.dv_rows("accounts", f"?$filter=accountid eq {dv_id}"))[0]
     assert account["_ownerid_value"] == user["systemuserid"]

@@ -142,7 +142,7 @@ async def test_a_contact_waiting_for_its_parent_applies_once_the_parent_couples(
             None,
         )
 
-    bc_id = await wait_for(coupled, timeout_s=20, what="the contact to apply by itself")
+    bc_id = await wait_for(coupled, what="the contact to apply by itself")
     bc = (await stack.bc_rows("contacts", f"?$filter=id eq {bc_id}"))[0]
     assert bc["companyNumber"] == "PW-1"
     assert await _status(stack, "CONTACTS", contact["contactid"]) is None
@@ -162,7 +162,7 @@ async def test_a_repeating_failure_becomes_skipped_and_retry_syncs_it(
     async def skipped() -> bool:
         return await _status(stack, "CUSTOMER", customer["id"]) == "skipped"
 
-    await wait_for(skipped, timeout_s=30, what="the repeated failure to become skipped")
+    await wait_for(skipped, what="the repeated failure to become skipped")
     problems = await ProblemStore(stack.pool).records(Selection(mapping="CUSTOMER"))
     listed = next(p for p in problems if p.source_id == customer["id"])
     assert listed.same_failures >= 2 and listed.status == "skipped"
@@ -196,7 +196,7 @@ async def test_restore_recreates_a_deleted_dataverse_account(
     async def flagged() -> bool:
         return await _status(stack, "CUSTOMER", dv_id) == "skipped"
 
-    await wait_for(flagged, timeout_s=20, what="the deletion to be noticed and listed")
+    await wait_for(flagged, what="the deletion to be noticed and listed")
     result = await (await _actions(stack, apis)).restore(Selection(record_ids=(dv_id,)))
     assert result.counts["inserted"] == 1, result.as_dict()
     new_id = (await stack.couplings("CUSTOMER"))[bc_id]
