@@ -29,6 +29,10 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 EXPECT_TIMEOUT_MS = 60_000
+# Every part of the page comes from a request of its own (jobs, mappings, lag
+# from the broker): on a loaded machine any of them may take more than the
+# default 5 s. A met expectation returns at once, so waiting longer costs nothing.
+expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
 
 @pytest.fixture(scope="session")
@@ -82,11 +86,14 @@ async def test_the_dashboard_shows_a_real_run_and_starts_another(
         page.locator(f'#jobs-table tr[data-job-id="{customer.job_id}"] .count.inserted')
     ).to_have_text(str(customer.counts["inserted"]))
     mappings = page.locator("#mappings-table tbody tr")
-    await expect(mappings).to_have_count(5)
+    # The mapping table comes from a request of its own, apart from the jobs'.
+    await expect(mappings).to_have_count(5, timeout=EXPECT_TIMEOUT_MS)
     # The row's last job is this run's, however many continuous intervals the
     # run's own writes echoed into since; those have a line of their own.
     last_job = page.locator('#mappings-table tr[data-mapping="CUSTOMER"] .last-job-head')
-    await expect(last_job).to_have_attribute("data-run-id", first.run.run_id)
+    await expect(last_job).to_have_attribute(
+        "data-run-id", first.run.run_id, timeout=EXPECT_TIMEOUT_MS
+    )
     await expect(last_job.locator(".chip")).to_have_text("finished")
     await expect(page.locator("#lag-chart svg")).to_be_visible()
 
