@@ -26,7 +26,7 @@ from typing import Any
 from bench import probe
 from bench.data import Templates, bench_mappings
 from bench.deploy import Deployment, Infra, deployment
-from bench.machine import CpuMeter, ProcessCpu
+from bench.machine import CpuMeter, ProcessCpu, listening_pid
 from bench.pgstat import PgSampler
 from bench.pyspy import PySpy
 from bench.report import Figure, at_least
@@ -105,7 +105,7 @@ async def measure(
         processes.watch(child.name, child.pid)
     for child in dep.services.values():
         processes.watch(f"tablesync {child.name}", child.pid)
-    if infra_pid := _kafka_pid():
+    if infra_pid := _kafka_pid(dep.infra.kafka):
         processes.watch("kafka (shared broker)", infra_pid)
     databases = {_db(dep.state_dsn): "state", _db(dep.bc_dsn): "bc", _db(dep.dv_dsn): "dataverse"}
     pg = PgSampler(dep.infra.admin_dsn, databases, interval_s=0.1 if profile else 0.5)
@@ -171,11 +171,16 @@ def _prefixed(cpu: dict[str, float]) -> dict[str, float]:
     return {f"postgres ({label} db)": seconds for label, seconds in cpu.items()}
 
 
-def _kafka_pid() -> int | None:
-    """The local broker's process; None when the broker is not the local one."""
+def _kafka_pid(bootstrap: str) -> int | None:
+    """The broker's process: the one ``make infra-up`` started here, or else
+    whichever process of this machine listens on the bootstrap port (a broker
+    this checkout found already running: another checkout's, or the user's
+    own); None when the broker is elsewhere."""
     pid_file = state_dir(Settings()) / "kafka" / "kafka.pid"
     with contextlib.suppress(OSError, ValueError):
         return int(pid_file.read_text().strip())
+    with contextlib.suppress(ValueError, IndexError):
+        return listening_pid(int(bootstrap.split(",")[0].rsplit(":", 1)[1]))
     return None
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "ProcessCpu",
     "cpu_seconds",
     "git_state",
+    "listening_pid",
     "machine_info",
     "memory_kib",
     "versions",
@@ -101,6 +102,34 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     # Fields 14 and 15 of stat(5); the split above drops the first two.
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def listening_pid(port: int) -> int | None:
+    """The process of this machine listening on TCP ``port``; None when none
+    is (or its sockets cannot be read: another user's process, without root)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN (proc(5)).
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in wanted for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
 
 
 def memory_kib(pid: int) -> dict[str, int]:
