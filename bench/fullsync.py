@@ -180,7 +180,7 @@ def _kafka_pid(bootstrap: str) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         return int(pid_file.read_text().strip())
     with contextlib.suppress(ValueError, IndexError):
-        return listening_pid(int(bootstrap.split(",")[0].rsplit(":", 1)[1]))
+        return listening_pid(int(bootstrap.split(",", maxsplit=1)[0].rsplit(":", 1)[1]))
     return None
 
 
