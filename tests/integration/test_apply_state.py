@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -44,5 +44,44 @@ async def test_two_attempts_removing_one_coupling_count_its_deletion_once(state_
         )
         assert (rows[0]["deleted"], rows[0]["uncoupled"]) == (1, 1)
         assert not await pool.fetch("SELECT * FROM couplings")
+    finally:
+        await pool.close()
+
+
+async def test_a_batchs_last_decision_about_a_coupling_is_the_one_kept(state_dsn: str) -> None:
+    # One batch decides about a pair more than once (its two records' events,
+    # a later chunk): the last decision's stamps stand, with the direction of
+    # its last write, whatever directions the decisions had.
+    pool = await create_pool(state_dsn, max_size=2)
+    try:
+        t0 = datetime.now(UTC)
+        bc_id, dv_id, dv_new = (str(uuid.uuid4()) for _ in range(3))
+        older, newer = Stamp(t0, 'W/"1"'), Stamp(t0 + timedelta(seconds=5), 'W/"2"')
+        first = Coupling("CUSTOMER", bc_id, dv_id, "10000", older, older)
+        effects = BatchEffects("CUSTOMER")
+        effects.couplings.append((first, "to_integration"))
+        effects.couplings.append((first.with_stamp("bc", newer), None))
+        # A Dataverse row coupled anew in the same batch replaces its old pair.
+        other_bc = str(uuid.uuid4())
+        replaced = Coupling("CUSTOMER", other_bc, dv_new, "20000", older, older)
+        effects.couplings.append((replaced, None))
+        effects.couplings.append(
+            (Coupling("CUSTOMER", bc_id, dv_new, "10000", newer, newer), "from_integration")
+        )
+        await ApplyStateStore(pool).commit(effects)
+        rows = await pool.fetch(
+            "SELECT bc_id::text AS bc, dv_id::text AS dv, bc_etag, last_direction FROM couplings"
+        )
+        assert [dict(r) for r in rows] == [
+            {"bc": bc_id, "dv": dv_new, "bc_etag": 'W/"2"', "last_direction": "from_integration"}
+        ]
+
+        effects = BatchEffects("CUSTOMER")
+        stored = Coupling("CUSTOMER", bc_id, dv_new, "10000", newer, newer)
+        effects.couplings.append((stored.with_stamp("bc", older), "to_integration"))
+        effects.couplings.append((stored, None))
+        await ApplyStateStore(pool).commit(effects)
+        row = await pool.fetchrow("SELECT bc_etag, last_direction FROM couplings")
+        assert (row["bc_etag"], row["last_direction"]) == ('W/"2"', "to_integration")
     finally:
         await pool.close()

@@ -411,8 +411,6 @@ class Applier:
             images = found.get((event.side, event.record_id))
             if images is not None:
                 w.written_here = images
-                # Settled by what this attempt decides about the record.
-                w.announced.add((event.side, event.record_id, "update"))
 
     async def _get_many(self, wanted: dict[Side, set[str]]) -> dict[tuple[Side, str], Row]:
         mapping = self.mapping
@@ -888,6 +886,9 @@ class Applier:
         job_id = await self._job_for(item, direction)
         now = self.clock.now()
         resolved = True
+        # Decided again later (a retry of the same event): what tablesync wrote
+        # to the record must still be known then.
+        again = False
         if w.paired and isinstance(d, Remove | Uncouple):
             # Made (and counted) before it is removed, in the same commit.
             effects.couplings.append((d.coupling, direction_of(event.side)))
@@ -923,12 +924,14 @@ class Applier:
                 self._status(w, effects, status, job_id, "skipped", "deleted", d.message, now)
             case Pending():
                 resolved = False
+                again = True
                 self._status(w, effects, status, job_id, "pending", "lookup", d.message, now)
             case Fail():
                 resolved = False
                 given_up = self._status(
                     w, effects, status, job_id, "failed", "error", d.message, now
                 )
+                again = not given_up
                 if given_up and w.intent is not None and w.created_before is None:
                     # Skipped until an operator acts: its announced create, of
                     # which no record was found, may hold nothing back meanwhile.
@@ -946,6 +949,9 @@ class Applier:
             effects.resolved_intents.append((event.side, event.record_id))
         # Done, or refused by the API: either way no write is in flight.
         effects.resolved_writes.extend(w.announced)
+        if w.written_here and not again:
+            # Tablesync's own write to this record is settled by this decision.
+            effects.resolved_writes.append((event.side, event.record_id, "update"))
         if resolved and status is not None:
             effects.cleared.append((event.side, event.record_id))
         # Ids and outcome only: field values stay out of the logs.

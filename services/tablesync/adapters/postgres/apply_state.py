@@ -227,7 +227,8 @@ class ApplyStateStore:
         await self._pool.executemany(
             "INSERT INTO write_intents (mapping, side, record_id, kind, images) "
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (mapping, side, record_id, kind) "
-            "DO UPDATE SET images = write_intents.images || EXCLUDED.images",
+            "DO UPDATE SET images = CASE WHEN write_intents.images @> EXCLUDED.images "
+            "THEN write_intents.images ELSE write_intents.images || EXCLUDED.images END",
             [(mapping, *t, [images[t]] if t in images else []) for t in targets],
         )
         return earlier
@@ -560,13 +561,19 @@ async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
 def _latest(
     couplings: Sequence[tuple[Coupling, str | None]],
 ) -> list[tuple[Coupling, str | None]]:
-    """One entry per coupling: the batch's last decision about it, with the
+    """One entry per record: the batch's last decision about it, with the
     direction of its last write. Written in groups by direction, two entries
-    of one coupling would land in no set order, an older over a newer."""
-    latest: dict[tuple[str, str], tuple[Coupling, str | None]] = {}
-    for coupling, direction in couplings:
-        key = (coupling.mapping, coupling.bc_id.lower())
-        earlier = latest.pop(key, None)
-        kept = earlier[1] if direction is None and earlier is not None else direction
-        latest[key] = (coupling, kept)
-    return list(latest.values())
+    naming one record would land in no set order, an older over a newer (a
+    Dataverse row is coupled once: writing one replaces any other)."""
+    entries: dict[int, tuple[Coupling, str | None]] = {}
+    last_of: dict[tuple[str, str], int] = {}
+    for n, (coupling, direction) in enumerate(couplings):
+        bc_id, dv_id = coupling.bc_id.lower(), coupling.dv_id.lower()
+        kept = direction
+        for record in (("bc", bc_id), ("dataverse", dv_id)):
+            earlier = entries.pop(last_of.get(record, -1), None)
+            if earlier is not None and kept is None and earlier[0].bc_id.lower() == bc_id:
+                kept = earlier[1]
+        entries[n] = (coupling, kept)
+        last_of[("bc", bc_id)] = last_of[("dataverse", dv_id)] = n
+    return list(entries.values())
