@@ -9,13 +9,15 @@ sides: the echo is tablesync's own write, never a user's change that wins the
 conflict (CUSTOMER: BC wins) and overwrites v2 with v1.
 
 The real applier runs against both emulators and the state database; a crash
-is an attempt whose effects are never committed."""
+is an attempt whose effects are never committed. The last test is what such a
+crash leaves half-done in a deletion: completed, and counted once."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Literal
 
 import pytest
@@ -27,6 +29,7 @@ from tablesync.adapters.postgres.jobs import JobStore
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.events import RecordChanged, Side
+from tablesync.core.mappings import MappingSet
 from tablesync.core.plan import JobContext
 from tablesync.core.records import Row
 from tablesync.ports.api import SideApi
@@ -179,3 +182,58 @@ async def test_a_write_lost_to_a_crash_never_overwrites_a_later_edit(
     await last.apply([await pair.event("bc")], effects)
     await state.commit(effects)
     assert await pair.names() == ("Edit v2", "Edit v2")
+
+
+async def test_a_pair_a_crash_left_half_removed_is_removed_and_counted_once(
+    stack: Stack, pair: _Pair
+) -> None:
+    """The user edits the account, then deletes it. Apply writes the edit to
+    BC, deletes the BC customer for the deletion, and dies before its commit.
+    Replayed in order, the edit meets its counterpart gone: by tablesync's own
+    hand, so the pair's removal is completed and the deletion counted (it was
+    taken for a deletion in BC: uncoupled, the deletion never counted, its
+    announcement left open)."""
+    stored = await MappingStore(stack.pool).load()
+    mappings = MappingSet(
+        tuple(replace(m, deletion="delete") if m.name == "CUSTOMER" else m for m in stored.mappings)
+    )
+    await stack.dv_patch("accounts", pair.dv_id, {"name": "Edit v1"})
+    edit = await pair.event("dataverse")
+    gone = await stack.dv.delete(f"/api/data/v9.2/accounts({pair.dv_id})")
+    assert gone.status_code == 204, gone.text
+    now = datetime.now(UTC)
+    pair.offsets += 1
+    deletion = Item(
+        RecordChanged(
+            side="dataverse",
+            table="accounts",
+            record_id=pair.dv_id,
+            op="delete",
+            modified_at=now,
+            captured_at=now,
+        ),
+        b"",
+        _CONTINUOUS,
+        edit.topic,
+        0,
+        pair.offsets,
+    )
+
+    crashed = pair.applier(mappings)
+    await crashed.apply([edit, deletion], BatchEffects("CUSTOMER"))
+    assert not await pair.apis["bc"].get_many("customers", [pair.bc_id])
+
+    restarted = pair.applier(mappings)
+    effects = BatchEffects("CUSTOMER")
+    await restarted.apply([edit, deletion], effects)
+    await ApplyStateStore(stack.pool).commit(effects)
+
+    counted = await stack.pool.fetch(
+        "SELECT j.direction, sum(p.deleted) AS deleted, sum(p.uncoupled) AS uncoupled "
+        "FROM jobs j JOIN job_partitions p USING (job_id) GROUP BY j.direction"
+    )
+    assert {r["direction"]: (r["deleted"], r["uncoupled"]) for r in counted} == {
+        "from_integration": (1, 1)
+    }
+    assert not await stack.pool.fetch("SELECT * FROM couplings")
+    assert [dict(r) for r in await stack.pool.fetch("SELECT * FROM write_intents")] == []

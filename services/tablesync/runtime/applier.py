@@ -144,6 +144,8 @@ class _Work:
     """An attempt that did not commit announced the same write."""
     destination_changed: bool = False
     """The coupled destination's version is newer than the one last synced."""
+    deleted_by_us: bool = False
+    """The coupled destination is gone, deleted by an attempt that did not commit."""
     written_here: list[dict[str, FieldValue]] = field(default_factory=list)
     """What updates of this very record, announced by attempts that did not
     commit, would have left on it: its values that match are tablesync's."""
@@ -385,11 +387,17 @@ class Applier:
                     checked.append((w, (t.side, t.record_id, "update"), False))
                     if deleting:
                         checked.append((w, (event.side, event.record_id, "update"), False))
+                    elif w.destination is None:
+                        # A version of a record whose counterpart vanished:
+                        # perhaps by tablesync's own hand, the pair half removed.
+                        checked.append((w, (t.side, t.record_id, "delete"), False))
         if checked:
             ours = await self.state.announced_writes(self.mapping_name, [k for _, k, _ in checked])
             for w, key, changed in checked:
                 if key not in ours:
                     continue
+                if key[2] == "delete" and not _deleting(w):
+                    w.deleted_by_us = True
                 # Resolved with whatever this attempt decides, written or not.
                 w.announced.add(key)
                 if changed and not w.written_before:
@@ -665,6 +673,11 @@ class Applier:
                     mapped,
                     deleted_here=w.write_target[0] if w.write_target else None,
                 )
+            if w.destination is None and w.deleted_by_us:
+                # An attempt that did not commit deleted the counterpart: it was
+                # removing the pair (this record's own deletion comes later on
+                # its partition). Completed, and its deletion counted, here.
+                return Remove(t.side, t.record_id, t.coupling)
             if w.destination is None:
                 mapped = self._map(event, creating=True, resolved=resolved)
                 w.mapped = mapped
