@@ -31,7 +31,7 @@ from tablesync.emulators.dataverse import create_app as dv_app
 from tablesync.runtime.services import run_services
 from tablesync.settings import ApiSettings, Settings, SyncSettings, with_database
 
-__all__ = ["Stack", "open_stack", "wait_for"]
+__all__ = ["Stack", "open_stack", "wait_applied", "wait_for"]
 
 TOKEN = "stack-test-token"
 DEFAULT_MAPPINGS = Path(__file__).resolve().parents[2] / "mappings" / "default.yaml"
@@ -53,6 +53,22 @@ async def wait_for(
             return last
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
+
+
+async def wait_applied(stack: Stack, mapping: str, topic: str, partition: int, offset: int) -> None:
+    """Waits until ``mapping``'s apply has committed past ``offset`` on that partition."""
+
+    async def passed() -> bool:
+        position = await stack.pool.fetchval(
+            "SELECT next_offset FROM apply_positions WHERE mapping = $1 AND topic = $2 "
+            "AND partition = $3",
+            mapping,
+            topic,
+            partition,
+        )
+        return bool(position and position > offset)
+
+    await wait_for(passed, what=f"{mapping} to apply the event at {topic}[{partition}]@{offset}")
 
 
 @dataclass

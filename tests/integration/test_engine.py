@@ -16,7 +16,7 @@ from tablesync.ports.clock import SystemClock
 from tablesync.runtime.operations import Operations
 from tablesync.runtime.services import topics_for
 from tests.conftest import InfraEndpoints
-from tests.integration.stack import Stack, open_stack, wait_for
+from tests.integration.stack import Stack, open_stack, wait_applied, wait_for
 
 pytestmark = pytest.mark.integration
 CODEC = Codec()
@@ -156,7 +156,7 @@ async def test_a_dataverse_change_reaches_bc_and_does_not_come_back(
     # echoes of the full sync count as unchanged too, and may come first.
     topic = topics_for(stack.settings).cdc("bc", "customers")
     partition, offset = await _captured(stack, topic, customer["id"], bc_after["@odata.etag"])
-    await _applied(stack, "CUSTOMER", topic, partition, offset)
+    await wait_applied(stack, "CUSTOMER", topic, partition, offset)
     rows = await stack.dv_rows("accounts", f"?$filter=accountid eq {account['accountid']}")
     assert rows[0]["versionnumber"] == changed["versionnumber"], "the change came back"
 
@@ -186,22 +186,6 @@ async def _captured(stack: Stack, topic: str, record_id: str, etag: str) -> tupl
         return await wait_for(find, what=f"the capture of {record_id} at {etag}")
     finally:
         await consumer.stop()
-
-
-async def _applied(stack: Stack, mapping: str, topic: str, partition: int, offset: int) -> None:
-    """Until ``mapping``'s apply has committed past ``offset`` on that partition."""
-
-    async def passed() -> bool:
-        position = await stack.pool.fetchval(
-            "SELECT next_offset FROM apply_positions WHERE mapping = $1 AND topic = $2 "
-            "AND partition = $3",
-            mapping,
-            topic,
-            partition,
-        )
-        return bool(position and position > offset)
-
-    await wait_for(passed, what=f"{mapping} to apply {topic}[{partition}]@{offset}")
 
 
 async def test_a_change_on_both_sides_follows_the_conflict_policy(

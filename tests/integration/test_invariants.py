@@ -23,7 +23,7 @@ from tablesync.ports.clock import SystemClock
 from tablesync.runtime.operations import Operations
 from tablesync.runtime.services import topics_for
 from tests.conftest import InfraEndpoints
-from tests.integration.stack import DEFAULT_MAPPINGS, Stack, open_stack, wait_for
+from tests.integration.stack import DEFAULT_MAPPINGS, Stack, open_stack, wait_applied, wait_for
 
 pytestmark = pytest.mark.integration
 CODEC = Codec()
@@ -402,7 +402,7 @@ async def test_a_replayed_version_of_a_deleted_record_is_not_created_again(
             Message(topic, bc_id.encode(), CODEC.encode(stale))
         )
 
-        await _consumed(stack, "CUSTOMER", topic, partition, offset)
+        await wait_applied(stack, "CUSTOMER", topic, partition, offset)
         assert len(await stack.dv_rows("accounts")) == accounts - 1
         assert not await stack.dv_rows("accounts", f"?$filter=accountnumber eq '{old['number']}'")
 
@@ -440,25 +440,9 @@ async def test_an_older_event_never_overwrites_newer_state(
     topic = topics_for(stack.settings).cdc("bc", "customers")
     partition, offset = await publisher.publish(Message(topic, bc_id.encode(), CODEC.encode(stale)))
 
-    await _consumed(stack, "CUSTOMER", topic, partition, offset)
+    await wait_applied(stack, "CUSTOMER", topic, partition, offset)
     rows = await stack.dv_rows("accounts", f"?$filter=accountid eq {dv_id}")
     assert rows[0]["address1_city"] == "Newtown"
-
-
-async def _consumed(stack: Stack, mapping: str, topic: str, partition: int, offset: int) -> None:
-    """Waits until ``mapping``'s apply has passed ``offset`` on that partition."""
-
-    async def passed() -> bool:
-        position = await stack.pool.fetchval(
-            "SELECT next_offset FROM apply_positions WHERE mapping = $1 AND topic = $2 "
-            "AND partition = $3",
-            mapping,
-            topic,
-            partition,
-        )
-        return bool(position and position > offset)
-
-    await wait_for(passed, what=f"the event at {topic}[{partition}]@{offset} to be applied")
 
 
 def _stamp(text: str) -> Any:
