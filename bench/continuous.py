@@ -35,8 +35,8 @@ from bench.machine import CpuMeter
 from bench.report import Figure, at_most
 from tablesync.adapters.kafka.lag import GroupSpec, LagReader
 from tablesync.adapters.postgres.mappings import MappingStore
+from tablesync.composition import topics_for
 from tablesync.core.mappings import MappingSet
-from tablesync.runtime.services import topics_for
 
 __all__ = ["FIGURES", "MAPPINGS", "run_once"]
 

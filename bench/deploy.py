@@ -26,12 +26,13 @@ from bench.procs import Child, Processes, python_argv
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher
 from tablesync.adapters.postgres import migrate
+from tablesync.adapters.postgres.jobs import JobStore
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.pool import create_pool
+from tablesync.composition import topics_for
 from tablesync.localinfra.network import free_ports
 from tablesync.ports.clock import SystemClock
 from tablesync.runtime.operations import Operations, RunProgress
-from tablesync.runtime.services import topics_for
 from tablesync.settings import ApiSettings, Settings, SyncSettings, with_database
 
 __all__ = [
@@ -294,7 +295,7 @@ class Deployment:
         await publisher.start()
         try:
             yield Operations(
-                self.pool, publisher, Codec(), topics_for(self.settings), SystemClock()
+                JobStore(self.pool), publisher, Codec(), topics_for(self.settings), SystemClock()
             )
         finally:
             await publisher.stop()

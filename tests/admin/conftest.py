@@ -15,10 +15,11 @@ from pydantic import SecretStr
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher
+from tablesync.adapters.postgres.jobs import JobStore
+from tablesync.composition import topics_for
 from tablesync.localinfra.network import free_ports
 from tablesync.ports.clock import SystemClock
 from tablesync.runtime.operations import Operations
-from tablesync.runtime.services import topics_for
 from tests.conftest import InfraEndpoints
 from tests.integration.conftest import state_dsn, state_template, topic_prefix
 from tests.integration.stack import Stack, open_stack, wait_for
@@ -86,7 +87,9 @@ async def ops(admin: Admin) -> AsyncIterator[Operations]:
     publisher = KafkaPublisher(settings.kafka_bootstrap_servers)
     await publisher.start()
     try:
-        yield Operations(admin.stack.pool, publisher, Codec(), topics_for(settings), SystemClock())
+        yield Operations(
+            JobStore(admin.stack.pool), publisher, Codec(), topics_for(settings), SystemClock()
+        )
     finally:
         await publisher.stop()
 

@@ -15,8 +15,8 @@ from starlette.routing import Mount, Route
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher
 from tablesync.admin import AdminService
+from tablesync.composition import topics_for
 from tablesync.ports.clock import SystemClock
-from tablesync.runtime.services import topics_for
 from tests.admin.conftest import ADMIN_TOKEN, Admin
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.admin.consumers import consumer_groups
+from tablesync.composition import ServiceName, run_services, topics_for
 from tablesync.runtime.operations import Operations
-from tablesync.runtime.services import ServiceName, run_services, topics_for
 from tablesync.settings import Settings
 from tests.admin.conftest import Admin, run_cli
 from tests.integration.stack import wait_for

@@ -23,12 +23,12 @@ import yaml
 
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.pool import create_pool
+from tablesync.composition import run_services
 from tablesync.emulators import seed
 from tablesync.emulators.bc import create_app as bc_app
 from tablesync.emulators.common.runtime import EmulatorConfig
 from tablesync.emulators.common.server import BackgroundServer
 from tablesync.emulators.dataverse import create_app as dv_app
-from tablesync.runtime.services import run_services
 from tablesync.settings import ApiSettings, Settings, SyncSettings, with_database
 
 __all__ = ["Stack", "open_stack", "wait_applied", "wait_for"]

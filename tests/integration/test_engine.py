@@ -11,10 +11,11 @@ from aiokafka import AIOKafkaConsumer
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher
+from tablesync.adapters.postgres.jobs import JobStore
+from tablesync.composition import topics_for
 from tablesync.core.events import RecordChanged
 from tablesync.ports.clock import SystemClock
 from tablesync.runtime.operations import Operations
-from tablesync.runtime.services import topics_for
 from tests.conftest import InfraEndpoints
 from tests.integration.stack import Stack, open_stack, wait_applied, wait_for
 
@@ -36,7 +37,9 @@ async def ops(stack: Stack) -> AsyncIterator[Operations]:
     publisher = KafkaPublisher(stack.settings.kafka_bootstrap_servers)
     await publisher.start()
     try:
-        yield Operations(stack.pool, publisher, CODEC, topics_for(stack.settings), SystemClock())
+        yield Operations(
+            JobStore(stack.pool), publisher, CODEC, topics_for(stack.settings), SystemClock()
+        )
     finally:
         await publisher.stop()
 

@@ -18,10 +18,11 @@ from aiokafka import AIOKafkaConsumer
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher, Message
 from tablesync.adapters.postgres.apply_state import ApplyStateStore, Intent
+from tablesync.adapters.postgres.jobs import JobStore
+from tablesync.composition import topics_for
 from tablesync.core.events import FieldValue, RecordChanged
 from tablesync.ports.clock import SystemClock
 from tablesync.runtime.operations import Operations
-from tablesync.runtime.services import topics_for
 from tests.conftest import InfraEndpoints
 from tests.integration.stack import DEFAULT_MAPPINGS, Stack, open_stack, wait_applied, wait_for
 
@@ -49,7 +50,9 @@ async def publisher(stack: Stack) -> AsyncIterator[KafkaPublisher]:
 
 @pytest.fixture
 def ops(stack: Stack, publisher: KafkaPublisher) -> Operations:
-    return Operations(stack.pool, publisher, CODEC, topics_for(stack.settings), SystemClock())
+    return Operations(
+        JobStore(stack.pool), publisher, CODEC, topics_for(stack.settings), SystemClock()
+    )
 
 
 async def _full_sync(ops: Operations, **kwargs: Any) -> None:
@@ -256,7 +259,7 @@ async def _deleting_stack(
         await publisher.start()
         try:
             ops = Operations(
-                stack.pool, publisher, CODEC, topics_for(stack.settings), SystemClock()
+                JobStore(stack.pool), publisher, CODEC, topics_for(stack.settings), SystemClock()
             )
             yield stack, ops, publisher
         finally:

@@ -14,10 +14,14 @@ import yaml
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher
+from tablesync.adapters.kafka.window import KafkaWindow
 from tablesync.adapters.odata import open_api
+from tablesync.adapters.postgres import postgres_stores
 from tablesync.adapters.postgres.couplings import CouplingStore
+from tablesync.adapters.postgres.jobs import JobStore
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.problems import ProblemStore, Selection
+from tablesync.composition import topics_for
 from tablesync.core.events import Side
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import SystemClock
@@ -25,7 +29,6 @@ from tablesync.runtime.actions import Actions
 from tablesync.runtime.dryrun import DirectionPreview, dry_run
 from tablesync.runtime.operations import Operations, RunProgress
 from tablesync.runtime.replay import replay
-from tablesync.runtime.services import topics_for
 from tablesync.settings import SyncSettings
 from tests.conftest import InfraEndpoints
 from tests.integration.stack import DEFAULT_MAPPINGS, Stack, open_stack, wait_for
@@ -58,7 +61,9 @@ async def ops(stack: Stack) -> AsyncIterator[Operations]:
     publisher = KafkaPublisher(stack.settings.kafka_bootstrap_servers)
     await publisher.start()
     try:
-        yield Operations(stack.pool, publisher, CODEC, topics_for(stack.settings), SystemClock())
+        yield Operations(
+            JobStore(stack.pool), publisher, CODEC, topics_for(stack.settings), SystemClock()
+        )
     finally:
         await publisher.stop()
 
@@ -78,7 +83,7 @@ async def apis(stack: Stack) -> AsyncIterator[dict[Side, SideApi]]:
 
 async def _actions(stack: Stack, apis: dict[Side, SideApi]) -> Actions:
     return Actions(
-        pool=stack.pool,
+        stores=postgres_stores(stack.pool),
         apis=apis,
         mappings=await MappingStore(stack.pool).load(),
         settings=stack.settings.sync,
@@ -386,11 +391,11 @@ async def test_replay_corrects_exactly_the_window_and_a_second_replay_changes_no
             mapping="CUSTOMER",
             since=window_start,
             until=window_end,
-            pool=stack.pool,
+            stores=postgres_stores(stack.pool),
+            window=KafkaWindow(stack.settings.kafka_bootstrap_servers),
             apis=apis,
             mappings=await MappingStore(stack.pool).load(),
             topics=topics_for(stack.settings),
-            bootstrap_servers=stack.settings.kafka_bootstrap_servers,
             settings=stack.settings.sync,
             codec=CODEC,
             clock=SystemClock(),

@@ -464,10 +464,7 @@ async def couple(ctx: AdminContext, request: Request) -> Response:
     _known(await ctx.mapping_set(), body.mapping, 404)
     bc_id, dv_id = str(body.bc_id), str(body.dataverse_id)
     empty = Stamp(None, None)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        await ctx.couplings.couple(
-            conn, Coupling(body.mapping, bc_id, dv_id, None, empty, empty), None
-        )
+    await ctx.couplings.couple(Coupling(body.mapping, bc_id, dv_id, None, empty, empty), None)
     rows = await ctx.couplings.listing(body.mapping, search=bc_id, limit=1)
     if not rows:
         raise Problem(

@@ -16,6 +16,7 @@ import uvicorn
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher, Topics
 from tablesync.adapters.kafka.lag import LagReader
+from tablesync.adapters.postgres.jobs import JobStore
 from tablesync.admin.app import create_app
 from tablesync.admin.lagwatch import LagMonitor
 from tablesync.admin.routes import AdminContext
@@ -61,7 +62,7 @@ class AdminService:
         self.required = required
         self.reader = LagReader(settings.kafka_bootstrap_servers, client_id="tablesync-admin")
         self.lag = LagMonitor(self.reader, pool, topics, sample_every_s=sample_every_s)
-        operations = Operations(pool, publisher, codec, topics, clock)
+        operations = Operations(JobStore(pool), publisher, codec, topics, clock)
         self.app = create_app(
             AdminContext(pool, operations, self.lag), settings.admin_token.get_secret_value()
         )

@@ -10,15 +10,16 @@ from typing import Any
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher
 from tablesync.adapters.odata import open_api
-from tablesync.adapters.postgres import migrate
+from tablesync.adapters.postgres import migrate, postgres_stores
+from tablesync.adapters.postgres.jobs import JobStore
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.pool import create_pool
+from tablesync.composition import topics_for
 from tablesync.core.events import Side
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import SystemClock
 from tablesync.runtime.actions import Actions
 from tablesync.runtime.operations import Operations
-from tablesync.runtime.services import topics_for
 from tablesync.settings import Settings
 
 __all__ = ["CliContext", "state_pool", "with_actions", "with_operations"]
@@ -46,7 +47,9 @@ async def with_operations(settings: Settings) -> AsyncIterator[CliContext]:
         publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="tablesync-cli")
         await publisher.start()
         try:
-            ops = Operations(pool, publisher, Codec(), topics_for(settings), SystemClock())
+            ops = Operations(
+                JobStore(pool), publisher, Codec(), topics_for(settings), SystemClock()
+            )
             yield CliContext(pool, ops)
         finally:
             await publisher.stop()
@@ -62,7 +65,7 @@ async def with_actions(settings: Settings) -> AsyncIterator[Actions]:
             apis["dataverse"] = await open_api("dataverse", settings.dataverse)
             mappings = await MappingStore(pool).load()
             yield Actions(
-                pool=pool,
+                stores=postgres_stores(pool),
                 apis=apis,
                 mappings=mappings,
                 settings=settings.sync,

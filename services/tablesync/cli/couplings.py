@@ -83,8 +83,7 @@ def couple(
             coupling = Coupling(
                 mapping, bc, dv, key if isinstance(key, str) else None, empty, empty
             )
-            async with pool.acquire() as conn, conn.transaction():
-                await CouplingStore(pool).couple(conn, coupling, None)
+            await CouplingStore(pool).couple(coupling, None)
 
     run_async(go())
     typer.echo(f"coupled {mapping}: bc {bc} <-> dataverse {dv}")

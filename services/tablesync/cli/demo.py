@@ -6,8 +6,8 @@ import typer
 
 from tablesync.cli.common import EXIT_FAILED_RECORDS, EXIT_OK, load_settings, run_async
 from tablesync.cli.output import JOB_COUNTS, render
+from tablesync.demo import run_demo
 from tablesync.logging import configure_logging
-from tablesync.runtime.demo import run_demo
 from tablesync.runtime.operations import RunProgress
 
 __all__ = ["demo"]

@@ -16,7 +16,7 @@ from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.admin.consumers import consumer_groups
 from tablesync.cli.common import fail, load_settings, print_json, run_async
 from tablesync.cli.context import state_pool
-from tablesync.runtime.services import topics_for
+from tablesync.composition import topics_for
 from tablesync.settings import Settings
 
 __all__ = ["lag"]

@@ -8,16 +8,17 @@ from datetime import UTC, datetime
 
 import typer
 
+from tablesync.adapters.kafka.window import KafkaWindow
 from tablesync.adapters.postgres.jobs import JobError, JobStore
 from tablesync.adapters.postgres.problems import ProblemRecord, ProblemStore, Selection
 from tablesync.cli.common import fail, load_settings, print_json, run_async
 from tablesync.cli.context import state_pool, with_actions
 from tablesync.cli.output import render
+from tablesync.composition import topics_for
 from tablesync.errors import CommandRefused
 from tablesync.runtime.actions import ActionResult, Actions
 from tablesync.runtime.replay import ReplayResult
 from tablesync.runtime.replay import replay as run_replay
-from tablesync.runtime.services import topics_for
 
 __all__ = [
     "delete_couplings",
@@ -188,11 +189,11 @@ def replay(
                 mapping=mapping,
                 since=_aware(since),
                 until=_aware(until) if until else None,
-                pool=actions.pool,
+                stores=actions.stores,
+                window=KafkaWindow(settings.kafka_bootstrap_servers),
                 apis=actions.apis,
                 mappings=actions.mappings,
                 topics=topics_for(settings),
-                bootstrap_servers=settings.kafka_bootstrap_servers,
                 settings=settings.sync,
                 codec=actions.codec,
                 clock=actions.clock,

@@ -7,7 +7,7 @@ from typing import Literal
 import typer
 
 from tablesync.cli.common import fail, load_settings, run_async
-from tablesync.runtime.services import run_services
+from tablesync.composition import run_services
 
 app = typer.Typer(help="Run a service until Ctrl-C or SIGTERM.", no_args_is_help=True)
 

@@ -13,22 +13,20 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import structlog
 
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.postgres.apply_state import ApplyStateStore, BatchEffects
-from tablesync.adapters.postgres.couplings import CouplingStore, delete_couplings
-from tablesync.adapters.postgres.jobs import JobStore
-from tablesync.adapters.postgres.problems import ProblemRecord, ProblemStore, Selection
 from tablesync.core.couplings import Coupling
+from tablesync.core.effects import BatchEffects
 from tablesync.core.events import Direction, RecordChanged, Side, other_side
 from tablesync.core.mappings import DeletionPolicy, MappingSet, TableMapping, direction_of
 from tablesync.core.plan import JobContext
+from tablesync.core.stored import ProblemRecord, Selection
 from tablesync.errors import CommandRefused
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
+from tablesync.ports.state import StateStores
 from tablesync.runtime.applier import Applier, Item, JobEnsurer
 from tablesync.settings import SyncSettings
 
@@ -59,22 +57,22 @@ class Actions:
     def __init__(
         self,
         *,
-        pool: Any,
+        stores: StateStores,
         apis: dict[Side, SideApi],
         mappings: MappingSet,
         settings: SyncSettings,
         codec: Codec,
         clock: Clock,
     ) -> None:
-        self.pool = pool
+        self.stores = stores
         self.apis = apis
         self.mappings = mappings
         self.settings = settings
         self.codec = codec
         self.clock = clock
-        self.jobs = JobStore(pool)
-        self.problems = ProblemStore(pool)
-        self.state = ApplyStateStore(pool)
+        self.jobs = stores.jobs
+        self.problems = stores.problems
+        self.state = stores.apply_state
 
     # retry
 
@@ -167,9 +165,8 @@ class Actions:
         for mapping, group in by_mapping.items():
             job_id = await self._job(mapping, "to_integration", "delete_couplings", "uncoupling")
             effects = BatchEffects(mapping)
+            effects.uncoupled.extend(group)
             effects.count(job_id, ACTION_TOPIC, 0, *(["uncoupled"] * len(group)))
-            async with self.pool.acquire() as conn, conn.transaction():
-                await delete_couplings(conn, group)
             await self.state.commit(effects)
             await self.jobs.finish_job(job_id, message=f"{len(group)} couplings removed")
             result.jobs.append(job_id)
@@ -181,7 +178,7 @@ class Actions:
         they show in the errors list for restore, delete-records or uncouple."""
         result = ActionResult("find_deleted")
         names = [mapping] if mapping else list(self.mappings.names())
-        couplings_store = CouplingStore(self.pool)
+        couplings_store = self.stores.couplings
         for name in names:
             m = self.mappings.get(name)
             for side in ("bc", "dataverse"):
@@ -212,20 +209,11 @@ class Actions:
     async def _list_deleted(self, c: Coupling, side: Side, table: str) -> None:
         now = self.clock.now()
         event = RecordChanged(side, table, c.id_on(side), "delete", now, now)
-        await self.pool.execute(
-            """
-            INSERT INTO record_status (mapping, source_side, source_id, status, reason, message,
-                                       destination_id, event)
-            VALUES ($1, $2, $3, 'skipped', 'deleted', $4, $5, $6)
-            ON CONFLICT (mapping, source_side, source_id) DO UPDATE SET status = 'skipped',
-                reason = 'deleted', message = EXCLUDED.message, last_failed_at = now()
-            """,
-            c.mapping,
+        await self.problems.list_deleted(
+            c,
             side,
-            c.id_on(side),
             "the coupled record no longer exists; restore it, delete its counterpart, "
             "or remove the coupling",
-            c.id_on(other_side(side)),
             self.codec.encode(event),
         )
 
@@ -260,7 +248,7 @@ class Actions:
             mapping,
             mappings or self.mappings,
             self.apis,
-            CouplingStore(self.pool),
+            self.stores.couplings,
             self.state,
             JobEnsurer(mapping, self.jobs.continuous_job),
             self.settings,

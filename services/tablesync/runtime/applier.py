@@ -16,18 +16,17 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from tablesync.adapters.postgres.apply_state import (
-    ApplyStateStore,
+from tablesync.core import filters
+from tablesync.core.couplings import Coupling, Stamp, compare_stamps
+from tablesync.core.effects import (
     BatchEffects,
     DueRecord,
     ErrorRow,
     Intent,
     StatusChange,
     WriteTarget,
+    blocking,
 )
-from tablesync.adapters.postgres.couplings import CouplingStore
-from tablesync.core import filters
-from tablesync.core.couplings import Coupling, Stamp, compare_stamps
 from tablesync.core.events import (
     Direction,
     FieldValue,
@@ -83,6 +82,7 @@ from tablesync.core.records import Update as UpdateOp
 from tablesync.errors import ApiUnavailable
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
+from tablesync.ports.state import ApplyState, Couplings
 from tablesync.runtime import faults
 from tablesync.runtime.locks import KeyedLocks
 from tablesync.runtime.together import together
@@ -164,8 +164,8 @@ class Applier:
         mapping_name: str,
         mappings: MappingSet,
         apis: dict[Side, SideApi],
-        couplings: CouplingStore,
-        state: ApplyStateStore,
+        couplings: Couplings,
+        state: ApplyState,
         ensure_job: JobEnsurer,
         settings: SyncSettings,
         clock: Clock,
@@ -443,9 +443,9 @@ class Applier:
             dest = other_side(source)
             ids = [w.item.event.record_id for w in group]
             intents = await self.state.intents_of(self.mapping_name, source, ids)
-            blocked = await self.state.blocking_intents(
-                self.mapping_name,
-                source,
+            # Creates from the other side that may have made these records.
+            blocked = blocking(
+                await self.state.open_intents(self.mapping_name, dest, ids),
                 [(w.item.event.record_id, w.item.event.fields) for w in group],
             )
             for w in group:

@@ -30,21 +30,19 @@ from tablesync.adapters.kafka import (
     TopicPartition,
     Topics,
 )
-from tablesync.adapters.postgres.apply_state import ApplyStateStore, BatchEffects
-from tablesync.adapters.postgres.couplings import CouplingStore
-from tablesync.adapters.postgres.jobs import JobStore
-from tablesync.adapters.postgres.mappings import MappingStore
+from tablesync.adapters.transient import TRANSIENT
+from tablesync.core.effects import BatchEffects
 from tablesync.core.events import Direction, JobFinished, RecordChanged, Side, SnapshotEnd
 from tablesync.core.mappings import direction_of
 from tablesync.core.plan import JobContext
 from tablesync.errors import DecodeError, InvalidEvent
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
+from tablesync.ports.state import StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.applier import RETRY_TOPIC, Applier, Item, JobEnsurer
 from tablesync.runtime.deadletter import DeadLetters
 from tablesync.runtime.stopping import until_done
-from tablesync.runtime.transient import TRANSIENT
 from tablesync.settings import Settings
 
 __all__ = ["ApplyService"]
@@ -69,7 +67,7 @@ class ApplyService:
         settings: Settings,
         mapping_name: str,
         *,
-        pool: Any,
+        stores: StateStores,
         apis: dict[Side, SideApi],
         publisher: KafkaPublisher,
         codec: Codec,
@@ -79,7 +77,7 @@ class ApplyService:
     ) -> None:
         self.settings = settings
         self.mapping_name = mapping_name
-        self.pool = pool
+        self.stores = stores
         self.apis = apis
         self.publisher = publisher
         self.codec = codec
@@ -87,9 +85,9 @@ class ApplyService:
         self.topics = topics
         self.instance = instance or uuid.uuid4().hex[:8]
         self.group_id = f"{topics.prefix}tablesync.apply.{mapping_name}"
-        self.mapping_store = MappingStore(pool)
-        self.jobs = JobStore(pool)
-        self.state = ApplyStateStore(pool)
+        self.mapping_store = stores.mappings
+        self.jobs = stores.jobs
+        self.state = stores.apply_state
         self.deadletters = DeadLetters(publisher, topics.deadletter, self.group_id)
         self._job_cache: dict[str, JobContext | None] = {}
         self._job_mapping: dict[str, str] = {}
@@ -110,7 +108,7 @@ class ApplyService:
             self.mapping_name,
             mappings,
             self.apis,
-            CouplingStore(self.pool),
+            self.stores.couplings,
             self.state,
             JobEnsurer(self.mapping_name, self._create_continuous_job),
             self.settings.sync,
@@ -308,7 +306,7 @@ class ApplyService:
         if mapping != self.mapping_name:
             return None
         params = await self.jobs.job_params(end.job_id)
-        direction: Direction = params["direction"] if params else direction_of(end.side)
+        direction: Direction = params.direction if params else direction_of(end.side)
         return _Marker(end, tp.topic, tp.partition, direction)
 
     async def _job_owner(self, job_id: str) -> str | None:
@@ -316,7 +314,7 @@ class ApplyService:
             params = await self.jobs.job_params(job_id)
             if params is None:
                 return None
-            self._job_mapping[job_id] = params["mapping"]
+            self._job_mapping[job_id] = params.mapping
         return self._job_mapping[job_id]
 
     async def _job_context(self, event: RecordChanged) -> JobContext | None:
@@ -329,14 +327,14 @@ class ApplyService:
             if params is None:
                 # A snapshot of a job this database never saw: a plain change.
                 self._job_cache[job_id] = _CONTINUOUS
-            elif params["mapping"] != self.mapping_name:
+            elif params.mapping != self.mapping_name:
                 self._job_cache[job_id] = None
             else:
                 self._job_cache[job_id] = JobContext(
                     job_id=job_id,
-                    kind=params["kind"],
-                    ignore_only_coupled=params["ignore_only_coupled"],
-                    direction=params["direction"],
+                    kind=params.kind,
+                    ignore_only_coupled=params.ignore_only_coupled,
+                    direction=params.direction,
                 )
         return self._job_cache[job_id]
 
@@ -354,7 +352,7 @@ class ApplyService:
             for f in self._applier.failures
         ]
         for m in markers:
-            totals = await _partition_counts(self.pool, m.end.job_id, m.topic, m.partition)
+            totals = await self.jobs.partition_counts(m.end.job_id, m.topic, m.partition)
             partitions = len(await self.publisher.partitions_for(m.topic))
             finished = JobFinished(
                 job_id=m.end.job_id,
@@ -450,17 +448,6 @@ class ApplyService:
             sources_gone=sum(e.op == "delete" for e in events),
             counts=_summary(effects),
         )
-
-
-async def _partition_counts(pool: Any, job_id: str, topic: str, partition: int) -> dict[str, int]:
-    row = await pool.fetchrow(
-        "SELECT inserted, modified, deleted, unchanged, skipped, failed, pending, coupled, "
-        "uncoupled FROM job_partitions WHERE job_id = $1 AND topic = $2 AND partition = $3",
-        uuid.UUID(job_id),
-        topic,
-        partition,
-    )
-    return {k: int(v) for k, v in dict(row).items()} if row else {}
 
 
 def _validate(event: RecordChanged, topic: str, topics: Topics) -> None:

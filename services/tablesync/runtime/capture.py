@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,18 +25,17 @@ import structlog
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import BatchConsumer, KafkaPublisher, Message, Topics
-from tablesync.adapters.postgres.couplings import CouplingStore
-from tablesync.adapters.postgres.mappings import MappingStore
+from tablesync.adapters.transient import TRANSIENT
 from tablesync.core import filters
 from tablesync.core.events import RecordChanged, Side, SnapshotEnd, SnapshotRequested
 from tablesync.core.records import Row
 from tablesync.errors import DecodeError
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
+from tablesync.ports.state import StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.stopping import sleep_or_stop, until_done
 from tablesync.runtime.streams import read_ahead
-from tablesync.runtime.transient import TRANSIENT
 from tablesync.settings import Settings
 
 __all__ = ["CaptureService"]
@@ -61,7 +59,7 @@ class CaptureService:
         settings: Settings,
         side: Side,
         *,
-        pool: Any,
+        stores: StateStores,
         api: SideApi,
         publisher: KafkaPublisher,
         codec: Codec,
@@ -70,14 +68,14 @@ class CaptureService:
     ) -> None:
         self.settings = settings
         self.side = side
-        self.pool = pool
+        self.checkpoints = stores.checkpoints
         self.api = api
         self.publisher = publisher
         self.codec = codec
         self.clock = clock
         self.topics = topics
-        self.couplings = CouplingStore(pool)
-        self.mapping_store = MappingStore(pool)
+        self.couplings = stores.couplings
+        self.mapping_store = stores.mappings
         self._tombstones: dict[tuple[str, str], datetime] = {}
         self.published = 0
 
@@ -122,13 +120,9 @@ class CaptureService:
             await sleep_or_stop(stop, max(0.0, interval - (time.monotonic() - started)))
 
     async def _checkpoint(self, table: str) -> datetime:
-        stored = await self.pool.fetchval(
-            "SELECT watermark FROM capture_checkpoints WHERE side = $1 AND table_name = $2",
-            self.side,
-            table,
-        )
+        stored = await self.checkpoints.watermark(self.side, table)
         if stored is not None:
-            return stored  # type: ignore[no-any-return]
+            return stored
         # Capture covers what changes from now on; rows already there are the
         # business of a full synchronization.
         start = self.clock.now() - _START_SLACK
@@ -136,16 +130,7 @@ class CaptureService:
         return start
 
     async def _store_checkpoint(self, table: str, watermark: datetime) -> None:
-        await self.pool.execute(
-            """
-            INSERT INTO capture_checkpoints (side, table_name, watermark) VALUES ($1, $2, $3)
-            ON CONFLICT (side, table_name) DO UPDATE SET watermark = EXCLUDED.watermark,
-                updated_at = now() WHERE capture_checkpoints.watermark < EXCLUDED.watermark
-            """,
-            self.side,
-            table,
-            watermark,
-        )
+        await self.checkpoints.store_watermark(self.side, table, watermark)
 
     async def _poll_once(self, table: str, state: _TableState) -> None:
         overlap = timedelta(seconds=self.settings.sync.poll_overlap_s)
@@ -257,14 +242,7 @@ class CaptureService:
             return
         if not isinstance(request, SnapshotRequested) or request.side != self.side:
             return
-        done = await self.pool.fetchval(
-            "INSERT INTO snapshots (job_id, side, table_name) VALUES ($1, $2, $3) "
-            "ON CONFLICT (job_id) DO UPDATE SET job_id = EXCLUDED.job_id "
-            "RETURNING finished_at IS NOT NULL",
-            uuid.UUID(request.job_id),
-            self.side,
-            request.table,
-        )
+        done = await self.checkpoints.begin_snapshot(request.job_id, self.side, request.table)
         if done:
             return
         started = time.monotonic()
@@ -290,11 +268,7 @@ class CaptureService:
             )
             for p, count in sorted(per_partition.items())
         )
-        await self.pool.execute(
-            "UPDATE snapshots SET finished_at = now(), records = $2 WHERE job_id = $1",
-            uuid.UUID(request.job_id),
-            total,
-        )
+        await self.checkpoints.finish_snapshot(request.job_id, total)
         log.info(
             "snapshot_published",
             side=self.side,

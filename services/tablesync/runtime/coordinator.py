@@ -20,13 +20,11 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-import asyncpg
 import structlog
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import BatchConsumer, KafkaPublisher, Message, Topics
-from tablesync.adapters.postgres.jobs import JobStore
-from tablesync.adapters.postgres.mappings import MappingStore
+from tablesync.adapters.transient import TRANSIENT
 from tablesync.core import filters
 from tablesync.core.events import (
     Direction,
@@ -39,16 +37,15 @@ from tablesync.core.events import (
 from tablesync.core.mappings import MappingSet, source_side
 from tablesync.errors import DecodeError
 from tablesync.ports.clock import Clock
+from tablesync.ports.state import Singleton, StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.stopping import sleep_or_stop, until_done
-from tablesync.runtime.transient import TRANSIENT
 from tablesync.settings import Settings
 
 __all__ = ["CoordinatorService", "step_job_id"]
 
 log = structlog.get_logger()
 
-_LOCK_KEY = 0x74737963  # "tsyc"
 _STEP_NAMESPACE = uuid.UUID("9e4b2f0a-7461-626c-6573-636f6f726400")
 _POLL_S = 0.5
 _CLOSE_CONTINUOUS_EVERY_S = 10.0
@@ -63,45 +60,43 @@ class CoordinatorService:
         self,
         settings: Settings,
         *,
-        pool: Any,
+        stores: StateStores,
+        singleton: Singleton,
         publisher: KafkaPublisher,
         codec: Codec,
         clock: Clock,
         topics: Topics,
     ) -> None:
         self.settings = settings
-        self.pool = pool
+        self.singleton = singleton
         self.publisher = publisher
         self.codec = codec
         self.clock = clock
         self.topics = topics
-        self.jobs = JobStore(pool)
-        self.mappings = MappingStore(pool)
+        self.jobs = stores.jobs
+        self.mappings = stores.mappings
         self._progress = asyncio.Event()
         self.steps_done = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        lock = await self._acquire_lock(stop)
-        if lock is None:
+        if not await self._hold(stop):
             return
         try:
             await asyncio.gather(
                 self._command_loop(stop), self._outcome_loop(stop), self._housekeeping(stop)
             )
         finally:
-            await lock.close()
+            await self.singleton.release()
 
-    async def _acquire_lock(self, stop: asyncio.Event) -> asyncpg.Connection | None:
-        """A connection holding the singleton lock for as long as it lives."""
+    async def _hold(self, stop: asyncio.Event) -> bool:
+        """Waits to be the one coordinator; False when a stop came first."""
         while not stop.is_set():
-            conn: asyncpg.Connection = await asyncpg.connect(self.settings.database_dsn())
-            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
+            if await self.singleton.try_hold():
                 log.info("coordinator_started")
-                return conn
-            await conn.close()
+                return True
             log.info("coordinator_waiting_for_lock")
             await sleep_or_stop(stop, 2.0)
-        return None
+        return False
 
     async def _command_loop(self, stop: asyncio.Event) -> None:
         consumer = BatchConsumer(
@@ -167,7 +162,7 @@ class CoordinatorService:
         while not await sleep_or_stop(stop, _CLOSE_CONTINUOUS_EVERY_S):
             try:
                 await self.jobs.close_continuous_jobs(interval)
-            except (*TRANSIENT, asyncpg.PostgresError) as exc:
+            except Exception as exc:
                 log.warning("housekeeping_failed", error=str(exc))
 
     # Commands
@@ -305,12 +300,7 @@ class CoordinatorService:
         if not await self.jobs.snapshot_requested(job_id):
             since = None
             if step.kind == "modified":
-                since = await self.pool.fetchval(
-                    "SELECT synced_until FROM sync_watermarks WHERE mapping = $1 "
-                    "AND direction = $2",
-                    step.mapping,
-                    direction,
-                )
+                since = await self.jobs.synced_until(step.mapping, direction)
             expr = mapping.filter(side)
             request = SnapshotRequested(
                 job_id=job_id,
@@ -339,12 +329,7 @@ class CoordinatorService:
         totals = await self.jobs.totals(job_id)
         await self.jobs.finish_job(job_id)
         if totals is not None:
-            await self.pool.execute(
-                """
-                INSERT INTO sync_watermarks (mapping, direction, synced_until)
-                VALUES ($1, $2, $3)
-                ON CONFLICT (mapping, direction) DO UPDATE SET synced_until = EXCLUDED.synced_until
-                """,
+            await self.jobs.set_synced_until(
                 step.mapping,
                 direction,
                 totals.started_at,

@@ -11,13 +11,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher, Message, Topics
-from tablesync.adapters.postgres.jobs import JobStore, JobTotals, RunRow
 from tablesync.core.events import FullSyncRequested, SyncModifiedRequested
+from tablesync.core.stored import JobTotals, RunRow
 from tablesync.ports.clock import Clock
+from tablesync.ports.state import Jobs
 
 __all__ = ["Operations", "RunProgress"]
 
@@ -50,9 +50,9 @@ class RunProgress:
 
 class Operations:
     def __init__(
-        self, pool: Any, publisher: KafkaPublisher, codec: Codec, topics: Topics, clock: Clock
+        self, jobs: Jobs, publisher: KafkaPublisher, codec: Codec, topics: Topics, clock: Clock
     ) -> None:
-        self.jobs = JobStore(pool)
+        self.jobs = jobs
         self.publisher = publisher
         self.codec = codec
         self.topics = topics

@@ -7,19 +7,24 @@ replayed after a crash finds its own position and changes nothing."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from tablesync.adapters.postgres.couplings import delete_couplings, write_couplings
-from tablesync.core.couplings import Coupling
+from tablesync.core.effects import (
+    BatchEffects,
+    DueRecord,
+    ErrorRow,
+    Intent,
+    StatusChange,
+    WriteTarget,
+    counted_removals,
+    latest_couplings,
+)
 from tablesync.core.events import FieldValue, Side
-from tablesync.core.fieldmap import looks_sent
 from tablesync.core.plan import COUNTED
 
 __all__ = [
@@ -31,133 +36,6 @@ __all__ = [
     "StatusChange",
     "WriteTarget",
 ]
-
-WriteTarget = tuple[Side, str, Literal["update", "delete"]]
-"""A record tablesync is about to update or delete: side, id, kind."""
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorRow:
-    job_id: str
-    mapping: str
-    direction: str
-    source_side: Side
-    source_id: str
-    destination_id: str | None
-    message: str
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class StatusChange:
-    """A record that did not sync this time: pending, failed (retried) or skipped."""
-
-    mapping: str
-    source_side: Side
-    source_id: str
-    status: str
-    reason: str
-    message: str
-    destination_id: str | None
-    next_attempt_at: datetime | None
-    job_id: str | None
-    event: bytes
-    waiting_for: tuple[str, ...] = ()
-    same_failures: int = 1
-    attempts: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """A create announced before the destination API was called."""
-
-    mapping: str
-    source_side: Side
-    source_id: str
-    dest_id: str | None
-    created_at: datetime
-    sent: dict[str, FieldValue] = field(default_factory=dict)
-    """The values the create sent (``fieldmap.sent_values``); empty for an
-    intent announced before they were kept, which then matches any record."""
-
-
-@dataclass(frozen=True, slots=True)
-class DueRecord:
-    mapping: str
-    source_side: Side
-    source_id: str
-    status: str
-    message: str
-    attempts: int
-    same_failures: int
-    event: bytes
-
-
-@dataclass
-class BatchEffects:
-    """What one batch changes in the state database."""
-
-    mapping: str
-    # With the direction of the write they record; None keeps the last one.
-    couplings: list[tuple[Coupling, str | None]] = field(default_factory=list)
-    uncoupled: list[Coupling] = field(default_factory=list)
-    resolved_intents: list[tuple[Side, str]] = field(default_factory=list)
-    resolved_writes: list[WriteTarget] = field(default_factory=list)
-    deleted: list[tuple[Side, str]] = field(default_factory=list)
-    statuses: list[StatusChange] = field(default_factory=list)
-    cleared: list[tuple[Side, str]] = field(default_factory=list)
-    errors: list[ErrorRow] = field(default_factory=list)
-    counters: dict[tuple[str, str, int], Counter[str]] = field(default_factory=dict)
-    if_uncoupled: list[tuple[Coupling, tuple[str, str, int], tuple[str, ...]]] = field(
-        default_factory=list
-    )
-    """Counters that count only if this commit is the one that removes the coupling:
-    two attempts racing on one coupling (its two records' events on two partitions)
-    must not both count its deletion."""
-    finished: list[tuple[str, str, int]] = field(default_factory=list)
-    positions: dict[tuple[str, int], int] = field(default_factory=dict)
-
-    def absorb(self, other: BatchEffects) -> None:
-        """Adds the effects of another part of the same batch."""
-        self.couplings.extend(other.couplings)
-        self.uncoupled.extend(other.uncoupled)
-        self.resolved_intents.extend(other.resolved_intents)
-        self.resolved_writes.extend(other.resolved_writes)
-        self.deleted.extend(other.deleted)
-        self.statuses.extend(other.statuses)
-        self.cleared.extend(other.cleared)
-        self.errors.extend(other.errors)
-        for key, counter in other.counters.items():
-            self.counters.setdefault(key, Counter()).update(counter)
-        self.if_uncoupled.extend(other.if_uncoupled)
-        self.finished.extend(other.finished)
-        self.positions.update(other.positions)
-
-    def count(self, job_id: str, topic: str, partition: int, *names: str) -> None:
-        counter = self.counters.setdefault((job_id, topic, partition), Counter())
-        for name in names:
-            counter[name] += 1
-
-    def count_if_uncoupled(
-        self, coupling: Coupling, job_id: str, topic: str, partition: int, *names: str
-    ) -> None:
-        self.if_uncoupled.append((coupling, (job_id, topic, partition), names))
-
-    def empty(self) -> bool:
-        return not (
-            self.couplings
-            or self.uncoupled
-            or self.resolved_intents
-            or self.resolved_writes
-            or self.deleted
-            or self.statuses
-            or self.cleared
-            or self.errors
-            or self.counters
-            or self.if_uncoupled
-            or self.finished
-            or self.positions
-        )
 
 
 class ApplyStateStore:
@@ -309,32 +187,19 @@ class ApplyStateStore:
         )
         return {r["dest_id"] for r in rows}
 
-    async def blocking_intents(
-        self,
-        mapping: str,
-        created_side: Side,
-        records: Sequence[tuple[str, Mapping[str, FieldValue]]],
-    ) -> set[str]:
-        """Of ``records`` (uncoupled records on ``created_side``: id and values),
-        those that may be records tablesync is creating right now: named by an
-        open intent, or looking like what an intent whose id is not known yet sent."""
-        if not records:
-            return set()
-        source_side: Side = "dataverse" if created_side == "bc" else "bc"
+    async def open_intents(
+        self, mapping: str, source_side: Side, dest_ids: Sequence[str]
+    ) -> list[Intent]:
+        """Open intents of creates from ``source_side`` that name one of
+        ``dest_ids``, or whose destination id is not known yet."""
         rows = await self._pool.fetch(
-            "SELECT dest_id, payload FROM create_intents WHERE mapping = $1 AND source_side = $2 "
+            "SELECT * FROM create_intents WHERE mapping = $1 AND source_side = $2 "
             "AND (dest_id IS NULL OR dest_id = ANY($3::text[]))",
             mapping,
             source_side,
-            [rid for rid, _ in records],
+            list(dest_ids),
         )
-        named = {r["dest_id"] for r in rows if r["dest_id"] is not None}
-        unnamed = [r["payload"] for r in rows if r["dest_id"] is None]
-        return {
-            rid
-            for rid, fields in records
-            if rid in named or any(looks_sent(sent, fields) for sent in unnamed)
-        }
+        return [_intent(r) for r in rows]
 
     async def claim_stale_intents(
         self, mapping: str, older_than_s: float, limit: int
@@ -438,17 +303,12 @@ def _intent(r: asyncpg.Record) -> Intent:
 
 
 async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
-    couplings = _latest(e.couplings)
+    couplings = latest_couplings(e.couplings)
     for direction in {d for _, d in couplings}:
         await write_couplings(conn, [c for c, d in couplings if d == direction], direction)
     removed = await delete_couplings(conn, e.uncoupled)
-    counted: set[tuple[str, str]] = set()
-    # Of two decisions on one coupling, the deletion is the one to count.
-    for coupling, key, names in sorted(e.if_uncoupled, key=lambda c: "deleted" not in c[2]):
-        ident = (coupling.mapping, str(UUID(coupling.bc_id)))
-        if ident in removed and ident not in counted:
-            counted.add(ident)
-            e.count(*key, *names)
+    for key, names in counted_removals(e.if_uncoupled, removed):
+        e.count(*key, *names)
     if e.resolved_intents:
         await conn.executemany(
             "DELETE FROM create_intents WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
@@ -556,24 +416,3 @@ async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
             """,
             [(e.mapping, t, p, off) for (t, p), off in e.positions.items()],
         )
-
-
-def _latest(
-    couplings: Sequence[tuple[Coupling, str | None]],
-) -> list[tuple[Coupling, str | None]]:
-    """One entry per record: the batch's last decision about it, with the
-    direction of its last write. Written in groups by direction, two entries
-    naming one record would land in no set order, an older over a newer (a
-    Dataverse row is coupled once: writing one replaces any other)."""
-    entries: dict[int, tuple[Coupling, str | None]] = {}
-    last_of: dict[tuple[str, str], int] = {}
-    for n, (coupling, direction) in enumerate(couplings):
-        bc_id, dv_id = coupling.bc_id.lower(), coupling.dv_id.lower()
-        kept = direction
-        for record in (("bc", bc_id), ("dataverse", dv_id)):
-            earlier = entries.pop(last_of.get(record, -1), None)
-            if earlier is not None and kept is None and earlier[0].bc_id.lower() == bc_id:
-                kept = earlier[1]
-        entries[n] = (coupling, kept)
-        last_of[("bc", bc_id)] = last_of[("dataverse", dv_id)] = n
-    return list(entries.values())

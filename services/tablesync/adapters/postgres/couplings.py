@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -13,6 +12,7 @@ import asyncpg
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.events import Side
 from tablesync.core.fieldmap import LookupKey, normalise_key
+from tablesync.core.stored import CouplingRow
 
 __all__ = ["CouplingRow", "CouplingStore", "coupling_from_record"]
 
@@ -38,16 +38,6 @@ def coupling_from_record(r: asyncpg.Record) -> Coupling:
 
 def _id_column(side: Side) -> str:
     return "bc_id" if side == "bc" else "dv_id"
-
-
-@dataclass(frozen=True, slots=True)
-class CouplingRow:
-    """A coupling with its bookkeeping, for listings."""
-
-    coupling: Coupling
-    coupled_at: datetime
-    last_synced_at: datetime
-    last_direction: str | None
 
 
 class CouplingStore:
@@ -153,8 +143,9 @@ class CouplingStore:
     async def get(self, mapping: str, side: Side, record_id: str) -> Coupling | None:
         return (await self.by_ids(mapping, side, [record_id])).get(record_id.lower())
 
-    async def couple(self, conn: asyncpg.Connection, c: Coupling, direction: str | None) -> None:
-        await write_couplings(conn, [c], direction)
+    async def couple(self, c: Coupling, direction: str | None) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await write_couplings(conn, [c], direction)
 
     async def uncouple(self, mapping: str, side: Side, record_id: str) -> Coupling | None:
         column = _id_column(side)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -11,69 +10,10 @@ from uuid import UUID
 import asyncpg
 
 from tablesync.core.plan import COUNTED
+from tablesync.core.stored import JobError, JobParams, JobTotals, RunRow
 from tablesync.errors import CommandRefused
 
-__all__ = ["JobError", "JobStore", "JobTotals", "RunRow"]
-
-
-@dataclass(frozen=True, slots=True)
-class JobTotals:
-    job_id: str
-    run_id: str | None
-    mapping: str
-    direction: str
-    kind: str
-    type: str
-    status: str
-    started_at: datetime
-    finished_at: datetime | None
-    partitions: int | None
-    partitions_finished: int
-    message: str
-    counts: dict[str, int]
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "job_id": self.job_id,
-            "run_id": self.run_id,
-            "mapping": self.mapping,
-            "direction": self.direction,
-            "kind": self.kind,
-            "type": self.type,
-            "status": self.status,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            **self.counts,
-            "message": self.message,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class JobError:
-    id: int
-    job_id: str
-    mapping: str
-    direction: str
-    source_side: str
-    source_id: str
-    destination_id: str | None
-    message: str
-    detail: str
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RunRow:
-    run_id: str
-    kind: str
-    status: str
-    mappings: list[str]
-    options: dict[str, Any]
-    requested_by: str
-    requested_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    message: str
+__all__ = ["JobError", "JobParams", "JobStore", "JobTotals", "RunRow"]
 
 
 def _totals(r: asyncpg.Record) -> JobTotals:
@@ -218,11 +158,51 @@ class JobStore:
             interval_start,
         )
 
-    async def job_params(self, job_id: str) -> asyncpg.Record | None:
-        return await self._pool.fetchrow(
+    async def job_params(self, job_id: str) -> JobParams | None:
+        r = await self._pool.fetchrow(
             "SELECT job_id::text AS job_id, mapping, direction, kind, ignore_only_coupled, "
             "status FROM jobs WHERE job_id = $1",
             UUID(job_id),
+        )
+        if r is None:
+            return None
+        return JobParams(
+            r["job_id"],
+            r["mapping"],
+            r["direction"],
+            r["kind"],
+            r["ignore_only_coupled"],
+            r["status"],
+        )
+
+    async def partition_counts(self, job_id: str, topic: str, partition: int) -> dict[str, int]:
+        row = await self._pool.fetchrow(
+            f"SELECT {', '.join(COUNTED)} FROM job_partitions "
+            "WHERE job_id = $1 AND topic = $2 AND partition = $3",
+            UUID(job_id),
+            topic,
+            partition,
+        )
+        return {k: int(v) for k, v in dict(row).items()} if row else {}
+
+    async def synced_until(self, mapping: str, direction: str) -> datetime | None:
+        value: datetime | None = await self._pool.fetchval(
+            "SELECT synced_until FROM sync_watermarks WHERE mapping = $1 AND direction = $2",
+            mapping,
+            direction,
+        )
+        return value
+
+    async def set_synced_until(self, mapping: str, direction: str, until: datetime) -> None:
+        await self._pool.execute(
+            """
+            INSERT INTO sync_watermarks (mapping, direction, synced_until)
+            VALUES ($1, $2, $3)
+            ON CONFLICT (mapping, direction) DO UPDATE SET synced_until = EXCLUDED.synced_until
+            """,
+            mapping,
+            direction,
+            until,
         )
 
     async def snapshot_requested(self, job_id: str) -> bool:

@@ -4,65 +4,15 @@ operator's errors list shows and the recovery actions select from."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from tablesync.adapters.postgres.couplings import coupling_from_record
 from tablesync.core.couplings import Coupling
 from tablesync.core.events import Side
+from tablesync.core.stored import ProblemRecord, Selection
 
 __all__ = ["ProblemRecord", "ProblemStore", "Selection"]
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """Which records an action applies to: by mapping, by id (on either side),
-    by time, or all of them (``everything`` must be said explicitly)."""
-
-    mapping: str | None = None
-    record_ids: tuple[str, ...] = ()
-    since: datetime | None = None
-    skipped_only: bool = False
-    everything: bool = False
-
-    def is_empty(self) -> bool:
-        return not (self.mapping or self.record_ids or self.since or self.everything)
-
-
-@dataclass(frozen=True, slots=True)
-class ProblemRecord:
-    mapping: str
-    source_side: Side
-    source_id: str
-    destination_id: str | None
-    status: str
-    reason: str
-    message: str
-    attempts: int
-    same_failures: int
-    first_failed_at: datetime
-    last_failed_at: datetime
-    next_attempt_at: datetime | None
-    event: bytes
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "mapping": self.mapping,
-            "source_side": self.source_side,
-            "source_id": self.source_id,
-            "bc_id": self.source_id if self.source_side == "bc" else self.destination_id,
-            "dataverse_id": self.destination_id if self.source_side == "bc" else self.source_id,
-            "status": self.status,
-            "reason": self.reason,
-            "message": self.message,
-            "attempts": self.attempts,
-            "same_failures": self.same_failures,
-            "first_failed_at": self.first_failed_at,
-            "last_failed_at": self.last_failed_at,
-            "next_attempt_at": self.next_attempt_at,
-        }
 
 
 def _problem(r: Any) -> ProblemRecord:
@@ -148,6 +98,25 @@ class ProblemStore:
             UUID(coupling.bc_id),
         )
         return bool(done)
+
+    async def list_deleted(
+        self, coupling: Coupling, side: Side, message: str, event: bytes
+    ) -> None:
+        await self._pool.execute(
+            """
+            INSERT INTO record_status (mapping, source_side, source_id, status, reason, message,
+                                       destination_id, event)
+            VALUES ($1, $2, $3, 'skipped', 'deleted', $4, $5, $6)
+            ON CONFLICT (mapping, source_side, source_id) DO UPDATE SET status = 'skipped',
+                reason = 'deleted', message = EXCLUDED.message, last_failed_at = now()
+            """,
+            coupling.mapping,
+            side,
+            coupling.id_on(side),
+            message,
+            coupling.id_on("dataverse" if side == "bc" else "bc"),
+            event,
+        )
 
 
 def _is_uuid(value: str) -> bool:

@@ -1,4 +1,4 @@
-"""Wiring: build every service from the settings and run them until a signal.
+"""The composition: build every service from the settings and run them until a signal.
 
 ``tablesync run <service>`` runs one; ``tablesync run all`` runs capture of
 both sides, apply of every mapping, the coordinator and the admin server in
@@ -21,14 +21,14 @@ from tablesync import metrics
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher, Topics, TopicSpec, ensure_topics
 from tablesync.adapters.odata import open_api
-from tablesync.adapters.postgres import migrate
-from tablesync.adapters.postgres.mappings import MappingStore
+from tablesync.adapters.postgres import AdvisoryLock, migrate, postgres_stores
 from tablesync.adapters.postgres.pool import create_pool
 from tablesync.admin import AdminService
 from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock, SystemClock
+from tablesync.ports.state import StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.apply import ApplyService
 from tablesync.runtime.capture import CaptureService
@@ -38,6 +38,9 @@ from tablesync.settings import Settings
 __all__ = ["Runtime", "ServiceName", "open_runtime", "run_services", "topic_specs", "topics_for"]
 
 log = structlog.get_logger()
+
+# The coordinator's advisory lock: "tsyc".
+_COORDINATOR_LOCK = 0x74737963
 
 ServiceName = Literal["capture", "apply", "coordinator", "admin", "all"]
 
@@ -63,6 +66,7 @@ class Runtime:
 
     settings: Settings
     pool: Any
+    stores: StateStores
     publisher: KafkaPublisher
     codec: Codec
     clock: Clock
@@ -85,12 +89,15 @@ async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncItera
     await migrate(settings.database_dsn())
     pool = await create_pool(settings.database_dsn(), max_size=pool_size)
     try:
-        mappings = await MappingStore(pool).load()
+        stores = postgres_stores(pool)
+        mappings = await stores.mappings.load()
         topics = topics_for(settings)
         await ensure_topics(settings.kafka_bootstrap_servers, topic_specs(topics, mappings))
         publisher = KafkaPublisher(settings.kafka_bootstrap_servers)
         await publisher.start()
-        runtime = Runtime(settings, pool, publisher, Codec(), SystemClock(), topics, mappings)
+        runtime = Runtime(
+            settings, pool, stores, publisher, Codec(), SystemClock(), topics, mappings
+        )
         try:
             yield runtime
         finally:
@@ -116,7 +123,7 @@ async def build(
             capture = CaptureService(
                 r.settings,
                 s,
-                pool=r.pool,
+                stores=r.stores,
                 api=await r.api(s),
                 publisher=r.publisher,
                 codec=r.codec,
@@ -135,7 +142,7 @@ async def build(
             apply = ApplyService(
                 r.settings,
                 name,
-                pool=r.pool,
+                stores=r.stores,
                 apis=apis,
                 publisher=r.publisher,
                 codec=r.codec,
@@ -146,7 +153,8 @@ async def build(
     if service in ("coordinator", "all"):
         coordinator = CoordinatorService(
             r.settings,
-            pool=r.pool,
+            stores=r.stores,
+            singleton=AdvisoryLock(r.settings.database_dsn(), _COORDINATOR_LOCK),
             publisher=r.publisher,
             codec=r.codec,
             clock=r.clock,

@@ -22,8 +22,10 @@ from tablesync.adapters.kafka import KafkaPublisher, ensure_topics
 from tablesync.adapters.kafka.topics import delete_topics
 from tablesync.adapters.mapping_file import load_mapping_file
 from tablesync.adapters.postgres import migrate
+from tablesync.adapters.postgres.jobs import JobStore
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.pool import create_pool
+from tablesync.composition import run_services, topic_specs, topics_for
 from tablesync.emulators import seed
 from tablesync.emulators.bc import create_app as bc_app
 from tablesync.emulators.common.runtime import EmulatorConfig
@@ -31,7 +33,6 @@ from tablesync.emulators.common.server import BackgroundServer
 from tablesync.emulators.dataverse import create_app as dv_app
 from tablesync.ports.clock import SystemClock
 from tablesync.runtime.operations import Operations, RunProgress
-from tablesync.runtime.services import run_services, topic_specs, topics_for
 from tablesync.settings import Settings
 
 __all__ = ["run_demo"]
@@ -132,7 +133,7 @@ async def _full_sync(
     publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="tablesync-demo")
     await publisher.start()
     try:
-        ops = Operations(pool, publisher, Codec(), topics_for(settings), SystemClock())
+        ops = Operations(JobStore(pool), publisher, Codec(), topics_for(settings), SystemClock())
         run_id = await ops.full_sync(requested_by="demo")
         started = time.monotonic()
 

@@ -1,0 +1,214 @@
+"""What one batch changes in the state, and the rules of writing it.
+
+A batch's effects — couplings, job counters, error rows, per-record retry
+status, intents resolved and the position reached on each partition — are
+committed together by whichever state adapter holds them; the rules of what
+they mean (which entry of a record wins, which of two removals of one
+coupling counts, which uncoupled records may be tablesync's own creates) are
+here, so every adapter keeps them alike."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from tablesync.core.couplings import Coupling
+from tablesync.core.events import FieldValue, Side
+from tablesync.core.fieldmap import looks_sent
+
+__all__ = [
+    "BatchEffects",
+    "DueRecord",
+    "ErrorRow",
+    "Intent",
+    "StatusChange",
+    "WriteTarget",
+    "blocking",
+    "counted_removals",
+    "latest_couplings",
+]
+
+WriteTarget = tuple[Side, str, Literal["update", "delete"]]
+"""A record tablesync is about to update or delete: side, id, kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRow:
+    job_id: str
+    mapping: str
+    direction: str
+    source_side: Side
+    source_id: str
+    destination_id: str | None
+    message: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A record that did not sync this time: pending, failed (retried) or skipped."""
+
+    mapping: str
+    source_side: Side
+    source_id: str
+    status: str
+    reason: str
+    message: str
+    destination_id: str | None
+    next_attempt_at: datetime | None
+    job_id: str | None
+    event: bytes
+    waiting_for: tuple[str, ...] = ()
+    same_failures: int = 1
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A create announced before the destination API was called."""
+
+    mapping: str
+    source_side: Side
+    source_id: str
+    dest_id: str | None
+    created_at: datetime
+    sent: dict[str, FieldValue] = field(default_factory=dict)
+    """The values the create sent (``fieldmap.sent_values``); empty for an
+    intent announced before they were kept, which then matches any record."""
+
+
+@dataclass(frozen=True, slots=True)
+class DueRecord:
+    mapping: str
+    source_side: Side
+    source_id: str
+    status: str
+    message: str
+    attempts: int
+    same_failures: int
+    event: bytes
+
+
+@dataclass
+class BatchEffects:
+    """What one batch changes in the state database."""
+
+    mapping: str
+    # With the direction of the write they record; None keeps the last one.
+    couplings: list[tuple[Coupling, str | None]] = field(default_factory=list)
+    uncoupled: list[Coupling] = field(default_factory=list)
+    resolved_intents: list[tuple[Side, str]] = field(default_factory=list)
+    resolved_writes: list[WriteTarget] = field(default_factory=list)
+    deleted: list[tuple[Side, str]] = field(default_factory=list)
+    statuses: list[StatusChange] = field(default_factory=list)
+    cleared: list[tuple[Side, str]] = field(default_factory=list)
+    errors: list[ErrorRow] = field(default_factory=list)
+    counters: dict[tuple[str, str, int], Counter[str]] = field(default_factory=dict)
+    if_uncoupled: list[tuple[Coupling, tuple[str, str, int], tuple[str, ...]]] = field(
+        default_factory=list
+    )
+    """Counters that count only if this commit is the one that removes the coupling:
+    two attempts racing on one coupling (its two records' events on two partitions)
+    must not both count its deletion."""
+    finished: list[tuple[str, str, int]] = field(default_factory=list)
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def absorb(self, other: BatchEffects) -> None:
+        """Adds the effects of another part of the same batch."""
+        self.couplings.extend(other.couplings)
+        self.uncoupled.extend(other.uncoupled)
+        self.resolved_intents.extend(other.resolved_intents)
+        self.resolved_writes.extend(other.resolved_writes)
+        self.deleted.extend(other.deleted)
+        self.statuses.extend(other.statuses)
+        self.cleared.extend(other.cleared)
+        self.errors.extend(other.errors)
+        for key, counter in other.counters.items():
+            self.counters.setdefault(key, Counter()).update(counter)
+        self.if_uncoupled.extend(other.if_uncoupled)
+        self.finished.extend(other.finished)
+        self.positions.update(other.positions)
+
+    def count(self, job_id: str, topic: str, partition: int, *names: str) -> None:
+        counter = self.counters.setdefault((job_id, topic, partition), Counter())
+        for name in names:
+            counter[name] += 1
+
+    def count_if_uncoupled(
+        self, coupling: Coupling, job_id: str, topic: str, partition: int, *names: str
+    ) -> None:
+        self.if_uncoupled.append((coupling, (job_id, topic, partition), names))
+
+    def empty(self) -> bool:
+        return not (
+            self.couplings
+            or self.uncoupled
+            or self.resolved_intents
+            or self.resolved_writes
+            or self.deleted
+            or self.statuses
+            or self.cleared
+            or self.errors
+            or self.counters
+            or self.if_uncoupled
+            or self.finished
+            or self.positions
+        )
+
+
+def latest_couplings(
+    couplings: Sequence[tuple[Coupling, str | None]],
+) -> list[tuple[Coupling, str | None]]:
+    """One entry per record: the batch's last decision about it, with the
+    direction of its last write. Written in groups by direction, two entries
+    naming one record would land in no set order, an older over a newer (a
+    Dataverse row is coupled once: writing one replaces any other)."""
+    entries: dict[int, tuple[Coupling, str | None]] = {}
+    last_of: dict[tuple[str, str], int] = {}
+    for n, (coupling, direction) in enumerate(couplings):
+        bc_id, dv_id = coupling.bc_id.lower(), coupling.dv_id.lower()
+        kept = direction
+        for record in (("bc", bc_id), ("dataverse", dv_id)):
+            earlier = entries.pop(last_of.get(record, -1), None)
+            if earlier is not None and kept is None and earlier[0].bc_id.lower() == bc_id:
+                kept = earlier[1]
+        entries[n] = (coupling, kept)
+        last_of[("bc", bc_id)] = last_of[("dataverse", dv_id)] = n
+    return list(entries.values())
+
+
+def counted_removals(
+    if_uncoupled: Iterable[tuple[Coupling, tuple[str, str, int], tuple[str, ...]]],
+    removed: set[tuple[str, str]],
+) -> list[tuple[tuple[str, str, int], tuple[str, ...]]]:
+    """The counters of ``if_uncoupled`` that count: those of a coupling this
+    commit removed (``removed``: mapping and lower-case BC id), once per
+    coupling. Of two decisions on one coupling, the deletion is the one to count."""
+    counted: set[tuple[str, str]] = set()
+    out: list[tuple[tuple[str, str, int], tuple[str, ...]]] = []
+    for coupling, key, names in sorted(if_uncoupled, key=lambda c: "deleted" not in c[2]):
+        ident = (coupling.mapping, coupling.bc_id.lower())
+        if ident in removed and ident not in counted:
+            counted.add(ident)
+            out.append((key, names))
+    return out
+
+
+def blocking(
+    intents: Iterable[Intent], records: Sequence[tuple[str, Mapping[str, FieldValue]]]
+) -> set[str]:
+    """Of ``records`` (uncoupled records on the side ``intents`` create on: id
+    and values), those that may be records tablesync is creating right now:
+    named by an open intent, or looking like what an intent whose id is not
+    known yet sent."""
+    intents = list(intents)
+    named = {i.dest_id for i in intents if i.dest_id is not None}
+    unnamed = [i.sent for i in intents if i.dest_id is None]
+    return {
+        rid
+        for rid, fields in records
+        if rid in named or any(looks_sent(sent, fields) for sent in unnamed)
+    }

@@ -1,0 +1,369 @@
+"""What the services need from the state database, as small Protocols.
+
+Two adapters implement each: ``adapters.postgres`` (asyncpg, the product's)
+and ``adapters.memory`` (plain dicts, for the simulator and the dry run).
+One contract suite per port (``tests/contract/``) runs against both, so the
+in-memory one is held to the real behaviour. Each method's docstring is the
+contract; ids are the sides' lower-case GUID strings. A call that cannot
+reach the database raises one of ``adapters.transient.TRANSIENT`` and
+changes nothing it did not say it commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from tablesync.core.couplings import Coupling
+from tablesync.core.effects import BatchEffects, DueRecord, Intent, WriteTarget
+from tablesync.core.events import FieldValue, Side
+from tablesync.core.fieldmap import LookupKey
+from tablesync.core.mappings import MappingSet, TableMapping
+from tablesync.core.stored import (
+    CouplingRow,
+    JobError,
+    JobParams,
+    JobTotals,
+    ProblemRecord,
+    RunRow,
+    Selection,
+)
+
+__all__ = [
+    "ApplyState",
+    "Checkpoints",
+    "Couplings",
+    "Jobs",
+    "Mappings",
+    "Problems",
+    "Singleton",
+    "StateStores",
+]
+
+
+class Couplings(Protocol):
+    """The couplings of every mapping: read per batch; written only through
+    ``ApplyState.commit`` (with the batch) or the operator's ``couple``/``uncouple``."""
+
+    async def by_ids(self, mapping: str, side: Side, ids: Sequence[str]) -> dict[str, Coupling]:
+        """The couplings of these records of ``side``, by that side's id."""
+        ...
+
+    async def coupled_among(self, mapping: str, side: Side, ids: Sequence[str]) -> set[str]:
+        """Of ``ids`` on ``side``, those coupled."""
+        ...
+
+    async def resolve(self, keys: Iterable[LookupKey]) -> dict[LookupKey, str]:
+        """Lookups through couplings: BC natural key -> Dataverse id, Dataverse id -> BC key."""
+        ...
+
+    async def all_ids(self, mapping: str, side: Side, *, coupled_before: datetime) -> set[str]:
+        """Ids on ``side`` of couplings made before ``coupled_before``, not flagged deleted."""
+        ...
+
+    async def listing(
+        self, mapping: str | None = None, *, search: str | None = None, limit: int = 100
+    ) -> list[CouplingRow]:
+        """Couplings with their bookkeeping, newest synced first; ``search`` is
+        an id on either side or a part of the BC key."""
+        ...
+
+    async def of_mapping(self, mapping: str) -> list[Coupling]: ...
+
+    async def count(self, mapping: str | None = None) -> int: ...
+
+    async def get(self, mapping: str, side: Side, record_id: str) -> Coupling | None: ...
+
+    async def couple(self, c: Coupling, direction: str | None) -> None:
+        """Inserts or replaces one coupling (committed on return); a Dataverse
+        row coupled to another BC record before is coupled to this one only."""
+        ...
+
+    async def uncouple(self, mapping: str, side: Side, record_id: str) -> Coupling | None:
+        """Removes the coupling of one record; returns it, or None when there was none."""
+        ...
+
+
+class ApplyState(Protocol):
+    """Apply's own state: positions, intents, retry status, and the one
+    transaction that makes a batch's effects durable."""
+
+    async def positions(self, mapping: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+        """The next offset to apply per (topic, partition) of ``topics``."""
+        ...
+
+    async def commit(self, effects: BatchEffects) -> None:
+        """Every effect of a batch in one transaction: all of them or none.
+        A position only moves forward; couplings per ``core.effects.latest_couplings``;
+        conditional counters per ``core.effects.counted_removals``."""
+        ...
+
+    async def record_intents(self, intents: Sequence[Intent]) -> None:
+        """Announces creates before the destination is called (committed on
+        return); a second announce of one source replaces its destination and values."""
+        ...
+
+    async def set_intent_destination(
+        self, mapping: str, items: Sequence[tuple[Side, str, str]]
+    ) -> None:
+        """Notes the id a create got, as soon as the API answered."""
+        ...
+
+    async def announce_writes(
+        self,
+        mapping: str,
+        targets: Sequence[WriteTarget],
+        images: Mapping[WriteTarget, dict[str, FieldValue]] | None = None,
+    ) -> set[WriteTarget]:
+        """Announces updates and deletions before the destination is called
+        (committed on return), each update with what it leaves on its record
+        (kept beside those of earlier attempts, not twice); returns those an
+        attempt that did not commit had announced already."""
+        ...
+
+    async def written_images(
+        self, mapping: str, records: Sequence[tuple[Side, str]]
+    ) -> dict[tuple[Side, str], list[dict[str, FieldValue]]]:
+        """Of ``records``, those with an announced update not yet committed,
+        with what each attempt that announced it would leave on the record."""
+        ...
+
+    async def announced_writes(
+        self, mapping: str, targets: Sequence[WriteTarget]
+    ) -> set[WriteTarget]:
+        """Of ``targets``, those announced and not yet resolved by a commit."""
+        ...
+
+    async def deleted_among(
+        self, mapping: str, records: Sequence[tuple[Side, str]]
+    ) -> set[tuple[Side, str]]:
+        """Of ``records``, those whose deletion tablesync has seen."""
+        ...
+
+    async def intents_of(
+        self, mapping: str, side: Side, source_ids: Sequence[str]
+    ) -> dict[str, Intent]:
+        """The open create intents of these sources on ``side``, by source id."""
+        ...
+
+    async def named_by_intents(
+        self, mapping: str, source_side: Side, dest_ids: Sequence[str]
+    ) -> set[str]:
+        """Of ``dest_ids``, the records open intents from ``source_side`` name."""
+        ...
+
+    async def open_intents(
+        self, mapping: str, source_side: Side, dest_ids: Sequence[str]
+    ) -> list[Intent]:
+        """Open intents of creates from ``source_side`` that name one of
+        ``dest_ids``, or whose destination id is not known yet."""
+        ...
+
+    async def claim_stale_intents(
+        self, mapping: str, older_than_s: float, limit: int
+    ) -> list[Intent]:
+        """Intents nobody announced or looked at for ``older_than_s`` seconds
+        and whose source has no retry status: left by an attempt that died.
+        Claimed by touching them, so a second call within ``older_than_s``
+        does not return them again."""
+        ...
+
+    async def resolve_intents(self, mapping: str, sources: Sequence[tuple[Side, str]]) -> None:
+        """Removes the create intents of these sources (committed on return)."""
+        ...
+
+    async def claim_due(self, mapping: str, limit: int, lease_s: float) -> list[DueRecord]:
+        """Records (not skipped) whose retry is due, or pending ones whose lookup
+        target mapping got a coupling since they failed; claimed with a lease of
+        ``lease_s`` seconds so a second call within it does not return them."""
+        ...
+
+    async def statuses_of(
+        self, mapping: str, side: Side, source_ids: Sequence[str]
+    ) -> dict[str, DueRecord]:
+        """The retry status of these sources on ``side``, by source id."""
+        ...
+
+
+class Jobs(Protocol):
+    """Runs, jobs, their per-partition counters and error rows."""
+
+    async def request_run(
+        self,
+        run_id: str,
+        kind: str,
+        mappings: Sequence[str],
+        options: dict[str, Any],
+        requested_by: str,
+    ) -> None:
+        """Records a requested run; raises ``CommandRefused`` for a second full
+        synchronization while one is requested or running."""
+        ...
+
+    async def run(self, run_id: str) -> RunRow | None: ...
+
+    async def runs(self, limit: int = 20) -> list[RunRow]: ...
+
+    async def start_run(self, run_id: str) -> None: ...
+
+    async def finish_run(self, run_id: str, status: str, message: str = "") -> None: ...
+
+    async def create_job(
+        self,
+        job_id: str,
+        *,
+        run_id: str | None,
+        mapping: str,
+        direction: str,
+        kind: str,
+        job_type: str = "synchronization",
+        ignore_only_coupled: bool = False,
+        source_topic: str | None = None,
+        partitions: int | None = None,
+        status: str = "running",
+    ) -> None:
+        """Creates a job; a second create of one job id changes nothing."""
+        ...
+
+    async def continuous_job(
+        self, job_id: str, mapping: str, direction: str, interval_start: datetime
+    ) -> None:
+        """Creates the continuous job of one interval unless it exists."""
+        ...
+
+    async def job_params(self, job_id: str) -> JobParams | None: ...
+
+    async def snapshot_requested(self, job_id: str) -> bool: ...
+
+    async def mark_snapshot_requested(self, job_id: str) -> None: ...
+
+    async def totals(self, job_id: str) -> JobTotals | None:
+        """A job with its counters summed over its partitions."""
+        ...
+
+    async def partition_counts(self, job_id: str, topic: str, partition: int) -> dict[str, int]:
+        """One partition's counters of a job; empty when none were committed."""
+        ...
+
+    async def listing(
+        self,
+        *,
+        run_id: str | None = None,
+        mapping: str | None = None,
+        include_empty_continuous: bool = False,
+        limit: int = 50,
+    ) -> list[JobTotals]: ...
+
+    async def finish_job(
+        self, job_id: str, status: str = "finished", message: str = ""
+    ) -> None: ...
+
+    async def close_continuous_jobs(self, interval: timedelta) -> int:
+        """Finishes continuous jobs whose interval is over; returns how many."""
+        ...
+
+    async def errors(
+        self,
+        *,
+        job_id: str | None = None,
+        mapping: str | None = None,
+        limit: int = 100,
+    ) -> list[JobError]: ...
+
+    async def synced_until(self, mapping: str, direction: str) -> datetime | None:
+        """Where the last finished synchronization of a mapping and direction began."""
+        ...
+
+    async def set_synced_until(self, mapping: str, direction: str, until: datetime) -> None: ...
+
+
+class Mappings(Protocol):
+    """The mappings in force, versioned: a change shows as a new ``version``."""
+
+    async def replace_all(self, document: dict[str, Any]) -> MappingSet:
+        """Validates ``document`` and makes it the mappings in force."""
+        ...
+
+    async def load(self) -> MappingSet: ...
+
+    async def version(self) -> datetime | None: ...
+
+    async def change(
+        self,
+        name: str,
+        *,
+        direction: str | None = None,
+        sync_only_coupled: bool | None = None,
+        table_filter: str | None = None,
+        integration_table_filter: str | None = None,
+    ) -> TableMapping:
+        """Changes one mapping; an empty filter text clears the filter."""
+        ...
+
+    async def set_only_coupled(self, names: list[str], value: bool) -> None: ...
+
+
+class Problems(Protocol):
+    """Records that did not sync and couplings whose record vanished."""
+
+    async def records(self, selection: Selection, *, limit: int = 1000) -> list[ProblemRecord]: ...
+
+    async def reset(self, records: Sequence[ProblemRecord]) -> None:
+        """Clears the skip: the next failure counts as the first one again."""
+        ...
+
+    async def couplings(
+        self, selection: Selection, *, deleted_only: bool = False, limit: int = 100_000
+    ) -> list[Coupling]: ...
+
+    async def flag_deleted(self, coupling: Coupling, side: Side) -> bool:
+        """Marks a coupling's record on ``side`` as gone; False when it already was."""
+        ...
+
+    async def list_deleted(
+        self, coupling: Coupling, side: Side, message: str, event: bytes
+    ) -> None:
+        """Lists a coupled record found gone as skipped (reason ``deleted``), so
+        the operator can restore it, delete its counterpart or uncouple it."""
+        ...
+
+
+class Checkpoints(Protocol):
+    """Capture's watermarks and the snapshots it served."""
+
+    async def watermark(self, side: Side, table: str) -> datetime | None: ...
+
+    async def store_watermark(self, side: Side, table: str, watermark: datetime) -> None:
+        """Moves the watermark forward only."""
+        ...
+
+    async def begin_snapshot(self, job_id: str, side: Side, table: str) -> bool:
+        """Notes that a job's snapshot is being served; True when it was served
+        to the end before (then it is not served again)."""
+        ...
+
+    async def finish_snapshot(self, job_id: str, records: int) -> None: ...
+
+
+class Singleton(Protocol):
+    """One holder at a time across processes (the coordinator's)."""
+
+    async def try_hold(self) -> bool:
+        """Takes the hold if free; True while this holder has it."""
+        ...
+
+    async def release(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StateStores:
+    """Every state port, built once by the composition and passed to services."""
+
+    couplings: Couplings
+    apply_state: ApplyState
+    jobs: Jobs
+    mappings: Mappings
+    problems: Problems
+    checkpoints: Checkpoints
