@@ -60,12 +60,13 @@ from tablesync.core.records import (
 from tablesync.errors import ApiError
 from tablesync.settings import ApiSettings
 
-__all__ = ["BcApi"]
+__all__ = ["ASSIGNED_IDS_MESSAGE", "STALE_CODES", "BcApi"]
 
 MAX_BATCH = 100
 # BC's answer to an If-Match that names an older version: 409, not 412 (the "Error
 # Codes" page of the OData/API troubleshooting docs).
 STALE_CODES = frozenset({"Request_EntityChanged"})
+ASSIGNED_IDS_MESSAGE = "Business Central assigns record ids: create without record_id"
 _COMPANY = "{company}"
 
 
@@ -136,9 +137,7 @@ class BcApi(ODataSide):
         sendable: list[int] = []
         for i, op in enumerate(ops):
             if isinstance(op, Create) and op.record_id is not None:
-                results[i] = Rejected(
-                    400, "Business Central assigns record ids: create without record_id"
-                )
+                results[i] = Rejected(400, ASSIGNED_IDS_MESSAGE)
             else:
                 sendable.append(i)
         chunks = [

@@ -22,16 +22,20 @@ from tablesync.emulators.bc.style import TABLE_CAPTIONS
 from tablesync.emulators.common.sql import Params, TableSpec, ident, literal, sql_type
 from tablesync.emulators.common.writes import Assign
 
-__all__ = ["write_assigns"]
+__all__ = ["relation_message", "write_assigns"]
 
 _EMPTY = literal(EMPTY_GUID)
 
 
-def _relation(params: Params, table: str, field: str, value: object, related: str) -> str:
-    message = (
+def relation_message(table: str, field: str, value: object, related: str) -> str:
+    return (
         f"The field {field} of table {table} contains a value ({value}) that cannot be found "
         f"in the related table ({related})."
     )
+
+
+def _relation(params: Params, table: str, field: str, value: object, related: str) -> str:
+    message = relation_message(table, field, value, related)
     return f"ts_raise('relation', {params.add(message, 'text')})"
 
 

@@ -45,7 +45,16 @@ from tablesync.emulators.common.sql import Executor, Params, TableSpec, ident
 from tablesync.emulators.common.values import parse_guid
 from tablesync.emulators.common.writes import delete_sql, insert_sql, update_sql
 
-__all__ = ["COMPANY_NAME", "BcService"]
+__all__ = [
+    "COMPANY_NAME",
+    "ETAG_REQUIRED_MESSAGE",
+    "STALE_MESSAGE",
+    "BcService",
+    "duplicate",
+    "not_found",
+    "required",
+    "version_of",
+]
 
 COMPANY_NAME = "CRONUS USA, Inc."
 _SYSTEM_VERSION = "24.0.16410.18056"
@@ -54,9 +63,14 @@ _PATH_RE = re.compile(
     r"(?:/(?P<set>[A-Za-z]+)(?:\((?P<key>[^)]*)\))?(?P<count>/\$count)?)?"
 )
 _MIN_ETAG = re.compile(r"'(\d+);(\d+);00;'")
+STALE_MESSAGE = "Another user has already changed the record."
+ETAG_REQUIRED_MESSAGE = (
+    "Could not validate the client concurrency token required by the service. "
+    "Please provide a valid token in the client request."
+)
 
 
-def _version_of(tag: str) -> int | None:
+def version_of(tag: str) -> int | None:
     """The row version inside a BC ETag; None when the tag is not one of ours."""
     try:
         text = base64.b64decode(tag, validate=True).decode()
@@ -64,6 +78,33 @@ def _version_of(tag: str) -> int | None:
         return None
     match = _MIN_ETAG.fullmatch(text)
     return int(match[2]) if match else None
+
+
+def not_found(spec: TableSpec, key: UUID) -> ApiProblem:
+    caption = TABLE_CAPTIONS[spec.entity.entity_set][0]
+    return ApiProblem(
+        Kind.NOT_FOUND,
+        f"The {caption} does not exist. Identification fields and values: Id='{key}'",
+    )
+
+
+def duplicate(spec: TableSpec, values: dict[str, object]) -> ApiProblem:
+    """A create or update that would give a second record the same number (code)."""
+    caption, key_caption = TABLE_CAPTIONS[spec.entity.entity_set]
+    key_field = spec.entity.number_field or "code"
+    return ApiProblem(
+        Kind.DUPLICATE,
+        f"The record in table {caption} already exists. Identification fields and values: "
+        f"{key_caption}='{values.get(key_field, '')}'",
+    )
+
+
+def required(spec: TableSpec, values: dict[str, object]) -> ApiProblem | None:
+    """The refusal of a create that leaves a required field blank, if it does."""
+    missing = [f.name for f in spec.entity.fields.values() if f.required and not values.get(f.name)]
+    if not missing:
+        return None
+    return ApiProblem(Kind.REQUIRED, f"Field '{missing[0]}' must not be blank or empty.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +321,7 @@ class BcService:
             f"SELECT {select_list(spec, fields)} FROM {spec.table} WHERE id = $1", key
         )
         if record is None:
-            raise self._not_found(spec, key)
+            raise not_found(spec, key)
         condition = parse_precondition(request.header("if-none-match"))
         if condition is not None and condition.matches(bc_etag(record["@version"])):
             return ApiResponse.empty(304, {"ETag": bc_etag(record["@version"])})
@@ -288,30 +329,12 @@ class BcService:
 
     # ------------------------------------------------------------ writes
 
-    def _not_found(self, spec: TableSpec, key: UUID) -> ApiProblem:
-        caption = TABLE_CAPTIONS[spec.entity.entity_set][0]
-        return ApiProblem(
-            Kind.NOT_FOUND,
-            f"The {caption} does not exist. Identification fields and values: Id='{key}'",
-        )
-
-    def _duplicate(self, spec: TableSpec, values: dict[str, object]) -> ApiProblem:
-        caption, key_caption = TABLE_CAPTIONS[spec.entity.entity_set]
-        key_field = spec.entity.number_field or "code"
-        return ApiProblem(
-            Kind.DUPLICATE,
-            f"The record in table {caption} already exists. Identification fields and values: "
-            f"{key_caption}='{values.get(key_field, '')}'",
-        )
-
     async def _create(self, request: ApiRequest, db: Executor, target: _Target) -> ApiResponse:
         spec = target.spec
         values = convert_properties(spec, json_object(request))
-        required = [
-            f.name for f in spec.entity.fields.values() if f.required and not values.get(f.name)
-        ]
-        if required:
-            raise ApiProblem(Kind.REQUIRED, f"Field '{required[0]}' must not be blank or empty.")
+        blank = required(spec, values)
+        if blank is not None:
+            raise blank
         params = Params()
         assigns = write_assigns(spec, values, params, creating=True)
         fields = tuple(spec.entity.fields.values())
@@ -319,7 +342,7 @@ class BcService:
         try:
             record = await db.fetchrow(sql, *params.values)
         except asyncpg.UniqueViolationError:
-            raise self._duplicate(spec, values) from None
+            raise duplicate(spec, values) from None
         location = self._url(request, target, record["id"])
         return self._record_response(request, target, record, fields, 201, {"Location": location})
 
@@ -327,27 +350,19 @@ class BcService:
         """The versions If-Match allows; None for ``*``. BC requires the header."""
         condition = parse_precondition(request.header("if-match"))
         if condition is None:
-            raise ApiProblem(
-                Kind.ETAG_REQUIRED,
-                "Could not validate the client concurrency token required by the service. "
-                "Please provide a valid token in the client request.",
-            )
+            raise ApiProblem(Kind.ETAG_REQUIRED, ETAG_REQUIRED_MESSAGE)
         if condition.any:
             return None
-        versions = [v for v in (_version_of(t) for t in condition.tags) if v is not None]
+        versions = [v for v in (version_of(t) for t in condition.tags) if v is not None]
         if not versions:
-            raise ApiProblem(
-                Kind.ETAG_REQUIRED,
-                "Could not validate the client concurrency token required by the service. "
-                "Please provide a valid token in the client request.",
-            )
+            raise ApiProblem(Kind.ETAG_REQUIRED, ETAG_REQUIRED_MESSAGE)
         return versions
 
     async def _missing_or_stale(self, db: Executor, spec: TableSpec, key: UUID) -> ApiProblem:
         exists = await db.fetchval(f"SELECT 1 FROM {spec.table} WHERE id = $1", key)
         if not exists:
-            return self._not_found(spec, key)
-        return ApiProblem(Kind.STALE, "Another user has already changed the record.")
+            return not_found(spec, key)
+        return ApiProblem(Kind.STALE, STALE_MESSAGE)
 
     def _where(self, params: Params, key: UUID, versions: list[int] | None) -> str:
         where = f"id = {params.add(key, 'uuid')}"
@@ -370,7 +385,7 @@ class BcService:
         try:
             record = await db.fetchrow(sql, *params.values)
         except asyncpg.UniqueViolationError:
-            raise self._duplicate(spec, values) from None
+            raise duplicate(spec, values) from None
         if record is None:
             raise await self._missing_or_stale(db, spec, key)
         return self._record_response(request, target, record, fields, 200)

@@ -63,9 +63,28 @@ from tablesync.emulators.dataverse.specs import (
 from tablesync.emulators.dataverse.style import DATAVERSE_STYLE
 from tablesync.emulators.dataverse.writes import Body, split_body, write_assigns
 
-__all__ = ["DataverseService"]
+__all__ = [
+    "DUPLICATE_MESSAGE",
+    "IN_USE_MESSAGE",
+    "STALE_MESSAGE",
+    "DataverseService",
+    "required_problem",
+]
 
 _KEY_SAFE = "'(),=-_.~:@!$*+;/"
+DUPLICATE_MESSAGE = "A record with matching key values already exists."
+STALE_MESSAGE = "The version of the existing record doesn't match the RowVersion property provided."
+IN_USE_MESSAGE = (
+    "The object you tried to delete is associated with another object and cannot be deleted."
+)
+
+
+def required_problem(spec: TableSpec, missing: list[str]) -> ApiProblem:
+    return ApiProblem(
+        Kind.REQUIRED,
+        f"Required field '{missing[0]}' is missing: {spec.entity.logical_name} cannot be "
+        "created without it.",
+    )
 
 
 class DataverseService:
@@ -244,21 +263,14 @@ class DataverseService:
             if f.required and body.values.get(f.name) is None
         ]
 
-    def _required_problem(self, spec: TableSpec, missing: list[str]) -> ApiProblem:
-        return ApiProblem(
-            Kind.REQUIRED,
-            f"Required field '{missing[0]}' is missing: {spec.entity.logical_name} cannot be "
-            "created without it.",
-        )
-
     def _duplicate(self) -> ApiProblem:
-        return ApiProblem(Kind.DUPLICATE, "A record with matching key values already exists.")
+        return ApiProblem(Kind.DUPLICATE, DUPLICATE_MESSAGE)
 
     async def _create(self, request: ApiRequest, db: Executor, spec: TableSpec) -> ApiResponse:
         body = split_body(spec, json_object(request), request.references)
         missing = self._missing_required(spec, body)
         if missing:
-            raise self._required_problem(spec, missing)
+            raise required_problem(spec, missing)
         caller = await self._caller(request, db)
         params = Params()
         assigns = write_assigns(spec, body, params, params.add(caller, "uuid"), creating=True)
@@ -287,10 +299,7 @@ class DataverseService:
         )
         if not exists:
             return ApiProblem(Kind.NOT_FOUND, key.describe())
-        return ApiProblem(
-            Kind.STALE,
-            "The version of the existing record doesn't match the RowVersion property provided.",
-        )
+        return ApiProblem(Kind.STALE, STALE_MESSAGE)
 
     def _check_body_key(self, key: KeyRef, body: Body) -> None:
         given = body.values.get(key.spec.entity.key)
@@ -358,7 +367,7 @@ class DataverseService:
         creating = self._with_key(key, body)
         missing = self._missing_required(spec, creating)
         if missing:
-            raise self._required_problem(spec, missing)
+            raise required_problem(spec, missing)
         params = Params()
         assigns = write_assigns(spec, creating, params, params.add(caller, "uuid"), creating=True)
         return await db.fetchrow(
@@ -412,11 +421,7 @@ class DataverseService:
         try:
             deleted = await db.fetchval(delete_sql(spec, where), *params.values)
         except asyncpg.ForeignKeyViolationError:
-            raise ApiProblem(
-                Kind.IN_USE,
-                "The object you tried to delete is associated with another object and cannot be "
-                "deleted.",
-            ) from None
+            raise ApiProblem(Kind.IN_USE, IN_USE_MESSAGE) from None
         if deleted is None:
             raise await self._missing_or_stale(db, key)
         return ApiResponse.empty(204)
