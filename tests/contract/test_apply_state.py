@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tablesync.adapters.memory import MemoryApplyState
+from tablesync.adapters.memory import MemoryApplyState, MemoryDatabase, memory_stores
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.effects import BatchEffects, ErrorRow, Intent, WriteTarget
 from tablesync.core.stored import Selection
@@ -558,6 +558,62 @@ class TestMemoryApplyState(ApplyStateContract):
             await crashing.commit(effects(couplings=[(coupling(), None)], positions={("t", 0): 1}))
         assert await state.stores.couplings.count() == 0
         assert await state.stores.apply_state.positions("CUSTOMER", ["t"]) == {}
+
+    async def test_every_call_pauses_first_under_its_name(self) -> None:
+        names: list[str] = []
+        seen: list[int] = []
+        database = MemoryDatabase()
+        stores = memory_stores(database)
+
+        async def pause(what: str) -> None:
+            names.append(what)
+            # What another task does at this point happens before the call acts.
+            if what == "apply_state.commit":
+                seen.append(await stores.couplings.count())
+
+        database.pause = pause
+        await stores.apply_state.commit(effects(couplings=[(coupling(), None)]))
+        await stores.couplings.by_ids("CUSTOMER", "bc", [])
+        assert names == ["apply_state.commit", "couplings.count", "couplings.by_ids"]
+        assert seen == [0]
+
+    async def test_a_copy_of_the_database_is_independent_of_it(self) -> None:
+        database = MemoryDatabase()
+        stores = memory_stores(database)
+        kept = coupling(bc_key="10000")
+        await stores.apply_state.commit(
+            effects(couplings=[(kept, None)], positions={("t", 0): 3}, deleted=[("bc", "d1")])
+        )
+        copy = memory_stores(database.copy())
+        await copy.apply_state.commit(
+            effects(
+                couplings=[(coupling(bc_key="20000", dv_id=kept.dv_id), None)],
+                positions={("t", 0): 9},
+            )
+        )
+        await stores.couplings.couple(coupling("VENDOR"), None)
+        assert await stores.couplings.of_mapping("CUSTOMER") == [kept]
+        assert await stores.apply_state.positions("CUSTOMER", ["t"]) == {("t", 0): 3}
+        assert await copy.couplings.get("CUSTOMER", "bc", kept.bc_id) is None
+        assert await copy.couplings.count("VENDOR") == 0
+        assert await copy.apply_state.positions("CUSTOMER", ["t"]) == {("t", 0): 9}
+        assert await copy.apply_state.deleted_among("CUSTOMER", [("bc", "d1")]) == {("bc", "d1")}
+
+    async def test_a_snapshot_restored_brings_back_the_state_it_was_taken_of(self) -> None:
+        database = MemoryDatabase()
+        stores = memory_stores(database)
+        kept = coupling(bc_key="10000")
+        await stores.couplings.couple(kept, None)
+        snapshot = database.snapshot()
+        for _ in range(2):
+            await stores.couplings.couple(coupling(bc_key="20000", dv_id=kept.dv_id), None)
+            await stores.apply_state.commit(effects(positions={("t", 0): 5}))
+            database.restore(snapshot)
+            assert await stores.couplings.of_mapping("CUSTOMER") == [kept]
+            assert await stores.couplings.by_ids("CUSTOMER", "dataverse", [kept.dv_id]) == {
+                kept.dv_id: kept
+            }
+            assert await stores.apply_state.positions("CUSTOMER", ["t"]) == {}
 
 
 @pytest.mark.integration

@@ -379,7 +379,11 @@ class StagedPairs:
     def put(self, pair: Pair) -> None:
         c = pair.coupling
         old = self.get(c.mapping, c.bc_id)
-        if old is not None and old.coupling.dv_id != c.dv_id:
+        if (
+            old is not None
+            and old.coupling.dv_id != c.dv_id
+            and self.bc_of(c.mapping, old.coupling.dv_id) == c.bc_id
+        ):
             self.dv[(c.mapping, old.coupling.dv_id)] = None
         self.rows[(c.mapping, c.bc_id)] = pair
         self.dv[(c.mapping, c.dv_id)] = c.bc_id
