@@ -68,6 +68,11 @@ class ProblemStore:
     async def couplings(
         self, selection: Selection, *, deleted_only: bool = False, limit: int = 100_000
     ) -> list[Coupling]:
+        ids = [UUID(i) for i in selection.record_ids if _is_uuid(i)]
+        if selection.record_ids and not ids:
+            # Ids that are no GUIDs name no coupling; an empty list would
+            # select every coupling instead.
+            return []
         rows = await self._pool.fetch(
             """
             SELECT mapping, bc_id::text AS bc_id, dv_id::text AS dv_id, bc_key, bc_modified_at,
@@ -81,7 +86,7 @@ class ProblemStore:
             LIMIT $5
             """,
             selection.mapping,
-            [UUID(i) for i in selection.record_ids if _is_uuid(i)],
+            ids,
             selection.since,
             deleted_only,
             limit,
