@@ -23,16 +23,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.probe import OUT_ENV
 from bench.procs import Child, Processes, python_argv
-from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher
-from tablesync.adapters.postgres import migrate
-from tablesync.adapters.postgres.jobs import JobStore
+from tablesync.adapters.postgres import migrate, postgres_stores
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.pool import create_pool
-from tablesync.composition import topics_for
+from tablesync.application import Operator
+from tablesync.composition import SideApis, build_operator
 from tablesync.localinfra.network import free_ports
-from tablesync.ports.clock import SystemClock
-from tablesync.runtime.operations import Operations, RunProgress
+from tablesync.runtime.operations import RunProgress
 from tablesync.settings import ApiSettings, Settings, SyncSettings, with_database
 
 __all__ = [
@@ -290,26 +288,26 @@ class Deployment:
         await MappingStore(self.pool).replace_all(document)
 
     @contextlib.asynccontextmanager
-    async def operations(self) -> AsyncIterator[Operations]:
-        publisher = KafkaPublisher(self.infra.kafka, client_id="tablesync-bench")
-        await publisher.start()
-        try:
-            yield Operations(
-                JobStore(self.pool), publisher, Codec(), topics_for(self.settings), SystemClock()
-            )
-        finally:
-            await publisher.stop()
+    async def operator(self) -> AsyncIterator[Operator]:
+        apis = SideApis(self.settings)
+        async with KafkaPublisher(self.infra.kafka, client_id="tablesync-bench") as publisher:
+            try:
+                yield build_operator(
+                    self.settings, postgres_stores(self.pool), apis=apis, publisher=publisher
+                )
+            finally:
+                await apis.aclose()
 
     async def full_sync(
         self, mappings: Sequence[str] = (), *, timeout_s: float = 3600.0
     ) -> RunProgress:
-        async with self.operations() as ops:
-            run_id = await ops.full_sync(mappings=list(mappings), requested_by="bench")
+        async with self.operator() as operator:
+            run_id = await operator.full_sync(mappings=list(mappings), requested_by="bench")
             deadline = time.monotonic() + timeout_s
             while True:
                 self.procs.check_alive()
-                progress = await ops.progress(run_id)
-                if progress is not None and progress.done:
+                progress = await operator.progress(run_id)
+                if progress.done:
                     return progress
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"full sync {run_id} did not finish in {timeout_s:.0f} s")

@@ -20,10 +20,12 @@ import structlog
 from tablesync import metrics
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher, Topics, TopicSpec, ensure_topics
+from tablesync.adapters.kafka.window import KafkaWindow
 from tablesync.adapters.odata import open_api
 from tablesync.adapters.postgres import AdvisoryLock, migrate, postgres_stores
 from tablesync.adapters.postgres.pool import create_pool
 from tablesync.admin import AdminService
+from tablesync.application import ApiOpener, Operator
 from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet
 from tablesync.ports.api import SideApi
@@ -33,9 +35,19 @@ from tablesync.runtime import faults
 from tablesync.runtime.apply import ApplyService
 from tablesync.runtime.capture import CaptureService
 from tablesync.runtime.coordinator import CoordinatorService
+from tablesync.runtime.operations import CommandPublisher
 from tablesync.settings import Settings
 
-__all__ = ["Runtime", "ServiceName", "open_runtime", "run_services", "topic_specs", "topics_for"]
+__all__ = [
+    "Runtime",
+    "ServiceName",
+    "SideApis",
+    "build_operator",
+    "open_runtime",
+    "run_services",
+    "topic_specs",
+    "topics_for",
+]
 
 log = structlog.get_logger()
 
@@ -60,6 +72,55 @@ def topic_specs(topics: Topics, mappings: MappingSet) -> list[TopicSpec]:
     return specs
 
 
+class SideApis:
+    """Each side's API, opened on first use and closed together: a process
+    (or a CLI command) that never touches a side never needs it reachable.
+    ``counted``: the process's metrics report the traffic (a service's, not a
+    one-off command's)."""
+
+    def __init__(self, settings: Settings, *, counted: bool = False) -> None:
+        self._settings = settings
+        self._counted = counted
+        self.opened: dict[Side, SideApi] = {}
+
+    async def __call__(self, side: Side) -> SideApi:
+        if side not in self.opened:
+            api_settings = self._settings.bc if side == "bc" else self._settings.dataverse
+            api = await open_api(side, api_settings)
+            if self._counted:
+                metrics.api_stats(side, api.stats)
+            self.opened[side] = api
+        return self.opened[side]
+
+    async def aclose(self) -> None:
+        opened, self.opened = self.opened, {}
+        for api in opened.values():
+            await api.aclose()
+
+
+def build_operator(
+    settings: Settings,
+    stores: StateStores,
+    *,
+    apis: ApiOpener,
+    publisher: CommandPublisher,
+    codec: Codec | None = None,
+    clock: Clock | None = None,
+) -> Operator:
+    """The operator's operations on these stores: what the CLI, the admin
+    server, the demo and the benches call."""
+    return Operator(
+        stores=stores,
+        apis=apis,
+        publisher=publisher,
+        window=KafkaWindow(settings.kafka_bootstrap_servers),
+        codec=codec or Codec(),
+        clock=clock or SystemClock(),
+        topics=topics_for(settings),
+        settings=settings.sync,
+    )
+
+
 @dataclass
 class Runtime:
     """What every service shares in one process."""
@@ -72,15 +133,22 @@ class Runtime:
     clock: Clock
     topics: Topics
     mappings: MappingSet
-    apis: dict[Side, SideApi] = field(default_factory=dict)
+    side_apis: SideApis = field(init=False)
+    operator: Operator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.side_apis = SideApis(self.settings, counted=True)
+        self.operator = build_operator(
+            self.settings,
+            self.stores,
+            apis=self.side_apis,
+            publisher=self.publisher,
+            codec=self.codec,
+            clock=self.clock,
+        )
 
     async def api(self, side: Side) -> SideApi:
-        if side not in self.apis:
-            api_settings = self.settings.bc if side == "bc" else self.settings.dataverse
-            api = await open_api(side, api_settings)
-            metrics.api_stats(side, api.stats)
-            self.apis[side] = api
-        return self.apis[side]
+        return await self.side_apis(side)
 
 
 @contextlib.asynccontextmanager
@@ -101,8 +169,7 @@ async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncItera
         try:
             yield runtime
         finally:
-            for api in runtime.apis.values():
-                await api.aclose()
+            await runtime.side_apis.aclose()
             await publisher.stop()
     finally:
         await pool.close()
@@ -165,9 +232,7 @@ async def build(
         admin = AdminService(
             r.settings,
             pool=r.pool,
-            publisher=r.publisher,
-            codec=r.codec,
-            clock=r.clock,
+            operator=r.operator,
             topics=r.topics,
             # In `run all` the admin server is an extra: syncing goes on without it.
             required=service == "admin",

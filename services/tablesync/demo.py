@@ -17,22 +17,19 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
-from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher, ensure_topics
 from tablesync.adapters.kafka.topics import delete_topics
 from tablesync.adapters.mapping_file import load_mapping_file
-from tablesync.adapters.postgres import migrate
-from tablesync.adapters.postgres.jobs import JobStore
-from tablesync.adapters.postgres.mappings import MappingStore
+from tablesync.adapters.postgres import migrate, postgres_stores
 from tablesync.adapters.postgres.pool import create_pool
-from tablesync.composition import run_services, topic_specs, topics_for
+from tablesync.application import Operator
+from tablesync.composition import SideApis, build_operator, run_services, topic_specs, topics_for
 from tablesync.emulators import seed
 from tablesync.emulators.bc import create_app as bc_app
 from tablesync.emulators.common.runtime import EmulatorConfig
 from tablesync.emulators.common.server import BackgroundServer
 from tablesync.emulators.dataverse import create_app as dv_app
-from tablesync.ports.clock import SystemClock
-from tablesync.runtime.operations import Operations, RunProgress
+from tablesync.runtime.operations import RunProgress
 from tablesync.settings import Settings
 
 __all__ = ["run_demo"]
@@ -96,10 +93,13 @@ async def run_demo(
         " (it asks for TABLESYNC_ADMIN_TOKEN)"
     )
     pool = await create_pool(settings.database_dsn(), max_size=3)
+    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="tablesync-demo")
+    apis = SideApis(settings)
+    operator = build_operator(settings, postgres_stores(pool), apis=apis, publisher=publisher)
     services: asyncio.Task[None] | None = None
     try:
         document, mappings = load_mapping_file(settings.sync.mapping_file)
-        await MappingStore(pool).replace_all(document)
+        await operator.load_mappings(document, requested_by="demo")
         await ensure_topics(
             settings.kafka_bootstrap_servers, topic_specs(topics_for(settings), mappings)
         )
@@ -107,7 +107,8 @@ async def run_demo(
         services = asyncio.create_task(
             run_services(settings, "all", stop=stop, handle_signals=False)
         )
-        progress = await _full_sync(settings, pool, services, show)
+        async with publisher:
+            progress = await _full_sync(operator, services, show)
         if keep_running and not stop.is_set():
             say(
                 "continuous sync is running; change a record on either side "
@@ -119,34 +120,26 @@ async def run_demo(
         stop.set()
         if services is not None:
             await asyncio.gather(services, return_exceptions=True)
+        await apis.aclose()
         await pool.close()
         for server in servers:
             await server.stop()
 
 
 async def _full_sync(
-    settings: Settings,
-    pool: object,
-    services: asyncio.Task[None],
-    show: Callable[[RunProgress], None],
+    operator: Operator, services: asyncio.Task[None], show: Callable[[RunProgress], None]
 ) -> RunProgress:
-    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="tablesync-demo")
-    await publisher.start()
-    try:
-        ops = Operations(JobStore(pool), publisher, Codec(), topics_for(settings), SystemClock())
-        run_id = await ops.full_sync(requested_by="demo")
-        started = time.monotonic()
+    run_id = await operator.full_sync(requested_by="demo")
+    started = time.monotonic()
 
-        async def watch(progress: RunProgress) -> None:
-            if services.done():
-                services.result()
+    async def watch(progress: RunProgress) -> None:
+        if services.done():
+            services.result()
 
-        progress = await ops.wait(run_id, on_progress=watch, timeout_s=600)
-        log.info("demo_full_sync_finished", seconds=round(time.monotonic() - started, 1))
-        show(progress)
-        return progress
-    finally:
-        await publisher.stop()
+    progress = await operator.wait(run_id, on_progress=watch, timeout_s=600)
+    log.info("demo_full_sync_finished", seconds=round(time.monotonic() - started, 1))
+    show(progress)
+    return progress
 
 
 async def _reset(settings: Settings) -> None:

@@ -12,12 +12,23 @@ TablesyncError
 │   ├── ApiAuthError          credentials refused
 │   ├── RecordRejected        the API refused one record (4xx); the batch goes on
 │   └── ApiUnavailable        retries exhausted on 429 / 5xx / connection errors
-└── CommandRefused            an operator command cannot run now (names why)
+├── CommandRefused            an operator command cannot run now (names why)
+│   ├── AlreadyRunning        a full synchronization is running (names its run)
+│   └── AlreadyCoupled        a record is coupled to another one (names both)
+├── InvalidRequest            an operator's request is malformed (names the argument)
+└── NotFound                  something an operator named does not exist (names it)
+    ├── UnknownMapping        no mapping of that name (names the known ones)
+    ├── RecordNotFound        a side has no record with that id (names side, table, id)
+    └── NotCoupled            a record has no coupling (names mapping, side, id)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
+    "AlreadyCoupled",
+    "AlreadyRunning",
     "ApiAuthError",
     "ApiError",
     "ApiUnavailable",
@@ -28,9 +39,14 @@ __all__ = [
     "FilterSyntaxError",
     "InfraError",
     "InvalidEvent",
+    "InvalidRequest",
     "MappingError",
+    "NotCoupled",
+    "NotFound",
+    "RecordNotFound",
     "RecordRejected",
     "TablesyncError",
+    "UnknownMapping",
 ]
 
 
@@ -130,3 +146,73 @@ class ApiUnavailable(ApiError):
 
 class CommandRefused(TablesyncError):
     """An operator command cannot run now, e.g. a full synchronization is already running."""
+
+
+class AlreadyRunning(CommandRefused):
+    """A second full synchronization while one is requested or running."""
+
+    def __init__(self, run_id: str | None) -> None:
+        super().__init__(f"a full synchronization is already running (run {run_id})")
+        self.run_id = run_id
+
+
+class AlreadyCoupled(CommandRefused):
+    """A record to couple is coupled to another record of the mapping already."""
+
+    def __init__(
+        self, mapping: str, side: str, record_id: str, other_side: str, other_id: str
+    ) -> None:
+        super().__init__(
+            f"{mapping}: {side} record {record_id} is already coupled to "
+            f"{other_side} record {other_id}; uncouple it first"
+        )
+        self.mapping = mapping
+        self.side = side
+        self.record_id = record_id
+        self.other_id = other_id
+
+
+class InvalidRequest(TablesyncError):
+    """An operator's request is malformed: an id that is not a GUID, nothing to
+    change, no records selected. The message names the argument."""
+
+
+class NotFound(TablesyncError):
+    """Something an operator named does not exist; ``what`` says what kind of
+    thing (``mapping``, ``record``, ``coupling``, ``run``, ``job``)."""
+
+    def __init__(self, message: str, *, what: str) -> None:
+        super().__init__(message)
+        self.what = what
+
+
+class UnknownMapping(NotFound):
+    """No mapping of that name is loaded; the message lists the known ones."""
+
+    def __init__(self, names: Sequence[str], known: Sequence[str]) -> None:
+        listed = ", ".join(repr(n) for n in names)
+        noun = "mapping" if len(names) == 1 else "mappings"
+        super().__init__(
+            f"unknown {noun} {listed} (known: {', '.join(known) or 'none'})", what="mapping"
+        )
+        self.names = tuple(names)
+
+
+class RecordNotFound(NotFound):
+    """A side has no record with the id an operator gave."""
+
+    def __init__(self, side: str, table: str, record_id: str) -> None:
+        super().__init__(f"{side} has no {table} record {record_id}", what="record")
+        self.side = side
+        self.table = table
+        self.record_id = record_id
+
+
+class NotCoupled(NotFound):
+    """The record an operator named has no coupling in the mapping."""
+
+    def __init__(self, mapping: str, side: str, record_id: str) -> None:
+        super().__init__(f"{mapping}: {side} record {record_id} is not coupled", what="coupling")
+        self.mapping = mapping
+        self.side = side
+        self.record_id = record_id

@@ -91,6 +91,64 @@ async def test_mappings_jobs_errors_and_couplings_of_a_real_run(
     assert cleared["table_filter"] is None
 
 
+async def test_couple_reads_both_records_and_refuses_a_record_coupled_to_another(
+    admin: Admin,
+) -> None:
+    api = admin.client
+    customers = await admin.stack.bc_rows("customers")
+    accounts = await admin.stack.dv_rows("accounts")
+    (c1, c2), (a1, a2) = customers[:2], accounts[:2]
+    bc_1, bc_2, dv_1, dv_2 = c1["id"], c2["id"], a1["accountid"], a2["accountid"]
+    assert {bc_1, bc_2}.isdisjoint(await admin.stack.couplings("CUSTOMER"))
+    ghost = str(uuid.uuid4())
+
+    def pair(bc_id: str, dv_id: str) -> dict[str, str]:
+        return {"mapping": "CUSTOMER", "bc_id": bc_id, "dataverse_id": dv_id}
+
+    missing = await api.post("/api/couplings", json=pair(ghost, dv_1))
+    assert missing.status_code == 404
+    assert missing.json()["error"] == f"bc has no customers record {ghost}"
+    missing = await api.post("/api/couplings", json=pair(bc_1, ghost))
+    assert missing.status_code == 404
+    assert missing.json()["error"] == f"dataverse has no accounts record {ghost}"
+    assert bc_1 not in await admin.stack.couplings("CUSTOMER"), "nothing coupled on a refusal"
+
+    coupled = await _json(await api.post("/api/couplings", json=pair(bc_1, dv_1)), 201)
+    assert (coupled["bc_id"], coupled["dataverse_id"]) == (bc_1, dv_1)
+    assert coupled["bc_key"] == c1["number"], "the BC key is read from the BC record"
+
+    taken = await api.post("/api/couplings", json=pair(bc_1, dv_2))
+    assert taken.status_code == 409
+    assert (
+        f"bc record {bc_1} is already coupled to dataverse record {dv_1}" in (taken.json()["error"])
+    )
+    taken = await api.post("/api/couplings", json=pair(bc_2, dv_1))
+    assert taken.status_code == 409
+    assert (
+        f"dataverse record {dv_1} is already coupled to bc record {bc_1}" in (taken.json()["error"])
+    )
+    # The same pair again is no conflict.
+    await _json(await api.post("/api/couplings", json=pair(bc_1, dv_1)), 201)
+    couplings = await admin.stack.couplings("CUSTOMER")
+    assert couplings[bc_1] == dv_1 and bc_2 not in couplings
+
+    unknown = await api.delete(f"/api/couplings/NOPE/bc/{bc_1}")
+    assert unknown.status_code == 404 and "unknown mapping 'NOPE'" in unknown.json()["error"]
+    gone = await _json(await api.delete(f"/api/couplings/CUSTOMER/dataverse/{dv_1}"))
+    assert gone == {"mapping": "CUSTOMER", "bc_id": bc_1, "dataverse_id": dv_1}
+    assert bc_1 not in await admin.stack.couplings("CUSTOMER")
+    jobs = await _json(
+        await api.get("/api/jobs", params={"mapping": "CUSTOMER", "kind": "uncouple"})
+    )
+    assert [(j["type"], j["status"], j["counts"]["uncoupled"]) for j in jobs] == [
+        ("uncoupling", "finished", 1)
+    ]
+    again = await api.delete(f"/api/couplings/CUSTOMER/dataverse/{dv_1}")
+    assert again.status_code == 404
+    assert again.json()["error"] == f"CUSTOMER: dataverse record {dv_1} is not coupled"
+    assert len(await _json(await api.get("/api/jobs", params={"kind": "uncouple"}))) == 1
+
+
 async def test_runs_are_started_followed_and_a_second_full_sync_is_refused(
     admin: Admin, ops: Operations
 ) -> None:
@@ -207,3 +265,5 @@ async def test_the_openapi_document_is_valid_and_covers_every_route(admin: Admin
     assert ("PATCH", "/api/mappings/{name}") in operations
     assert document["paths"]["/healthz"]["get"]["security"] == []
     assert "409" in document["paths"]["/api/runs/full-sync"]["post"]["responses"]
+    couple = document["paths"]["/api/couplings"]["post"]["responses"]
+    assert {"201", "404", "409", "503"} <= set(couple)

@@ -12,11 +12,10 @@ import httpx
 import pytest
 from starlette.routing import Mount, Route
 
-from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher
+from tablesync.adapters.postgres import postgres_stores
 from tablesync.admin import AdminService
-from tablesync.composition import topics_for
-from tablesync.ports.clock import SystemClock
+from tablesync.composition import SideApis, build_operator, topics_for
 from tests.admin.conftest import ADMIN_TOKEN, Admin
 
 pytestmark = pytest.mark.integration
@@ -40,14 +39,16 @@ def _concrete(path: str) -> str:
 
 async def _requests(admin: Admin) -> list[tuple[str, str, str]]:
     """(method, url path, route template) for every route of the admin app."""
-    async with KafkaPublisher(admin.stack.settings.kafka_bootstrap_servers) as publisher:
-        service = AdminService(
-            admin.stack.settings,
-            pool=admin.stack.pool,
+    settings = admin.stack.settings
+    async with KafkaPublisher(settings.kafka_bootstrap_servers) as publisher:
+        operator = build_operator(
+            settings,
+            postgres_stores(admin.stack.pool),
+            apis=SideApis(settings),
             publisher=publisher,
-            codec=Codec(),
-            clock=SystemClock(),
-            topics=topics_for(admin.stack.settings),
+        )
+        service = AdminService(
+            settings, pool=admin.stack.pool, operator=operator, topics=topics_for(settings)
         )
     found: list[tuple[str, str, str]] = []
     for route in service.app.routes:

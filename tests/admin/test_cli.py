@@ -1,6 +1,7 @@
-"""The operator commands of this issue, run as separate processes against a
-real stack: ``lag`` (table, JSON, watch), ``full-sync --wait`` with its
-progress on a terminal and off one, and ``run admin``."""
+"""The operator commands run as separate processes against a real stack:
+``lag`` (table, JSON, watch), ``full-sync --wait`` with its progress on a
+terminal and off one, ``run admin``, and how ``couple``, ``uncouple`` and the
+other commands refuse what the application layer refuses."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import shlex
 import signal
 import sys
+import uuid
 
 import httpx
 import pytest
@@ -141,3 +143,33 @@ async def test_run_admin_serves_until_terminated_and_refuses_a_taken_port(admin:
         _, err = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 0, err.decode()[-2000:]
     assert ADMIN_TOKEN not in err.decode()
+
+
+async def test_couple_and_uncouple_refuse_by_name_with_exit_code_2(admin: Admin) -> None:
+    bc_1, bc_2 = [c["id"] for c in (await admin.stack.bc_rows("customers"))[:2]]
+    dv_1 = (await admin.stack.dv_rows("accounts"))[0]["accountid"]
+    ghost = str(uuid.uuid4())
+
+    missing = await run_cli(admin, "couple", "CUSTOMER", "--bc-id", bc_1, "--dataverse-id", ghost)
+    assert missing.code == 2
+    assert missing.stderr.strip().endswith(f"error: dataverse has no accounts record {ghost}")
+    coupled = await run_cli(admin, "couple", "CUSTOMER", "--bc-id", bc_1, "--dataverse-id", dv_1)
+    assert coupled.code == 0, coupled.stderr
+    assert coupled.stdout.strip() == f"coupled CUSTOMER: bc {bc_1} <-> dataverse {dv_1}"
+    taken = await run_cli(admin, "couple", "CUSTOMER", "--bc-id", bc_2, "--dataverse-id", dv_1)
+    assert taken.code == 2
+    assert f"dataverse record {dv_1} is already coupled to bc record {bc_1}" in taken.stderr
+    assert (await admin.stack.couplings("CUSTOMER")).get(bc_1) == dv_1
+
+    removed = await run_cli(admin, "uncouple", "CUSTOMER", "--dataverse-id", dv_1)
+    assert removed.code == 0, removed.stderr
+    assert removed.stdout.strip() == f"uncoupled CUSTOMER: bc {bc_1} <-> dataverse {dv_1}"
+    again = await run_cli(admin, "uncouple", "CUSTOMER", "--bc-id", bc_1)
+    assert again.code == 2
+    assert again.stderr.strip().endswith(f"error: CUSTOMER: bc record {bc_1} is not coupled")
+
+    unknown = await run_cli(admin, "full-sync", "--mapping", "NOPE")
+    assert unknown.code == 2 and "unknown mapping 'NOPE' (known: CURRENCY" in unknown.stderr
+    nothing = await run_cli(admin, "mappings", "set", "CUSTOMER")
+    assert nothing.code == 2 and "nothing to change" in nothing.stderr
+    assert await admin.stack.pool.fetchval("SELECT count(*) FROM runs") == 0

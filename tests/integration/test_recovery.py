@@ -14,21 +14,15 @@ import yaml
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaPublisher
-from tablesync.adapters.kafka.window import KafkaWindow
-from tablesync.adapters.odata import open_api
 from tablesync.adapters.postgres import postgres_stores
-from tablesync.adapters.postgres.couplings import CouplingStore
 from tablesync.adapters.postgres.jobs import JobStore
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.problems import ProblemStore, Selection
-from tablesync.composition import topics_for
-from tablesync.core.events import Side
-from tablesync.ports.api import SideApi
+from tablesync.application import Operator
+from tablesync.composition import SideApis, build_operator, topics_for
 from tablesync.ports.clock import SystemClock
-from tablesync.runtime.actions import Actions
-from tablesync.runtime.dryrun import DirectionPreview, dry_run
+from tablesync.runtime.dryrun import DirectionPreview
 from tablesync.runtime.operations import Operations, RunProgress
-from tablesync.runtime.replay import replay
 from tablesync.settings import SyncSettings
 from tests.conftest import InfraEndpoints
 from tests.integration.stack import DEFAULT_MAPPINGS, Stack, open_stack, wait_for
@@ -57,39 +51,28 @@ async def stack(infra: InfraEndpoints, state_dsn: str, topic_prefix: str) -> Asy
 
 
 @pytest.fixture
-async def ops(stack: Stack) -> AsyncIterator[Operations]:
-    publisher = KafkaPublisher(stack.settings.kafka_bootstrap_servers)
-    await publisher.start()
-    try:
-        yield Operations(
-            JobStore(stack.pool), publisher, CODEC, topics_for(stack.settings), SystemClock()
-        )
-    finally:
-        await publisher.stop()
+async def publisher(stack: Stack) -> AsyncIterator[KafkaPublisher]:
+    async with KafkaPublisher(stack.settings.kafka_bootstrap_servers) as p:
+        yield p
 
 
 @pytest.fixture
-async def apis(stack: Stack) -> AsyncIterator[dict[Side, SideApi]]:
-    opened: dict[Side, SideApi] = {
-        "bc": await open_api("bc", stack.settings.bc),
-        "dataverse": await open_api("dataverse", stack.settings.dataverse),
-    }
-    try:
-        yield opened
-    finally:
-        for api in opened.values():
-            await api.aclose()
-
-
-async def _actions(stack: Stack, apis: dict[Side, SideApi]) -> Actions:
-    return Actions(
-        stores=postgres_stores(stack.pool),
-        apis=apis,
-        mappings=await MappingStore(stack.pool).load(),
-        settings=stack.settings.sync,
-        codec=CODEC,
-        clock=SystemClock(),
+def ops(stack: Stack, publisher: KafkaPublisher) -> Operations:
+    return Operations(
+        JobStore(stack.pool), publisher, CODEC, topics_for(stack.settings), SystemClock()
     )
+
+
+@pytest.fixture
+async def operator(stack: Stack, publisher: KafkaPublisher) -> AsyncIterator[Operator]:
+    """The operator's operations, as the CLI and the admin API call them."""
+    apis = SideApis(stack.settings)
+    try:
+        yield build_operator(
+            stack.settings, postgres_stores(stack.pool), apis=apis, publisher=publisher, codec=CODEC
+        )
+    finally:
+        await apis.aclose()
 
 
 async def _full_sync(ops: Operations, **kwargs: Any) -> RunProgress:
@@ -154,7 +137,7 @@ async def test_a_contact_waiting_for_its_parent_applies_once_the_parent_couples(
 
 
 async def test_a_repeating_failure_becomes_skipped_and_retry_syncs_it(
-    stack: Stack, ops: Operations, apis: dict[Side, SideApi]
+    stack: Stack, ops: Operations, operator: Operator
 ) -> None:
     twin = await stack.dv_post(
         "accounts", {"name": "Vendor twin", "accountnumber": "C90009", "customertypecode": 11}
@@ -175,7 +158,7 @@ async def test_a_repeating_failure_becomes_skipped_and_retry_syncs_it(
     await stack.dv_patch("accounts", twin["accountid"], {"accountnumber": "V-TWIN"})
     assert customer["id"] not in await stack.couplings("CUSTOMER")
     # …until the operator says retry.
-    result = await (await _actions(stack, apis)).retry(Selection(record_ids=(customer["id"],)))
+    result = await operator.retry(Selection(record_ids=(customer["id"],)))
     assert result.counts["inserted"] == 1, result.as_dict()
     assert customer["id"] in await stack.couplings("CUSTOMER")
     assert await _status(stack, "CUSTOMER", customer["id"]) is None
@@ -189,7 +172,7 @@ async def test_a_repeating_failure_becomes_skipped_and_retry_syncs_it(
 
 
 async def test_restore_recreates_a_deleted_dataverse_account(
-    stack: Stack, ops: Operations, apis: dict[Side, SideApi]
+    stack: Stack, ops: Operations, operator: Operator
 ) -> None:
     await stack.start()
     await _full_sync(ops)
@@ -202,7 +185,7 @@ async def test_restore_recreates_a_deleted_dataverse_account(
         return await _status(stack, "CUSTOMER", dv_id) == "skipped"
 
     await wait_for(flagged, what="the deletion to be noticed and listed")
-    result = await (await _actions(stack, apis)).restore(Selection(record_ids=(dv_id,)))
+    result = await operator.restore(Selection(record_ids=(dv_id,)))
     assert result.counts["inserted"] == 1, result.as_dict()
     new_id = (await stack.couplings("CUSTOMER"))[bc_id]
     assert new_id != dv_id
@@ -213,13 +196,13 @@ async def test_restore_recreates_a_deleted_dataverse_account(
 
 
 async def test_delete_couplings_then_a_sync_creates_new_counterparts(
-    stack: Stack, ops: Operations, apis: dict[Side, SideApi]
+    stack: Stack, ops: Operations, operator: Operator
 ) -> None:
     await stack.start()
     await _full_sync(ops)
     before = await stack.couplings("CONTACTS")
     dv_contacts = len(await stack.dv_rows("contacts"))
-    result = await (await _actions(stack, apis)).delete_couplings(Selection(mapping="CONTACTS"))
+    result = await operator.delete_couplings(Selection(mapping="CONTACTS"))
     assert result.counts["uncoupled"] == len(before) > 0
     assert await stack.couplings("CONTACTS") == {}
     job = await stack.pool.fetchval("SELECT type FROM jobs WHERE job_id = $1::uuid", result.jobs[0])
@@ -232,7 +215,7 @@ async def test_delete_couplings_then_a_sync_creates_new_counterparts(
 
 
 async def test_find_deleted_flags_a_coupling_whose_record_vanished(
-    stack: Stack, ops: Operations, apis: dict[Side, SideApi]
+    stack: Stack, ops: Operations, operator: Operator
 ) -> None:
     await stack.start()
     await _full_sync(ops)
@@ -240,7 +223,7 @@ async def test_find_deleted_flags_a_coupling_whose_record_vanished(
     bc_id, _ = sorted((await stack.couplings("VENDOR")).items())[0]
     response = await stack.bc.delete(stack.bc_path("vendors", bc_id), headers={"If-Match": "*"})
     assert response.status_code == 204
-    result = await (await _actions(stack, apis)).find_deleted("VENDOR")
+    result = await operator.find_deleted("VENDOR")
     assert result.counts["deleted"] == 1
     flagged = await stack.pool.fetchval(
         "SELECT bc_deleted FROM couplings WHERE mapping = 'VENDOR' AND bc_id = $1::uuid", bc_id
@@ -250,13 +233,6 @@ async def test_find_deleted_flags_a_coupling_whose_record_vanished(
 
 
 # The dry run
-
-
-async def _preview(stack: Stack, apis: dict[Side, SideApi]) -> list[DirectionPreview]:
-    mappings = await MappingStore(stack.pool).load()
-    store = CouplingStore(stack.pool)
-    couplings = {name: await store.of_mapping(name) for name in mappings.names()}
-    return await dry_run(mappings, apis, couplings, SystemClock())
 
 
 async def _etags(stack: Stack) -> set[str]:
@@ -279,11 +255,11 @@ def _compare(previews: list[DirectionPreview], progress: RunProgress) -> None:
 
 
 async def test_the_dry_run_predicts_the_full_sync_of_the_demo_data(
-    stack: Stack, ops: Operations, apis: dict[Side, SideApi]
+    stack: Stack, ops: Operations, operator: Operator
 ) -> None:
     before = await _etags(stack)
     couplings_before = await stack.pool.fetchval("SELECT count(*) FROM couplings")
-    previews = await _preview(stack, apis)
+    previews = await operator.dry_run()
     assert await _etags(stack) == before, "the dry run wrote to a side"
     assert await stack.pool.fetchval("SELECT count(*) FROM couplings") == couplings_before
     assert sum(p.counts["inserted"] for p in previews) > 0
@@ -292,7 +268,7 @@ async def test_the_dry_run_predicts_the_full_sync_of_the_demo_data(
 
 
 async def test_the_dry_run_predicts_conflicts_filters_and_missing_lookups(
-    stack: Stack, ops: Operations, apis: dict[Side, SideApi]
+    stack: Stack, ops: Operations, operator: Operator
 ) -> None:
     await _patch_conflict_policy(stack, "CUSTOMER", "none")
     await stack.start()
@@ -325,7 +301,7 @@ async def test_the_dry_run_predicts_conflicts_filters_and_missing_lookups(
         stack.settings.sync.poll_overlap_s + 0.5,
     )
     before = await _etags(stack)
-    previews = await _preview(stack, apis)
+    previews = await operator.dry_run()
     assert await _etags(stack) == before
     customer = next(
         p for p in previews if (p.mapping, p.direction) == ("CUSTOMER", "to_integration")
@@ -350,7 +326,7 @@ async def _patch_conflict_policy(stack: Stack, mapping: str, policy: str) -> Non
 
 
 async def test_replay_corrects_exactly_the_window_and_a_second_replay_changes_nothing(
-    stack: Stack, ops: Operations, apis: dict[Side, SideApi]
+    stack: Stack, ops: Operations, operator: Operator
 ) -> None:
     document = yaml.safe_load(DEFAULT_MAPPINGS.read_text())
     broken = copy.deepcopy(document)
@@ -387,19 +363,7 @@ async def test_replay_corrects_exactly_the_window_and_a_second_replay_changes_no
     await MappingStore(stack.pool).replace_all(document)  # the fix
 
     async def run_replay() -> dict[str, int]:
-        result = await replay(
-            mapping="CUSTOMER",
-            since=window_start,
-            until=window_end,
-            stores=postgres_stores(stack.pool),
-            window=KafkaWindow(stack.settings.kafka_bootstrap_servers),
-            apis=apis,
-            mappings=await MappingStore(stack.pool).load(),
-            topics=topics_for(stack.settings),
-            settings=stack.settings.sync,
-            codec=CODEC,
-            clock=SystemClock(),
-        )
+        result = await operator.replay("CUSTOMER", since=window_start, until=window_end)
         assert result.events >= len(changed)
         return result.counts
 

@@ -1,5 +1,6 @@
 """The admin server's ASGI app: the endpoints of ``routes``, bearer auth in
-front of them, JSON for every refusal, and the dashboard's static files."""
+front of them, JSON for every refusal (the application layer's through
+``routes.problem_of``), and the dashboard's static files."""
 
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ from tablesync.admin.routes import (
     AdminContext,
     Endpoint,
     Problem,
+    problem_of,
 )
-from tablesync.errors import ConfigError
+from tablesync.errors import ConfigError, TablesyncError
 
 __all__ = ["create_app"]
 
@@ -47,6 +49,11 @@ def _handle(e: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             return await e.handler(ctx, request)
         except Problem as p:
             return p.response()
+        except TablesyncError as exc:
+            problem = problem_of(exc)
+            if problem is None:
+                raise
+            return problem.response()
         except UNAVAILABLE_DATABASE as exc:
             log.warning("admin_database_unavailable", path=e.path, error=str(exc))
             return _json(503, {"error": f"the state database cannot be reached: {exc}"})

@@ -25,7 +25,7 @@ _STATUS_TEXT = {
     401: "Missing or wrong bearer token",
     404: "No such resource",
     409: "Refused in the current state",
-    503: "Kafka or the state database cannot be reached",
+    503: "Kafka, the state database or a side's API cannot be reached",
 }
 
 

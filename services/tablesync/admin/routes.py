@@ -1,9 +1,12 @@
 """The admin API's endpoints: what BC's Integration Table Mappings, Integration
 Synchronization Jobs and Coupled Data Synchronization Errors pages show, plus
-couplings, consumer lag, metrics and the two operator commands.
+couplings, consumer lag, metrics and the operator commands.
 
 Each endpoint is declared once with the models it reads and writes; the app's
-routes and the OpenAPI document are both built from ``ENDPOINTS``."""
+routes and the OpenAPI document are both built from ``ENDPOINTS``. Every
+operation, and every read the CLI shares, goes through the application layer
+(``tablesync.application.Operator``); its refusals become problems in one
+place (``problem_of``), the same way for every endpoint."""
 
 from __future__ import annotations
 
@@ -23,9 +26,6 @@ from starlette.responses import FileResponse, Response
 
 from tablesync import metrics
 from tablesync.adapters.postgres.admin_queries import AdminQueries
-from tablesync.adapters.postgres.couplings import CouplingStore
-from tablesync.adapters.postgres.jobs import JobStore
-from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.admin.lagwatch import LagMonitor
 from tablesync.admin.schemas import (
     CoupleRequest,
@@ -58,12 +58,19 @@ from tablesync.admin.schemas import (
     SyncModifiedRequest,
     UncoupledOut,
 )
-from tablesync.core.couplings import Coupling, Stamp
-from tablesync.core.mappings import MappingSet
-from tablesync.errors import CommandRefused, MappingError
-from tablesync.runtime.operations import Operations
+from tablesync.application import Operator
+from tablesync.errors import (
+    AlreadyRunning,
+    ApiError,
+    CommandRefused,
+    InvalidRequest,
+    MappingError,
+    NotFound,
+    TablesyncError,
+    UnknownMapping,
+)
 
-__all__ = ["ENDPOINTS", "STATIC_DIR", "AdminContext", "Endpoint", "Problem"]
+__all__ = ["ENDPOINTS", "STATIC_DIR", "AdminContext", "Endpoint", "Problem", "problem_of"]
 
 log = structlog.get_logger()
 
@@ -100,29 +107,35 @@ class Problem(Exception):
         return Response(orjson.dumps(content), self.status, media_type="application/json")
 
 
+def problem_of(error: TablesyncError) -> Problem | None:
+    """The problem an operator's refusal is answered with; None for an error
+    that is not one (it stays a server error)."""
+    if isinstance(error, NotFound):
+        return Problem(404, str(error))
+    if isinstance(error, AlreadyRunning):
+        return Problem(409, str(error), run_id=error.run_id)
+    if isinstance(error, CommandRefused):
+        return Problem(409, str(error))
+    if isinstance(error, InvalidRequest | MappingError):
+        return Problem(400, str(error))
+    if isinstance(error, ApiError):
+        log.warning("admin_side_unavailable", side=error.side, status=error.status)
+        return Problem(503, f"a side's API cannot be used now: {error}")
+    return None
+
+
 @dataclass
 class AdminContext:
-    """What the handlers share: the state database, the operator commands, lag."""
+    """What the handlers share: the operator's operations, lag, and the state
+    database for the dashboard's and the metrics' own reads."""
 
     pool: Any
-    operations: Operations
+    operator: Operator
     lag: LagMonitor
     queries: AdminQueries = field(init=False)
-    jobs: JobStore = field(init=False)
-    couplings: CouplingStore = field(init=False)
-    mappings: MappingStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.queries = AdminQueries(self.pool)
-        self.jobs = JobStore(self.pool)
-        self.couplings = CouplingStore(self.pool)
-        self.mappings = MappingStore(self.pool)
-
-    async def mapping_set(self) -> MappingSet:
-        try:
-            return await self.mappings.load()
-        except LookupError as exc:
-            raise Problem(409, str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,12 +228,6 @@ def reply(value: BaseModel | Sequence[BaseModel], status: int = 200) -> Response
     return Response(orjson.dumps(content), status, media_type="application/json")
 
 
-def _known(mappings: MappingSet, name: str, status: int = 400) -> None:
-    if name not in mappings:
-        known = ", ".join(mappings.names())
-        raise Problem(status, f"unknown mapping {name!r} (known: {known})")
-
-
 def _ctx(request: Request) -> AdminContext:
     ctx: AdminContext = request.app.state.admin
     return ctx
@@ -304,9 +311,10 @@ async def dashboard(ctx: AdminContext, request: Request) -> Response:
     "mappings",
     response=MappingOut,
     many=True,
+    errors=(409,),
 )
 async def list_mappings(ctx: AdminContext, request: Request) -> Response:
-    mappings = await ctx.mapping_set()
+    mappings = await ctx.operator.mappings()
     last = await ctx.queries.last_jobs()
     return reply([MappingOut.of(m, last.get(m.name)) for m in mappings.mappings])
 
@@ -318,14 +326,13 @@ async def list_mappings(ctx: AdminContext, request: Request) -> Response:
     "mappings",
     response=MappingDetailOut,
     params=MappingPath,
-    errors=(404,),
+    errors=(404, 409),
 )
 async def get_mapping(ctx: AdminContext, request: Request) -> Response:
     name = path_of(request, MappingPath).name
-    mappings = await ctx.mapping_set()
-    _known(mappings, name, 404)
+    mapping = await ctx.operator.mapping(name)
     last = await ctx.queries.last_jobs()
-    return reply(MappingDetailOut.detail(mappings.get(name), last.get(name)))
+    return reply(MappingDetailOut.detail(mapping, last.get(name)))
 
 
 @endpoint(
@@ -336,33 +343,21 @@ async def get_mapping(ctx: AdminContext, request: Request) -> Response:
     response=MappingOut,
     params=MappingPath,
     body=MappingChange,
-    errors=(400, 404),
+    errors=(400, 404, 409),
     description="Apply picks the change up from its next batch. "
     "An invalid direction or filter is refused with the reason and nothing is stored.",
 )
 async def change_mapping(ctx: AdminContext, request: Request) -> Response:
     name = path_of(request, MappingPath).name
     change = await body_of(request, MappingChange)
-    given = change.model_dump(exclude_unset=True)
-    if not given:
-        raise Problem(
-            400, "nothing to change: give one of " + ", ".join(MappingChange.model_fields)
-        )
-    try:
-        changed = await ctx.mappings.change(
-            name,
-            direction=change.direction,
-            sync_only_coupled=change.sync_only_coupled,
-            table_filter=change.table_filter,
-            integration_table_filter=change.integration_table_filter,
-        )
-    except KeyError as exc:
-        raise Problem(404, str(exc.args[0])) from None
-    except LookupError as exc:
-        raise Problem(409, str(exc)) from None
-    except MappingError as exc:
-        raise Problem(400, f"invalid change of {name}: {exc}") from None
-    log.info("admin_mapping_changed", mapping=name, fields=sorted(given))
+    changed = await ctx.operator.change_mapping(
+        name,
+        direction=change.direction,
+        sync_only_coupled=change.sync_only_coupled,
+        table_filter=change.table_filter,
+        integration_table_filter=change.integration_table_filter,
+        requested_by="admin",
+    )
     return reply(MappingOut.of(changed))
 
 
@@ -403,10 +398,7 @@ async def list_jobs(ctx: AdminContext, request: Request) -> Response:
 )
 async def get_job(ctx: AdminContext, request: Request) -> Response:
     job_id = str(path_of(request, JobPath).job_id)
-    job = await ctx.jobs.totals(job_id)
-    if job is None:
-        raise Problem(404, f"no job {job_id}")
-    return reply(JobOut.of(job))
+    return reply(JobOut.of(await ctx.operator.job(job_id)))
 
 
 @endpoint(
@@ -423,9 +415,7 @@ async def get_job(ctx: AdminContext, request: Request) -> Response:
 async def job_errors(ctx: AdminContext, request: Request) -> Response:
     job_id = str(path_of(request, JobPath).job_id)
     q = query_of(request, ErrorsQuery)
-    if await ctx.jobs.totals(job_id) is None:
-        raise Problem(404, f"no job {job_id}")
-    errors = await ctx.jobs.errors(job_id=job_id, limit=q.limit)
+    errors = await ctx.operator.job_errors(job_id=job_id, limit=q.limit)
     return reply([JobErrorOut.of(e) for e in errors])
 
 
@@ -444,7 +434,7 @@ async def job_errors(ctx: AdminContext, request: Request) -> Response:
 )
 async def list_couplings(ctx: AdminContext, request: Request) -> Response:
     q = query_of(request, CouplingsQuery)
-    rows = await ctx.couplings.listing(q.mapping, search=q.search or None, limit=q.limit)
+    rows = await ctx.operator.couplings(mapping=q.mapping, search=q.search, limit=q.limit)
     return reply([CouplingOut.of(r) for r in rows])
 
 
@@ -456,22 +446,17 @@ async def list_couplings(ctx: AdminContext, request: Request) -> Response:
     status=201,
     response=CouplingOut,
     body=CoupleRequest,
-    errors=(400, 404),
-    description="Neither record is changed; the next change of either one syncs.",
+    errors=(400, 404, 409, 503),
+    description="Both records are read from their sides: a missing one is refused with 404 "
+    "naming it, a record already coupled to another one with 409 (uncouple it first). "
+    "Neither record is changed; the next change of either one syncs.",
 )
 async def couple(ctx: AdminContext, request: Request) -> Response:
     body = await body_of(request, CoupleRequest)
-    _known(await ctx.mapping_set(), body.mapping, 404)
-    bc_id, dv_id = str(body.bc_id), str(body.dataverse_id)
-    empty = Stamp(None, None)
-    await ctx.couplings.couple(Coupling(body.mapping, bc_id, dv_id, None, empty, empty), None)
-    rows = await ctx.couplings.listing(body.mapping, search=bc_id, limit=1)
-    if not rows:
-        raise Problem(
-            409, f"{body.mapping}: the coupling of bc record {bc_id} was removed meanwhile"
-        )
-    log.info("admin_coupled", mapping=body.mapping, bc_id=bc_id, dataverse_id=dv_id)
-    return reply(CouplingOut.of(rows[0]), 201)
+    row = await ctx.operator.couple(
+        body.mapping, str(body.bc_id), str(body.dataverse_id), requested_by="admin"
+    )
+    return reply(CouplingOut.of(row), 201)
 
 
 @endpoint(
@@ -482,14 +467,12 @@ async def couple(ctx: AdminContext, request: Request) -> Response:
     response=UncoupledOut,
     params=CouplingPath,
     errors=(400, 404),
-    description="side is the side record_id belongs to; neither record is changed.",
+    description="side is the side record_id belongs to; neither record is changed. "
+    "The removal is logged as an uncoupling job.",
 )
 async def uncouple(ctx: AdminContext, request: Request) -> Response:
     p = path_of(request, CouplingPath)
-    removed = await ctx.couplings.uncouple(p.mapping, p.side, str(p.record_id))
-    if removed is None:
-        raise Problem(404, f"{p.mapping}: {p.side} record {p.record_id} is not coupled")
-    log.info("admin_uncoupled", mapping=p.mapping, bc_id=removed.bc_id, dataverse_id=removed.dv_id)
+    removed = await ctx.operator.uncouple(p.mapping, p.side, str(p.record_id), requested_by="admin")
     return reply(UncoupledOut(mapping=p.mapping, bc_id=removed.bc_id, dataverse_id=removed.dv_id))
 
 
@@ -550,7 +533,7 @@ async def lag_history(ctx: AdminContext, request: Request) -> Response:
 )
 async def list_runs(ctx: AdminContext, request: Request) -> Response:
     q = query_of(request, RunsQuery)
-    return reply([RunOut.of(r) for r in await ctx.jobs.runs(limit=q.limit)])
+    return reply([RunOut.of(r) for r in await ctx.operator.runs(limit=q.limit)])
 
 
 @endpoint(
@@ -567,18 +550,15 @@ async def list_runs(ctx: AdminContext, request: Request) -> Response:
 )
 async def full_sync(ctx: AdminContext, request: Request) -> Response:
     body = await body_of(request, FullSyncRequest)
-    mappings = await ctx.mapping_set()
-    for name in body.mappings:
-        _known(mappings, name)
     try:
-        run_id = await ctx.operations.full_sync(
+        run_id = await ctx.operator.full_sync(
             mappings=body.mappings,
             keep_only_coupled_cleared=body.keep_only_coupled_cleared,
             requested_by="admin",
         )
-    except CommandRefused as exc:
-        raise Problem(409, str(exc), run_id=await ctx.queries.running_full_sync()) from None
-    log.info("admin_run_requested", kind="full", run_id=run_id)
+    except UnknownMapping as exc:
+        # Named in the body, not the path: a bad request rather than a missing resource.
+        raise Problem(400, str(exc)) from None
     return reply(RunAccepted(run_id=run_id, progress=f"/api/runs/{run_id}"), 202)
 
 
@@ -590,14 +570,14 @@ async def full_sync(ctx: AdminContext, request: Request) -> Response:
     status=202,
     response=RunAccepted,
     body=SyncModifiedRequest,
-    errors=(400,),
+    errors=(400, 409),
 )
 async def sync_modified(ctx: AdminContext, request: Request) -> Response:
     body = await body_of(request, SyncModifiedRequest)
-    if body.mapping is not None:
-        _known(await ctx.mapping_set(), body.mapping)
-    run_id = await ctx.operations.sync_modified(mapping=body.mapping, requested_by="admin")
-    log.info("admin_run_requested", kind="modified", run_id=run_id, mapping=body.mapping)
+    try:
+        run_id = await ctx.operator.sync_modified(mapping=body.mapping, requested_by="admin")
+    except UnknownMapping as exc:
+        raise Problem(400, str(exc)) from None
     return reply(RunAccepted(run_id=run_id, progress=f"/api/runs/{run_id}"), 202)
 
 
@@ -612,7 +592,4 @@ async def sync_modified(ctx: AdminContext, request: Request) -> Response:
 )
 async def run_progress(ctx: AdminContext, request: Request) -> Response:
     run_id = str(path_of(request, RunPath).run_id)
-    progress = await ctx.operations.progress(run_id)
-    if progress is None:
-        raise Problem(404, f"no run {run_id}")
-    return reply(RunProgressOut.progress(progress))
+    return reply(RunProgressOut.progress(await ctx.operator.progress(run_id)))

@@ -13,16 +13,13 @@ from typing import Any
 import structlog
 import uvicorn
 
-from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaPublisher, Topics
+from tablesync.adapters.kafka import Topics
 from tablesync.adapters.kafka.lag import LagReader
-from tablesync.adapters.postgres.jobs import JobStore
 from tablesync.admin.app import create_app
 from tablesync.admin.lagwatch import LagMonitor
 from tablesync.admin.routes import AdminContext
+from tablesync.application import Operator
 from tablesync.errors import ConfigError
-from tablesync.ports.clock import Clock
-from tablesync.runtime.operations import Operations
 from tablesync.settings import Settings
 
 __all__ = ["AdminService"]
@@ -47,24 +44,23 @@ class AdminService:
         settings: Settings,
         *,
         pool: Any,
-        publisher: KafkaPublisher,
-        codec: Codec,
-        clock: Clock,
+        operator: Operator,
         topics: Topics,
         required: bool = True,
         sample_every_s: float = 15.0,
     ) -> None:
         """``required=False`` (``run all``): a port that cannot be bound is logged and
-        the other services go on; ``run admin`` fails instead."""
+        the other services go on; ``run admin`` fails instead. Every operation
+        goes through ``operator``; ``pool`` serves the dashboard's and the
+        metrics' own reads."""
         self.settings = settings
         self.host = settings.admin_host
         self.port = settings.admin_port
         self.required = required
         self.reader = LagReader(settings.kafka_bootstrap_servers, client_id="tablesync-admin")
         self.lag = LagMonitor(self.reader, pool, topics, sample_every_s=sample_every_s)
-        operations = Operations(JobStore(pool), publisher, codec, topics, clock)
         self.app = create_app(
-            AdminContext(pool, operations, self.lag), settings.admin_token.get_secret_value()
+            AdminContext(pool, operator, self.lag), settings.admin_token.get_secret_value()
         )
         self.started = asyncio.Event()
 

@@ -1,28 +1,21 @@
-"""What CLI commands that touch the state or the topics open, and close again."""
+"""What CLI commands open, and close again: the state database and the
+operator's operations on it, with Kafka and the sides' APIs opened only by
+the commands that use them."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaPublisher
-from tablesync.adapters.odata import open_api
+from tablesync.adapters.kafka import KafkaPublisher, Message
 from tablesync.adapters.postgres import migrate, postgres_stores
-from tablesync.adapters.postgres.jobs import JobStore
-from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.pool import create_pool
-from tablesync.composition import topics_for
-from tablesync.core.events import Side
-from tablesync.ports.api import SideApi
-from tablesync.ports.clock import SystemClock
-from tablesync.runtime.actions import Actions
-from tablesync.runtime.operations import Operations
+from tablesync.application import Operator
+from tablesync.composition import SideApis, build_operator
 from tablesync.settings import Settings
 
-__all__ = ["CliContext", "state_pool", "with_actions", "with_operations"]
+__all__ = ["open_operator", "state_pool"]
 
 
 @contextlib.asynccontextmanager
@@ -35,43 +28,35 @@ async def state_pool(settings: Settings) -> AsyncIterator[Any]:
         await pool.close()
 
 
-@dataclass
-class CliContext:
-    pool: Any
-    operations: Operations
+class _PublisherOnDemand:
+    """The commands topic's publisher, connected on the first publish: a
+    command that requests no run never needs the broker."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._publisher: KafkaPublisher | None = None
+
+    async def publish(self, message: Message) -> tuple[int, int]:
+        if self._publisher is None:
+            publisher = KafkaPublisher(self._bootstrap_servers, client_id="tablesync-cli")
+            await publisher.start()
+            self._publisher = publisher
+        return await self._publisher.publish(message)
+
+    async def stop(self) -> None:
+        if self._publisher is not None:
+            await self._publisher.stop()
+            self._publisher = None
 
 
 @contextlib.asynccontextmanager
-async def with_operations(settings: Settings) -> AsyncIterator[CliContext]:
+async def open_operator(settings: Settings) -> AsyncIterator[Operator]:
+    """The operator's operations, as every CLI command that reads or changes state uses them."""
     async with state_pool(settings) as pool:
-        publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="tablesync-cli")
-        await publisher.start()
+        publisher = _PublisherOnDemand(settings.kafka_bootstrap_servers)
+        apis = SideApis(settings)
         try:
-            ops = Operations(
-                JobStore(pool), publisher, Codec(), topics_for(settings), SystemClock()
-            )
-            yield CliContext(pool, ops)
+            yield build_operator(settings, postgres_stores(pool), apis=apis, publisher=publisher)
         finally:
+            await apis.aclose()
             await publisher.stop()
-
-
-@contextlib.asynccontextmanager
-async def with_actions(settings: Settings) -> AsyncIterator[Actions]:
-    """The recovery actions, with both sides' APIs open."""
-    async with state_pool(settings) as pool:
-        apis: dict[Side, SideApi] = {}
-        try:
-            apis["bc"] = await open_api("bc", settings.bc)
-            apis["dataverse"] = await open_api("dataverse", settings.dataverse)
-            mappings = await MappingStore(pool).load()
-            yield Actions(
-                stores=postgres_stores(pool),
-                apis=apis,
-                mappings=mappings,
-                settings=settings.sync,
-                codec=Codec(),
-                clock=SystemClock(),
-            )
-        finally:
-            for api in apis.values():
-                await api.aclose()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from tablesync.adapters.postgres.jobs import JobStore, JobTotals
 from tablesync.cli.common import load_settings, run_async
-from tablesync.cli.context import state_pool
+from tablesync.cli.context import open_operator
 from tablesync.cli.output import JOB_COUNTS, render
+from tablesync.core.stored import JobTotals
 
 __all__ = ["jobs"]
 
@@ -23,8 +23,8 @@ def jobs(
     """Integration synchronization jobs, newest first, with their counts."""
 
     async def go() -> list[JobTotals]:
-        async with state_pool(load_settings()) as pool:
-            return await JobStore(pool).listing(run_id=run, mapping=mapping, limit=limit)
+        async with open_operator(load_settings()) as operator:
+            return await operator.jobs(run_id=run, mapping=mapping, limit=limit)
 
     rows = [j.as_dict() for j in run_async(go())]
     render(rows, _COLUMNS, as_json=json, title="Integration synchronization jobs")

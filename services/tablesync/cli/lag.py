@@ -12,10 +12,9 @@ from rich.live import Live
 from rich.table import Table
 
 from tablesync.adapters.kafka.lag import LagReader, LagReport
-from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.admin.consumers import consumer_groups
-from tablesync.cli.common import fail, load_settings, print_json, run_async
-from tablesync.cli.context import state_pool
+from tablesync.cli.common import load_settings, print_json, run_async
+from tablesync.cli.context import open_operator
 from tablesync.composition import topics_for
 from tablesync.settings import Settings
 
@@ -61,11 +60,8 @@ def _tables(report: LagReport) -> Group:
 
 
 async def _read(settings: Settings, reader: LagReader) -> LagReport:
-    async with state_pool(settings) as pool:
-        try:
-            mappings = await MappingStore(pool).load()
-        except LookupError as exc:
-            fail(str(exc))
+    async with open_operator(settings) as operator:
+        mappings = await operator.mappings()
     return await reader.read(consumer_groups(topics_for(settings), mappings))
 
 

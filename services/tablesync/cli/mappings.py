@@ -7,9 +7,8 @@ from pathlib import Path
 import typer
 
 from tablesync.adapters.mapping_file import load_mapping_file
-from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.cli.common import fail, load_settings, print_json, run_async
-from tablesync.cli.context import state_pool
+from tablesync.cli.context import open_operator
 from tablesync.cli.output import render
 from tablesync.core import filters
 from tablesync.core.mappings import MAPPING_DIRECTIONS, MappingSet, TableMapping
@@ -55,11 +54,13 @@ def _detail(m: TableMapping) -> dict[str, object]:
 
 
 async def _load() -> MappingSet:
-    async with state_pool(load_settings()) as pool:
-        try:
-            return await MappingStore(pool).load()
-        except LookupError as exc:
-            fail(str(exc))
+    async with open_operator(load_settings()) as operator:
+        return await operator.mappings()
+
+
+async def _one(name: str) -> TableMapping:
+    async with open_operator(load_settings()) as operator:
+        return await operator.mapping(name)
 
 
 @app.callback()
@@ -90,10 +91,7 @@ def listing(
 @app.command()
 def show(name: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """One mapping with its field mappings."""
-    mappings = run_async(_load())
-    if name not in mappings:
-        fail(f"unknown mapping {name!r} (known: {', '.join(mappings.names())})")
-    detail = _detail(mappings.get(name))
+    detail = _detail(run_async(_one(name)))
     if json:
         print_json(detail)
         return
@@ -116,8 +114,8 @@ def load(
             document, _ = load_mapping_file(source)
         except MappingError as exc:
             fail(str(exc))
-        async with state_pool(settings) as pool:
-            return await MappingStore(pool).replace_all(document)
+        async with open_operator(settings) as operator:
+            return await operator.load_mappings(document)
 
     mappings = run_async(go())
     typer.echo(
@@ -141,19 +139,14 @@ def set_(
     settings = load_settings()
 
     async def go() -> TableMapping:
-        async with state_pool(settings) as pool:
-            try:
-                return await MappingStore(pool).change(
-                    name,
-                    direction=direction,
-                    sync_only_coupled=only_coupled,
-                    table_filter=table_filter,
-                    integration_table_filter=integration_table_filter,
-                )
-            except (KeyError, LookupError) as exc:
-                fail(str(exc.args[0]))
-            except MappingError as exc:
-                fail(str(exc))
+        async with open_operator(settings) as operator:
+            return await operator.change_mapping(
+                name,
+                direction=direction,
+                sync_only_coupled=only_coupled,
+                table_filter=table_filter,
+                integration_table_filter=integration_table_filter,
+            )
 
     changed = run_async(go())
     summary = _summary(changed)

@@ -100,7 +100,7 @@ def _styled(status: str) -> str:
 def progress_display(
     mappings: Sequence[str], *, quiet: bool, console: Console | None = None
 ) -> Iterator[ProgressHook | None]:
-    """The hook to pass to ``Operations.wait``: None when quiet, bars when stderr
+    """The hook to pass to ``Operator.wait``: None when quiet, bars when stderr
     is a terminal, plain lines otherwise."""
     if quiet:
         yield None

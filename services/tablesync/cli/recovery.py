@@ -4,21 +4,17 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import typer
 
-from tablesync.adapters.kafka.window import KafkaWindow
-from tablesync.adapters.postgres.jobs import JobError, JobStore
-from tablesync.adapters.postgres.problems import ProblemRecord, ProblemStore, Selection
-from tablesync.cli.common import fail, load_settings, print_json, run_async
-from tablesync.cli.context import state_pool, with_actions
+from tablesync.application import Operator
+from tablesync.cli.common import load_settings, print_json, run_async
+from tablesync.cli.context import open_operator
 from tablesync.cli.output import render
-from tablesync.composition import topics_for
-from tablesync.errors import CommandRefused
-from tablesync.runtime.actions import ActionResult, Actions
+from tablesync.core.stored import JobError, ProblemRecord, Selection
+from tablesync.runtime.actions import ActionResult
 from tablesync.runtime.replay import ReplayResult
-from tablesync.runtime.replay import replay as run_replay
 
 __all__ = [
     "delete_couplings",
@@ -51,8 +47,8 @@ def errors(
         return
 
     async def go() -> list[ProblemRecord]:
-        async with state_pool(load_settings()) as pool:
-            return await ProblemStore(pool).records(
+        async with open_operator(load_settings()) as operator:
+            return await operator.problems(
                 Selection(mapping=mapping, skipped_only=skipped), limit=limit
             )
 
@@ -67,8 +63,8 @@ def errors(
 
 def _job_errors(job: str, mapping: str | None, limit: int, json: bool) -> None:
     async def go() -> list[JobError]:
-        async with state_pool(load_settings()) as pool:
-            return await JobStore(pool).errors(job_id=job, mapping=mapping, limit=limit)
+        async with open_operator(load_settings()) as operator:
+            return await operator.job_errors(job_id=job, mapping=mapping, limit=limit)
 
     rows = [
         {
@@ -89,13 +85,10 @@ def _job_errors(job: str, mapping: str | None, limit: int, json: bool) -> None:
     )
 
 
-def _act(run: Callable[[Actions], Awaitable[ActionResult]], json: bool) -> None:
+def _act(run: Callable[[Operator], Awaitable[ActionResult]], json: bool) -> None:
     async def go() -> ActionResult:
-        async with with_actions(load_settings()) as actions:
-            try:
-                return await run(actions)
-            except CommandRefused as exc:
-                fail(str(exc))
+        async with open_operator(load_settings()) as operator:
+            return await run(operator)
 
     result = run_async(go())
     if json:
@@ -178,26 +171,10 @@ def replay(
     json: bool = _JSON,
 ) -> None:
     """Apply again the changes captured in a time window, under the mapping as it is now."""
-    settings = load_settings()
 
     async def go() -> ReplayResult:
-        async with with_actions(settings) as actions:
-            if mapping not in actions.mappings:
-                known = ", ".join(actions.mappings.names())
-                fail(f"unknown mapping {mapping!r} (known: {known})")
-            return await run_replay(
-                mapping=mapping,
-                since=_aware(since),
-                until=_aware(until) if until else None,
-                stores=actions.stores,
-                window=KafkaWindow(settings.kafka_bootstrap_servers),
-                apis=actions.apis,
-                mappings=actions.mappings,
-                topics=topics_for(settings),
-                settings=settings.sync,
-                codec=actions.codec,
-                clock=actions.clock,
-            )
+        async with open_operator(load_settings()) as operator:
+            return await operator.replay(mapping, since=since, until=until)
 
     result = run_async(go())
     if json:
@@ -205,8 +182,3 @@ def replay(
         return
     counts = " ".join(f"{k}={v}" for k, v in sorted(result.counts.items()) if v) or "nothing"
     typer.echo(f"replayed {result.events} events of {mapping}: {counts}")
-
-
-def _aware(moment: datetime) -> datetime:
-    """Times given without a zone are UTC, like every stamp tablesync keeps."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from tablesync.adapters.odata import open_api
-from tablesync.adapters.postgres.couplings import CouplingStore
-from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.cli.common import (
     EXIT_FAILED_RECORDS,
     EXIT_OK,
@@ -15,15 +12,11 @@ from tablesync.cli.common import (
     print_json,
     run_async,
 )
-from tablesync.cli.context import state_pool, with_operations
+from tablesync.cli.context import open_operator
 from tablesync.cli.output import JOB_COUNTS, render
 from tablesync.cli.progress import progress_display
-from tablesync.core.events import Side
-from tablesync.errors import CommandRefused
-from tablesync.ports.api import SideApi
-from tablesync.ports.clock import SystemClock
-from tablesync.runtime.dryrun import DirectionPreview, dry_run
-from tablesync.runtime.operations import Operations, RunProgress
+from tablesync.runtime.dryrun import DirectionPreview
+from tablesync.runtime.operations import RunProgress
 from tablesync.settings import Settings
 
 __all__ = ["full_sync", "sync_modified"]
@@ -41,21 +34,17 @@ async def _request_and_wait(
     timeout_s: float | None,
     quiet: bool,
 ) -> tuple[str, RunProgress | None]:
-    async with with_operations(settings) as ctx:
-        ops: Operations = ctx.operations
-        try:
-            if request == "full":
-                run_id = await ops.full_sync(mappings=mapping, keep_only_coupled_cleared=keep)
-            else:
-                run_id = await ops.sync_modified(mapping=mapping[0] if mapping else None)
-        except CommandRefused as exc:
-            fail(str(exc))
+    async with open_operator(settings) as operator:
+        if request == "full":
+            run_id = await operator.full_sync(mappings=mapping, keep_only_coupled_cleared=keep)
+        else:
+            run_id = await operator.sync_modified(mapping=mapping[0] if mapping else None)
         if not wait:
             return run_id, None
-        names = mapping or list((await MappingStore(ctx.pool).load()).names())
+        names = mapping or list((await operator.mappings()).names())
         try:
             with progress_display(names, quiet=quiet) as show:
-                return run_id, await ops.wait(run_id, on_progress=show, timeout_s=timeout_s)
+                return run_id, await operator.wait(run_id, on_progress=show, timeout_s=timeout_s)
         except TimeoutError as exc:
             fail(str(exc))
 
@@ -141,27 +130,9 @@ _PREVIEW_COLUMNS = [
 
 
 def _dry_run(mapping: list[str], examples: int, as_json: bool) -> None:
-    settings = load_settings()
-
     async def go() -> list[DirectionPreview]:
-        async with state_pool(settings) as pool:
-            mappings = await MappingStore(pool).load()
-            unknown = [m for m in mapping if m not in mappings]
-            if unknown:
-                known = ", ".join(mappings.names())
-                fail(f"unknown mapping(s) {', '.join(unknown)} (known: {known})")
-            store = CouplingStore(pool)
-            couplings = {name: await store.of_mapping(name) for name in mappings.names()}
-            apis: dict[Side, SideApi] = {}
-            try:
-                apis["bc"] = await open_api("bc", settings.bc)
-                apis["dataverse"] = await open_api("dataverse", settings.dataverse)
-                return await dry_run(
-                    mappings, apis, couplings, SystemClock(), only=mapping, examples=examples
-                )
-            finally:
-                for api in apis.values():
-                    await api.aclose()
+        async with open_operator(load_settings()) as operator:
+            return await operator.dry_run(mappings=mapping, examples=examples)
 
     previews = [p.as_dict() for p in run_async(go())]
     if as_json:

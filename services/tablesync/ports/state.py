@@ -198,8 +198,9 @@ class Jobs(Protocol):
         options: dict[str, Any],
         requested_by: str,
     ) -> None:
-        """Records a requested run; raises ``CommandRefused`` for a second full
-        synchronization while one is requested or running."""
+        """Records a requested run; raises ``AlreadyRunning`` (a ``CommandRefused``
+        naming the running run) for a second full synchronization while one is
+        requested or running."""
         ...
 
     async def run(self, run_id: str) -> RunRow | None: ...

@@ -1,6 +1,7 @@
 """The operator's recovery actions on the errors list, as BC's Coupled Data
 Synchronization Errors page has them: retry, restore, delete records,
-delete couplings, find deleted.
+delete couplings, find deleted; and uncoupling one record. The application
+layer (``tablesync.application``) checks the request and calls these.
 
 Each action runs here, in the caller's process, through the same ``Applier``
 the apply service uses — the same rules, intents and transaction — and writes
@@ -23,7 +24,6 @@ from tablesync.core.events import Direction, RecordChanged, Side, other_side
 from tablesync.core.mappings import DeletionPolicy, MappingSet, TableMapping, direction_of
 from tablesync.core.plan import JobContext
 from tablesync.core.stored import ProblemRecord, Selection
-from tablesync.errors import CommandRefused
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
 from tablesync.ports.state import StateStores
@@ -79,7 +79,6 @@ class Actions:
     async def retry(self, selection: Selection) -> ActionResult:
         """Clears the skip of the selected records and syncs them now, each in
         its own direction, from the record as it is now on its side."""
-        _require(selection)
         records = await self.problems.records(selection)
         result = ActionResult("retry", records=len(records))
         await self.problems.reset(records)
@@ -120,16 +119,13 @@ class Actions:
         surviving side, and couples the new record."""
         return await self._on_deleted(selection, "restore", "restore")
 
-    async def delete_records(self, selection: Selection, *, confirmed: bool) -> ActionResult:
+    async def delete_records(self, selection: Selection) -> ActionResult:
         """Deletes the surviving record of each selected coupling whose other record is gone."""
-        if not confirmed:
-            raise CommandRefused("delete-records deletes records on a side; confirm it (--yes)")
         return await self._on_deleted(selection, "delete", "delete_records")
 
     async def _on_deleted(
         self, selection: Selection, policy: DeletionPolicy, action: str
     ) -> ActionResult:
-        _require(selection)
         couplings = await self.problems.couplings(selection, deleted_only=True)
         result = ActionResult(action, records=len(couplings))
         groups: dict[tuple[str, Side], list[Coupling]] = defaultdict(list)
@@ -156,22 +152,37 @@ class Actions:
 
     async def delete_couplings(self, selection: Selection) -> ActionResult:
         """Removes the selected couplings; neither record is changed."""
-        _require(selection)
         couplings = await self.problems.couplings(selection)
         result = ActionResult("delete_couplings", records=len(couplings))
         by_mapping: dict[str, list[Coupling]] = defaultdict(list)
         for c in couplings:
             by_mapping[c.mapping].append(c)
         for mapping, group in by_mapping.items():
-            job_id = await self._job(mapping, "to_integration", "delete_couplings", "uncoupling")
             effects = BatchEffects(mapping)
             effects.uncoupled.extend(group)
-            effects.count(job_id, ACTION_TOPIC, 0, *(["uncoupled"] * len(group)))
-            await self.state.commit(effects)
-            await self.jobs.finish_job(job_id, message=f"{len(group)} couplings removed")
-            result.jobs.append(job_id)
-            result.counts["uncoupled"] += len(group)
+            await self._uncoupling(result, mapping, effects, len(group))
         return result
+
+    async def uncouple(self, mapping: str, side: Side, record_id: str) -> Coupling | None:
+        """Removes the coupling of one record, as delete-couplings does, in an
+        uncoupling job of its own; None (and no job) when it had none."""
+        removed = await self.stores.couplings.uncouple(mapping, side, record_id)
+        if removed is not None:
+            # Removed above in one statement, so a coupling replaced meanwhile
+            # is never the one taken; the job only counts it.
+            await self._uncoupling(ActionResult("uncouple"), mapping, BatchEffects(mapping), 1)
+        return removed
+
+    async def _uncoupling(
+        self, result: ActionResult, mapping: str, effects: BatchEffects, removed: int
+    ) -> None:
+        job_id = await self._job(mapping, "to_integration", result.action, "uncoupling")
+        effects.count(job_id, ACTION_TOPIC, 0, *(["uncoupled"] * removed))
+        await self.state.commit(effects)
+        noun = "coupling" if removed == 1 else "couplings"
+        await self.jobs.finish_job(job_id, message=f"{removed} {noun} removed")
+        result.jobs.append(job_id)
+        result.counts["uncoupled"] += removed
 
     async def find_deleted(self, mapping: str | None = None) -> ActionResult:
         """Flags the couplings whose record no longer exists on either side, so
@@ -270,13 +281,6 @@ class Actions:
             direction=direction,
             records=len(items),
             job_id=job_id,
-        )
-
-
-def _require(selection: Selection) -> None:
-    if selection.is_empty():
-        raise CommandRefused(
-            "say which records: ids, --mapping, --since, or --all for every record listed"
         )
 
 

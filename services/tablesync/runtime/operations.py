@@ -1,6 +1,8 @@
-"""Operator requests: what the CLI and the admin API both do.
+"""Run requests: a full synchronization or a synchronization of modified
+records, and following a run's progress. The application layer
+(``tablesync.application``) checks the request and calls this.
 
-A request is recorded in PostgreSQL first (where a second full
+A request is recorded in the state database first (where a second full
 synchronization is refused atomically), then published on the commands
 topic for the coordinator."""
 
@@ -11,15 +13,23 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaPublisher, Message, Topics
+from tablesync.adapters.kafka import Message, Topics
 from tablesync.core.events import FullSyncRequested, SyncModifiedRequested
 from tablesync.core.stored import JobTotals, RunRow
 from tablesync.ports.clock import Clock
 from tablesync.ports.state import Jobs
 
-__all__ = ["Operations", "RunProgress"]
+__all__ = ["CommandPublisher", "Operations", "RunProgress"]
+
+
+class CommandPublisher(Protocol):
+    """What a run request needs of the event log: one message published,
+    returning only once the broker acknowledged it (``KafkaPublisher`` is one)."""
+
+    async def publish(self, message: Message) -> tuple[int, int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +60,12 @@ class RunProgress:
 
 class Operations:
     def __init__(
-        self, jobs: Jobs, publisher: KafkaPublisher, codec: Codec, topics: Topics, clock: Clock
+        self,
+        jobs: Jobs,
+        publisher: CommandPublisher,
+        codec: Codec,
+        topics: Topics,
+        clock: Clock,
     ) -> None:
         self.jobs = jobs
         self.publisher = publisher
@@ -65,7 +80,7 @@ class Operations:
         keep_only_coupled_cleared: bool = False,
         requested_by: str = "cli",
     ) -> str:
-        """Requests a full synchronization; ``CommandRefused`` names a running one."""
+        """Requests a full synchronization; ``AlreadyRunning`` names a running one."""
         run_id = str(uuid.uuid4())
         await self.jobs.request_run(
             run_id,

@@ -1,6 +1,6 @@
 """Read-only queries the admin API, the dashboard and the metrics need beyond
-the stores: filtered job listings, each mapping's last jobs, the running full
-synchronization, and totals over every job for metrics."""
+the stores: filtered job listings, each mapping's last jobs, and totals over
+every job for metrics."""
 
 from __future__ import annotations
 
@@ -109,13 +109,6 @@ class AdminQueries:
             name: LastJobs(started.get(name), continuous.get(name))
             for name in started.keys() | continuous.keys()
         }
-
-    async def running_full_sync(self) -> str | None:
-        value = await self._pool.fetchval(
-            "SELECT run_id::text FROM runs WHERE kind = 'full' "
-            "AND status IN ('requested', 'running') ORDER BY requested_at LIMIT 1"
-        )
-        return str(value) if value is not None else None
 
     async def outcome_totals(self) -> tuple[OutcomeTotals, ...]:
         sums = ", ".join(f"coalesce(sum(p.{c}), 0)::bigint AS {c}" for c in COUNTED)

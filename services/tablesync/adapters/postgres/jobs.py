@@ -11,7 +11,7 @@ import asyncpg
 
 from tablesync.core.plan import COUNTED
 from tablesync.core.stored import JobError, JobParams, JobTotals, RunRow
-from tablesync.errors import CommandRefused
+from tablesync.errors import AlreadyRunning
 
 __all__ = ["JobError", "JobParams", "JobStore", "JobTotals", "RunRow"]
 
@@ -79,9 +79,7 @@ class JobStore:
                 "SELECT run_id::text FROM runs WHERE kind = 'full' "
                 "AND status IN ('requested', 'running')"
             )
-            raise CommandRefused(
-                f"a full synchronization is already running (run {running})"
-            ) from None
+            raise AlreadyRunning(running) from None
 
     async def run(self, run_id: str) -> RunRow | None:
         row = await self._pool.fetchrow("SELECT * FROM runs WHERE run_id = $1", UUID(run_id))

@@ -1,0 +1,420 @@
+"""``Operator``: every operator operation with its checks, for the CLI and the admin API."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from tablesync.adapters.avro import Codec
+from tablesync.adapters.kafka import Topics
+from tablesync.core.couplings import Coupling, Stamp
+from tablesync.core.events import Side, other_side
+from tablesync.core.mappings import MappingSet, TableMapping
+from tablesync.core.records import Row
+from tablesync.core.stored import CouplingRow, JobError, JobTotals, ProblemRecord, RunRow, Selection
+from tablesync.errors import (
+    AlreadyCoupled,
+    CommandRefused,
+    InvalidRequest,
+    MappingError,
+    NotCoupled,
+    NotFound,
+    RecordNotFound,
+    UnknownMapping,
+)
+from tablesync.ports.api import SideApi
+from tablesync.ports.clock import Clock
+from tablesync.ports.log import LogWindow
+from tablesync.ports.state import StateStores
+from tablesync.runtime.actions import ActionResult, Actions
+from tablesync.runtime.dryrun import DirectionPreview, dry_run
+from tablesync.runtime.operations import CommandPublisher, Operations, RunProgress
+from tablesync.runtime.replay import ReplayResult, replay
+from tablesync.settings import SyncSettings
+
+__all__ = ["ApiOpener", "Operator"]
+
+log = structlog.get_logger()
+
+ApiOpener = Callable[[Side], Awaitable[SideApi]]
+"""A side's API, opened on first use and kept by whoever opened it: a command
+that touches no side never needs one reachable (BC's is checked on opening)."""
+
+_SIDES: tuple[Side, ...] = ("bc", "dataverse")
+_MAPPING_CHANGES = ("direction", "sync_only_coupled", "table_filter", "integration_table_filter")
+# No stamps: the first change of either record after a manual coupling syncs it.
+_UNSYNCED = Stamp(None, None)
+
+
+class Operator:
+    """The operator's operations on one state database, its topics and both sides."""
+
+    def __init__(
+        self,
+        *,
+        stores: StateStores,
+        apis: ApiOpener,
+        publisher: CommandPublisher,
+        window: LogWindow,
+        codec: Codec,
+        clock: Clock,
+        topics: Topics,
+        settings: SyncSettings,
+    ) -> None:
+        self.stores = stores
+        self.apis = apis
+        self.window = window
+        self.codec = codec
+        self.clock = clock
+        self.topics = topics
+        self.settings = settings
+        self._runs = Operations(stores.jobs, publisher, codec, topics, clock)
+
+    # Mappings
+
+    async def mappings(self) -> MappingSet:
+        """The mappings in force; ``CommandRefused`` when none are loaded."""
+        try:
+            return await self.stores.mappings.load()
+        except LookupError as exc:
+            raise CommandRefused(str(exc)) from None
+
+    async def mapping(self, name: str) -> TableMapping:
+        return (await self._known(name)).get(name)
+
+    async def load_mappings(
+        self, document: dict[str, Any], *, requested_by: str = "cli"
+    ) -> MappingSet:
+        """Validates a mappings document and makes it the mappings in force."""
+        loaded = await self.stores.mappings.replace_all(document)
+        log.info("mappings_loaded", mappings=list(loaded.names()), requested_by=requested_by)
+        return loaded
+
+    async def change_mapping(
+        self,
+        name: str,
+        *,
+        direction: str | None = None,
+        sync_only_coupled: bool | None = None,
+        table_filter: str | None = None,
+        integration_table_filter: str | None = None,
+        requested_by: str = "cli",
+    ) -> TableMapping:
+        """Changes a mapping's direction, sync-only-coupled or filters (an empty
+        filter text clears it); an invalid result is refused and nothing is stored."""
+        given = {
+            k: v
+            for k, v in zip(
+                _MAPPING_CHANGES,
+                (direction, sync_only_coupled, table_filter, integration_table_filter),
+                strict=True,
+            )
+            if v is not None
+        }
+        if not given:
+            raise InvalidRequest("nothing to change: give one of " + ", ".join(_MAPPING_CHANGES))
+        await self._known(name)
+        try:
+            changed = await self.stores.mappings.change(
+                name,
+                direction=direction,
+                sync_only_coupled=sync_only_coupled,
+                table_filter=table_filter,
+                integration_table_filter=integration_table_filter,
+            )
+        except MappingError as exc:
+            raise MappingError(f"invalid change of {name}: {exc}", path=exc.path) from exc
+        except KeyError:
+            # Removed between the check above and the change.
+            raise UnknownMapping([name], (await self.mappings()).names()) from None
+        except LookupError as exc:
+            raise CommandRefused(str(exc)) from None
+        log.info("mapping_changed", mapping=name, fields=sorted(given), requested_by=requested_by)
+        return changed
+
+    # Runs
+
+    async def full_sync(
+        self,
+        *,
+        mappings: Sequence[str] = (),
+        keep_only_coupled_cleared: bool = False,
+        requested_by: str = "cli",
+    ) -> str:
+        """Requests a full synchronization of every mapping (or the ones named);
+        ``AlreadyRunning`` names the one requested or running."""
+        await self._known(*mappings)
+        run_id = await self._runs.full_sync(
+            mappings=list(mappings),
+            keep_only_coupled_cleared=keep_only_coupled_cleared,
+            requested_by=requested_by,
+        )
+        log.info("run_requested", kind="full", run_id=run_id, requested_by=requested_by)
+        return run_id
+
+    async def sync_modified(self, *, mapping: str | None = None, requested_by: str = "cli") -> str:
+        """Requests a synchronization of modified records of every mapping or one."""
+        if mapping is not None:
+            await self._known(mapping)
+        run_id = await self._runs.sync_modified(mapping=mapping, requested_by=requested_by)
+        log.info(
+            "run_requested",
+            kind="modified",
+            run_id=run_id,
+            mapping=mapping,
+            requested_by=requested_by,
+        )
+        return run_id
+
+    async def runs(self, *, limit: int = 20) -> list[RunRow]:
+        return await self.stores.jobs.runs(limit=limit)
+
+    async def progress(self, run_id: str) -> RunProgress:
+        run_id = _guid(run_id, "run id")
+        progress = await self._runs.progress(run_id)
+        if progress is None:
+            raise NotFound(f"no run {run_id}", what="run")
+        return progress
+
+    async def wait(
+        self,
+        run_id: str,
+        *,
+        on_progress: Callable[[RunProgress], Awaitable[None]] | None = None,
+        timeout_s: float | None = None,
+        poll_s: float = 0.5,
+    ) -> RunProgress:
+        """Waits until the run ends; ``TimeoutError`` after ``timeout_s``."""
+        run_id = _guid(run_id, "run id")
+        try:
+            return await self._runs.wait(
+                run_id, on_progress=on_progress, timeout_s=timeout_s, poll_s=poll_s
+            )
+        except LookupError:
+            raise NotFound(f"no run {run_id}", what="run") from None
+
+    async def dry_run(
+        self, *, mappings: Sequence[str] = (), examples: int = 5
+    ) -> list[DirectionPreview]:
+        """What a full synchronization would do, read from both sides; writes nothing."""
+        known = await self._known(*mappings)
+        couplings = {name: await self.stores.couplings.of_mapping(name) for name in known.names()}
+        return await dry_run(
+            known, await self._both_apis(), couplings, self.clock, only=mappings, examples=examples
+        )
+
+    # Jobs and their errors
+
+    async def jobs(
+        self, *, run_id: str | None = None, mapping: str | None = None, limit: int = 50
+    ) -> list[JobTotals]:
+        return await self.stores.jobs.listing(
+            run_id=_guid(run_id, "run id") if run_id else None, mapping=mapping, limit=limit
+        )
+
+    async def job(self, job_id: str) -> JobTotals:
+        job_id = _guid(job_id, "job id")
+        totals = await self.stores.jobs.totals(job_id)
+        if totals is None:
+            raise NotFound(f"no job {job_id}", what="job")
+        return totals
+
+    async def job_errors(
+        self, *, job_id: str | None = None, mapping: str | None = None, limit: int = 100
+    ) -> list[JobError]:
+        """Error rows, newest first: of one job (which must exist), or of every job."""
+        if job_id is not None:
+            job_id = (await self.job(job_id)).job_id
+        return await self.stores.jobs.errors(job_id=job_id, mapping=mapping, limit=limit)
+
+    async def problems(self, selection: Selection, *, limit: int = 1000) -> list[ProblemRecord]:
+        """Records that did not sync: pending, failed (retried) or skipped."""
+        return await self.stores.problems.records(selection, limit=limit)
+
+    # Couplings
+
+    async def couplings(
+        self, *, mapping: str | None = None, search: str | None = None, limit: int = 100
+    ) -> list[CouplingRow]:
+        return await self.stores.couplings.listing(mapping, search=search or None, limit=limit)
+
+    async def couple(
+        self, mapping: str, bc_id: str, dataverse_id: str, *, requested_by: str = "cli"
+    ) -> CouplingRow:
+        """Couples a BC record with a Dataverse row; neither record is changed and
+        the next change of either one syncs. Both records must exist on their
+        sides (``RecordNotFound``), and neither may be coupled to another record
+        of the mapping (``AlreadyCoupled``: uncouple it first); coupling a pair
+        again marks it unsynced."""
+        ids: dict[Side, str] = {
+            "bc": _guid(bc_id, "bc id"),
+            "dataverse": _guid(dataverse_id, "dataverse id"),
+        }
+        m = await self.mapping(mapping)
+        rows: dict[Side, Row] = {}
+        for side in _SIDES:
+            rows[side] = await self._record(m, side, ids[side])
+        for side in _SIDES:
+            other = other_side(side)
+            existing = await self.stores.couplings.get(mapping, side, ids[side])
+            if existing is not None and existing.id_on(other) != ids[other]:
+                raise AlreadyCoupled(mapping, side, ids[side], other, existing.id_on(other))
+        key = rows["bc"].fields.get(m.bc_key) if m.bc_key else None
+        bc_key = key.strip() if isinstance(key, str) and key.strip() else None
+        coupling = Coupling(mapping, ids["bc"], ids["dataverse"], bc_key, _UNSYNCED, _UNSYNCED)
+        await self.stores.couplings.couple(coupling, None)
+        listed = await self.stores.couplings.listing(mapping, search=ids["bc"], limit=1)
+        if not listed or listed[0].coupling.dv_id != ids["dataverse"]:
+            raise CommandRefused(
+                f"{mapping}: the coupling of bc record {ids['bc']} was changed meanwhile"
+            )
+        log.info(
+            "coupled",
+            mapping=mapping,
+            bc_id=ids["bc"],
+            dataverse_id=ids["dataverse"],
+            requested_by=requested_by,
+        )
+        return listed[0]
+
+    async def uncouple(
+        self, mapping: str, side: str, record_id: str, *, requested_by: str = "cli"
+    ) -> Coupling:
+        """Removes the coupling of one record (``side`` is the side ``record_id``
+        belongs to), in an uncoupling job; neither record is changed."""
+        which = _side(side)
+        rid = _guid(record_id, f"{which} record id")
+        known = await self._known(mapping)
+        removed = await self._actions(known, apis={}).uncouple(mapping, which, rid)
+        if removed is None:
+            raise NotCoupled(mapping, which, rid)
+        log.info(
+            "uncoupled",
+            mapping=mapping,
+            bc_id=removed.bc_id,
+            dataverse_id=removed.dv_id,
+            requested_by=requested_by,
+        )
+        return removed
+
+    # Recovery actions on the errors list
+
+    async def retry(self, selection: Selection) -> ActionResult:
+        """Clears the skip of the selected records and syncs them now, each in its direction."""
+        selection, known = await self._selected(selection)
+        return await self._actions(known, await self._both_apis()).retry(selection)
+
+    async def restore(self, selection: Selection) -> ActionResult:
+        """Re-creates the deleted record of each selected coupling from the surviving side."""
+        selection, known = await self._selected(selection)
+        return await self._actions(known, await self._both_apis()).restore(selection)
+
+    async def delete_records(self, selection: Selection, *, confirmed: bool) -> ActionResult:
+        """Deletes the surviving record of each selected coupling whose other record is gone."""
+        selection, known = await self._selected(selection)
+        if not confirmed:
+            raise CommandRefused("delete-records deletes records on a side; confirm it (--yes)")
+        return await self._actions(known, await self._both_apis()).delete_records(selection)
+
+    async def delete_couplings(self, selection: Selection) -> ActionResult:
+        """Removes the selected couplings; neither record changes."""
+        selection, known = await self._selected(selection)
+        return await self._actions(known, apis={}).delete_couplings(selection)
+
+    async def find_deleted(self, mapping: str | None = None) -> ActionResult:
+        """Flags couplings whose record no longer exists on either side."""
+        known = await self._known(*((mapping,) if mapping else ()))
+        return await self._actions(known, await self._both_apis()).find_deleted(mapping)
+
+    async def replay(
+        self, mapping: str, *, since: datetime, until: datetime | None = None
+    ) -> ReplayResult:
+        """Applies again the changes captured in [since, until) (until now when
+        left out) under the mapping as it is now. Times without a zone are UTC."""
+        since = _aware(since)
+        until = _aware(until) if until is not None else None
+        if until is not None and until <= since:
+            raise InvalidRequest(
+                f"the window ends ({until.isoformat()}) before it starts ({since.isoformat()})"
+            )
+        known = await self._known(mapping)
+        return await replay(
+            mapping=mapping,
+            since=since,
+            until=until,
+            stores=self.stores,
+            window=self.window,
+            apis=await self._both_apis(),
+            mappings=known,
+            topics=self.topics,
+            settings=self.settings,
+            codec=self.codec,
+            clock=self.clock,
+        )
+
+    # shared
+
+    async def _known(self, *names: str) -> MappingSet:
+        """The mappings in force, with each of ``names`` among them."""
+        mappings = await self.mappings()
+        unknown = [n for n in dict.fromkeys(names) if n not in mappings]
+        if unknown:
+            raise UnknownMapping(unknown, mappings.names())
+        return mappings
+
+    async def _selected(self, selection: Selection) -> tuple[Selection, MappingSet]:
+        if selection.is_empty():
+            raise InvalidRequest(
+                "say which records: ids, --mapping, --since, or --all for every record listed"
+            )
+        known = await self._known(*((selection.mapping,) if selection.mapping else ()))
+        ids = tuple(_guid(i, "record id") for i in selection.record_ids)
+        since = _aware(selection.since) if selection.since is not None else None
+        return replace(selection, record_ids=ids, since=since), known
+
+    async def _record(self, m: TableMapping, side: Side, record_id: str) -> Row:
+        table = m.table(side)
+        api = await self.apis(side)
+        row = (await api.get_many(table, [record_id])).get(record_id)
+        if row is None:
+            raise RecordNotFound(side, table, record_id)
+        return row
+
+    async def _both_apis(self) -> dict[Side, SideApi]:
+        return {side: await self.apis(side) for side in _SIDES}
+
+    def _actions(self, mappings: MappingSet, apis: dict[Side, SideApi]) -> Actions:
+        return Actions(
+            stores=self.stores,
+            apis=apis,
+            mappings=mappings,
+            settings=self.settings,
+            codec=self.codec,
+            clock=self.clock,
+        )
+
+
+def _guid(value: str, what: str) -> str:
+    """``value`` as the lower-case GUID string every store and side keys by."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidRequest(f"{what} {value!r} is not a GUID") from None
+
+
+def _side(value: str) -> Side:
+    if value == "bc":
+        return "bc"
+    if value == "dataverse":
+        return "dataverse"
+    raise InvalidRequest(f"side {value!r} is neither bc nor dataverse")
+
+
+def _aware(moment: datetime) -> datetime:
+    """Times given without a zone are UTC, like every stamp tablesync keeps."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
