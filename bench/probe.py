@@ -157,9 +157,10 @@ def install() -> None:
     # Imported here so that ``bench.probe`` can be imported without the engine loaded.
     from tablesync.adapters.kafka.consumer import BatchConsumer  # noqa: PLC0415
     from tablesync.adapters.postgres.apply_state import ApplyStateStore  # noqa: PLC0415
-    from tablesync.runtime.applier import Applier  # noqa: PLC0415
     from tablesync.runtime.apply import ApplyService  # noqa: PLC0415
     from tablesync.runtime.capture import CaptureService  # noqa: PLC0415
+    from tablesync.runtime.facts import Reader  # noqa: PLC0415
+    from tablesync.runtime.writes import Writer  # noqa: PLC0415
 
     def mapping(call: Call) -> str:
         return str(call["self"].mapping_name)
@@ -211,21 +212,21 @@ def install() -> None:
     _wrap(ApplyService, "_publish_outcomes", "apply.publish_outcomes", label=mapping)
     _wrap(ApplyService, "_retry_due", "apply.retries", label=mapping)
     _wrap(ApplyStateStore, "positions", "apply.read_positions")
-    _wrap(Applier, "_load_couplings", "apply.read_couplings", label=mapping)
-    _wrap(Applier, "_load_statuses", "apply.read_statuses", label=mapping)
+    _wrap(Reader, "load_couplings", "apply.read_couplings", label=mapping)
+    _wrap(Reader, "load_statuses", "apply.read_statuses", label=mapping)
     _wrap(
-        Applier,
-        "_fetch",
+        Reader,
+        "fetch",
         "apply.read_destination",
         label=mapping,
         count=lambda call, _r: len(call["work"]),
     )
-    _wrap(Applier, "_resolve_lookups", "apply.resolve_lookups", label=mapping)
+    _wrap(Reader, "resolve_lookups", "apply.resolve_lookups", label=mapping)
     _wrap(ApplyStateStore, "record_intents", "apply.write_intents")
     _wrap(ApplyStateStore, "announce_writes", "apply.write_intents")
-    _wrap(Applier, "_load_deleted", "apply.read_deleted", label=mapping)
+    _wrap(Reader, "load_deleted", "apply.read_deleted", label=mapping)
     _wrap(
-        Applier,
+        Writer,
         "_write_side",
         "apply.destination_write",
         label=mapping,

@@ -10,6 +10,9 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 from hypothesis import strategies as st
 
+from tablesync.core.couplings import Coupling, Stamp
+from tablesync.core.effects import DueRecord, Intent
+from tablesync.core.events import FieldValue, RecordChanged, Side
 from tablesync.core.filters import (
     And,
     Call,
@@ -23,9 +26,34 @@ from tablesync.core.filters import (
     is_property_name,
     to_odata,
 )
+from tablesync.core.plan import (
+    Create,
+    Decision,
+    Fail,
+    Ignore,
+    MarkDeleted,
+    Pending,
+    Remove,
+    Restore,
+    Skip,
+    Unchanged,
+    Uncouple,
+    Update,
+)
+from tablesync.core.records import Missing, Rejected, Row, Stale, WriteResult, Written
+from tablesync.core.retry import RetryPolicy
 
 __all__ = [
+    "APPLY_FIELDS",
     "FILTER_PROPERTIES",
+    "apply_couplings",
+    "apply_decisions",
+    "apply_events",
+    "apply_intents",
+    "apply_rows",
+    "apply_stamps",
+    "due_records",
+    "failure_messages",
     "filter_datetimes",
     "filter_exprs",
     "filter_literals",
@@ -35,6 +63,8 @@ __all__ = [
     "filter_texts",
     "iso_datetime_text",
     "mutated_filter_texts",
+    "retry_policies",
+    "write_results",
 ]
 
 # ---------------------------------------------------------------------------
@@ -177,3 +207,168 @@ def mutated_filter_texts(draw: st.DrawFn) -> str:
             skip = len(piece) if kind == "replace" else 0
             text = text[:at] + piece + text[at + skip :]
     return text
+
+
+# ---------------------------------------------------------------------------
+# Apply rules: tablesync.core.retry, outcome, coupling_rules, recovery, counting
+# ---------------------------------------------------------------------------
+
+APPLY_FIELDS: tuple[str, ...] = ("number", "displayName", "city", "name", "accountnumber")
+"""Field names of both sides of CUSTOMER, few enough that records share them."""
+
+_sides: st.SearchStrategy[Side] = st.sampled_from(["bc", "dataverse"])
+_ids = st.uuids().map(str)
+_moments = st.datetimes(
+    min_value=datetime(2024, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+)
+_etags = st.one_of(st.none(), st.integers(1, 10**6).map(lambda n: f'W/"{n}"'))
+_values: st.SearchStrategy[FieldValue] = st.one_of(
+    st.none(), st.integers(-5, 5), st.text(alphabet="abcXYZ 09", max_size=8)
+)
+_messages = st.sampled_from(
+    ["Customer 10000 already exists.", "The currency is blocked.", "lookup not coupled yet"]
+)
+
+
+def apply_stamps() -> st.SearchStrategy[Stamp]:
+    return st.builds(Stamp, st.one_of(st.none(), _moments), _etags)
+
+
+def apply_rows() -> st.SearchStrategy[Row]:
+    """Records as a side returns them."""
+    return st.builds(
+        Row, _ids, _moments, _etags, st.dictionaries(st.sampled_from(APPLY_FIELDS), _values)
+    )
+
+
+def apply_events(side: Side | None = None) -> st.SearchStrategy[RecordChanged]:
+    """Changed CUSTOMER records of either side (or of ``side``), upserts or deletions."""
+    sides = st.just(side) if side is not None else _sides
+
+    def build(
+        s: Side, rid: str, op: str, at: datetime, fields: dict[str, FieldValue], etag: str | None
+    ) -> RecordChanged:
+        return RecordChanged(
+            side=s,
+            table="customers" if s == "bc" else "accounts",
+            record_id=rid,
+            op=op,  # type: ignore[arg-type]
+            modified_at=at,
+            captured_at=at,
+            fields=fields,
+            etag=etag,
+        )
+
+    return st.builds(
+        build,
+        sides,
+        _ids,
+        st.sampled_from(["upsert", "upsert", "delete"]),
+        _moments,
+        st.dictionaries(st.sampled_from(APPLY_FIELDS), _values),
+        _etags,
+    )
+
+
+def apply_couplings(mapping: str = "CUSTOMER") -> st.SearchStrategy[Coupling]:
+    return st.builds(
+        Coupling,
+        st.just(mapping),
+        _ids,
+        _ids,
+        st.one_of(st.none(), st.text(alphabet="C0123", min_size=1, max_size=6)),
+        apply_stamps(),
+        apply_stamps(),
+        st.booleans(),
+        st.booleans(),
+    )
+
+
+def apply_intents(mapping: str = "CUSTOMER") -> st.SearchStrategy[Intent]:
+    return st.builds(
+        Intent,
+        st.just(mapping),
+        _sides,
+        _ids,
+        st.one_of(st.none(), _ids),
+        _moments,
+        st.dictionaries(st.sampled_from(APPLY_FIELDS), _values, max_size=3),
+    )
+
+
+def failure_messages() -> st.SearchStrategy[str]:
+    """API error messages, some ending in the correlation id BC makes new on every response."""
+    correlation = st.uuids().map(lambda u: f"  CorrelationId:  {u}.")
+    return st.builds(lambda m, c: m + c, _messages, st.one_of(st.just(""), correlation))
+
+
+def apply_decisions(mapping: str = "CUSTOMER") -> st.SearchStrategy[Decision]:
+    """Every kind of decision the rules make, with plausible contents."""
+    payloads = st.dictionaries(st.sampled_from(APPLY_FIELDS), _values, max_size=3)
+    couplings = apply_couplings(mapping)
+    return st.one_of(
+        st.builds(Ignore, st.just("outside the mapping's filter")),
+        st.builds(Unchanged, st.one_of(st.none(), couplings)),
+        st.builds(Pending, failure_messages()),
+        st.builds(Fail, failure_messages(), st.booleans()),
+        st.builds(Skip, failure_messages(), st.booleans()),
+        st.builds(Create, _sides, payloads, st.none(), _ids, apply_stamps()),
+        st.builds(
+            Create,
+            _sides,
+            payloads,
+            _ids,
+            _ids,
+            apply_stamps(),
+            matched=apply_rows(),
+            recovered=st.booleans(),
+        ),
+        st.builds(Update, _sides, _ids, payloads, _etags, couplings),
+        st.builds(Remove, _sides, _ids, couplings),
+        st.builds(Restore, _sides, payloads, st.one_of(st.none(), _ids), couplings),
+        st.builds(
+            Uncouple,
+            couplings,
+            failure_messages(),
+            st.sampled_from([(), ("bc",), ("dataverse",), ("bc", "dataverse")]),
+        ),
+        st.builds(MarkDeleted, couplings, failure_messages()),
+    )
+
+
+def write_results() -> st.SearchStrategy[WriteResult]:
+    """Every answer a side gives to a write, with the statuses the APIs use."""
+    return st.one_of(
+        st.builds(Written, st.one_of(st.none(), apply_rows())),
+        st.builds(
+            Rejected,
+            st.sampled_from([0, 400, 403, 404, 408, 409, 412, 423, 429, 500, 502, 503]),
+            _messages,
+        ),
+        st.builds(Missing, st.sampled_from(["", "Not found"])),
+        st.builds(Stale, st.just("")),
+    )
+
+
+def due_records(mapping: str = "CUSTOMER") -> st.SearchStrategy[DueRecord]:
+    """A record's listing before this attempt, as the state database holds it."""
+    return st.builds(
+        DueRecord,
+        st.just(mapping),
+        _sides,
+        _ids,
+        st.sampled_from(["pending", "failed", "skipped"]),
+        failure_messages(),
+        st.integers(1, 40),
+        st.integers(0, 12),
+        st.just(b"event"),
+    )
+
+
+def retry_policies() -> st.SearchStrategy[RetryPolicy]:
+    return st.builds(
+        RetryPolicy,
+        st.integers(1, 10),
+        st.floats(0.1, 60, allow_nan=False),
+        st.floats(1, 3600, allow_nan=False),
+    )

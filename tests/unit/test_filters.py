@@ -26,6 +26,7 @@ from tablesync.core.filters import (
     Op,
     Or,
     conjoin,
+    disjoin,
     evaluate,
     is_property_name,
     parse,
@@ -388,6 +389,23 @@ def test_conjoin_and_combines_skipping_no_filter() -> None:
     assert conjoin(None, None) is None
     assert conjoin(None, a) == a
     assert conjoin(a, None, b, c) == And(And(a, b), c)
+
+
+def test_disjoin_or_combines_skipping_none() -> None:
+    a, b, c = eq("a", 1), eq("b", 2), eq("c", 3)
+    assert disjoin() is None
+    assert disjoin(None, None) is None
+    assert disjoin(None, a) == a
+    assert disjoin(a, None, b, c) == Or(Or(a, b), c)
+
+
+@given(st.lists(filter_exprs(max_depth=2), min_size=1, max_size=4), filter_records())
+def test_disjoin_holds_where_any_alternative_holds(
+    alternatives: list[Expr], record: dict[str, object]
+) -> None:
+    assert evaluate(disjoin(*alternatives), record) == any(
+        evaluate(e, record) for e in alternatives
+    )
 
 
 def test_validate_properties_points_at_the_unknown_property() -> None:

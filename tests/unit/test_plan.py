@@ -36,7 +36,6 @@ from tablesync.core.plan import (
     decide_coupled,
     decide_deletion,
     decide_uncoupled,
-    same_failure,
     triage,
 )
 from tablesync.core.records import Ref, Row
@@ -457,10 +456,3 @@ def test_mapping_set_lookups_reference_earlier_mappings() -> None:
             assert set(f.lookup.mappings) <= set(names_before)
         names_before.append(m.name)
     assert isinstance(MAPPINGS, MappingSet)
-
-
-def test_a_failure_repeats_though_business_central_numbers_each_response() -> None:
-    first = "Customer 10000 already exists.  CorrelationId:  5d0e2a4c-9a3b-4f5e-8c1d-2b3a4c5d6e7f."
-    again = "Customer 10000 already exists.  CorrelationId:  0f1e2d3c-4b5a-6978-8a9b-acbdcedf0011."
-    assert same_failure(first, again)
-    assert not same_failure(first, "Customer 10001 already exists.")

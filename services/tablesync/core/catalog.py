@@ -124,9 +124,6 @@ class Lookup:
     def target_for_navigation(self, navigation: str) -> LookupTarget | None:
         return next((t for t in self.targets if t.navigation == navigation), None)
 
-    def target_for_set(self, entity_set: str) -> LookupTarget | None:
-        return next((t for t in self.targets if t.entity_set == entity_set), None)
-
 
 @dataclass(frozen=True, slots=True)
 class AlternateKey:
@@ -171,10 +168,6 @@ class Entity:
             if target is not None:
                 return lookup, target
         return None
-
-    @property
-    def writable_fields(self) -> tuple[FieldDef, ...]:
-        return tuple(f for f in self.fields.values() if not f.read_only)
 
 
 # ---------------------------------------------------------------- builders

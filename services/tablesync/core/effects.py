@@ -29,6 +29,7 @@ __all__ = [
     "blocking",
     "counted_removals",
     "latest_couplings",
+    "made_so_far",
 ]
 
 WriteTarget = tuple[Side, str, Literal["update", "delete"]]
@@ -178,6 +179,18 @@ def latest_couplings(
         entries[n] = (coupling, kept)
         last_of[("bc", bc_id)] = last_of[("dataverse", dv_id)] = n
     return list(entries.values())
+
+
+def made_so_far(effects: BatchEffects) -> dict[tuple[Side, str], Coupling | None]:
+    """The couplings a batch has made or removed so far, by record (None:
+    removed). Not committed yet, they are made: a later chunk of the batch
+    decides on them, not on what the state database holds."""
+    made: dict[tuple[Side, str], Coupling | None] = {}
+    for c, _ in effects.couplings:
+        made[("bc", c.bc_id)] = made[("dataverse", c.dv_id)] = c
+    for c in effects.uncoupled:
+        made[("bc", c.bc_id)] = made[("dataverse", c.dv_id)] = None
+    return made
 
 
 def counted_removals(

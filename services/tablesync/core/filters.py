@@ -62,6 +62,7 @@ __all__ = [
     "Op",
     "Or",
     "conjoin",
+    "disjoin",
     "evaluate",
     "is_property_name",
     "parse",
@@ -613,6 +614,16 @@ def conjoin(*exprs: Expr | None) -> Expr | None:
     for expr in exprs:
         if expr is not None:
             result = expr if result is None else And(result, expr)
+    return result
+
+
+def disjoin(*exprs: Expr | None) -> Expr | None:
+    """Any of ``exprs`` or-combined, left-deep; None ones are skipped (no
+    alternative left is None, which a caller must not read as "no filter")."""
+    result: Expr | None = None
+    for expr in exprs:
+        if expr is not None:
+            result = expr if result is None else Or(result, expr)
     return result
 
 

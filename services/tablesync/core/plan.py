@@ -10,11 +10,9 @@ decision and records its effects; nothing here does I/O."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 
 from tablesync.core import filters
 from tablesync.core.couplings import Coupling, Stamp, compare_stamps
@@ -494,21 +492,3 @@ def decide_deletion(
 
 def _side_name(side: Side) -> str:
     return "Business Central" if side == "bc" else "Dataverse"
-
-
-def stamp_after(row: Row) -> Stamp:
-    return Stamp(row.modified_at, row.etag)
-
-
-def as_of(when: datetime) -> Stamp:
-    return Stamp(when, None)
-
-
-# Business Central ends every error message with a fresh "CorrelationId: <guid>."
-_CORRELATION = re.compile(r"\s*CorrelationId:\s*[0-9A-Fa-f-]{36}\.?")
-
-
-def same_failure(previous: str, message: str) -> bool:
-    """Whether two failures of a record are the same one repeating, ignoring
-    the parts an API makes new on every response."""
-    return _CORRELATION.sub("", previous).strip() == _CORRELATION.sub("", message).strip()

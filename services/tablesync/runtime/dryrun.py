@@ -20,10 +20,12 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from tablesync.core import catalog, filters
+from tablesync.core.coupling_rules import coupled_to
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.events import Direction, FieldValue, RecordChanged, Side, other_side
 from tablesync.core.fieldmap import LookupKey, lookup_keys, map_values, normalise_key, same_value
 from tablesync.core.mappings import MappingSet, TableMapping, source_side
+from tablesync.core.matching import match_values, matches
 from tablesync.core.plan import (
     Create,
     Decision,
@@ -290,30 +292,20 @@ def _candidates(
         return []
     side = event.side
     dest = other_side(side)
-    wanted = []
-    for m in mapping.match:
-        value = event.fields.get(m.bc if side == "bc" else m.dataverse)
-        if not (isinstance(value, str) and value.strip()):
-            return []
-        wanted.append((m.dataverse if dest == "dataverse" else m.bc, value.strip(), m))
+    wanted = match_values(mapping, side, event.fields)
+    if wanted is None:
+        return []
     dest_filter = mapping.filter(dest)
     return [
         row
         for row in dest_rows.values()
-        if all(_match(row.fields.get(f), v, m.case_sensitive) for f, v, m in wanted)
+        if matches(mapping, dest, row.fields, wanted)
         and filters.evaluate(dest_filter, row.fields, ignore_case=dest == "dataverse")
         and world.coupling(mapping.name, dest, row.id) is None
     ]
 
 
-def _match(value: object, wanted: str, case_sensitive: bool) -> bool:
-    if not isinstance(value, str):
-        return False
-    return value.strip() == wanted if case_sensitive else same_value(value, wanted, code=True)
-
-
 def _perform(world: _World, mapping: TableMapping, event: RecordChanged, d: Decision) -> None:
-    side = event.side
     source_stamp = Stamp(event.modified_at, event.etag)
     match d:
         case Create(side=dest, payload=payload, record_id=rid, matched=matched):
@@ -327,10 +319,7 @@ def _perform(world: _World, mapping: TableMapping, event: RecordChanged, d: Deci
             else:
                 # BC picks the id of a record it creates; any fresh id stands for it.
                 row = world.write(dest, table, rid or str(uuid.uuid4()), payload, create=True)
-            ids = {side: event.record_id, dest: row.id}
-            stamps = {side: source_stamp, dest: Stamp(row.modified_at, row.etag)}
-            bc_fields = event.fields if side == "bc" else row.fields
-            world.couple(Coupling.between(mapping.name, ids, stamps, _key(mapping, bc_fields)))
+            world.couple(coupled_to(mapping, event, row, source_stamp))
         case Update(side=dest, record_id=rid, payload=payload, coupling=c):
             row = world.write(dest, mapping.table(dest), rid, payload, create=False)
             world.couple(c.with_stamp(dest, Stamp(row.modified_at, row.etag)))
@@ -373,13 +362,6 @@ def _note(
     bucket = preview.examples.setdefault(counters[-1] if len(counters) > 1 else counters[0], [])
     if len(bucket) < limit:
         bucket.append(example)
-
-
-def _key(mapping: TableMapping, bc_fields: dict[str, FieldValue]) -> str | None:
-    if mapping.bc_key is None:
-        return None
-    value = bc_fields.get(mapping.bc_key)
-    return value if isinstance(value, str) and value.strip() else None
 
 
 def _attribute(entity: catalog.Entity, written: str) -> str:

@@ -1,0 +1,333 @@
+"""Reads the facts the rules need about a chunk's records: their couplings,
+retry statuses and known deletions, the coupled counterparts as they are now,
+match candidates, the records interrupted creates made, and the writes that
+attempts which did not commit announced. What the facts mean is decided in
+``tablesync.core`` (``recovery``, ``matching``, ``decision``); this module
+asks the sides and the state database, many records at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import structlog
+
+from tablesync.core.couplings import Coupling
+from tablesync.core.decision import event_of, lookups_needed
+from tablesync.core.effects import BatchEffects, DueRecord, Intent, blocking, made_so_far
+from tablesync.core.events import RecordChanged, Side, other_side
+from tablesync.core.fieldmap import LookupKey
+from tablesync.core.mappings import TableMapping
+from tablesync.core.matching import match_query, match_values, matches
+from tablesync.core.plan import FetchCandidates, FetchDestination
+from tablesync.core.records import Row
+from tablesync.core.recovery import (
+    Check,
+    announced_pair,
+    destination_checks,
+    found_announced,
+    gone_check,
+    made_records,
+    recent_query,
+    sent_by,
+)
+from tablesync.runtime.together import together
+from tablesync.runtime.work import Item, Scope, Work
+
+__all__ = ["Reader"]
+
+log = structlog.get_logger()
+
+_SIDES: tuple[Side, Side] = ("bc", "dataverse")
+# Records matched per query: the query's alternatives stay within URL limits.
+_MATCH_CHUNK = 40
+
+
+class Reader:
+    """Gathers the facts of one mapping's records."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    @property
+    def mapping_name(self) -> str:
+        return self.scope.mapping_name
+
+    async def load_couplings(
+        self, items: Sequence[Item], effects: BatchEffects
+    ) -> list[Coupling | None]:
+        """The couplings of the chunk's records, as the batch has left them so far:
+        an earlier chunk's couplings are not committed yet, but they are made."""
+        made = made_so_far(effects)
+        found: list[Coupling | None] = [None] * len(items)
+        for side in _SIDES:
+            ids = [i.event.record_id for i in items if i.event.side == side]
+            stored = await self.scope.couplings.by_ids(self.mapping_name, side, ids)
+            for n, item in enumerate(items):
+                record = (item.event.side, item.event.record_id)
+                if record[0] == side:
+                    found[n] = made[record] if record in made else stored.get(record[1])
+        return found
+
+    async def load_deleted(
+        self,
+        items: Sequence[Item],
+        couplings: Sequence[Coupling | None],
+        effects: BatchEffects,
+    ) -> set[tuple[Side, str]]:
+        """Of the chunk's uncoupled records, those known to be deleted."""
+        uncoupled = [
+            (i.event.side, i.event.record_id)
+            for i, c in zip(items, couplings, strict=True)
+            if c is None and i.event.op == "upsert"
+        ]
+        if not uncoupled:
+            return set()
+        known = await self.scope.state.deleted_among(self.mapping_name, uncoupled)
+        return known | (set(effects.deleted) & set(uncoupled))
+
+    async def load_statuses(self, items: Sequence[Item]) -> dict[tuple[Side, str], DueRecord]:
+        found: dict[tuple[Side, str], DueRecord] = {}
+        for side in _SIDES:
+            ids = [i.event.record_id for i in items if i.event.side == side]
+            statuses = await self.scope.state.statuses_of(self.mapping_name, side, ids)
+            for sid, status in statuses.items():
+                found[(side, sid)] = status
+        return found
+
+    async def fetch(self, work: list[Work]) -> None:
+        await self._settle_announced(
+            [
+                w
+                for w in work
+                if w.facts.coupling is None and not isinstance(w.facts.triage, FetchCandidates)
+            ]
+        )
+        await self.fetch_destinations(work)
+        uncoupled = [w for w in work if isinstance(w.facts.triage, FetchCandidates)]
+        if uncoupled:
+            await self._fetch_candidates(uncoupled)
+
+    async def fetch_destinations(self, work: list[Work]) -> None:
+        """The coupled records of the other side as they are now, and the
+        writes to them (or to the records themselves) that were announced."""
+        wanted: dict[Side, set[str]] = {"bc": set(), "dataverse": set()}
+        for w in work:
+            if isinstance(t := w.facts.triage, FetchDestination):
+                wanted[t.side].add(t.record_id)
+        rows = await self._get_many(wanted)
+        await self._load_written_here(work)
+        checked: list[tuple[Work, tuple[Check, ...]]] = []
+        for w in work:
+            if isinstance(t := w.facts.triage, FetchDestination):
+                destination = rows.get((t.side, t.record_id))
+                changed, checks = destination_checks(
+                    w.event, t, destination, deleting=w.facts.deleting
+                )
+                w.facts = replace(w.facts, destination=destination, destination_changed=changed)
+                checked.append((w, checks))
+        keys = [key for _, checks in checked for key, _ in checks]
+        if keys:
+            ours = await self.scope.state.announced_writes(self.mapping_name, keys)
+            for w, checks in checked:
+                announced = found_announced(
+                    w.facts.announced, checks, ours, deleting=w.facts.deleting
+                )
+                w.facts = replace(w.facts, announced=announced)
+
+    async def _load_written_here(self, work: list[Work]) -> None:
+        """For versions of coupled records, what updates of those very records
+        that an attempt announced and did not commit would have left on them:
+        a version read back after such a write is (at least partly) its echo."""
+        fresh = [
+            w for w in work if isinstance(w.facts.triage, FetchDestination) and not w.facts.deleting
+        ]
+        found = await self.scope.state.written_images(
+            self.mapping_name, [(w.event.side, w.event.record_id) for w in fresh]
+        )
+        for w in fresh:
+            images = found.get((w.event.side, w.event.record_id))
+            if images is not None:
+                w.facts = replace(w.facts, written_here=tuple(images))
+
+    async def _get_many(self, wanted: dict[Side, set[str]]) -> dict[tuple[Side, str], Row]:
+        mapping = self.scope.mapping
+
+        async def one(side: Side, ids: set[str]) -> dict[tuple[Side, str], Row]:
+            if not ids:
+                return {}
+            found = await self.scope.apis[side].get_many(mapping.table(side), sorted(ids))
+            return {(side, rid): row for rid, row in found.items()}
+
+        results = await together(*(one(s, ids) for s, ids in wanted.items()))
+        merged: dict[tuple[Side, str], Row] = {}
+        for r in results:
+            merged.update(r)
+        return merged
+
+    async def _fetch_candidates(self, work: list[Work]) -> None:
+        mapping = self.scope.mapping
+        for source in _SIDES:
+            group = [w for w in work if w.event.side == source]
+            if not group:
+                continue
+            dest = other_side(source)
+            ids = [w.event.record_id for w in group]
+            intents = await self.scope.state.intents_of(self.mapping_name, source, ids)
+            # Creates from the other side that may have made these records.
+            blocked = blocking(
+                await self.scope.state.open_intents(self.mapping_name, dest, ids),
+                [(w.event.record_id, w.event.fields) for w in group],
+            )
+            for w in group:
+                rid = w.event.record_id
+                w.facts = replace(w.facts, intent=intents.get(rid), blocked=rid in blocked)
+            await self._recover_created(mapping, dest, [w for w in group if w.facts.intent])
+            if mapping.match:
+                await self._match(
+                    mapping, source, dest, [w for w in group if not w.facts.created_before]
+                )
+
+    async def _settle_announced(self, work: list[Work]) -> None:
+        """Uncoupled records decided without a create (deleted since, out of the
+        filter) whose own create was announced: that create's record, if it was
+        made, is found and coupled; the intent is resolved either way, so it
+        holds back no record of the other side any longer."""
+        mapping = self.scope.mapping
+        for source in _SIDES:
+            group = [w for w in work if w.event.side == source]
+            if not group:
+                continue
+            ids = [w.event.record_id for w in group]
+            intents = await self.scope.state.intents_of(self.mapping_name, source, ids)
+            if not intents:
+                continue
+            announced = [w for w in group if w.event.record_id in intents]
+            for w in announced:
+                w.facts = replace(w.facts, intent=intents[w.event.record_id])
+            dest = other_side(source)
+            await self._recover_created(mapping, dest, announced)
+            deleting = [
+                (w, intent, gone_check(intent, w.facts.created_before, dest))
+                for w in announced
+                if w.facts.deleting and (intent := w.facts.intent) is not None
+            ]
+            # Found gone, but named and announced as deleted: an attempt that
+            # settled this very intent deleted it and died before its commit.
+            gone_ours = await self.scope.state.announced_writes(
+                self.mapping_name, [gone for _, _, gone in deleting if gone is not None]
+            )
+            for w, intent, gone in deleting:
+                pair = announced_pair(
+                    mapping, w.event, intent, w.facts.created_before, gone_ours=gone in gone_ours
+                )
+                if pair is None:
+                    continue
+                # The pair the create made, decided like any coupled pair one
+                # of whose records was deleted (the deletion policy applies).
+                triage = FetchDestination(dest, pair.id_on(dest), pair)
+                w.facts = replace(w.facts, coupling=pair, paired=True, triage=triage)
+
+    async def _recover_created(self, mapping: TableMapping, dest: Side, work: list[Work]) -> None:
+        """Finds the records that creates of these very records made before a crash."""
+        if not work:
+            return
+        by_id = {i.dest_id: w for w in work if (i := w.facts.intent) and i.dest_id}
+        if by_id:
+            found = await self.scope.apis[dest].get_many(mapping.table(dest), sorted(by_id))
+            for rid, row in found.items():
+                by_id[rid].facts = replace(by_id[rid].facts, created_before=row)
+        unknown = [(w, i) for w in work if (i := w.facts.intent) and not i.dest_id]
+        if not unknown:
+            return
+        # BC chose the id, and the crash lost it: the record is the one
+        # created since the intent whose values are the ones we sent.
+        recent = await self.scope.apis[dest].find(
+            mapping.table(dest), recent_query(mapping, dest, [i for _, i in unknown])
+        )
+        recent_ids = [r.id for r in recent]
+        coupled = await self.scope.couplings.coupled_among(self.mapping_name, dest, recent_ids)
+        named = await self.scope.state.named_by_intents(
+            self.mapping_name, other_side(dest), recent_ids
+        )
+        sents = [sent_by(i, w.event, mapping, self.scope.mappings) for w, i in unknown]
+        for (w, _), made in zip(unknown, made_records(sents, recent, coupled | named), strict=True):
+            if made is not None:
+                w.facts = replace(w.facts, created_before=made)
+
+    async def _match(
+        self, mapping: TableMapping, source: Side, dest: Side, work: list[Work]
+    ) -> None:
+        keyed = [
+            (w, values)
+            for w in work
+            if (values := match_values(mapping, source, w.event.fields)) is not None
+        ]
+        chunks = [keyed[i : i + _MATCH_CHUNK] for i in range(0, len(keyed), _MATCH_CHUNK)]
+        await together(*(self._match_chunk(mapping, dest, chunk) for chunk in chunks))
+
+    async def _match_chunk(
+        self, mapping: TableMapping, dest: Side, chunk: list[tuple[Work, tuple[str, ...]]]
+    ) -> None:
+        query = match_query(mapping, dest, [values for _, values in chunk])
+        rows = await self.scope.apis[dest].find(mapping.table(dest), query)
+        coupled = await self.scope.couplings.coupled_among(
+            self.mapping_name, dest, [r.id for r in rows]
+        )
+        free = [r for r in rows if r.id not in coupled]
+        for w, values in chunk:
+            candidates = tuple(r for r in free if matches(mapping, dest, r.fields, values))
+            w.facts = replace(w.facts, candidates=candidates)
+
+    async def resolve_lookups(self, work: list[Work]) -> dict[LookupKey, str]:
+        mapping = self.scope.mapping
+        keys: set[LookupKey] = set()
+        for w in work:
+            keys |= lookups_needed(mapping, w.facts)
+        return await self.scope.couplings.resolve(keys) if keys else {}
+
+    async def sources_of(self, intents: Sequence[Intent]) -> list[RecordChanged]:
+        """See ``Applier.sources_of``."""
+        mapping = self.scope.mapping
+        now = self.scope.clock.now()
+        events: list[RecordChanged] = []
+        for source in _SIDES:
+            ids = [i.source_id for i in intents if i.source_side == source]
+            if not ids:
+                continue
+            coupled = await self.scope.couplings.by_ids(self.mapping_name, source, ids)
+            dest = other_side(source)
+            for i in intents:
+                c = coupled.get(i.source_id)
+                if i.source_side == source and c and i.dest_id and c.id_on(dest) != i.dest_id:
+                    # Coupled by another path (a match from the other side) to
+                    # another record: the one this create made is left over.
+                    log.warning(
+                        "create_left_over",
+                        mapping=self.mapping_name,
+                        source_side=source,
+                        source_id=i.source_id,
+                        record_id=i.dest_id,
+                        coupled_to=c.id_on(dest),
+                    )
+            await self.scope.state.resolve_intents(
+                self.mapping_name, [(source, sid) for sid in ids if sid in coupled]
+            )
+            rest = [sid for sid in ids if sid not in coupled]
+            table = mapping.table(source)
+            found = await self.scope.apis[source].get_many(table, rest) if rest else {}
+            for sid in rest:
+                row = found.get(sid)
+                events.append(
+                    event_of(row, source, table)
+                    if row is not None
+                    else RecordChanged(
+                        side=source,
+                        table=table,
+                        record_id=sid,
+                        op="delete",
+                        modified_at=now,
+                        captured_at=now,
+                    )
+                )
+        return events

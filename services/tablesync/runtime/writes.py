@@ -1,0 +1,173 @@
+"""Performs the writes of a chunk's decisions on the sides.
+
+The order is what keeps "no duplicates" and "no lost edit": creates are
+announced as intents, and updates and deletions of existing records as
+write targets with the image each update leaves, and those announcements are
+committed before a side is called. What a side's answer means is
+``tablesync.core.outcome``'s to say."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+
+from tablesync.core.decision import write_back, write_back_lookups, writes_back
+from tablesync.core.effects import Intent, WriteTarget
+from tablesync.core.events import FieldValue, Side
+from tablesync.core.fieldmap import LookupKey, sent_values
+from tablesync.core.mappings import TableMapping
+from tablesync.core.outcome import (
+    absorb,
+    announces_create,
+    first_unavailable,
+    learned_id,
+    new_record_id,
+    operation_of,
+    write_side,
+)
+from tablesync.core.plan import Create, FetchDestination
+from tablesync.core.records import Update as UpdateOp
+from tablesync.core.records import WriteOp, WriteResult, Written
+from tablesync.core.recovery import announced_before, announcing, image_of
+from tablesync.runtime import faults
+from tablesync.runtime.together import together
+from tablesync.runtime.work import Scope, Work
+
+__all__ = ["Writer"]
+
+
+def _fresh_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Writer:
+    """Writes one mapping's decisions to the sides."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    @property
+    def mapping_name(self) -> str:
+        return self.scope.mapping_name
+
+    async def write(self, work: list[Work]) -> list[Work]:
+        """Performs every writing decision; returns the work to decide again
+        (stale ETags and vanished destinations)."""
+        mapping = self.scope.mapping
+        await self._announce(mapping, work)
+        ops: dict[Side, list[tuple[Work, WriteOp]]] = {"bc": [], "dataverse": []}
+        for w in work:
+            op = operation_of(w.decision)
+            if op is not None:
+                ops[write_side(w.decision)].append((w, op))
+        results = await together(
+            *(self._write_side(mapping, side, pairs) for side, pairs in ops.items() if pairs)
+        )
+        answered = [(w, result) for pairs in results for w, result in pairs]
+        # BC picks a new record's id: kept at once (even when another write of
+        # the batch is refused for throttling and the batch is tried again), so
+        # the next attempt finds the record by its id rather than by its values.
+        learned: list[tuple[Side, str, str]] = []
+        for w, result in answered:
+            rid = learned_id(w.decision, result, announced=w.performed.create_announced)
+            if rid is not None:
+                learned.append((w.event.side, w.event.record_id, rid))
+        await self.scope.state.set_intent_destination(self.mapping_name, learned)
+        unavailable = first_unavailable((write_side(w.decision), r) for w, r in answered)
+        if unavailable is not None:
+            raise unavailable
+        if results:
+            faults.point("apply.after_write", self.mapping_name)
+        again: list[Work] = []
+        for w, result in answered:
+            absorbed = absorb(
+                w.decision,
+                result,
+                coupled=isinstance(w.facts.triage, FetchDestination),
+                written_before=w.facts.announced.before,
+            )
+            w.done = replace(
+                w.performed,
+                decision=absorbed.decision,
+                written=absorbed.written,
+                refused=absorbed.refused,
+            )
+            if absorbed.again:
+                again.append(w)
+        return again
+
+    async def _announce(self, mapping: TableMapping, work: list[Work]) -> None:
+        """Announces the creates as intents, then the updates and deletions of
+        existing records, each update with what it leaves on its record."""
+        intents: list[Intent] = []
+        for w in work:
+            d = w.decision
+            if announces_create(d):
+                intent = w.facts.intent
+                announced = intent.dest_id if intent is not None else None
+                d = replace(d, record_id=new_record_id(d.side, announced, _fresh_id))
+                w.done = replace(w.performed, decision=d, create_announced=True)
+                intents.append(
+                    Intent(
+                        self.mapping_name,
+                        w.event.side,
+                        w.event.record_id,
+                        d.record_id,
+                        self.scope.clock.now(),
+                        sent_values(d.payload),
+                    )
+                )
+        await self.scope.state.record_intents(intents)
+        for w in work:
+            w.facts = replace(w.facts, announced=announcing(w.facts.announced, w.decision))
+        targets = [t for w in work if (t := w.facts.announced.target) is not None]
+        if not targets:
+            return
+        images: dict[WriteTarget, dict[str, FieldValue]] = {}
+        for w in work:
+            target = w.facts.announced.target
+            image = image_of(mapping, w.decision, w.performed.mapped, w.facts.destination)
+            if target is not None and image is not None:
+                images[target] = image
+        earlier = await self.scope.state.announce_writes(self.mapping_name, targets, images)
+        for w in work:
+            w.facts = replace(w.facts, announced=announced_before(w.facts.announced, earlier))
+
+    async def write_back(self, work: list[Work]) -> None:
+        """Sends back what the other side filled in on a create (a BC number from
+        its number series, say) where the mapping carries it back, so both
+        records agree at once rather than at their next change."""
+        mapping = self.scope.mapping
+        created = [
+            (w, d, written)
+            for w in work
+            if writes_back(mapping, d := w.decision, written := w.performed.written)
+            and isinstance(d, Create)
+            and written is not None
+        ]
+        if not created:
+            return
+        keys: set[LookupKey] = set()
+        for _, d, written in created:
+            keys |= write_back_lookups(mapping, d, written)
+        resolved = await self.scope.couplings.resolve(keys) if keys else {}
+        ops: dict[Side, list[tuple[Work, WriteOp]]] = {"bc": [], "dataverse": []}
+        for w, d, written in created:
+            event = w.event
+            payload = write_back(mapping, self.scope.mappings, event, d, written, resolved)
+            if payload:
+                ops[event.side].append((w, UpdateOp(event.record_id, payload, event.etag)))
+        results = await together(
+            *(self._write_side(mapping, side, pairs) for side, pairs in ops.items() if pairs)
+        )
+        for pairs in results:
+            for w, result in pairs:
+                # A source changed meanwhile keeps its value; its own change syncs next.
+                if isinstance(result, Written) and result.row is not None:
+                    w.done = replace(w.performed, source_after=result.row)
+
+    async def _write_side(
+        self, mapping: TableMapping, side: Side, pairs: list[tuple[Work, WriteOp]]
+    ) -> list[tuple[Work, WriteResult]]:
+        results = await self.scope.apis[side].write(mapping.table(side), [op for _, op in pairs])
+        return list(zip((w for w, _ in pairs), results, strict=True))

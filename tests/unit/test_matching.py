@@ -1,0 +1,100 @@
+"""Match-based coupling: which uncoupled record of the other side is the same record."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tablesync.adapters.mapping_file import load_mapping_file
+from tablesync.core import filters
+from tablesync.core.events import FieldValue, Side, other_side
+from tablesync.core.mappings import MatchField
+from tablesync.core.matching import (
+    equal_match,
+    match_fields,
+    match_query,
+    match_values,
+    matches,
+)
+
+_, MAPPINGS = load_mapping_file(Path(__file__).resolve().parents[2] / "mappings" / "default.yaml")
+CUSTOMER = MAPPINGS.get("CUSTOMER")
+SIDES: st.SearchStrategy[Side] = st.sampled_from(["bc", "dataverse"])
+_codes = st.text(alphabet="cC0123 -", min_size=1, max_size=8).filter(lambda t: t.strip())
+# Within CUSTOMER's filter on each side.
+IN_FILTER: dict[Side, dict[str, FieldValue]] = {
+    "bc": {"blocked": " "},
+    "dataverse": {"statecode": 0, "customertypecode": 3},
+}
+
+
+def test_the_match_fields_are_named_per_side() -> None:
+    assert match_fields(CUSTOMER, "bc") == ("number",)
+    assert match_fields(CUSTOMER, "dataverse") == ("accountnumber",)
+
+
+@given(SIDES, st.one_of(st.none(), st.integers(), st.text(alphabet=" C1", max_size=4)))
+def test_a_record_takes_part_only_with_text_in_every_match_field(
+    side: Side, value: FieldValue
+) -> None:
+    name = match_fields(CUSTOMER, side)[0]
+    values = match_values(CUSTOMER, side, {name: value})
+    if isinstance(value, str) and value.strip():
+        assert values == (value.strip(),)
+    else:
+        assert values is None
+
+
+@pytest.mark.parametrize(
+    ("value", "wanted", "case_sensitive", "equal"),
+    [
+        ("C10000", "C10000", False, True),
+        (" c10000 ", "C10000", False, True),
+        ("c10000", "C10000", True, False),
+        (" C10000", "C10000", True, True),
+        ("C10001", "C10000", False, False),
+        (10000, "10000", False, False),
+        (None, "C1", False, False),
+    ],
+)
+def test_equal_match(value: object, wanted: str, case_sensitive: bool, equal: bool) -> None:
+    assert equal_match(value, wanted, case_sensitive) == equal
+
+
+@given(SIDES, _codes, st.booleans())
+def test_a_record_matches_its_own_values_in_any_case(side: Side, code: str, upper: bool) -> None:
+    values = match_values(CUSTOMER, side, {match_fields(CUSTOMER, side)[0]: code})
+    assert values is not None
+    dest = other_side(side)
+    name = match_fields(CUSTOMER, dest)[0]
+    shown = code.upper() if upper else code.lower()
+    assert matches(CUSTOMER, dest, {name: f" {shown} "}, values)
+    sensitive = replace(CUSTOMER, match=(MatchField("number", "accountnumber", True),))
+    assert matches(sensitive, dest, {name: shown}, values) == (shown.strip() == code.strip())
+
+
+@given(SIDES, st.lists(_codes, min_size=1, max_size=5), st.data())
+def test_the_query_finds_every_records_candidates_within_the_filter(
+    side: Side, codes: list[str], data: st.DataObject
+) -> None:
+    keys = [(c.strip(),) for c in codes]
+    query = match_query(CUSTOMER, side, keys)
+    name = match_fields(CUSTOMER, side)[0]
+    ignore_case = side == "dataverse"
+    for (code,) in keys:
+        record = {**IN_FILTER[side], name: code}
+        assert filters.evaluate(query, record, ignore_case=ignore_case)
+        # Out of the mapping's filter on that side: never a candidate.
+        outside = {**record, **({"blocked": "All"} if side == "bc" else {"statecode": 1})}
+        assert not filters.evaluate(query, outside, ignore_case=ignore_case)
+    other = data.draw(_codes.map(str.strip).filter(lambda c: all(c != k for (k,) in keys)))
+    assert not filters.evaluate(query, {**IN_FILTER[side], name: other})
+
+
+def test_a_query_needs_some_record() -> None:
+    with pytest.raises(AssertionError):
+        match_query(CUSTOMER, "bc", [])
