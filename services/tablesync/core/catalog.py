@@ -124,6 +124,9 @@ class Lookup:
     def target_for_navigation(self, navigation: str) -> LookupTarget | None:
         return next((t for t in self.targets if t.navigation == navigation), None)
 
+    def target_for_set(self, entity_set: str) -> LookupTarget | None:
+        return next((t for t in self.targets if t.entity_set == entity_set), None)
+
 
 @dataclass(frozen=True, slots=True)
 class AlternateKey:
