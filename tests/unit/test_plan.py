@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tablesync.adapters.mapping_file import load_mapping_file
+from tablesync.core.coupling_rules import couple_created
 from tablesync.core.couplings import Coupling, Stamp, compare_stamps
 from tablesync.core.events import FieldValue, RecordChanged, Side
-from tablesync.core.fieldmap import LookupKey, Mapped, changes, map_values
+from tablesync.core.fieldmap import LookupKey, Mapped, changes, map_values, sent_values
 from tablesync.core.mappings import MappingSet, TableMapping
 from tablesync.core.plan import (
     Create,
@@ -364,6 +365,24 @@ def test_a_create_interrupted_by_a_crash_is_recovered_not_repeated() -> None:
     d = decide_uncoupled(e, CUSTOMER, mapped(e, creating=True), [], created_before=made)
     assert isinstance(d, Create) and d.record_id == BC_ID and d.recovered
     assert counters_of(d) == ("inserted",)
+
+
+def test_a_users_edit_of_a_record_a_crashed_create_made_is_kept() -> None:
+    # tablesync created the account and died before recording it; a user
+    # renamed the account meanwhile. The replayed create couples it without
+    # writing the old name back, and leaves the account's version unsynced so
+    # the new name flows to BC (invariant 9).
+    e = event("bc", customer(), job="job")
+    sent = changes(mapped(e, creating=True), "dataverse", None)
+    made = Row(DV_ID, T0, 'W/"9"', {**account(), "name": "Renamed by a user"})
+    d = decide_uncoupled(
+        e, CUSTOMER, mapped(e, creating=True), [], created_before=made, sent=sent_values(sent)
+    )
+    assert isinstance(d, Create) and d.recovered and d.edited == {"name"}
+    assert "name" not in d.payload
+    c = couple_created(CUSTOMER, e, d, None, None)
+    assert c is not None and c.dv_stamp == Stamp(None, None)
+    assert compare_stamps("dataverse", Stamp(T0, 'W/"9"'), c.dv_stamp) == "newer"
 
 
 def test_a_record_being_created_by_the_other_direction_waits() -> None:

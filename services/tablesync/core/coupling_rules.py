@@ -57,7 +57,13 @@ def couple_created(
     if row is None:
         return None
     source = row_stamp(source_after) if source_after else stamp_of(event)
-    return coupled_to(mapping, event, row, source)
+    coupling = coupled_to(mapping, event, row, source)
+    if d.edited:
+        # A user changed the record since tablesync made it: that version is
+        # not the synced one, so its next event (or the replay of the user's
+        # own) syncs back as a change.
+        coupling = coupling.with_stamp(other_side(event.side), Stamp(None, None))
+    return coupling
 
 
 def couple_matched(

@@ -20,6 +20,7 @@ from tablesync.core.fieldmap import (
     LookupKey,
     Mapped,
     changes,
+    edited_since,
     lookup_keys,
     map_values,
     not_written_back,
@@ -177,6 +178,7 @@ def decide(
                 stamp_of(event),
                 matched=row,
                 recovered=True,
+                edited=edited_since(f.intent.sent, row.fields) if f.intent else frozenset(),
             )
         )
     if isinstance(t, Ignore | Unchanged | Pending):
@@ -189,6 +191,7 @@ def decide(
             mapped,
             list(f.candidates),
             created_before=f.created_before,
+            sent=f.intent.sent if f.intent else None,
             blocked_by_intent=f.blocked,
             announced=f.intent is not None,
         )

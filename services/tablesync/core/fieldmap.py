@@ -309,6 +309,18 @@ def looks_sent(sent: Mapping[str, FieldValue], fields: Mapping[str, FieldValue])
     )
 
 
+def edited_since(
+    sent: Mapping[str, FieldValue], fields: Mapping[str, FieldValue]
+) -> frozenset[str]:
+    """The fields of a record tablesync created with ``sent`` that hold
+    another value now (``fields``): a user changed them since the create."""
+    return frozenset(
+        name
+        for name, value in sent.items()
+        if not _is_empty(value) and not same_value(value, fields.get(name), code=True)
+    )
+
+
 def written_image(
     mapping: TableMapping, side: Side, mapped: Mapped, current: Mapping[str, FieldValue]
 ) -> dict[str, FieldValue]:

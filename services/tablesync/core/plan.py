@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from tablesync.core import filters
 from tablesync.core.couplings import Coupling, Stamp, compare_stamps
 from tablesync.core.events import Direction, FieldValue, RecordChanged, Side, other_side
-from tablesync.core.fieldmap import Mapped, changes, identifies, looks_sent
+from tablesync.core.fieldmap import Mapped, changes, edited_since, identifies, looks_sent
 from tablesync.core.mappings import TableMapping, direction_of
 from tablesync.core.records import Row, WriteValue
 
@@ -162,6 +162,9 @@ class Create:
     # The destination record is one this record's own create made before a
     # crash: it counts as inserted, not as coupled by match.
     recovered: bool = False
+    # Fields a user changed on that recovered record since the create made it:
+    # not written over, and its version not taken as synced, so they flow back.
+    edited: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +397,7 @@ def decide_uncoupled(
     candidates: list[Row],
     *,
     created_before: Row | None = None,
+    sent: Mapping[str, FieldValue] | None = None,
     blocked_by_intent: bool = False,
     announced: bool = False,
 ) -> Decision:
@@ -401,7 +405,9 @@ def decide_uncoupled(
 
     ``candidates`` are the uncoupled destination records matching the
     mapping's match fields; ``created_before`` is the destination record a
-    create of this very record made before a crash."""
+    create of this very record made before a crash, ``sent`` what that create
+    sent: a field of it that holds another value now was changed by a user
+    since, and that change is kept (invariant 9)."""
     dest = other_side(event.side)
     if blocked_by_intent:
         return Pending("created by tablesync a moment ago; waiting for its coupling")
@@ -419,9 +425,13 @@ def decide_uncoupled(
         if candidates:
             found = candidates[0]
     if found is not None:
+        edited = (
+            edited_since(sent, found.fields) if created_before is not None and sent else frozenset()
+        )
+        payload = changes(mapped, dest, found.fields)
         return Create(
             dest,
-            changes(mapped, dest, found.fields),
+            {name: value for name, value in payload.items() if name not in edited},
             found.id,
             event.record_id,
             stamp_of(event),
@@ -429,6 +439,7 @@ def decide_uncoupled(
             # An announced create that a crash interrupted made the record
             # the match finds (when its values no longer told it apart).
             recovered=created_before is not None or announced,
+            edited=edited,
         )
     return Create(dest, changes(mapped, dest, None), None, event.record_id, stamp_of(event))
 
