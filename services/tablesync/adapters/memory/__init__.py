@@ -1,0 +1,1 @@
+"""In-memory adapters of the ports, for the simulator and the contract suites."""
