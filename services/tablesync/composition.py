@@ -19,15 +19,17 @@ import structlog
 
 from tablesync import metrics
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaPublisher, Topics, TopicSpec, ensure_topics
+from tablesync.adapters.kafka import KafkaConsumers, KafkaPublisher, ensure_topics
 from tablesync.adapters.odata import open_api
 from tablesync.adapters.postgres import AdvisoryLock, migrate, postgres_stores
 from tablesync.adapters.postgres.pool import create_pool
 from tablesync.admin import AdminService
 from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet
+from tablesync.core.topics import Topics, TopicSpec
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock, SystemClock
+from tablesync.ports.log import ConsumerFactory
 from tablesync.ports.state import StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.apply import ApplyService
@@ -68,6 +70,7 @@ class Runtime:
     pool: Any
     stores: StateStores
     publisher: KafkaPublisher
+    consumers: ConsumerFactory
     codec: Codec
     clock: Clock
     topics: Topics
@@ -96,7 +99,15 @@ async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncItera
         publisher = KafkaPublisher(settings.kafka_bootstrap_servers)
         await publisher.start()
         runtime = Runtime(
-            settings, pool, stores, publisher, Codec(), SystemClock(), topics, mappings
+            settings,
+            pool,
+            stores,
+            publisher,
+            KafkaConsumers(settings.kafka_bootstrap_servers),
+            Codec(),
+            SystemClock(),
+            topics,
+            mappings,
         )
         try:
             yield runtime
@@ -126,6 +137,7 @@ async def build(
                 stores=r.stores,
                 api=await r.api(s),
                 publisher=r.publisher,
+                consumers=r.consumers,
                 codec=r.codec,
                 clock=r.clock,
                 topics=r.topics,
@@ -145,6 +157,7 @@ async def build(
                 stores=r.stores,
                 apis=apis,
                 publisher=r.publisher,
+                consumers=r.consumers,
                 codec=r.codec,
                 clock=r.clock,
                 topics=r.topics,
@@ -156,6 +169,7 @@ async def build(
             stores=r.stores,
             singleton=AdvisoryLock(r.settings.database_dsn(), _COORDINATOR_LOCK),
             publisher=r.publisher,
+            consumers=r.consumers,
             codec=r.codec,
             clock=r.clock,
             topics=r.topics,

@@ -13,10 +13,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaPublisher, Message, Topics
+from tablesync.adapters.kafka import Message, Topics
 from tablesync.core.events import FullSyncRequested, SyncModifiedRequested
 from tablesync.core.stored import JobTotals, RunRow
 from tablesync.ports.clock import Clock
+from tablesync.ports.log import Publisher
 from tablesync.ports.state import Jobs
 
 __all__ = ["Operations", "RunProgress"]
@@ -50,7 +51,7 @@ class RunProgress:
 
 class Operations:
     def __init__(
-        self, jobs: Jobs, publisher: KafkaPublisher, codec: Codec, topics: Topics, clock: Clock
+        self, jobs: Jobs, publisher: Publisher, codec: Codec, topics: Topics, clock: Clock
     ) -> None:
         self.jobs = jobs
         self.publisher = publisher
