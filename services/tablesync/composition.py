@@ -19,7 +19,7 @@ import structlog
 
 from tablesync import metrics
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaPublisher, Topics, TopicSpec, ensure_topics
+from tablesync.adapters.kafka import KafkaConsumers, KafkaPublisher, ensure_topics
 from tablesync.adapters.kafka.window import KafkaWindow
 from tablesync.adapters.odata import open_api
 from tablesync.adapters.postgres import AdvisoryLock, migrate, postgres_stores
@@ -28,8 +28,10 @@ from tablesync.admin import AdminService
 from tablesync.application import ApiOpener, Operator
 from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet
+from tablesync.core.topics import Topics, TopicSpec
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock, SystemClock
+from tablesync.ports.log import ConsumerFactory
 from tablesync.ports.state import StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.apply import ApplyService
@@ -129,6 +131,7 @@ class Runtime:
     pool: Any
     stores: StateStores
     publisher: KafkaPublisher
+    consumers: ConsumerFactory
     codec: Codec
     clock: Clock
     topics: Topics
@@ -164,7 +167,15 @@ async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncItera
         publisher = KafkaPublisher(settings.kafka_bootstrap_servers)
         await publisher.start()
         runtime = Runtime(
-            settings, pool, stores, publisher, Codec(), SystemClock(), topics, mappings
+            settings,
+            pool,
+            stores,
+            publisher,
+            KafkaConsumers(settings.kafka_bootstrap_servers),
+            Codec(),
+            SystemClock(),
+            topics,
+            mappings,
         )
         try:
             yield runtime
@@ -193,6 +204,7 @@ async def build(
                 stores=r.stores,
                 api=await r.api(s),
                 publisher=r.publisher,
+                consumers=r.consumers,
                 codec=r.codec,
                 clock=r.clock,
                 topics=r.topics,
@@ -212,6 +224,7 @@ async def build(
                 stores=r.stores,
                 apis=apis,
                 publisher=r.publisher,
+                consumers=r.consumers,
                 codec=r.codec,
                 clock=r.clock,
                 topics=r.topics,
@@ -223,6 +236,7 @@ async def build(
             stores=r.stores,
             singleton=AdvisoryLock(r.settings.database_dsn(), _COORDINATOR_LOCK),
             publisher=r.publisher,
+            consumers=r.consumers,
             codec=r.codec,
             clock=r.clock,
             topics=r.topics,

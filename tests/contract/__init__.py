@@ -1,0 +1,1 @@
+"""Contract suites: each port's tests, run on every adapter that implements it."""

@@ -1,48 +1,41 @@
 """The apply service of one mapping: consume both sides' change topics, apply,
 commit.
 
-Per batch: decode (poison events go to the dead-letter topic), apply through
-the ``Applier``, commit the state database (couplings, counters, positions),
-publish outcomes, then commit Kafka offsets. On assignment each partition
-resumes from the position stored with the effects, so a batch replayed after
-a crash is skipped rather than applied twice. Transient failures retry the
-same batch without committing anything."""
+Per batch (a ``ConsumeLoop`` round): decode (poison events go to the
+dead-letter topic), apply through the ``Applier``, commit the state database
+(couplings, counters, positions), publish outcomes; the loop then commits the
+Kafka offsets. On assignment each partition resumes from the position stored
+with the effects, so a batch replayed after a crash is skipped rather than
+applied twice. Transient failures retry the same batch without committing
+anything. Between batches, once a second, records due for a retry and
+intents left by a dead attempt are applied."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import structlog
 
 from tablesync import metrics
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import (
-    BatchConsumer,
-    ConsumerRecord,
-    KafkaPublisher,
-    Message,
-    TopicPartition,
-    Topics,
-)
-from tablesync.adapters.transient import TRANSIENT
 from tablesync.core.effects import BatchEffects
 from tablesync.core.events import Direction, JobFinished, RecordChanged, Side, SnapshotEnd
 from tablesync.core.mappings import direction_of
 from tablesync.core.plan import JobContext
+from tablesync.core.topics import Topics
 from tablesync.errors import DecodeError, InvalidEvent
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
+from tablesync.ports.log import ConsumerFactory, ConsumerRecord, Message, Publisher, TopicPartition
 from tablesync.ports.state import StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.applier import RETRY_TOPIC, Applier, Item, JobEnsurer
+from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription
 from tablesync.runtime.deadletter import DeadLetters
-from tablesync.runtime.stopping import until_done
 from tablesync.settings import Settings
 
 __all__ = ["ApplyService"]
@@ -69,7 +62,8 @@ class ApplyService:
         *,
         stores: StateStores,
         apis: dict[Side, SideApi],
-        publisher: KafkaPublisher,
+        publisher: Publisher,
+        consumers: ConsumerFactory,
         codec: Codec,
         clock: Clock,
         topics: Topics,
@@ -80,6 +74,7 @@ class ApplyService:
         self.stores = stores
         self.apis = apis
         self.publisher = publisher
+        self.consumers = consumers
         self.codec = codec
         self.clock = clock
         self.topics = topics
@@ -91,9 +86,7 @@ class ApplyService:
         self.deadletters = DeadLetters(publisher, topics.deadletter, self.group_id)
         self._job_cache: dict[str, JobContext | None] = {}
         self._job_mapping: dict[str, str] = {}
-        self._consumer: BatchConsumer | None = None
-        self._consuming_since = time.monotonic()
-        self._positions_to_commit: dict[TopicPartition, int] = {}
+        self._consuming_since = clock.monotonic()
         # Next offset per partition whose effects this process committed.
         self._applied: dict[TopicPartition, int] = {}
         self._applier: Applier | None = None
@@ -114,57 +107,38 @@ class ApplyService:
             self.settings.sync,
             self.clock,
         )
-        source_topics = [
+        source_topics = (
             self.topics.cdc("bc", mapping.bc_table),
             self.topics.cdc("dataverse", mapping.dataverse_table),
-        ]
-        consumer = BatchConsumer(
-            self.settings.kafka_bootstrap_servers,
-            self.group_id,
-            source_topics,
-            client_id=f"tablesync-apply-{self.mapping_name}-{self.instance}",
-            on_assigned=self._on_assigned,
         )
-        self._consumer = consumer
-        await consumer.start()
-        self._consuming_since = time.monotonic()
-        log.info("apply_started", mapping=self.mapping_name, topics=source_topics)
-        last_retry = 0.0
+        loop = ConsumeLoop(
+            self.consumers,
+            Subscription(
+                self.group_id,
+                source_topics,
+                client_id=f"tablesync-apply-{self.mapping_name}-{self.instance}",
+                max_records=self.settings.sync.apply_batch_size,
+                wait_ms=self.settings.sync.apply_batch_wait_ms * 4,
+            ),
+            self._process,
+            what=f"apply {self.mapping_name}",
+            clock=self.clock,
+            resume=self._resume,
+            idle=(("retries", self._retry_due), ("intents", self._settle_intents)),
+            idle_every_s=_RETRY_EVERY_S,
+        )
+        self._consuming_since = self.clock.monotonic()
+        log.info("apply_started", mapping=self.mapping_name, topics=list(source_topics))
         try:
-            while not stop.is_set():
-                batch = await consumer.next_batch(
-                    timeout_ms=self.settings.sync.apply_batch_wait_ms * 4,
-                    max_records=self.settings.sync.apply_batch_size,
-                )
-                # Before the batch, whose own commit moves these further.
-                if self._positions_to_commit and not await self._step(
-                    stop, self._commit_positions, "positions"
-                ):
-                    break
-                if batch and not await self._step(stop, partial(self._process, batch), "batch"):
-                    break
-                now = time.monotonic()
-                if now - last_retry >= _RETRY_EVERY_S:
-                    last_retry = now
-                    await self._step(stop, self._retry_due, "retries")
-                    await self._step(stop, self._settle_intents, "intents")
+            await loop.run(stop)
         finally:
-            await consumer.stop()
             log.info("apply_stopped", mapping=self.mapping_name, batches=self.batches)
 
-    async def _step(
-        self, stop: asyncio.Event, step: Callable[[], Awaitable[None]], what: str
-    ) -> bool:
-        """Runs a step until it succeeds (True) or a stop is asked for (False);
-        a batch abandoned at a stop is replayed from the stored positions."""
-        return await until_done(
-            stop, step, what=f"apply {self.mapping_name} {what}", transient=TRANSIENT
-        )
-
-    async def _on_assigned(self, assigned: frozenset[TopicPartition]) -> None:
-        if not assigned or self._consumer is None:
-            return
+    async def _resume(self, assigned: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where each assigned partition resumes: the position stored with its
+        effects, or further where this process committed more."""
         positions = await self.state.positions(self.mapping_name, [tp.topic for tp in assigned])
+        resumed: dict[TopicPartition, int] = {}
         for tp in assigned:
             stored = positions.get((tp.topic, tp.partition))
             # A rebalance can run beside a batch of this process, before its
@@ -173,28 +147,13 @@ class ApplyService:
             if applied is not None and (stored is None or applied > stored):
                 stored = applied
             if stored is not None:
-                self._consumer.seek(tp, stored)
-                self._positions_to_commit[tp] = stored
+                resumed[tp] = stored
         log.info(
             "partitions_assigned",
             mapping=self.mapping_name,
             partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned),
         )
-
-    async def _commit_positions(self) -> None:
-        """Commits to Kafka the positions a process that died between its state
-        commit and its offset commit had reached: otherwise the group's lag
-        shows those events as unapplied until the partition's next event."""
-        assert self._consumer is not None
-        owned = self._consumer.assignment()
-        await self._consumer.commit(
-            {
-                tp: max(off, self._applied.get(tp, off))
-                for tp, off in self._positions_to_commit.items()
-                if tp in owned
-            }
-        )
-        self._positions_to_commit.clear()
+        return resumed
 
     async def _reload_mappings(self) -> None:
         version = await self.mapping_store.version()
@@ -210,9 +169,12 @@ class ApplyService:
 
     # One batch
 
-    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        assert self._applier is not None and self._consumer is not None
-        started = time.monotonic()
+    async def _process(self, batch: Batch) -> Mapping[TopicPartition, int]:
+        """Applies a batch and makes its effects durable; returns the offsets
+        the loop commits next. Safe to repeat: records below the stored
+        positions are skipped."""
+        assert self._applier is not None
+        started = self.clock.monotonic()
         # An operator's change of the mapping applies from the next batch on.
         await self._reload_mappings()
         effects = BatchEffects(self.mapping_name)
@@ -251,9 +213,6 @@ class ApplyService:
         metrics.events_applied(self.mapping_name, [i.event for i in items], self.clock.now())
         faults.point("apply.after_commit", self.mapping_name)
         await self._publish_outcomes(markers)
-        await self._consumer.commit(
-            {TopicPartition(t, p): off for (t, p), off in effects.positions.items()}
-        )
         self.batches += 1
         log.info(
             "batch_applied",
@@ -262,8 +221,9 @@ class ApplyService:
             markers=len(markers),
             partitions=len(batch),
             counts=_summary(effects),
-            ms=round((time.monotonic() - started) * 1000),
+            ms=round((self.clock.monotonic() - started) * 1000),
         )
+        return {TopicPartition(t, p): off for (t, p), off in effects.positions.items()}
 
     async def _apply_by_partition(self, items: list[Item], effects: BatchEffects) -> None:
         """Applies each partition's events beside the others': their waits on
@@ -281,8 +241,9 @@ class ApplyService:
         items: list[Item],
         markers: list[_Marker],
     ) -> None:
+        value = record.value or b""
         try:
-            event = self.codec.decode(record.value)
+            event = self.codec.decode(value)
             if isinstance(event, SnapshotEnd):
                 marker = await self._marker(tp, event)
                 if marker is not None:
@@ -294,7 +255,7 @@ class ApplyService:
             job = await self._job_context(event)
             if job is None:
                 return
-            items.append(Item(event, record.value, job, tp.topic, tp.partition, record.offset))
+            items.append(Item(event, value, job, tp.topic, tp.partition, record.offset))
         except (DecodeError, InvalidEvent) as exc:
             reason = exc.reason if isinstance(exc, InvalidEvent) else str(exc)
             await self.deadletters.send(
@@ -424,7 +385,7 @@ class ApplyService:
         source deleted since, or its event applied by another path): each is
         settled from its source as it is now, so its intent holds nothing back."""
         assert self._applier is not None
-        if time.monotonic() - self._consuming_since < self.settings.sync.intent_timeout_s:
+        if self.clock.monotonic() - self._consuming_since < self.settings.sync.intent_timeout_s:
             # Replaying what the last process left comes first: a source event
             # replayed settles its intent the ordinary way.
             return

@@ -14,27 +14,27 @@ Three loops share one producer:
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 import structlog
 
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import BatchConsumer, KafkaPublisher, Message, Topics
 from tablesync.adapters.transient import TRANSIENT
 from tablesync.core import filters
 from tablesync.core.events import RecordChanged, Side, SnapshotEnd, SnapshotRequested
 from tablesync.core.records import Row
+from tablesync.core.topics import Topics
 from tablesync.errors import DecodeError
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
+from tablesync.ports.log import ConsumerFactory, Message, Publisher, TopicPartition
 from tablesync.ports.state import StateStores
 from tablesync.runtime import faults
-from tablesync.runtime.stopping import sleep_or_stop, until_done
+from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription, next_offsets
+from tablesync.runtime.stopping import sleep_or_stop
 from tablesync.runtime.streams import read_ahead
 from tablesync.settings import Settings
 
@@ -61,7 +61,8 @@ class CaptureService:
         *,
         stores: StateStores,
         api: SideApi,
-        publisher: KafkaPublisher,
+        publisher: Publisher,
+        consumers: ConsumerFactory,
         codec: Codec,
         clock: Clock,
         topics: Topics,
@@ -71,6 +72,7 @@ class CaptureService:
         self.checkpoints = stores.checkpoints
         self.api = api
         self.publisher = publisher
+        self.consumers = consumers
         self.codec = codec
         self.clock = clock
         self.topics = topics
@@ -108,7 +110,7 @@ class CaptureService:
         state: _TableState | None = None
         interval = self.settings.sync.poll_interval_s
         while not stop.is_set():
-            started = time.monotonic()
+            started = self.clock.monotonic()
 
             async def step() -> None:
                 nonlocal state
@@ -117,7 +119,7 @@ class CaptureService:
                 await self._poll_once(table, state)
 
             await self._guarded(f"poll {table}", stop, step)
-            await sleep_or_stop(stop, max(0.0, interval - (time.monotonic() - started)))
+            await sleep_or_stop(stop, max(0.0, interval - (self.clock.monotonic() - started)))
 
     async def _checkpoint(self, table: str) -> datetime:
         stored = await self.checkpoints.watermark(self.side, table)
@@ -197,42 +199,30 @@ class CaptureService:
     # Snapshots for jobs
 
     async def _snapshot_loop(self, stop: asyncio.Event) -> None:
-        consumer = BatchConsumer(
-            self.settings.kafka_bootstrap_servers,
-            f"{self.topics.prefix}tablesync.capture.{self.side}",
-            [self.topics.snapshots],
-            client_id=f"tablesync-capture-{self.side}",
+        """One request at a time, committed once it is served: a restart
+        serves the one it was on again, and a job's snapshot is published
+        only once (``begin_snapshot``)."""
+        loop = ConsumeLoop(
+            self.consumers,
+            Subscription(
+                f"{self.topics.prefix}tablesync.capture.{self.side}",
+                (self.topics.snapshots,),
+                client_id=f"tablesync-capture-{self.side}",
+                max_records=1,
+                wait_ms=500,
+            ),
+            self._serve_batch,
+            what=f"capture {self.side} snapshot request",
+            clock=self.clock,
+            backoff_s=(2.0,),
         )
-        await consumer.start()
-        try:
-            while not stop.is_set():
-                batch = await consumer.next_batch(timeout_ms=500, max_records=10)
-                for tp, records in batch.items():
-                    for record in records:
-                        await self._until_served(stop, record.value)
-                        if stop.is_set():
-                            return
-                        await until_done(
-                            stop,
-                            partial(consumer.commit, {tp: record.offset + 1}),
-                            what="commit snapshot request",
-                            transient=TRANSIENT,
-                        )
-        finally:
-            await consumer.stop()
+        await loop.run(stop)
 
-    async def _until_served(self, stop: asyncio.Event, value: bytes) -> None:
-        while not stop.is_set():
-            try:
-                await self._serve(value)
-                return
-            except TRANSIENT as exc:
-                log.warning(
-                    "snapshot_transient_failure",
-                    side=self.side,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
-                await sleep_or_stop(stop, 2.0)
+    async def _serve_batch(self, batch: Batch) -> dict[TopicPartition, int]:
+        for records in batch.values():
+            for record in records:
+                await self._serve(record.value or b"")
+        return next_offsets(batch)
 
     async def _serve(self, value: bytes) -> None:
         try:
@@ -245,7 +235,7 @@ class CaptureService:
         done = await self.checkpoints.begin_snapshot(request.job_id, self.side, request.table)
         if done:
             return
-        started = time.monotonic()
+        started = self.clock.monotonic()
         topic = self.topics.cdc(self.side, request.table)
         partitions = await self.publisher.partitions_for(topic)
         per_partition = dict.fromkeys(partitions, 0)
@@ -276,7 +266,7 @@ class CaptureService:
             job_id=request.job_id,
             kind=request.kind,
             records=total,
-            ms=round((time.monotonic() - started) * 1000),
+            ms=round((self.clock.monotonic() - started) * 1000),
         )
 
     async def _snapshot_rows(

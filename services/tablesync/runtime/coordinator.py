@@ -17,14 +17,11 @@ import asyncio
 import contextlib
 import uuid
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 import structlog
 
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import BatchConsumer, KafkaPublisher, Message, Topics
-from tablesync.adapters.transient import TRANSIENT
 from tablesync.core import filters
 from tablesync.core.events import (
     Direction,
@@ -35,11 +32,14 @@ from tablesync.core.events import (
     SyncModifiedRequested,
 )
 from tablesync.core.mappings import MappingSet, source_side
+from tablesync.core.topics import Topics
 from tablesync.errors import DecodeError
 from tablesync.ports.clock import Clock
+from tablesync.ports.log import ConsumerFactory, Message, Publisher, TopicPartition
 from tablesync.ports.state import Singleton, StateStores
 from tablesync.runtime import faults
-from tablesync.runtime.stopping import sleep_or_stop, until_done
+from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription, next_offsets
+from tablesync.runtime.stopping import sleep_or_stop
 from tablesync.settings import Settings
 
 __all__ = ["CoordinatorService", "step_job_id"]
@@ -62,7 +62,8 @@ class CoordinatorService:
         *,
         stores: StateStores,
         singleton: Singleton,
-        publisher: KafkaPublisher,
+        publisher: Publisher,
+        consumers: ConsumerFactory,
         codec: Codec,
         clock: Clock,
         topics: Topics,
@@ -70,6 +71,7 @@ class CoordinatorService:
         self.settings = settings
         self.singleton = singleton
         self.publisher = publisher
+        self.consumers = consumers
         self.codec = codec
         self.clock = clock
         self.topics = topics
@@ -99,63 +101,55 @@ class CoordinatorService:
         return False
 
     async def _command_loop(self, stop: asyncio.Event) -> None:
-        consumer = BatchConsumer(
-            self.settings.kafka_bootstrap_servers,
-            f"{self.topics.prefix}tablesync.coordinator",
-            [self.topics.commands],
-            client_id="tablesync-coordinator",
-            # A step can run for as long as a full sync of one mapping takes.
-            max_poll_interval_ms=24 * 3600 * 1000,
-        )
-        await consumer.start()
-        try:
-            while not stop.is_set():
-                batch = await consumer.next_batch(timeout_ms=500, max_records=1)
-                for tp, records in batch.items():
-                    for record in records:
-                        if not await self._until_handled(stop, record.value):
-                            return
-                        await until_done(
-                            stop,
-                            partial(consumer.commit, {tp: record.offset + 1}),
-                            what="commit command",
-                            transient=TRANSIENT,
-                        )
-        finally:
-            await consumer.stop()
+        async def handle(batch: Batch) -> dict[TopicPartition, int] | None:
+            for records in batch.values():
+                for record in records:
+                    if not await self._handle(record.value or b"", stop):
+                        return None
+            return next_offsets(batch)
 
-    async def _until_handled(self, stop: asyncio.Event, value: bytes) -> bool:
-        while not stop.is_set():
-            try:
-                return await self._handle(value, stop)
-            except TRANSIENT as exc:
-                log.warning("coordinator_transient_failure", error=f"{type(exc).__name__}: {exc}")
-                await sleep_or_stop(stop, 2.0)
-        return False
+        loop = ConsumeLoop(
+            self.consumers,
+            Subscription(
+                f"{self.topics.prefix}tablesync.coordinator",
+                (self.topics.commands,),
+                client_id="tablesync-coordinator",
+                max_records=1,
+                wait_ms=500,
+                # A step can run for as long as a full sync of one mapping takes.
+                max_poll_interval_ms=24 * 3600 * 1000,
+            ),
+            handle,
+            what="coordinator command",
+            clock=self.clock,
+            backoff_s=(2.0,),
+        )
+        await loop.run(stop)
 
     async def _outcome_loop(self, stop: asyncio.Event) -> None:
-        consumer = BatchConsumer(
-            self.settings.kafka_bootstrap_servers,
-            f"{self.topics.prefix}tablesync.coordinator.outcomes",
-            [self.topics.outcomes],
-            client_id="tablesync-coordinator-outcomes",
-            auto_offset_reset="latest",
+        async def hint(batch: Batch) -> dict[TopicPartition, int]:
+            # Apply has already written the counters; an outcome only tells
+            # the waiting step to look again.
+            self._progress.set()
+            return next_offsets(batch)
+
+        loop = ConsumeLoop(
+            self.consumers,
+            Subscription(
+                f"{self.topics.prefix}tablesync.coordinator.outcomes",
+                (self.topics.outcomes,),
+                client_id="tablesync-coordinator-outcomes",
+                max_records=500,
+                wait_ms=500,
+                auto_offset_reset="latest",
+            ),
+            hint,
+            what="coordinator outcomes",
+            clock=self.clock,
+            # Losing this commit replays outcomes, which are only hints.
+            lossy_commit=True,
         )
-        await consumer.start()
-        try:
-            while not stop.is_set():
-                batch = await consumer.next_batch(timeout_ms=500, max_records=500)
-                if batch:
-                    # Apply has already written the counters; an outcome only
-                    # tells the waiting step to look again.
-                    self._progress.set()
-                    # Losing this commit replays outcomes, which are only hints.
-                    with contextlib.suppress(*TRANSIENT):
-                        await consumer.commit(
-                            {tp: records[-1].offset + 1 for tp, records in batch.items()}
-                        )
-        finally:
-            await consumer.stop()
+        await loop.run(stop)
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         interval = timedelta(seconds=self.settings.sync.continuous_job_interval_s)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import structlog
 
 from tablesync import metrics
-from tablesync.adapters.kafka import ConsumerRecord, KafkaPublisher, Message
 from tablesync.errors import InvalidEvent
+from tablesync.ports.log import ConsumerRecord, Message, Publisher
 
 __all__ = ["DeadLetters"]
 
@@ -14,7 +14,7 @@ log = structlog.get_logger()
 
 
 class DeadLetters:
-    def __init__(self, publisher: KafkaPublisher, topic: str, consumer: str) -> None:
+    def __init__(self, publisher: Publisher, topic: str, consumer: str) -> None:
         self._publisher = publisher
         self._topic = topic
         self._consumer = consumer

@@ -7,9 +7,12 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
-__all__ = ["sleep_or_stop", "until_done"]
+__all__ = ["BACKOFF_S", "sleep_or_stop", "until_done"]
 
 log = structlog.get_logger()
+
+# The pauses between tries of a failing step, the last one repeated.
+BACKOFF_S: tuple[float, ...] = (0.5, 1, 2, 5, 10, 20, 30)
 
 
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
@@ -27,7 +30,7 @@ async def until_done(
     *,
     what: str,
     transient: tuple[type[BaseException], ...],
-    backoff_s: Sequence[float] = (0.5, 1, 2, 5, 10, 20, 30),
+    backoff_s: Sequence[float] = BACKOFF_S,
 ) -> bool:
     """Runs ``step`` until it succeeds (True); a transient failure is logged and
     tried again after a growing pause. False when a stop cut it short: nothing

@@ -1,40 +1,49 @@
-"""A consumer for batch processing with manual commits.
+"""A consumer for batch processing with manual commits (``ports.log.GroupConsumer``).
 
 Auto-commit is off: the caller commits ``last offset + 1`` per partition only
-after the batch's effects are durable. On a rebalance the caller's hooks run
-inside the consumer's poll, between batches, so a revoked partition never has
-half a batch in flight."""
+after the batch's effects are durable. The rebalance hooks run in aiokafka's
+coordinator task, beside the caller's batch: revoke before the member rejoins
+(it may still commit then), assign once the new partitions are the member's.
+Partitions cross this boundary as ``ports.log.TopicPartition`` both ways."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka import TopicPartition as KafkaPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from tablesync.ports.log import ConsumerRecord, OffsetReset, PartitionHook, TopicPartition
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["BatchConsumer", "ConsumerRecord", "PartitionHook", "TopicPartition"]
-
-PartitionHook = Callable[[frozenset[TopicPartition]], Awaitable[None]]
+__all__ = ["BatchConsumer", "ConsumerRecord", "KafkaConsumers", "PartitionHook", "TopicPartition"]
 
 
-async def _noop(_: frozenset[TopicPartition]) -> None:
-    return None
+def _ours(tps: Iterable[KafkaPartition]) -> frozenset[TopicPartition]:
+    return frozenset(TopicPartition(tp.topic, tp.partition) for tp in tps)
+
+
+def _theirs(tp: TopicPartition) -> KafkaPartition:
+    # aiokafka checks isinstance on what it is given.
+    return KafkaPartition(tp.topic, tp.partition)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, on_assigned: PartitionHook, on_revoked: PartitionHook) -> None:
+    def __init__(self, on_assigned: PartitionHook | None, on_revoked: PartitionHook | None) -> None:
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
 
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self._on_revoked(frozenset(revoked))
+    async def on_partitions_revoked(self, revoked: Iterable[KafkaPartition]) -> None:
+        if self._on_revoked is not None:
+            await self._on_revoked(_ours(revoked))
 
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        await self._on_assigned(frozenset(assigned))
+    async def on_partitions_assigned(self, assigned: Iterable[KafkaPartition]) -> None:
+        if self._on_assigned is not None:
+            await self._on_assigned(_ours(assigned))
 
 
 class BatchConsumer:
@@ -45,9 +54,9 @@ class BatchConsumer:
         topics: Iterable[str],
         *,
         client_id: str = "tablesync",
-        on_assigned: PartitionHook = _noop,
-        on_revoked: PartitionHook = _noop,
-        auto_offset_reset: str = "earliest",
+        on_assigned: PartitionHook | None = None,
+        on_revoked: PartitionHook | None = None,
+        auto_offset_reset: OffsetReset = "earliest",
         fetch_max_wait_ms: int = 100,
         max_poll_interval_ms: int = 600000,
     ) -> None:
@@ -90,28 +99,60 @@ class BatchConsumer:
     async def next_batch(
         self, *, timeout_ms: int, max_records: int
     ) -> dict[TopicPartition, list[ConsumerRecord]]:
-        batch: dict[TopicPartition, list[ConsumerRecord]] = await self._consumer.getmany(
-            timeout_ms=timeout_ms, max_records=max_records
-        )
-        return {tp: records for tp, records in batch.items() if records}
+        batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return {
+            TopicPartition(tp.topic, tp.partition): records
+            for tp, records in batch.items()
+            if records
+        }
 
     async def commit(self, next_offsets: Mapping[TopicPartition, int]) -> None:
         """Commits, per partition, the offset of the next record to read."""
         if next_offsets:
             await self._consumer.commit(
-                {tp: OffsetAndMetadata(off, "") for tp, off in next_offsets.items()}
+                {_theirs(tp): OffsetAndMetadata(off, "") for tp, off in next_offsets.items()}
             )
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
-        self._consumer.seek(tp, offset)
+        self._consumer.seek(_theirs(tp), offset)
 
     def assignment(self) -> frozenset[TopicPartition]:
-        return frozenset(self._consumer.assignment())
+        return _ours(self._consumer.assignment())
 
     async def committed(self, tp: TopicPartition) -> int | None:
-        result: int | None = await self._consumer.committed(tp)
+        result: int | None = await self._consumer.committed(_theirs(tp))
         return result
 
     async def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        result: dict[TopicPartition, int] = await self._consumer.end_offsets(list(tps))
-        return result
+        result = await self._consumer.end_offsets([_theirs(tp) for tp in tps])
+        return {TopicPartition(tp.topic, tp.partition): off for tp, off in result.items()}
+
+
+class KafkaConsumers:
+    """``ports.log.ConsumerFactory`` on the broker: members of the groups the
+    services name, all on the same bootstrap servers."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+
+    def __call__(
+        self,
+        group_id: str,
+        topics: Sequence[str],
+        *,
+        client_id: str = "tablesync",
+        on_assigned: PartitionHook | None = None,
+        on_revoked: PartitionHook | None = None,
+        auto_offset_reset: OffsetReset = "earliest",
+        max_poll_interval_ms: int = 600_000,
+    ) -> BatchConsumer:
+        return BatchConsumer(
+            self.bootstrap_servers,
+            group_id,
+            topics,
+            client_id=client_id,
+            on_assigned=on_assigned,
+            on_revoked=on_revoked,
+            auto_offset_reset=auto_offset_reset,
+            max_poll_interval_ms=max_poll_interval_ms,
+        )

@@ -1,15 +1,18 @@
-"""An idempotent producer: acks from every in-sync replica, no duplicates on retry."""
+"""An idempotent producer (``ports.log.Publisher``): acks from every in-sync
+replica, no duplicates on retry; keyed messages go where aiokafka's default
+partitioner (murmur2 of the key) puts them."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
+
+from tablesync.ports.log import Message
 
 __all__ = ["KafkaPublisher", "Message"]
 
@@ -20,15 +23,6 @@ log = structlog.get_logger(__name__)
 # caller waits. Saying so every so often is what tells an operator why
 # publishing stopped.
 _WAITING_WARN_S = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    topic: str
-    key: bytes | None
-    value: bytes
-    partition: int | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class KafkaPublisher:
