@@ -425,9 +425,11 @@ def decide_uncoupled(
         if candidates:
             found = candidates[0]
     if found is not None:
-        edited = (
-            edited_since(sent, found.fields) if created_before is not None and sent else frozenset()
-        )
+        # A record this record's own create made (found by id, by what it
+        # sent, or by the match once a user changed it): what a user changed
+        # on it since is theirs.
+        ours = created_before is not None or announced
+        edited = edited_since(sent, found.fields) if ours and sent else frozenset()
         payload = changes(mapped, dest, found.fields)
         return Create(
             dest,
