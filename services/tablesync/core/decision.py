@@ -87,6 +87,9 @@ class Facts:
     written_here: tuple[dict[str, FieldValue], ...] = ()
     """What updates of this very record, announced by attempts that did not
     commit, would have left on it: its values that match are tablesync's."""
+    written_there: tuple[dict[str, FieldValue], ...] = ()
+    """The same of the record this record's own create made (``created_before``
+    or the match of an announced create): tablesync's updates of it since."""
 
     @property
     def deleting(self) -> bool:
@@ -178,7 +181,11 @@ def decide(
                 stamp_of(event),
                 matched=row,
                 recovered=True,
-                edited=edited_since(f.intent.sent, row.fields) if f.intent else frozenset(),
+                edited=(
+                    edited_since(f.intent.sent, row.fields, f.written_there)
+                    if f.intent
+                    else frozenset()
+                ),
             )
         )
     if isinstance(t, Ignore | Unchanged | Pending):
@@ -192,6 +199,7 @@ def decide(
             list(f.candidates),
             created_before=f.created_before,
             sent=f.intent.sent if f.intent else None,
+            written=f.written_there,
             blocked_by_intent=f.blocked,
             announced=f.intent is not None,
         )

@@ -310,14 +310,22 @@ def looks_sent(sent: Mapping[str, FieldValue], fields: Mapping[str, FieldValue])
 
 
 def edited_since(
-    sent: Mapping[str, FieldValue], fields: Mapping[str, FieldValue]
+    sent: Mapping[str, FieldValue],
+    fields: Mapping[str, FieldValue],
+    written: Sequence[Mapping[str, FieldValue]] = (),
 ) -> frozenset[str]:
     """The fields of a record tablesync created with ``sent`` that hold
-    another value now (``fields``): a user changed them since the create."""
+    another value now (``fields``) than the create or any of tablesync's
+    later updates of it (``written``: their images) left: a user changed them."""
+
+    def ours(name: str, value: FieldValue) -> bool:
+        now = fields.get(name)
+        return same_value(value, now, code=True) or any(
+            name in image and same_value(image[name], now, code=True) for image in written
+        )
+
     return frozenset(
-        name
-        for name, value in sent.items()
-        if not _is_empty(value) and not same_value(value, fields.get(name), code=True)
+        name for name, value in sent.items() if not _is_empty(value) and not ours(name, value)
     )
 
 

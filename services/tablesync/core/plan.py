@@ -398,6 +398,7 @@ def decide_uncoupled(
     *,
     created_before: Row | None = None,
     sent: Mapping[str, FieldValue] | None = None,
+    written: Sequence[Mapping[str, FieldValue]] = (),
     blocked_by_intent: bool = False,
     announced: bool = False,
 ) -> Decision:
@@ -406,8 +407,9 @@ def decide_uncoupled(
     ``candidates`` are the uncoupled destination records matching the
     mapping's match fields; ``created_before`` is the destination record a
     create of this very record made before a crash, ``sent`` what that create
-    sent: a field of it that holds another value now was changed by a user
-    since, and that change is kept (invariant 9)."""
+    sent (``written``: what tablesync's own updates of it left since): a field
+    of it that holds another value now was changed by a user since, and that
+    change is kept (invariant 9)."""
     dest = other_side(event.side)
     if blocked_by_intent:
         return Pending("created by tablesync a moment ago; waiting for its coupling")
@@ -429,7 +431,7 @@ def decide_uncoupled(
         # sent, or by the match once a user changed it): what a user changed
         # on it since is theirs.
         ours = created_before is not None or announced
-        edited = edited_since(sent, found.fields) if ours and sent else frozenset()
+        edited = edited_since(sent, found.fields, written) if ours and sent else frozenset()
         payload = changes(mapped, dest, found.fields)
         return Create(
             dest,

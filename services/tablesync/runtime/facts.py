@@ -187,6 +187,25 @@ class Reader:
                 await self._match(
                     mapping, source, dest, [w for w in group if not w.facts.created_before]
                 )
+            await self._load_written_there(dest, [w for w in group if w.facts.intent])
+
+    async def _load_written_there(self, dest: Side, work: list[Work]) -> None:
+        """What tablesync's own updates left on the records these records'
+        creates made: not a user's edit of them."""
+        made = [
+            (w, row.id)
+            for w in work
+            if (row := w.facts.created_before or _only(w.facts.candidates)) is not None
+        ]
+        if not made:
+            return
+        found = await self.scope.state.written_images(
+            self.mapping_name, [(dest, rid) for _, rid in made]
+        )
+        for w, rid in made:
+            images = found.get((dest, rid))
+            if images:
+                w.facts = replace(w.facts, written_there=tuple(images))
 
     async def _settle_announced(self, work: list[Work]) -> None:
         """Uncoupled records decided without a create (deleted since, out of the
@@ -331,3 +350,7 @@ class Reader:
                     )
                 )
         return events
+
+
+def _only(rows: Sequence[Row]) -> Row | None:
+    return rows[0] if len(rows) == 1 else None
