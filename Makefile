@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
 .PHONY: install infra-up infra-down infra-status migrate lint format test test-unit \
-        test-integration test-faults demo bench bench-smoke clean
+        test-integration test-faults simulate demo bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ test-integration: infra-up
 # runs its short variant.
 test-faults: infra-up
 	TABLESYNC_FAULTS=full $(VENV)/bin/pytest -s tests/faults
+
+# Seeded schedules of the engine on in-memory ports under crashes, failures
+# and several apply instances; `make test` runs the calm profile.
+simulate: $(STAMP)
+	$(PY) -m tests.simulation --profile all --schedules $${SCHEDULES:-3000} --seed $${SEED:-1} --trace 40
 
 bench: infra-up
 	$(PY) -m bench

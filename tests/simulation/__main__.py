@@ -1,4 +1,4 @@
-"""``python -m tests.simulation [--seed S] [--schedules N] [--trace K]``: one
+"""``python -m tests.simulation [--seed S] [--schedules N] [--profile P]``: one
 schedule replayed exactly with its trace, or N schedules from a base seed."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from tests.simulation.runner import run_schedule
+from tests.simulation.runner import PROFILES, run_schedule
 
 
 def main() -> int:
@@ -15,16 +15,18 @@ def main() -> int:
     parser.add_argument("--schedules", type=int, default=1)
     parser.add_argument("--trace", type=int, default=80, help="notable steps shown per failure")
     parser.add_argument("--all-steps", action="store_true", help="trace every step")
+    parser.add_argument("--profile", choices=PROFILES, default="calm", help="which faults")
     args = parser.parse_args()
     started = time.perf_counter()
     failed = 0
     for seed in range(args.seed, args.seed + args.schedules):
-        outcome = run_schedule(seed, verbose=args.all_steps)
+        outcome = run_schedule(seed, profile=args.profile, verbose=args.all_steps)
         if outcome.violations or args.schedules == 1:
             print(outcome.report(steps=args.trace))
         failed += bool(outcome.violations)
     print(
-        f"simulation: {args.schedules} schedules, {failed} with violations, seed {args.seed}"
+        f"simulation ({args.profile}): {args.schedules} schedules, {failed} with violations,"
+        f" seed {args.seed}"
         f" ({time.perf_counter() - started:.1f} s)"
     )
     return 1 if failed else 0

@@ -1,6 +1,7 @@
 """Runs schedules: one seed is one world, one workload, one stream of faults,
 and one verdict. ``python -m tests.simulation --seed S`` replays one exactly
-and prints its trace; ``--schedules N`` runs N from a base seed."""
+and prints its trace; ``--schedules N`` runs N from a base seed;
+``--profile`` picks the faults (see ``_profile``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tests.simulation.users import Truth, run_users
 from tests.simulation.vloop import VirtualLoop
 from tests.simulation.world import World, open_world
 
-__all__ = ["Outcome", "run_schedule"]
+__all__ = ["PROFILES", "Outcome", "run_schedule"]
 
 _SETTLE_LIMIT_S = 900.0
 
@@ -53,10 +54,11 @@ def _quiet() -> None:
     )
 
 
-async def _schedule(seed: int, verbose: bool) -> Outcome:
-    sim = Sim(seed, _weights(seed), verbose=verbose)
+async def _schedule(seed: int, profile: str, verbose: bool) -> Outcome:
+    weights, instances = _profile(profile, seed)
+    sim = Sim(seed, weights, verbose=verbose)
     rng = sim.rng
-    world = await open_world(sim, apply_instances=1)
+    world = await open_world(sim, apply_instances=instances)
     truth = Truth()
     try:
         await run_users(
@@ -88,16 +90,33 @@ async def _schedule(seed: int, verbose: bool) -> Outcome:
     )
 
 
-def _weights(seed: int) -> Weights:
-    # Some schedules crash often, some fail often, some barely at all.
-    kind = seed % 4
-    if kind == 0:
-        return Weights(crash=0.0, transient=0.0)
-    if kind == 1:
-        return Weights(crash=0.02, transient=0.005)
-    if kind == 2:
-        return Weights(crash=0.004, transient=0.04)
-    return Weights()
+PROFILES = ("calm", "faults", "instances", "all")
+
+
+def _profile(name: str, seed: int) -> tuple[Weights, int]:
+    """The faults and the apply instances of a schedule.
+
+    - ``calm``: no crash and no failure; every port call may still be
+      delayed, so services, partitions and users interleave in any order;
+    - ``faults``: crashes of any service at any port call and transient
+      failures of the APIs, the database and the log (three mixes);
+    - ``instances``: two or three apply instances of the mapping, sharing
+      its partitions through rebalances, with crashes;
+    - ``all``: one of the three, by seed."""
+    if name == "all":
+        name = PROFILES[seed % 3]
+    if name == "calm":
+        return Weights(crash=0.0, transient=0.0), 1
+    if name == "faults":
+        mix = seed % 3
+        if mix == 0:
+            return Weights(crash=0.02, transient=0.005), 1
+        if mix == 1:
+            return Weights(crash=0.004, transient=0.04), 1
+        return Weights(), 1
+    if name == "instances":
+        return Weights(crash=0.004, transient=0.0), 2 + seed % 2
+    raise ValueError(f"unknown profile {name!r}: one of {', '.join(PROFILES)}")
 
 
 async def _settle(world: World) -> None:
@@ -117,7 +136,7 @@ async def _settle(world: World) -> None:
             return
 
 
-def run_schedule(seed: int, *, verbose: bool = False) -> Outcome:
+def run_schedule(seed: int, *, profile: str = "calm", verbose: bool = False) -> Outcome:
     _quiet()
     loop = VirtualLoop()
 
@@ -128,6 +147,6 @@ def run_schedule(seed: int, *, verbose: bool = False) -> Outcome:
 
     loop.set_exception_handler(ignore_crashes)
     try:
-        return loop.run_until_complete(_schedule(seed, verbose))
+        return loop.run_until_complete(_schedule(seed, profile, verbose))
     finally:
         loop.close()

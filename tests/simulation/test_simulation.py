@@ -1,5 +1,8 @@
 """Thousands of seeded schedules of the whole engine on in-memory ports,
-every invariant checked after each.
+every invariant checked after each: the ``calm`` profile, where every port
+call of capture, apply, the coordinator and the users may be delayed, so
+they interleave in any order, but nothing crashes or fails (the other
+profiles run with ``make simulate``).
 
 ``TABLESYNC_SIM_SCHEDULES`` (default 10,000) and ``TABLESYNC_SIM_SEED``
 (default: drawn, and printed) set the run; a failing seed replays exactly
