@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import Message, Topics
 from tablesync.core.events import FullSyncRequested, SyncModifiedRequested
 from tablesync.core.stored import JobTotals, RunRow
+from tablesync.core.topics import Topics
 from tablesync.ports.clock import Clock
+from tablesync.ports.log import Message
 from tablesync.ports.state import Jobs
 
 __all__ = ["CommandPublisher", "Operations", "RunProgress"]

@@ -16,11 +16,11 @@ from datetime import datetime
 import structlog
 
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import Topics
 from tablesync.core.effects import BatchEffects
 from tablesync.core.events import RecordChanged, Side
 from tablesync.core.mappings import MappingSet, direction_of
 from tablesync.core.plan import JobContext
+from tablesync.core.topics import Topics
 from tablesync.errors import DecodeError
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
