@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from tablesync.adapters.avro import Codec
+from tablesync.runtime.replay import replay
 from tests.simulation.checks import check
-from tests.simulation.sim import Crashed, Sim, Step, Weights
+from tests.simulation.sim import EPOCH, Crashed, Sim, SimClock, Step, Weights
 from tests.simulation.users import Truth, run_users
 from tests.simulation.vloop import VirtualLoop
 from tests.simulation.world import World, open_world
@@ -76,6 +78,8 @@ async def _schedule(seed: int, profile: str, verbose: bool) -> Outcome:
         violations += sim.failures
         if world.lag():
             violations.append(f"apply lag {world.lag()} after settling")
+        if not violations:
+            violations += await _replay_changes_nothing(world)
     finally:
         await world.close()
     return Outcome(
@@ -134,6 +138,32 @@ async def _settle(world: World) -> None:
         last = now
         if calm >= 3:
             return
+
+
+async def _replay_changes_nothing(world: World) -> list[str]:
+    """Invariant 2: every event of the schedule, applied once more by the
+    operator's replay, changes neither side and counts as unchanged."""
+    before = world.versions()
+    result = await replay(
+        mapping="CUSTOMER",
+        since=EPOCH,
+        until=None,
+        stores=world.stores,
+        window=world.broker.window(),
+        apis=dict(world.sides),
+        mappings=await world.stores.mappings.load(),
+        topics=world.topics,
+        settings=world.settings.sync,
+        codec=Codec(),
+        clock=SimClock(),
+    )
+    found = []
+    if world.versions() != before:
+        found.append("replaying every event changed a side")
+    counted = {k: v for k, v in result.counts.items() if v and k != "unchanged"}
+    if counted:
+        found.append(f"replaying every event counted {counted}, not only unchanged")
+    return found
 
 
 def run_schedule(seed: int, *, profile: str = "calm", verbose: bool = False) -> Outcome:
