@@ -1,6 +1,8 @@
 """Runs schedules: one seed is one world, one workload, one stream of faults,
 and one verdict. ``python -m tests.simulation --seed S`` replays one exactly
-and prints its trace; ``--schedules N`` runs N from a base seed;
+and prints its trace (under ``PYTHONHASHSEED=0``, which it sets: the order
+of the sets the engine iterates is part of a schedule); ``--schedules N``
+runs N from a base seed;
 ``--profile`` picks the faults (see ``_profile``)."""
 
 from __future__ import annotations
