@@ -30,7 +30,7 @@ from tablesync.core.mappings import (
 )
 from tablesync.errors import FilterSyntaxError, MappingError
 
-__all__ = ["TableInfo", "TableInfoSource", "build_mappings", "catalog_tables"]
+__all__ = ["TableInfo", "TableInfoSource", "build_mappings", "catalog_tables", "change_mapping"]
 
 _NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,29}$")
 _MAPPING_KEYS = frozenset(
@@ -102,6 +102,36 @@ def build_mappings(document: Mapping[str, Any], tables: TableInfoSource) -> Mapp
     for m in ordered:
         _check_references(m, result)
     return result
+
+
+def change_mapping(
+    document: dict[str, Any],
+    name: str,
+    tables: TableInfoSource,
+    *,
+    direction: str | None = None,
+    sync_only_coupled: bool | None = None,
+    table_filter: str | None = None,
+    integration_table_filter: str | None = None,
+) -> TableMapping:
+    """An operator's change of one mapping, made in ``document`` (the mappings
+    in force, as stored) and validated with the rest of it; an empty filter
+    text clears the filter. ``KeyError`` names the known mappings."""
+    body = document["mappings"].get(name)
+    if body is None:
+        known = ", ".join(document["mappings"])
+        raise KeyError(f"unknown mapping {name!r} (known: {known})")
+    if direction is not None:
+        body["direction"] = direction
+    if sync_only_coupled is not None:
+        body["sync_only_coupled"] = sync_only_coupled
+    for key, value in (
+        ("table_filter", table_filter),
+        ("integration_table_filter", integration_table_filter),
+    ):
+        if value is not None:
+            body[key] = value or None
+    return build_mappings(document, tables).get(name)
 
 
 def _expect(

@@ -12,7 +12,12 @@ from typing import Any
 
 from tablesync.adapters.memory.database import MappingRow, MemoryStore, jsonb
 from tablesync.core import filters
-from tablesync.core.mapping_load import TableInfoSource, build_mappings, catalog_tables
+from tablesync.core.mapping_load import (
+    TableInfoSource,
+    build_mappings,
+    catalog_tables,
+    change_mapping,
+)
 from tablesync.core.mappings import MappingSet, TableMapping
 
 __all__ = ["MemoryMappings"]
@@ -62,22 +67,15 @@ class MemoryMappings(MemoryStore):
         integration_table_filter: str | None = None,
     ) -> TableMapping:
         await self._pause("mappings.change")
-        document = self._document()
-        body = document["mappings"].get(name)
-        if body is None:
-            known = ", ".join(document["mappings"])
-            raise KeyError(f"unknown mapping {name!r} (known: {known})")
-        if direction is not None:
-            body["direction"] = direction
-        if sync_only_coupled is not None:
-            body["sync_only_coupled"] = sync_only_coupled
-        for key, value in (
-            ("table_filter", table_filter),
-            ("integration_table_filter", integration_table_filter),
-        ):
-            if value is not None:
-                body[key] = value or None
-        changed = build_mappings(document, _tables()).get(name)
+        changed = change_mapping(
+            self._document(),
+            name,
+            _tables(),
+            direction=direction,
+            sync_only_coupled=sync_only_coupled,
+            table_filter=table_filter,
+            integration_table_filter=integration_table_filter,
+        )
         rows = self._db.t.mappings
         row = rows[name]
         rows[name] = replace(

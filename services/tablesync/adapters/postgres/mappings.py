@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from tablesync.core import filters
-from tablesync.core.mapping_load import build_mappings, catalog_tables
+from tablesync.core.mapping_load import build_mappings, catalog_tables, change_mapping
 from tablesync.core.mappings import MappingSet, TableMapping
 
 __all__ = ["MappingStore"]
@@ -66,22 +66,15 @@ class MappingStore:
         integration_table_filter: str | None = None,
     ) -> TableMapping:
         """Changes one mapping; an empty filter text clears the filter."""
-        document = await self._document()
-        body = document["mappings"].get(name)
-        if body is None:
-            known = ", ".join(document["mappings"])
-            raise KeyError(f"unknown mapping {name!r} (known: {known})")
-        if direction is not None:
-            body["direction"] = direction
-        if sync_only_coupled is not None:
-            body["sync_only_coupled"] = sync_only_coupled
-        for key, value in (
-            ("table_filter", table_filter),
-            ("integration_table_filter", integration_table_filter),
-        ):
-            if value is not None:
-                body[key] = value or None
-        changed = build_mappings(document, catalog_tables()).get(name)
+        changed = change_mapping(
+            await self._document(),
+            name,
+            catalog_tables(),
+            direction=direction,
+            sync_only_coupled=sync_only_coupled,
+            table_filter=table_filter,
+            integration_table_filter=integration_table_filter,
+        )
         await self._pool.execute(
             """
             UPDATE mappings SET direction = $2, sync_only_coupled = $3, table_filter = $4,
