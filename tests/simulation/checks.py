@@ -4,7 +4,6 @@ tablesync's own state against both."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 from tablesync.core.events import Side
@@ -84,7 +83,3 @@ async def check(
             f"{p.status} ({p.message[:80]})"
         )
     return found
-
-
-def counts(rows: dict[Side, Sequence[Row]]) -> Counter[Side]:
-    return Counter({s: len(r) for s, r in rows.items()})

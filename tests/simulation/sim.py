@@ -58,7 +58,8 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Weights:
-    """How often each thing happens at a pause of a service (per mille)."""
+    """The chance of each thing at one pause of a service (crash, transient
+    failure, delay of up to ``max_delay_s`` virtual seconds)."""
 
     crash: float = 0.004
     transient: float = 0.01

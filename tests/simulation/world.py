@@ -50,7 +50,7 @@ class _Service(Protocol):
 class _Supervised:
     name: str
     kind: str
-    build: Callable[[Actor], _Service]
+    build: Callable[[Actor, _Supervised], _Service]
     generation: int = 0
     actor: Actor | None = None
     consumers: list[MemoryConsumer] = field(default_factory=list)
@@ -98,7 +98,9 @@ class World:
 
         return make
 
-    def supervise(self, name: str, kind: str, build: Callable[[Actor], _Service]) -> None:
+    def supervise(
+        self, name: str, kind: str, build: Callable[[Actor, _Supervised], _Service]
+    ) -> None:
         s = _Supervised(name, kind, build)
         self.supervised.append(s)
         self.tasks.append(asyncio.get_running_loop().create_task(self._keep_running(s)))
@@ -110,7 +112,7 @@ class World:
             s.actor = actor
             s.consumers = []
             s.on_crash = []
-            service = s.build(actor)
+            service = s.build(actor, s)
             self.sim.note(actor.name, "start")
             task = self.sim.run_as(actor, partial(service.run, self.stop))
             try:
@@ -170,7 +172,7 @@ class World:
                 task.cancel()
 
 
-def sim_settings(apply_instances: int) -> Settings:
+def sim_settings() -> Settings:
     sync = SyncSettings(
         poll_interval_s=0.5,
         poll_overlap_s=1.0,
@@ -181,13 +183,12 @@ def sim_settings(apply_instances: int) -> Settings:
         intent_timeout_s=6.0,
         partitions=3,
     )
-    del apply_instances
     return Settings(sync=sync, topic_prefix="sim.")
 
 
 async def open_world(sim: Sim, *, apply_instances: int = 1) -> World:
     clock = SimClock()
-    settings = sim_settings(apply_instances)
+    settings = sim_settings()
 
     async def db_pause(what: str) -> None:
         await sim.pause(what, port="db")
@@ -217,8 +218,7 @@ async def open_world(sim: Sim, *, apply_instances: int = 1) -> World:
 
     for s in _SIDES:
 
-        def capture(actor: Actor, _s: Side = s) -> _Service:
-            supervised = next(x for x in world.supervised if x.name == f"capture-{_s}")
+        def capture(actor: Actor, supervised: _Supervised, _s: Side = s) -> _Service:
             del actor
             return CaptureService(
                 settings,
@@ -232,11 +232,10 @@ async def open_world(sim: Sim, *, apply_instances: int = 1) -> World:
                 topics=topics,
             )
 
-        _add(world, f"capture-{s}", "capture", capture)
+        world.supervise(f"capture-{s}", "capture", capture)
     for n in range(apply_instances):
 
-        def apply(actor: Actor, _n: int = n) -> _Service:
-            supervised = next(x for x in world.supervised if x.name == f"apply-{_n}")
+        def apply(actor: Actor, supervised: _Supervised) -> _Service:
             return ApplyService(
                 settings,
                 MAPPING,
@@ -250,10 +249,9 @@ async def open_world(sim: Sim, *, apply_instances: int = 1) -> World:
                 instance=actor.name,
             )
 
-        _add(world, f"apply-{n}", "apply", apply)
+        world.supervise(f"apply-{n}", "apply", apply)
 
-    def coordinator(actor: Actor) -> _Service:
-        supervised = next(x for x in world.supervised if x.name == "coordinator")
+    def coordinator(actor: Actor, supervised: _Supervised) -> _Service:
         del actor
         singleton = MemorySingleton(database, 1)
         # A dead holder's connection closes, and the lock with it.
@@ -269,9 +267,5 @@ async def open_world(sim: Sim, *, apply_instances: int = 1) -> World:
             topics=topics,
         )
 
-    _add(world, "coordinator", "coordinator", coordinator)
+    world.supervise("coordinator", "coordinator", coordinator)
     return world
-
-
-def _add(world: World, name: str, kind: str, build: Callable[[Actor], _Service]) -> None:
-    world.supervise(name, kind, build)
