@@ -373,7 +373,7 @@ class ApplyStateContract:
                 Intent("VENDOR", "bc", "s5", None, T0),
             ]
         )
-        await apply_state.set_intent_destination("CUSTOMER", [("bc", "s1", "d1")])
+        await apply_state.record_made("CUSTOMER", [("bc", "s1", "d1")])
 
         assert await apply_state.named_by_intents("CUSTOMER", "bc", ["d1", "d2", "d4", "x"]) == {
             "d1",
@@ -388,6 +388,24 @@ class ApplyStateContract:
         await apply_state.commit(effects(resolved_intents=[("bc", "s3")]))
         assert list(await apply_state.intents_of("CUSTOMER", "bc", ["s1", "s2", "s3"])) == ["s1"]
         assert await apply_state.open_intents("CUSTOMER", "bc", ["d2", "d3"]) == []
+
+    async def test_an_intent_is_made_once_the_side_answered_until_announced_again(
+        self, state: StateHarness
+    ) -> None:
+        apply_state = state.stores.apply_state
+        await apply_state.record_intents([intent("s1"), intent("s2", "d2"), intent("s3", "d3")])
+        await apply_state.record_made("CUSTOMER", [("bc", "s1", "d1"), ("bc", "s2", "d2")])
+
+        found = await apply_state.intents_of("CUSTOMER", "bc", ["s1", "s2", "s3"])
+        assert {sid: (i.dest_id, i.made) for sid, i in found.items()} == {
+            "s1": ("d1", True),
+            "s2": ("d2", True),
+            "s3": ("d3", False),
+        }
+        # Announced again (a create tried anew): not made until answered again.
+        await apply_state.record_intents([intent("s2", "d2")])
+        again = await apply_state.intents_of("CUSTOMER", "bc", ["s2"])
+        assert not again["s2"].made
 
     async def test_stale_intents_are_claimed_once_unless_their_source_is_retried(
         self, state: StateHarness

@@ -170,6 +170,19 @@ def test_an_update_keeps_the_stamp_the_write_left() -> None:
     assert direction == "to_integration"
 
 
+def test_an_update_of_a_record_changed_since_the_last_sync_keeps_its_stamp() -> None:
+    update = Update(
+        "dataverse", "dv1", {"phone": "1"}, 'W/"3"', PAIR.with_stamp("bc", stamp_of(EVENT))
+    )
+    changed = Facts(
+        EVENT, FetchDestination("dataverse", "dv1", PAIR), PAIR, destination_changed=True
+    )
+    written = Row("dv1", T1, 'W/"4"', {})
+    ((coupling, _),) = _record(update, changed, written=written).couplings
+    # The user's change on Dataverse (W/"3") is not taken for synced.
+    assert coupling.dv_stamp == PAIR.dv_stamp and coupling.bc_stamp == stamp_of(EVENT)
+
+
 def test_a_removal_counts_only_if_its_commit_removes_the_coupling() -> None:
     r = _record(Remove("dataverse", "dv1", PAIR))
     assert r.uncoupled == (PAIR,) and r.deleted == (("bc", "bc1"), ("dataverse", "dv1"))
@@ -227,6 +240,26 @@ def test_tablesyncs_own_write_is_settled_unless_the_record_is_retried() -> None:
     # Given up: nothing will decide it again.
     given_up = _record(Fail("boom"), facts, previous=_due("failed", "boom", same=2))
     assert own in given_up.resolved_writes
+
+
+def test_tablesyncs_updates_of_what_an_interrupted_create_made_settle_with_it() -> None:
+    found = Row("dv9", T0, 'W/"5"', {"name": "A v2"})
+    theirs: WriteTarget = ("dataverse", "dv9", "update")
+    facts = Facts(
+        EVENT,
+        FetchCandidates("dataverse", None),
+        intent=Intent("CUSTOMER", "bc", "bc1", "dv9", T0, made=True),
+        created_before=found,
+        written_there=({"name": "A v2"},),
+        written_there_by=theirs,
+    )
+    recovered = Create(
+        "dataverse", {}, "dv9", "bc1", stamp_of(EVENT), matched=found, recovered=True
+    )
+    r = _record(recovered, facts)
+    assert SOURCE in r.resolved_intents and theirs in r.resolved_writes
+    # Waiting for a lookup, the create stays open, and so do its updates' images.
+    assert theirs not in _record(Pending("waiting"), facts).resolved_writes
 
 
 def test_a_listed_record_that_syncs_is_cleared() -> None:

@@ -16,7 +16,7 @@ from tablesync.core.outcome import (
     announces_create,
     first_unavailable,
     kept_changing,
-    learned_id,
+    made_id,
     new_record_id,
     operation_of,
     transient,
@@ -161,15 +161,17 @@ def test_an_update_whose_record_moved_is_decided_again() -> None:
     assert kept_changing().retryable
 
 
-def test_an_id_the_side_picked_is_learned_for_an_announced_create_only() -> None:
+def test_what_an_announced_create_made_is_known_once_the_side_answered() -> None:
     made = Written(Row("bc-new", T0, None))
-    assert learned_id(CREATE, made, announced=True) == "bc-new"
-    assert learned_id(CREATE, made, announced=False) is None
-    assert learned_id(CREATE, Written(None), announced=True) is None
-    assert learned_id(CREATE, Rejected(400, "no"), announced=True) is None
+    assert made_id(CREATE, made, announced=True) == "bc-new"
+    assert made_id(CREATE, made, announced=False) is None
+    assert made_id(CREATE, Written(None), announced=True) is None
+    assert made_id(CREATE, Rejected(400, "no"), announced=True) is None
     named = Create("dataverse", {}, "dv-chosen", "bc1", STAMP)
-    assert learned_id(named, made, announced=True) is None
-    assert learned_id(UPDATE, made, announced=True) is None
+    assert made_id(named, Written(Row("dv-chosen", T0, None)), announced=True) == "dv-chosen"
+    assert made_id(named, Written(None), announced=True) == "dv-chosen"
+    assert made_id(named, Rejected(412, "exists"), announced=True) is None
+    assert made_id(UPDATE, made, announced=True) is None
 
 
 def test_dataverse_takes_the_announced_id_and_bc_picks_its_own() -> None:

@@ -28,6 +28,7 @@ from tablesync.core.recovery import (
     gone_check,
     image_of,
     made_records,
+    made_then_gone,
     recent_query,
     sent_by,
 )
@@ -118,21 +119,33 @@ def test_a_named_record_that_is_gone_may_be_one_tablesync_deleted() -> None:
 def test_the_pair_an_announced_create_of_a_deleted_record_made() -> None:
     event = _event("delete")
     made = Row("dv9", T0, 'W/"5"', {"accountnumber": "C1"})
-    pair = announced_pair(CUSTOMER, event, _intent("dv9"), made, gone_ours=False)
+    pair = announced_pair(CUSTOMER, event, _intent("dv9"), made, gone=False)
     assert pair is not None and (pair.bc_id, pair.dv_id) == ("bc1", "dv9")
     assert pair.dv_stamp == Stamp(T0, 'W/"5"') and pair.bc_stamp == stamp_of(event)
     # Gone, but deleted by tablesync: the pair as the intent named it.
-    gone = announced_pair(CUSTOMER, event, _intent("dv9"), None, gone_ours=True)
+    gone = announced_pair(CUSTOMER, event, _intent("dv9"), None, gone=True)
     assert gone is not None and gone.dv_id == "dv9" and gone.dv_stamp == Stamp(T0, None)
-    assert announced_pair(CUSTOMER, event, _intent("dv9"), None, gone_ours=False) is None
-    assert announced_pair(CUSTOMER, event, _intent(), None, gone_ours=True) is None
+    assert announced_pair(CUSTOMER, event, _intent("dv9"), None, gone=False) is None
+    assert announced_pair(CUSTOMER, event, _intent(), None, gone=True) is None
+
+
+def test_a_record_the_side_said_it_made_and_is_missing_now_was_deleted_since() -> None:
+    made = Intent("CUSTOMER", "bc", "bc1", "dv9", T0, {}, made=True)
+    assert made_then_gone(made, None)
+    # Found: not gone. Named but never answered: perhaps never made.
+    assert not made_then_gone(made, Row("dv9", T0, None))
+    assert not made_then_gone(_intent("dv9"), None)
+    assert not made_then_gone(None, None)
+    # The pair it made, whose counterpart is the deleted record.
+    pair = announced_pair(CUSTOMER, _event(name="A"), made, None, gone=True)
+    assert pair is not None and (pair.bc_id, pair.dv_id) == ("bc1", "dv9")
 
 
 def test_a_pair_made_on_bc_keeps_the_new_records_number() -> None:
     event = RecordChanged("dataverse", "accounts", "dv1", "delete", T1, T1)
     made = Row("bc9", T0, 'W/"b"', {"number": "C00010"})
     intent = Intent("CUSTOMER", "dataverse", "dv1", None, T0, {})
-    pair = announced_pair(CUSTOMER, event, intent, made, gone_ours=False)
+    pair = announced_pair(CUSTOMER, event, intent, made, gone=False)
     assert pair is not None and (pair.bc_id, pair.dv_id, pair.bc_key) == ("bc9", "dv1", "C00010")
 
 

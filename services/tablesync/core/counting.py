@@ -180,7 +180,12 @@ def record(
                 # A create that a crash interrupted, settled by a match.
                 intents.append(source)
         case Update():
-            stamp = row_stamp(done.written) if done.written else d.coupling.stamp_on(d.side)
+            stamp = d.coupling.stamp_on(d.side)
+            if done.written and not f.destination_changed:
+                stamp = row_stamp(done.written)
+            # A destination changed since the last sync keeps the stamp it was
+            # synced at: its version as this write leaves it carries a user's
+            # change still to flow back, not only tablesync's echo.
             couplings.append((d.coupling.with_stamp(d.side, stamp), direction))
         case Unchanged(coupling=coupling):
             if coupling is not None:
@@ -223,6 +228,10 @@ def record(
     if f.written_here and not again:
         # Tablesync's own write to this record is settled by this decision.
         writes.append((event.side, event.record_id, "update"))
+    if f.written_there_by is not None and source in intents and not again:
+        # Tablesync's own updates of the record this record's create made
+        # are settled with that create: nothing reads their images later.
+        writes.append(f.written_there_by)
     names = counters_of(d)
     if retry and not resolved and names and names[0] != "skipped":
         # A retry that failed again is already listed; counting it in

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tablesync.core.couplings import Coupling
-from tablesync.core.effects import Intent
+from tablesync.core.effects import Intent, WriteTarget
 from tablesync.core.events import Direction, FieldValue, RecordChanged, Side, other_side
 from tablesync.core.fieldmap import (
     LookupKey,
@@ -90,6 +90,9 @@ class Facts:
     written_there: tuple[dict[str, FieldValue], ...] = ()
     """The same of the record this record's own create made (``created_before``
     or the match of an announced create): tablesync's updates of it since."""
+    written_there_by: WriteTarget | None = None
+    """The announced update of that record whose images ``written_there`` are:
+    settled with the create it belongs to."""
 
     @property
     def deleting(self) -> bool:

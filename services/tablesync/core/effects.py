@@ -79,6 +79,9 @@ class Intent:
     sent: dict[str, FieldValue] = field(default_factory=dict)
     """The values the create sent (``fieldmap.sent_values``); empty for an
     intent announced before they were kept, which then matches any record."""
+    made: bool = False
+    """The side answered that the create made ``dest_id``: that record missing
+    later was deleted since, not never made."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ __all__ = [
     "announces_create",
     "first_unavailable",
     "kept_changing",
-    "learned_id",
+    "made_id",
     "new_record_id",
     "operation_of",
     "transient",
@@ -101,19 +101,17 @@ def write_target_of(d: Decision) -> WriteTarget | None:
     return None
 
 
-def learned_id(d: Decision, result: WriteResult, *, announced: bool) -> str | None:
-    """The id the side gave an announced create that left it to the side (BC
-    numbers its own records): kept on the intent at once, so a later attempt
-    finds the record by its id rather than by its values."""
-    if (
-        announced
-        and isinstance(d, Create)
-        and d.record_id is None
-        and isinstance(result, Written)
-        and result.row is not None
-    ):
+def made_id(d: Decision, result: WriteResult, *, announced: bool) -> str | None:
+    """The id of the record an announced create made, once the side answered
+    that it made it: the one the side picked (BC numbers its own records) or
+    the one the create named (Dataverse takes it). Kept on the intent at once,
+    so a later attempt finds the record by its id rather than by its values,
+    and knows that a record missing by then was deleted since, not never made."""
+    if not (announced and isinstance(d, Create) and isinstance(result, Written)):
+        return None
+    if result.row is not None:
         return result.row.id
-    return None
+    return d.record_id
 
 
 def unavailable(result: WriteResult) -> bool:

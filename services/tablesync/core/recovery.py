@@ -45,6 +45,7 @@ __all__ = [
     "gone_check",
     "image_of",
     "made_records",
+    "made_then_gone",
     "recent_query",
     "sent_by",
 ]
@@ -122,21 +123,31 @@ def gone_check(intent: Intent, created_before: Row | None, dest: Side) -> WriteT
     return None
 
 
+def made_then_gone(intent: Intent | None, created_before: Row | None) -> bool:
+    """Whether the record an announced create made is gone since: the side
+    answered that it made it, and it is not found by its id. Its pair was
+    made, and one of the pair deleted: never a record to create again."""
+    return (
+        intent is not None and intent.made and intent.dest_id is not None and created_before is None
+    )
+
+
 def announced_pair(
     mapping: TableMapping,
     event: RecordChanged,
     intent: Intent,
     created_before: Row | None,
     *,
-    gone_ours: bool,
+    gone: bool,
 ) -> Coupling | None:
-    """The pair an announced create of a record deleted since made: with the
-    record found (``created_before``), or with the one it named that
-    tablesync deleted since (``gone_ours``). None when it made none."""
+    """The pair an announced create made: with the record found
+    (``created_before``), or with the one it named that is known to be gone
+    since (``gone``: made then deleted, or deleted by tablesync). None when it
+    made none."""
     dest = other_side(event.side)
     if created_before is not None:
         dest_id, stamp = created_before.id, row_stamp(created_before)
-    elif intent.dest_id and gone_ours:
+    elif intent.dest_id and gone:
         dest_id, stamp = intent.dest_id, Stamp(intent.created_at, None)
     else:
         return None

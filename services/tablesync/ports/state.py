@@ -105,10 +105,9 @@ class ApplyState(Protocol):
         return); a second announce of one source replaces its destination and values."""
         ...
 
-    async def set_intent_destination(
-        self, mapping: str, items: Sequence[tuple[Side, str, str]]
-    ) -> None:
-        """Notes the id a create got, as soon as the API answered."""
+    async def record_made(self, mapping: str, items: Sequence[tuple[Side, str, str]]) -> None:
+        """Notes that announced creates were made, and the ids they got, as soon
+        as the API answered."""
         ...
 
     async def announce_writes(

@@ -28,6 +28,7 @@ from tablesync.core.recovery import (
     found_announced,
     gone_check,
     made_records,
+    made_then_gone,
     recent_query,
     sent_by,
 )
@@ -103,10 +104,13 @@ class Reader:
                 if w.facts.coupling is None and not isinstance(w.facts.triage, FetchCandidates)
             ]
         )
-        await self.fetch_destinations(work)
         uncoupled = [w for w in work if isinstance(w.facts.triage, FetchCandidates)]
         if uncoupled:
-            await self._fetch_candidates(uncoupled)
+            await self._recover_uncoupled(uncoupled)
+        await self.fetch_destinations(work)
+        still = [w for w in uncoupled if isinstance(w.facts.triage, FetchCandidates)]
+        if still:
+            await self._fetch_candidates(still)
 
     async def fetch_destinations(self, work: list[Work]) -> None:
         """The coupled records of the other side as they are now, and the
@@ -165,7 +169,9 @@ class Reader:
             merged.update(r)
         return merged
 
-    async def _fetch_candidates(self, work: list[Work]) -> None:
+    async def _recover_uncoupled(self, work: list[Work]) -> None:
+        """Uncoupled records' own announced creates, the records those made,
+        and the creates of the other side that may be making these records."""
         mapping = self.scope.mapping
         for source in _SIDES:
             group = [w for w in work if w.event.side == source]
@@ -183,6 +189,24 @@ class Reader:
                 rid = w.event.record_id
                 w.facts = replace(w.facts, intent=intents.get(rid), blocked=rid in blocked)
             await self._recover_created(mapping, dest, [w for w in group if w.facts.intent])
+            for w in group:
+                intent = w.facts.intent
+                if intent is None or not made_then_gone(intent, w.facts.created_before):
+                    continue
+                # Made, then deleted before its pair was recorded: the pair is
+                # decided like any coupled pair whose counterpart was deleted.
+                pair = announced_pair(mapping, w.event, intent, None, gone=True)
+                if pair is not None:
+                    triage = FetchDestination(dest, pair.id_on(dest), pair)
+                    w.facts = replace(w.facts, coupling=pair, paired=True, triage=triage)
+
+    async def _fetch_candidates(self, work: list[Work]) -> None:
+        mapping = self.scope.mapping
+        for source in _SIDES:
+            group = [w for w in work if w.event.side == source]
+            if not group:
+                continue
+            dest = other_side(source)
             if mapping.match:
                 await self._match(
                     mapping, source, dest, [w for w in group if not w.facts.created_before]
@@ -205,7 +229,9 @@ class Reader:
         for w, rid in made:
             images = found.get((dest, rid))
             if images:
-                w.facts = replace(w.facts, written_there=tuple(images))
+                w.facts = replace(
+                    w.facts, written_there=tuple(images), written_there_by=(dest, rid, "update")
+                )
 
     async def _settle_announced(self, work: list[Work]) -> None:
         """Uncoupled records decided without a create (deleted since, out of the
@@ -238,7 +264,7 @@ class Reader:
             )
             for w, intent, gone in deleting:
                 pair = announced_pair(
-                    mapping, w.event, intent, w.facts.created_before, gone_ours=gone in gone_ours
+                    mapping, w.event, intent, w.facts.created_before, gone=gone in gone_ours
                 )
                 if pair is None:
                     continue

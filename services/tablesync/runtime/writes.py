@@ -20,7 +20,7 @@ from tablesync.core.outcome import (
     absorb,
     announces_create,
     first_unavailable,
-    learned_id,
+    made_id,
     new_record_id,
     operation_of,
     write_side,
@@ -64,15 +64,15 @@ class Writer:
             *(self._write_side(mapping, side, pairs) for side, pairs in ops.items() if pairs)
         )
         answered = [(w, result) for pairs in results for w, result in pairs]
-        # BC picks a new record's id: kept at once (even when another write of
-        # the batch is refused for throttling and the batch is tried again), so
-        # the next attempt finds the record by its id rather than by its values.
-        learned: list[tuple[Side, str, str]] = []
+        # What the creates made is kept at once (even when another write of
+        # the batch is refused for throttling and the batch is tried again):
+        # the next attempt finds those records by id, or knows them deleted.
+        made: list[tuple[Side, str, str]] = []
         for w, result in answered:
-            rid = learned_id(w.decision, result, announced=w.performed.create_announced)
+            rid = made_id(w.decision, result, announced=w.performed.create_announced)
             if rid is not None:
-                learned.append((w.event.side, w.event.record_id, rid))
-        await self.scope.state.set_intent_destination(self.mapping_name, learned)
+                made.append((w.event.side, w.event.record_id, rid))
+        await self.scope.state.record_made(self.mapping_name, made)
         unavailable = first_unavailable((write_side(w.decision), r) for w, r in answered)
         if unavailable is not None:
             raise unavailable

@@ -205,19 +205,18 @@ class MemoryApplyState(MemoryStore):
                     created_at=old.created_at if old is not None else utc(i.created_at),
                     payload=jsonb(i.sent),
                     touched_at=now,
+                    made=False,
                 ),
             )
         staged.apply()
 
-    async def set_intent_destination(
-        self, mapping: str, items: Sequence[tuple[Side, str, str]]
-    ) -> None:
-        await self._pause("apply_state.set_intent_destination")
+    async def record_made(self, mapping: str, items: Sequence[tuple[Side, str, str]]) -> None:
+        await self._pause("apply_state.record_made")
         table = self._db.t.intents
         for side, sid, did in items:
             row = table.get(mapping, (side, sid))
             if row is not None:
-                table.set(mapping, (side, sid), replace(row, dest_id=did))
+                table.set(mapping, (side, sid), replace(row, dest_id=did, made=True))
 
     async def announce_writes(
         self,
@@ -375,7 +374,9 @@ class MemoryApplyState(MemoryStore):
 
 
 def _intent(mapping: str, side: Side, source_id: str, row: IntentRow) -> Intent:
-    return Intent(mapping, side, source_id, row.dest_id, row.created_at, dict(row.payload))
+    return Intent(
+        mapping, side, source_id, row.dest_id, row.created_at, dict(row.payload), made=row.made
+    )
 
 
 def _due(row: StatusRow) -> DueRecord:

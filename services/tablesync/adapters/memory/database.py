@@ -120,6 +120,7 @@ class IntentRow:
     created_at: datetime
     payload: dict[str, FieldValue]
     touched_at: datetime
+    made: bool = False
 
 
 @dataclass(frozen=True, slots=True)

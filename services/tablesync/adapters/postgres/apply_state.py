@@ -68,7 +68,7 @@ class ApplyStateStore:
             VALUES ($1, $2, $3, $4, $5, $6)
             ON CONFLICT (mapping, source_side, source_id)
                 DO UPDATE SET dest_id = EXCLUDED.dest_id, payload = EXCLUDED.payload,
-                              touched_at = now()
+                              made = false, touched_at = now()
             """,
             [
                 (i.mapping, i.source_side, i.source_id, i.dest_id, i.created_at, i.sent)
@@ -76,13 +76,12 @@ class ApplyStateStore:
             ],
         )
 
-    async def set_intent_destination(
-        self, mapping: str, items: Sequence[tuple[Side, str, str]]
-    ) -> None:
-        """Notes the id a create got, as soon as the API answered."""
+    async def record_made(self, mapping: str, items: Sequence[tuple[Side, str, str]]) -> None:
+        """Notes that a create was made, and the id it got, as soon as the API
+        answered."""
         if items:
             await self._pool.executemany(
-                "UPDATE create_intents SET dest_id = $4 "
+                "UPDATE create_intents SET dest_id = $4, made = true "
                 "WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
                 [(mapping, side, sid, did) for side, sid, did in items],
             )
@@ -298,7 +297,13 @@ def _due(r: asyncpg.Record) -> DueRecord:
 
 def _intent(r: asyncpg.Record) -> Intent:
     return Intent(
-        r["mapping"], r["source_side"], r["source_id"], r["dest_id"], r["created_at"], r["payload"]
+        r["mapping"],
+        r["source_side"],
+        r["source_id"],
+        r["dest_id"],
+        r["created_at"],
+        r["payload"],
+        made=r["made"],
     )
 
 
