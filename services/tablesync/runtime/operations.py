@@ -9,7 +9,6 @@ topic for the coordinator."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -137,7 +136,7 @@ class Operations:
         poll_s: float = 0.5,
     ) -> RunProgress:
         """Waits until the run ends; ``TimeoutError`` after ``timeout_s``."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        deadline = None if timeout_s is None else self.clock.monotonic() + timeout_s
         while True:
             progress = await self.progress(run_id)
             if progress is None:
@@ -146,6 +145,6 @@ class Operations:
                 await on_progress(progress)
             if progress.done:
                 return progress
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and self.clock.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} still {progress.run.status}")
             await asyncio.sleep(poll_s)
