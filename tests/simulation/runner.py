@@ -65,6 +65,7 @@ async def _schedule(seed: int, profile: str, verbose: bool) -> Outcome:
     world = await open_world(sim, apply_instances=instances)
     truth = Truth()
     try:
+        await _until_capturing(world)
         await run_users(
             sim,
             world.sides,  # type: ignore[arg-type]
@@ -123,6 +124,16 @@ def _profile(name: str, seed: int) -> tuple[Weights, int]:
     if name == "instances":
         return Weights(crash=0.004, transient=0.0), 2 + seed % 2
     raise ValueError(f"unknown profile {name!r}: one of {', '.join(PROFILES)}")
+
+
+async def _until_capturing(world: World) -> None:
+    """Users begin once capture covers their changes: a capture that dies
+    before it stored its first checkpoint starts again from its own start."""
+    deadline = asyncio.get_running_loop().time() + _SETTLE_LIMIT_S
+    while not world.capturing():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("capture never stored a first checkpoint")
+        await asyncio.sleep(0.05)
 
 
 async def _settle(world: World) -> None:

@@ -154,6 +154,12 @@ class World:
         writes = [f"{k} {m} {s} {i}" for m, (s, i, k), _ in t.writes.items()]
         return creates + writes
 
+    def capturing(self) -> bool:
+        """Whether both captures hold a checkpoint: what changes from then on is
+        theirs to publish (what was there before is a full synchronization's)."""
+        held = self.database.t.checkpoints
+        return all(key in held for key in (("bc", "customers"), ("dataverse", "accounts")))
+
     def versions(self) -> tuple[tuple[str, ...], ...]:
         return tuple(
             tuple(f"{r.id}:{r.etag}" for r in self.sides[s].rows(t))
