@@ -34,7 +34,7 @@ def _run_range(bounds: tuple[int, int]) -> tuple[int, list[str]]:
 
 
 @pytest.mark.timeout(900)
-def test_every_invariant_holds_in_every_schedule() -> None:
+def test_every_invariant_holds_in_every_schedule(capsys: pytest.CaptureFixture[str]) -> None:
     base = int(os.environ.get("TABLESYNC_SIM_SEED", random.randrange(1, 10**9)))
     chunks = [
         (s, min(s + _CHUNK, base + _SCHEDULES)) for s in range(base, base + _SCHEDULES, _CHUNK)
@@ -46,9 +46,10 @@ def test_every_invariant_holds_in_every_schedule() -> None:
         results = pool.map(_run_range, chunks)
     ran = sum(n for n, _ in results)
     failures = [f for _, fs in results for f in fs]
-    print(
-        f"\nsimulation: {ran} schedules, {len(failures)} violations, seed {base}"
-        f" ({time.perf_counter() - started:.0f} s, {workers} processes)"
-    )
+    with capsys.disabled():
+        print(
+            f"\nsimulation: {ran} schedules, {len(failures)} violations, seed {base}"
+            f" ({time.perf_counter() - started:.0f} s, {workers} processes)"
+        )
     assert ran == _SCHEDULES
     assert not failures, "\n\n".join(failures[:5])
