@@ -383,7 +383,9 @@ def _version_of(side: Side, etag: str | None) -> int | None:
     emulators give (real BC ETags are opaque: a fresh version stands in)."""
     if not etag:
         return None
+    # A read returns the header form, W/"<tag>"; the version is in the bare tag
+    # (what ``parse_precondition`` hands the emulators' own version checks).
+    tag = etag.removeprefix("W/").strip('"')
     if side == "bc":
-        return bc_version_of(etag)
-    digits = etag.removeprefix("W/").strip('"')
-    return int(digits) if digits.isdigit() else None
+        return bc_version_of(tag)
+    return int(tag) if tag.isdigit() else None
