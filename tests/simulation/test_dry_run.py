@@ -16,20 +16,25 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tablesync.adapters.avro import Codec
+from tablesync.adapters.memory import memory_stores
 from tablesync.application import Operator
+from tablesync.application.dryrun import dry_run
 from tablesync.core.events import Side
-from tablesync.errors import RecordRejected
+from tablesync.emulators.memory import MemorySide
+from tablesync.errors import ApiUnavailable, RecordRejected
 from tablesync.ports.api import SideApi
+from tests.contract.conftest import StepClock
 from tests.simulation.runner import _settle
 from tests.simulation.sim import Sim, SimClock, Weights
 from tests.simulation.users import FIELDS, MARKER, TABLE, Truth, run_users
 from tests.simulation.vloop import VirtualLoop
-from tests.simulation.world import MAPPING, World, open_world, restart
+from tests.simulation.world import MAPPING, World, _document, open_world, restart
 
 _SIDES: tuple[Side, Side] = ("bc", "dataverse")
 _RUN_LIMIT_S = 600.0
@@ -221,3 +226,16 @@ async def _skip_capture_past_now(world: World) -> None:
     past = SimClock().now() + timedelta(seconds=world.settings.sync.poll_overlap_s + 0.5)
     for side in _SIDES:
         await world.stores.checkpoints.store_watermark(side, TABLE[side], past)
+
+
+async def test_a_side_that_cannot_be_read_whole_stops_the_dry_run() -> None:
+    """A copy short of a table's rows would predict creates that are updates."""
+    clock = StepClock()
+    stores = memory_stores(clock=clock)
+    mappings = await stores.mappings.replace_all(_document())
+    sides = {s: MemorySide(s, clock) for s in _SIDES}
+    sides["bc"].user_create("customers", {"number": "C1", "displayName": "Ada", "blocked": " "})
+    sides["dataverse"].faults.fail(method="read_all", table="accounts")
+
+    with pytest.raises(ApiUnavailable):
+        await dry_run(mappings, dict(sides), {}, clock)  # type: ignore[arg-type]

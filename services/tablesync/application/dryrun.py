@@ -26,7 +26,7 @@ from tablesync.core.events import Direction, RecordChanged, Side
 from tablesync.core.mappings import MappingSet, TableMapping, source_side
 from tablesync.core.plan import JobContext
 from tablesync.emulators.memory import MemorySide
-from tablesync.errors import ApiError
+from tablesync.errors import ApiAuthError, ApiError, ApiUnavailable
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
 from tablesync.ports.state import StateStores
@@ -37,6 +37,7 @@ __all__ = ["DirectionPreview", "dry_run"]
 
 _SIDES: tuple[Side, Side] = ("bc", "dataverse")
 _TOPIC = "(dry-run)"
+_NOT_SERVED = 404
 
 
 @dataclass
@@ -117,8 +118,13 @@ async def _copy(api: SideApi, clock: Clock) -> MemorySide:
         try:
             async for page in api.read_all(entity_set):
                 copy.load(entity_set, page)
-        except ApiError:
-            continue  # a table this tenant does not serve: nothing can be written to it
+        except (ApiUnavailable, ApiAuthError):
+            # A copy short of rows would predict wrongly without a word.
+            raise
+        except ApiError as exc:
+            if exc.status != _NOT_SERVED:
+                raise
+            # A table this tenant does not serve: nothing can be written to it.
     return copy
 
 
