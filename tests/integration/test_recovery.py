@@ -19,9 +19,9 @@ from tablesync.adapters.postgres.jobs import JobStore
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.problems import ProblemStore, Selection
 from tablesync.application import Operator
+from tablesync.application.dryrun import DirectionPreview
 from tablesync.composition import SideApis, build_operator, topics_for
 from tablesync.ports.clock import SystemClock
-from tablesync.runtime.dryrun import DirectionPreview
 from tablesync.runtime.operations import Operations, RunProgress
 from tablesync.settings import SyncSettings
 from tests.conftest import InfraEndpoints

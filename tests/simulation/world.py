@@ -29,7 +29,7 @@ from tablesync.settings import Settings, SyncSettings
 from tests.faults.scope import MAPPINGS_DOCUMENT
 from tests.simulation.sim import Actor, Crashed, Sim, SimClock
 
-__all__ = ["World", "open_world"]
+__all__ = ["World", "open_world", "restart"]
 
 _SIDES: tuple[Side, Side] = ("bc", "dataverse")
 MAPPING = "CUSTOMER"
@@ -218,8 +218,31 @@ async def open_world(sim: Sim, *, apply_instances: int = 1) -> World:
     topics = topics_for(settings)
     broker.ensure_topics(topic_specs(topics, mappings))
     world = World(sim, settings, database, stores, broker, sides, topics)
+    _start(world, apply_instances)
+    return world
+
+
+def restart(world: World, *, apply_instances: int = 1) -> World:
+    """Every service of a closed ``world`` started again on its sides, state
+    database and log as they were left: a restart of the whole deployment."""
+    again = World(
+        world.sim,
+        world.settings,
+        world.database,
+        world.stores,
+        world.broker,
+        world.sides,
+        world.topics,
+    )
+    _start(again, apply_instances)
+    return again
+
+
+def _start(world: World, apply_instances: int) -> None:
+    settings, stores, sides, topics = world.settings, world.stores, world.sides, world.topics
+    database, clock = world.database, SimClock()
     codec = Codec()
-    publisher = broker.publisher()
+    publisher = world.broker.publisher()
     apis: dict[Side, Any] = dict(sides)
 
     for s in _SIDES:
@@ -274,4 +297,3 @@ async def open_world(sim: Sim, *, apply_instances: int = 1) -> World:
         )
 
     world.supervise("coordinator", "coordinator", coordinator)
-    return world

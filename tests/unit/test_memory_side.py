@@ -87,6 +87,33 @@ async def test_rows_and_reads_agree() -> None:
     assert dataverse.row("accounts", ids[0].upper()) == next(r for r in read if r.id == ids[0])
 
 
+@pytest.mark.parametrize(
+    ("name", "table", "values"),
+    [
+        ("bc", "customers", {"displayName": "Ada"}),
+        ("dataverse", "accounts", {"name": "Ada"}),
+    ],
+)
+async def test_a_copy_keeps_the_rows_stamps_and_etags_it_was_given(
+    name: Side, table: str, values: dict[str, str]
+) -> None:
+    original = side(name)
+    for _ in range(3):
+        original.user_create(table, values)
+    read = [r async for page in original.read_all(table) for r in page]
+
+    copy = MemorySide(name, StepClock(), ids=lambda: "5e0c9a5c-2f7d-4a1b-9e3f-0b8c7d6e5f4a")
+    copy.load(table, read)
+    # The ETag a coupling holds for the original compares equal on the copy.
+    assert copy.rows(table) == read
+    target = read[0]
+    results = await copy.write(table, [Update(target.id, {}, etag=target.etag)])
+    fresh = copy.user_create(table, values)
+
+    assert isinstance(results[0], Written), "the original's ETag is the copy's version"
+    assert fresh.etag not in {r.etag for r in read}
+
+
 # ---------------------------------------------------------------- faults
 
 

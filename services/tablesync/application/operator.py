@@ -12,6 +12,7 @@ import structlog
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import Topics
+from tablesync.application.dryrun import DirectionPreview, dry_run
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.events import Side, other_side
 from tablesync.core.mappings import MappingSet, TableMapping
@@ -32,7 +33,6 @@ from tablesync.ports.clock import Clock
 from tablesync.ports.log import LogWindow
 from tablesync.ports.state import StateStores
 from tablesync.runtime.actions import ActionResult, Actions
-from tablesync.runtime.dryrun import DirectionPreview, dry_run
 from tablesync.runtime.operations import CommandPublisher, Operations, RunProgress
 from tablesync.runtime.replay import ReplayResult, replay
 from tablesync.settings import SyncSettings
@@ -205,7 +205,13 @@ class Operator:
         known = await self._known(*mappings)
         couplings = {name: await self.stores.couplings.of_mapping(name) for name in known.names()}
         return await dry_run(
-            known, await self._both_apis(), couplings, self.clock, only=mappings, examples=examples
+            known,
+            await self._both_apis(),
+            couplings,
+            self.clock,
+            only=mappings,
+            examples=examples,
+            settings=self.settings,
         )
 
     # Jobs and their errors

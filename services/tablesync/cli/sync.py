@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from tablesync.application.dryrun import DirectionPreview
 from tablesync.cli.common import (
     EXIT_FAILED_RECORDS,
     EXIT_OK,
@@ -15,7 +16,6 @@ from tablesync.cli.common import (
 from tablesync.cli.context import open_operator
 from tablesync.cli.output import JOB_COUNTS, render
 from tablesync.cli.progress import progress_display
-from tablesync.runtime.dryrun import DirectionPreview
 from tablesync.runtime.operations import RunProgress
 from tablesync.settings import Settings
 

@@ -58,6 +58,24 @@ class BcWrites:
         self.series = dict.fromkeys(NUMBER_SERIES, 0)
         """Entity set → last number given (the emulator's ``_number_series.last_no``)."""
 
+    def continue_series(self, entity_set: str) -> None:
+        """Continues ``entity_set``'s number series after the highest number
+        its rows hold (rows loaded from elsewhere: the series' own state is
+        not something the API shows)."""
+        series = NUMBER_SERIES.get(entity_set)
+        number = self.store.table(entity_set).spec.entity.number_field
+        if series is None or number is None:
+            return
+        prefix, _ = series
+        for stored in self.store.table(entity_set).rows.values():
+            value = stored.values.get(number)
+            if (
+                isinstance(value, str)
+                and value.startswith(prefix)
+                and value[len(prefix) :].isdigit()
+            ):
+                self.series[entity_set] = max(self.series[entity_set], int(value[len(prefix) :]))
+
     # ------------------------------------------------------------ rules
 
     def _relation(self, entity_set: str, field: str, value: object, related: str) -> ApiProblem:

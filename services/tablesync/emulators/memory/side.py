@@ -18,7 +18,7 @@ can interleave or crash a task at each of those points. Users of the side
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -40,6 +40,7 @@ from tablesync.core.records import (
     WriteValue,
     Written,
 )
+from tablesync.emulators.bc.service import version_of as bc_version_of
 from tablesync.emulators.bc.style import BC_STYLE
 from tablesync.emulators.common.filtersql import compile_filter
 from tablesync.emulators.common.problems import ApiProblem, Kind
@@ -349,6 +350,23 @@ class MemorySide:
         """A user deletes a record, whatever its version."""
         self._by_user(entity_set, Delete(record_id), None)
 
+    def load(self, entity_set: str, rows: Iterable[Row]) -> None:
+        """Takes rows as another implementation of the side returned them (the
+        dry run works on such a copy): ids, values, stamps and ETags are kept,
+        and a later write gets a version newer than any of theirs."""
+        table = self.store.table(entity_set)
+        for row in rows:
+            version = _version_of(self.side, row.etag)
+            if version is None:
+                version, etag = self.store.next_version()
+            else:
+                etag = row.etag or ""
+                self.store.version = max(self.store.version, version)
+            stamp = row.modified_at or self.store.now()
+            table.rows[row.id.lower()] = Stored(dict(row.fields), stamp, version, etag)
+        if isinstance(self._writes, BcWrites):
+            self._writes.continue_series(entity_set)
+
     def rows(self, entity_set: str) -> list[Row]:
         """Every row of ``entity_set`` by id, as a read would return it."""
         table = self.store.table(entity_set)
@@ -358,3 +376,16 @@ class MemorySide:
         table = self.store.table(entity_set)
         stored = table.rows.get(record_id.lower())
         return None if stored is None else self.store.row(table, stored)
+
+
+def _version_of(side: Side, etag: str | None) -> int | None:
+    """The row version an ETag of ``side`` carries, when it has the shape the
+    emulators give (real BC ETags are opaque: a fresh version stands in)."""
+    if not etag:
+        return None
+    # A read returns the header form, W/"<tag>"; the version is in the bare tag
+    # (what ``parse_precondition`` hands the emulators' own version checks).
+    tag = etag.removeprefix("W/").strip('"')
+    if side == "bc":
+        return bc_version_of(tag)
+    return int(tag) if tag.isdigit() else None
