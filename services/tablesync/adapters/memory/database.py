@@ -467,8 +467,8 @@ class MemoryDatabase:
     store call before it acts (``MemoryStore._pause``), so a scheduler can
     interleave calls or raise at each one.
 
-    ``copy()`` is an independent database with the same contents (the dry run
-    works on one); ``snapshot()`` and ``restore()`` take and bring back the
+    ``copy()`` is an independent database with the same contents;
+    ``snapshot()`` and ``restore()`` take and bring back the
     contents of this one. Holds of a ``MemorySingleton`` belong to their
     holders, not to the contents: neither copied nor restored."""
 
