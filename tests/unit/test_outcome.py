@@ -78,7 +78,10 @@ def test_a_decision_writes_where_it_counts(d: Decision) -> None:
         assert op is None and written_towards(d) is None and write_target_of(d) is None
     assert announces_create(d) == (isinstance(d, Create) and d.matched is None)
     target = write_target_of(d)
-    if target is not None:
+    if isinstance(d, Create) and d.matched is not None and d.payload:
+        # Coupled to an existing record and written to: an update of it.
+        assert target == (d.side, d.matched.id, "update")
+    elif target is not None:
         assert isinstance(d, Update | Remove)
         assert target == (d.side, d.record_id, "update" if isinstance(d, Update) else "delete")
 

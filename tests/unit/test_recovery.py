@@ -14,7 +14,7 @@ from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.effects import Intent, WriteTarget
 from tablesync.core.events import FieldValue, RecordChanged, Side
 from tablesync.core.fieldmap import Mapped, looks_sent, map_values
-from tablesync.core.plan import FetchDestination, Remove, Unchanged, Update, stamp_of
+from tablesync.core.plan import Create, FetchDestination, Remove, Unchanged, Update, stamp_of
 from tablesync.core.records import Row
 from tablesync.core.recovery import (
     INTENT_SLACK,
@@ -255,6 +255,14 @@ def test_an_update_is_announced_with_the_image_it_leaves() -> None:
     assert image is not None
     assert (image["name"], image["address1_city"], image["telephone1"]) == ("Adatum", "Paris", None)
     assert image_of(CUSTOMER, update, None, current) is None
+    # A coupling to a record made or matched before, written to: the same.
+    create = Create(
+        "dataverse", {"name": "Adatum"}, "dv1", "bc1", stamp_of(_event()), matched=current
+    )
+    made = image_of(CUSTOMER, create, mapped, None)
+    assert made is not None and (made["name"], made["address1_city"]) == ("Adatum", "Paris")
+    nothing = Create("dataverse", {}, "dv1", "bc1", stamp_of(_event()), matched=current)
+    assert image_of(CUSTOMER, nothing, mapped, None) is None
     assert image_of(CUSTOMER, Remove("dataverse", "dv1", PAIR), mapped, current) is None
 
 

@@ -92,12 +92,15 @@ def new_record_id(side: Side, announced: str | None, fresh: Callable[[], str]) -
 
 
 def write_target_of(d: Decision) -> WriteTarget | None:
-    """The existing record a decision updates or deletes, announced before the write."""
+    """The existing record a decision updates or deletes, announced before the
+    write: a coupling to an existing record that writes to it updates it too."""
     match d:
         case Update(side=side, record_id=rid):
             return (side, rid, "update")
         case Remove(side=side, record_id=rid):
             return (side, rid, "delete")
+        case Create(side=side, matched=Row(id=rid), payload=payload) if payload:
+            return (side, rid, "update")
     return None
 
 

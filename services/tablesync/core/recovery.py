@@ -30,7 +30,7 @@ from tablesync.core.events import FieldValue, RecordChanged, Side, other_side
 from tablesync.core.fieldmap import Mapped, changes, map_values, sent_values, written_image
 from tablesync.core.mappings import MappingSet, TableMapping, direction_of
 from tablesync.core.outcome import write_target_of
-from tablesync.core.plan import Decision, FetchDestination, Update, made_by, stamp_of
+from tablesync.core.plan import Create, Decision, FetchDestination, Update, made_by, stamp_of
 from tablesync.core.records import Row
 
 __all__ = [
@@ -229,4 +229,6 @@ def image_of(
     announcement: read back later, those values are tablesync's, not a user's."""
     if isinstance(d, Update) and mapped is not None and destination is not None:
         return written_image(mapping, d.side, mapped, destination.fields)
+    if isinstance(d, Create) and d.matched is not None and d.payload and mapped is not None:
+        return written_image(mapping, d.side, mapped, d.matched.fields)
     return None
