@@ -8,9 +8,14 @@ committed before a side is called. What a side's answer means is
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
+import structlog
+
+from tablesync.adapters.transient import TRANSIENT
 from tablesync.core.decision import write_back, write_back_lookups, writes_back
 from tablesync.core.effects import Intent, WriteTarget
 from tablesync.core.events import FieldValue, Side
@@ -34,6 +39,14 @@ from tablesync.runtime.together import together
 from tablesync.runtime.work import Scope, Work
 
 __all__ = ["Writer"]
+
+log = structlog.get_logger()
+
+# Pauses between tries of keeping what the creates made. That answer is what
+# tells a later attempt whether a record was made (and, gone by then, deleted
+# since): it is kept through a short outage of the state database rather
+# than lost with the batch.
+_KEEP_MADE_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 def _fresh_id() -> str:
@@ -72,7 +85,7 @@ class Writer:
             rid = made_id(w.decision, result, announced=w.performed.create_announced)
             if rid is not None:
                 made.append((w.event.side, w.event.record_id, rid))
-        await self.scope.state.record_made(self.mapping_name, made)
+        await _kept(lambda: self.scope.state.record_made(self.mapping_name, made))
         unavailable = first_unavailable((write_side(w.decision), r) for w, r in answered)
         if unavailable is not None:
             raise unavailable
@@ -171,3 +184,17 @@ class Writer:
     ) -> list[tuple[Work, WriteResult]]:
         results = await self.scope.apis[side].write(mapping.table(side), [op for _, op in pairs])
         return list(zip((w for w, _ in pairs), results, strict=True))
+
+
+async def _kept(step: Callable[[], Awaitable[None]]) -> None:
+    for pause in (*_KEEP_MADE_S, None):
+        try:
+            await step()
+            return
+        except TRANSIENT as exc:
+            if pause is None:
+                raise
+            log.warning(
+                "transient_failure", step="apply record_made", error=f"{type(exc).__name__}: {exc}"
+            )
+            await asyncio.sleep(pause)
