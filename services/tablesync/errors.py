@@ -54,6 +54,17 @@ class TablesyncError(Exception):
     """Root of every error tablesync raises on purpose."""
 
 
+class Fenced(TablesyncError):
+    """Another apply instance took partitions this one still worked on: its
+    batch is dropped, neither written further nor committed."""
+
+    def __init__(self, mapping: str, partitions: list[tuple[str, int]]) -> None:
+        self.mapping = mapping
+        self.partitions = partitions
+        named = ", ".join(f"{t}[{p}]" for t, p in partitions)
+        super().__init__(f"{mapping}: partitions {named} are another instance's now")
+
+
 class ConfigError(TablesyncError):
     """A setting or configuration file is wrong."""
 

@@ -98,6 +98,13 @@ class World:
 
         return make
 
+    def stall(self, actor: Actor, seconds: float) -> None:
+        """A process frozen: its consumers send no heartbeat meanwhile."""
+        for s in self.supervised:
+            if s.actor is actor:
+                for consumer in s.consumers:
+                    consumer.stall(seconds)
+
     def supervise(
         self, name: str, kind: str, build: Callable[[Actor, _Supervised], _Service]
     ) -> None:
@@ -239,6 +246,7 @@ def restart(world: World, *, apply_instances: int = 1) -> World:
 
 
 def _start(world: World, apply_instances: int) -> None:
+    world.sim.on_stall = world.stall
     settings, stores, sides, topics = world.settings, world.stores, world.sides, world.topics
     database, clock = world.database, SimClock()
     codec = Codec()

@@ -94,18 +94,41 @@ class ApplyState(Protocol):
         """The next offset to apply per (topic, partition) of ``topics``."""
         ...
 
+    async def take_epochs(
+        self, mapping: str, partitions: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
+        """Takes ``partitions`` of the mapping's topics for this instance: a new
+        epoch for each, higher than any before, fencing off whoever held them."""
+        ...
+
+    async def check_epochs(self, mapping: str, epochs: Mapping[tuple[str, int], int]) -> None:
+        """Raises ``errors.Fenced`` when another instance has taken any of these
+        partitions since ``epochs`` were taken: asked before every write."""
+        ...
+
     async def commit(self, effects: BatchEffects) -> None:
         """Every effect of a batch in one transaction: all of them or none.
         A position only moves forward; couplings per ``core.effects.latest_couplings``;
         conditional counters per ``core.effects.counted_removals``."""
         ...
 
-    async def record_intents(self, intents: Sequence[Intent]) -> None:
+    async def record_intents(
+        self, intents: Sequence[Intent], *, held: Mapping[tuple[str, int], int] | None = None
+    ) -> None:
         """Announces creates before the destination is called (committed on
-        return); a second announce of one source replaces its destination and values."""
+        return); a second announce of one source replaces its destination and
+        values. With ``held`` (the epochs of the partitions the work came
+        from), refused with ``errors.Fenced`` as a whole once another instance
+        took one of them, as are ``record_made`` and ``announce_writes``."""
         ...
 
-    async def record_made(self, mapping: str, items: Sequence[tuple[Side, str, str]]) -> None:
+    async def record_made(
+        self,
+        mapping: str,
+        items: Sequence[tuple[Side, str, str]],
+        *,
+        held: Mapping[tuple[str, int], int] | None = None,
+    ) -> None:
         """Notes that announced creates were made, and the ids they got, as soon
         as the API answered."""
         ...
@@ -115,6 +138,8 @@ class ApplyState(Protocol):
         mapping: str,
         targets: Sequence[WriteTarget],
         images: Mapping[WriteTarget, dict[str, FieldValue]] | None = None,
+        *,
+        held: Mapping[tuple[str, int], int] | None = None,
     ) -> set[WriteTarget]:
         """Announces updates and deletions before the destination is called
         (committed on return), each update with what it leaves on its record

@@ -156,7 +156,7 @@ class Applier:
             w.done = self._decide(w, resolved)
         pending = work
         for _ in range(MAX_ROUNDS):
-            pending = await self._writer.write(pending)
+            pending = await self._writer.write(pending, effects.epochs)
             if not pending:
                 break
             await self._reader.fetch_destinations(pending)
@@ -164,7 +164,7 @@ class Applier:
                 w.done = self._decide(w, resolved)
         for w in pending:
             w.done = replace(w.performed, decision=kept_changing())
-        await self._writer.write_back(work)
+        await self._writer.write_back(work, effects.epochs)
         for w in work:
             await self._record(w, effects, statuses.get((w.event.side, w.event.record_id)))
 

@@ -89,6 +89,9 @@ class ApplyService:
         self._consuming_since = clock.monotonic()
         # Next offset per partition whose effects this process committed.
         self._applied: dict[TopicPartition, int] = {}
+        # The epoch each partition was taken under on assignment: this
+        # instance's writes and commits for it hold while no other took it since.
+        self._epochs: dict[TopicPartition, int] = {}
         self._applier: Applier | None = None
         self._mappings_version: object = None
         self.batches = 0
@@ -137,6 +140,11 @@ class ApplyService:
     async def _resume(self, assigned: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
         """Where each assigned partition resumes: the position stored with its
         effects, or further where this process committed more."""
+        taken = await self.state.take_epochs(
+            self.mapping_name, sorted((tp.topic, tp.partition) for tp in assigned)
+        )
+        for (topic, partition), epoch in taken.items():
+            self._epochs[TopicPartition(topic, partition)] = epoch
         positions = await self.state.positions(self.mapping_name, [tp.topic for tp in assigned])
         resumed: dict[TopicPartition, int] = {}
         for tp in assigned:
@@ -177,7 +185,15 @@ class ApplyService:
         started = self.clock.monotonic()
         # An operator's change of the mapping applies from the next batch on.
         await self._reload_mappings()
+        unheld = sorted((tp.topic, tp.partition) for tp in batch if tp not in self._epochs)
+        if unheld:
+            # Assigned while taking them failed: taken now, before any write.
+            for (topic, partition), taken in (
+                await self.state.take_epochs(self.mapping_name, unheld)
+            ).items():
+                self._epochs[TopicPartition(topic, partition)] = taken
         effects = BatchEffects(self.mapping_name)
+        effects.epochs = {(tp.topic, tp.partition): self._epochs[tp] for tp in batch}
         items: list[Item] = []
         markers: list[_Marker] = []
         positions = await self.state.positions(self.mapping_name, list({tp.topic for tp in batch}))

@@ -15,6 +15,9 @@ what it cut short stays uncommitted, to be read again by whoever reads next.
 - Revoke: the hook waits until the batch in flight is processed and its
   commit tried, so a partition leaves with its work committed (a member may
   still commit while its revoke runs).
+- Fenced: a batch whose processing finds its partitions taken by another
+  member (``errors.Fenced``: this one was frozen past its session timeout)
+  is dropped, neither retried nor committed.
 - Assign: ``resume`` names the position each partition's effects were stored
   with; the partition is sought there, and that position is committed before
   the next read, so the group's committed offsets (and so its lag) agree
@@ -30,6 +33,7 @@ from functools import partial
 import structlog
 
 from tablesync.adapters.transient import TRANSIENT
+from tablesync.errors import Fenced
 from tablesync.ports.clock import Clock
 from tablesync.ports.log import (
     ConsumerFactory,
@@ -183,7 +187,26 @@ class ConsumeLoop:
             result: list[Mapping[TopicPartition, int] | None] = []
 
             async def attempt() -> None:
-                result[:] = [await self._process(batch)]
+                try:
+                    result[:] = [await self._process(batch)]
+                except Fenced as exc:
+                    # Another member owns these partitions now and applies
+                    # them from the stored positions: this batch is dropped,
+                    # uncommitted, and the rebalance hands this member its
+                    # new share.
+                    log.warning(
+                        "batch_fenced",
+                        consumer=self.what,
+                        partitions=[f"{t}[{p}]" for t, p in exc.partitions],
+                    )
+                    # What this member still owns is read again from the
+                    # batch's start (what is applied below it is skipped):
+                    # dropped, it would be read past and never applied.
+                    owned = consumer.assignment()
+                    for tp, records in batch.items():
+                        if records and tp in owned:
+                            consumer.seek(tp, records[0].offset)
+                    result[:] = [{}]
 
             if not await self._step(stop, attempt, "batch") or result[0] is None:
                 return False

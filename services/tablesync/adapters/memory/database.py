@@ -424,6 +424,7 @@ class Tables:
         self.writes: Nested[str, WriteTarget, WriteRow] = Nested()
         # mapping -> (topic, partition)
         self.positions: Nested[str, tuple[str, int], PositionRow] = Nested()
+        self.epochs: Nested[str, tuple[str, int], int] = Nested()
         self.runs: dict[str, RunRecord] = {}
         self.jobs: dict[str, JobRecord] = {}
         # (mapping, direction, interval_start) of continuous jobs -> job id
@@ -447,6 +448,7 @@ class Tables:
         other.deleted = self.deleted.copy()
         other.writes = self.writes.copy()
         other.positions = self.positions.copy()
+        other.epochs = self.epochs.copy()
         other.runs = self.runs.copy()
         other.jobs = self.jobs.copy()
         other.continuous = self.continuous.copy()
