@@ -2,8 +2,9 @@
 
 TablesyncError
 ├── ConfigError               a setting or file is wrong; names which
-│   └── MappingError          a mapping, field or filter is invalid
-│       └── FilterSyntaxError a filter expression does not parse (names the position)
+│   ├── MappingError          a mapping, field or filter is invalid
+│   │   └── FilterSyntaxError a filter expression does not parse (names the position)
+│   └── KafkaAuthError        the brokers refused tablesync's credentials or certificate
 ├── InfraError                the local Kafka or PostgreSQL could not be managed
 ├── EventError
 │   ├── DecodeError           bytes are not an event this build can read
@@ -40,6 +41,7 @@ __all__ = [
     "InfraError",
     "InvalidEvent",
     "InvalidRequest",
+    "KafkaAuthError",
     "MappingError",
     "NotCoupled",
     "NotFound",
@@ -92,6 +94,11 @@ class FilterSyntaxError(MappingError):
         self.expression = expression
         self.position = position
         self.reason = message
+
+
+class KafkaAuthError(ConfigError):
+    """The Kafka brokers refused tablesync's credentials or certificate, or tablesync
+    refused theirs. Not retried: it names the ``TABLESYNC_KAFKA__*`` settings to fix."""
 
 
 class InfraError(TablesyncError):

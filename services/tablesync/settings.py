@@ -11,7 +11,14 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ApiSettings", "EmulatorSettings", "LocalInfraSettings", "Settings", "SyncSettings"]
+__all__ = [
+    "ApiSettings",
+    "EmulatorSettings",
+    "KafkaSettings",
+    "LocalInfraSettings",
+    "Settings",
+    "SyncSettings",
+]
 
 DEFAULT_TOKEN = "local-dev-token"
 
@@ -39,6 +46,44 @@ class ApiSettings(BaseModel):
     page_size: int = Field(default=5000, description="Rows per page asked of the server.")
     batch_size: int = Field(
         default=500, description="Records per write batch ($batch on Dataverse)."
+    )
+
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+
+
+class KafkaSettings(BaseModel):
+    """How every Kafka client of tablesync authenticates and encrypts
+    (``TABLESYNC_KAFKA__*``); the brokers themselves are ``kafka_bootstrap_servers``."""
+
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = Field(
+        default="PLAIN", description="With SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_username: str | None = Field(default=None, description="PLAIN and SCRAM.")
+    sasl_password: SecretStr | None = Field(default=None, description="PLAIN and SCRAM.")
+    sasl_oauth_token_url: str | None = Field(
+        default=None, description="OAUTHBEARER: the OAuth 2.0 token endpoint (client credentials)."
+    )
+    sasl_oauth_client_id: str | None = None
+    sasl_oauth_client_secret: SecretStr | None = None
+    sasl_oauth_scope: str | None = None
+    ssl_ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the CAs that sign the brokers' certificates (else the system's).",
+    )
+    ssl_cert_file: Path | None = Field(
+        default=None, description="PEM client certificate (chain), for brokers that ask for one."
+    )
+    ssl_key_file: Path | None = Field(
+        default=None, description="PEM private key of the client certificate."
+    )
+    ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted ssl_key_file."
+    )
+    ssl_check_hostname: bool = Field(
+        default=True, description="Whether a broker's certificate must name the host dialled."
     )
 
 
@@ -120,6 +165,7 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(
         default=1, description="Replication factor of the topics tablesync creates."
     )
+    kafka: KafkaSettings = KafkaSettings()
     topic_prefix: str = Field(default="", description="Prepended to every topic name.")
     log_format: Literal["console", "json", "auto"] = "auto"
     log_level: str = "info"
