@@ -89,7 +89,8 @@ def test_query_text_escapes_what_servers_would_misread() -> None:
 def test_client_credentials_need_all_their_settings() -> None:
     settings = api_settings(token_url="https://login.test/t/oauth2/v2.0/token", client_id="app")
 
-    with pytest.raises(ConfigError, match="client_secret, scope"):
+    # The scope derives from the Dataverse URL; the secret cannot.
+    with pytest.raises(ConfigError, match="token_url is set but client_secret is not"):
         ODataHttp("dataverse", settings)
 
 

@@ -114,7 +114,8 @@ class ODataHttp:
     ) -> None:
         self.side = side
         self.stats = ApiStats(side)
-        self.base_url = httpx.URL(settings.base_url.rstrip("/"))
+        settings = settings.resolved("bc" if side == "bc" else "dataverse")
+        self.base_url = httpx.URL(settings.url().rstrip("/"))
         self._policy = policy or RetryPolicy.from_settings(settings)
         self._sleep = sleep
         self._clock = clock
