@@ -12,9 +12,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Pki", "make_pki"]
+__all__ = ["AppCertificate", "Pki", "make_app_certificate", "make_pki"]
 
 
 @dataclass(frozen=True)
@@ -153,3 +154,49 @@ def make_pki(directory: Path, *, client_key_password: str = "client-key-secret")
         )
     )
     return pki
+
+
+@dataclass(frozen=True)
+class AppCertificate:
+    """A self-signed certificate as an Entra application registers one."""
+
+    file: Path
+    """PEM: the private key (encrypted with ``password`` when it is set), then the
+    certificate; or PKCS#12 when the name ends in .pfx."""
+    certificate: x509.Certificate
+
+
+def make_app_certificate(
+    path: Path, *, expired: bool = False, password: str | None = None
+) -> AppCertificate:
+    key = _key()
+    now = dt.datetime.now(dt.UTC)
+    valid_until = now - dt.timedelta(days=1) if expired else now + dt.timedelta(days=365)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("tablesync"))
+        .issuer_name(_name("tablesync"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid_until - dt.timedelta(days=400))
+        .not_valid_after(valid_until)
+        .sign(key, hashes.SHA256())
+    )
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password.encode())
+        if password
+        else serialization.NoEncryption()
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".pfx":
+        path.write_bytes(
+            pkcs12.serialize_key_and_certificates(b"tablesync", key, cert, None, encryption)
+        )
+    else:
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+            )
+            + _pem(cert)
+        )
+    return AppCertificate(path, cert)

@@ -11,6 +11,7 @@ TablesyncError
 │   └── InvalidEvent          a decodable event is not valid where it was found
 ├── ApiError                  a Business Central or Dataverse request failed
 │   ├── ApiAuthError          credentials refused
+│   │   └── TokenRefused      the token endpoint refused: Entra's error, description, AADSTS code
 │   ├── RecordRejected        the API refused one record (4xx); the batch goes on
 │   └── ApiUnavailable        retries exhausted on 429 / 5xx / connection errors
 ├── CommandRefused            an operator command cannot run now (names why)
@@ -48,6 +49,7 @@ __all__ = [
     "RecordNotFound",
     "RecordRejected",
     "TablesyncError",
+    "TokenRefused",
     "UnknownMapping",
 ]
 
@@ -136,6 +138,32 @@ class ApiError(TablesyncError):
 
 class ApiAuthError(ApiError):
     """The API refused the credentials (401/403) or the token endpoint failed."""
+
+
+class TokenRefused(ApiAuthError):
+    """The token endpoint refused a token request. ``error`` and ``description`` are
+    the OAuth 2.0 ``error`` and ``error_description`` (RFC 6749 5.2); ``code`` the
+    Microsoft Entra ``AADSTS<n>`` code in it; ``trace_id`` and ``correlation_id``
+    what Microsoft support asks for."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        side: str,
+        status: int | None,
+        error: str,
+        description: str,
+        code: str | None,
+        trace_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        super().__init__(message, side=side, status=status)
+        self.error = error
+        self.description = description
+        self.code = code
+        self.trace_id = trace_id
+        self.correlation_id = correlation_id
 
 
 class RecordRejected(ApiError):

@@ -36,7 +36,7 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
-from tablesync.adapters.odata.auth import ClientCredentials
+from tablesync.adapters.odata.auth import ClientCredentials, ClientSecret
 from tablesync.errors import ApiUnavailable, ConfigError, KafkaAuthError
 from tablesync.settings import KafkaSettings, Settings
 
@@ -264,8 +264,14 @@ class _ClientCredentialsTokens(AbstractTokenProvider):  # type: ignore[misc]
             side="kafka",
             token_url=s.sasl_oauth_token_url,
             client_id=s.sasl_oauth_client_id,
-            client_secret=s.sasl_oauth_client_secret,
+            credential=ClientSecret(s.sasl_oauth_client_secret),
             scope=s.sasl_oauth_scope,
+            names={
+                "client_id": setting("sasl_oauth_client_id"),
+                "client_secret": setting("sasl_oauth_client_secret"),
+                "tenant_id": setting("sasl_oauth_token_url"),
+                "scope": setting("sasl_oauth_scope"),
+            },
         )
 
     async def token(self) -> str:
