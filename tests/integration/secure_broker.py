@@ -148,8 +148,8 @@ async def secure_broker(home: Path) -> AsyncIterator[SecureBroker]:
     pki = make_pki(home / "pki")
     props = home / "server.properties"
     props.write_text(_properties(home, pki, port, controller_port))
-    java, jars = require_java(), resolve_jars()
-    _format(java, jars, props)
+    java, jars = require_java(), await asyncio.to_thread(resolve_jars)
+    await asyncio.to_thread(_format, java, jars, props)
     broker = SecureBroker(f"127.0.0.1:{port}", pki, home)
     argv = [java, "-Xmx512m", *_java_options(), "-cp", f"{jars}/*", "kafka.Kafka", str(props)]
     pid = procs.spawn_detached(argv, broker.log_path, os.environ)
