@@ -117,6 +117,9 @@ class KafkaConnection:
         try:
             await client.start()
         except KafkaConnectionError as exc:
+            # Without TLS or SASL there is nothing a broker could refuse.
+            if self.security.security_protocol == "PLAINTEXT":
+                raise
             refused = await self.diagnose()
             if refused is not None:
                 raise refused from exc
