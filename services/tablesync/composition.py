@@ -19,7 +19,7 @@ import structlog
 
 from tablesync import metrics
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaConsumers, KafkaPublisher, ensure_topics
+from tablesync.adapters.kafka import KafkaConnection, KafkaConsumers, KafkaPublisher, ensure_topics
 from tablesync.adapters.kafka.window import KafkaWindow
 from tablesync.adapters.odata import open_api
 from tablesync.adapters.postgres import AdvisoryLock, migrate, postgres_stores
@@ -108,6 +108,7 @@ def build_operator(
     publisher: CommandPublisher,
     codec: Codec | None = None,
     clock: Clock | None = None,
+    kafka: KafkaConnection | None = None,
 ) -> Operator:
     """The operator's operations on these stores: what the CLI, the admin
     server, the demo and the benches call."""
@@ -115,7 +116,7 @@ def build_operator(
         stores=stores,
         apis=apis,
         publisher=publisher,
-        window=KafkaWindow(settings.kafka_bootstrap_servers),
+        window=KafkaWindow(kafka or KafkaConnection.from_settings(settings)),
         codec=codec or Codec(),
         clock=clock or SystemClock(),
         topics=topics_for(settings),
@@ -136,6 +137,7 @@ class Runtime:
     clock: Clock
     topics: Topics
     mappings: MappingSet
+    kafka: KafkaConnection
     side_apis: SideApis = field(init=False)
     operator: Operator = field(init=False)
 
@@ -148,6 +150,7 @@ class Runtime:
             publisher=self.publisher,
             codec=self.codec,
             clock=self.clock,
+            kafka=self.kafka,
         )
 
     async def api(self, side: Side) -> SideApi:
@@ -163,19 +166,21 @@ async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncItera
         stores = postgres_stores(pool)
         mappings = await stores.mappings.load()
         topics = topics_for(settings)
-        await ensure_topics(settings.kafka_bootstrap_servers, topic_specs(topics, mappings))
-        publisher = KafkaPublisher(settings.kafka_bootstrap_servers)
+        kafka = KafkaConnection.from_settings(settings)
+        await ensure_topics(kafka, topic_specs(topics, mappings))
+        publisher = KafkaPublisher(kafka)
         await publisher.start()
         runtime = Runtime(
             settings,
             pool,
             stores,
             publisher,
-            KafkaConsumers(settings.kafka_bootstrap_servers),
+            KafkaConsumers(kafka),
             Codec(),
             SystemClock(),
             topics,
             mappings,
+            kafka,
         )
         try:
             yield runtime

@@ -2,14 +2,16 @@
 
 TablesyncError
 ├── ConfigError               a setting or file is wrong; names which
-│   └── MappingError          a mapping, field or filter is invalid
-│       └── FilterSyntaxError a filter expression does not parse (names the position)
+│   ├── MappingError          a mapping, field or filter is invalid
+│   │   └── FilterSyntaxError a filter expression does not parse (names the position)
+│   └── KafkaAuthError        the brokers refused tablesync's credentials or certificate
 ├── InfraError                the local Kafka or PostgreSQL could not be managed
 ├── EventError
 │   ├── DecodeError           bytes are not an event this build can read
 │   └── InvalidEvent          a decodable event is not valid where it was found
 ├── ApiError                  a Business Central or Dataverse request failed
 │   ├── ApiAuthError          credentials refused
+│   │   └── TokenRefused      the token endpoint refused: Entra's error, description, AADSTS code
 │   ├── RecordRejected        the API refused one record (4xx); the batch goes on
 │   └── ApiUnavailable        retries exhausted on 429 / 5xx / connection errors
 ├── CommandRefused            an operator command cannot run now (names why)
@@ -40,12 +42,14 @@ __all__ = [
     "InfraError",
     "InvalidEvent",
     "InvalidRequest",
+    "KafkaAuthError",
     "MappingError",
     "NotCoupled",
     "NotFound",
     "RecordNotFound",
     "RecordRejected",
     "TablesyncError",
+    "TokenRefused",
     "UnknownMapping",
 ]
 
@@ -105,6 +109,11 @@ class FilterSyntaxError(MappingError):
         self.reason = message
 
 
+class KafkaAuthError(ConfigError):
+    """The Kafka brokers refused tablesync's credentials or certificate, or tablesync
+    refused theirs. Not retried: it names the ``TABLESYNC_KAFKA__*`` settings to fix."""
+
+
 class InfraError(TablesyncError):
     """The local Kafka or PostgreSQL server could not be installed, started or reached."""
 
@@ -140,6 +149,32 @@ class ApiError(TablesyncError):
 
 class ApiAuthError(ApiError):
     """The API refused the credentials (401/403) or the token endpoint failed."""
+
+
+class TokenRefused(ApiAuthError):
+    """The token endpoint refused a token request. ``error`` and ``description`` are
+    the OAuth 2.0 ``error`` and ``error_description`` (RFC 6749 5.2); ``code`` the
+    Microsoft Entra ``AADSTS<n>`` code in it; ``trace_id`` and ``correlation_id``
+    what Microsoft support asks for."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        side: str,
+        status: int | None,
+        error: str,
+        description: str,
+        code: str | None,
+        trace_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        super().__init__(message, side=side, status=status)
+        self.error = error
+        self.description = description
+        self.code = code
+        self.trace_id = trace_id
+        self.correlation_id = correlation_id
 
 
 class RecordRejected(ApiError):

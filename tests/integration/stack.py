@@ -29,7 +29,7 @@ from tablesync.emulators.bc import create_app as bc_app
 from tablesync.emulators.common.runtime import EmulatorConfig
 from tablesync.emulators.common.server import BackgroundServer
 from tablesync.emulators.dataverse import create_app as dv_app
-from tablesync.settings import ApiSettings, Settings, SyncSettings, with_database
+from tablesync.settings import ApiSettings, KafkaSettings, Settings, SyncSettings, with_database
 
 __all__ = ["Stack", "open_stack", "wait_applied", "wait_for"]
 
@@ -256,6 +256,7 @@ async def open_stack(
     demo: bool = True,
     mappings_document: dict[str, Any] | None = None,
     sync: SyncSettings | None = None,
+    kafka_security: KafkaSettings | None = None,
 ) -> AsyncIterator[Stack]:
     admin = with_database(state_dsn, "postgres")
     suffix = uuid.uuid4().hex[:10]
@@ -277,6 +278,7 @@ async def open_stack(
     settings = Settings(
         database_url=state_dsn,  # type: ignore[arg-type]
         kafka_bootstrap_servers=kafka,
+        kafka=kafka_security or KafkaSettings(),
         topic_prefix=topic_prefix,
         bc=ApiSettings(base_url=f"{bc_url}/BC/api/v2.0", static_token=TOKEN),  # type: ignore[arg-type]
         dataverse=ApiSettings(base_url=f"{dv_url}/api/data/v9.2", static_token=TOKEN),  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaPublisher
+from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher
 from tablesync.adapters.postgres import postgres_stores
 from tablesync.adapters.postgres.jobs import JobStore
 from tablesync.adapters.postgres.mappings import MappingStore
@@ -52,7 +52,7 @@ async def stack(infra: InfraEndpoints, state_dsn: str, topic_prefix: str) -> Asy
 
 @pytest.fixture
 async def publisher(stack: Stack) -> AsyncIterator[KafkaPublisher]:
-    async with KafkaPublisher(stack.settings.kafka_bootstrap_servers) as p:
+    async with KafkaPublisher(KafkaConnection.from_settings(stack.settings)) as p:
         yield p
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 import uvicorn
 
-from tablesync.adapters.kafka import Topics
+from tablesync.adapters.kafka import KafkaConnection, Topics
 from tablesync.adapters.kafka.lag import LagReader
 from tablesync.admin.app import create_app
 from tablesync.admin.lagwatch import LagMonitor
@@ -57,7 +57,9 @@ class AdminService:
         self.host = settings.admin_host
         self.port = settings.admin_port
         self.required = required
-        self.reader = LagReader(settings.kafka_bootstrap_servers, client_id="tablesync-admin")
+        self.reader = LagReader(
+            KafkaConnection.from_settings(settings), client_id="tablesync-admin"
+        )
         self.lag = LagMonitor(self.reader, pool, topics, sample_every_s=sample_every_s)
         self.app = create_app(
             AdminContext(pool, operator, self.lag), settings.admin_token.get_secret_value()
