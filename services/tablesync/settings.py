@@ -104,7 +104,13 @@ class SyncSettings(BaseModel):
         default=5, description="Identical failures after which a record becomes skipped."
     )
     partitions: int = Field(default=6, description="Partitions of each topic tablesync creates.")
-    mapping_file: Path = Path("mappings/default.yaml")
+    mapping_file: Path | None = Field(
+        default=None,
+        description=(
+            "What `tablesync mappings load` loads without a file; "
+            "unset: the default mappings shipped with tablesync."
+        ),
+    )
 
 
 class Settings(BaseSettings):

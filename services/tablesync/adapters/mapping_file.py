@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,25 @@ from tablesync.core.mapping_load import build_mappings, catalog_tables
 from tablesync.core.mappings import MappingSet
 from tablesync.errors import MappingError
 
-__all__ = ["load_mapping_file", "parse_mapping_text"]
+__all__ = [
+    "configured_mapping_file",
+    "default_mapping_file",
+    "load_mapping_file",
+    "parse_mapping_text",
+]
 
 
-def load_mapping_file(path: Path) -> tuple[dict[str, Any], MappingSet]:
+def default_mapping_file() -> Traversable:
+    """BC's default Dataverse mappings, shipped as package data."""
+    return files("tablesync") / "mappings" / "default.yaml"
+
+
+def configured_mapping_file(configured: Path | None) -> Path | Traversable:
+    """The file ``TABLESYNC_SYNC__MAPPING_FILE`` names, or the shipped default."""
+    return configured if configured is not None else default_mapping_file()
+
+
+def load_mapping_file(path: Path | Traversable) -> tuple[dict[str, Any], MappingSet]:
     try:
         text = path.read_text()
     except OSError as exc:

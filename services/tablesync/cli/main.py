@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from tablesync import __version__
 from tablesync.cli import (
     couplings,
     db,
@@ -24,6 +25,23 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tablesync {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Keep Business Central and Dataverse tables in sync through Kafka."""
+
+
 app.add_typer(run.app, name="run")
 app.add_typer(mappings.app, name="mappings")
 app.add_typer(db.app, name="db")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tablesync.adapters.mapping_file import load_mapping_file
+from tablesync.adapters.mapping_file import configured_mapping_file, load_mapping_file
 from tablesync.cli.common import fail, load_settings, print_json, run_async
 from tablesync.cli.context import open_operator
 from tablesync.cli.output import render
@@ -107,7 +107,7 @@ def load(
 ) -> None:
     """Validate a mappings file and make it the mappings in force."""
     settings = load_settings()
-    source = path or settings.sync.mapping_file
+    source = path or configured_mapping_file(settings.sync.mapping_file)
 
     async def go() -> MappingSet:
         try:
