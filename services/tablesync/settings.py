@@ -11,7 +11,14 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ApiSettings", "EmulatorSettings", "LocalInfraSettings", "Settings", "SyncSettings"]
+__all__ = [
+    "ApiSettings",
+    "EmulatorSettings",
+    "HealthSettings",
+    "LocalInfraSettings",
+    "Settings",
+    "SyncSettings",
+]
 
 DEFAULT_TOKEN = "local-dev-token"
 
@@ -68,6 +75,32 @@ class LocalInfraSettings(BaseModel):
     state_dir: Path = Path(".local")
     kafka_heap: str = "1g"
     ready_timeout_s: float = 90.0
+
+
+class HealthSettings(BaseModel):
+    """Liveness and readiness of each service process (``/livez``, ``/readyz``)."""
+
+    port: int | None = Field(
+        default=None, description="Serve /livez and /readyz on this port; off when unset."
+    )
+    host: str = "127.0.0.1"
+    check_interval_s: float = Field(
+        default=2.0, description="How often Kafka and PostgreSQL are asked whether they answer."
+    )
+    api_check_interval_s: float = Field(
+        default=15.0,
+        description=(
+            "How often each side's API is asked; its requests count against the "
+            "service-protection budget, so less often."
+        ),
+    )
+    check_timeout_s: float = Field(
+        default=3.0, description="A dependency that has not answered by then is down."
+    )
+    stale_after_s: float = Field(
+        default=60.0,
+        description="A service loop that has not come round for this long makes it not ready.",
+    )
 
 
 class SyncSettings(BaseModel):
@@ -142,6 +175,7 @@ class Settings(BaseSettings):
     bc: ApiSettings = ApiSettings(base_url="http://127.0.0.1:7048/BC/api/v2.0")
     dataverse: ApiSettings = ApiSettings(base_url="http://127.0.0.1:7049/api/data/v9.2")
     emulator: EmulatorSettings = EmulatorSettings()
+    health: HealthSettings = HealthSettings()
     local: LocalInfraSettings = LocalInfraSettings()
     sync: SyncSettings = SyncSettings()
 

@@ -10,6 +10,7 @@ from tablesync.cli import (
     db,
     demo,
     emulator,
+    health,
     infra,
     jobs,
     lag,
@@ -48,6 +49,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(infra.app, name="infra")
 app.add_typer(emulator.app, name="emulator")
 app.command("demo")(demo.demo)
+app.command("health")(health.health)
 app.command("full-sync")(sync.full_sync)
 app.command("sync-modified")(sync.sync_modified)
 app.command("jobs")(jobs.jobs)
