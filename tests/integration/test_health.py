@@ -6,10 +6,14 @@ live; ready again once the broker is back."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -17,9 +21,24 @@ import pytest
 from tablesync.localinfra import kafka
 from tablesync.localinfra.network import free_ports
 from tablesync.settings import HealthSettings, LocalInfraSettings, Settings
-from tests.integration.stack import open_stack, wait_for
+from tests.integration.stack import TOKEN, open_stack, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+async def _health_command(*args: str, **env: str) -> int:
+    """``tablesync health ...`` in its own process, as a container healthcheck runs it."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tablesync.cli",
+        "health",
+        *args,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return await asyncio.wait_for(process.wait(), timeout=60)
 
 
 @pytest.fixture
@@ -71,6 +90,22 @@ async def test_readiness_goes_with_the_broker_and_liveness_stays(
         loops = body["loops"]
         assert "apply CUSTOMER" in loops and "capture bc customers" in loops  # type: ignore[operator]
         assert "coordinator commands" in loops  # type: ignore[operator]
+        assert await _health_command(TABLESYNC_HEALTH__PORT=str(port)) == 0
+        emulators = {
+            "TABLESYNC_EMULATOR__TOKEN": TOKEN,
+            "TABLESYNC_EMULATOR__BC_PORT": str(urlsplit(stack.settings.bc.base_url).port),
+            "TABLESYNC_EMULATOR__DATAVERSE_PORT": str(
+                urlsplit(stack.settings.dataverse.base_url).port
+            ),
+        }
+        assert await _health_command("--emulator", "bc", **emulators) == 0
+        assert await _health_command("--emulator", "dataverse", **emulators) == 0
+        assert (
+            await _health_command(
+                "--emulator", "bc", **{**emulators, "TABLESYNC_EMULATOR__TOKEN": "x"}
+            )
+            == 1
+        )
 
         await kafka.down(broker)
         stopped = time.monotonic()
@@ -81,6 +116,8 @@ async def test_readiness_goes_with_the_broker_and_liveness_stays(
         assert all(c["ok"] for n, c in body["checks"].items() if n != "kafka"), body  # type: ignore[attr-defined]
         live = await client.get("/livez")
         assert live.status_code == 200, live.text
+        assert await _health_command("--url", f"http://127.0.0.1:{port}") == 1
+        assert await _health_command("--url", f"http://127.0.0.1:{port}", "--live") == 0
 
         await kafka.up(broker, controller_port=controller_port)
         restarted = time.monotonic()
