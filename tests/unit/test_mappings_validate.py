@@ -168,3 +168,9 @@ def test_the_schema_has_the_keys_the_loader_knows() -> None:
     schema = json_schema()
     assert set(schema["$defs"]["TableMappingModel"]["properties"]) == _MAPPING_KEYS
     assert set(schema["$defs"]["FieldMappingModel"]["properties"]) == _FIELD_KEYS
+
+
+def test_the_shipped_defaults_are_printed_to_start_a_file_from() -> None:
+    result = CliRunner().invoke(app, ["mappings", "default"], env=NO_SERVERS)
+    assert result.exit_code == 0
+    assert result.stdout == DEFAULT

@@ -11,6 +11,7 @@ import typer
 from tablesync.adapters.mapping_file import (
     MappingFileInvalid,
     configured_mapping_file,
+    default_mapping_file,
     load_mapping_file,
 )
 from tablesync.adapters.mapping_model import json_schema
@@ -130,6 +131,12 @@ def validate(
 def schema() -> None:
     """Print the JSON Schema of a mappings file, for editors (yaml.schemas, $schema=)."""
     typer.echo(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+def default() -> None:
+    """Print the default mappings shipped with tablesync: a start for a file of your own."""
+    typer.echo(default_mapping_file().read_text(), nl=False)
 
 
 @app.command()
