@@ -13,6 +13,7 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import structlog
@@ -21,10 +22,12 @@ from tablesync import metrics
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaConnection, KafkaConsumers, KafkaPublisher, ensure_topics
 from tablesync.adapters.kafka.window import KafkaWindow
-from tablesync.adapters.odata import open_api
+from tablesync.adapters.odata import CountingSideApi, open_api
 from tablesync.adapters.postgres import AdvisoryLock, migrate, postgres_stores
 from tablesync.adapters.postgres.pool import create_pool
+from tablesync.adapters.probes import kafka_probe, postgres_probe
 from tablesync.admin import AdminService
+from tablesync.admin.health_server import HealthServer
 from tablesync.application import ApiOpener, Operator
 from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet
@@ -37,6 +40,7 @@ from tablesync.runtime import faults
 from tablesync.runtime.apply import ApplyService
 from tablesync.runtime.capture import CaptureService
 from tablesync.runtime.coordinator import CoordinatorService
+from tablesync.runtime.health import Health
 from tablesync.runtime.operations import CommandPublisher
 from tablesync.settings import Settings
 
@@ -83,7 +87,7 @@ class SideApis:
     def __init__(self, settings: Settings, *, counted: bool = False) -> None:
         self._settings = settings
         self._counted = counted
-        self.opened: dict[Side, SideApi] = {}
+        self.opened: dict[Side, CountingSideApi] = {}
 
     async def __call__(self, side: Side) -> SideApi:
         if side not in self.opened:
@@ -93,6 +97,11 @@ class SideApis:
                 metrics.api_stats(side, api.stats)
             self.opened[side] = api
         return self.opened[side]
+
+    async def probe(self, side: Side) -> None:
+        """Whether ``side``'s API answers (opening it first if need be)."""
+        await self(side)
+        await self.opened[side].probe()
 
     async def aclose(self) -> None:
         opened, self.opened = self.opened, {}
@@ -140,9 +149,20 @@ class Runtime:
     kafka: KafkaConnection
     side_apis: SideApis = field(init=False)
     operator: Operator = field(init=False)
+    health: Health = field(init=False)
 
     def __post_init__(self) -> None:
         self.side_apis = SideApis(self.settings, counted=True)
+        h = self.settings.health
+        self.health = Health(
+            self.clock, stale_after_s=h.stale_after_s, check_timeout_s=h.check_timeout_s
+        )
+        self.health.add_check("postgres", postgres_probe(self.pool), every_s=h.check_interval_s)
+        self.health.add_check(
+            "kafka",
+            kafka_probe(self.settings.kafka_bootstrap_servers, timeout_s=h.check_timeout_s),
+            every_s=h.check_interval_s,
+        )
         self.operator = build_operator(
             self.settings,
             self.stores,
@@ -154,6 +174,12 @@ class Runtime:
         )
 
     async def api(self, side: Side) -> SideApi:
+        """``side``'s API; from now on readiness needs it to answer."""
+        self.health.add_check(
+            side,
+            partial(self.side_apis.probe, side),
+            every_s=self.settings.health.api_check_interval_s,
+        )
         return await self.side_apis(side)
 
 
@@ -213,6 +239,7 @@ async def build(
                 codec=r.codec,
                 clock=r.clock,
                 topics=r.topics,
+                loops=r.health.loop,
             )
             runs.append(capture.run)
     if service in ("apply", "all"):
@@ -233,6 +260,7 @@ async def build(
                 codec=r.codec,
                 clock=r.clock,
                 topics=r.topics,
+                loops=r.health.loop,
             )
             runs.append(apply.run)
     if service in ("coordinator", "all"):
@@ -245,6 +273,7 @@ async def build(
             codec=r.codec,
             clock=r.clock,
             topics=r.topics,
+            loops=r.health.loop,
         )
         runs.append(coordinator.run)
     if service in ("admin", "all"):
@@ -255,8 +284,16 @@ async def build(
             topics=r.topics,
             # In `run all` the admin server is an extra: syncing goes on without it.
             required=service == "admin",
+            health=r.health,
         )
         runs.append(admin.run)
+    # Someone asks about the process's health: its admin's /healthz, or the
+    # health port a supervisor probes.
+    port = r.settings.health.port
+    if port is not None or service in ("admin", "all"):
+        runs.append(r.health.run)
+    if port is not None:
+        runs.append(HealthServer(r.health, r.settings.health.host, port).run)
     return runs
 
 

@@ -19,7 +19,7 @@ import structlog
 
 from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher, ensure_topics
 from tablesync.adapters.kafka.topics import delete_topics
-from tablesync.adapters.mapping_file import load_mapping_file
+from tablesync.adapters.mapping_file import configured_mapping_file, load_mapping_file
 from tablesync.adapters.postgres import migrate, postgres_stores
 from tablesync.adapters.postgres.pool import create_pool
 from tablesync.application import Operator
@@ -101,7 +101,7 @@ async def run_demo(
     )
     services: asyncio.Task[None] | None = None
     try:
-        document, mappings = load_mapping_file(settings.sync.mapping_file)
+        document, mappings = load_mapping_file(configured_mapping_file(settings.sync.mapping_file))
         await operator.load_mappings(document, requested_by="demo")
         await ensure_topics(kafka, topic_specs(topics_for(settings), mappings))
         say("mappings: " + " -> ".join(mappings.names()))

@@ -22,6 +22,7 @@ from tablesync.errors import ConfigError
 __all__ = [
     "ApiSettings",
     "EmulatorSettings",
+    "HealthSettings",
     "KafkaSettings",
     "LocalInfraSettings",
     "Settings",
@@ -233,6 +234,32 @@ class LocalInfraSettings(BaseModel):
     ready_timeout_s: float = 90.0
 
 
+class HealthSettings(BaseModel):
+    """Liveness and readiness of each service process (``/livez``, ``/readyz``)."""
+
+    port: int | None = Field(
+        default=None, description="Serve /livez and /readyz on this port; off when unset."
+    )
+    host: str = "127.0.0.1"
+    check_interval_s: float = Field(
+        default=2.0, description="How often Kafka and PostgreSQL are asked whether they answer."
+    )
+    api_check_interval_s: float = Field(
+        default=15.0,
+        description=(
+            "How often each side's API is asked; its requests count against the "
+            "service-protection budget, so less often."
+        ),
+    )
+    check_timeout_s: float = Field(
+        default=3.0, description="A dependency that has not answered by then is down."
+    )
+    stale_after_s: float = Field(
+        default=60.0,
+        description="A service loop that has not come round for this long makes it not ready.",
+    )
+
+
 class SyncSettings(BaseModel):
     """Timing and sizing of the sync services."""
 
@@ -267,7 +294,13 @@ class SyncSettings(BaseModel):
         default=5, description="Identical failures after which a record becomes skipped."
     )
     partitions: int = Field(default=6, description="Partitions of each topic tablesync creates.")
-    mapping_file: Path = Path("mappings/default.yaml")
+    mapping_file: Path | None = Field(
+        default=None,
+        description=(
+            "What `tablesync mappings load` loads without a file; "
+            "unset: the default mappings shipped with tablesync."
+        ),
+    )
 
 
 SECRETS_DIR_ENV = "TABLESYNC_SECRETS_DIR"
@@ -327,6 +360,7 @@ class Settings(BaseSettings):
     bc: ApiSettings = ApiSettings()
     dataverse: ApiSettings = ApiSettings()
     emulator: EmulatorSettings = EmulatorSettings()
+    health: HealthSettings = HealthSettings()
     local: LocalInfraSettings = LocalInfraSettings()
     sync: SyncSettings = SyncSettings()
 

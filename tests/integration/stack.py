@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 import yaml
 
+from tablesync.adapters.mapping_file import default_mapping_file
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.pool import create_pool
 from tablesync.composition import run_services
@@ -34,7 +35,7 @@ from tablesync.settings import ApiSettings, KafkaSettings, Settings, SyncSetting
 __all__ = ["Stack", "open_stack", "wait_applied", "wait_for"]
 
 TOKEN = "stack-test-token"
-DEFAULT_MAPPINGS = Path(__file__).resolve().parents[2] / "mappings" / "default.yaml"
+DEFAULT_MAPPINGS = default_mapping_file()
 T = TypeVar("T")
 
 

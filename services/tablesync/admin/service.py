@@ -20,6 +20,7 @@ from tablesync.admin.lagwatch import LagMonitor
 from tablesync.admin.routes import AdminContext
 from tablesync.application import Operator
 from tablesync.errors import ConfigError
+from tablesync.runtime.health import Health
 from tablesync.settings import Settings
 
 __all__ = ["AdminService"]
@@ -48,6 +49,7 @@ class AdminService:
         topics: Topics,
         required: bool = True,
         sample_every_s: float = 15.0,
+        health: Health | None = None,
     ) -> None:
         """``required=False`` (``run all``): a port that cannot be bound is logged and
         the other services go on; ``run admin`` fails instead. Every operation
@@ -62,7 +64,7 @@ class AdminService:
         )
         self.lag = LagMonitor(self.reader, pool, topics, sample_every_s=sample_every_s)
         self.app = create_app(
-            AdminContext(pool, operator, self.lag), settings.admin_token.get_secret_value()
+            AdminContext(pool, operator, self.lag, health), settings.admin_token.get_secret_value()
         )
         self.started = asyncio.Event()
 

@@ -1,7 +1,7 @@
 """A single-node Apache Kafka (KRaft) from Maven Central's jars, run by tablesync.
 
 Layout under ``<state_dir>/kafka``: ``server.properties`` (rendered from
-``infra/kafka/server.properties``), ``data/``, ``kafka.log`` and ``kafka.pid``.
+``kafka_files/server.properties``), ``data/``, ``kafka.log`` and ``kafka.pid``.
 The jars live in ``~/.cache/tablesync/kafka-<version>/``, shared by every checkout.
 """
 
@@ -34,7 +34,7 @@ from tablesync.localinfra.network import (
     port_answers,
     port_free,
 )
-from tablesync.localinfra.paths import cache_root, infra_dir, state_dir
+from tablesync.localinfra.paths import cache_root, kafka_files, state_dir
 from tablesync.settings import Settings
 
 __all__ = ["KafkaLayout", "broker_ready", "down", "layout", "purge", "status", "up"]
@@ -212,7 +212,7 @@ async def _start(lay: KafkaLayout) -> int:
         )
     java = require_java()
     jars = await asyncio.to_thread(resolve_jars)
-    log4j = infra_dir("kafka") / "log4j.properties"
+    log4j = kafka_files() / "log4j.properties"
     lay.home.mkdir(parents=True, exist_ok=True)
     lay.props_path.write_text(render_properties(lay))
     await asyncio.to_thread(format_storage, java, jars, log4j, lay)
@@ -240,7 +240,7 @@ def _log_options(log4j: Path) -> list[str]:
 
 
 def render_properties(lay: KafkaLayout) -> str:
-    template = Template((infra_dir("kafka") / "server.properties").read_text())
+    template = Template((kafka_files() / "server.properties").read_text())
     try:
         return template.substitute(
             host=_LISTEN_HOST,
@@ -249,7 +249,7 @@ def render_properties(lay: KafkaLayout) -> str:
             data_dir=lay.data_dir,
         )
     except (KeyError, ValueError) as exc:
-        raise InfraError(f"infra/kafka/server.properties has a bad placeholder: {exc}") from exc
+        raise InfraError(f"kafka_files/server.properties has a bad placeholder: {exc}") from exc
 
 
 def require_java() -> str:
@@ -306,7 +306,7 @@ def kafka_version(pom: Path) -> str:
 
 def resolve_jars() -> Path:
     """The directory of Kafka's runtime jars, fetched with Maven on first use."""
-    pom = infra_dir("kafka") / "pom.xml"
+    pom = kafka_files() / "pom.xml"
     version = kafka_version(pom)
     target = cache_root() / f"kafka-{version}"
     fingerprint = hashlib.sha256(pom.read_bytes()).hexdigest()
@@ -374,7 +374,7 @@ async def wait_ready(lay: KafkaLayout, pid: int, timeout_s: float) -> None:
 
 
 def _ours(lay: KafkaLayout) -> KafkaConnection:
-    # The broker tablesync starts has one PLAINTEXT listener (infra/kafka).
+    # The broker tablesync starts has one PLAINTEXT listener (localinfra/kafka_files).
     return KafkaConnection(str(lay.endpoint))
 
 

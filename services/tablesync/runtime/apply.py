@@ -36,6 +36,7 @@ from tablesync.runtime import faults
 from tablesync.runtime.applier import RETRY_TOPIC, Applier, Item, JobEnsurer
 from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription
 from tablesync.runtime.deadletter import DeadLetters
+from tablesync.runtime.health import Loops, unwatched
 from tablesync.settings import Settings
 
 __all__ = ["ApplyService"]
@@ -68,9 +69,11 @@ class ApplyService:
         clock: Clock,
         topics: Topics,
         instance: str | None = None,
+        loops: Loops = unwatched,
     ) -> None:
         self.settings = settings
         self.mapping_name = mapping_name
+        self._loops = loops
         self.stores = stores
         self.apis = apis
         self.publisher = publisher
@@ -129,6 +132,7 @@ class ApplyService:
             resume=self._resume,
             idle=(("retries", self._retry_due), ("intents", self._settle_intents)),
             idle_every_s=_RETRY_EVERY_S,
+            heartbeat=self._loops(f"apply {self.mapping_name}"),
         )
         self._consuming_since = self.clock.monotonic()
         log.info("apply_started", mapping=self.mapping_name, topics=list(source_topics))

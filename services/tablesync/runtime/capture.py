@@ -34,6 +34,7 @@ from tablesync.ports.log import ConsumerFactory, Message, Publisher, TopicPartit
 from tablesync.ports.state import StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription, next_offsets
+from tablesync.runtime.health import Beat, Loops, no_beat, unwatched
 from tablesync.runtime.stopping import sleep_or_stop
 from tablesync.runtime.streams import read_ahead
 from tablesync.settings import Settings
@@ -66,9 +67,12 @@ class CaptureService:
         codec: Codec,
         clock: Clock,
         topics: Topics,
+        loops: Loops = unwatched,
     ) -> None:
         self.settings = settings
         self.side = side
+        self._loops = loops
+        self._snapshot_beat: Beat = no_beat
         self.checkpoints = stores.checkpoints
         self.api = api
         self.publisher = publisher
@@ -109,7 +113,9 @@ class CaptureService:
     async def _poll_loop(self, table: str, stop: asyncio.Event) -> None:
         state: _TableState | None = None
         interval = self.settings.sync.poll_interval_s
+        beat = self._loops(f"capture {self.side} {table}", every_s=interval)
         while not stop.is_set():
+            beat()
             started = self.clock.monotonic()
 
             async def step() -> None:
@@ -202,6 +208,7 @@ class CaptureService:
         """One request at a time, committed once it is served: a restart
         serves the one it was on again, and a job's snapshot is published
         only once (``begin_snapshot``)."""
+        self._snapshot_beat = self._loops(f"capture {self.side} snapshots")
         loop = ConsumeLoop(
             self.consumers,
             Subscription(
@@ -215,6 +222,7 @@ class CaptureService:
             what=f"capture {self.side} snapshot request",
             clock=self.clock,
             backoff_s=(2.0,),
+            heartbeat=self._snapshot_beat,
         )
         await loop.run(stop)
 
@@ -241,6 +249,8 @@ class CaptureService:
         per_partition = dict.fromkeys(partitions, 0)
         total = 0
         async for rows, deleted in read_ahead(self._snapshot_rows(request)):
+            # A large table's snapshot takes a while; each page is a round.
+            self._snapshot_beat()
             acks = await self._publish_rows(request.table, rows, request.job_id)
             acks += await self._publish_deletions(request.table, deleted, request.job_id)
             for partition, _ in acks:
@@ -319,7 +329,10 @@ class CaptureService:
 
     async def _deletion_loop(self, tables: Sequence[str], stop: asyncio.Event) -> None:
         interval = self.settings.sync.delete_scan_interval_s
+        beat = self._loops(f"capture {self.side} deletions", every_s=interval)
+        beat()
         while not await sleep_or_stop(stop, interval):
+            beat()
             for table in tables:
                 await self._guarded(f"deletions {table}", stop, lambda t=table: self._scan(t))
 

@@ -42,6 +42,7 @@ from tablesync.ports.log import (
     OffsetReset,
     TopicPartition,
 )
+from tablesync.runtime.health import Beat, no_beat
 from tablesync.runtime.stopping import BACKOFF_S, until_done
 
 __all__ = [
@@ -90,6 +91,7 @@ class ConsumeLoop:
 
     ``idle`` steps (name, step) run between batches, at most once per
     ``idle_every_s`` of ``clock``; a stop during one ends only that step.
+    ``heartbeat`` is called at the start of every round.
     With ``lossy_commit`` the offsets are only a hint: a commit that fails is
     let go rather than retried, and the next batch goes on."""
 
@@ -107,8 +109,10 @@ class ConsumeLoop:
         lossy_commit: bool = False,
         backoff_s: Sequence[float] = BACKOFF_S,
         transient: tuple[type[BaseException], ...] = TRANSIENT,
+        heartbeat: Beat = no_beat,
     ) -> None:
         self.subscription = subscription
+        self._heartbeat = heartbeat
         self.what = what
         self._consumers = consumers
         self._process = process
@@ -144,6 +148,7 @@ class ConsumeLoop:
         idled_at: float | None = None
         try:
             while not stop.is_set():
+                self._heartbeat()
                 # Outside any batch: a rebalance that makes this commit fail
                 # is not held up by it, and its retry sees the new assignment.
                 if self._handed_over and not await self._step(

@@ -39,6 +39,7 @@ from tablesync.ports.log import ConsumerFactory, Message, Publisher, TopicPartit
 from tablesync.ports.state import Singleton, StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription, next_offsets
+from tablesync.runtime.health import Loops, unwatched
 from tablesync.runtime.stopping import sleep_or_stop
 from tablesync.settings import Settings
 
@@ -67,9 +68,15 @@ class CoordinatorService:
         codec: Codec,
         clock: Clock,
         topics: Topics,
+        loops: Loops = unwatched,
     ) -> None:
         self.settings = settings
         self.singleton = singleton
+        self._commands_beat = loops("coordinator commands")
+        self._outcomes_beat = loops("coordinator outcomes")
+        self._housekeeping_beat = loops(
+            "coordinator housekeeping", every_s=_CLOSE_CONTINUOUS_EVERY_S
+        )
         self.publisher = publisher
         self.consumers = consumers
         self.codec = codec
@@ -93,6 +100,9 @@ class CoordinatorService:
     async def _hold(self, stop: asyncio.Event) -> bool:
         """Waits to be the one coordinator; False when a stop came first."""
         while not stop.is_set():
+            # A coordinator waiting for the lock is a ready stand-by.
+            for beat in (self._commands_beat, self._outcomes_beat, self._housekeeping_beat):
+                beat()
             if await self.singleton.try_hold():
                 log.info("coordinator_started")
                 return True
@@ -123,6 +133,7 @@ class CoordinatorService:
             what="coordinator command",
             clock=self.clock,
             backoff_s=(2.0,),
+            heartbeat=self._commands_beat,
         )
         await loop.run(stop)
 
@@ -148,12 +159,14 @@ class CoordinatorService:
             clock=self.clock,
             # Losing this commit replays outcomes, which are only hints.
             lossy_commit=True,
+            heartbeat=self._outcomes_beat,
         )
         await loop.run(stop)
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         interval = timedelta(seconds=self.settings.sync.continuous_job_interval_s)
         while not await sleep_or_stop(stop, _CLOSE_CONTINUOUS_EVERY_S):
+            self._housekeeping_beat()
             try:
                 await self.jobs.close_continuous_jobs(interval)
             except Exception as exc:
@@ -339,6 +352,8 @@ class CoordinatorService:
 
     async def _wait_for_job(self, job_id: str, partitions: int, stop: asyncio.Event) -> bool:
         while not stop.is_set():
+            # A mapping's step lasts as long as its job: each look is a round.
+            self._commands_beat()
             totals = await self.jobs.totals(job_id)
             if totals is not None and totals.partitions_finished >= partitions:
                 return True

@@ -1,7 +1,7 @@
 """The in-memory state database every memory store of one bundle shares.
 
 Its tables are plain dicts of immutable rows, laid out as the SQL schema of
-``infra/migrations`` is (one dict per table, keyed by its primary key, nested
+``adapters/postgres/migrations`` is (one dict per table, keyed by its primary key, nested
 under the mapping or job most reads select by), with the constraints the
 stores rely on enforced here as PostgreSQL enforces them there: foreign keys
 to ``jobs`` and ``runs``, the CHECKs, the one-Dataverse-row-per-mapping rule.

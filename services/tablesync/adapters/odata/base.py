@@ -108,6 +108,21 @@ class ODataSide:
         """The path of ``spec``'s collection."""
         return spec.route
 
+    async def probe(self) -> None:
+        """One small authenticated request: returns when the API answers these
+        credentials, raises ``ApiError`` (or its kinds) when it does not."""
+        path = await self._probe_path()
+        reply = await self._http.send("GET", path)
+        if reply.status >= 400:
+            raise ApiError(
+                f"GET {path}: {reply.status} {error_message(reply.data, reply.content)}",
+                side=self.side,
+                status=reply.status,
+            )
+
+    async def _probe_path(self) -> str:
+        raise NotImplementedError
+
     def _page_headers(self) -> dict[str, str]:
         return {"Prefer": f"odata.maxpagesize={self._page_size}"}
 

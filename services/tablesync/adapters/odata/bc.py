@@ -131,6 +131,10 @@ class BcApi(ODataSide):
         )
         return str(company["id"]).lower()
 
+    async def _probe_path(self) -> str:
+        # The company synced: it must still be there.
+        return f"companies({await self.company_id()})"
+
     async def collection(self, spec: EntitySpec) -> str:
         if _COMPANY not in spec.route:
             return spec.route

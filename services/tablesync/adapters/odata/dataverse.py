@@ -83,6 +83,10 @@ class DataverseApi(ODataSide):
         self._policy = RetryPolicy.from_settings(settings)
         self._batch_size = max(1, min(settings.batch_size, MAX_BATCH))
 
+    async def _probe_path(self) -> str:
+        # The Web API's own "who am I": answered for every authenticated user.
+        return "WhoAmI"
+
     async def write(self, entity_set: str, ops: Sequence[WriteOp]) -> list[WriteResult]:
         spec = self.spec(entity_set)
         results: list[WriteResult | None] = [None] * len(ops)
