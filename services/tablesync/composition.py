@@ -160,7 +160,7 @@ class Runtime:
         self.health.add_check("postgres", postgres_probe(self.pool), every_s=h.check_interval_s)
         self.health.add_check(
             "kafka",
-            kafka_probe(self.settings.kafka_bootstrap_servers, timeout_s=h.check_timeout_s),
+            kafka_probe(self.kafka, timeout_s=h.check_timeout_s),
             every_s=h.check_interval_s,
         )
         self.operator = build_operator(

@@ -8,18 +8,20 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tablesync.adapters.kafka.connection import KafkaConnection
+
 __all__ = ["Probe", "kafka_probe", "postgres_probe"]
 
 Probe = Callable[[], Awaitable[None]]
 
 
-def kafka_probe(bootstrap_servers: str, *, timeout_s: float) -> Probe:
+def kafka_probe(connection: KafkaConnection, *, timeout_s: float) -> Probe:
     """A metadata request answered with at least one broker, on a client of its
     own: the services' clients keep retrying in the background and say nothing."""
 
     async def probe() -> None:
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap_servers,
+            **connection.client_kwargs(),
             client_id="tablesync-health",
             request_timeout_ms=int(timeout_s * 1000),
         )
