@@ -507,6 +507,25 @@ class SideApiContract:
             record_id
         ]
 
+    async def test_a_dataverse_create_only_new_never_writes_over_its_record(
+        self, open_side: OpenSide, tag: str
+    ) -> None:
+        api = await open_side("dataverse")
+        record_id = str(uuid.uuid4())
+
+        [first] = await api.write(
+            "accounts", [Create({"name": f"{tag}-a"}, record_id=record_id, only_new=True)]
+        )
+        made = written(first)
+        [late] = await api.write(
+            "accounts", [Create({"name": f"{tag}-b"}, record_id=record_id, only_new=True)]
+        )
+
+        # Refused as Dataverse refuses a duplicate (412), the record as it was.
+        assert made.id == record_id and isinstance(late, Rejected) and late.status == 412
+        [kept] = await api.find("accounts", VOCABS["dataverse"].tagged(tag))
+        assert (kept.fields["name"], kept.etag) == (f"{tag}-a", made.etag)
+
     async def test_dataverse_refuses_to_delete_a_currency_in_use(
         self, open_side: OpenSide, tag: str
     ) -> None:

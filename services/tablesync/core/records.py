@@ -51,6 +51,11 @@ class Create:
     # Dataverse accepts a caller-chosen primary key; BC's id is read-only.
     record_id: str | None = None
     tag: str = ""
+    # Refused (``Stale``) where a record with ``record_id`` exists, never
+    # written over: a create that reaches the side late (sent by an instance
+    # frozen meanwhile) cannot undo what was written to its record since.
+    # Without it, a create with an id is Dataverse's upsert.
+    only_new: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,10 @@ service's limit), one change set per record and ``Prefer: odata.continue-on-erro
 so a refused record rolls back only itself. Each request asks for
 ``Prefer: return=representation`` and so answers with the row as stored after it.
 
-- ``Create`` with ``record_id`` → ``PATCH /<set>(<id>)`` without conditions: Dataverse's
-  upsert, which creates the row with that id or updates the existing one. Replaying it
-  never makes a second row and never fails because the row exists.
+- ``Create`` with ``record_id`` → ``PATCH /<set>(<id>)``: with ``only_new``, under
+  ``If-None-Match: *``, which creates the row or answers 412 (``Stale``) where it
+  exists, never writing over it; without, Dataverse's upsert, which creates the row
+  with that id or updates the existing one (a restore replayed makes no second row).
 - ``Create`` without id → ``POST /<set>``.
 - ``Update`` → ``PATCH /<set>(<id>)`` with ``If-Match: <etag>``, or ``If-Match: *`` so an
   update never creates a deleted row again (404 → ``Missing``).
@@ -171,8 +172,9 @@ class DataverseApi(ODataSide):
         if isinstance(op, Create):
             if op.record_id is None:
                 return BatchRequest("POST", collection, represent, _payload(op.values))
+            headers = {**represent, "If-None-Match": "*"} if op.only_new else represent
             return BatchRequest(
-                "PATCH", f"{collection}({op.record_id.lower()})", represent, _payload(op.values)
+                "PATCH", f"{collection}({op.record_id.lower()})", headers, _payload(op.values)
             )
         if isinstance(op, Update):
             headers = {**represent, "If-Match": op.etag or "*"}

@@ -243,6 +243,8 @@ class DataverseWrites:
         values: dict[str, WriteValue],
         record_id: str | None,
         caller: str | None,
+        *,
+        only_new: bool = False,
     ) -> Stored:
         table = self.store.table(entity_set)
         if record_id is None:
@@ -254,6 +256,9 @@ class DataverseWrites:
             return self._insert(table, body, self.caller(caller))
         key = parse_key(table.spec, record_id)
         body = self._body(table, key, values)
+        # ``PATCH set(id)`` with ``If-None-Match: *``: ``DataverseService._patch``.
+        if only_new and self._find(key)[1] is not None:
+            raise ApiProblem(Kind.DUPLICATE, DUPLICATE_MESSAGE)
         return self._upsert(table, key, body, self.caller(caller))
 
     def update(

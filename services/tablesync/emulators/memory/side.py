@@ -66,6 +66,8 @@ class _Writes(Protocol):
         values: dict[str, WriteValue],
         record_id: str | None,
         caller: str | None,
+        *,
+        only_new: bool = False,
     ) -> Stored: ...
 
     def update(
@@ -286,7 +288,9 @@ class MemorySide:
         writes = self._writes
         try:
             if isinstance(op, Create):
-                stored = writes.create(entity_set, op.values, op.record_id, caller)
+                stored = writes.create(
+                    entity_set, op.values, op.record_id, caller, only_new=op.only_new
+                )
             elif isinstance(op, Update):
                 stored = writes.update(entity_set, op.record_id, op.values, op.etag, caller)
             else:
