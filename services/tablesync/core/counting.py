@@ -181,11 +181,14 @@ def record(
                 intents.append(source)
         case Update():
             stamp = d.coupling.stamp_on(d.side)
-            if done.written and not f.destination_changed:
+            if done.written and f.destination_changed and f.destination is not None:
+                # Changed since the last sync: synced as it was read, so the
+                # version this write leaves (which carries that user's change
+                # as well as tablesync's) flows back, while the events of the
+                # versions before it stay behind.
+                stamp = row_stamp(f.destination)
+            elif done.written:
                 stamp = row_stamp(done.written)
-            # A destination changed since the last sync keeps the stamp it was
-            # synced at: its version as this write leaves it carries a user's
-            # change still to flow back, not only tablesync's echo.
             couplings.append((d.coupling.with_stamp(d.side, stamp), direction))
         case Unchanged(coupling=coupling):
             if coupling is not None:
