@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -105,6 +106,12 @@ class Sim:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        # Ids of their own stream: drawing one changes no other choice.
+        self._ids = random.Random(self.seed ^ 0x1D5)
+
+    def new_id(self) -> str:
+        """A record id as random as uuid4's, the same on every replay."""
+        return str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
 
     # Actors
 

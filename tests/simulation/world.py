@@ -284,6 +284,7 @@ def _start(world: World, apply_instances: int) -> None:
                 clock=clock,
                 topics=topics,
                 instance=actor.name,
+                new_id=world.sim.new_id,
             )
 
         world.supervise(f"apply-{n}", "apply", apply)

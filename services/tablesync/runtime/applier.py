@@ -65,8 +65,12 @@ class Applier:
         ensure_job: JobEnsurer,
         settings: SyncSettings,
         clock: Clock,
+        *,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self._scope = Scope(mapping_name, mappings, apis, couplings, state, clock)
+        if new_id is not None:
+            self._scope.new_id = new_id
         self.ensure_job = ensure_job
         self.settings = settings
         self.clock = clock

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,7 @@ class ApplyService:
         topics: Topics,
         instance: str | None = None,
         loops: Loops = unwatched,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self.settings = settings
         self.mapping_name = mapping_name
@@ -82,6 +83,7 @@ class ApplyService:
         self.clock = clock
         self.topics = topics
         self.instance = instance or uuid.uuid4().hex[:8]
+        self._new_id = new_id
         self.group_id = f"{topics.prefix}tablesync.apply.{mapping_name}"
         self.mapping_store = stores.mappings
         self.jobs = stores.jobs
@@ -112,6 +114,7 @@ class ApplyService:
             JobEnsurer(self.mapping_name, self._create_continuous_job),
             self.settings.sync,
             self.clock,
+            new_id=self._new_id,
         )
         source_topics = (
             self.topics.cdc("bc", mapping.bc_table),

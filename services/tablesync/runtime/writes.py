@@ -9,7 +9,6 @@ committed before a side is called. What a side's answer means is
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 
@@ -47,10 +46,6 @@ log = structlog.get_logger()
 # since): it is kept through a short outage of the state database rather
 # than lost with the batch.
 _KEEP_MADE_S = (0.2, 0.5, 1.0, 2.0, 5.0)
-
-
-def _fresh_id() -> str:
-    return str(uuid.uuid4())
 
 
 class Writer:
@@ -127,7 +122,7 @@ class Writer:
             if announces_create(d):
                 intent = w.facts.intent
                 announced = intent.dest_id if intent is not None else None
-                d = replace(d, record_id=new_record_id(d.side, announced, _fresh_id))
+                d = replace(d, record_id=new_record_id(d.side, announced, self.scope.new_id))
                 w.done = replace(w.performed, decision=d, create_announced=True)
                 intents.append(
                     Intent(
