@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from tablesync.adapters.kafka import KafkaConnection
 from tablesync.localinfra import procs
 from tablesync.localinfra.kafka import broker_ready, require_java, resolve_jars
-from tablesync.localinfra.paths import infra_dir
+from tablesync.localinfra.paths import kafka_files
 from tablesync.settings import KafkaSettings, SaslMechanism
 from tests.conftest import unused_ports
 from tests.pki import Pki, make_pki
@@ -121,7 +121,7 @@ def _properties(home: Path, pki: Pki, port: int, controller_port: int) -> str:
 
 
 def _java_options() -> list[str]:
-    log4j = infra_dir("kafka") / "log4j.properties"
+    log4j = kafka_files() / "log4j.properties"
     return [f"-Dlog4j.configuration=file:{log4j}", "-Dlog4j2.statusLoggerLevel=OFF"]
 
 
