@@ -521,8 +521,8 @@ class SideApiContract:
             "accounts", [Create({"name": f"{tag}-b"}, record_id=record_id, only_new=True)]
         )
 
-        # 412, as Dataverse answers If-None-Match: the record as it was.
-        assert made.id == record_id and isinstance(late, Stale)
+        # Refused as Dataverse refuses a duplicate (412), the record as it was.
+        assert made.id == record_id and isinstance(late, Rejected) and late.status == 412
         [kept] = await api.find("accounts", VOCABS["dataverse"].tagged(tag))
         assert (kept.fields["name"], kept.etag) == (f"{tag}-a", made.etag)
 

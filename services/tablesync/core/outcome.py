@@ -166,13 +166,6 @@ def absorb(d: Decision, result: WriteResult, *, coupled: bool, written_before: b
         case Stale():
             if isinstance(d, Update) and coupled:
                 return Absorbed(d, again=True)
-            if isinstance(d, Create):
-                # Its id taken already, by an earlier try of this very create
-                # (the next attempt finds that record by the id), or its
-                # alternate key by another record.
-                return Absorbed(
-                    Fail("a record with this id or these key values exists already; retrying", True)
-                )
             return Absorbed(Fail("the record changed while it was being written; retrying", True))
         case Missing():
             if isinstance(d, Update) and coupled:

@@ -25,7 +25,6 @@ from tablesync.adapters.odata.stats import ApiStats
 from tablesync.core.events import Side
 from tablesync.core.filters import MAX_LENGTH, Compare, Expr, Op, Or, conjoin, to_odata
 from tablesync.core.records import (
-    Create,
     Delete,
     Missing,
     Rejected,
@@ -330,9 +329,7 @@ def classify(
     412 on an update or delete is a stale ETag; so is a 409 whose error code is in
     ``stale_codes`` (Business Central answers an If-Match mismatch with 409
     ``Request_EntityChanged``). A 412 on a create is Dataverse's DuplicateRecord (an
-    alternate key already taken): that record is refused; on a create ``only_new``
-    it may also be that a record with its id exists (made by an earlier try whose
-    answer was lost, say), so it is ``Stale``: looked for again, not refused."""
+    alternate key already taken): that record is refused."""
     if 200 <= status < 300:
         if isinstance(op, Delete):
             return Written(None)
@@ -346,7 +343,7 @@ def classify(
     message = error_message(data, raw)
     if status == 404 and isinstance(op, Update | Delete):
         return Missing(message)
-    conditional = isinstance(op, Update | Delete) or (isinstance(op, Create) and op.only_new)
+    conditional = isinstance(op, Update | Delete)
     if conditional and (status == 412 or (status == 409 and error_code(data) in stale_codes)):
         return Stale(message)
     return Rejected(status, message)
