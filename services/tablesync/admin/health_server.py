@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import Iterator
 
 import orjson
@@ -19,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tablesync.admin.listen import bind
 from tablesync.errors import ConfigError
 from tablesync.runtime.health import Health, HealthReport
 
@@ -59,12 +59,9 @@ class HealthServer:
         self._app = health_app(health)
 
     async def run(self, stop: asyncio.Event) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((self.host, self.port))
+            sock = bind(self.host, self.port)
         except OSError as exc:
-            sock.close()
             raise ConfigError(
                 f"the health server cannot listen on {self.host}:{self.port}: {exc.strerror} "
                 "(TABLESYNC_HEALTH__HOST / TABLESYNC_HEALTH__PORT)"

@@ -17,6 +17,7 @@ from tablesync.adapters.kafka import KafkaConnection, Topics
 from tablesync.adapters.kafka.lag import LagReader
 from tablesync.admin.app import create_app
 from tablesync.admin.lagwatch import LagMonitor
+from tablesync.admin.listen import bind
 from tablesync.admin.routes import AdminContext
 from tablesync.application import Operator
 from tablesync.errors import ConfigError
@@ -73,12 +74,9 @@ class AdminService:
         return f"http://{self.host}:{self.port}"
 
     def _bind(self) -> socket.socket | None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((self.host, self.port))
+            sock = bind(self.host, self.port)
         except OSError as exc:
-            sock.close()
             reason = f"the admin server cannot listen on {self.host}:{self.port}: {exc.strerror}"
             if self.required:
                 raise ConfigError(reason) from None
