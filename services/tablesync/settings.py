@@ -60,6 +60,17 @@ class EmulatorSettings(BaseModel):
     )
     window_s: float = 5.0
     max_page_size: int = 5000
+    untracked_tables: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Dataverse tables the emulator serves without change tracking (ChangeTrackingEnabled "
+            "false); accounts, contacts, transactioncurrencies and systemusers have it on."
+        ),
+    )
+    change_retention_s: float = Field(
+        default=7 * 86400.0,
+        description="How long a Dataverse delta token stays valid (ExpireChangeTrackingInDays).",
+    )
 
 
 class LocalInfraSettings(BaseModel):
