@@ -133,48 +133,52 @@ def test_only_ids_a_direct_read_did_not_find_count_as_deleted(
     assert deleted == sorted(deleted)
 
 
-@given(st.integers(0, 10_000), st.integers(0, 10_000), shares)
-def test_the_share_is_a_cap_and_one_record_may_always_go(
-    gone: int, coupled: int, share: float
+@given(st.integers(0, 10_000), st.integers(0, 10_000), shares, st.integers(0, 20))
+def test_the_share_is_a_cap_above_a_few_records(
+    gone: int, coupled: int, share: float, at_least: int
 ) -> None:
-    allowed = within_share(gone, coupled, share)
+    allowed = within_share(gone, coupled, share, at_least)
 
-    assert allowed == (gone <= 1 or gone <= share * coupled + 1e-6)
-    assert within_share(min(gone, 1), coupled, share)
+    assert allowed == (gone <= at_least or gone <= share * coupled + 1e-6)
+    assert within_share(min(gone, at_least), coupled, share, at_least)
     if allowed and gone > 0:
-        assert within_share(gone - 1, coupled, share)
+        assert within_share(gone - 1, coupled, share, at_least)
 
 
-def test_five_percent_of_a_hundred_may_go_and_six_may_not() -> None:
-    assert within_share(5, 100, 0.05)
-    assert not within_share(6, 100, 0.05)
-    assert within_share(29, 100, 0.29)
+def test_five_percent_of_a_thousand_may_go_and_more_may_not() -> None:
+    assert within_share(50, 1000, 0.05, 10)
+    assert not within_share(51, 1000, 0.05, 10)
+    assert within_share(10, 20, 0.05, 10)
+    assert not within_share(11, 20, 0.05, 10)
+    assert within_share(29, 100, 0.29, 0)
 
 
 @given(
     st.dictionaries(st.sampled_from(["CUSTOMER", "CONTACTS"]), capture_id_sets()),
     capture_id_sets(),
     shares,
+    st.integers(0, 4),
 )
 def test_a_scan_stops_for_every_mapping_it_would_strip_past_its_share(
-    coupled_by_mapping: dict[str, set[str]], gone: set[str], share: float
+    coupled_by_mapping: dict[str, set[str]], gone: set[str], share: float, at_least: int
 ) -> None:
-    halts = overreach(coupled_by_mapping, gone, share)
+    halts = overreach(coupled_by_mapping, gone, share, at_least)
 
     expected = [
         Overreach(m, len(gone & ids), len(ids))
         for m, ids in sorted(coupled_by_mapping.items())
-        if not within_share(len(gone & ids), len(ids), share)
+        if not within_share(len(gone & ids), len(ids), share, at_least)
     ]
     assert halts == expected
     # Losing more never lifts a halt.
-    more = overreach(coupled_by_mapping, gone | set(CAPTURE_IDS[:3]), share)
+    more = overreach(coupled_by_mapping, gone | set(CAPTURE_IDS[:3]), share, at_least)
     assert {h.mapping for h in halts} <= {h.mapping for h in more}
 
 
 def test_an_empty_listing_of_a_coupled_table_stops_the_scan() -> None:
     coupled = set(CAPTURE_IDS)
 
-    halts = overreach({"CUSTOMER": coupled}, vanished(coupled, set(), set()), 0.05)
+    halts = overreach({"CUSTOMER": coupled}, vanished(coupled, set(), set()), 0.05, 10)
 
     assert halts == [Overreach("CUSTOMER", len(coupled), len(coupled))]
+    assert overreach({"CUSTOMER": coupled}, set(CAPTURE_IDS[:10]), 0.05, 10) == []

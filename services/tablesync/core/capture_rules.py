@@ -9,7 +9,8 @@
   what the polls still re-read was committed too late for them.
 - Deletions found by a scan (coupled records missing from a listing of every id):
   ``vanished`` are the candidates; ``overreach`` says which mappings would lose more than
-  their share of couplings, and then the scan stops instead of publishing; otherwise
+  their share of couplings (and more than a few records), and then the scan stops
+  instead of publishing; otherwise
   ``confirmed`` keeps the ids a direct read did not find either.
 
 Versions are ETags (the stamp's text where a side gives none).
@@ -95,10 +96,11 @@ def vanished(
     return {rid for rid in coupled if rid not in present and rid not in published}
 
 
-def within_share(gone: int, coupled: int, max_share: float) -> bool:
-    """Whether removing ``gone`` of ``coupled`` couplings stays within ``max_share``;
-    one record may always go, or a small table could never lose one."""
-    return gone <= 1 or gone <= round(max_share * coupled, 9)
+def within_share(gone: int, coupled: int, max_share: float, at_least: int) -> bool:
+    """Whether removing ``gone`` of ``coupled`` couplings stays within ``max_share``, or
+    within ``at_least`` records: a small table's users may delete a few of its records
+    between two scans without that looking like a listing cut short."""
+    return gone <= at_least or gone <= round(max_share * coupled, 9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,16 +113,19 @@ class Overreach:
 
 
 def overreach(
-    coupled_by_mapping: Mapping[str, Collection[str]], gone: Collection[str], max_share: float
+    coupled_by_mapping: Mapping[str, Collection[str]],
+    gone: Collection[str],
+    max_share: float,
+    at_least: int,
 ) -> list[Overreach]:
     """The mappings, by name, of which ``gone`` takes more than ``max_share`` of the
-    couplings: a listing cut short (a permission, a wrong company, a fault) rather than
-    users deleting that much between two scans."""
+    couplings (and more than ``at_least``): a listing cut short (a permission, a wrong
+    company, a fault) rather than users deleting that much between two scans."""
     found = []
     for name in sorted(coupled_by_mapping):
         coupled = coupled_by_mapping[name]
         lost = sum(1 for rid in gone if rid in coupled)
-        if not within_share(lost, len(coupled), max_share):
+        if not within_share(lost, len(coupled), max_share, at_least):
             found.append(Overreach(name, lost, len(coupled)))
     return found
 
