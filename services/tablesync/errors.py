@@ -13,7 +13,9 @@ TablesyncError
 │   ├── ApiAuthError          credentials refused
 │   │   └── TokenRefused      the token endpoint refused: Entra's error, description, AADSTS code
 │   ├── RecordRejected        the API refused one record (4xx); the batch goes on
-│   └── ApiUnavailable        retries exhausted on 429 / 5xx / connection errors
+│   ├── ApiUnavailable        retries exhausted on 429 / 5xx / connection errors
+│   ├── ChangeTrackingUnavailable  a table has no change tracking (BC: none has)
+│   └── DeltaLinkExpired      the side no longer serves changes from a delta link
 ├── CommandRefused            an operator command cannot run now (names why)
 │   ├── AlreadyRunning        a full synchronization is running (names its run)
 │   └── AlreadyCoupled        a record is coupled to another one (names both)
@@ -34,9 +36,11 @@ __all__ = [
     "ApiAuthError",
     "ApiError",
     "ApiUnavailable",
+    "ChangeTrackingUnavailable",
     "CommandRefused",
     "ConfigError",
     "DecodeError",
+    "DeltaLinkExpired",
     "EventError",
     "FilterSyntaxError",
     "InfraError",
@@ -188,6 +192,17 @@ class RecordRejected(ApiError):
 
 class ApiUnavailable(ApiError):
     """429 / 5xx / connection errors outlasted the retry budget."""
+
+
+class ChangeTrackingUnavailable(ApiError):
+    """The table does not track changes (Dataverse ``ChangeTrackingEnabled`` false, or BC):
+    its changes are found by their modified-on stamps instead."""
+
+
+class DeltaLinkExpired(ApiError):
+    """The side no longer serves changes from this delta link (Dataverse
+    ``ExpiredVersionStamp``: older than the organization's change tracking retention, or
+    not one of its own): the table is read again without one, for a new link."""
 
 
 class CommandRefused(TablesyncError):

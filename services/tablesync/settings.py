@@ -224,6 +224,17 @@ class EmulatorSettings(BaseModel):
     )
     window_s: float = 5.0
     max_page_size: int = 5000
+    untracked_tables: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Dataverse tables the emulator serves without change tracking (ChangeTrackingEnabled "
+            "false); accounts, contacts, transactioncurrencies and systemusers have it on."
+        ),
+    )
+    change_retention_s: float = Field(
+        default=7 * 86400.0,
+        description="How long a Dataverse delta token stays valid (ExpireChangeTrackingInDays).",
+    )
 
 
 class LocalInfraSettings(BaseModel):
@@ -267,6 +278,26 @@ class SyncSettings(BaseModel):
     poll_overlap_s: float = Field(
         default=1.0, description="Capture re-reads this far behind its watermark."
     )
+    lookback_s: float = Field(
+        default=600.0,
+        description=(
+            "Every lookback_interval_s a poll re-reads this far behind the watermark, so a "
+            "row committed after a later one was read (stamped before it) is still published."
+        ),
+    )
+    lookback_interval_s: float = Field(
+        default=30.0, description="How often a poll re-reads the whole look-back window."
+    )
+    reconcile_interval_s: float = Field(
+        default=3600.0,
+        description=(
+            "How often capture reads every row's version of a table it polls by stamp and "
+            "publishes the ones committed too late for the look-back (0: never)."
+        ),
+    )
+    change_tracking: bool = Field(
+        default=True, description="Capture follows Dataverse change tracking where a table has it."
+    )
     apply_batch_size: int = Field(
         default=1000, description="Most events apply takes in one batch (from all its partitions)."
     )
@@ -281,6 +312,21 @@ class SyncSettings(BaseModel):
     delete_scan_interval_s: float = Field(
         default=30.0,
         description="How often capture compares coupled records with the ids that still exist.",
+    )
+    delete_scan_max_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "A deletion scan that would remove more than this share of a mapping's couplings "
+            "(and more than delete_scan_min_cap records) stops, logs an error and raises "
+            "tablesync_deletion_scan_halted_total instead."
+        ),
+    )
+    delete_scan_min_cap: int = Field(
+        default=10,
+        ge=0,
+        description="However small the share, a scan may remove this many records of a mapping.",
     )
     intent_timeout_s: float = Field(
         default=600.0,

@@ -79,6 +79,9 @@ class Stack:
     bc: httpx.AsyncClient
     dv: httpx.AsyncClient
     bc_company: str
+    bc_dsn: str = ""
+    """The BC emulator's own database (for what no API call can do: a late commit)."""
+    dv_dsn: str = ""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
@@ -300,7 +303,7 @@ async def open_stack(
         document = mappings_document or yaml.safe_load(DEFAULT_MAPPINGS.read_text())
         await MappingStore(pool).replace_all(document)
         companies = (await bc.get("/BC/api/v2.0/companies")).json()["value"]
-        stack = Stack(settings, pool, bc, dv, companies[0]["id"])
+        stack = Stack(settings, pool, bc, dv, companies[0]["id"], bc_dsn, dv_dsn)
         yield stack
     finally:
         if stack is not None:

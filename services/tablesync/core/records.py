@@ -9,6 +9,7 @@ from typing import TypeAlias
 from tablesync.core.events import FieldValue
 
 __all__ = [
+    "Changes",
     "Create",
     "Delete",
     "Missing",
@@ -106,3 +107,14 @@ class Stale:
 
 
 WriteResult: TypeAlias = Written | Rejected | Missing | Stale
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """One page of a change-tracking read: rows created or changed (as they are now) and
+    the ids of rows deleted; the last page of a read carries the delta link the next
+    read of the table's changes starts from."""
+
+    rows: list[Row]
+    deleted: list[str] = field(default_factory=list)
+    delta_link: str | None = None

@@ -356,12 +356,20 @@ class Problems(Protocol):
 
 
 class Checkpoints(Protocol):
-    """Capture's watermarks and the snapshots it served."""
+    """Capture's watermarks and delta links, and the snapshots it served."""
 
     async def watermark(self, side: Side, table: str) -> datetime | None: ...
 
     async def store_watermark(self, side: Side, table: str, watermark: datetime) -> None:
         """Moves the watermark forward only."""
+        ...
+
+    async def delta_link(self, side: Side, table: str) -> str | None:
+        """The delta link capture follows next on a table with change tracking."""
+        ...
+
+    async def store_delta_link(self, side: Side, table: str, link: str | None) -> None:
+        """Replaces the delta link (None forgets it); the watermark stays as it is."""
         ...
 
     async def begin_snapshot(self, job_id: str, side: Side, table: str) -> bool:

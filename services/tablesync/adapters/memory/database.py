@@ -208,8 +208,9 @@ class MappingRow:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointRow:
-    watermark: datetime
+    watermark: datetime | None
     updated_at: datetime
+    delta_link: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

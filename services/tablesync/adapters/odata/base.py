@@ -25,6 +25,7 @@ from tablesync.adapters.odata.stats import ApiStats
 from tablesync.core.events import Side
 from tablesync.core.filters import MAX_LENGTH, Compare, Expr, Op, Or, conjoin, to_odata
 from tablesync.core.records import (
+    Changes,
     Delete,
     Missing,
     Rejected,
@@ -35,7 +36,7 @@ from tablesync.core.records import (
     WriteResult,
     Written,
 )
-from tablesync.errors import ApiError
+from tablesync.errors import ApiError, ChangeTrackingUnavailable
 from tablesync.settings import ApiSettings
 
 __all__ = ["ID_CHUNK", "ODataSide", "classify", "entity_id_from", "query"]
@@ -200,6 +201,22 @@ class ODataSide:
             if ids:
                 yield ids
 
+    async def read_versions(self, entity_set: str) -> AsyncIterator[list[Row]]:
+        spec = self.spec(entity_set)
+        first = query(
+            await self.collection(spec),
+            [("$select", f"{spec.key},{spec.stamp}"), ("$orderby", f"{spec.key} asc")],
+        )
+        async for rows in self._rows(spec, first, self._page_headers()):
+            if rows:
+                yield rows
+
+    def track_changes(
+        self, entity_set: str, delta_link: str | None = None
+    ) -> AsyncIterator[Changes]:
+        """No change tracking: the side's tables are read by their stamps."""
+        return _untracked(self.side, entity_set)
+
     async def get_many(self, entity_set: str, ids: Sequence[str]) -> dict[str, Row]:
         spec = self.spec(entity_set)
         wanted = as_guids(ids)
@@ -297,6 +314,11 @@ class ODataSide:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+async def _untracked(side: Side, entity_set: str) -> AsyncIterator[Changes]:
+    raise ChangeTrackingUnavailable(f"{entity_set} does not track changes", side=side)
+    yield Changes([])  # pragma: no cover - makes this an async generator
 
 
 _WRITTEN_ID_HEADERS = ("odata-entityid", "location")
