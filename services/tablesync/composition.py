@@ -24,6 +24,7 @@ from tablesync.adapters.kafka import KafkaConnection, KafkaConsumers, KafkaPubli
 from tablesync.adapters.kafka.window import KafkaWindow
 from tablesync.adapters.odata import CountingSideApi, open_api
 from tablesync.adapters.postgres import AdvisoryLock, migrate, postgres_stores
+from tablesync.adapters.postgres.claims import PostgresPairClaims
 from tablesync.adapters.postgres.pool import create_pool
 from tablesync.adapters.probes import kafka_probe, postgres_probe
 from tablesync.admin import AdminService
@@ -260,6 +261,7 @@ async def build(
                 codec=r.codec,
                 clock=r.clock,
                 topics=r.topics,
+                claims=PostgresPairClaims(r.settings.database_dsn()),
                 loops=r.health.loop,
             )
             runs.append(apply.run)

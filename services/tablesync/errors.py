@@ -6,6 +6,9 @@ TablesyncError
 │   │   └── FilterSyntaxError a filter expression does not parse (names the position)
 │   └── KafkaAuthError        the brokers refused tablesync's credentials or certificate
 ├── InfraError                the local Kafka or PostgreSQL could not be managed
+├── Fenced                    another apply instance took this one's partitions
+│   └── ClaimLost             the claim on a batch's records was lost before its commit
+├── ClaimsBusy                another apply instance held a batch's records too long
 ├── EventError
 │   ├── DecodeError           bytes are not an event this build can read
 │   └── InvalidEvent          a decodable event is not valid where it was found
@@ -37,6 +40,8 @@ __all__ = [
     "ApiError",
     "ApiUnavailable",
     "ChangeTrackingUnavailable",
+    "ClaimLost",
+    "ClaimsBusy",
     "CommandRefused",
     "ConfigError",
     "DecodeError",
@@ -71,6 +76,30 @@ class Fenced(TablesyncError):
         self.partitions = partitions
         named = ", ".join(f"{t}[{p}]" for t, p in partitions)
         super().__init__(f"{mapping}: partitions {named} are another instance's now")
+
+
+class ClaimLost(Fenced):
+    """The claim on a batch's records ended before its commit (its connection
+    was cut): another instance may have decided them since, so the batch is
+    dropped and read again, as a fenced one is."""
+
+    def __init__(self, mapping: str, partitions: list[tuple[str, int]]) -> None:
+        super().__init__(mapping, partitions)
+        self.args = (f"{mapping}: the claim on the batch's records was lost before its commit",)
+
+
+class ClaimsBusy(TablesyncError):
+    """Another apply instance held records of a batch for longer than the wait:
+    nothing was claimed, and the batch is tried again after a pause."""
+
+    def __init__(self, mapping: str, records: int, waited_s: float) -> None:
+        self.mapping = mapping
+        self.records = records
+        self.waited_s = waited_s
+        super().__init__(
+            f"{mapping}: {records} records of the batch held by another instance "
+            f"for more than {waited_s:g} s"
+        )
 
 
 class ConfigError(TablesyncError):

@@ -328,6 +328,14 @@ class SyncSettings(BaseModel):
         ge=0,
         description="However small the share, a scan may remove this many records of a mapping.",
     )
+    claim_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long a batch of apply waits for records another instance of its mapping "
+            "holds (two instances own the two records of a pair) before it tries again."
+        ),
+    )
     intent_timeout_s: float = Field(
         default=600.0,
         description=(

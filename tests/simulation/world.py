@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.memory import MemoryDatabase, memory_stores
+from tablesync.adapters.memory.claims import MemoryPairClaims
 from tablesync.adapters.memory.log import MemoryBroker, MemoryConsumer
 from tablesync.adapters.memory.singleton import MemorySingleton
 from tablesync.adapters.transient import TRANSIENT
@@ -273,6 +274,9 @@ def _start(world: World, apply_instances: int) -> None:
     for n in range(apply_instances):
 
         def apply(actor: Actor, supervised: _Supervised) -> _Service:
+            claims = MemoryPairClaims(database)
+            # A dead instance's connection closes, and its claims with it.
+            supervised.on_crash.append(claims.close)
             return ApplyService(
                 settings,
                 MAPPING,
@@ -283,6 +287,7 @@ def _start(world: World, apply_instances: int) -> None:
                 codec=codec,
                 clock=clock,
                 topics=topics,
+                claims=claims,
                 instance=actor.name,
                 new_id=world.sim.new_id,
             )

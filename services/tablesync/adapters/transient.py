@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from tablesync.errors import ApiUnavailable
+from tablesync.errors import ApiUnavailable, ClaimsBusy
 
 __all__ = ["TRANSIENT"]
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     ApiUnavailable,
+    # Another apply instance holds the batch's records (it may be frozen
+    # until its session times out): waited out, nothing taken meanwhile.
+    ClaimsBusy,
     OSError,
     KafkaError,
     asyncpg.PostgresConnectionError,

@@ -30,6 +30,7 @@ from tablesync.core.stored import (
     RunRow,
     Selection,
 )
+from tablesync.ports.claims import ClaimProof
 
 __all__ = [
     "ApplyState",
@@ -106,8 +107,10 @@ class ApplyState(Protocol):
         partitions since ``epochs`` were taken: asked before every write."""
         ...
 
-    async def commit(self, effects: BatchEffects) -> None:
+    async def commit(self, effects: BatchEffects, *, claim: ClaimProof | None = None) -> None:
         """Every effect of a batch in one transaction: all of them or none.
+        With ``claim``, only while its holder still holds the batch's records
+        (``ports.claims``); ``errors.ClaimLost`` otherwise, nothing committed.
         A position only moves forward; couplings per ``core.effects.latest_couplings``;
         conditional counters per ``core.effects.counted_removals``."""
         ...

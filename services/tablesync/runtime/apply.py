@@ -29,6 +29,7 @@ from tablesync.core.plan import JobContext
 from tablesync.core.topics import Topics
 from tablesync.errors import DecodeError, InvalidEvent
 from tablesync.ports.api import SideApi
+from tablesync.ports.claims import PairClaim, PairClaims
 from tablesync.ports.clock import Clock
 from tablesync.ports.log import ConsumerFactory, ConsumerRecord, Message, Publisher, TopicPartition
 from tablesync.ports.state import StateStores
@@ -68,6 +69,7 @@ class ApplyService:
         codec: Codec,
         clock: Clock,
         topics: Topics,
+        claims: PairClaims,
         instance: str | None = None,
         loops: Loops = unwatched,
         new_id: Callable[[], str] | None = None,
@@ -88,6 +90,7 @@ class ApplyService:
         self.mapping_store = stores.mappings
         self.jobs = stores.jobs
         self.state = stores.apply_state
+        self.claims = claims
         self.deadletters = DeadLetters(publisher, topics.deadletter, self.group_id)
         self._job_cache: dict[str, JobContext | None] = {}
         self._job_mapping: dict[str, str] = {}
@@ -142,6 +145,7 @@ class ApplyService:
         try:
             await loop.run(stop)
         finally:
+            await self.claims.close()
             log.info("apply_stopped", mapping=self.mapping_name, batches=self.batches)
 
     async def _resume(self, assigned: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
@@ -225,11 +229,16 @@ class ApplyService:
                 stored, max(r.offset for r in records) + 1
             )
         self._applier.failures.clear()
-        await self._apply_by_partition(items, effects)
-        for m in markers:
-            effects.finished.append((m.end.job_id, m.topic, m.partition))
-        faults.point("apply.before_commit", self.mapping_name)
-        await self.state.commit(effects)
+        claim = await self._claim(items)
+        try:
+            await self._apply_by_partition(items, effects, claim)
+            for m in markers:
+                effects.finished.append((m.end.job_id, m.topic, m.partition))
+            faults.point("apply.before_commit", self.mapping_name)
+            await self.state.commit(effects, claim=claim.proof() if claim else None)
+        finally:
+            if claim is not None:
+                await claim.release()
         for (t, p), off in effects.positions.items():
             tp = TopicPartition(t, p)
             self._applied[tp] = max(off, self._applied.get(tp, 0))
@@ -248,14 +257,38 @@ class ApplyService:
         )
         return {TopicPartition(t, p): off for (t, p), off in effects.positions.items()}
 
-    async def _apply_by_partition(self, items: list[Item], effects: BatchEffects) -> None:
+    async def _apply_by_partition(
+        self, items: list[Item], effects: BatchEffects, claim: PairClaim | None
+    ) -> None:
         """Applies each partition's events beside the others': their waits on
         the sides and the database overlap."""
         assert self._applier is not None
         by_partition: dict[tuple[str, int], list[Item]] = {}
         for item in items:
             by_partition.setdefault((item.topic, item.partition), []).append(item)
-        await self._applier.apply_side_by_side(list(by_partition.values()), effects)
+        await self._applier.apply_side_by_side(list(by_partition.values()), effects, claim)
+
+    async def _claim(self, items: Sequence[Item]) -> PairClaim | None:
+        """Claims every record ``items`` decide about, and their counterparts,
+        across the mapping's instances (``ports.claims``): read again once
+        held, since a holder before may have coupled or uncoupled them."""
+        assert self._applier is not None
+        if not items:
+            return None
+        wait_s = self.settings.sync.claim_wait_s
+        keys = await self._applier.claim_keys(items)
+        claim = await self.claims.take(self.mapping_name, keys, wait_s=wait_s)
+        try:
+            while not (now := await self._applier.claim_keys(items)) <= claim.keys:
+                if await claim.extend(now - claim.keys):
+                    break
+                await claim.release()
+                keys |= now
+                claim = await self.claims.take(self.mapping_name, keys, wait_s=wait_s)
+        except BaseException:
+            await claim.release()
+            raise
+        return claim
 
     async def _read(
         self,
@@ -398,8 +431,13 @@ class ApplyService:
         assert self._applier is not None
         effects = BatchEffects(self.mapping_name)
         self._applier.failures.clear()
-        await self._applier.apply(items, effects)
-        await self.state.commit(effects)
+        claim = await self._claim(items)
+        try:
+            await self._applier.apply(items, effects, claim)
+            await self.state.commit(effects, claim=claim.proof() if claim else None)
+        finally:
+            if claim is not None:
+                await claim.release()
         await self._publish_outcomes([])
         return effects
 

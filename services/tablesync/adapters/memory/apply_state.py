@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 
+from tablesync.adapters.memory.claims import claim_held
 from tablesync.adapters.memory.couplings import remove_pairs, write_pairs
 from tablesync.adapters.memory.database import (
     IntentRow,
@@ -39,7 +40,8 @@ from tablesync.core.effects import (
 from tablesync.core.events import FieldValue, Side
 from tablesync.core.plan import COUNTED
 from tablesync.core.stored import JobError
-from tablesync.errors import Fenced
+from tablesync.errors import ClaimLost, Fenced
+from tablesync.ports.claims import ClaimProof
 
 __all__ = ["MemoryApplyState"]
 
@@ -82,10 +84,12 @@ class MemoryApplyState(MemoryStore):
         if lost:
             raise Fenced(mapping, lost)
 
-    async def commit(self, effects: BatchEffects) -> None:
+    async def commit(self, effects: BatchEffects, *, claim: ClaimProof | None = None) -> None:
         await self._pause("apply_state.commit")
         if effects.epochs:
             self._check_epochs(effects.mapping, effects.epochs)
+        if claim is not None and not claim_held(self._db, claim):
+            raise ClaimLost(effects.mapping, sorted(effects.epochs))
         if effects.empty():
             return
         self._commit(effects)

@@ -480,6 +480,8 @@ class MemoryDatabase:
         self.pause = pause
         self.t = Tables()
         self.holders: dict[int, object] = {}
+        # Claimed records, (mapping, side, id) -> holder: as holders above.
+        self.claims: dict[tuple[str, Side, str], object] = {}
 
     def now(self) -> datetime:
         return utc(self.clock.now())

@@ -13,6 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
+from tablesync.adapters.postgres.claims import claim_held
 from tablesync.adapters.postgres.couplings import delete_couplings, write_couplings
 from tablesync.core.effects import (
     BatchEffects,
@@ -27,7 +28,8 @@ from tablesync.core.effects import (
 )
 from tablesync.core.events import FieldValue, Side
 from tablesync.core.plan import COUNTED
-from tablesync.errors import Fenced
+from tablesync.errors import ClaimLost, Fenced
+from tablesync.ports.claims import ClaimProof
 
 __all__ = [
     "ApplyStateStore",
@@ -76,7 +78,7 @@ class ApplyStateStore:
         if epochs:
             await _check_epochs(self._pool, mapping, epochs, lock="")
 
-    async def commit(self, effects: BatchEffects) -> None:
+    async def commit(self, effects: BatchEffects, *, claim: ClaimProof | None = None) -> None:
         if effects.empty() and not effects.epochs:
             return
         async with self._pool.acquire() as conn, conn.transaction():
@@ -84,6 +86,8 @@ class ApplyStateStore:
                 # Held until the commit ends: an instance taking one of these
                 # partitions meanwhile waits, then fences off whatever follows.
                 await _check_epochs(conn, effects.mapping, effects.epochs, lock="FOR UPDATE")
+            if claim is not None and not await claim_held(conn, claim):
+                raise ClaimLost(effects.mapping, sorted(effects.epochs))
             if not effects.empty():
                 await _write(conn, effects)
 
