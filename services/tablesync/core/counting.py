@@ -208,6 +208,9 @@ def record(
             resolved, status, reason, message = False, "failed", "error", d.message
         case Skip(error=True):
             resolved, status, reason, message = False, "skipped", "conflict", d.message
+        case Ignore() if f.blocked and event.op == "delete" and f.coupling is None:
+            # Seen deleted while a create that made it waits to be settled.
+            deleted.append(source)
         case Skip() | Ignore():
             pass
     listed = None
