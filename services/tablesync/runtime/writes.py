@@ -87,7 +87,11 @@ class Writer:
             rid = made_id(w.decision, result, announced=w.performed.create_announced)
             if rid is not None:
                 made.append((w.event.side, w.event.record_id, rid))
-        await _kept(lambda: self.scope.state.record_made(self.mapping_name, made, held=held))
+        # Recorded even by an instance fenced since it wrote: what the side
+        # made is a fact the next owner needs (BC chooses its ids, so without
+        # it a record made and then deleted by a user is created again), and
+        # it decides nothing: the claim on these records is still this one's.
+        await _kept(lambda: self.scope.state.record_made(self.mapping_name, made))
         unavailable = first_unavailable((write_side(w.decision), r) for w, r in answered)
         if unavailable is not None:
             raise unavailable
