@@ -30,6 +30,7 @@ from tablesync.core.plan import (
     Fail,
     FetchCandidates,
     FetchDestination,
+    Ignore,
     JobContext,
     MarkDeleted,
     Pending,
@@ -369,3 +370,23 @@ def test_a_decision_counts_once_where_it_counts(
     assert bool(r.uncoupled) == isinstance(d, Remove | Uncouple)
     if isinstance(d, Restore) and done.written is not None:
         assert r.couplings[-1][0].id_on(d.side) == done.written.id
+
+
+# Deletions seen before their pair is recorded
+
+
+def test_a_deletion_of_a_record_an_open_create_names_is_kept_as_seen() -> None:
+    deleted = RecordChanged("dataverse", "accounts", "dv9", "delete", T1, T1)
+    ignored = Ignore("deleted record was not coupled")
+    named = _record(ignored, Facts(deleted, ignored, None, blocked=True))
+    assert named.deleted == (("dataverse", "dv9"),)
+    # Not named by any create: nothing of it was ever tablesync's.
+    assert _record(ignored, Facts(deleted, ignored, None)).deleted == ()
+
+
+def test_a_version_of_an_uncoupled_record_found_gone_is_kept_as_deleted_and_not_counted() -> None:
+    gone = Ignore("the record was deleted since this version")
+    r = _record(gone, Facts(EVENT, gone, None, source_gone=True))
+    assert r.deleted == (SOURCE,)
+    assert r.counts == ()
+    assert _record(gone, Facts(EVENT, gone, None)).deleted == ()

@@ -135,6 +135,9 @@ def test_a_record_the_side_said_it_made_and_is_missing_now_was_deleted_since() -
     assert not made_then_gone(made, Row("dv9", T0, None))
     assert not made_then_gone(_intent("dv9"), None)
     assert not made_then_gone(None, None)
+    # Never answered, but its deletion was seen: it was made.
+    assert made_then_gone(_intent("dv9"), None, seen_deleted=True)
+    assert not made_then_gone(_intent("dv9"), Row("dv9", T0, None), seen_deleted=True)
     # The pair it made, whose counterpart is the deleted record.
     pair = announced_pair(CUSTOMER, _event(name="A"), made, None, gone=True)
     assert pair is not None and (pair.bc_id, pair.dv_id) == ("bc1", "dv9")

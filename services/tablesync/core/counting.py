@@ -211,6 +211,9 @@ def record(
         case Ignore() if f.blocked and event.op == "delete" and f.coupling is None:
             # Seen deleted while a create that made it waits to be settled.
             deleted.append(source)
+        case Ignore() if f.source_gone and f.coupling is None:
+            # Kept as deleted, so that no replay of it creates it on the other side.
+            deleted.append(source)
         case Skip() | Ignore():
             pass
     listed = None

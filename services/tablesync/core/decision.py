@@ -67,6 +67,9 @@ class Facts:
     coupling: Coupling | None = None
     tombstoned: bool = False
     """The record's deletion was seen before this version of it."""
+    source_gone: bool = False
+    """The record of this version of an uncoupled record was not found just now:
+    deleted since, never to be created on the other side."""
     paired: bool = False
     """The coupling is the one an interrupted create of this deleted record
     made: written with the decision on the pair."""

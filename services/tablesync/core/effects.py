@@ -123,6 +123,10 @@ class BatchEffects:
     epochs: dict[tuple[str, int], int] = field(default_factory=dict)
     """The epoch this instance holds each partition of the batch under: the
     commit is refused (``errors.Fenced``) where another has taken one since."""
+    deletions_read: set[tuple[Side, str]] = field(default_factory=set)
+    """Records (side, lower-case id) whose deletion is among the batch's events:
+    known deleted to every part of the batch, whichever is decided first. Not
+    stored: the deletions themselves are, as their events are applied."""
 
     def absorb(self, other: BatchEffects) -> None:
         """Adds the effects of another part of the same batch."""

@@ -114,6 +114,7 @@ class Applier:
         With ``claim``, every pair decided is in it (extended where the batch
         coupled new ones); a pair another instance holds ends the batch with
         ``ClaimsBusy``, to be applied again from the start."""
+        effects.deletions_read |= _deletions(items)
         for chunk in _unique_chunks(items):
             await self._apply_chunk(chunk, effects, claim)
 
@@ -128,6 +129,8 @@ class Applier:
         the two records of a coupling are in two: each chunk holds its pairs
         while it decides, writes and records them, and one that waited sees
         what the other made of the pair (in ``effects``) before deciding."""
+        for group in groups:
+            effects.deletions_read |= _deletions(group)
         if len(groups) <= 1:
             for group in groups:
                 await self.apply(group, effects, claim)
@@ -181,7 +184,7 @@ class Applier:
             else:
                 facts = Facts(event, triage(event, mapping, item.job, coupling), coupling)
             work.append(Work(item, facts))
-        await self._reader.fetch(work)
+        await self._reader.fetch(work, effects)
         resolved = await self._reader.resolve_lookups(work)
         for w in work:
             w.done = self._decide(w, resolved)
@@ -303,6 +306,10 @@ def _pair_keys(items: Iterable[Item], couplings: Iterable[Coupling | None]) -> s
             dest = other_side(event.side)
             keys.add((dest, coupling.id_on(dest).lower()))
     return keys
+
+
+def _deletions(items: Iterable[Item]) -> set[tuple[Side, str]]:
+    return {(i.event.side, i.event.record_id.lower()) for i in items if i.event.op == "delete"}
 
 
 def _unique_chunks(items: Iterable[Item]) -> list[list[Item]]:

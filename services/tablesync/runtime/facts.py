@@ -19,7 +19,7 @@ from tablesync.core.events import RecordChanged, Side, other_side
 from tablesync.core.fieldmap import LookupKey
 from tablesync.core.mappings import TableMapping
 from tablesync.core.matching import match_query, match_values, matches
-from tablesync.core.plan import FetchCandidates, FetchDestination
+from tablesync.core.plan import FetchCandidates, FetchDestination, Ignore
 from tablesync.core.records import Row
 from tablesync.core.recovery import (
     Check,
@@ -96,8 +96,11 @@ class Reader:
                 found[(side, sid)] = status
         return found
 
-    async def fetch(self, work: list[Work]) -> None:
+    async def fetch(self, work: list[Work], effects: BatchEffects | None = None) -> None:
+        """What the rules need about ``work``; ``effects``: the batch's so far, whose
+        deletions (read and recorded) count as seen before they are committed."""
         await self._named_deletions(work)
+        await self._sources_gone(work)
         await self._settle_announced(
             [
                 w
@@ -107,11 +110,42 @@ class Reader:
         )
         uncoupled = [w for w in work if isinstance(w.facts.triage, FetchCandidates)]
         if uncoupled:
-            await self._recover_uncoupled(uncoupled)
+            await self._recover_uncoupled(uncoupled, _seen_deleted(effects))
         await self.fetch_destinations(work)
         still = [w for w in uncoupled if isinstance(w.facts.triage, FetchCandidates)]
         if still:
             await self._fetch_candidates(still)
+
+    async def _sources_gone(self, work: list[Work]) -> None:
+        """Changes of uncoupled records that would be created on the other side,
+        whose record is gone by now: never created. A record created and deleted
+        before capture took its first delta link has no deletion to come after
+        its create; and an old version replayed after a deletion is not a record
+        any more. A snapshot's rows were just read: their creates go ahead."""
+        mapping = self.scope.mapping
+        for side in _SIDES:
+            group = [
+                w
+                for w in work
+                if w.event.side == side
+                and w.event.snapshot_job_id is None
+                and w.event.op != "delete"
+                and isinstance(w.facts.triage, FetchCandidates)
+            ]
+            if not group:
+                continue
+            ids = sorted({w.event.record_id for w in group})
+            present = await self.scope.apis[side].get_many(mapping.table(side), ids)
+            there = {rid.lower() for rid in present}
+            for w in group:
+                if w.event.record_id.lower() not in there:
+                    # Its own announced create, if any, is settled as that of
+                    # any record decided without a create.
+                    w.facts = replace(
+                        w.facts,
+                        triage=Ignore("the record was deleted since this version"),
+                        source_gone=True,
+                    )
 
     async def _named_deletions(self, work: list[Work]) -> None:
         """Deletions of uncoupled records that an open create of the other side
@@ -190,7 +224,9 @@ class Reader:
             merged.update(r)
         return merged
 
-    async def _recover_uncoupled(self, work: list[Work]) -> None:
+    async def _recover_uncoupled(
+        self, work: list[Work], seen: frozenset[tuple[Side, str]] = frozenset()
+    ) -> None:
         """Uncoupled records' own announced creates, the records those made,
         and the creates of the other side that may be making these records."""
         mapping = self.scope.mapping
@@ -218,16 +254,16 @@ class Reader:
                 and not intent.made
                 and w.facts.created_before is None
             ]
-            seen_deleted = (
+            seen_deleted = {k for k in unanswered if (k[0], k[1].lower()) in seen} | (
                 await self.scope.state.deleted_among(self.mapping_name, unanswered)
                 if unanswered
                 else set()
             )
             for w in group:
                 intent = w.facts.intent
-                seen = intent is not None and (dest, intent.dest_id or "") in seen_deleted
+                gone = intent is not None and (dest, intent.dest_id or "") in seen_deleted
                 if intent is None or not made_then_gone(
-                    intent, w.facts.created_before, seen_deleted=seen
+                    intent, w.facts.created_before, seen_deleted=gone
                 ):
                     continue
                 # Made, then deleted before its pair was recorded: the pair is
@@ -417,3 +453,9 @@ class Reader:
 
 def _only(rows: Sequence[Row]) -> Row | None:
     return rows[0] if len(rows) == 1 else None
+
+
+def _seen_deleted(effects: BatchEffects | None) -> frozenset[tuple[Side, str]]:
+    if effects is None:
+        return frozenset()
+    return frozenset(effects.deletions_read) | {(s, rid.lower()) for s, rid in effects.deleted}
