@@ -313,6 +313,14 @@ class SyncSettings(BaseModel):
         default=30.0,
         description="How often capture compares coupled records with the ids that still exist.",
     )
+    tracked_delete_scan_interval_s: float = Field(
+        default=600.0,
+        gt=0,
+        description=(
+            "How often capture also scans a table whose deletions change tracking reports, "
+            "for those of records deleted before its delta link was taken."
+        ),
+    )
     delete_scan_max_share: float = Field(
         default=0.05,
         ge=0.0,
