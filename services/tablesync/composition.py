@@ -4,7 +4,9 @@
 both sides, apply of every mapping, the coordinator and the admin server in
 one process, which is what the demo and the tests use. Each process migrates
 the state database (idempotent, serialised by an advisory lock) and creates
-the topics it uses."""
+the topics it uses. The singletons (the coordinator, capture of each side)
+each work while they hold their lease; a second process of one waits as its
+standby."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaConsumers, KafkaPublisher, ensure_topics
 from tablesync.adapters.kafka.window import KafkaWindow
 from tablesync.adapters.odata import open_api
-from tablesync.adapters.postgres import AdvisoryLock, migrate, postgres_stores
+from tablesync.adapters.postgres import PostgresLease, migrate, postgres_stores
 from tablesync.adapters.postgres.pool import create_pool
 from tablesync.admin import AdminService
 from tablesync.application import ApiOpener, Operator
@@ -52,9 +54,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger()
-
-# The coordinator's advisory lock: "tsyc".
-_COORDINATOR_LOCK = 0x74737963
 
 ServiceName = Literal["capture", "apply", "coordinator", "admin", "all"]
 
@@ -153,6 +152,12 @@ class Runtime:
     async def api(self, side: Side) -> SideApi:
         return await self.side_apis(side)
 
+    def lease(self, name: str) -> PostgresLease:
+        """The lease of the singleton ``name`` (``coordinator``, ``capture.bc``)."""
+        return PostgresLease(
+            self.settings.database_dsn(), name, ttl_s=self.settings.sync.lease_ttl_s
+        )
+
 
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncIterator[Runtime]:
@@ -208,6 +213,7 @@ async def build(
                 codec=r.codec,
                 clock=r.clock,
                 topics=r.topics,
+                singleton=r.lease(f"capture.{s}"),
             )
             runs.append(capture.run)
     if service in ("apply", "all"):
@@ -234,7 +240,7 @@ async def build(
         coordinator = CoordinatorService(
             r.settings,
             stores=r.stores,
-            singleton=AdvisoryLock(r.settings.database_dsn(), _COORDINATOR_LOCK),
+            singleton=r.lease("coordinator"),
             publisher=r.publisher,
             consumers=r.consumers,
             codec=r.codec,

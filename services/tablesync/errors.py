@@ -5,6 +5,7 @@ TablesyncError
 │   └── MappingError          a mapping, field or filter is invalid
 │       └── FilterSyntaxError a filter expression does not parse (names the position)
 ├── InfraError                the local Kafka or PostgreSQL could not be managed
+├── LeaseLost                 a singleton's lease ended under its work (names the service)
 ├── EventError
 │   ├── DecodeError           bytes are not an event this build can read
 │   └── InvalidEvent          a decodable event is not valid where it was found
@@ -40,6 +41,7 @@ __all__ = [
     "InfraError",
     "InvalidEvent",
     "InvalidRequest",
+    "LeaseLost",
     "MappingError",
     "NotCoupled",
     "NotFound",
@@ -96,6 +98,15 @@ class FilterSyntaxError(MappingError):
 
 class InfraError(TablesyncError):
     """The local Kafka or PostgreSQL server could not be installed, started or reached."""
+
+
+class LeaseLost(TablesyncError):
+    """A singleton's work met a side effect after its lease ended: another
+    process may hold it now, so the work stops before the effect."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"{service}: the lease is no longer held by this process")
+        self.service = service
 
 
 class EventError(TablesyncError):

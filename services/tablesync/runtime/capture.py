@@ -9,7 +9,10 @@ Three loops share one producer:
 - serve ``SnapshotRequested`` for this side: publish the rows a job needs,
   tagged with its id, then an end marker on every partition;
 - every so often, compare the coupled records with the ids that still exist
-  and publish a deletion for each coupled record that vanished."""
+  and publish a deletion for each coupled record that vanished.
+
+One capture per side works at a time: it works while it holds the side's
+lease (``runtime.lease``); a second process of the side waits as its standby."""
 
 from __future__ import annotations
 
@@ -31,11 +34,13 @@ from tablesync.errors import DecodeError
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
 from tablesync.ports.log import ConsumerFactory, Message, Publisher, TopicPartition
-from tablesync.ports.state import StateStores
+from tablesync.ports.state import Singleton, StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription, next_offsets
+from tablesync.runtime.lease import Lease, LeasedPublisher
 from tablesync.runtime.stopping import sleep_or_stop
 from tablesync.runtime.streams import read_ahead
+from tablesync.runtime.together import together
 from tablesync.settings import Settings
 
 __all__ = ["CaptureService"]
@@ -66,12 +71,16 @@ class CaptureService:
         codec: Codec,
         clock: Clock,
         topics: Topics,
+        singleton: Singleton,
     ) -> None:
         self.settings = settings
         self.side = side
         self.checkpoints = stores.checkpoints
         self.api = api
-        self.publisher = publisher
+        self.lease = Lease(
+            singleton, what=f"capture {side}", clock=clock, renew_s=settings.sync.lease_renew_s
+        )
+        self.publisher = LeasedPublisher(publisher, self.lease)
         self.consumers = consumers
         self.codec = codec
         self.clock = clock
@@ -82,13 +91,16 @@ class CaptureService:
         self.published = 0
 
     async def run(self, stop: asyncio.Event) -> None:
+        await self.lease.serve(stop, self._work)
+
+    async def _work(self, stop: asyncio.Event) -> None:
         mappings = await self.mapping_store.load()
         tables = mappings.tables(self.side)
-        log.info("capture_started", side=self.side, tables=list(tables))
+        log.info("capture_started", side=self.side, tables=list(tables), epoch=self.lease.epoch)
         loops = [self._poll_loop(t, stop) for t in tables]
         loops.append(self._snapshot_loop(stop))
         loops.append(self._deletion_loop(tables, stop))
-        await asyncio.gather(*loops)
+        await together(*loops)
         log.info("capture_stopped", side=self.side, published=self.published)
 
     async def _guarded(self, what: str, stop: asyncio.Event, step: Any) -> None:
@@ -132,6 +144,7 @@ class CaptureService:
         return start
 
     async def _store_checkpoint(self, table: str, watermark: datetime) -> None:
+        self.lease.check()
         await self.checkpoints.store_watermark(self.side, table, watermark)
 
     async def _poll_once(self, table: str, state: _TableState) -> None:

@@ -476,7 +476,7 @@ class MemoryDatabase:
         self.clock: Clock = clock or SystemClock()
         self.pause = pause
         self.t = Tables()
-        self.holders: dict[int, object] = {}
+        self.holders: dict[str, Any] = {}
 
     def now(self) -> datetime:
         return utc(self.clock.now())
