@@ -4,18 +4,19 @@
 both sides, apply of every mapping, the coordinator and the admin server in
 one process, which is what the demo and the tests use. Each process migrates
 the state database (idempotent, serialised by an advisory lock) and creates
-the topics it uses. The singletons (the coordinator, capture of each side)
-each work while they hold their lease; a second process of one waits as its
-standby."""
+the topics it uses; started while the database or the broker is away, it
+waits for them, logging every try. The singletons (the coordinator, capture
+of each side) each work while they hold their lease; a second process of one
+waits as its standby."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import structlog
 
@@ -26,6 +27,7 @@ from tablesync.adapters.kafka.window import KafkaWindow
 from tablesync.adapters.odata import open_api
 from tablesync.adapters.postgres import PostgresLease, migrate, postgres_stores
 from tablesync.adapters.postgres.pool import create_pool
+from tablesync.adapters.transient import TRANSIENT
 from tablesync.admin import AdminService
 from tablesync.application import ApiOpener, Operator
 from tablesync.core.events import Side
@@ -40,12 +42,14 @@ from tablesync.runtime.apply import ApplyService
 from tablesync.runtime.capture import CaptureService
 from tablesync.runtime.coordinator import CoordinatorService
 from tablesync.runtime.operations import CommandPublisher
-from tablesync.settings import Settings
+from tablesync.runtime.stopping import BACKOFF_S, sleep_or_stop
+from tablesync.settings import Settings, redact_dsn
 
 __all__ = [
     "Runtime",
     "ServiceName",
     "SideApis",
+    "StoppedWhileWaiting",
     "build_operator",
     "open_runtime",
     "run_services",
@@ -54,6 +58,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger()
+
+T = TypeVar("T")
 
 ServiceName = Literal["capture", "apply", "coordinator", "admin", "all"]
 
@@ -159,18 +165,70 @@ class Runtime:
         )
 
 
+class StoppedWhileWaiting(Exception):
+    """A stop came while a service was still waiting for its infrastructure."""
+
+
+async def _once_reachable(
+    stop: asyncio.Event, waiting_for: str, address: str, step: Callable[[], Awaitable[T]]
+) -> T:
+    """The result of ``step`` once what it needs answers: a service started
+    while its database or broker is away (still starting, restarting, a
+    network not up yet) waits for it, saying so on every try, rather than
+    exiting."""
+    attempt = 0
+    while True:
+        try:
+            return await step()
+        except TRANSIENT as exc:
+            delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+            attempt += 1
+            log.warning(
+                "waiting_for_infrastructure",
+                waiting_for=waiting_for,
+                address=address,
+                attempt=attempt,
+                error=f"{type(exc).__name__}: {exc}",
+                retry_in_s=delay,
+            )
+            if await sleep_or_stop(stop, delay):
+                raise StoppedWhileWaiting(waiting_for) from None
+
+
+async def _started_publisher(bootstrap_servers: str) -> KafkaPublisher:
+    publisher = KafkaPublisher(bootstrap_servers)
+    try:
+        await publisher.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await publisher.stop()
+        raise
+    return publisher
+
+
 @contextlib.asynccontextmanager
-async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    settings: Settings, *, pool_size: int = 10, stop: asyncio.Event | None = None
+) -> AsyncIterator[Runtime]:
+    """Everything the services share, once the database and the broker answer
+    (waited for until ``stop``: then ``StoppedWhileWaiting``)."""
+    stop = stop or asyncio.Event()
     faults.configure(settings.fault_point, settings.fault_after)
-    await migrate(settings.database_dsn())
-    pool = await create_pool(settings.database_dsn(), max_size=pool_size)
+    dsn, brokers = settings.database_dsn(), settings.kafka_bootstrap_servers
+    database = redact_dsn(dsn)
+    await _once_reachable(stop, "database", database, lambda: migrate(dsn))
+    pool = await _once_reachable(
+        stop, "database", database, lambda: create_pool(dsn, max_size=pool_size)
+    )
     try:
         stores = postgres_stores(pool)
-        mappings = await stores.mappings.load()
+        mappings = await _once_reachable(stop, "database", database, stores.mappings.load)
         topics = topics_for(settings)
-        await ensure_topics(settings.kafka_bootstrap_servers, topic_specs(topics, mappings))
-        publisher = KafkaPublisher(settings.kafka_bootstrap_servers)
-        await publisher.start()
+        specs = topic_specs(topics, mappings)
+        await _once_reachable(stop, "broker", brokers, lambda: ensure_topics(brokers, specs))
+        publisher = await _once_reachable(
+            stop, "broker", brokers, lambda: _started_publisher(brokers)
+        )
         runtime = Runtime(
             settings,
             pool,
@@ -280,17 +338,18 @@ async def run_services(
                 loop.add_signal_handler(sig, stop.set)
     # Apply works on its partitions side by side, each with a few queries in flight.
     pool_size = 20 if service in ("all", "apply") else 10
-    async with open_runtime(settings, pool_size=pool_size) as runtime:
-        runs = await build(runtime, service, side=side, mapping=mapping)
-        log.info("services_starting", service=service, count=len(runs))
-        tasks = [asyncio.create_task(run(stop)) for run in runs]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                error = task.exception()
-                if error is not None:
-                    raise error
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            log.info("services_stopped", service=service)
+    with contextlib.suppress(StoppedWhileWaiting):
+        async with open_runtime(settings, pool_size=pool_size, stop=stop) as runtime:
+            runs = await build(runtime, service, side=side, mapping=mapping)
+            log.info("services_starting", service=service, count=len(runs))
+            tasks = [asyncio.create_task(run(stop)) for run in runs]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    error = task.exception()
+                    if error is not None:
+                        raise error
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                log.info("services_stopped", service=service)
