@@ -16,11 +16,12 @@ import uvicorn
 from tablesync.adapters.kafka import Topics
 from tablesync.adapters.kafka.lag import LagReader
 from tablesync.admin.app import create_app
+from tablesync.admin.auth import insecure_bind
 from tablesync.admin.lagwatch import LagMonitor
 from tablesync.admin.routes import AdminContext
 from tablesync.application import Operator
 from tablesync.errors import ConfigError
-from tablesync.settings import Settings
+from tablesync.settings import DEFAULT_TOKEN, Settings
 
 __all__ = ["AdminService"]
 
@@ -69,6 +70,14 @@ class AdminService:
         return f"http://{self.host}:{self.port}"
 
     def _bind(self) -> socket.socket | None:
+        refused = insecure_bind(
+            self.host, self.settings.admin_token.get_secret_value(), DEFAULT_TOKEN
+        )
+        if refused is not None:
+            if self.required:
+                raise ConfigError(refused)
+            log.error("admin_not_started", host=self.host, port=self.port, error=refused)
+            return None
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
