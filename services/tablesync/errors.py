@@ -6,6 +6,7 @@ TablesyncError
 │       └── FilterSyntaxError a filter expression does not parse (names the position)
 ├── InfraError                the local Kafka or PostgreSQL could not be managed
 ├── LeaseLost                 a singleton's lease ended under its work (names the service)
+├── MessageTooLarge           a message is over the log's size limit (names topic, key, sizes)
 ├── EventError
 │   ├── DecodeError           bytes are not an event this build can read
 │   └── InvalidEvent          a decodable event is not valid where it was found
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidRequest",
     "LeaseLost",
     "MappingError",
+    "MessageTooLarge",
     "NotCoupled",
     "NotFound",
     "RecordNotFound",
@@ -107,6 +109,22 @@ class LeaseLost(TablesyncError):
     def __init__(self, service: str) -> None:
         super().__init__(f"{service}: the lease is no longer held by this process")
         self.service = service
+
+
+class MessageTooLarge(TablesyncError):
+    """The log refused a message over its size limit; none of the call's
+    messages was appended. Never worth retrying: the same bytes are refused
+    again."""
+
+    def __init__(self, topic: str, key: bytes | None, size: int, limit: int) -> None:
+        super().__init__(
+            f"{topic}: a message of {size} bytes (key {key!r}) is over the log's limit "
+            f"of {limit} bytes"
+        )
+        self.topic = topic
+        self.key = key
+        self.size = size
+        self.limit = limit
 
 
 class EventError(TablesyncError):
