@@ -30,13 +30,14 @@ from tablesync.core import filters
 from tablesync.core.events import RecordChanged, Side, SnapshotEnd, SnapshotRequested
 from tablesync.core.records import Row
 from tablesync.core.topics import Topics
-from tablesync.errors import DecodeError
+from tablesync.errors import DecodeError, MessageTooLarge
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
 from tablesync.ports.log import ConsumerFactory, Message, Publisher, TopicPartition
 from tablesync.ports.state import Singleton, StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription, next_offsets
+from tablesync.runtime.deadletter import DeadLetters
 from tablesync.runtime.lease import Lease, LeasedPublisher
 from tablesync.runtime.stopping import sleep_or_stop
 from tablesync.runtime.streams import read_ahead
@@ -81,6 +82,9 @@ class CaptureService:
             singleton, what=f"capture {side}", clock=clock, renew_s=settings.sync.lease_renew_s
         )
         self.publisher = LeasedPublisher(publisher, self.lease)
+        self.deadletters = DeadLetters(
+            self.publisher, topics.deadletter, f"{topics.prefix}tablesync.capture.{side}"
+        )
         self.consumers = consumers
         self.codec = codec
         self.clock = clock
@@ -148,43 +152,50 @@ class CaptureService:
         await self.checkpoints.store_watermark(self.side, table, watermark)
 
     async def _poll_once(self, table: str, state: _TableState) -> None:
+        """Publishes and checkpoints page by page: a long backlog is never held
+        in memory whole, and a failure keeps what the pages before it moved."""
         overlap = timedelta(seconds=self.settings.sync.poll_overlap_s)
         since = state.watermark - overlap
-        newest = state.watermark
-        fresh: list[Row] = []
+        captured = 0
         async for page in self.api.changed_since(table, since):
+            fresh: list[Row] = []
             for row in page:
                 token = row.etag or row.modified_at.isoformat()
                 seen = state.recent.get(row.id)
                 if seen is not None and seen[0] == token:
                     continue
                 fresh.append(row)
-                newest = max(newest, row.modified_at)
-        if fresh:
+            if not fresh:
+                continue
             await self._publish_rows(table, fresh, job_id=None)
+            captured += len(fresh)
             for row in fresh:
                 state.recent[row.id] = (row.etag or row.modified_at.isoformat(), row.modified_at)
-        if newest > state.watermark:
-            faults.point("capture.before_checkpoint", table)
-            await self._store_checkpoint(table, newest)
-            state.watermark = newest
-            floor = newest - overlap
-            state.recent = {k: v for k, v in state.recent.items() if v[1] >= floor}
-        if fresh:
+            newest = max(row.modified_at for row in fresh)
+            if newest > state.watermark:
+                faults.point("capture.before_checkpoint", table)
+                await self._store_checkpoint(table, newest)
+                state.watermark = newest
+                floor = newest - overlap
+                state.recent = {k: v for k, v in state.recent.items() if v[1] >= floor}
+        if captured:
             log.info(
                 "changes_captured",
                 side=self.side,
                 table=table,
-                rows=len(fresh),
+                rows=captured,
                 watermark=state.watermark.isoformat(),
             )
 
     async def _publish_rows(
         self, table: str, rows: Sequence[Row], job_id: str | None
     ) -> list[tuple[int, int]]:
+        """Publishes an event per row; a row whose event the log refuses as too
+        large goes to the dead-letter topic instead (id, size and limit) and
+        the others are published: one such row never stops its table."""
         topic = self.topics.cdc(self.side, table)
         now = self.clock.now()
-        messages = [
+        pending = [
             Message(
                 topic,
                 row.id.encode(),
@@ -205,8 +216,17 @@ class CaptureService:
             )
             for row in rows
         ]
-        acks = await self.publisher.publish_many(messages)
-        self.published += len(messages)
+        while True:
+            try:
+                acks = await self.publisher.publish_many(pending)
+                break
+            except MessageTooLarge as refused:
+                # Nothing of the call was appended: the rest goes again without it.
+                at = next(i for i, m in enumerate(pending) if m.key == refused.key)
+                await self.deadletters.send_oversized(
+                    refused, (pending.pop(at).key or b"").decode()
+                )
+        self.published += len(acks)
         return acks
 
     # Snapshots for jobs
