@@ -12,7 +12,9 @@ TablesyncError
 │   └── InvalidEvent          a decodable event is not valid where it was found
 ├── ApiError                  a Business Central or Dataverse request failed
 │   ├── ApiAuthError          credentials refused
+│   │   └── ReadUnauthorized  … for a read (also a ReadRefused: names the entity set)
 │   ├── RecordRejected        the API refused one record (4xx); the batch goes on
+│   ├── ReadRefused           the API refused a read (a 4xx of the query)
 │   └── ApiUnavailable        retries exhausted on 429 / 5xx / connection errors
 ├── CommandRefused            an operator command cannot run now (names why)
 │   ├── AlreadyRunning        a full synchronization is running (names its run)
@@ -47,6 +49,8 @@ __all__ = [
     "MessageTooLarge",
     "NotCoupled",
     "NotFound",
+    "ReadRefused",
+    "ReadUnauthorized",
     "RecordNotFound",
     "RecordRejected",
     "TablesyncError",
@@ -167,6 +171,32 @@ class RecordRejected(ApiError):
         super().__init__(message, side=side, status=status)
         self.record_id = record_id
         self.detail = message
+
+
+class ReadRefused(ApiError):
+    """The API refused a read: the query (a 4xx: too long, a property the side
+    does not know, a value it cannot read) or, as ``ReadUnauthorized``, the
+    credentials or a permission.
+
+    A refused query may be served narrower (fewer records): apply narrows it
+    down to the records the side refuses, which become record errors.
+    ``reason`` is the side's answer without the side's name."""
+
+    def __init__(self, message: str, *, side: str, status: int | None, entity_set: str) -> None:
+        super().__init__(message, side=side, status=status)
+        self.entity_set = entity_set
+        self.reason = message
+
+    @property
+    def credentials(self) -> bool:
+        """Whether every read of the side would be refused alike."""
+        return isinstance(self, ApiAuthError)
+
+
+class ReadUnauthorized(ReadRefused, ApiAuthError):
+    """A read refused for the credentials or a permission (401/403, or no token
+    to be had): the services wait it out like an outage until an operator
+    fixes it."""
 
 
 class ApiUnavailable(ApiError):

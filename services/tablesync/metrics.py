@@ -48,6 +48,7 @@ __all__ = [
     "dead_lettered",
     "events_applied",
     "observe_applied",
+    "read_refused",
     "render",
 ]
 
@@ -154,6 +155,14 @@ API_UNAVAILABLE = MetricDef(
     ("side",),
     "Calls to the side's API that gave up after exhausting their retries.",
 )
+READS_REFUSED = MetricDef(
+    "tablesync_api_reads_refused_total",
+    "counter",
+    ("side", "entity_set", "status"),
+    "Reads the side's API refused, as apply and capture met them: 401/403 (credentials or "
+    "a permission; waited out until fixed) or another 4xx of the query (narrowed down to "
+    "the records refused, which become record errors).",
+)
 
 DEFINITIONS: tuple[MetricDef, ...] = (
     CONSUMER_LAG,
@@ -171,6 +180,7 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     API_RETRIES,
     API_THROTTLED,
     API_UNAVAILABLE,
+    READS_REFUSED,
 )
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -192,6 +202,9 @@ _applied_latency = Histogram(
 )
 _dead_lettered = Counter(
     DEAD_LETTERED.name, _doc(DEAD_LETTERED), DEAD_LETTERED.labels, registry=None
+)
+_reads_refused = Counter(
+    READS_REFUSED.name, _doc(READS_REFUSED), READS_REFUSED.labels, registry=None
 )
 _api_lock = threading.Lock()
 _api_stats: list[ApiStats] = []
@@ -215,6 +228,11 @@ def events_applied(mapping: str, events: Iterable[RecordChanged], now: datetime)
 def dead_lettered(consumer: str) -> None:
     """One event sent to the dead-letter topic by ``consumer`` (its group id)."""
     _dead_lettered.labels(consumer).inc()
+
+
+def read_refused(side: str, entity_set: str, status: int | None) -> None:
+    """One read the side's API refused (``status`` None: no answer, a token refused)."""
+    _reads_refused.labels(side, entity_set, str(status or "")).inc()
 
 
 def api_stats(side: str, stats: ApiStats) -> None:
@@ -241,6 +259,7 @@ class _InProcess(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from _applied_latency.collect()
         yield from _dead_lettered.collect()
+        yield from _reads_refused.collect()
         with _api_lock:
             registered = list(_api_stats)
         totals: dict[str, dict[str, int]] = {}

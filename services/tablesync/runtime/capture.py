@@ -30,7 +30,7 @@ from tablesync.core import filters
 from tablesync.core.events import RecordChanged, Side, SnapshotEnd, SnapshotRequested
 from tablesync.core.records import Row
 from tablesync.core.topics import Topics
-from tablesync.errors import DecodeError, MessageTooLarge
+from tablesync.errors import DecodeError, MessageTooLarge, ReadRefused
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
 from tablesync.ports.log import ConsumerFactory, Message, Publisher, TopicPartition
@@ -39,6 +39,7 @@ from tablesync.runtime import faults
 from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription, next_offsets
 from tablesync.runtime.deadletter import DeadLetters
 from tablesync.runtime.lease import Lease, LeasedPublisher
+from tablesync.runtime.refused import noted
 from tablesync.runtime.stopping import sleep_or_stop
 from tablesync.runtime.streams import read_ahead
 from tablesync.runtime.together import together
@@ -108,9 +109,15 @@ class CaptureService:
         log.info("capture_stopped", side=self.side, published=self.published)
 
     async def _guarded(self, what: str, stop: asyncio.Event, step: Any) -> None:
-        """Runs one step of a loop; a transient failure is logged and retried later."""
+        """Runs one step of a loop; a transient failure is logged and retried
+        later. A read the side refuses (a permission, a query it will not
+        serve) is one too: the step's table waits for an operator to fix it,
+        each try logged with the side's reason, while the others go on."""
         try:
             await step()
+        except ReadRefused as refused:
+            noted(refused, capture=self.side, step=what)
+            await sleep_or_stop(stop, 1.0)
         except TRANSIENT as exc:
             log.warning(
                 "capture_transient_failure",

@@ -23,7 +23,15 @@ from tablesync.adapters.odata.http import ODataHttp, error_message
 from tablesync.adapters.odata.rows import to_row
 from tablesync.adapters.odata.stats import ApiStats
 from tablesync.core.events import Side
-from tablesync.core.filters import MAX_LENGTH, Compare, Expr, Op, Or, conjoin, to_odata
+from tablesync.core.filters import (
+    Compare,
+    Expr,
+    Op,
+    Or,
+    conjoin,
+    disjoined_within,
+    to_odata,
+)
 from tablesync.core.records import (
     Delete,
     Missing,
@@ -35,7 +43,7 @@ from tablesync.core.records import (
     WriteResult,
     Written,
 )
-from tablesync.errors import ApiError
+from tablesync.errors import ApiAuthError, ApiError, ReadRefused, ReadUnauthorized
 from tablesync.settings import ApiSettings
 
 __all__ = ["ID_CHUNK", "ODataSide", "classify", "entity_id_from", "query"]
@@ -49,9 +57,9 @@ chunks at 400). Fewer when the filter text would outgrow ``filters.MAX_LENGTH``,
 longest filter the shared grammar (and so the emulators) accepts."""
 
 
-def id_chunk(key: str) -> int:
-    per_id = len(key) + len(" eq ") + 36 + len(" or ")
-    return max(1, min(ID_CHUNK, MAX_LENGTH // per_id))
+def id_chunks(key: str, ids: Sequence[str]) -> list[list[str]]:
+    """``ids`` (GUIDs) in chunks of one ``id_filter`` each, within the filter limits."""
+    return disjoined_within(ids, lambda i: Compare(key, Op.EQ, UUID(i)), most=ID_CHUNK)
 
 
 # Characters left as they are in query option values: OData punctuation that servers
@@ -115,14 +123,24 @@ class ODataSide:
         self, first: str, headers: dict[str, str]
     ) -> AsyncIterator[list[dict[str, Any]]]:
         link: str | None = first
+        entity_set = self._http.url(first).path.rsplit("/", 1)[-1]
         while link is not None:
-            reply = await self._http.send("GET", link, headers=headers)
+            try:
+                reply = await self._http.send("GET", link, headers=headers)
+            except ApiAuthError as exc:
+                raise ReadUnauthorized(
+                    str(exc).removeprefix(f"{self.side}: "),
+                    side=self.side,
+                    status=exc.status,
+                    entity_set=entity_set,
+                ) from exc
             if reply.status >= 400:
-                raise ApiError(
+                raise ReadRefused(
                     f"GET {self._http.url(link).path}: {reply.status} "
                     f"{error_message(reply.data, reply.content)}",
                     side=self.side,
                     status=reply.status,
+                    entity_set=entity_set,
                 )
             data = reply.data if isinstance(reply.data, dict) else {}
             values = data.get("value")
@@ -191,8 +209,7 @@ class ODataSide:
         if not wanted:
             return {}
         route = await self.collection(spec)
-        size = id_chunk(spec.key)
-        chunks = [wanted[i : i + size] for i in range(0, len(wanted), size)]
+        chunks = id_chunks(spec.key, wanted)
 
         async def one(chunk: list[str]) -> list[Row]:
             expr = id_filter(spec.key, chunk)
