@@ -33,6 +33,7 @@ from bench.data import Templates, bench_mappings
 from bench.deploy import TOKEN, Deployment, Infra, deployment
 from bench.machine import CpuMeter
 from bench.report import Figure, at_most
+from tablesync.adapters.kafka import KafkaConnection
 from tablesync.adapters.kafka.lag import GroupSpec, LagReader
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.composition import topics_for
@@ -172,7 +173,9 @@ async def _lag_loop(
         )
         for m in mappings
     ]
-    async with LagReader(dep.infra.kafka, client_id="tablesync-bench-lag") as reader:
+    async with LagReader(
+        KafkaConnection(dep.infra.kafka), client_id="tablesync-bench-lag"
+    ) as reader:
         while not stop.is_set():
             report = await reader.read(groups)
             ages = [p.oldest_age_s for p in report.partitions if p.oldest_age_s is not None]

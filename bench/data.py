@@ -26,7 +26,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -34,6 +33,7 @@ import asyncpg
 import yaml
 
 from bench.deploy import Databases, Infra
+from tablesync.adapters.mapping_file import default_mapping_file
 from tablesync.core.mapping_load import build_mappings, catalog_tables
 from tablesync.emulators.bc.specs import BC_SPECS
 from tablesync.emulators.common.sql import TableSpec, ident
@@ -51,8 +51,7 @@ __all__ = [
     "seed_dataverse",
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MAPPINGS = ROOT / "mappings" / "default.yaml"
+DEFAULT_MAPPINGS = default_mapping_file()
 _NAMESPACE = UUID("8f0b1c52-6a4e-4d37-9c1e-62656e636800")
 _CURRENCIES = (
     ("EUR", "Euro", "€"),

@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.probe import OUT_ENV
 from bench.procs import Child, Processes, python_argv
-from tablesync.adapters.kafka import KafkaPublisher
+from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher
 from tablesync.adapters.postgres import migrate, postgres_stores
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.pool import create_pool
@@ -290,7 +290,9 @@ class Deployment:
     @contextlib.asynccontextmanager
     async def operator(self) -> AsyncIterator[Operator]:
         apis = SideApis(self.settings)
-        async with KafkaPublisher(self.infra.kafka, client_id="tablesync-bench") as publisher:
+        async with KafkaPublisher(
+            KafkaConnection(self.infra.kafka), client_id="tablesync-bench"
+        ) as publisher:
             try:
                 yield build_operator(
                     self.settings, postgres_stores(self.pool), apis=apis, publisher=publisher
@@ -322,7 +324,7 @@ class Deployment:
             return stats
 
     async def delete_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.infra.kafka)
+        admin = AIOKafkaAdminClient(**KafkaConnection(self.infra.kafka).client_kwargs())
         await admin.start()
         try:
             mine = [t for t in await admin.list_topics() if t.startswith(self.prefix)]

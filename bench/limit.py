@@ -35,7 +35,13 @@ from bench.machine import CpuMeter
 from bench.procs import Processes, python_argv
 from bench.report import Figure
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaPublisher, Message, TopicSpec, ensure_topics
+from tablesync.adapters.kafka import (
+    KafkaConnection,
+    KafkaPublisher,
+    Message,
+    TopicSpec,
+    ensure_topics,
+)
 from tablesync.core.events import RecordChanged
 
 __all__ = ["FIGURES", "run_once"]
@@ -97,7 +103,7 @@ def _event(i: int, now: datetime) -> RecordChanged:
 
 async def produce(bootstrap: str, topic: str, count: int) -> dict[str, Any]:
     codec = Codec()
-    publisher = KafkaPublisher(bootstrap, client_id="tablesync-bench-limit")
+    publisher = KafkaPublisher(KafkaConnection(bootstrap), client_id="tablesync-bench-limit")
     await publisher.start()
     try:
         started = time.time()
@@ -119,7 +125,7 @@ async def consume(bootstrap: str, topic: str, group: str, dsn: str, count: int) 
     await conn.execute(_TABLE)
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **KafkaConnection(bootstrap).client_kwargs(),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -173,7 +179,7 @@ async def run_once(infra: Infra, records: int, workdir: Path) -> dict[str, Any]:
     dbs = Databases(infra, tag)
     dsn = await dbs.create("limit")
     try:
-        await ensure_topics(infra.kafka, [TopicSpec(topic, PARTITIONS)])
+        await ensure_topics(KafkaConnection(infra.kafka), [TopicSpec(topic, PARTITIONS)])
         cpu = CpuMeter()
         cpu.start()
         async with Processes() as procs:
@@ -238,7 +244,7 @@ def _env() -> dict[str, str]:
 
 
 async def _delete_topic(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**KafkaConnection(bootstrap).client_kwargs())
     await admin.start()
     try:
         await admin.delete_topics([topic])

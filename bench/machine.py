@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 
 from tablesync.localinfra.kafka import kafka_version
+from tablesync.localinfra.paths import kafka_files
 from tablesync.settings import Settings
 
 __all__ = [
@@ -88,7 +89,7 @@ async def versions(settings: Settings) -> dict[str, object]:
         "python": platform.python_version(),
         # The broker does not report its version over the protocol; this is the
         # version the local infrastructure runs (an external broker may differ).
-        "kafka": kafka_version(ROOT / "infra" / "kafka" / "pom.xml"),
+        "kafka": kafka_version(kafka_files() / "pom.xml"),
         "postgres": postgres,
         **git_state(),
     }

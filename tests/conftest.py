@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tablesync import localinfra
+from tablesync.adapters.kafka import KafkaConnection
 from tablesync.localinfra.kafka import broker_ready
 from tablesync.localinfra.network import free_ports, port_free
 from tablesync.localinfra.postgres import ensure_databases
@@ -108,7 +109,7 @@ def _kafka_container_env(host: str, port: int) -> dict[str, str]:
 
 async def _prepare_containers(bootstrap: str, dsn: str) -> None:
     deadline = time.monotonic() + CONTAINER_READY_TIMEOUT_S
-    while not await broker_ready(bootstrap, 5.0):
+    while not await broker_ready(KafkaConnection(bootstrap), 5.0):
         if time.monotonic() > deadline:
             raise RuntimeError(f"the Kafka container at {bootstrap} never answered metadata")
         await asyncio.sleep(0.5)

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 from hypothesis import strategies as st
 
+from tablesync.core.capture_rules import Seen
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.effects import DueRecord, Intent
 from tablesync.core.events import FieldValue, RecordChanged, Side
@@ -45,6 +46,7 @@ from tablesync.core.retry import RetryPolicy
 
 __all__ = [
     "APPLY_FIELDS",
+    "CAPTURE_IDS",
     "FILTER_PROPERTIES",
     "apply_couplings",
     "apply_decisions",
@@ -52,6 +54,9 @@ __all__ = [
     "apply_intents",
     "apply_rows",
     "apply_stamps",
+    "capture_id_sets",
+    "capture_rows",
+    "capture_seen",
     "due_records",
     "failure_messages",
     "filter_datetimes",
@@ -372,3 +377,34 @@ def retry_policies() -> st.SearchStrategy[RetryPolicy]:
         st.floats(0.1, 60, allow_nan=False),
         st.floats(1, 3600, allow_nan=False),
     )
+
+
+# ---------------------------------------------------------------------------
+# Capture: tablesync.core.capture_rules
+# ---------------------------------------------------------------------------
+
+CAPTURE_IDS: tuple[str, ...] = tuple(f"00000000-0000-0000-0000-{n:012d}" for n in range(12))
+"""A small pool of record ids, so that listings, couplings and reads overlap."""
+
+_capture_ids = st.sampled_from(CAPTURE_IDS)
+_capture_moments = st.integers(0, 40).map(
+    lambda s: datetime(2030, 1, 1, tzinfo=UTC) + timedelta(seconds=s)
+)
+_capture_versions = st.integers(1, 4).map(lambda n: f'W/"{n}"')
+
+
+def capture_rows() -> st.SearchStrategy[Row]:
+    """Rows read by a poll or a reconcile: few ids, few versions, nearby stamps."""
+    return st.builds(Row, _capture_ids, _capture_moments, st.one_of(st.none(), _capture_versions))
+
+
+def capture_seen() -> st.SearchStrategy[dict[str, Seen]]:
+    """What capture remembers publishing, by id."""
+    return st.dictionaries(
+        _capture_ids,
+        st.builds(Seen, _capture_versions, _capture_moments),
+    )
+
+
+def capture_id_sets() -> st.SearchStrategy[set[str]]:
+    return st.sets(_capture_ids)

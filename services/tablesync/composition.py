@@ -16,19 +16,23 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import structlog
 
 from tablesync import metrics
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaConsumers, KafkaPublisher, ensure_topics
+from tablesync.adapters.kafka import KafkaConnection, KafkaConsumers, KafkaPublisher, ensure_topics
 from tablesync.adapters.kafka.window import KafkaWindow
-from tablesync.adapters.odata import open_api
+from tablesync.adapters.odata import CountingSideApi, open_api
 from tablesync.adapters.postgres import PostgresLease, migrate, postgres_stores
+from tablesync.adapters.postgres.claims import PostgresPairClaims
 from tablesync.adapters.postgres.pool import create_pool
+from tablesync.adapters.probes import kafka_probe, postgres_probe
 from tablesync.adapters.transient import TRANSIENT
 from tablesync.admin import AdminService
+from tablesync.admin.health_server import HealthServer
 from tablesync.application import ApiOpener, Operator
 from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet
@@ -41,6 +45,7 @@ from tablesync.runtime import faults
 from tablesync.runtime.apply import ApplyService
 from tablesync.runtime.capture import CaptureService
 from tablesync.runtime.coordinator import CoordinatorService
+from tablesync.runtime.health import Health
 from tablesync.runtime.operations import CommandPublisher
 from tablesync.runtime.stopping import BACKOFF_S, sleep_or_stop
 from tablesync.settings import Settings, redact_dsn
@@ -88,7 +93,7 @@ class SideApis:
     def __init__(self, settings: Settings, *, counted: bool = False) -> None:
         self._settings = settings
         self._counted = counted
-        self.opened: dict[Side, SideApi] = {}
+        self.opened: dict[Side, CountingSideApi] = {}
 
     async def __call__(self, side: Side) -> SideApi:
         if side not in self.opened:
@@ -98,6 +103,11 @@ class SideApis:
                 metrics.api_stats(side, api.stats)
             self.opened[side] = api
         return self.opened[side]
+
+    async def probe(self, side: Side) -> None:
+        """Whether ``side``'s API answers (opening it first if need be)."""
+        await self(side)
+        await self.opened[side].probe()
 
     async def aclose(self) -> None:
         opened, self.opened = self.opened, {}
@@ -113,6 +123,7 @@ def build_operator(
     publisher: CommandPublisher,
     codec: Codec | None = None,
     clock: Clock | None = None,
+    kafka: KafkaConnection | None = None,
 ) -> Operator:
     """The operator's operations on these stores: what the CLI, the admin
     server, the demo and the benches call."""
@@ -120,7 +131,7 @@ def build_operator(
         stores=stores,
         apis=apis,
         publisher=publisher,
-        window=KafkaWindow(settings.kafka_bootstrap_servers),
+        window=KafkaWindow(kafka or KafkaConnection.from_settings(settings)),
         codec=codec or Codec(),
         clock=clock or SystemClock(),
         topics=topics_for(settings),
@@ -141,11 +152,23 @@ class Runtime:
     clock: Clock
     topics: Topics
     mappings: MappingSet
+    kafka: KafkaConnection
     side_apis: SideApis = field(init=False)
     operator: Operator = field(init=False)
+    health: Health = field(init=False)
 
     def __post_init__(self) -> None:
         self.side_apis = SideApis(self.settings, counted=True)
+        h = self.settings.health
+        self.health = Health(
+            self.clock, stale_after_s=h.stale_after_s, check_timeout_s=h.check_timeout_s
+        )
+        self.health.add_check("postgres", postgres_probe(self.pool), every_s=h.check_interval_s)
+        self.health.add_check(
+            "kafka",
+            kafka_probe(self.kafka, timeout_s=h.check_timeout_s),
+            every_s=h.check_interval_s,
+        )
         self.operator = build_operator(
             self.settings,
             self.stores,
@@ -153,9 +176,16 @@ class Runtime:
             publisher=self.publisher,
             codec=self.codec,
             clock=self.clock,
+            kafka=self.kafka,
         )
 
     async def api(self, side: Side) -> SideApi:
+        """``side``'s API; from now on readiness needs it to answer."""
+        self.health.add_check(
+            side,
+            partial(self.side_apis.probe, side),
+            every_s=self.settings.health.api_check_interval_s,
+        )
         return await self.side_apis(side)
 
     def lease(self, name: str) -> PostgresLease:
@@ -195,8 +225,8 @@ async def _once_reachable(
                 raise StoppedWhileWaiting(waiting_for) from None
 
 
-async def _started_publisher(bootstrap_servers: str) -> KafkaPublisher:
-    publisher = KafkaPublisher(bootstrap_servers)
+async def _started_publisher(kafka: KafkaConnection) -> KafkaPublisher:
+    publisher = KafkaPublisher(kafka)
     try:
         await publisher.start()
     except BaseException:
@@ -224,21 +254,23 @@ async def open_runtime(
         stores = postgres_stores(pool)
         mappings = await _once_reachable(stop, "database", database, stores.mappings.load)
         topics = topics_for(settings)
+        kafka = KafkaConnection.from_settings(settings)
         specs = topic_specs(topics, mappings)
-        await _once_reachable(stop, "broker", brokers, lambda: ensure_topics(brokers, specs))
+        await _once_reachable(stop, "broker", brokers, lambda: ensure_topics(kafka, specs))
         publisher = await _once_reachable(
-            stop, "broker", brokers, lambda: _started_publisher(brokers)
+            stop, "broker", brokers, lambda: _started_publisher(kafka)
         )
         runtime = Runtime(
             settings,
             pool,
             stores,
             publisher,
-            KafkaConsumers(settings.kafka_bootstrap_servers),
+            KafkaConsumers(kafka),
             Codec(),
             SystemClock(),
             topics,
             mappings,
+            kafka,
         )
         try:
             yield runtime
@@ -272,6 +304,7 @@ async def build(
                 clock=r.clock,
                 topics=r.topics,
                 singleton=r.lease(f"capture.{s}"),
+                loops=r.health.loop,
             )
             runs.append(capture.run)
     if service in ("apply", "all"):
@@ -292,6 +325,8 @@ async def build(
                 codec=r.codec,
                 clock=r.clock,
                 topics=r.topics,
+                claims=PostgresPairClaims(r.settings.database_dsn()),
+                loops=r.health.loop,
             )
             runs.append(apply.run)
     if service in ("coordinator", "all"):
@@ -304,6 +339,7 @@ async def build(
             codec=r.codec,
             clock=r.clock,
             topics=r.topics,
+            loops=r.health.loop,
         )
         runs.append(coordinator.run)
     if service in ("admin", "all"):
@@ -314,8 +350,16 @@ async def build(
             topics=r.topics,
             # In `run all` the admin server is an extra: syncing goes on without it.
             required=service == "admin",
+            health=r.health,
         )
         runs.append(admin.run)
+    # Someone asks about the process's health: its admin's /healthz, or the
+    # health port a supervisor probes.
+    port = r.settings.health.port
+    if port is not None or service in ("admin", "all"):
+        runs.append(r.health.run)
+    if port is not None:
+        runs.append(HealthServer(r.health, r.settings.health.host, port).run)
     return runs
 
 

@@ -17,9 +17,9 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
-from tablesync.adapters.kafka import KafkaPublisher, ensure_topics
+from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher, ensure_topics
 from tablesync.adapters.kafka.topics import delete_topics
-from tablesync.adapters.mapping_file import load_mapping_file
+from tablesync.adapters.mapping_file import configured_mapping_file, load_mapping_file
 from tablesync.adapters.postgres import migrate, postgres_stores
 from tablesync.adapters.postgres.pool import create_pool
 from tablesync.application import Operator
@@ -93,16 +93,17 @@ async def run_demo(
         " (it asks for TABLESYNC_ADMIN_TOKEN)"
     )
     pool = await create_pool(settings.database_dsn(), max_size=3)
-    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="tablesync-demo")
+    kafka = KafkaConnection.from_settings(settings)
+    publisher = KafkaPublisher(kafka, client_id="tablesync-demo")
     apis = SideApis(settings)
-    operator = build_operator(settings, postgres_stores(pool), apis=apis, publisher=publisher)
+    operator = build_operator(
+        settings, postgres_stores(pool), apis=apis, publisher=publisher, kafka=kafka
+    )
     services: asyncio.Task[None] | None = None
     try:
-        document, mappings = load_mapping_file(settings.sync.mapping_file)
+        document, mappings = load_mapping_file(configured_mapping_file(settings.sync.mapping_file))
         await operator.load_mappings(document, requested_by="demo")
-        await ensure_topics(
-            settings.kafka_bootstrap_servers, topic_specs(topics_for(settings), mappings)
-        )
+        await ensure_topics(kafka, topic_specs(topics_for(settings), mappings))
         say("mappings: " + " -> ".join(mappings.names()))
         services = asyncio.create_task(
             run_services(settings, "all", stop=stop, handle_signals=False)
@@ -155,4 +156,4 @@ async def _reset(settings: Settings) -> None:
 
 
 async def _delete_topics(settings: Settings) -> None:
-    await delete_topics(settings.kafka_bootstrap_servers, topics_for(settings).prefix)
+    await delete_topics(KafkaConnection.from_settings(settings), topics_for(settings).prefix)

@@ -2,20 +2,27 @@
 
 TablesyncError
 ├── ConfigError               a setting or file is wrong; names which
-│   └── MappingError          a mapping, field or filter is invalid
-│       └── FilterSyntaxError a filter expression does not parse (names the position)
+│   ├── MappingError          a mapping, field or filter is invalid
+│   │   └── FilterSyntaxError a filter expression does not parse (names the position)
+│   └── KafkaAuthError        the brokers refused tablesync's credentials or certificate
 ├── InfraError                the local Kafka or PostgreSQL could not be managed
 ├── LeaseLost                 a singleton's lease ended under its work (names the service)
 ├── MessageTooLarge           a message is over the log's size limit (names topic, key, sizes)
+├── Fenced                    another apply instance took this one's partitions
+│   └── ClaimLost             the claim on a batch's records was lost before its commit
+├── ClaimsBusy                another apply instance held a batch's records too long
 ├── EventError
 │   ├── DecodeError           bytes are not an event this build can read
 │   └── InvalidEvent          a decodable event is not valid where it was found
 ├── ApiError                  a Business Central or Dataverse request failed
 │   ├── ApiAuthError          credentials refused
+│   │   ├── TokenRefused      the token endpoint refused: Entra's error, description, AADSTS code
 │   │   └── ReadUnauthorized  … for a read (also a ReadRefused: names the entity set)
 │   ├── RecordRejected        the API refused one record (4xx); the batch goes on
 │   ├── ReadRefused           the API refused a read (a 4xx of the query)
-│   └── ApiUnavailable        retries exhausted on 429 / 5xx / connection errors
+│   ├── ApiUnavailable        retries exhausted on 429 / 5xx / connection errors
+│   ├── ChangeTrackingUnavailable  a table has no change tracking (BC: none has)
+│   └── DeltaLinkExpired      the side no longer serves changes from a delta link
 ├── CommandRefused            an operator command cannot run now (names why)
 │   ├── AlreadyRunning        a full synchronization is running (names its run)
 │   └── AlreadyCoupled        a record is coupled to another one (names both)
@@ -36,14 +43,19 @@ __all__ = [
     "ApiAuthError",
     "ApiError",
     "ApiUnavailable",
+    "ChangeTrackingUnavailable",
+    "ClaimLost",
+    "ClaimsBusy",
     "CommandRefused",
     "ConfigError",
     "DecodeError",
+    "DeltaLinkExpired",
     "EventError",
     "FilterSyntaxError",
     "InfraError",
     "InvalidEvent",
     "InvalidRequest",
+    "KafkaAuthError",
     "LeaseLost",
     "MappingError",
     "MessageTooLarge",
@@ -54,12 +66,48 @@ __all__ = [
     "RecordNotFound",
     "RecordRejected",
     "TablesyncError",
+    "TokenRefused",
     "UnknownMapping",
 ]
 
 
 class TablesyncError(Exception):
     """Root of every error tablesync raises on purpose."""
+
+
+class Fenced(TablesyncError):
+    """Another apply instance took partitions this one still worked on: its
+    batch is dropped, neither written further nor committed."""
+
+    def __init__(self, mapping: str, partitions: list[tuple[str, int]]) -> None:
+        self.mapping = mapping
+        self.partitions = partitions
+        named = ", ".join(f"{t}[{p}]" for t, p in partitions)
+        super().__init__(f"{mapping}: partitions {named} are another instance's now")
+
+
+class ClaimLost(Fenced):
+    """The claim on a batch's records ended before its commit (its connection
+    was cut): another instance may have decided them since, so the batch is
+    dropped and read again, as a fenced one is."""
+
+    def __init__(self, mapping: str, partitions: list[tuple[str, int]]) -> None:
+        super().__init__(mapping, partitions)
+        self.args = (f"{mapping}: the claim on the batch's records was lost before its commit",)
+
+
+class ClaimsBusy(TablesyncError):
+    """Another apply instance held records of a batch for longer than the wait:
+    nothing was claimed, and the batch is tried again after a pause."""
+
+    def __init__(self, mapping: str, records: int, waited_s: float) -> None:
+        self.mapping = mapping
+        self.records = records
+        self.waited_s = waited_s
+        super().__init__(
+            f"{mapping}: {records} records of the batch held by another instance "
+            f"for more than {waited_s:g} s"
+        )
 
 
 class ConfigError(TablesyncError):
@@ -100,6 +148,11 @@ class FilterSyntaxError(MappingError):
         self.expression = expression
         self.position = position
         self.reason = message
+
+
+class KafkaAuthError(ConfigError):
+    """The Kafka brokers refused tablesync's credentials or certificate, or tablesync
+    refused theirs. Not retried: it names the ``TABLESYNC_KAFKA__*`` settings to fix."""
 
 
 class InfraError(TablesyncError):
@@ -164,6 +217,32 @@ class ApiAuthError(ApiError):
     """The API refused the credentials (401/403) or the token endpoint failed."""
 
 
+class TokenRefused(ApiAuthError):
+    """The token endpoint refused a token request. ``error`` and ``description`` are
+    the OAuth 2.0 ``error`` and ``error_description`` (RFC 6749 5.2); ``code`` the
+    Microsoft Entra ``AADSTS<n>`` code in it; ``trace_id`` and ``correlation_id``
+    what Microsoft support asks for."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        side: str,
+        status: int | None,
+        error: str,
+        description: str,
+        code: str | None,
+        trace_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        super().__init__(message, side=side, status=status)
+        self.error = error
+        self.description = description
+        self.code = code
+        self.trace_id = trace_id
+        self.correlation_id = correlation_id
+
+
 class RecordRejected(ApiError):
     """The API refused one record (a 4xx other than 401/403/408/429)."""
 
@@ -201,6 +280,17 @@ class ReadUnauthorized(ReadRefused, ApiAuthError):
 
 class ApiUnavailable(ApiError):
     """429 / 5xx / connection errors outlasted the retry budget."""
+
+
+class ChangeTrackingUnavailable(ApiError):
+    """The table does not track changes (Dataverse ``ChangeTrackingEnabled`` false, or BC):
+    its changes are found by their modified-on stamps instead."""
+
+
+class DeltaLinkExpired(ApiError):
+    """The side no longer serves changes from this delta link (Dataverse
+    ``ExpiredVersionStamp``: older than the organization's change tracking retention, or
+    not one of its own): the table is read again without one, for a new link."""
 
 
 class CommandRefused(TablesyncError):

@@ -46,7 +46,10 @@ __all__ = [
     "StateSnapshot",
     "api_stats",
     "dead_lettered",
+    "deletion_scan_halted",
+    "delta_link_expired",
     "events_applied",
+    "late_rows",
     "observe_applied",
     "read_refused",
     "render",
@@ -164,6 +167,27 @@ READS_REFUSED = MetricDef(
     "the records refused, which become record errors).",
 )
 
+DELETION_SCAN_HALTED = MetricDef(
+    "tablesync_deletion_scan_halted_total",
+    "counter",
+    ("side", "table", "mapping"),
+    "Deletion scans that published nothing: they would have removed more than the share "
+    "TABLESYNC_SYNC__DELETE_SCAN_MAX_SHARE of the mapping's couplings (alert on any).",
+)
+LATE_ROWS = MetricDef(
+    "tablesync_capture_late_rows_total",
+    "counter",
+    ("side", "table"),
+    "Rows a look-back pass or a reconcile published that the polls had passed: committed "
+    "after a row with a later stamp was read.",
+)
+DELTA_LINK_EXPIRED = MetricDef(
+    "tablesync_capture_delta_link_expired_total",
+    "counter",
+    ("side", "table"),
+    "Dataverse delta links refused as expired: the table was read again for a new one.",
+)
+
 DEFINITIONS: tuple[MetricDef, ...] = (
     CONSUMER_LAG,
     CONSUMER_LAG_AGE,
@@ -181,6 +205,9 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     API_THROTTLED,
     API_UNAVAILABLE,
     READS_REFUSED,
+    DELETION_SCAN_HALTED,
+    LATE_ROWS,
+    DELTA_LINK_EXPIRED,
 )
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -206,6 +233,10 @@ _dead_lettered = Counter(
 _reads_refused = Counter(
     READS_REFUSED.name, _doc(READS_REFUSED), READS_REFUSED.labels, registry=None
 )
+_capture_counters = {
+    d.name: Counter(d.name, _doc(d), d.labels, registry=None)
+    for d in (DELETION_SCAN_HALTED, LATE_ROWS, DELTA_LINK_EXPIRED)
+}
 _api_lock = threading.Lock()
 _api_stats: list[ApiStats] = []
 
@@ -223,6 +254,21 @@ def events_applied(mapping: str, events: Iterable[RecordChanged], now: datetime)
             observe_applied(
                 mapping, direction_of(event.side), (now - event.modified_at).total_seconds()
             )
+
+
+def deletion_scan_halted(side: str, table: str, mapping: str) -> None:
+    """A deletion scan stopped rather than strip ``mapping`` of its couplings."""
+    _capture_counters[DELETION_SCAN_HALTED.name].labels(side, table, mapping).inc()
+
+
+def late_rows(side: str, table: str, count: int) -> None:
+    """``count`` rows published that were committed after the polls passed their stamps."""
+    if count:
+        _capture_counters[LATE_ROWS.name].labels(side, table).inc(count)
+
+
+def delta_link_expired(side: str, table: str) -> None:
+    _capture_counters[DELTA_LINK_EXPIRED.name].labels(side, table).inc()
 
 
 def dead_lettered(consumer: str) -> None:
@@ -260,6 +306,8 @@ class _InProcess(Collector):
         yield from _applied_latency.collect()
         yield from _dead_lettered.collect()
         yield from _reads_refused.collect()
+        for counter in _capture_counters.values():
+            yield from counter.collect()
         with _api_lock:
             registered = list(_api_stats)
         totals: dict[str, dict[str, int]] = {}

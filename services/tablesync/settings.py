@@ -4,14 +4,30 @@ passed down; nothing below the runtime reads the environment."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-__all__ = ["ApiSettings", "EmulatorSettings", "LocalInfraSettings", "Settings", "SyncSettings"]
+from tablesync.errors import ConfigError
+
+__all__ = [
+    "ApiSettings",
+    "EmulatorSettings",
+    "HealthSettings",
+    "KafkaSettings",
+    "LocalInfraSettings",
+    "Settings",
+    "SyncSettings",
+]
 
 DEFAULT_TOKEN = "local-dev-token"
 LEASE_VALID_SHARE = 0.8
@@ -19,20 +35,82 @@ LEASE_VALID_SHARE = 0.8
 the rest covers the drift between its clock and the database's."""
 
 
-class ApiSettings(BaseModel):
-    """How to reach one side's HTTP API."""
+ENTRA_AUTHORITY = "https://login.microsoftonline.com"
+BC_ONLINE_API = "https://api.businesscentral.dynamics.com"
+EMULATOR_URLS = {
+    "bc": "http://127.0.0.1:7048/BC/api/v2.0",
+    "dataverse": "http://127.0.0.1:7049/api/data/v9.2",
+}
 
-    base_url: str
+ApiSide = Literal["bc", "dataverse"]
+
+
+class ApiSettings(BaseModel):
+    """How to reach one side's HTTP API (``TABLESYNC_BC__*``, ``TABLESYNC_DATAVERSE__*``).
+
+    A real tenant needs only ``tenant_id``, the BC ``environment`` or the Dataverse
+    ``org_url``, ``client_id`` and a client secret or certificate: the API's base
+    URL, the token endpoint and the scope are derived from them (``resolved``)
+    unless given. With none of them set, the local emulator is used."""
+
+    base_url: str | None = Field(
+        default=None,
+        description=(
+            "The API root. Derived when unset: BC "
+            "https://api.businesscentral.dynamics.com/v2.0/<tenant_id>/<environment>/api/v2.0, "
+            "Dataverse <org_url>/api/data/v9.2; else the local emulator's."
+        ),
+    )
+    tenant_id: str | None = Field(
+        default=None, description="Microsoft Entra tenant: its id (a GUID) or a domain name."
+    )
+    environment: str | None = Field(
+        default=None, description="BC only: the environment's name, e.g. production."
+    )
+    org_url: str | None = Field(
+        default=None, description="Dataverse only: https://<org>.crm<n>.dynamics.com."
+    )
+    authority_host: str = Field(
+        default=ENTRA_AUTHORITY,
+        description="Where the tenant's token endpoint is (a national cloud has its own).",
+    )
     token_url: str | None = Field(
         default=None,
-        description="OAuth2 token endpoint; when unset the static token is sent as the bearer.",
+        description=(
+            "OAuth 2.0 token endpoint; derived from tenant_id when unset "
+            "(<authority_host>/<tenant_id>/oauth2/v2.0/token). Without either the static "
+            "token is sent as the bearer."
+        ),
     )
-    client_id: str | None = None
+    client_id: str | None = Field(default=None, description="The Entra application (client) id.")
     client_secret: SecretStr | None = None
-    scope: str | None = None
+    client_certificate_file: Path | None = Field(
+        default=None,
+        description=(
+            "Instead of a secret: the application's certificate, PEM (certificate and "
+            "private key) or PKCS#12 (.pfx/.p12)."
+        ),
+    )
+    client_certificate_key_file: Path | None = Field(
+        default=None, description="The PEM private key, when not in client_certificate_file."
+    )
+    client_certificate_password: SecretStr | None = Field(
+        default=None, description="Password of the private key or of the PKCS#12 file."
+    )
+    scope: str | None = Field(
+        default=None,
+        description=(
+            "Derived when unset: BC https://api.businesscentral.dynamics.com/.default, "
+            "Dataverse <org_url>/.default."
+        ),
+    )
     static_token: SecretStr | None = SecretStr(DEFAULT_TOKEN)
     company_name: str | None = Field(
-        default=None, description="BC only: the company to sync; the first one when unset."
+        default=None,
+        description="BC only: the company to sync, by name; the first one when neither is set.",
+    )
+    company_id: str | None = Field(
+        default=None, description="BC only: the company to sync, by id (wins over company_name)."
     )
     timeout_s: float = 30.0
     max_connections: int = 16
@@ -42,6 +120,92 @@ class ApiSettings(BaseModel):
     page_size: int = Field(default=5000, description="Rows per page asked of the server.")
     batch_size: int = Field(
         default=500, description="Records per write batch ($batch on Dataverse)."
+    )
+
+    def resolved(self, side: ApiSide) -> ApiSettings:
+        """These settings with ``base_url``, ``token_url`` and ``scope`` filled in
+        where they derive from the tenant; unchanged where given. Idempotent."""
+        env = f"TABLESYNC_{side.upper()}__"
+        base_url = self.base_url
+        if base_url is None and side == "bc" and (self.tenant_id or self.environment):
+            if not (self.tenant_id and self.environment):
+                missing = "ENVIRONMENT" if self.tenant_id else "TENANT_ID"
+                raise ConfigError(
+                    f"bc: {env}{missing} is needed to derive the BC API URL (or set {env}BASE_URL)"
+                )
+            base_url = (
+                f"{BC_ONLINE_API}/v2.0/{quote(self.tenant_id, safe='')}/"
+                f"{quote(self.environment, safe='')}/api/v2.0"
+            )
+        if base_url is None and side == "dataverse" and self.org_url:
+            base_url = f"{self.org_url.rstrip('/')}/api/data/v9.2"
+        token_url = self.token_url
+        if token_url is None and self.tenant_id:
+            token_url = (
+                f"{self.authority_host.rstrip('/')}/{quote(self.tenant_id, safe='')}"
+                "/oauth2/v2.0/token"
+            )
+        scope = self.scope
+        if scope is None and token_url is not None:
+            if side == "bc":
+                scope = f"{BC_ONLINE_API}/.default"
+            elif self.org_url or base_url:
+                scope = f"{_origin(self.org_url or base_url or '')}/.default"
+        return self.model_copy(
+            update={
+                "base_url": base_url or EMULATOR_URLS[side],
+                "token_url": token_url,
+                "scope": scope,
+            }
+        )
+
+    def url(self) -> str:
+        """The base URL of settings that went through ``resolved``."""
+        if self.base_url is None:
+            raise ConfigError("the API settings were used before they were resolved")
+        return self.base_url
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+
+
+class KafkaSettings(BaseModel):
+    """How every Kafka client of tablesync authenticates and encrypts
+    (``TABLESYNC_KAFKA__*``); the brokers themselves are ``kafka_bootstrap_servers``."""
+
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = Field(
+        default="PLAIN", description="With SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_username: str | None = Field(default=None, description="PLAIN and SCRAM.")
+    sasl_password: SecretStr | None = Field(default=None, description="PLAIN and SCRAM.")
+    sasl_oauth_token_url: str | None = Field(
+        default=None, description="OAUTHBEARER: the OAuth 2.0 token endpoint (client credentials)."
+    )
+    sasl_oauth_client_id: str | None = None
+    sasl_oauth_client_secret: SecretStr | None = None
+    sasl_oauth_scope: str | None = None
+    ssl_ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the CAs that sign the brokers' certificates (else the system's).",
+    )
+    ssl_cert_file: Path | None = Field(
+        default=None, description="PEM client certificate (chain), for brokers that ask for one."
+    )
+    ssl_key_file: Path | None = Field(
+        default=None, description="PEM private key of the client certificate."
+    )
+    ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted ssl_key_file."
+    )
+    ssl_check_hostname: bool = Field(
+        default=True, description="Whether a broker's certificate must name the host dialled."
     )
 
 
@@ -63,6 +227,17 @@ class EmulatorSettings(BaseModel):
     )
     window_s: float = 5.0
     max_page_size: int = 5000
+    untracked_tables: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Dataverse tables the emulator serves without change tracking (ChangeTrackingEnabled "
+            "false); accounts, contacts, transactioncurrencies and systemusers have it on."
+        ),
+    )
+    change_retention_s: float = Field(
+        default=7 * 86400.0,
+        description="How long a Dataverse delta token stays valid (ExpireChangeTrackingInDays).",
+    )
 
 
 class LocalInfraSettings(BaseModel):
@@ -73,12 +248,58 @@ class LocalInfraSettings(BaseModel):
     ready_timeout_s: float = 90.0
 
 
+class HealthSettings(BaseModel):
+    """Liveness and readiness of each service process (``/livez``, ``/readyz``)."""
+
+    port: int | None = Field(
+        default=None, description="Serve /livez and /readyz on this port; off when unset."
+    )
+    host: str = "127.0.0.1"
+    check_interval_s: float = Field(
+        default=2.0, description="How often Kafka and PostgreSQL are asked whether they answer."
+    )
+    api_check_interval_s: float = Field(
+        default=15.0,
+        description=(
+            "How often each side's API is asked; its requests count against the "
+            "service-protection budget, so less often."
+        ),
+    )
+    check_timeout_s: float = Field(
+        default=3.0, description="A dependency that has not answered by then is down."
+    )
+    stale_after_s: float = Field(
+        default=60.0,
+        description="A service loop that has not come round for this long makes it not ready.",
+    )
+
+
 class SyncSettings(BaseModel):
     """Timing and sizing of the sync services."""
 
     poll_interval_s: float = Field(default=1.0, description="Capture polling period.")
     poll_overlap_s: float = Field(
         default=1.0, description="Capture re-reads this far behind its watermark."
+    )
+    lookback_s: float = Field(
+        default=600.0,
+        description=(
+            "Every lookback_interval_s a poll re-reads this far behind the watermark, so a "
+            "row committed after a later one was read (stamped before it) is still published."
+        ),
+    )
+    lookback_interval_s: float = Field(
+        default=30.0, description="How often a poll re-reads the whole look-back window."
+    )
+    reconcile_interval_s: float = Field(
+        default=3600.0,
+        description=(
+            "How often capture reads every row's version of a table it polls by stamp and "
+            "publishes the ones committed too late for the look-back (0: never)."
+        ),
+    )
+    change_tracking: bool = Field(
+        default=True, description="Capture follows Dataverse change tracking where a table has it."
     )
     apply_batch_size: int = Field(
         default=1000, description="Most events apply takes in one batch (from all its partitions)."
@@ -95,6 +316,29 @@ class SyncSettings(BaseModel):
         default=30.0,
         description="How often capture compares coupled records with the ids that still exist.",
     )
+    delete_scan_max_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "A deletion scan that would remove more than this share of a mapping's couplings "
+            "(and more than delete_scan_min_cap records) stops, logs an error and raises "
+            "tablesync_deletion_scan_halted_total instead."
+        ),
+    )
+    delete_scan_min_cap: int = Field(
+        default=10,
+        ge=0,
+        description="However small the share, a scan may remove this many records of a mapping.",
+    )
+    claim_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long a batch of apply waits for records another instance of its mapping "
+            "holds (two instances own the two records of a pair) before it tries again."
+        ),
+    )
     intent_timeout_s: float = Field(
         default=600.0,
         description=(
@@ -107,7 +351,13 @@ class SyncSettings(BaseModel):
         default=5, description="Identical failures after which a record becomes skipped."
     )
     partitions: int = Field(default=6, description="Partitions of each topic tablesync creates.")
-    mapping_file: Path = Path("mappings/default.yaml")
+    mapping_file: Path | None = Field(
+        default=None,
+        description=(
+            "What `tablesync mappings load` loads without a file; "
+            "unset: the default mappings shipped with tablesync."
+        ),
+    )
     lease_ttl_s: float = Field(
         default=10.0,
         gt=0,
@@ -135,10 +385,37 @@ class SyncSettings(BaseModel):
         return self
 
 
+SECRETS_DIR_ENV = "TABLESYNC_SECRETS_DIR"
+
+
 class Settings(BaseSettings):
+    """Every setting, from (in this order of precedence) the arguments, the
+    environment, and files in the directory ``TABLESYNC_SECRETS_DIR`` names:
+    one file per setting, named like its variable (``TABLESYNC_BC__CLIENT_SECRET``,
+    any case), holding its value, as Docker (``/run/secrets``) and Kubernetes
+    secret volumes lay them out."""
+
     model_config = SettingsConfigDict(
         env_prefix="TABLESYNC_", env_nested_delimiter="__", extra="ignore"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        directory = os.environ.get(SECRETS_DIR_ENV) or None
+        files = NestedSecretsSettingsSource(
+            file_secret_settings,
+            secrets_dir=directory,
+            # A directory named but missing is a mistake worth stopping for.
+            secrets_dir_missing="error" if directory else "ok",
+        )
+        return init_settings, env_settings, dotenv_settings, files
 
     database_url: SecretStr = Field(
         default=SecretStr("postgresql://postgres@127.0.0.1:5433/tablesync"),
@@ -148,6 +425,7 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(
         default=1, description="Replication factor of the topics tablesync creates."
     )
+    kafka: KafkaSettings = KafkaSettings()
     topic_prefix: str = Field(default="", description="Prepended to every topic name.")
     log_format: Literal["console", "json", "auto"] = "auto"
     log_level: str = "info"
@@ -161,11 +439,18 @@ class Settings(BaseSettings):
     )
     fault_after: int = Field(default=1, description="Fault suite only: on the Nth pass.")
 
-    bc: ApiSettings = ApiSettings(base_url="http://127.0.0.1:7048/BC/api/v2.0")
-    dataverse: ApiSettings = ApiSettings(base_url="http://127.0.0.1:7049/api/data/v9.2")
+    bc: ApiSettings = ApiSettings()
+    dataverse: ApiSettings = ApiSettings()
     emulator: EmulatorSettings = EmulatorSettings()
+    health: HealthSettings = HealthSettings()
     local: LocalInfraSettings = LocalInfraSettings()
     sync: SyncSettings = SyncSettings()
+
+    @model_validator(mode="after")
+    def _derive_api_urls(self) -> Settings:
+        self.bc = self.bc.resolved("bc")
+        self.dataverse = self.dataverse.resolved("dataverse")
+        return self
 
     def database_dsn(self) -> str:
         return self.database_url.get_secret_value()

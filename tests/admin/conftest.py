@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaPublisher
+from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher
 from tablesync.adapters.postgres.jobs import JobStore
 from tablesync.composition import topics_for
 from tablesync.localinfra.network import free_ports
@@ -84,7 +84,7 @@ async def admin(infra: InfraEndpoints, state_dsn: str, topic_prefix: str) -> Asy
 @pytest.fixture
 async def ops(admin: Admin) -> AsyncIterator[Operations]:
     settings = admin.stack.settings
-    publisher = KafkaPublisher(settings.kafka_bootstrap_servers)
+    publisher = KafkaPublisher(KafkaConnection.from_settings(settings))
     await publisher.start()
     try:
         yield Operations(

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from starlette.routing import Mount, Route
 
-from tablesync.adapters.kafka import KafkaPublisher
+from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher
 from tablesync.adapters.postgres import postgres_stores
 from tablesync.admin import AdminService
 from tablesync.composition import SideApis, build_operator, topics_for
@@ -40,7 +40,7 @@ def _concrete(path: str) -> str:
 async def _requests(admin: Admin) -> list[tuple[str, str, str]]:
     """(method, url path, route template) for every route of the admin app."""
     settings = admin.stack.settings
-    async with KafkaPublisher(settings.kafka_bootstrap_servers) as publisher:
+    async with KafkaPublisher(KafkaConnection.from_settings(settings)) as publisher:
         operator = build_operator(
             settings,
             postgres_stores(admin.stack.pool),

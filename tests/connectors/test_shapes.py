@@ -94,10 +94,16 @@ def test_query_text_escapes_what_servers_would_misread() -> None:
 def test_client_credentials_need_all_their_settings() -> None:
     settings = api_settings(token_url="https://login.test/t/oauth2/v2.0/token", client_id="app")
 
-    with pytest.raises(ConfigError, match="client_secret, scope"):
+    # The scope derives from the Dataverse URL; the secret or certificate cannot.
+    with pytest.raises(
+        ConfigError,
+        match="TABLESYNC_DATAVERSE__CLIENT_SECRET or TABLESYNC_DATAVERSE__CLIENT_CERTIFICATE_FILE",
+    ):
         ODataHttp("dataverse", settings)
 
 
 def test_no_credentials_at_all_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="neither token_url nor static_token"):
+    with pytest.raises(
+        ConfigError, match=r"TABLESYNC_BC__TENANT_ID .* or TABLESYNC_BC__STATIC_TOKEN"
+    ):
         ODataHttp("bc", api_settings(static_token=None))

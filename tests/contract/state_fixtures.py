@@ -14,13 +14,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import yaml
 
+from tablesync.adapters.mapping_file import default_mapping_file
 from tablesync.adapters.memory import ConstraintViolation, MemoryDatabase, MemorySingleton
 from tablesync.adapters.memory import memory_stores as build_memory_stores
 from tablesync.adapters.postgres import PostgresLease, postgres_stores
@@ -49,7 +49,7 @@ __all__ = [
 state_template = integration.state_template
 state_dsn = integration.state_dsn
 
-MAPPINGS_FILE = Path(__file__).resolve().parents[2] / "mappings" / "default.yaml"
+MAPPINGS_FILE = default_mapping_file()
 # Waiting for the database's clock to pass a moment: far more than any test asks.
 ELAPSE_TIMEOUT_S = 30.0
 

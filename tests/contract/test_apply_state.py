@@ -15,6 +15,7 @@ from tablesync.adapters.memory import MemoryApplyState, MemoryDatabase, memory_s
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.effects import BatchEffects, ErrorRow, Intent, WriteTarget
 from tablesync.core.stored import Selection
+from tablesync.errors import Fenced
 from tests.contract.state_fixtures import (
     StateHarness,
     continuous_job,
@@ -58,6 +59,57 @@ class ApplyStateContract:
             ("cdc.bc.customers", 0)
         ] == 11
         assert await apply_state.positions("CUSTOMER", ["other"]) == {}
+
+    # Ownership of partitions
+
+    async def test_partitions_taken_again_fence_off_their_earlier_holder(
+        self, state: StateHarness
+    ) -> None:
+        apply_state = state.stores.apply_state
+        p0, p1 = ("cdc.bc.customers", 0), ("cdc.bc.customers", 1)
+        first = await apply_state.take_epochs("CUSTOMER", [p0, p1])
+        assert await apply_state.take_epochs("VENDOR", [p0]) == {p0: 1}
+        await apply_state.check_epochs("CUSTOMER", first)
+        # Another instance is assigned p0: the first holder's writes and
+        # commit of it are refused, whole; its work of p1 alone still holds.
+        second = await apply_state.take_epochs("CUSTOMER", [p0])
+        assert second[p0] > first[p0]
+        with pytest.raises(Fenced) as refused:
+            await apply_state.check_epochs("CUSTOMER", first)
+        assert refused.value.partitions == [p0] and "cdc.bc.customers[0]" in str(refused.value)
+        await apply_state.check_epochs("CUSTOMER", {p1: first[p1]})
+        late = effects(couplings=[(coupling(), None)], positions={p0: 10, p1: 5})
+        late.epochs = dict(first)
+        with pytest.raises(Fenced):
+            await apply_state.commit(late)
+        assert await state.stores.couplings.count() == 0
+        assert await apply_state.positions("CUSTOMER", ["cdc.bc.customers"]) == {}
+        owner = effects(positions={p0: 3})
+        owner.epochs = {p0: second[p0]}
+        await apply_state.commit(owner)
+        assert await apply_state.positions("CUSTOMER", ["cdc.bc.customers"]) == {p0: 3}
+        # Never taken here: not this holder's either.
+        with pytest.raises(Fenced):
+            await apply_state.check_epochs("CUSTOMER", {("cdc.dataverse.accounts", 0): 1})
+
+    async def test_announcements_of_a_holder_fenced_off_are_refused(
+        self, state: StateHarness
+    ) -> None:
+        apply_state = state.stores.apply_state
+        p0 = ("cdc.bc.customers", 0)
+        first = await apply_state.take_epochs("CUSTOMER", [p0])
+        await apply_state.record_intents([intent("s1")], held=first)
+        await apply_state.take_epochs("CUSTOMER", [p0])
+        with pytest.raises(Fenced):
+            await apply_state.record_intents([intent("s2")], held=first)
+        with pytest.raises(Fenced):
+            await apply_state.record_made("CUSTOMER", [("bc", "s1", "d1")], held=first)
+        target: WriteTarget = ("dataverse", "dv1", "update")
+        with pytest.raises(Fenced):
+            await apply_state.announce_writes("CUSTOMER", [target], held=first)
+        assert list(await apply_state.intents_of("CUSTOMER", "bc", ["s1", "s2"])) == ["s1"]
+        assert not (await apply_state.intents_of("CUSTOMER", "bc", ["s1"]))["s1"].made
+        assert await apply_state.announced_writes("CUSTOMER", [target]) == set()
 
     # One transaction
 

@@ -49,6 +49,25 @@ class CheckpointsContract:
         assert stored == T0
         assert stored is not None and stored.utcoffset() == timedelta(0)
 
+    async def test_a_delta_link_is_replaced_and_forgotten_beside_the_watermark(
+        self, state: StateHarness
+    ) -> None:
+        checkpoints = state.stores.checkpoints
+        assert await checkpoints.delta_link("dataverse", "accounts") is None
+        await checkpoints.store_delta_link("dataverse", "accounts", "accounts?$deltatoken=1")
+        assert await checkpoints.watermark("dataverse", "accounts") is None
+        await checkpoints.store_watermark("dataverse", "accounts", T0)
+        await checkpoints.store_delta_link("dataverse", "accounts", "accounts?$deltatoken=7")
+
+        assert await checkpoints.delta_link("dataverse", "accounts") == "accounts?$deltatoken=7"
+        assert await checkpoints.watermark("dataverse", "accounts") == T0
+        await checkpoints.store_watermark("dataverse", "accounts", T0 + timedelta(seconds=1))
+        assert await checkpoints.delta_link("dataverse", "accounts") == "accounts?$deltatoken=7"
+        await checkpoints.store_delta_link("dataverse", "accounts", None)
+        assert await checkpoints.delta_link("dataverse", "accounts") is None
+        assert await checkpoints.watermark("dataverse", "accounts") == T0 + timedelta(seconds=1)
+        assert await checkpoints.delta_link("dataverse", "contacts") is None
+
     async def test_a_snapshot_served_to_the_end_is_not_served_again(
         self, state: StateHarness
     ) -> None:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from tablesync.adapters.kafka import KafkaConsumers, KafkaPublisher, ensure_topics
+from tablesync.adapters.kafka import KafkaConnection, KafkaConsumers, KafkaPublisher, ensure_topics
 from tablesync.adapters.kafka.topics import delete_topics
 from tablesync.adapters.kafka.window import KafkaWindow
 from tablesync.adapters.memory.log import MemberCrashed, MemoryBroker, key_partition
@@ -501,7 +501,7 @@ class TestMemoryLog(LogContract):
 class TestKafkaLog(LogContract):
     @pytest.fixture
     async def log(self, infra: InfraEndpoints) -> AsyncIterator[LogUnderTest]:
-        bootstrap = infra.kafka_bootstrap_servers
+        bootstrap = KafkaConnection(infra.kafka_bootstrap_servers)
         prefix = f"t{uuid.uuid4().hex[:10]}."
         publisher = KafkaPublisher(bootstrap, client_id="tablesync-contract")
         await publisher.start()

@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+import asyncpg
 import pytest
 
 from tablesync.core.events import Side
@@ -30,6 +32,7 @@ from tablesync.core.filters import (
     to_odata,
 )
 from tablesync.core.records import (
+    Changes,
     Create,
     Delete,
     Missing,
@@ -43,9 +46,11 @@ from tablesync.core.records import (
     Written,
 )
 from tablesync.emulators.memory import MemorySide
-from tablesync.errors import ReadRefused
+from tablesync.errors import ChangeTrackingUnavailable, DeltaLinkExpired, ReadRefused
 from tablesync.ports.api import SideApi
-from tests.connectors.conftest import ApiFactory
+from tablesync.settings import with_database
+from tests.conftest import InfraEndpoints
+from tests.connectors.conftest import ApiFactory, Emulators
 from tests.contract.conftest import StepClock
 
 SINCE_START = datetime.now(UTC) - timedelta(minutes=5)
@@ -94,6 +99,40 @@ async def pages(iterator: AsyncIterator[list[Any]]) -> list[list[Any]]:
 def one(rows: dict[str, Row], record_id: str) -> Row:
     assert record_id in rows, rows
     return rows[record_id]
+
+
+class Tracking(Protocol):
+    """What a test does to a side's change tracking from outside its API."""
+
+    async def expire(self, api: SideApi) -> None:
+        """Every delta link given so far expires."""
+        ...
+
+    async def set_tracked(self, api: SideApi, table: str, tracked: bool) -> None: ...
+
+    def late_update(
+        self, api: SideApi, table: str, record_id: str, name: str, stamp: datetime
+    ) -> AbstractAsyncContextManager[None]:
+        """A transaction that stamps the record ``stamp`` and changes its name on entry,
+        and commits only on exit."""
+        ...
+
+
+async def follow(api: SideApi, table: str, link: str | None) -> tuple[list[Changes], str]:
+    """Every page of one change-tracking read, and the link it ends with."""
+    found = await pages(api.track_changes(table, link))
+    assert found, "a read of changes has at least one page"
+    assert all(p.delta_link is None for p in found[:-1])
+    last = found[-1].delta_link
+    assert last is not None
+    return found, last
+
+
+def entries(found: list[Changes], ids: set[str]) -> tuple[dict[str, Row], list[str]]:
+    """The rows changed and the ids deleted among ``ids`` (other tests share the tables)."""
+    rows = {r.id: r for p in found for r in p.rows if r.id in ids}
+    deleted = [i for p in found for i in p.deleted if i in ids]
+    return rows, deleted
 
 
 class SideApiContract:
@@ -349,6 +388,135 @@ class SideApiContract:
             assert within is not None
             assert await api.find(v.table, within) == []
 
+    async def test_read_versions_give_every_row_with_its_etag_key_and_stamp_only(
+        self, api: SideApi, v: Vocab, tag: str
+    ) -> None:
+        created = await create(api, v, tag, 4)
+
+        found = await pages(api.read_versions(v.table))
+
+        rows = [r for p in found for r in p]
+        assert all(len(p) <= PAGE for p in found)
+        assert [r.id for r in rows] == sorted(r.id for r in rows)
+        mine = {r.id: r for r in rows if r.id in {c.id for c in created}}
+        assert set(mine) == {c.id for c in created}
+        for row in created:
+            seen = mine[row.id]
+            assert (seen.etag, seen.modified_at) == (row.etag, row.modified_at)
+            assert seen.fields == {v.key: row.id, v.stamp: row.fields[v.stamp]}
+
+    # ------------------------------------------------------------ change tracking
+
+    async def test_bc_tracks_no_changes(self, open_side: OpenSide) -> None:
+        api = await open_side("bc")
+
+        with pytest.raises(ChangeTrackingUnavailable):
+            await pages(api.track_changes("customers"))
+
+    async def test_a_delta_link_gives_what_changed_and_was_deleted_since(
+        self, open_side: OpenSide, tag: str
+    ) -> None:
+        api = await open_side("dataverse")
+        v = VOCABS["dataverse"]
+        before = await create(api, v, tag, 3)
+        first, link = await follow(api, v.table, None)
+        assert all(len(p.rows) <= PAGE and not p.deleted for p in first)
+        assert {r.id for r in before} <= {r.id for p in first for r in p.rows}
+
+        [changed] = [
+            written(r)
+            for r in await api.write(v.table, [Update(before[0].id, {v.name: f"{tag}-new"})])
+        ]
+        await api.write(v.table, [Delete(before[1].id)])
+        [added] = await create(api, v, f"{tag}a", 1)
+        [fleeting] = await create(api, v, f"{tag}f", 1)
+        await api.write(v.table, [Delete(fleeting.id)])
+        ids = {r.id for r in [*before, added, fleeting]}
+
+        found, again = await follow(api, v.table, link)
+
+        rows, deleted = entries(found, ids)
+        assert rows == {changed.id: changed, added.id: added}
+        assert sorted(deleted) == sorted([before[1].id, fleeting.id])
+        order = [kind for p in found for kind in ["row"] * len(p.rows) + ["gone"] * len(p.deleted)]
+        assert order == sorted(order, key=lambda kind: kind == "gone")
+        assert entries(await pages(api.track_changes(v.table, link)), ids) == (rows, deleted)
+        assert entries((await follow(api, v.table, again))[0], ids) == ({}, [])
+
+    async def test_changes_page_at_the_page_size(self, open_side: OpenSide, tag: str) -> None:
+        api = await open_side("dataverse")
+        v = VOCABS["dataverse"]
+        _, link = await follow(api, v.table, None)
+        created = await create(api, v, tag, 2 * PAGE + 1)
+
+        found, _ = await follow(api, v.table, link)
+
+        assert len(found) >= 3
+        assert all(len(p.rows) + len(p.deleted) <= PAGE for p in found)
+        assert set(entries(found, {r.id for r in created})[0]) == {r.id for r in created}
+
+    async def test_a_late_commit_is_in_the_changes_after_the_read_it_missed(
+        self, open_side: OpenSide, tracking: Tracking, tag: str
+    ) -> None:
+        api = await open_side("dataverse")
+        v = VOCABS["dataverse"]
+        [row] = await create(api, v, tag, 1)
+        _, link = await follow(api, v.table, None)
+        long_ago = row.modified_at - timedelta(hours=1)
+
+        async with tracking.late_update(api, v.table, row.id, f"{tag}-late", long_ago):
+            # A change committed meanwhile moves the next link past every change committed
+            # before it: the late one must still come after.
+            [meanwhile] = await create(api, v, f"{tag}m", 1)
+            found, after = await follow(api, v.table, link)
+            assert set(entries(found, {row.id, meanwhile.id})[0]) == {meanwhile.id}
+        found, _ = await follow(api, v.table, after)
+
+        late = entries(found, {row.id})[0][row.id]
+        assert late.fields[v.name] == f"{tag}-late"
+        assert late.modified_at == long_ago.replace(microsecond=0)
+        # Polling by stamp from where the first read stood never sees it.
+        polled = await pages(api.changed_since(v.table, row.modified_at, filter=v.tagged(tag)))
+        assert row.id not in {r.id for p in polled for r in p}
+
+    async def test_an_expired_delta_link_is_refused_and_a_new_read_starts_again(
+        self, open_side: OpenSide, tracking: Tracking, tag: str
+    ) -> None:
+        api = await open_side("dataverse")
+        v = VOCABS["dataverse"]
+        _, link = await follow(api, v.table, None)
+        await tracking.expire(api)
+        [row] = await create(api, v, tag, 1)
+
+        with pytest.raises(DeltaLinkExpired) as raised:
+            await pages(api.track_changes(v.table, link))
+        found, fresh = await follow(api, v.table, None)
+        [touched] = [written(r) for r in await api.write(v.table, [Update(row.id, {})])]
+        changes, _ = await follow(api, v.table, fresh)
+
+        assert raised.value.status == 400
+        assert "Please perform a full sync" in str(raised.value)
+        assert row.id in {r.id for p in found for r in p.rows}
+        assert entries(changes, {row.id})[0] == {row.id: touched}
+        with pytest.raises(DeltaLinkExpired):
+            await pages(api.track_changes(v.table, link + "0"))
+
+    async def test_a_table_without_change_tracking_refuses_it(
+        self, open_side: OpenSide, tracking: Tracking
+    ) -> None:
+        api = await open_side("dataverse")
+        _, link = await follow(api, "contacts", None)
+        await tracking.set_tracked(api, "contacts", False)
+        try:
+            with pytest.raises(ChangeTrackingUnavailable):
+                await pages(api.track_changes("contacts"))
+            with pytest.raises(ChangeTrackingUnavailable):
+                await pages(api.track_changes("contacts", link))
+            assert (await follow(api, "accounts", None))[1]
+        finally:
+            await tracking.set_tracked(api, "contacts", True)
+        await follow(api, "contacts", link)
+
     # ------------------------------------------------------------ refusals
 
     async def test_a_taken_key_refuses_the_create(self, api: SideApi, v: Vocab, tag: str) -> None:
@@ -534,6 +702,25 @@ class SideApiContract:
             record_id
         ]
 
+    async def test_a_dataverse_create_only_new_never_writes_over_its_record(
+        self, open_side: OpenSide, tag: str
+    ) -> None:
+        api = await open_side("dataverse")
+        record_id = str(uuid.uuid4())
+
+        [first] = await api.write(
+            "accounts", [Create({"name": f"{tag}-a"}, record_id=record_id, only_new=True)]
+        )
+        made = written(first)
+        [late] = await api.write(
+            "accounts", [Create({"name": f"{tag}-b"}, record_id=record_id, only_new=True)]
+        )
+
+        # Refused as Dataverse refuses a duplicate (412), the record as it was.
+        assert made.id == record_id and isinstance(late, Rejected) and late.status == 412
+        [kept] = await api.find("accounts", VOCABS["dataverse"].tagged(tag))
+        assert (kept.fields["name"], kept.etag) == (f"{tag}-a", made.etag)
+
     async def test_dataverse_refuses_to_delete_a_currency_in_use(
         self, open_side: OpenSide, tag: str
     ) -> None:
@@ -612,6 +799,28 @@ class SideApiContract:
         assert contact.fields["searchName"] == f"{tag} ada".upper()
 
 
+class MemoryTracking:
+    async def expire(self, api: SideApi) -> None:
+        assert isinstance(api, MemorySide)
+        api.expire_delta_links()
+
+    async def set_tracked(self, api: SideApi, table: str, tracked: bool) -> None:
+        assert isinstance(api, MemorySide)
+        if tracked:
+            api.untracked.discard(table)
+        else:
+            api.untracked.add(table)
+
+    @asynccontextmanager
+    async def late_update(
+        self, api: SideApi, table: str, record_id: str, name: str, stamp: datetime
+    ) -> AsyncIterator[None]:
+        assert isinstance(api, MemorySide)
+        yield
+        # A write takes effect when it is made: made now, stamped then, is a late commit.
+        api.user_update(table, record_id, {VOCABS["dataverse"].name: name}, stamped=stamp)
+
+
 class TestMemorySide(SideApiContract):
     @pytest.fixture
     def open_side(self) -> OpenSide:
@@ -621,6 +830,44 @@ class TestMemorySide(SideApiContract):
             return MemorySide(side, clock, page_size=PAGE)
 
         return open_one
+
+    @pytest.fixture
+    def tracking(self) -> Tracking:
+        return MemoryTracking()
+
+
+@dataclass
+class EmulatorTracking:
+    emulators: Emulators
+    dsn: str
+
+    async def expire(self, api: SideApi) -> None:
+        await self.emulators.control("dataverse", "POST", "change-tracking/expire")
+
+    async def set_tracked(self, api: SideApi, table: str, tracked: bool) -> None:
+        body = {"change_tracking": {table: tracked}}
+        await self.emulators.control("dataverse", "PATCH", "config", body)
+
+    @asynccontextmanager
+    async def late_update(
+        self, api: SideApi, table: str, record_id: str, name: str, stamp: datetime
+    ) -> AsyncIterator[None]:
+        assert table == "accounts"
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            async with conn.transaction():
+                # What a plug-in or a long $batch does: the row is stamped when it is
+                # written, and the transaction commits a good while later.
+                await conn.execute(
+                    "UPDATE accounts SET name = $1, versionnumber = nextval('ts_version'),"
+                    " modifiedon = date_trunc('second', $2::timestamptz) WHERE accountid = $3",
+                    name,
+                    stamp,
+                    uuid.UUID(record_id),
+                )
+                yield
+        finally:
+            await conn.close()
 
 
 @pytest.mark.integration
@@ -632,3 +879,8 @@ class TestODataSide(SideApiContract):
             return api
 
         return open_one
+
+    @pytest.fixture
+    def tracking(self, emulators: Emulators, infra: InfraEndpoints) -> Tracking:
+        dsn = with_database(infra.database_dsn, "tablesync_connectors_dataverse")
+        return EmulatorTracking(emulators, dsn)

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaPublisher, Message, Topics
+from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher, Message, Topics
 from tablesync.core.events import RecordChanged, Side
 
 __all__ = [
@@ -57,7 +57,7 @@ def poison_message(kind: str, topics: Topics, side: Side, table: str, k: int) ->
 
 
 async def publish(bootstrap: str, poison: Poison, timeout_s: float) -> None:
-    publisher = KafkaPublisher(bootstrap, client_id="tablesync-faults")
+    publisher = KafkaPublisher(KafkaConnection(bootstrap), client_id="tablesync-faults")
     try:
         async with asyncio.timeout(timeout_s):
             await publisher.start()

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from tablesync.adapters.kafka import KafkaConnection
 from tablesync.adapters.kafka.topics import delete_topics
 from tablesync.adapters.postgres import migrate
 from tablesync.settings import with_database
@@ -60,4 +61,4 @@ async def topic_prefix(infra: InfraEndpoints) -> AsyncIterator[str]:
     every test's partitions runs out of heap after a few thousand runs."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     yield prefix
-    await delete_topics(infra.kafka_bootstrap_servers, prefix)
+    await delete_topics(KafkaConnection(infra.kafka_bootstrap_servers), prefix)

@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 import yaml
 
+from tablesync.adapters.mapping_file import default_mapping_file
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.pool import create_pool
 from tablesync.composition import run_services
@@ -29,12 +30,12 @@ from tablesync.emulators.bc import create_app as bc_app
 from tablesync.emulators.common.runtime import EmulatorConfig
 from tablesync.emulators.common.server import BackgroundServer
 from tablesync.emulators.dataverse import create_app as dv_app
-from tablesync.settings import ApiSettings, Settings, SyncSettings, with_database
+from tablesync.settings import ApiSettings, KafkaSettings, Settings, SyncSettings, with_database
 
 __all__ = ["Stack", "open_stack", "wait_applied", "wait_for"]
 
 TOKEN = "stack-test-token"
-DEFAULT_MAPPINGS = Path(__file__).resolve().parents[2] / "mappings" / "default.yaml"
+DEFAULT_MAPPINGS = default_mapping_file()
 T = TypeVar("T")
 
 
@@ -78,6 +79,9 @@ class Stack:
     bc: httpx.AsyncClient
     dv: httpx.AsyncClient
     bc_company: str
+    bc_dsn: str = ""
+    """The BC emulator's own database (for what no API call can do: a late commit)."""
+    dv_dsn: str = ""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
@@ -256,6 +260,7 @@ async def open_stack(
     demo: bool = True,
     mappings_document: dict[str, Any] | None = None,
     sync: SyncSettings | None = None,
+    kafka_security: KafkaSettings | None = None,
 ) -> AsyncIterator[Stack]:
     admin = with_database(state_dsn, "postgres")
     suffix = uuid.uuid4().hex[:10]
@@ -277,6 +282,7 @@ async def open_stack(
     settings = Settings(
         database_url=state_dsn,  # type: ignore[arg-type]
         kafka_bootstrap_servers=kafka,
+        kafka=kafka_security or KafkaSettings(),
         topic_prefix=topic_prefix,
         bc=ApiSettings(base_url=f"{bc_url}/BC/api/v2.0", static_token=TOKEN),  # type: ignore[arg-type]
         dataverse=ApiSettings(base_url=f"{dv_url}/api/data/v9.2", static_token=TOKEN),  # type: ignore[arg-type]
@@ -297,7 +303,7 @@ async def open_stack(
         document = mappings_document or yaml.safe_load(DEFAULT_MAPPINGS.read_text())
         await MappingStore(pool).replace_all(document)
         companies = (await bc.get("/BC/api/v2.0/companies")).json()["value"]
-        stack = Stack(settings, pool, bc, dv, companies[0]["id"])
+        stack = Stack(settings, pool, bc, dv, companies[0]["id"], bc_dsn, dv_dsn)
         yield stack
     finally:
         if stack is not None:

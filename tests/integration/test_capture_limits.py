@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaConsumers, KafkaPublisher, ensure_topics
+from tablesync.adapters.kafka import KafkaConnection, KafkaConsumers, KafkaPublisher, ensure_topics
 from tablesync.adapters.kafka.window import KafkaWindow
 from tablesync.adapters.memory import MemoryDatabase, MemorySingleton, memory_stores
 from tablesync.composition import topic_specs, topics_for
@@ -46,11 +46,12 @@ async def test_a_row_over_the_broker_limit_is_dead_lettered_and_capture_moves_on
         sync=SyncSettings(poll_interval_s=0.2, partitions=1, lease_ttl_s=5, lease_renew_s=1),
     )
     topics = topics_for(settings)
+    kafka = KafkaConnection.from_settings(settings)
     database = MemoryDatabase(clock)
     stores = memory_stores(database)
     document = {"mappings": {"CUSTOMER": copy.deepcopy(MAPPINGS_DOCUMENT["mappings"]["CUSTOMER"])}}
     mappings = await stores.mappings.replace_all(document)
-    await ensure_topics(settings.kafka_bootstrap_servers, topic_specs(topics, mappings))
+    await ensure_topics(kafka, topic_specs(topics, mappings))
     side = MemorySide("dataverse", clock)
     started = datetime.now(UTC)
     moment = started - timedelta(seconds=1)
@@ -70,14 +71,14 @@ async def test_a_row_over_the_broker_limit_is_dead_lettered_and_capture_moves_on
     )
     codec = Codec()
     stop = asyncio.Event()
-    async with KafkaPublisher(settings.kafka_bootstrap_servers) as publisher:
+    async with KafkaPublisher(kafka) as publisher:
         capture = CaptureService(
             settings,
             "dataverse",
             stores=stores,
             api=side,
             publisher=publisher,
-            consumers=KafkaConsumers(settings.kafka_bootstrap_servers),
+            consumers=KafkaConsumers(kafka),
             codec=codec,
             clock=clock,
             topics=topics,
@@ -102,7 +103,7 @@ async def test_a_row_over_the_broker_limit_is_dead_lettered_and_capture_moves_on
             stop.set()
             await asyncio.wait_for(running, timeout=60)
 
-    window = KafkaWindow(settings.kafka_bootstrap_servers)
+    window = KafkaWindow(kafka)
     since = started - timedelta(minutes=1)
     published = [
         e

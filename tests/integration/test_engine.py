@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaPublisher
+from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher
 from tablesync.adapters.postgres.jobs import JobStore
 from tablesync.composition import topics_for
 from tablesync.core.events import RecordChanged
@@ -34,7 +34,7 @@ async def stack(infra: InfraEndpoints, state_dsn: str, topic_prefix: str) -> Asy
 
 @pytest.fixture
 async def ops(stack: Stack) -> AsyncIterator[Operations]:
-    publisher = KafkaPublisher(stack.settings.kafka_bootstrap_servers)
+    publisher = KafkaPublisher(KafkaConnection.from_settings(stack.settings))
     await publisher.start()
     try:
         yield Operations(
@@ -45,6 +45,11 @@ async def ops(stack: Stack) -> AsyncIterator[Operations]:
 
 
 async def test_full_sync_of_the_demo_data(stack: Stack, ops: Operations) -> None:
+    await check_full_sync_of_the_demo_data(stack, ops)
+
+
+async def check_full_sync_of_the_demo_data(stack: Stack, ops: Operations) -> None:
+    """One full synchronization of the demo data, and what it must leave on both sides."""
     run_id = await ops.full_sync()
     progress = await ops.wait(run_id, timeout_s=120)
     assert progress.run.status == "finished", progress.run.message

@@ -16,7 +16,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.kafka import KafkaPublisher, Message
+from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher, Message
 from tablesync.adapters.postgres.apply_state import ApplyStateStore, Intent
 from tablesync.adapters.postgres.jobs import JobStore
 from tablesync.composition import topics_for
@@ -40,7 +40,7 @@ async def stack(infra: InfraEndpoints, state_dsn: str, topic_prefix: str) -> Asy
 
 @pytest.fixture
 async def publisher(stack: Stack) -> AsyncIterator[KafkaPublisher]:
-    p = KafkaPublisher(stack.settings.kafka_bootstrap_servers)
+    p = KafkaPublisher(KafkaConnection.from_settings(stack.settings))
     await p.start()
     try:
         yield p
@@ -62,7 +62,7 @@ async def _full_sync(ops: Operations, **kwargs: Any) -> None:
 
 async def _applied_everything(stack: Stack) -> bool:
     """Every event published so far on the change topics has been applied."""
-    publisher = KafkaPublisher(stack.settings.kafka_bootstrap_servers)
+    publisher = KafkaPublisher(KafkaConnection.from_settings(stack.settings))
     await publisher.start()
     try:
         ends: dict[tuple[str, int], int] = {}
@@ -255,7 +255,7 @@ async def _deleting_stack(
         topic_prefix=topic_prefix,
         mappings_document=document,
     ) as stack:
-        publisher = KafkaPublisher(stack.settings.kafka_bootstrap_servers)
+        publisher = KafkaPublisher(KafkaConnection.from_settings(stack.settings))
         await publisher.start()
         try:
             ops = Operations(

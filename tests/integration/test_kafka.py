@@ -11,6 +11,7 @@ import pytest
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import (
     BatchConsumer,
+    KafkaConnection,
     KafkaPublisher,
     Message,
     TopicPartition,
@@ -55,16 +56,18 @@ async def test_events_round_trip_and_committed_ones_are_not_redelivered(
 ) -> None:
     topics = Topics(prefix=topic_prefix, partitions=3)
     topic = topics.cdc("bc", "customers")
-    await ensure_topics(infra.kafka_bootstrap_servers, [topics.cdc_spec("bc", "customers")])
+    await ensure_topics(
+        KafkaConnection(infra.kafka_bootstrap_servers), [topics.cdc_spec("bc", "customers")]
+    )
     group = f"{topic_prefix}apply"
 
-    async with KafkaPublisher(infra.kafka_bootstrap_servers) as publisher:
+    async with KafkaPublisher(KafkaConnection(infra.kafka_bootstrap_servers)) as publisher:
         events = [_event(i) for i in range(20)]
         await publisher.publish_many(
             Message(topic, e.record_id.encode(), CODEC.encode(e)) for e in events
         )
 
-    consumer = BatchConsumer(infra.kafka_bootstrap_servers, group, [topic])
+    consumer = BatchConsumer(KafkaConnection(infra.kafka_bootstrap_servers), group, [topic])
     await consumer.start()
     try:
         first = await _consume_until(consumer, 20)
@@ -81,7 +84,7 @@ async def test_events_round_trip_and_committed_ones_are_not_redelivered(
         await consumer.stop()
 
     expected_again = {(tp, off) for tp, off, _ in first if off >= next_offsets.get(tp, 0)}
-    consumer = BatchConsumer(infra.kafka_bootstrap_servers, group, [topic])
+    consumer = BatchConsumer(KafkaConnection(infra.kafka_bootstrap_servers), group, [topic])
     await consumer.start()
     try:
         again = await _consume_until(consumer, len(expected_again))
@@ -98,9 +101,9 @@ async def test_topics_get_their_declared_partition_counts(
 ) -> None:
     topics = Topics(prefix=topic_prefix, partitions=4)
     specs = [topics.cdc_spec("dataverse", "accounts"), *topics.control_specs()]
-    await ensure_topics(infra.kafka_bootstrap_servers, specs)
-    await ensure_topics(infra.kafka_bootstrap_servers, specs)  # idempotent
-    async with KafkaPublisher(infra.kafka_bootstrap_servers) as publisher:
+    await ensure_topics(KafkaConnection(infra.kafka_bootstrap_servers), specs)
+    await ensure_topics(KafkaConnection(infra.kafka_bootstrap_servers), specs)  # idempotent
+    async with KafkaPublisher(KafkaConnection(infra.kafka_bootstrap_servers)) as publisher:
         for spec in specs:
             parts = await publisher.partitions_for(spec.name)
             assert len(parts) == spec.partitions, spec.name

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from tablesync.adapters.kafka import KafkaPublisher, ensure_topics
+from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher, ensure_topics
 from tablesync.adapters.postgres import postgres_stores
 from tablesync.application import Operator
 from tablesync.composition import SideApis, build_operator, topics_for
@@ -44,7 +44,7 @@ async def stack(infra: InfraEndpoints, state_dsn: str, topic_prefix: str) -> Asy
         # The commands topic a run request is published on, which the services
         # would have created.
         await ensure_topics(
-            s.settings.kafka_bootstrap_servers, topics_for(s.settings).control_specs()
+            KafkaConnection.from_settings(s.settings), topics_for(s.settings).control_specs()
         )
         yield s
 
@@ -52,7 +52,7 @@ async def stack(infra: InfraEndpoints, state_dsn: str, topic_prefix: str) -> Asy
 @pytest.fixture
 async def operator(stack: Stack) -> AsyncIterator[Operator]:
     apis = SideApis(stack.settings)
-    async with KafkaPublisher(stack.settings.kafka_bootstrap_servers) as publisher:
+    async with KafkaPublisher(KafkaConnection.from_settings(stack.settings)) as publisher:
         try:
             yield build_operator(
                 stack.settings, postgres_stores(stack.pool), apis=apis, publisher=publisher
@@ -242,7 +242,7 @@ async def test_only_commands_that_touch_a_side_open_its_api(stack: Stack) -> Non
         opened.append(side)
         return await real(side)
 
-    async with KafkaPublisher(stack.settings.kafka_bootstrap_servers) as publisher:
+    async with KafkaPublisher(KafkaConnection.from_settings(stack.settings)) as publisher:
         operator = build_operator(
             stack.settings, postgres_stores(stack.pool), apis=apis, publisher=publisher
         )

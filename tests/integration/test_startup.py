@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,6 +15,7 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
+from tablesync.adapters.mapping_file import default_mapping_file
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.pool import create_pool
 from tablesync.composition import run_services
@@ -28,7 +28,7 @@ from tests.netproxy import TcpProxy
 pytestmark = pytest.mark.integration
 
 _SHARED = (state_dsn, state_template, topic_prefix)
-MAPPINGS = Path(__file__).resolve().parents[2] / "mappings" / "default.yaml"
+MAPPINGS = default_mapping_file()
 
 
 @pytest.fixture

@@ -108,7 +108,8 @@ def _profile(name: str, seed: int) -> tuple[Weights, int]:
     - ``faults``: crashes of any service at any port call and transient
       failures of the APIs, the database and the log (three mixes);
     - ``instances``: two or three apply instances of the mapping, sharing
-      its partitions through rebalances, with crashes;
+      its partitions through rebalances, with crashes and zombies (an
+      instance frozen past its session timeout that resumes mid-batch);
     - ``all``: one of the three, by seed."""
     if name == "all":
         name = PROFILES[seed % 3]
@@ -122,7 +123,7 @@ def _profile(name: str, seed: int) -> tuple[Weights, int]:
             return Weights(crash=0.004, transient=0.04), 1
         return Weights(), 1
     if name == "instances":
-        return Weights(crash=0.004, transient=0.0), 2 + seed % 2
+        return Weights(crash=0.004, transient=0.0, stall=0.002), 2 + seed % 2
     raise ValueError(f"unknown profile {name!r}: one of {', '.join(PROFILES)}")
 
 

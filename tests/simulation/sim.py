@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,8 @@ class Actor:
     kind: str
     dead: bool = False
     task: asyncio.Task[None] | None = None
+    stalled_until: float = 0.0
+    """Frozen (a stopped process, a long pause) until then: none of its tasks runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,10 @@ class Weights:
     transient: float = 0.01
     delay: float = 0.3
     max_delay_s: float = 0.4
+    stall: float = 0.0
+    """The chance an apply instance freezes for ``stall_s`` (past its session
+    timeout) at a pause, and resumes where it was: a zombie."""
+    stall_s: tuple[float, float] = (11.0, 16.0)
 
 
 _CURRENT: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("actor", default=None)
@@ -93,9 +100,18 @@ class Sim:
     transients: int = 0
     steps: int = 0
     failures: list[str] = field(default_factory=list)
+    stalls: int = 0
+    on_stall: Callable[[Actor, float], None] | None = None
+    """Told of each stall: the world freezes the actor's consumers too."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        # Ids of their own stream: drawing one changes no other choice.
+        self._ids = random.Random(self.seed ^ 0x1D5)
+
+    def new_id(self) -> str:
+        """A record id as random as uuid4's, the same on every replay."""
+        return str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
 
     # Actors
 
@@ -120,6 +136,9 @@ class Sim:
         self.steps += 1
         if actor is None:
             return
+        frozen = actor.stalled_until - _now()
+        if frozen > 0:
+            await asyncio.sleep(frozen)
         if actor.dead:
             raise Crashed(actor.name)
         if self.verbose:
@@ -138,6 +157,18 @@ class Sim:
                 actor.task.cancel()
             raise Crashed(actor.name)
         r -= w.crash
+        if r < w.stall and actor.kind == "apply":
+            self.stalls += 1
+            seconds = self.rng.uniform(*w.stall_s)
+            actor.stalled_until = _now() + seconds
+            self.note(actor.name, what, f"STALL {seconds:.1f}s")
+            if self.on_stall is not None:
+                self.on_stall(actor, seconds)
+            await asyncio.sleep(seconds)
+            if actor.dead:
+                raise Crashed(actor.name)
+            return
+        r -= w.stall
         if r < w.transient and (port != "log" or _kafka_may_fail(what)):
             self.transients += 1
             self.note(actor.name, what, "transient failure")

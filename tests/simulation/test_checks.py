@@ -1,15 +1,18 @@
 """The simulator's verdicts can fail: each invariant check, shown a world that
-breaks it, names the break."""
+breaks it, names the break; and a schedule replays exactly."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+
+import pytest
 
 from tablesync.adapters.memory import memory_stores
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.events import Side
 from tablesync.emulators.memory import MemorySide
 from tests.simulation.checks import check
+from tests.simulation.runner import run_schedule
 from tests.simulation.users import Record, Truth, UserSide
 from tests.simulation.world import _document
 
@@ -94,3 +97,12 @@ async def test_a_second_record_is_a_duplicate_and_a_deleted_one_that_stays_is_na
     found = await _verdict(truth, sides, stores)
     assert any(v.startswith("duplicate: 2 records s-1 on bc") for v in found), found
     assert any(v.startswith("deleted S-1 still exists") for v in found), found
+
+
+@pytest.mark.parametrize(("profile", "seed"), [("faults", 300340), ("instances", 200882)])
+def test_a_schedule_replays_exactly_even_after_another(profile: str, seed: int) -> None:
+    first = run_schedule(seed, profile=profile, verbose=True)
+    run_schedule(seed + 1, profile=profile)
+    again = run_schedule(seed, profile=profile, verbose=True)
+    assert [str(s) for s in again.trace] == [str(s) for s in first.trace]
+    assert again.violations == first.violations

@@ -221,11 +221,16 @@ def _operator(world: World) -> Operator:
 
 async def _skip_capture_past_now(world: World) -> None:
     """Continuous capture must not take the users' changes first: the full
-    synchronization is the one to compare. Capture re-reads an overlap
-    behind its checkpoint, so the checkpoints go past now by more than that."""
-    past = SimClock().now() + timedelta(seconds=world.settings.sync.poll_overlap_s + 0.5)
+    synchronization is the one to compare. Capture re-reads a look-back
+    behind its checkpoint, so the checkpoints go past now by more than that,
+    and Dataverse's change tracking starts from a delta link taken now."""
+    sync = world.settings.sync
+    ahead = max(sync.poll_overlap_s, sync.lookback_s) + 0.5
+    past = SimClock().now() + timedelta(seconds=ahead)
     for side in _SIDES:
         await world.stores.checkpoints.store_watermark(side, TABLE[side], past)
+    link = [p async for p in world.sides["dataverse"].track_changes("accounts")][-1].delta_link
+    await world.stores.checkpoints.store_delta_link("dataverse", "accounts", link)
 
 
 async def test_a_side_that_cannot_be_read_whole_stops_the_dry_run() -> None:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.memory import MemoryDatabase, memory_stores
+from tablesync.adapters.memory.claims import MemoryPairClaims
 from tablesync.adapters.memory.log import MemoryBroker, MemoryConsumer
 from tablesync.adapters.memory.singleton import MemorySingleton
 from tablesync.adapters.transient import TRANSIENT
@@ -97,6 +98,13 @@ class World:
             return consumer
 
         return make
+
+    def stall(self, actor: Actor, seconds: float) -> None:
+        """A process frozen: its consumers send no heartbeat meanwhile."""
+        for s in self.supervised:
+            if s.actor is actor:
+                for consumer in s.consumers:
+                    consumer.stall(seconds)
 
     def supervise(
         self, name: str, kind: str, build: Callable[[Actor, _Supervised], _Service]
@@ -241,6 +249,7 @@ def restart(world: World, *, apply_instances: int = 1) -> World:
 
 
 def _start(world: World, apply_instances: int) -> None:
+    world.sim.on_stall = world.stall
     settings, stores, sides, topics = world.settings, world.stores, world.sides, world.topics
     database, clock = world.database, SimClock()
     codec = Codec()
@@ -270,6 +279,9 @@ def _start(world: World, apply_instances: int) -> None:
     for n in range(apply_instances):
 
         def apply(actor: Actor, supervised: _Supervised) -> _Service:
+            claims = MemoryPairClaims(database)
+            # A dead instance's connection closes, and its claims with it.
+            supervised.on_crash.append(claims.close)
             return ApplyService(
                 settings,
                 MAPPING,
@@ -280,7 +292,9 @@ def _start(world: World, apply_instances: int) -> None:
                 codec=codec,
                 clock=clock,
                 topics=topics,
+                claims=claims,
                 instance=actor.name,
+                new_id=world.sim.new_id,
             )
 
         world.supervise(f"apply-{n}", "apply", apply)

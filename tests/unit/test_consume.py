@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from aiokafka.errors import CommitFailedError
 
 from tablesync.adapters.memory.log import MemoryBroker
+from tablesync.errors import Fenced
 from tablesync.ports.clock import SystemClock
 from tablesync.ports.log import Message, TopicPartition
 from tablesync.runtime.consume import (
@@ -308,3 +309,23 @@ async def test_a_commit_failing_until_the_member_rejoins_does_not_hold_its_revok
     stop.set()
     await asyncio.wait_for(task, 5)
     await other.stop()
+
+
+async def test_a_fenced_batch_is_dropped_and_what_is_still_owned_read_again() -> None:
+    broker = _broker()
+    await _publish(broker, 0, 3)
+    seen: list[list[int]] = []
+
+    async def process(batch: Batch) -> Mapping[TopicPartition, int]:
+        seen.append([r.offset for r in batch[P0]])
+        if len(seen) == 1:
+            raise Fenced("CUSTOMER", [(TOPIC, 0)])
+        return next_offsets(batch)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(_loop(broker, process).run(stop))
+    await eventually(lambda: broker.committed(GROUP, P0) == 3, "the batch read again")
+    stop.set()
+    await task
+    # Dropped, not retried as it stood nor committed; read again from its start.
+    assert seen == [[0, 1, 2], [0, 1, 2]]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tablesync.adapters.mapping_file import load_mapping_file
+from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
 from tablesync.core.counting import (
     Performed,
     Record,
@@ -55,7 +54,7 @@ from tests.strategies import (
     retry_policies,
 )
 
-_, MAPPINGS = load_mapping_file(Path(__file__).resolve().parents[2] / "mappings" / "default.yaml")
+_, MAPPINGS = load_mapping_file(default_mapping_file())
 CUSTOMER = MAPPINGS.get("CUSTOMER")
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -170,17 +169,23 @@ def test_an_update_keeps_the_stamp_the_write_left() -> None:
     assert direction == "to_integration"
 
 
-def test_an_update_of_a_record_changed_since_the_last_sync_keeps_its_stamp() -> None:
+def test_an_update_of_a_record_changed_since_the_last_sync_is_synced_as_read() -> None:
     update = Update(
         "dataverse", "dv1", {"phone": "1"}, 'W/"3"', PAIR.with_stamp("bc", stamp_of(EVENT))
     )
+    read = Row("dv1", T0 + timedelta(minutes=1), 'W/"3"', {})
     changed = Facts(
-        EVENT, FetchDestination("dataverse", "dv1", PAIR), PAIR, destination_changed=True
+        EVENT,
+        FetchDestination("dataverse", "dv1", PAIR),
+        PAIR,
+        destination=read,
+        destination_changed=True,
     )
     written = Row("dv1", T1, 'W/"4"', {})
     ((coupling, _),) = _record(update, changed, written=written).couplings
-    # The user's change on Dataverse (W/"3") is not taken for synced.
-    assert coupling.dv_stamp == PAIR.dv_stamp and coupling.bc_stamp == stamp_of(EVENT)
+    # Synced as read (W/"3"): the version the write left (W/"4") still carries
+    # the user's change on Dataverse back; the versions before it do not.
+    assert coupling.dv_stamp == row_stamp(read) and coupling.bc_stamp == stamp_of(EVENT)
 
 
 def test_a_removal_counts_only_if_its_commit_removes_the_coupling() -> None:

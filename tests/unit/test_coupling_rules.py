@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tablesync.adapters.mapping_file import load_mapping_file
+from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
 from tablesync.core.coupling_rules import (
     couple_created,
     couple_matched,
@@ -24,7 +23,7 @@ from tablesync.core.plan import Create, Restore, stamp_of
 from tablesync.core.records import Row
 from tests.strategies import apply_couplings, apply_events, apply_rows
 
-_, MAPPINGS = load_mapping_file(Path(__file__).resolve().parents[2] / "mappings" / "default.yaml")
+_, MAPPINGS = load_mapping_file(default_mapping_file())
 CUSTOMER = MAPPINGS.get("CUSTOMER")
 CONTACTS = MAPPINGS.get("CONTACTS")
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tablesync.adapters.mapping_file import load_mapping_file
+from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.decision import (
     Facts,
@@ -42,7 +41,7 @@ from tablesync.core.records import Row
 from tablesync.core.recovery import Announced
 from tests.strategies import apply_couplings, apply_events, apply_rows
 
-_, MAPPINGS = load_mapping_file(Path(__file__).resolve().parents[2] / "mappings" / "default.yaml")
+_, MAPPINGS = load_mapping_file(default_mapping_file())
 CUSTOMER = MAPPINGS.get("CUSTOMER")
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tablesync.core.couplings import Coupling, Stamp
-from tablesync.core.effects import BatchEffects, made_so_far
+from tablesync.core.effects import BatchEffects, made_so_far, taken_over
 from tests.strategies import apply_couplings
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -40,3 +40,16 @@ def test_a_removal_wins_over_any_coupling_of_the_batch(
         assert made[("bc", c.bc_id)] is None and made[("dataverse", c.dv_id)] is None
     named = {("bc", c.bc_id) for c in couplings} | {("dataverse", c.dv_id) for c in couplings}
     assert set(made) == named
+
+
+@given(
+    st.dictionaries(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 3)), st.integers(1, 4)),
+    st.dictionaries(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 3)), st.integers(1, 4)),
+)
+def test_a_partition_is_held_only_under_its_current_epoch(
+    held: dict[tuple[str, int], int], current: dict[tuple[str, int], int]
+) -> None:
+    lost = taken_over(held, current)
+    assert lost == sorted(lost)
+    assert set(lost) == {tp for tp in held if current.get(tp) != held[tp]}
+    assert taken_over(current, current) == []

@@ -4,17 +4,20 @@ mapping is refused with a message naming the mapping, field and line."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tablesync.adapters.mapping_file import load_mapping_file, parse_mapping_text
+from tablesync.adapters.mapping_file import (
+    default_mapping_file,
+    load_mapping_file,
+    parse_mapping_text,
+)
 from tablesync.core.mapping_load import build_mappings, catalog_tables
 from tablesync.errors import MappingError
 
-DEFAULT = Path(__file__).resolve().parents[2] / "mappings" / "default.yaml"
+DEFAULT = default_mapping_file()
 
 
 def _doc() -> dict[str, Any]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tablesync.adapters.mapping_file import load_mapping_file
+from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
 from tablesync.core import filters
 from tablesync.core.events import FieldValue, Side, other_side
 from tablesync.core.mappings import MatchField
@@ -23,7 +22,7 @@ from tablesync.core.matching import (
     matches,
 )
 
-_, MAPPINGS = load_mapping_file(Path(__file__).resolve().parents[2] / "mappings" / "default.yaml")
+_, MAPPINGS = load_mapping_file(default_mapping_file())
 CUSTOMER = MAPPINGS.get("CUSTOMER")
 SIDES: st.SearchStrategy[Side] = st.sampled_from(["bc", "dataverse"])
 _codes = st.text(alphabet="cC0123 -", min_size=1, max_size=8).filter(lambda t: t.strip())

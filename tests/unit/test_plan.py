@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tablesync.adapters.mapping_file import load_mapping_file
+from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
 from tablesync.core.coupling_rules import couple_created
 from tablesync.core.couplings import Coupling, Stamp, compare_stamps
 from tablesync.core.events import FieldValue, RecordChanged, Side
@@ -41,7 +40,7 @@ from tablesync.core.plan import (
 )
 from tablesync.core.records import Ref, Row
 
-_, MAPPINGS = load_mapping_file(Path(__file__).resolve().parents[2] / "mappings" / "default.yaml")
+_, MAPPINGS = load_mapping_file(default_mapping_file())
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 CONTINUOUS = JobContext(None, "continuous")
 FULL = JobContext("job", "full", ignore_only_coupled=True)

@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 from tablesync import metrics
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.memory import MemoryDatabase, MemorySingleton, memory_stores
+from tablesync.adapters.memory.claims import MemoryPairClaims
 from tablesync.adapters.memory.log import MemoryBroker
 from tablesync.composition import topic_specs, topics_for
 from tablesync.core.effects import BatchEffects
@@ -83,6 +84,7 @@ class _Pipeline:
             codec=self.codec,
             clock=self.clock,
             topics=self.topics,
+            claims=MemoryPairClaims(self.database),
         )
 
     def applier(self) -> Applier:

@@ -18,7 +18,7 @@ from tablesync.adapters.avro import Codec, SchemaRegistry
 from tablesync.adapters.avro.codec import _from_record
 from tablesync.adapters.avro.compat import compatibility_problems
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "services" / "tablesync" / "schemas"
 REGISTRY = SchemaRegistry.load(SCHEMAS / "avro")
 CODEC = Codec(REGISTRY)
 

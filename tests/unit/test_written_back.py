@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from tablesync.adapters.mapping_file import load_mapping_file
+from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.events import FieldValue, RecordChanged
 from tablesync.core.fieldmap import Mapped, map_values, not_written_back, written_image
 from tablesync.core.plan import Skip, Unchanged, Update, decide_coupled
 from tablesync.core.records import Row
 
-_, MAPPINGS = load_mapping_file(Path(__file__).resolve().parents[2] / "mappings" / "default.yaml")
+_, MAPPINGS = load_mapping_file(default_mapping_file())
 CUSTOMER = MAPPINGS.get("CUSTOMER")
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 T1 = datetime(2026, 11, 20, 10, 5, tzinfo=UTC)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from tablesync.errors import ApiAuthError, ApiUnavailable, ReadRefused
+from tablesync.errors import ApiAuthError, ApiUnavailable, ClaimsBusy, ReadRefused
 
 __all__ = ["TRANSIENT"]
 
@@ -24,6 +24,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     # apply narrows it down to them first (``runtime.refused``).
     ApiAuthError,
     ReadRefused,
+    # Another apply instance holds the batch's records (it may be frozen
+    # until its session times out): waited out, nothing taken meanwhile.
+    ClaimsBusy,
     OSError,
     KafkaError,
     asyncpg.PostgresConnectionError,

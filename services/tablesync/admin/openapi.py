@@ -75,6 +75,8 @@ def _operation(e: Endpoint, refs: _Refs) -> dict[str, Any]:
             "content": {"application/json": {"schema": refs[(e.body, "validation")]}},
         }
     op["responses"] = {str(e.status): _success(e, refs)}
+    for status in e.also:
+        op["responses"][str(status)] = {**_success(e, refs), "description": _STATUS_TEXT[status]}
     errors = (*e.errors, *(() if e.public else (401,)))
     for status in sorted(set(errors)):
         op["responses"][str(status)] = {

@@ -69,6 +69,7 @@ from tablesync.errors import (
     TablesyncError,
     UnknownMapping,
 )
+from tablesync.runtime.health import Health
 
 __all__ = ["ENDPOINTS", "STATIC_DIR", "AdminContext", "Endpoint", "Problem", "problem_of"]
 
@@ -132,6 +133,7 @@ class AdminContext:
     pool: Any
     operator: Operator
     lag: LagMonitor
+    health: Health | None = None
     queries: AdminQueries = field(init=False)
 
     def __post_init__(self) -> None:
@@ -155,6 +157,8 @@ class Endpoint:
     media_type: str = "application/json"
     public: bool = False
     description: str = ""
+    # Other statuses answered with ``response`` (not with an error body).
+    also: tuple[int, ...] = ()
 
 
 ENDPOINTS: list[Endpoint] = []
@@ -236,9 +240,24 @@ def _ctx(request: Request) -> AdminContext:
 # Health, documentation, metrics, dashboard
 
 
-@endpoint("GET", "/healthz", "Liveness probe", "service", response=HealthOut, public=True)
+@endpoint(
+    "GET",
+    "/healthz",
+    "Readiness of this process",
+    "service",
+    response=HealthOut,
+    public=True,
+    also=(503,),
+    description=(
+        "200 when Kafka, PostgreSQL and the sides' APIs the process uses answer and "
+        "every service loop came round lately; 503 with the reasons when not."
+    ),
+)
 async def healthz(ctx: AdminContext, request: Request) -> Response:
-    return reply(HealthOut())
+    if ctx.health is None:
+        return reply(HealthOut())
+    report = ctx.health.ready()
+    return reply(HealthOut.model_validate(report.as_dict()), 200 if report.ok else 503)
 
 
 @endpoint(

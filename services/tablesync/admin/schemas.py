@@ -31,6 +31,8 @@ __all__ = [
     "FieldOut",
     "FieldProblem",
     "FullSyncRequest",
+    "HealthCheckOut",
+    "HealthLoopOut",
     "HealthOut",
     "JobErrorOut",
     "JobOut",
@@ -161,8 +163,23 @@ class CouplingPath(_In):
 # Responses
 
 
+class HealthCheckOut(BaseModel):
+    ok: bool
+    detail: str = Field(description="'answered', or why the dependency did not.")
+    age_s: float | None = Field(description="Seconds since it was last asked.")
+
+
+class HealthLoopOut(BaseModel):
+    ok: bool
+    last_beat_s: float | None = Field(description="Seconds since the loop last came round.")
+
+
 class HealthOut(BaseModel):
-    status: Literal["ok"] = "ok"
+    """The readiness of the admin's process: its dependencies and service loops."""
+
+    status: Literal["ok", "unavailable"] = "ok"
+    checks: dict[str, HealthCheckOut] = Field(default_factory=dict)
+    loops: dict[str, HealthLoopOut] = Field(default_factory=dict)
 
 
 class FieldProblem(BaseModel):

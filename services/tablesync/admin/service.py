@@ -13,14 +13,16 @@ from typing import Any
 import structlog
 import uvicorn
 
-from tablesync.adapters.kafka import Topics
+from tablesync.adapters.kafka import KafkaConnection, Topics
 from tablesync.adapters.kafka.lag import LagReader
 from tablesync.admin.app import create_app
 from tablesync.admin.auth import insecure_bind
 from tablesync.admin.lagwatch import LagMonitor
+from tablesync.admin.listen import bind
 from tablesync.admin.routes import AdminContext
 from tablesync.application import Operator
 from tablesync.errors import ConfigError
+from tablesync.runtime.health import Health
 from tablesync.settings import DEFAULT_TOKEN, Settings
 
 __all__ = ["AdminService"]
@@ -49,6 +51,7 @@ class AdminService:
         topics: Topics,
         required: bool = True,
         sample_every_s: float = 15.0,
+        health: Health | None = None,
     ) -> None:
         """``required=False`` (``run all``): a port that cannot be bound is logged and
         the other services go on; ``run admin`` fails instead. Every operation
@@ -58,10 +61,12 @@ class AdminService:
         self.host = settings.admin_host
         self.port = settings.admin_port
         self.required = required
-        self.reader = LagReader(settings.kafka_bootstrap_servers, client_id="tablesync-admin")
+        self.reader = LagReader(
+            KafkaConnection.from_settings(settings), client_id="tablesync-admin"
+        )
         self.lag = LagMonitor(self.reader, pool, topics, sample_every_s=sample_every_s)
         self.app = create_app(
-            AdminContext(pool, operator, self.lag), settings.admin_token.get_secret_value()
+            AdminContext(pool, operator, self.lag, health), settings.admin_token.get_secret_value()
         )
         self.started = asyncio.Event()
 
@@ -78,12 +83,9 @@ class AdminService:
                 raise ConfigError(refused)
             log.error("admin_not_started", host=self.host, port=self.port, error=refused)
             return None
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((self.host, self.port))
+            sock = bind(self.host, self.port)
         except OSError as exc:
-            sock.close()
             reason = f"the admin server cannot listen on {self.host}:{self.port}: {exc.strerror}"
             if self.required:
                 raise ConfigError(reason) from None

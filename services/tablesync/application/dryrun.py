@@ -16,13 +16,14 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tablesync.adapters.memory import memory_stores
 from tablesync.core import filters
 from tablesync.core.couplings import Coupling
+from tablesync.core.decision import event_of
 from tablesync.core.effects import BatchEffects
-from tablesync.core.events import Direction, RecordChanged, Side
+from tablesync.core.events import Direction, Side
 from tablesync.core.mappings import MappingSet, TableMapping, source_side
 from tablesync.core.plan import JobContext
 from tablesync.emulators.memory import MemorySide
@@ -152,18 +153,7 @@ async def _preview(
         if not filters.evaluate(mapping.filter(side), row.fields, ignore_case=side == "dataverse"):
             preview.filtered += 1
             continue
-        event = RecordChanged(
-            side,
-            table,
-            row.id,
-            "upsert",
-            row.modified_at,
-            now,
-            row.fields,
-            row.etag,
-            row.modified_by,
-            job_id,
-        )
+        event = replace(event_of(row, side, table), captured_at=now, snapshot_job_id=job_id)
         items.append(Item(event, b"", context, _TOPIC, 0, n))
     effects = BatchEffects(mapping.name)
     await applier.apply(items, effects)

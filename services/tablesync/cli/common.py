@@ -11,6 +11,8 @@ from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from tablesync.errors import TablesyncError
 from tablesync.logging import configure_logging
@@ -34,7 +36,19 @@ T = TypeVar("T")
 
 
 def load_settings() -> Settings:
-    settings = Settings()
+    """The settings, or exit 2 naming each variable that is wrong."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        fail(
+            "settings: "
+            + "; ".join(
+                f"TABLESYNC_{'__'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                for e in exc.errors(include_input=False, include_url=False)
+            )
+        )
+    except (TablesyncError, SettingsError) as exc:
+        fail(f"settings: {exc}")
     configure_logging(settings.log_format, settings.log_level)
     return settings
 

@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tablesync.adapters.kafka import KafkaPublisher, Message
+from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher, Message
 from tablesync.adapters.postgres import migrate, postgres_stores
 from tablesync.adapters.postgres.pool import create_pool
 from tablesync.application import Operator
@@ -32,13 +32,13 @@ class _PublisherOnDemand:
     """The commands topic's publisher, connected on the first publish: a
     command that requests no run never needs the broker."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
-        self._bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: KafkaConnection) -> None:
+        self._kafka = kafka
         self._publisher: KafkaPublisher | None = None
 
     async def publish(self, message: Message) -> tuple[int, int]:
         if self._publisher is None:
-            publisher = KafkaPublisher(self._bootstrap_servers, client_id="tablesync-cli")
+            publisher = KafkaPublisher(self._kafka, client_id="tablesync-cli")
             await publisher.start()
             self._publisher = publisher
         return await self._publisher.publish(message)
@@ -53,10 +53,13 @@ class _PublisherOnDemand:
 async def open_operator(settings: Settings) -> AsyncIterator[Operator]:
     """The operator's operations, as every CLI command that reads or changes state uses them."""
     async with state_pool(settings) as pool:
-        publisher = _PublisherOnDemand(settings.kafka_bootstrap_servers)
+        kafka = KafkaConnection.from_settings(settings)
+        publisher = _PublisherOnDemand(kafka)
         apis = SideApis(settings)
         try:
-            yield build_operator(settings, postgres_stores(pool), apis=apis, publisher=publisher)
+            yield build_operator(
+                settings, postgres_stores(pool), apis=apis, publisher=publisher, kafka=kafka
+            )
         finally:
             await apis.aclose()
             await publisher.stop()

@@ -11,6 +11,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from tablesync.adapters.kafka import KafkaConnection
 from tablesync.adapters.kafka.lag import LagReader, LagReport
 from tablesync.admin.consumers import consumer_groups
 from tablesync.cli.common import load_settings, print_json, run_async
@@ -66,13 +67,17 @@ async def _read(settings: Settings, reader: LagReader) -> LagReport:
 
 
 async def _once(settings: Settings) -> LagReport:
-    async with LagReader(settings.kafka_bootstrap_servers, client_id="tablesync-cli") as reader:
+    async with LagReader(
+        KafkaConnection.from_settings(settings), client_id="tablesync-cli"
+    ) as reader:
         return await _read(settings, reader)
 
 
 async def _watch(settings: Settings, as_json: bool, interval: float) -> None:
     console = Console(width=200)
-    async with LagReader(settings.kafka_bootstrap_servers, client_id="tablesync-cli") as reader:
+    async with LagReader(
+        KafkaConnection.from_settings(settings), client_id="tablesync-cli"
+    ) as reader:
         if console.is_terminal and not as_json:
             with Live(console=console, auto_refresh=False) as live:
                 while True:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import typer
 
+from tablesync import __version__
 from tablesync.cli import (
     couplings,
     db,
     demo,
     emulator,
+    health,
     infra,
     jobs,
     lag,
@@ -24,12 +26,30 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tablesync {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Keep Business Central and Dataverse tables in sync through Kafka."""
+
+
 app.add_typer(run.app, name="run")
 app.add_typer(mappings.app, name="mappings")
 app.add_typer(db.app, name="db")
 app.add_typer(infra.app, name="infra")
 app.add_typer(emulator.app, name="emulator")
 app.command("demo")(demo.demo)
+app.command("health")(health.health)
 app.command("full-sync")(sync.full_sync)
 app.command("sync-modified")(sync.sync_modified)
 app.command("jobs")(jobs.jobs)

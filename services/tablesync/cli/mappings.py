@@ -1,18 +1,27 @@
-"""``tablesync mappings``: list, show, load and change integration table mappings."""
+"""``tablesync mappings``: list, show, validate, load and change integration table mappings."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import typer
 
-from tablesync.adapters.mapping_file import load_mapping_file
-from tablesync.cli.common import fail, load_settings, print_json, run_async
+from tablesync.adapters.mapping_file import (
+    MappingFileInvalid,
+    configured_mapping_file,
+    default_mapping_file,
+    load_mapping_file,
+)
+from tablesync.adapters.mapping_model import json_schema
+from tablesync.cli.common import EXIT_USAGE, fail, load_settings, print_json, run_async
 from tablesync.cli.context import open_operator
 from tablesync.cli.output import render
 from tablesync.core import filters
+from tablesync.core.mapping_diff import MappingChange, diff_mappings
 from tablesync.core.mappings import MAPPING_DIRECTIONS, MappingSet, TableMapping
-from tablesync.errors import MappingError
+from tablesync.errors import CommandRefused, MappingError
 
 app = typer.Typer(help="Integration table mappings.", invoke_without_command=True)
 
@@ -102,25 +111,84 @@ def show(name: str, json: bool = typer.Option(False, "--json", help="Print JSON.
 
 
 @app.command()
+def validate(
+    path: Path = typer.Argument(..., help="A mappings YAML file."),
+) -> None:
+    """Check a mappings file without a database or broker: exit 0 when valid, 2 with
+    each problem's file, line and reason when not."""
+    try:
+        _, mappings = load_mapping_file(path)
+    except MappingFileInvalid as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    except MappingError as exc:
+        fail(str(exc))
+    typer.echo(f"{path}: {len(mappings.mappings)} valid mappings: " + " -> ".join(mappings.names()))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of a mappings file, for editors (yaml.schemas, $schema=)."""
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+def default() -> None:
+    """Print the default mappings shipped with tablesync: a start for a file of your own."""
+    typer.echo(default_mapping_file().read_text(), nl=False)
+
+
+@app.command()
 def load(
     path: Path = typer.Argument(None, help="A mappings YAML file (default: the configured one)."),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="Replace the mappings in force without asking."
+    ),
 ) -> None:
-    """Validate a mappings file and make it the mappings in force."""
+    """Validate a mappings file, show what it changes in the mappings in force
+    (changes made with `mappings set` included) and, once confirmed, load it."""
     settings = load_settings()
-    source = path or settings.sync.mapping_file
+    source = path or configured_mapping_file(settings.sync.mapping_file)
+    try:
+        document, new = load_mapping_file(source)
+    except MappingError as exc:
+        fail(str(exc))
 
-    async def go() -> MappingSet:
-        try:
-            document, _ = load_mapping_file(source)
-        except MappingError as exc:
-            fail(str(exc))
+    async def go() -> MappingSet | None:
         async with open_operator(settings) as operator:
+            try:
+                current: MappingSet | None = await operator.mappings()
+            except CommandRefused:
+                current = None
+            if current is not None:
+                changes = diff_mappings(current, new)
+                if not changes:
+                    return None
+                _confirm(changes, yes=yes)
             return await operator.load_mappings(document)
 
     mappings = run_async(go())
+    if mappings is None:
+        typer.echo(f"the mappings in force already are those of {source}: nothing loaded")
+        return
     typer.echo(
         f"loaded {len(mappings.mappings)} mappings from {source}: " + " -> ".join(mappings.names())
     )
+
+
+def _confirm(changes: list[MappingChange], *, yes: bool) -> None:
+    """Shows what a load replaces; asks on a terminal unless ``--yes``, and
+    refuses without one (a script must say that it means it)."""
+    count = f"{len(changes)} change" + ("" if len(changes) == 1 else "s")
+    typer.echo(f"Loading replaces the mappings in force ({count}):")
+    for change in changes:
+        typer.echo(f"  {change}")
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        fail("no terminal to ask on: run again with --yes to replace the mappings in force")
+    typer.confirm("Replace the mappings in force?", default=False, abort=True)
 
 
 @app.command("set")

@@ -181,11 +181,14 @@ def record(
                 intents.append(source)
         case Update():
             stamp = d.coupling.stamp_on(d.side)
-            if done.written and not f.destination_changed:
+            if done.written and f.destination_changed and f.destination is not None:
+                # Changed since the last sync: synced as it was read, so the
+                # version this write leaves (which carries that user's change
+                # as well as tablesync's) flows back, while the events of the
+                # versions before it stay behind.
+                stamp = row_stamp(f.destination)
+            elif done.written:
                 stamp = row_stamp(done.written)
-            # A destination changed since the last sync keeps the stamp it was
-            # synced at: its version as this write leaves it carries a user's
-            # change still to flow back, not only tablesync's echo.
             couplings.append((d.coupling.with_stamp(d.side, stamp), direction))
         case Unchanged(coupling=coupling):
             if coupling is not None:
@@ -205,6 +208,9 @@ def record(
             resolved, status, reason, message = False, "failed", "error", d.message
         case Skip(error=True):
             resolved, status, reason, message = False, "skipped", "conflict", d.message
+        case Ignore() if f.blocked and event.op == "delete" and f.coupling is None:
+            # Seen deleted while a create that made it waits to be settled.
+            deleted.append(source)
         case Skip() | Ignore():
             pass
     listed = None

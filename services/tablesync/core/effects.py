@@ -30,6 +30,7 @@ __all__ = [
     "counted_removals",
     "latest_couplings",
     "made_so_far",
+    "taken_over",
 ]
 
 WriteTarget = tuple[Side, str, Literal["update", "delete"]]
@@ -119,6 +120,9 @@ class BatchEffects:
     must not both count its deletion."""
     finished: list[tuple[str, str, int]] = field(default_factory=list)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    epochs: dict[tuple[str, int], int] = field(default_factory=dict)
+    """The epoch this instance holds each partition of the batch under: the
+    commit is refused (``errors.Fenced``) where another has taken one since."""
 
     def absorb(self, other: BatchEffects) -> None:
         """Adds the effects of another part of the same batch."""
@@ -135,6 +139,7 @@ class BatchEffects:
         self.if_uncoupled.extend(other.if_uncoupled)
         self.finished.extend(other.finished)
         self.positions.update(other.positions)
+        self.epochs.update(other.epochs)
 
     def count(self, job_id: str, topic: str, partition: int, *names: str) -> None:
         counter = self.counters.setdefault((job_id, topic, partition), Counter())
@@ -228,3 +233,12 @@ def blocking(
         for rid, fields in records
         if rid in named or any(looks_sent(sent, fields) for sent in unnamed)
     }
+
+
+def taken_over(
+    epochs: Mapping[tuple[str, int], int], current: Mapping[tuple[str, int], int]
+) -> list[tuple[str, int]]:
+    """The partitions held under ``epochs`` whose epoch is another now (taken
+    by another instance since, or never taken): their work is not this
+    holder's to write or commit."""
+    return sorted(tp for tp, epoch in epochs.items() if current.get(tp) != epoch)

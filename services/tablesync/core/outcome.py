@@ -50,7 +50,7 @@ def operation_of(d: Decision) -> WriteOp | None:
     """The write a decision makes on its side; None for a decision that writes nothing."""
     match d:
         case Create(matched=None, payload=payload, record_id=record_id):
-            return CreateOp(payload, record_id)
+            return CreateOp(payload, record_id, only_new=True)
         case Create(matched=row, payload=payload) if payload and row is not None:
             return UpdateOp(row.id, payload, row.etag)
         case Update(record_id=rid, payload=payload, etag=etag):

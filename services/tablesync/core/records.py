@@ -9,6 +9,7 @@ from typing import TypeAlias
 from tablesync.core.events import FieldValue
 
 __all__ = [
+    "Changes",
     "Create",
     "Delete",
     "Missing",
@@ -51,6 +52,11 @@ class Create:
     # Dataverse accepts a caller-chosen primary key; BC's id is read-only.
     record_id: str | None = None
     tag: str = ""
+    # Refused (``Stale``) where a record with ``record_id`` exists, never
+    # written over: a create that reaches the side late (sent by an instance
+    # frozen meanwhile) cannot undo what was written to its record since.
+    # Without it, a create with an id is Dataverse's upsert.
+    only_new: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +107,14 @@ class Stale:
 
 
 WriteResult: TypeAlias = Written | Rejected | Missing | Stale
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """One page of a change-tracking read: rows created or changed (as they are now) and
+    the ids of rows deleted; the last page of a read carries the delta link the next
+    read of the table's changes starts from."""
+
+    rows: list[Row]
+    deleted: list[str] = field(default_factory=list)
+    delta_link: str | None = None

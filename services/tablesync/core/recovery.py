@@ -123,12 +123,18 @@ def gone_check(intent: Intent, created_before: Row | None, dest: Side) -> WriteT
     return None
 
 
-def made_then_gone(intent: Intent | None, created_before: Row | None) -> bool:
+def made_then_gone(
+    intent: Intent | None, created_before: Row | None, *, seen_deleted: bool = False
+) -> bool:
     """Whether the record an announced create made is gone since: the side
-    answered that it made it, and it is not found by its id. Its pair was
-    made, and one of the pair deleted: never a record to create again."""
+    answered that it made it (or its deletion was seen: ``seen_deleted``, so it
+    was made even if the answer was lost), and it is not found by its id. Its
+    pair was made, and one of the pair deleted: never a record to create again."""
     return (
-        intent is not None and intent.made and intent.dest_id is not None and created_before is None
+        intent is not None
+        and (intent.made or seen_deleted)
+        and intent.dest_id is not None
+        and created_before is None
     )
 
 

@@ -1,7 +1,7 @@
 """A single-node Apache Kafka (KRaft) from Maven Central's jars, run by tablesync.
 
 Layout under ``<state_dir>/kafka``: ``server.properties`` (rendered from
-``infra/kafka/server.properties``), ``data/``, ``kafka.log`` and ``kafka.pid``.
+``kafka_files/server.properties``), ``data/``, ``kafka.log`` and ``kafka.pid``.
 The jars live in ``~/.cache/tablesync/kafka-<version>/``, shared by every checkout.
 """
 
@@ -22,6 +22,7 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from tablesync.adapters.kafka.connection import KafkaConnection
 from tablesync.errors import InfraError
 from tablesync.localinfra import procs
 from tablesync.localinfra.locks import file_lock
@@ -33,7 +34,7 @@ from tablesync.localinfra.network import (
     port_answers,
     port_free,
 )
-from tablesync.localinfra.paths import cache_root, infra_dir, state_dir
+from tablesync.localinfra.paths import cache_root, kafka_files, state_dir
 from tablesync.settings import Settings
 
 __all__ = ["KafkaLayout", "broker_ready", "down", "layout", "purge", "status", "up"]
@@ -53,6 +54,8 @@ _CLIENT_ID = b"tablesync-localinfra"
 @dataclass(frozen=True)
 class KafkaLayout:
     bootstrap: str
+    kafka: KafkaConnection
+    """``bootstrap`` with the security settings: how an external broker is reached."""
     endpoint: Endpoint
     controller_port: int
     home: Path
@@ -79,6 +82,7 @@ def layout(settings: Settings, controller_port: int | None = None) -> KafkaLayou
     endpoint = bootstrap_endpoint(settings.kafka_bootstrap_servers)
     return KafkaLayout(
         bootstrap=settings.kafka_bootstrap_servers,
+        kafka=KafkaConnection.from_settings(settings),
         endpoint=endpoint,
         controller_port=controller_port or endpoint.port + 1,
         home=state_dir(settings) / "kafka",
@@ -115,12 +119,12 @@ async def status(settings: Settings) -> ServerStatus:
     started = time.monotonic()
     lay = layout(settings)
     if not lay.endpoint.is_local:
-        ready = await broker_ready(lay.bootstrap, _PROBE_TIMEOUT_S * 2)
+        ready = await broker_ready(lay.kafka, _PROBE_TIMEOUT_S * 2)
         state = ServerState.EXTERNAL if ready else ServerState.STOPPED
         return _status(lay, state, started, ready=ready, detail="not managed by tablesync")
     pid = managed_pid(lay)
     if pid is not None:
-        ready = await broker_ready(str(lay.endpoint), _PROBE_TIMEOUT_S * 2)
+        ready = await broker_ready(_ours(lay), _PROBE_TIMEOUT_S * 2)
         return _running(lay, pid, started, "" if ready else "not answering yet", ready=ready)
     foreign = await _foreign(lay, started)
     return foreign or _status(lay, ServerState.STOPPED, started)
@@ -166,7 +170,7 @@ async def _foreign(lay: KafkaLayout, started: float) -> ServerStatus | None:
         holder = describe_port_holder(port)
         detail = f"port {port} is taken by {holder}, which is not a Kafka broker"
         return _status(lay, ServerState.PORT_TAKEN, started, detail=detail)
-    if not await broker_ready(lay.bootstrap, _PROBE_TIMEOUT_S * 2):
+    if not await broker_ready(lay.kafka, _PROBE_TIMEOUT_S * 2):
         detail = (
             f"a Kafka broker not managed by tablesync holds port {port} "
             "but does not answer metadata requests"
@@ -188,7 +192,7 @@ def _external_or_raise(found: ServerStatus) -> ServerStatus:
 
 async def _require_external(lay: KafkaLayout, started: float) -> ServerStatus:
     timeout_s = _PROBE_TIMEOUT_S * 5
-    if await broker_ready(lay.bootstrap, timeout_s):
+    if await broker_ready(lay.kafka, timeout_s):
         log.info("kafka_external", address=str(lay.endpoint))
         return _status(
             lay, ServerState.EXTERNAL, started, ready=True, detail="not managed by tablesync"
@@ -208,7 +212,7 @@ async def _start(lay: KafkaLayout) -> int:
         )
     java = require_java()
     jars = await asyncio.to_thread(resolve_jars)
-    log4j = infra_dir("kafka") / "log4j.properties"
+    log4j = kafka_files() / "log4j.properties"
     lay.home.mkdir(parents=True, exist_ok=True)
     lay.props_path.write_text(render_properties(lay))
     await asyncio.to_thread(format_storage, java, jars, log4j, lay)
@@ -236,7 +240,7 @@ def _log_options(log4j: Path) -> list[str]:
 
 
 def render_properties(lay: KafkaLayout) -> str:
-    template = Template((infra_dir("kafka") / "server.properties").read_text())
+    template = Template((kafka_files() / "server.properties").read_text())
     try:
         return template.substitute(
             host=_LISTEN_HOST,
@@ -245,7 +249,7 @@ def render_properties(lay: KafkaLayout) -> str:
             data_dir=lay.data_dir,
         )
     except (KeyError, ValueError) as exc:
-        raise InfraError(f"infra/kafka/server.properties has a bad placeholder: {exc}") from exc
+        raise InfraError(f"kafka_files/server.properties has a bad placeholder: {exc}") from exc
 
 
 def require_java() -> str:
@@ -302,7 +306,7 @@ def kafka_version(pom: Path) -> str:
 
 def resolve_jars() -> Path:
     """The directory of Kafka's runtime jars, fetched with Maven on first use."""
-    pom = infra_dir("kafka") / "pom.xml"
+    pom = kafka_files() / "pom.xml"
     version = kafka_version(pom)
     target = cache_root() / f"kafka-{version}"
     fingerprint = hashlib.sha256(pom.read_bytes()).hexdigest()
@@ -353,7 +357,7 @@ async def wait_ready(lay: KafkaLayout, pid: int, timeout_s: float) -> None:
     """Wait until the broker answers a metadata request, or fail with its log's tail."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    while not await broker_ready(str(lay.endpoint), _PROBE_TIMEOUT_S):
+    while not await broker_ready(_ours(lay), _PROBE_TIMEOUT_S):
         if not procs.pid_alive(pid):
             code = procs.exit_code(pid)
             how = "" if code is None else f" with code {code}"
@@ -369,14 +373,19 @@ async def wait_ready(lay: KafkaLayout, pid: int, timeout_s: float) -> None:
         await asyncio.sleep(0.2)
 
 
-async def broker_ready(bootstrap: str, timeout_s: float) -> bool:
-    """Whether a broker at ``bootstrap`` answers a metadata request listing a broker."""
-    first = bootstrap_endpoint(bootstrap)
+def _ours(lay: KafkaLayout) -> KafkaConnection:
+    # The broker tablesync starts has one PLAINTEXT listener (localinfra/kafka_files).
+    return KafkaConnection(str(lay.endpoint))
+
+
+async def broker_ready(kafka: KafkaConnection, timeout_s: float) -> bool:
+    """Whether a broker at ``kafka`` answers a metadata request listing a broker."""
+    first = bootstrap_endpoint(kafka.bootstrap_servers)
     # A refused connection is cheap to detect and keeps aiokafka's error log quiet.
     if first.is_local and not await asyncio.to_thread(port_answers, first):
         return False
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
+        **kafka.client_kwargs(),
         client_id=_CLIENT_ID.decode(),
         request_timeout_ms=int(timeout_s * 1000),
     )

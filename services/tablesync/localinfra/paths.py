@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
 from tablesync.errors import InfraError
 from tablesync.settings import Settings
 
-__all__ = ["cache_root", "infra_dir", "state_dir"]
-
-# services/tablesync/localinfra/paths.py -> the repository root
-_REPO_ROOT = Path(__file__).resolve().parents[3]
+__all__ = ["cache_root", "kafka_files", "state_dir"]
 
 
 def state_dir(settings: Settings) -> Path:
@@ -19,16 +17,13 @@ def state_dir(settings: Settings) -> Path:
     return (Path.cwd() / settings.local.state_dir).absolute()
 
 
-def infra_dir(component: str) -> Path:
-    """``infra/<component>`` of the source tree (the package is installed editable)."""
-    for root in (_REPO_ROOT, Path.cwd()):
-        candidate = root / "infra" / component
-        if candidate.is_dir():
-            return candidate
-    raise InfraError(
-        f"infra/{component} not found under {_REPO_ROOT} or {Path.cwd()}; "
-        "run from a checkout of the tablesync repository"
-    )
+def kafka_files() -> Path:
+    """The broker's pom and configuration templates, package data beside this module."""
+    found = files("tablesync.localinfra") / "kafka_files"
+    # Java and Maven are handed these as file names, so they must be real files.
+    if not isinstance(found, Path) or not found.is_dir():
+        raise InfraError(f"the local broker's files are not on the file system ({found})")
+    return found
 
 
 def cache_root() -> Path:

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from tablesync.core.events import Side
 from tablesync.core.filters import Expr
-from tablesync.core.records import Row, WriteOp, WriteResult
+from tablesync.core.records import Changes, Row, WriteOp, WriteResult
 
 __all__ = ["SideApi"]
 
@@ -43,6 +43,25 @@ class SideApi(Protocol):
 
     def read_ids(self, entity_set: str) -> AsyncIterator[list[str]]:
         """Pages of the ids of every row (cheap: selects the key only)."""
+        ...
+
+    def read_versions(self, entity_set: str) -> AsyncIterator[list[Row]]:
+        """Pages of every row, ordered by id, with its ETag and stamp and only its key
+        and stamp among ``fields`` (cheap: what a reconcile compares)."""
+        ...
+
+    def track_changes(
+        self, entity_set: str, delta_link: str | None = None
+    ) -> AsyncIterator[Changes]:
+        """The side's own change tracking (Dataverse's delta links).
+
+        Without ``delta_link``: every row, the last page carrying the link of the changes
+        committed from this read's start on. With one: the rows created or changed and the
+        ids of rows deleted since the read that gave it, whatever their stamps say (a
+        change committed late is there), the last page carrying the next link.
+        ``ChangeTrackingUnavailable`` (on the first page) when the table does not track
+        changes, as no BC table does; ``DeltaLinkExpired`` when the link is too old or
+        not one the side gave: read again without one."""
         ...
 
     async def get_many(self, entity_set: str, ids: Sequence[str]) -> dict[str, Row]:

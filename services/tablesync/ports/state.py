@@ -30,6 +30,7 @@ from tablesync.core.stored import (
     RunRow,
     Selection,
 )
+from tablesync.ports.claims import ClaimProof
 
 __all__ = [
     "ApplyState",
@@ -94,18 +95,43 @@ class ApplyState(Protocol):
         """The next offset to apply per (topic, partition) of ``topics``."""
         ...
 
-    async def commit(self, effects: BatchEffects) -> None:
+    async def take_epochs(
+        self, mapping: str, partitions: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
+        """Takes ``partitions`` of the mapping's topics for this instance: a new
+        epoch for each, higher than any before, fencing off whoever held them."""
+        ...
+
+    async def check_epochs(self, mapping: str, epochs: Mapping[tuple[str, int], int]) -> None:
+        """Raises ``errors.Fenced`` when another instance has taken any of these
+        partitions since ``epochs`` were taken: asked before every write."""
+        ...
+
+    async def commit(self, effects: BatchEffects, *, claim: ClaimProof | None = None) -> None:
         """Every effect of a batch in one transaction: all of them or none.
+        With ``claim``, only while its holder still holds the batch's records
+        (``ports.claims``); ``errors.ClaimLost`` otherwise, nothing committed.
         A position only moves forward; couplings per ``core.effects.latest_couplings``;
         conditional counters per ``core.effects.counted_removals``."""
         ...
 
-    async def record_intents(self, intents: Sequence[Intent]) -> None:
+    async def record_intents(
+        self, intents: Sequence[Intent], *, held: Mapping[tuple[str, int], int] | None = None
+    ) -> None:
         """Announces creates before the destination is called (committed on
-        return); a second announce of one source replaces its destination and values."""
+        return); a second announce of one source replaces its destination and
+        values. With ``held`` (the epochs of the partitions the work came
+        from), refused with ``errors.Fenced`` as a whole once another instance
+        took one of them, as are ``record_made`` and ``announce_writes``."""
         ...
 
-    async def record_made(self, mapping: str, items: Sequence[tuple[Side, str, str]]) -> None:
+    async def record_made(
+        self,
+        mapping: str,
+        items: Sequence[tuple[Side, str, str]],
+        *,
+        held: Mapping[tuple[str, int], int] | None = None,
+    ) -> None:
         """Notes that announced creates were made, and the ids they got, as soon
         as the API answered."""
         ...
@@ -115,6 +141,8 @@ class ApplyState(Protocol):
         mapping: str,
         targets: Sequence[WriteTarget],
         images: Mapping[WriteTarget, dict[str, FieldValue]] | None = None,
+        *,
+        held: Mapping[tuple[str, int], int] | None = None,
     ) -> set[WriteTarget]:
         """Announces updates and deletions before the destination is called
         (committed on return), each update with what it leaves on its record
@@ -331,12 +359,20 @@ class Problems(Protocol):
 
 
 class Checkpoints(Protocol):
-    """Capture's watermarks and the snapshots it served."""
+    """Capture's watermarks and delta links, and the snapshots it served."""
 
     async def watermark(self, side: Side, table: str) -> datetime | None: ...
 
     async def store_watermark(self, side: Side, table: str, watermark: datetime) -> None:
         """Moves the watermark forward only."""
+        ...
+
+    async def delta_link(self, side: Side, table: str) -> str | None:
+        """The delta link capture follows next on a table with change tracking."""
+        ...
+
+    async def store_delta_link(self, side: Side, table: str, link: str | None) -> None:
+        """Replaces the delta link (None forgets it); the watermark stays as it is."""
         ...
 
     async def begin_snapshot(self, job_id: str, side: Side, table: str) -> bool:

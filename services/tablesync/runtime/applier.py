@@ -35,7 +35,9 @@ from tablesync.core.mappings import MappingSet, TableMapping, direction_of
 from tablesync.core.outcome import MAX_ROUNDS, kept_changing
 from tablesync.core.plan import Unchanged, triage
 from tablesync.core.retry import RetryPolicy
+from tablesync.errors import ClaimsBusy
 from tablesync.ports.api import SideApi
+from tablesync.ports.claims import PairClaim, PairKey
 from tablesync.ports.clock import Clock
 from tablesync.ports.state import ApplyState, Couplings
 from tablesync.runtime.facts import Reader
@@ -65,8 +67,12 @@ class Applier:
         ensure_job: JobEnsurer,
         settings: SyncSettings,
         clock: Clock,
+        *,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self._scope = Scope(mapping_name, mappings, apis, couplings, state, clock)
+        if new_id is not None:
+            self._scope.new_id = new_id
         self.ensure_job = ensure_job
         self.settings = settings
         self.clock = clock
@@ -92,13 +98,30 @@ class Applier:
     def reload(self, mappings: MappingSet) -> None:
         self._scope.mappings = mappings
 
-    async def apply(self, items: Sequence[Item], effects: BatchEffects) -> None:
-        """Applies ``items`` in order; a record appears at most once per round."""
+    async def claim_keys(self, items: Sequence[Item]) -> set[PairKey]:
+        """The records ``items`` decide about, as the state database has them
+        now: their own and their coupled counterparts (what a claim must hold)."""
+        keys: set[PairKey] = set()
         for chunk in _unique_chunks(items):
-            await self._apply_chunk(chunk, effects)
+            couplings = await self._reader.load_couplings(chunk, BatchEffects(self.mapping_name))
+            keys |= _pair_keys(chunk, couplings)
+        return keys
+
+    async def apply(
+        self, items: Sequence[Item], effects: BatchEffects, claim: PairClaim | None = None
+    ) -> None:
+        """Applies ``items`` in order; a record appears at most once per round.
+        With ``claim``, every pair decided is in it (extended where the batch
+        coupled new ones); a pair another instance holds ends the batch with
+        ``ClaimsBusy``, to be applied again from the start."""
+        for chunk in _unique_chunks(items):
+            await self._apply_chunk(chunk, effects, claim)
 
     async def apply_side_by_side(
-        self, groups: Sequence[Sequence[Item]], effects: BatchEffects
+        self,
+        groups: Sequence[Sequence[Item]],
+        effects: BatchEffects,
+        claim: PairClaim | None = None,
     ) -> None:
         """Applies each group (a partition's events, in order) beside the others,
         into one batch's effects. A record's events are all in one group, but
@@ -107,9 +130,9 @@ class Applier:
         what the other made of the pair (in ``effects``) before deciding."""
         if len(groups) <= 1:
             for group in groups:
-                await self.apply(group, effects)
+                await self.apply(group, effects, claim)
             return
-        await together(*(self.apply(group, effects) for group in groups))
+        await together(*(self.apply(group, effects, claim) for group in groups))
 
     async def sources_of(self, intents: Sequence[Intent]) -> list[RecordChanged]:
         """The sources of intents an attempt that died left open, as they are
@@ -118,7 +141,9 @@ class Applier:
         resolved here."""
         return await self._reader.sources_of(intents)
 
-    async def _apply_chunk(self, items: list[Item], effects: BatchEffects) -> None:
+    async def _apply_chunk(
+        self, items: list[Item], effects: BatchEffects, claim: PairClaim | None
+    ) -> None:
         couplings = await self._reader.load_couplings(items, effects)
         held: set[tuple[Side, str]] = set()
         try:
@@ -130,6 +155,12 @@ class Applier:
                 await self._pairs.acquire(wanted)
                 held = wanted
                 couplings = await self._reader.load_couplings(items, effects)
+            if claim is not None and not wanted <= claim.keys:
+                # Pairs coupled since the claim was taken (by this batch, or
+                # by an instance that held them then): claimed without waiting.
+                missing = wanted - claim.keys
+                if not await claim.extend(missing):
+                    raise ClaimsBusy(self.mapping_name, len(missing), 0.0)
             await self._decide_and_write(items, couplings, effects)
         finally:
             self._pairs.release(held)
@@ -156,7 +187,7 @@ class Applier:
             w.done = self._decide(w, resolved)
         pending = work
         for _ in range(MAX_ROUNDS):
-            pending = await self._writer.write(pending)
+            pending = await self._writer.write(pending, effects.epochs)
             if not pending:
                 break
             await self._reader.fetch_destinations(pending)
@@ -164,7 +195,7 @@ class Applier:
                 w.done = self._decide(w, resolved)
         for w in pending:
             w.done = replace(w.performed, decision=kept_changing())
-        await self._writer.write_back(work)
+        await self._writer.write_back(work, effects.epochs)
         for w in work:
             await self._record(w, effects, statuses.get((w.event.side, w.event.record_id)))
 
@@ -262,11 +293,9 @@ class JobEnsurer:
             self._known = {job_id}
 
 
-def _pair_keys(
-    items: Iterable[Item], couplings: Iterable[Coupling | None]
-) -> set[tuple[Side, str]]:
+def _pair_keys(items: Iterable[Item], couplings: Iterable[Coupling | None]) -> set[PairKey]:
     """The records a chunk decides about: its own, and their counterparts."""
-    keys: set[tuple[Side, str]] = set()
+    keys: set[PairKey] = set()
     for item, coupling in zip(items, couplings, strict=True):
         event = item.event
         keys.add((event.side, event.record_id.lower()))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from tablesync.core.plan import JobContext
 from tablesync.core.topics import Topics
 from tablesync.errors import DecodeError, InvalidEvent
 from tablesync.ports.api import SideApi
+from tablesync.ports.claims import PairClaim, PairClaims
 from tablesync.ports.clock import Clock
 from tablesync.ports.log import ConsumerFactory, ConsumerRecord, Message, Publisher, TopicPartition
 from tablesync.ports.state import StateStores
@@ -36,6 +37,7 @@ from tablesync.runtime import faults
 from tablesync.runtime.applier import RETRY_TOPIC, Applier, Item, JobEnsurer
 from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription
 from tablesync.runtime.deadletter import DeadLetters
+from tablesync.runtime.health import Loops, unwatched
 from tablesync.settings import Settings
 
 __all__ = ["ApplyService"]
@@ -67,10 +69,14 @@ class ApplyService:
         codec: Codec,
         clock: Clock,
         topics: Topics,
+        claims: PairClaims,
         instance: str | None = None,
+        loops: Loops = unwatched,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self.settings = settings
         self.mapping_name = mapping_name
+        self._loops = loops
         self.stores = stores
         self.apis = apis
         self.publisher = publisher
@@ -79,16 +85,21 @@ class ApplyService:
         self.clock = clock
         self.topics = topics
         self.instance = instance or uuid.uuid4().hex[:8]
+        self._new_id = new_id
         self.group_id = f"{topics.prefix}tablesync.apply.{mapping_name}"
         self.mapping_store = stores.mappings
         self.jobs = stores.jobs
         self.state = stores.apply_state
+        self.claims = claims
         self.deadletters = DeadLetters(publisher, topics.deadletter, self.group_id)
         self._job_cache: dict[str, JobContext | None] = {}
         self._job_mapping: dict[str, str] = {}
         self._consuming_since = clock.monotonic()
         # Next offset per partition whose effects this process committed.
         self._applied: dict[TopicPartition, int] = {}
+        # The epoch each partition was taken under on assignment: this
+        # instance's writes and commits for it hold while no other took it since.
+        self._epochs: dict[TopicPartition, int] = {}
         self._applier: Applier | None = None
         self._mappings_version: object = None
         self.batches = 0
@@ -106,6 +117,7 @@ class ApplyService:
             JobEnsurer(self.mapping_name, self._create_continuous_job),
             self.settings.sync,
             self.clock,
+            new_id=self._new_id,
         )
         source_topics = (
             self.topics.cdc("bc", mapping.bc_table),
@@ -126,17 +138,24 @@ class ApplyService:
             resume=self._resume,
             idle=(("retries", self._retry_due), ("intents", self._settle_intents)),
             idle_every_s=_RETRY_EVERY_S,
+            heartbeat=self._loops(f"apply {self.mapping_name}"),
         )
         self._consuming_since = self.clock.monotonic()
         log.info("apply_started", mapping=self.mapping_name, topics=list(source_topics))
         try:
             await loop.run(stop)
         finally:
+            await self.claims.close()
             log.info("apply_stopped", mapping=self.mapping_name, batches=self.batches)
 
     async def _resume(self, assigned: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
         """Where each assigned partition resumes: the position stored with its
         effects, or further where this process committed more."""
+        taken = await self.state.take_epochs(
+            self.mapping_name, sorted((tp.topic, tp.partition) for tp in assigned)
+        )
+        for (topic, partition), epoch in taken.items():
+            self._epochs[TopicPartition(topic, partition)] = epoch
         positions = await self.state.positions(self.mapping_name, [tp.topic for tp in assigned])
         resumed: dict[TopicPartition, int] = {}
         for tp in assigned:
@@ -177,7 +196,15 @@ class ApplyService:
         started = self.clock.monotonic()
         # An operator's change of the mapping applies from the next batch on.
         await self._reload_mappings()
+        unheld = sorted((tp.topic, tp.partition) for tp in batch if tp not in self._epochs)
+        if unheld:
+            # Assigned while taking them failed: taken now, before any write.
+            for (topic, partition), taken in (
+                await self.state.take_epochs(self.mapping_name, unheld)
+            ).items():
+                self._epochs[TopicPartition(topic, partition)] = taken
         effects = BatchEffects(self.mapping_name)
+        effects.epochs = {(tp.topic, tp.partition): self._epochs[tp] for tp in batch}
         items: list[Item] = []
         markers: list[_Marker] = []
         positions = await self.state.positions(self.mapping_name, list({tp.topic for tp in batch}))
@@ -202,11 +229,16 @@ class ApplyService:
                 stored, max(r.offset for r in records) + 1
             )
         self._applier.failures.clear()
-        await self._apply_by_partition(items, effects)
-        for m in markers:
-            effects.finished.append((m.end.job_id, m.topic, m.partition))
-        faults.point("apply.before_commit", self.mapping_name)
-        await self.state.commit(effects)
+        claim = await self._claim(items)
+        try:
+            await self._apply_by_partition(items, effects, claim)
+            for m in markers:
+                effects.finished.append((m.end.job_id, m.topic, m.partition))
+            faults.point("apply.before_commit", self.mapping_name)
+            await self.state.commit(effects, claim=claim.proof() if claim else None)
+        finally:
+            if claim is not None:
+                await claim.release()
         for (t, p), off in effects.positions.items():
             tp = TopicPartition(t, p)
             self._applied[tp] = max(off, self._applied.get(tp, 0))
@@ -225,14 +257,38 @@ class ApplyService:
         )
         return {TopicPartition(t, p): off for (t, p), off in effects.positions.items()}
 
-    async def _apply_by_partition(self, items: list[Item], effects: BatchEffects) -> None:
+    async def _apply_by_partition(
+        self, items: list[Item], effects: BatchEffects, claim: PairClaim | None
+    ) -> None:
         """Applies each partition's events beside the others': their waits on
         the sides and the database overlap."""
         assert self._applier is not None
         by_partition: dict[tuple[str, int], list[Item]] = {}
         for item in items:
             by_partition.setdefault((item.topic, item.partition), []).append(item)
-        await self._applier.apply_side_by_side(list(by_partition.values()), effects)
+        await self._applier.apply_side_by_side(list(by_partition.values()), effects, claim)
+
+    async def _claim(self, items: Sequence[Item]) -> PairClaim | None:
+        """Claims every record ``items`` decide about, and their counterparts,
+        across the mapping's instances (``ports.claims``): read again once
+        held, since a holder before may have coupled or uncoupled them."""
+        assert self._applier is not None
+        if not items:
+            return None
+        wait_s = self.settings.sync.claim_wait_s
+        keys = await self._applier.claim_keys(items)
+        claim = await self.claims.take(self.mapping_name, keys, wait_s=wait_s)
+        try:
+            while not (now := await self._applier.claim_keys(items)) <= claim.keys:
+                if await claim.extend(now - claim.keys):
+                    break
+                await claim.release()
+                keys |= now
+                claim = await self.claims.take(self.mapping_name, keys, wait_s=wait_s)
+        except BaseException:
+            await claim.release()
+            raise
+        return claim
 
     async def _read(
         self,
@@ -375,8 +431,13 @@ class ApplyService:
         assert self._applier is not None
         effects = BatchEffects(self.mapping_name)
         self._applier.failures.clear()
-        await self._applier.apply(items, effects)
-        await self.state.commit(effects)
+        claim = await self._claim(items)
+        try:
+            await self._applier.apply(items, effects, claim)
+            await self.state.commit(effects, claim=claim.proof() if claim else None)
+        finally:
+            if claim is not None:
+                await claim.release()
         await self._publish_outcomes([])
         return effects
 

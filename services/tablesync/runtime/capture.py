@@ -2,14 +2,35 @@
 
 Three loops share one producer:
 
-- per table, poll rows modified since the checkpoint (minus an overlap, so a
-  row committed late with an earlier stamp is still seen), publish the ones
-  not published already, and move the checkpoint only after the broker
-  acknowledged every event;
+- per table, read what changed since the checkpoint and publish it, moving the
+  checkpoint only after the broker acknowledged every event:
+
+  - a Dataverse table with change tracking: follow its delta link; the rows
+    changed and the rows deleted since, whatever their stamps say, so a row
+    committed late is never missed. The delta link is the
+    checkpoint (the watermark is kept beside it). A link refused as expired:
+    read the table again for a new one, publishing the rows stamped within the
+    look-back of the watermark, and scan its deletions once;
+  - any other table (every BC table): poll rows stamped since the watermark,
+    less ``poll_overlap_s``, and every ``lookback_interval_s`` less the whole
+    ``lookback_s``: a row stamped before its transaction committed is still
+    seen if it committed within the look-back. A version published already is
+    not published again (by ETag). Every ``reconcile_interval_s`` a full read
+    of every row's version publishes those committed later still;
 - serve ``SnapshotRequested`` for this side: publish the rows a job needs,
   tagged with its id, then an end marker on every partition;
-- every so often, compare the coupled records with the ids that still exist
-  and publish a deletion for each coupled record that vanished.
+- every so often, for the tables polled by stamp, compare the coupled records
+  with the ids that still exist; a vanished id counts as deleted only if a
+  direct read does not find it either, and a scan that would remove more than
+  ``delete_scan_max_share`` of a mapping's couplings (and more than
+  ``delete_scan_min_cap`` records) stops and raises an alert instead of
+  publishing.
+
+A poll by stamp publishes and checkpoints page by page (the pages come in
+stamp order): a long backlog is never held in memory whole, and a failure
+keeps what the pages before it moved. A row whose event is over the log's
+size limit goes to the dead-letter topic (its id, size and the limit) and
+its table goes on. A read the side refuses is waited out on its table only.
 
 One capture per side works at a time: it works while it holds the side's
 lease (``runtime.lease``); a second process of the side waits as its standby."""
@@ -18,19 +39,37 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
+from tablesync import metrics
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.transient import TRANSIENT
 from tablesync.core import filters
+from tablesync.core.capture_rules import (
+    Seen,
+    confirmed,
+    forget_before,
+    missed,
+    overreach,
+    remember,
+    unpublished,
+    vanished,
+    version_of,
+)
 from tablesync.core.events import RecordChanged, Side, SnapshotEnd, SnapshotRequested
 from tablesync.core.records import Row
 from tablesync.core.topics import Topics
-from tablesync.errors import DecodeError, MessageTooLarge, ReadRefused
+from tablesync.errors import (
+    ChangeTrackingUnavailable,
+    DecodeError,
+    DeltaLinkExpired,
+    MessageTooLarge,
+    ReadRefused,
+)
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
 from tablesync.ports.log import ConsumerFactory, Message, Publisher, TopicPartition
@@ -38,6 +77,7 @@ from tablesync.ports.state import Singleton, StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription, next_offsets
 from tablesync.runtime.deadletter import DeadLetters
+from tablesync.runtime.health import Beat, Loops, no_beat, unwatched
 from tablesync.runtime.lease import Lease, LeasedPublisher
 from tablesync.runtime.refused import noted
 from tablesync.runtime.stopping import sleep_or_stop
@@ -56,8 +96,20 @@ _TOMBSTONE_MEMORY = timedelta(minutes=10)
 @dataclass
 class _TableState:
     watermark: datetime
-    # (id -> (etag or stamp, stamp)) of rows published within the overlap window.
-    recent: dict[str, tuple[str, datetime]]
+    recent: dict[str, Seen] = field(default_factory=dict)
+    """Rows published within the look-back window: their versions, by id."""
+    floor: datetime | None = None
+    """No read goes behind this: the first checkpoint, when this process made it."""
+    tracking: bool | None = None
+    """Whether the table follows change tracking (None: not known yet)."""
+    delta_link: str | None = None
+    resume_from: datetime | None = None
+    """A read for a new delta link publishes the rows stamped from here on."""
+    last_lookback: float | None = None
+    last_reconcile: float | None = None
+    known: dict[str, str] | None = None
+    """The version of every row capture read, by id, once a reconcile listed them all."""
+    polls: int = 0
 
 
 class CaptureService:
@@ -74,9 +126,13 @@ class CaptureService:
         clock: Clock,
         topics: Topics,
         singleton: Singleton,
+        loops: Loops = unwatched,
     ) -> None:
         self.settings = settings
         self.side = side
+        self._loops = loops
+        self._snapshot_beat: Beat = no_beat
+        self._beats: dict[str, Beat] = {}
         self.checkpoints = stores.checkpoints
         self.api = api
         self.lease = Lease(
@@ -93,10 +149,23 @@ class CaptureService:
         self.couplings = stores.couplings
         self.mapping_store = stores.mappings
         self._tombstones: dict[tuple[str, str], datetime] = {}
+        self._tracked: dict[str, bool] = {}
+        """Tables known to follow change tracking (True) or to be polled by stamp."""
+        self._scan_due: set[str] = set()
+        """Tracked tables whose deletions a scan must look for once (their link expired)."""
         self.published = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.lease.serve(stop, self._work)
+        await self.lease.serve(stop, self._work, standby=self._standing_by)
+
+    def _loop(self, name: str, every_s: float = 0.0) -> Beat:
+        beat = self._beats[name] = self._loops(name, every_s=every_s)
+        return beat
+
+    def _standing_by(self) -> None:
+        # A standby waiting for the lease is ready, also after it held it once.
+        for beat in self._beats.values():
+            beat()
 
     async def _work(self, stop: asyncio.Event) -> None:
         mappings = await self.mapping_store.load()
@@ -132,66 +201,227 @@ class CaptureService:
     async def _poll_loop(self, table: str, stop: asyncio.Event) -> None:
         state: _TableState | None = None
         interval = self.settings.sync.poll_interval_s
+        beat = self._loop(f"capture {self.side} {table}", every_s=interval)
         while not stop.is_set():
+            beat()
             started = self.clock.monotonic()
 
             async def step() -> None:
                 nonlocal state
                 if state is None:
-                    state = _TableState(await self._checkpoint(table), {})
+                    state = await self._open(table)
                 await self._poll_once(table, state)
 
             await self._guarded(f"poll {table}", stop, step)
             await sleep_or_stop(stop, max(0.0, interval - (self.clock.monotonic() - started)))
 
-    async def _checkpoint(self, table: str) -> datetime:
+    async def _open(self, table: str) -> _TableState:
         stored = await self.checkpoints.watermark(self.side, table)
-        if stored is not None:
-            return stored
-        # Capture covers what changes from now on; rows already there are the
-        # business of a full synchronization.
-        start = self.clock.now() - _START_SLACK
-        await self._store_checkpoint(table, start)
-        return start
+        if stored is None:
+            # Capture covers what changes from now on; rows already there are the
+            # business of a full synchronization.
+            start = self.clock.now() - _START_SLACK
+            await self._store_checkpoint(table, start)
+            state = _TableState(start, floor=start, resume_from=start)
+        else:
+            state = _TableState(stored, resume_from=stored - self._lookback)
+        if self.side == "dataverse" and self.settings.sync.change_tracking:
+            state.delta_link = await self.checkpoints.delta_link(self.side, table)
+        else:
+            state.tracking = False
+            self._tracked[table] = False
+        return state
+
+    @property
+    def _lookback(self) -> timedelta:
+        return timedelta(seconds=self.settings.sync.lookback_s)
 
     async def _store_checkpoint(self, table: str, watermark: datetime) -> None:
         self.lease.check()
         await self.checkpoints.store_watermark(self.side, table, watermark)
 
+    async def _store_delta_link(self, table: str, link: str | None) -> None:
+        self.lease.check()
+        await self.checkpoints.store_delta_link(self.side, table, link)
+
     async def _poll_once(self, table: str, state: _TableState) -> None:
-        """Publishes and checkpoints page by page: a long backlog is never held
-        in memory whole, and a failure keeps what the pages before it moved."""
-        overlap = timedelta(seconds=self.settings.sync.poll_overlap_s)
-        since = state.watermark - overlap
-        captured = 0
+        if state.tracking is not False:
+            try:
+                await self._follow_changes(table, state)
+                return
+            except ChangeTrackingUnavailable as exc:
+                await self._untracked(table, state, exc)
+            except DeltaLinkExpired as exc:
+                log.warning(
+                    "delta_link_expired",
+                    side=self.side,
+                    table=table,
+                    watermark=state.watermark.isoformat(),
+                    error=str(exc),
+                )
+                metrics.delta_link_expired(self.side, table)
+                # The deletions in between are in no delta any more: a scan finds them.
+                self._scan_due.add(table)
+                state.delta_link = None
+                state.resume_from = state.watermark - self._lookback
+                await self._store_delta_link(table, None)
+                await self._follow_changes(table, state)
+                return
+        await self._poll_stamps(table, state)
+        await self._reconcile(table, state)
+
+    async def _untracked(
+        self, table: str, state: _TableState, exc: ChangeTrackingUnavailable
+    ) -> None:
+        """The table has no change tracking: polled by stamp from the watermark on."""
+        log.info("change_tracking_unavailable", side=self.side, table=table, reason=str(exc))
+        state.tracking = False
+        self._tracked[table] = False
+        if state.delta_link is not None:
+            state.delta_link = None
+            await self._store_delta_link(table, None)
+            self._scan_due.add(table)
+
+    async def _follow_changes(self, table: str, state: _TableState) -> None:
+        """One read of the table's changes: from its delta link, or (without one) a read
+        of every row for a new link, publishing those stamped from ``resume_from``."""
+        link = state.delta_link
+        newest = state.watermark
+        next_link: str | None = None
+        published = deleted = 0
+        async for page in self.api.track_changes(table, link):
+            if state.tracking is None:
+                state.tracking = self._tracked[table] = True
+                log.info("change_tracking_followed", side=self.side, table=table)
+            rows = page.rows
+            if link is None:
+                since = state.resume_from
+                rows = [r for r in rows if since is not None and r.modified_at >= since]
+            fresh = unpublished(rows, state.recent)
+            if fresh:
+                await self._publish_rows(table, fresh, job_id=None)
+                state.recent = remember(state.recent, fresh)
+                published += len(fresh)
+            for row in page.rows:
+                newest = max(newest, row.modified_at)
+            if page.deleted and link is not None:
+                deleted += await self._publish_tracked_deletions(table, page.deleted)
+            if page.delta_link is not None:
+                next_link = page.delta_link
+        moved = next_link is not None and next_link != link
+        if newest > state.watermark or moved:
+            faults.point("capture.before_checkpoint", table)
+        if newest > state.watermark:
+            await self._store_checkpoint(table, newest)
+            state.watermark = newest
+        if moved:
+            await self._store_delta_link(table, next_link)
+            state.delta_link = next_link
+        state.resume_from = None
+        state.recent = forget_before(state.recent, state.watermark - self._lookback)
+        if published or deleted:
+            log.info(
+                "changes_captured",
+                side=self.side,
+                table=table,
+                rows=published,
+                deleted=deleted,
+                tracked=True,
+                watermark=state.watermark.isoformat(),
+            )
+
+    async def _publish_tracked_deletions(self, table: str, ids: Sequence[str]) -> int:
+        """Every deletion change tracking reports. Not only of the records coupled now: a
+        record created a moment ago may be on its way to its coupling (its create waits
+        on its partition, where this deletion comes after it); apply ignores the deletion
+        of a record it never coupled."""
+        now = self.clock.now()
+        gone = sorted({rid for rid in ids if (table, rid) not in self._tombstones})
+        if gone:
+            await self._publish_deletions(table, gone, job_id=None)
+            for rid in gone:
+                self._tombstones[(table, rid)] = now
+        return len(gone)
+
+    async def _poll_stamps(self, table: str, state: _TableState) -> None:
+        """Rows stamped since the watermark less the overlap, or less the whole look-back
+        every ``lookback_interval_s``; versions published already are skipped. Each page
+        (in stamp order) is published, then checkpointed, before the next is read."""
+        sync = self.settings.sync
+        overlap = timedelta(seconds=sync.poll_overlap_s)
+        now = self.clock.monotonic()
+        wide = state.last_lookback is None or now - state.last_lookback >= sync.lookback_interval_s
+        since = state.watermark - (self._lookback if wide else overlap)
+        if state.floor is not None:
+            since = max(since, state.floor)
+        passed = state.watermark - overlap
+        first_poll = state.polls == 0
+        captured = late = 0
         async for page in self.api.changed_since(table, since):
-            fresh: list[Row] = []
-            for row in page:
-                token = row.etag or row.modified_at.isoformat()
-                seen = state.recent.get(row.id)
-                if seen is not None and seen[0] == token:
-                    continue
-                fresh.append(row)
-            if not fresh:
-                continue
-            await self._publish_rows(table, fresh, job_id=None)
-            captured += len(fresh)
-            for row in fresh:
-                state.recent[row.id] = (row.etag or row.modified_at.isoformat(), row.modified_at)
-            newest = max(row.modified_at for row in fresh)
+            fresh = unpublished(page, state.recent)
+            if fresh:
+                await self._publish_rows(table, fresh, job_id=None)
+                state.recent = remember(state.recent, fresh)
+                captured += len(fresh)
+                if not first_poll:
+                    late += sum(1 for r in fresh if r.modified_at < passed)
+            if state.known is not None:
+                state.known.update((r.id, version_of(r)) for r in page)
+            newest = max((row.modified_at for row in page), default=state.watermark)
             if newest > state.watermark:
                 faults.point("capture.before_checkpoint", table)
                 await self._store_checkpoint(table, newest)
                 state.watermark = newest
-                floor = newest - overlap
-                state.recent = {k: v for k, v in state.recent.items() if v[1] >= floor}
+        if wide:
+            state.last_lookback = now
+        state.polls += 1
+        state.recent = forget_before(state.recent, state.watermark - self._lookback)
         if captured:
+            metrics.late_rows(self.side, table, late)
             log.info(
                 "changes_captured",
                 side=self.side,
                 table=table,
                 rows=captured,
+                late=late,
                 watermark=state.watermark.isoformat(),
+            )
+
+    async def _reconcile(self, table: str, state: _TableState) -> None:
+        """Every ``reconcile_interval_s``: every row's version against the ones capture
+        read; a row stamped before the look-back with a version it never read committed
+        too late for the polls, and is published now. The first pass only takes note."""
+        interval = self.settings.sync.reconcile_interval_s
+        now = self.clock.monotonic()
+        if interval <= 0 or (
+            state.last_reconcile is not None and now - state.last_reconcile < interval
+        ):
+            return
+        versions: list[Row] = []
+        async for page in self.api.read_versions(table):
+            versions.extend(page)
+        horizon = state.watermark - self._lookback
+        found = [] if state.known is None else missed(versions, state.known, horizon)
+        known = {r.id: version_of(r) for r in versions}
+        published = 0
+        if found:
+            rows = await self.api.get_many(table, found)
+            fresh = unpublished(rows.values(), state.recent)
+            if fresh:
+                await self._publish_rows(table, fresh, job_id=None)
+                state.recent = remember(state.recent, fresh)
+                known.update((r.id, version_of(r)) for r in fresh)
+                published = len(fresh)
+        state.known = known
+        state.last_reconcile = now
+        if published:
+            metrics.late_rows(self.side, table, published)
+            log.warning(
+                "reconcile_published",
+                side=self.side,
+                table=table,
+                rows=published,
+                horizon=horizon.isoformat(),
             )
 
     async def _publish_rows(
@@ -242,6 +472,7 @@ class CaptureService:
         """One request at a time, committed once it is served: a restart
         serves the one it was on again, and a job's snapshot is published
         only once (``begin_snapshot``)."""
+        self._snapshot_beat = self._loop(f"capture {self.side} snapshots")
         loop = ConsumeLoop(
             self.consumers,
             Subscription(
@@ -255,6 +486,7 @@ class CaptureService:
             what=f"capture {self.side} snapshot request",
             clock=self.clock,
             backoff_s=(2.0,),
+            heartbeat=self._snapshot_beat,
         )
         await loop.run(stop)
 
@@ -281,6 +513,8 @@ class CaptureService:
         per_partition = dict.fromkeys(partitions, 0)
         total = 0
         async for rows, deleted in read_ahead(self._snapshot_rows(request)):
+            # A large table's snapshot takes a while; each page is a round.
+            self._snapshot_beat()
             acks = await self._publish_rows(request.table, rows, request.job_id)
             acks += await self._publish_deletions(request.table, deleted, request.job_id)
             for partition, _ in acks:
@@ -359,28 +593,67 @@ class CaptureService:
 
     async def _deletion_loop(self, tables: Sequence[str], stop: asyncio.Event) -> None:
         interval = self.settings.sync.delete_scan_interval_s
+        beat = self._loop(f"capture {self.side} deletions", every_s=interval)
+        beat()
         while not await sleep_or_stop(stop, interval):
+            beat()
             for table in tables:
+                # Change tracking reports deletions itself; a scan is for the others.
+                if self._tracked.get(table) and table not in self._scan_due:
+                    continue
                 await self._guarded(f"deletions {table}", stop, lambda t=table: self._scan(t))
 
     async def _scan(self, table: str) -> None:
-        """Publishes a deletion for each coupled record of ``table`` that no longer exists."""
+        """Publishes a deletion for each coupled record of ``table`` that no longer exists:
+        missing from a listing of every id and from a direct read of it, unless the scan
+        would remove more than its share of a mapping's couplings."""
         mappings = await self.mapping_store.load()
         scan_start = self.clock.now()
-        coupled: set[str] = set()
+        coupled: dict[str, set[str]] = {}
         for m in mappings.reading(self.side, table):
-            coupled |= await self.couplings.all_ids(m.name, self.side, coupled_before=scan_start)
-        if not coupled:
+            coupled[m.name] = await self.couplings.all_ids(
+                m.name, self.side, coupled_before=scan_start
+            )
+        every = set().union(*coupled.values())
+        if not every:
+            self._scan_due.discard(table)
             return
         present: set[str] = set()
         async for ids in self.api.read_ids(table):
             present.update(ids)
         horizon = scan_start - _TOMBSTONE_MEMORY
         self._tombstones = {k: v for k, v in self._tombstones.items() if v > horizon}
-        gone = [rid for rid in sorted(coupled - present) if (table, rid) not in self._tombstones]
-        if not gone:
+        published = {rid for t, rid in self._tombstones if t == table}
+        candidates = vanished(every, present, published)
+        sync = self.settings.sync
+        halts = overreach(coupled, candidates, sync.delete_scan_max_share, sync.delete_scan_min_cap)
+        if halts:
+            for halt in halts:
+                log.error(
+                    "deletion_scan_halted",
+                    side=self.side,
+                    table=table,
+                    mapping=halt.mapping,
+                    vanished=halt.vanished,
+                    coupled=halt.coupled,
+                    listed=len(present),
+                    max_share=sync.delete_scan_max_share,
+                )
+                metrics.deletion_scan_halted(self.side, table, halt.mapping)
             return
-        await self._publish_deletions(table, gone, job_id=None)
-        for rid in gone:
-            self._tombstones[(table, rid)] = scan_start
-        log.info("deletions_captured", side=self.side, table=table, records=len(gone))
+        found = await self.api.get_many(table, sorted(candidates)) if candidates else {}
+        gone = confirmed(candidates, found)
+        if found:
+            log.warning(
+                "deletion_scan_unconfirmed",
+                side=self.side,
+                table=table,
+                records=len(found),
+                listed=len(present),
+            )
+        if gone:
+            await self._publish_deletions(table, gone, job_id=None)
+            for rid in gone:
+                self._tombstones[(table, rid)] = scan_start
+            log.info("deletions_captured", side=self.side, table=table, records=len(gone))
+        self._scan_due.discard(table)

@@ -15,6 +15,9 @@ what it cut short stays uncommitted, to be read again by whoever reads next.
 - Revoke: the hook waits until the batch in flight is processed and its
   commit tried, so a partition leaves with its work committed (a member may
   still commit while its revoke runs).
+- Fenced: a batch whose processing finds its partitions taken by another
+  member (``errors.Fenced``: this one was frozen past its session timeout)
+  is dropped, neither retried nor committed.
 - Assign: ``resume`` names the position each partition's effects were stored
   with; the partition is sought there, and that position is committed before
   the next read, so the group's committed offsets (and so its lag) agree
@@ -30,6 +33,7 @@ from functools import partial
 import structlog
 
 from tablesync.adapters.transient import TRANSIENT
+from tablesync.errors import Fenced
 from tablesync.ports.clock import Clock
 from tablesync.ports.log import (
     ConsumerFactory,
@@ -38,6 +42,7 @@ from tablesync.ports.log import (
     OffsetReset,
     TopicPartition,
 )
+from tablesync.runtime.health import Beat, no_beat
 from tablesync.runtime.stopping import BACKOFF_S, until_done
 
 __all__ = [
@@ -86,6 +91,7 @@ class ConsumeLoop:
 
     ``idle`` steps (name, step) run between batches, at most once per
     ``idle_every_s`` of ``clock``; a stop during one ends only that step.
+    ``heartbeat`` is called at the start of every round.
     With ``lossy_commit`` the offsets are only a hint: a commit that fails is
     let go rather than retried, and the next batch goes on."""
 
@@ -103,8 +109,10 @@ class ConsumeLoop:
         lossy_commit: bool = False,
         backoff_s: Sequence[float] = BACKOFF_S,
         transient: tuple[type[BaseException], ...] = TRANSIENT,
+        heartbeat: Beat = no_beat,
     ) -> None:
         self.subscription = subscription
+        self._heartbeat = heartbeat
         self.what = what
         self._consumers = consumers
         self._process = process
@@ -140,6 +148,7 @@ class ConsumeLoop:
         idled_at: float | None = None
         try:
             while not stop.is_set():
+                self._heartbeat()
                 # Outside any batch: a rebalance that makes this commit fail
                 # is not held up by it, and its retry sees the new assignment.
                 if self._handed_over and not await self._step(
@@ -183,7 +192,26 @@ class ConsumeLoop:
             result: list[Mapping[TopicPartition, int] | None] = []
 
             async def attempt() -> None:
-                result[:] = [await self._process(batch)]
+                try:
+                    result[:] = [await self._process(batch)]
+                except Fenced as exc:
+                    # Another member owns these partitions now and applies
+                    # them from the stored positions: this batch is dropped,
+                    # uncommitted, and the rebalance hands this member its
+                    # new share.
+                    log.warning(
+                        "batch_fenced",
+                        consumer=self.what,
+                        partitions=[f"{t}[{p}]" for t, p in exc.partitions],
+                    )
+                    # What this member still owns is read again from the
+                    # batch's start (what is applied below it is skipped):
+                    # dropped, it would be read past and never applied.
+                    owned = consumer.assignment()
+                    for tp, records in batch.items():
+                        if records and tp in owned:
+                            consumer.seek(tp, records[0].offset)
+                    result[:] = [{}]
 
             if not await self._step(stop, attempt, "batch") or result[0] is None:
                 return False

@@ -40,6 +40,7 @@ from tablesync.ports.log import ConsumerFactory, Message, Publisher, TopicPartit
 from tablesync.ports.state import Singleton, StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription, next_offsets
+from tablesync.runtime.health import Loops, unwatched
 from tablesync.runtime.lease import Lease, LeasedPublisher
 from tablesync.runtime.stopping import sleep_or_stop
 from tablesync.runtime.together import together
@@ -70,10 +71,16 @@ class CoordinatorService:
         codec: Codec,
         clock: Clock,
         topics: Topics,
+        loops: Loops = unwatched,
     ) -> None:
         self.settings = settings
         self.lease = Lease(
             singleton, what="coordinator", clock=clock, renew_s=settings.sync.lease_renew_s
+        )
+        self._commands_beat = loops("coordinator commands")
+        self._outcomes_beat = loops("coordinator outcomes")
+        self._housekeeping_beat = loops(
+            "coordinator housekeeping", every_s=_CLOSE_CONTINUOUS_EVERY_S
         )
         self.publisher = LeasedPublisher(publisher, self.lease)
         self.consumers = consumers
@@ -86,7 +93,12 @@ class CoordinatorService:
         self.steps_done = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.lease.serve(stop, self._work)
+        await self.lease.serve(stop, self._work, standby=self._standing_by)
+
+    def _standing_by(self) -> None:
+        # A coordinator waiting for the lease is a ready standby.
+        for beat in (self._commands_beat, self._outcomes_beat, self._housekeeping_beat):
+            beat()
 
     async def _work(self, stop: asyncio.Event) -> None:
         log.info("coordinator_started", epoch=self.lease.epoch)
@@ -115,6 +127,7 @@ class CoordinatorService:
             what="coordinator command",
             clock=self.clock,
             backoff_s=(2.0,),
+            heartbeat=self._commands_beat,
         )
         await loop.run(stop)
 
@@ -140,12 +153,14 @@ class CoordinatorService:
             clock=self.clock,
             # Losing this commit replays outcomes, which are only hints.
             lossy_commit=True,
+            heartbeat=self._outcomes_beat,
         )
         await loop.run(stop)
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         interval = timedelta(seconds=self.settings.sync.continuous_job_interval_s)
         while not await sleep_or_stop(stop, _CLOSE_CONTINUOUS_EVERY_S):
+            self._housekeeping_beat()
             try:
                 await self.jobs.close_continuous_jobs(interval)
             except Exception as exc:
@@ -331,6 +346,8 @@ class CoordinatorService:
 
     async def _wait_for_job(self, job_id: str, partitions: int, stop: asyncio.Event) -> bool:
         while not stop.is_set():
+            # A mapping's step lasts as long as its job: each look is a round.
+            self._commands_beat()
             totals = await self.jobs.totals(job_id)
             if totals is not None and totals.partitions_finished >= partitions:
                 return True

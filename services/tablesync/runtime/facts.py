@@ -101,6 +101,7 @@ class Reader:
         return found
 
     async def fetch(self, work: list[Work]) -> None:
+        await self._named_deletions(work)
         await self._settle_announced(
             [
                 w
@@ -119,6 +120,26 @@ class Reader:
         ]
         if still:
             await self._fetch_candidates(still)
+
+    async def _named_deletions(self, work: list[Work]) -> None:
+        """Deletions of uncoupled records that an open create of the other side
+        names: made by a create whose answer has not been recorded yet (another
+        attempt's, perhaps lost). Marked ``blocked``: the deletion is kept as
+        seen, and that create, settled later, finds its record made and gone."""
+        for side in _SIDES:
+            group = [
+                w
+                for w in work
+                if w.event.side == side and w.event.op == "delete" and w.facts.coupling is None
+            ]
+            if not group:
+                continue
+            named = await self.scope.state.named_by_intents(
+                self.mapping_name, other_side(side), [w.event.record_id for w in group]
+            )
+            for w in group:
+                if w.event.record_id in named:
+                    w.facts = replace(w.facts, blocked=True)
 
     async def fetch_destinations(self, work: list[Work]) -> None:
         """The coupled records of the other side as they are now, and the
@@ -225,9 +246,25 @@ class Reader:
                 rid = w.event.record_id
                 w.facts = replace(w.facts, intent=intents.get(rid), blocked=rid in blocked)
             await self._recover_created(mapping, dest, [w for w in group if w.facts.intent])
+            unanswered = [
+                (dest, intent.dest_id)
+                for w in group
+                if (intent := w.facts.intent) is not None
+                and intent.dest_id is not None
+                and not intent.made
+                and w.facts.created_before is None
+            ]
+            seen_deleted = (
+                await self.scope.state.deleted_among(self.mapping_name, unanswered)
+                if unanswered
+                else set()
+            )
             for w in group:
                 intent = w.facts.intent
-                if intent is None or not made_then_gone(intent, w.facts.created_before):
+                seen = intent is not None and (dest, intent.dest_id or "") in seen_deleted
+                if intent is None or not made_then_gone(
+                    intent, w.facts.created_before, seen_deleted=seen
+                ):
                     continue
                 # Made, then deleted before its pair was recorded: the pair is
                 # decided like any coupled pair whose counterpart was deleted.

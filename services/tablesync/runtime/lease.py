@@ -79,11 +79,15 @@ class Lease:
         if not self.held:
             raise LeaseLost(self.what)
 
-    async def serve(self, stop: asyncio.Event, work: Work) -> None:
+    async def serve(
+        self, stop: asyncio.Event, work: Work, *, standby: Callable[[], None] | None = None
+    ) -> None:
         """Runs ``work(stop)`` whenever the lease is held, until ``stop``; an
-        error of the work (other than the lease lost) is raised."""
+        error of the work (other than the lease lost) is raised. ``standby``
+        is called each time a standby tries to take the lease (a health
+        beat: a standby waiting its turn is ready)."""
         while not stop.is_set():
-            if not await self._take(stop):
+            if not await self._take(stop, standby):
                 return
             try:
                 if not await self._run(stop, work):
@@ -91,10 +95,12 @@ class Lease:
             finally:
                 await self._release()
 
-    async def _take(self, stop: asyncio.Event) -> bool:
+    async def _take(self, stop: asyncio.Event, standby: Callable[[], None] | None) -> bool:
         """Waits until this process holds the lease; False when a stop came first."""
         waiting = False
         while not stop.is_set():
+            if standby is not None:
+                standby()
             asked = self._clock.monotonic()
             try:
                 # An answer later than this could not be counted on anyway.

@@ -7,7 +7,9 @@ them, so what the rules saw is always one consistent value."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from tablesync.core.counting import Performed
 from tablesync.core.decision import Facts
@@ -46,6 +48,9 @@ class Scope:
     couplings: Couplings
     state: ApplyState
     clock: Clock
+    new_id: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
+    """The id a new Dataverse record gets (tablesync names it, and announces
+    it with the create's intent): random, unless a caller needs them repeatable."""
 
     @property
     def mapping(self) -> TableMapping:

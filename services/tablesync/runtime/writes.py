@@ -9,8 +9,7 @@ committed before a side is called. What a side's answer means is
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 
 import structlog
@@ -49,10 +48,6 @@ log = structlog.get_logger()
 _KEEP_MADE_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
-def _fresh_id() -> str:
-    return str(uuid.uuid4())
-
-
 class Writer:
     """Writes one mapping's decisions to the sides."""
 
@@ -63,16 +58,23 @@ class Writer:
     def mapping_name(self) -> str:
         return self.scope.mapping_name
 
-    async def write(self, work: list[Work]) -> list[Work]:
+    async def write(
+        self, work: list[Work], held: Mapping[tuple[str, int], int] | None = None
+    ) -> list[Work]:
         """Performs every writing decision; returns the work to decide again
-        (stale ETags and vanished destinations)."""
+        (stale ETags and vanished destinations). ``held``: the epochs of the
+        partitions the work came from, checked before the sides are called."""
         mapping = self.scope.mapping
-        await self._announce(mapping, work)
+        await self._announce(mapping, work, held)
         ops: dict[Side, list[tuple[Work, WriteOp]]] = {"bc": [], "dataverse": []}
         for w in work:
             op = operation_of(w.decision)
             if op is not None:
                 ops[write_side(w.decision)].append((w, op))
+        if held and any(ops.values()):
+            # The last moment before the sides are written: an instance that
+            # lost these partitions while it was frozen must not write on.
+            await self.scope.state.check_epochs(self.mapping_name, held)
         results = await together(
             *(self._write_side(mapping, side, pairs) for side, pairs in ops.items() if pairs)
         )
@@ -85,7 +87,7 @@ class Writer:
             rid = made_id(w.decision, result, announced=w.performed.create_announced)
             if rid is not None:
                 made.append((w.event.side, w.event.record_id, rid))
-        await _kept(lambda: self.scope.state.record_made(self.mapping_name, made))
+        await _kept(lambda: self.scope.state.record_made(self.mapping_name, made, held=held))
         unavailable = first_unavailable((write_side(w.decision), r) for w, r in answered)
         if unavailable is not None:
             raise unavailable
@@ -109,7 +111,9 @@ class Writer:
                 again.append(w)
         return again
 
-    async def _announce(self, mapping: TableMapping, work: list[Work]) -> None:
+    async def _announce(
+        self, mapping: TableMapping, work: list[Work], held: Mapping[tuple[str, int], int] | None
+    ) -> None:
         """Announces the creates as intents, then the updates and deletions of
         existing records, each update with what it leaves on its record."""
         intents: list[Intent] = []
@@ -118,7 +122,7 @@ class Writer:
             if announces_create(d):
                 intent = w.facts.intent
                 announced = intent.dest_id if intent is not None else None
-                d = replace(d, record_id=new_record_id(d.side, announced, _fresh_id))
+                d = replace(d, record_id=new_record_id(d.side, announced, self.scope.new_id))
                 w.done = replace(w.performed, decision=d, create_announced=True)
                 intents.append(
                     Intent(
@@ -130,7 +134,7 @@ class Writer:
                         sent_values(d.payload),
                     )
                 )
-        await self.scope.state.record_intents(intents)
+        await self.scope.state.record_intents(intents, held=held)
         for w in work:
             w.facts = replace(w.facts, announced=announcing(w.facts.announced, w.decision))
         targets = [t for w in work if (t := w.facts.announced.target) is not None]
@@ -142,11 +146,15 @@ class Writer:
             image = image_of(mapping, w.decision, w.performed.mapped, w.facts.destination)
             if target is not None and image is not None:
                 images[target] = image
-        earlier = await self.scope.state.announce_writes(self.mapping_name, targets, images)
+        earlier = await self.scope.state.announce_writes(
+            self.mapping_name, targets, images, held=held
+        )
         for w in work:
             w.facts = replace(w.facts, announced=announced_before(w.facts.announced, earlier))
 
-    async def write_back(self, work: list[Work]) -> None:
+    async def write_back(
+        self, work: list[Work], held: Mapping[tuple[str, int], int] | None = None
+    ) -> None:
         """Sends back what the other side filled in on a create (a BC number from
         its number series, say) where the mapping carries it back, so both
         records agree at once rather than at their next change."""
@@ -170,6 +178,8 @@ class Writer:
             payload = write_back(mapping, self.scope.mappings, event, d, written, resolved)
             if payload:
                 ops[event.side].append((w, UpdateOp(event.record_id, payload, event.etag)))
+        if held and any(ops.values()):
+            await self.scope.state.check_epochs(self.mapping_name, held)
         results = await together(
             *(self._write_side(mapping, side, pairs) for side, pairs in ops.items() if pairs)
         )

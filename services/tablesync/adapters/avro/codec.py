@@ -13,7 +13,8 @@ import io
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any, cast
 
 import orjson
@@ -46,9 +47,9 @@ _EVENT_TYPES: dict[str, type[Any]] = {
 }
 
 
-def default_schema_dir() -> Path:
-    """``schemas/avro`` of the source tree this package was installed from."""
-    return Path(__file__).resolve().parents[4] / "schemas" / "avro"
+def default_schema_dir() -> Traversable:
+    """``schemas/avro`` of the package (package data, so a wheel carries it)."""
+    return files("tablesync") / "schemas" / "avro"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ class SchemaEntry:
     version: int
     fingerprint: bytes
     parsed: Any
-    source: Path
+    source: Traversable
     # Fields the schema declares ``"tablesync.json": true``: bytes holding a JSON object.
     json_fields: frozenset[str] = frozenset()
 
@@ -73,9 +74,13 @@ class SchemaRegistry:
         self.entries = tuple(sorted(entries, key=lambda e: (e.name, e.version)))
 
     @classmethod
-    def load(cls, directory: Path | None = None) -> SchemaRegistry:
+    def load(cls, directory: Traversable | None = None) -> SchemaRegistry:
         directory = directory or default_schema_dir()
-        entries = [load_schema_file(path) for path in sorted(directory.glob("*.avsc"))]
+        try:
+            listed = sorted(directory.iterdir(), key=lambda p: p.name)
+        except OSError as exc:
+            raise ConfigError(f"cannot list the Avro schemas in {directory}: {exc}") from exc
+        entries = [load_schema_file(path) for path in listed if path.name.endswith(".avsc")]
         if not entries:
             raise ConfigError(f"no Avro schemas found in {directory}")
         return cls(entries)
@@ -93,7 +98,7 @@ class SchemaRegistry:
         return [e for e in self.entries if e.name == name]
 
 
-def load_schema_file(path: Path) -> SchemaEntry:
+def load_schema_file(path: Traversable) -> SchemaEntry:
     match = _FILE_NAME.match(path.name)
     if match is None:
         raise ConfigError(f"{path}: schema files are named <Name>.v<N>.avsc")

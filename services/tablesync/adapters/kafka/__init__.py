@@ -1,5 +1,6 @@
 """Kafka through aiokafka: topics, an idempotent publisher and a batch consumer."""
 
+from tablesync.adapters.kafka.connection import KafkaConnection
 from tablesync.adapters.kafka.consumer import (
     BatchConsumer,
     ConsumerRecord,
@@ -12,6 +13,7 @@ from tablesync.adapters.kafka.topics import Topics, TopicSpec, ensure_topics
 __all__ = [
     "BatchConsumer",
     "ConsumerRecord",
+    "KafkaConnection",
     "KafkaConsumers",
     "KafkaPublisher",
     "Message",

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from tablesync.adapters.kafka.connection import KafkaConnection
 from tablesync.ports.log import ConsumerRecord, OffsetReset, PartitionHook, TopicPartition
 
 log = structlog.get_logger(__name__)
@@ -49,7 +50,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class BatchConsumer:
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         group_id: str,
         topics: Iterable[str],
         *,
@@ -62,8 +63,9 @@ class BatchConsumer:
     ) -> None:
         self.topics = tuple(topics)
         self.group_id = group_id
+        self._kafka = kafka
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+            **kafka.client_kwargs(),
             group_id=group_id,
             client_id=client_id,
             enable_auto_commit=False,
@@ -80,7 +82,7 @@ class BatchConsumer:
         self._listener = _Listener(on_assigned, on_revoked)
 
     async def start(self) -> None:
-        await self._consumer.start()
+        await self._kafka.start(self._consumer)
         self._consumer.subscribe(list(self.topics), listener=self._listener)
 
     async def stop(self) -> None:
@@ -130,10 +132,10 @@ class BatchConsumer:
 
 class KafkaConsumers:
     """``ports.log.ConsumerFactory`` on the broker: members of the groups the
-    services name, all on the same bootstrap servers."""
+    services name, all on the same brokers."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: KafkaConnection) -> None:
+        self.kafka = kafka
 
     def __call__(
         self,
@@ -147,7 +149,7 @@ class KafkaConsumers:
         max_poll_interval_ms: int = 600_000,
     ) -> BatchConsumer:
         return BatchConsumer(
-            self.bootstrap_servers,
+            self.kafka,
             group_id,
             topics,
             client_id=client_id,

@@ -21,6 +21,8 @@ from typing import Literal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tablesync.adapters.kafka.connection import KafkaConnection
+
 __all__ = [
     "GroupSpec",
     "LagReader",
@@ -160,12 +162,12 @@ class LagReader:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         *,
         client_id: str = "tablesync-lag",
         age_timeout_s: float = 2.0,
     ) -> None:
-        self._bootstrap = bootstrap_servers
+        self._kafka = kafka
         self._client_id = client_id
         self._age_timeout_s = age_timeout_s
         self._admin: AIOKafkaAdminClient | None = None
@@ -217,12 +219,10 @@ class LagReader:
     async def _connect(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None or self._consumer is None:
             await self.close()
-            admin = AIOKafkaAdminClient(
-                bootstrap_servers=self._bootstrap, client_id=self._client_id
-            )
-            await admin.start()
+            admin = AIOKafkaAdminClient(**self._kafka.client_kwargs(), client_id=self._client_id)
+            await self._kafka.start(admin)
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
+                **self._kafka.client_kwargs(),
                 client_id=self._client_id,
                 group_id=None,
                 enable_auto_commit=False,
@@ -231,7 +231,7 @@ class LagReader:
                 max_partition_fetch_bytes=_FETCH_BYTES,
             )
             try:
-                await consumer.start()
+                await self._kafka.start(consumer)
             except BaseException:
                 await admin.close()
                 raise

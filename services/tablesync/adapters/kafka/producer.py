@@ -13,6 +13,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from tablesync.adapters.kafka.connection import KafkaConnection
 from tablesync.errors import MessageTooLarge
 from tablesync.ports.log import MAX_MESSAGE_BYTES, Message
 
@@ -30,9 +31,10 @@ _WAITING_WARN_S = 10.0
 class KafkaPublisher:
     """Publishes messages and returns only once the broker acknowledged them."""
 
-    def __init__(self, bootstrap_servers: str, *, client_id: str = "tablesync") -> None:
+    def __init__(self, kafka: KafkaConnection, *, client_id: str = "tablesync") -> None:
+        self._kafka = kafka
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
+            **kafka.client_kwargs(),
             client_id=client_id,
             enable_idempotence=True,
             acks="all",
@@ -43,7 +45,7 @@ class KafkaPublisher:
         )
 
     async def start(self) -> None:
-        await self._producer.start()
+        await self._kafka.start(self._producer)
 
     async def stop(self) -> None:
         await self._producer.stop()

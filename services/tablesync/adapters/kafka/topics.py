@@ -10,6 +10,7 @@ import time
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from tablesync.adapters.kafka.connection import KafkaConnection
 from tablesync.core.topics import Topics, TopicSpec
 
 __all__ = ["TopicSpec", "Topics", "delete_topics", "ensure_topics"]
@@ -17,10 +18,10 @@ __all__ = ["TopicSpec", "Topics", "delete_topics", "ensure_topics"]
 _LEADER_TIMEOUT_S = 30.0
 
 
-async def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> None:
+async def ensure_topics(kafka: KafkaConnection, specs: list[TopicSpec]) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await kafka.start(admin)
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
@@ -60,12 +61,12 @@ async def _until_led(admin: AIOKafkaAdminClient, names: list[str]) -> None:
 
 
 async def delete_topics(
-    bootstrap_servers: str, prefix: str, *, kinds: tuple[str, ...] = ("cdc.", "sync.")
+    kafka: KafkaConnection, prefix: str, *, kinds: tuple[str, ...] = ("cdc.", "sync.")
 ) -> list[str]:
     """Deletes tablesync's topics under ``prefix`` and waits until the broker
     no longer lists them; returns their names."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await kafka.start(admin)
     try:
         mine = [
             t

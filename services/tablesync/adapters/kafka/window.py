@@ -9,6 +9,7 @@ from datetime import datetime
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tablesync.adapters.kafka.connection import KafkaConnection
 from tablesync.ports.log import Captured
 
 __all__ = ["KafkaWindow"]
@@ -18,23 +19,21 @@ class KafkaWindow:
     """``LogWindow`` on the broker: offsets found by timestamp, one
     unsubscribed consumer that reads each partition to the window's end."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
-        self._bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: KafkaConnection) -> None:
+        self._kafka = kafka
 
     async def read(
         self, sources: Sequence[str], since: datetime, until: datetime | None
     ) -> list[Captured]:
-        return await _read_window(self._bootstrap_servers, list(sources), since, until)
+        return await _read_window(self._kafka, list(sources), since, until)
 
 
 async def _read_window(
-    bootstrap_servers: str, sources: list[str], since: datetime, until: datetime | None
+    kafka: KafkaConnection, sources: list[str], since: datetime, until: datetime | None
 ) -> list[Captured]:
-    partitions = await _partitions(bootstrap_servers, sources)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None
-    )
-    await consumer.start()
+    partitions = await _partitions(kafka, sources)
+    consumer = AIOKafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False, group_id=None)
+    await kafka.start(consumer)
     try:
         consumer.assign(partitions)
         starts = await consumer.offsets_for_times(
@@ -58,9 +57,9 @@ async def _read_window(
         await consumer.stop()
 
 
-async def _partitions(bootstrap_servers: str, topics: list[str]) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
+async def _partitions(kafka: KafkaConnection, topics: list[str]) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await kafka.start(admin)
     try:
         described = await admin.describe_topics(topics)
     finally:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 
+from tablesync.adapters.memory.claims import claim_held
 from tablesync.adapters.memory.couplings import remove_pairs, write_pairs
 from tablesync.adapters.memory.database import (
     IntentRow,
@@ -34,10 +35,13 @@ from tablesync.core.effects import (
     WriteTarget,
     counted_removals,
     latest_couplings,
+    taken_over,
 )
 from tablesync.core.events import FieldValue, Side
 from tablesync.core.plan import COUNTED
 from tablesync.core.stored import JobError
+from tablesync.errors import ClaimLost, Fenced
+from tablesync.ports.claims import ClaimProof
 
 __all__ = ["MemoryApplyState"]
 
@@ -57,8 +61,35 @@ class MemoryApplyState(MemoryStore):
             if key[0] in wanted
         }
 
-    async def commit(self, effects: BatchEffects) -> None:
+    async def take_epochs(
+        self, mapping: str, partitions: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
+        await self._pause("apply_state.take_epochs")
+        table = self._db.t.epochs
+        taken: dict[tuple[str, int], int] = {}
+        for tp in partitions:
+            epoch = (table.get(mapping, tp) or 0) + 1
+            table.set(mapping, tp, epoch)
+            taken[tp] = epoch
+        return taken
+
+    async def check_epochs(self, mapping: str, epochs: Mapping[tuple[str, int], int]) -> None:
+        await self._pause("apply_state.check_epochs")
+        self._check_epochs(mapping, epochs)
+
+    def _check_epochs(self, mapping: str, epochs: Mapping[tuple[str, int], int]) -> None:
+        table = self._db.t.epochs
+        current = {tp: e for tp in epochs if (e := table.get(mapping, tp)) is not None}
+        lost = taken_over(epochs, current)
+        if lost:
+            raise Fenced(mapping, lost)
+
+    async def commit(self, effects: BatchEffects, *, claim: ClaimProof | None = None) -> None:
         await self._pause("apply_state.commit")
+        if effects.epochs:
+            self._check_epochs(effects.mapping, effects.epochs)
+        if claim is not None and not claim_held(self._db, claim):
+            raise ClaimLost(effects.mapping, sorted(effects.epochs))
         if effects.empty():
             return
         self._commit(effects)
@@ -188,10 +219,14 @@ class MemoryApplyState(MemoryStore):
         check(job in self._db.t.jobs, f"{table}: job {job} does not exist")
         return job
 
-    async def record_intents(self, intents: Sequence[Intent]) -> None:
+    async def record_intents(
+        self, intents: Sequence[Intent], *, held: Mapping[tuple[str, int], int] | None = None
+    ) -> None:
         await self._pause("apply_state.record_intents")
         if not intents:
             return
+        if held:
+            self._check_epochs(intents[0].mapping, held)
         now = self._db.now()
         staged = Staged(self._db.t.intents)
         for i in intents:
@@ -210,8 +245,16 @@ class MemoryApplyState(MemoryStore):
             )
         staged.apply()
 
-    async def record_made(self, mapping: str, items: Sequence[tuple[Side, str, str]]) -> None:
+    async def record_made(
+        self,
+        mapping: str,
+        items: Sequence[tuple[Side, str, str]],
+        *,
+        held: Mapping[tuple[str, int], int] | None = None,
+    ) -> None:
         await self._pause("apply_state.record_made")
+        if held and items:
+            self._check_epochs(mapping, held)
         table = self._db.t.intents
         for side, sid, did in items:
             row = table.get(mapping, (side, sid))
@@ -223,10 +266,14 @@ class MemoryApplyState(MemoryStore):
         mapping: str,
         targets: Sequence[WriteTarget],
         images: Mapping[WriteTarget, dict[str, FieldValue]] | None = None,
+        *,
+        held: Mapping[tuple[str, int], int] | None = None,
     ) -> set[WriteTarget]:
         await self._pause("apply_state.announce_writes")
         if not targets:
             return set()
+        if held:
+            self._check_epochs(mapping, held)
         images = images or {}
         now = self._db.now()
         table = self._db.t.writes

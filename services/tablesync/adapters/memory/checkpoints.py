@@ -1,4 +1,4 @@
-"""Capture's watermarks and the snapshots it served, in memory, as
+"""Capture's watermarks and delta links, and the snapshots it served, in memory, as
 ``adapters.postgres.checkpoints`` keeps them."""
 
 from __future__ import annotations
@@ -29,8 +29,21 @@ class MemoryCheckpoints(MemoryStore):
         rows = self._db.t.checkpoints
         moment = utc(watermark)
         row = rows.get((side, table))
-        if row is None or row.watermark < moment:
+        if row is None:
             rows[(side, table)] = CheckpointRow(moment, self._db.now())
+        elif row.watermark is None or row.watermark < moment:
+            rows[(side, table)] = replace(row, watermark=moment, updated_at=self._db.now())
+
+    async def delta_link(self, side: Side, table: str) -> str | None:
+        await self._pause("checkpoints.delta_link")
+        row = self._db.t.checkpoints.get((side, table))
+        return row.delta_link if row is not None else None
+
+    async def store_delta_link(self, side: Side, table: str, link: str | None) -> None:
+        await self._pause("checkpoints.store_delta_link")
+        rows = self._db.t.checkpoints
+        row = rows.get((side, table)) or CheckpointRow(None, self._db.now())
+        rows[(side, table)] = replace(row, delta_link=link, updated_at=self._db.now())
 
     async def begin_snapshot(self, job_id: str, side: Side, table: str) -> bool:
         await self._pause("checkpoints.begin_snapshot")

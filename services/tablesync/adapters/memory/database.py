@@ -1,7 +1,7 @@
 """The in-memory state database every memory store of one bundle shares.
 
 Its tables are plain dicts of immutable rows, laid out as the SQL schema of
-``infra/migrations`` is (one dict per table, keyed by its primary key, nested
+``adapters/postgres/migrations`` is (one dict per table, keyed by its primary key, nested
 under the mapping or job most reads select by), with the constraints the
 stores rely on enforced here as PostgreSQL enforces them there: foreign keys
 to ``jobs`` and ``runs``, the CHECKs, the one-Dataverse-row-per-mapping rule.
@@ -208,8 +208,9 @@ class MappingRow:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointRow:
-    watermark: datetime
+    watermark: datetime | None
     updated_at: datetime
+    delta_link: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +425,7 @@ class Tables:
         self.writes: Nested[str, WriteTarget, WriteRow] = Nested()
         # mapping -> (topic, partition)
         self.positions: Nested[str, tuple[str, int], PositionRow] = Nested()
+        self.epochs: Nested[str, tuple[str, int], int] = Nested()
         self.runs: dict[str, RunRecord] = {}
         self.jobs: dict[str, JobRecord] = {}
         # (mapping, direction, interval_start) of continuous jobs -> job id
@@ -447,6 +449,7 @@ class Tables:
         other.deleted = self.deleted.copy()
         other.writes = self.writes.copy()
         other.positions = self.positions.copy()
+        other.epochs = self.epochs.copy()
         other.runs = self.runs.copy()
         other.jobs = self.jobs.copy()
         other.continuous = self.continuous.copy()
@@ -477,6 +480,8 @@ class MemoryDatabase:
         self.pause = pause
         self.t = Tables()
         self.holders: dict[str, Any] = {}
+        # Claimed records, (mapping, side, id) -> holder: as holders above.
+        self.claims: dict[tuple[str, Side, str], object] = {}
 
     def now(self) -> datetime:
         return utc(self.clock.now())

@@ -21,6 +21,11 @@ What it keeps of Kafka, as aiokafka shows it to the services:
   dropped without a stop, as a killed process) stays in the group, its
   partitions held and unread, until its session timeout has passed on the
   event loop's clock;
+- a member stalled (``MemoryConsumer.stall``: a process stopped, frozen or in a
+  long pause) sends no heartbeat: stalled past its session timeout it is
+  dropped from the group, its partitions dealt to the others, and once it
+  runs again it rejoins as aiokafka's coordinator does, revoking what it
+  thought it owned; until then it may still read and process what it had;
 - a commit of a partition the member does not own raises aiokafka's
   ``IllegalStateError``; one made after the member rejoined, or from a
   generation the group has left behind, its ``CommitFailedError``: the
@@ -280,6 +285,7 @@ class _Group:
         self.rebalancing = False
         self.joined: set[str] = set()
         self.committed: dict[TopicPartition, int] = {}
+        self.shares: dict[str, frozenset[TopicPartition]] = {}
 
     def add(self, member: MemoryConsumer) -> None:
         self.members[member.member_id] = member
@@ -293,9 +299,17 @@ class _Group:
         self._rebalance()
 
     def rejoined(self, member: MemoryConsumer) -> None:
-        if member.member_id in self.members:
-            self.joined.add(member.member_id)
-            self._complete_if_all_joined()
+        if member.member_id not in self.members:
+            return
+        if not self.rebalancing:
+            # A join that crossed the end of the rebalance it answered (the
+            # member was frozen meanwhile): a member the group holds gets its
+            # share again, as the coordinator answers a known member of a
+            # stable group.
+            member._deliver(self.generation, self.shares.get(member.member_id, frozenset()))
+            return
+        self.joined.add(member.member_id)
+        self._complete_if_all_joined()
 
     def topic_created(self, topic: str) -> None:
         if any(topic in m.topics for m in self.members.values()):
@@ -316,7 +330,8 @@ class _Group:
         if not self.members:
             return
         self.generation += 1
-        for member_id, share in self._round_robin().items():
+        self.shares = self._round_robin()
+        for member_id, share in self.shares.items():
             self.members[member_id]._deliver(self.generation, share)
         log.debug("memory_group_rebalanced", group=self.group_id, generation=self.generation)
 
@@ -419,6 +434,22 @@ class MemoryConsumer:
             asyncio.get_running_loop().call_later(
                 self.broker.session_timeout_s, self._group.remove, self
             )
+
+    def stall(self, seconds: float) -> None:
+        """Stops the member's heartbeats for ``seconds``, as a frozen process's:
+        longer than the session timeout, the group drops it, and it rejoins
+        when it runs again. Its own calls wait out the freeze on its owner's
+        side (the scheduler holds a stalled process's tasks)."""
+        if self._state != "running" or seconds <= self.broker.session_timeout_s:
+            return
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.broker.session_timeout_s, self._group.remove, self)
+        loop.call_later(seconds, self._wake_from_stall)
+
+    def _wake_from_stall(self) -> None:
+        if self._state == "running" and self.member_id not in self._group.members:
+            # Its heartbeat is refused: it joins again, under a new generation.
+            self._group.add(self)
 
     async def next_batch(
         self, *, timeout_ms: int, max_records: int

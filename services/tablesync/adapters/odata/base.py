@@ -19,7 +19,7 @@ from uuid import UUID
 import structlog
 
 from tablesync.adapters.odata.entities import EntitySpec, SpecSource
-from tablesync.adapters.odata.http import ODataHttp, error_message
+from tablesync.adapters.odata.http import ODataHttp, Reply, error_message
 from tablesync.adapters.odata.rows import to_row
 from tablesync.adapters.odata.stats import ApiStats
 from tablesync.core.events import Side
@@ -33,6 +33,7 @@ from tablesync.core.filters import (
     to_odata,
 )
 from tablesync.core.records import (
+    Changes,
     Delete,
     Missing,
     Rejected,
@@ -43,7 +44,14 @@ from tablesync.core.records import (
     WriteResult,
     Written,
 )
-from tablesync.errors import ApiAuthError, ApiError, ReadRefused, ReadUnauthorized
+from tablesync.errors import (
+    ApiAuthError,
+    ApiError,
+    ChangeTrackingUnavailable,
+    ReadRefused,
+    ReadUnauthorized,
+    TokenRefused,
+)
 from tablesync.settings import ApiSettings
 
 __all__ = ["ID_CHUNK", "ODataSide", "classify", "entity_id_from", "query"]
@@ -116,8 +124,49 @@ class ODataSide:
         """The path of ``spec``'s collection."""
         return spec.route
 
+    async def probe(self) -> None:
+        """One small authenticated request: returns when the API answers these
+        credentials, raises ``ApiError`` (or its kinds) when it does not."""
+        path = await self._probe_path()
+        reply = await self._http.send("GET", path)
+        if reply.status >= 400:
+            raise ApiError(
+                f"GET {path}: {reply.status} {error_message(reply.data, reply.content)}",
+                side=self.side,
+                status=reply.status,
+            )
+
+    async def _probe_path(self) -> str:
+        raise NotImplementedError
+
     def _page_headers(self) -> dict[str, str]:
         return {"Prefer": f"odata.maxpagesize={self._page_size}"}
+
+    async def _read(self, link: str, headers: dict[str, str], entity_set: str) -> Reply:
+        """One GET of a read of ``entity_set``: the credentials or a permission
+        refused are ``ReadUnauthorized`` (a token the endpoint refused stays
+        its ``TokenRefused``, which says why); other answers are the caller's."""
+        try:
+            return await self._http.send("GET", link, headers=headers)
+        except TokenRefused:
+            raise
+        except ApiAuthError as exc:
+            raise ReadUnauthorized(
+                str(exc).removeprefix(f"{self.side}: "),
+                side=self.side,
+                status=exc.status,
+                entity_set=entity_set,
+            ) from exc
+
+    def _refused(self, link: str, reply: Reply, entity_set: str) -> ReadRefused:
+        """A 4xx answer to a read: the side would not serve that query."""
+        return ReadRefused(
+            f"GET {self._http.url(link).path}: {reply.status} "
+            f"{error_message(reply.data, reply.content)}",
+            side=self.side,
+            status=reply.status,
+            entity_set=entity_set,
+        )
 
     async def _pages(
         self, first: str, headers: dict[str, str]
@@ -125,23 +174,9 @@ class ODataSide:
         link: str | None = first
         entity_set = self._http.url(first).path.rsplit("/", 1)[-1]
         while link is not None:
-            try:
-                reply = await self._http.send("GET", link, headers=headers)
-            except ApiAuthError as exc:
-                raise ReadUnauthorized(
-                    str(exc).removeprefix(f"{self.side}: "),
-                    side=self.side,
-                    status=exc.status,
-                    entity_set=entity_set,
-                ) from exc
+            reply = await self._read(link, headers, entity_set)
             if reply.status >= 400:
-                raise ReadRefused(
-                    f"GET {self._http.url(link).path}: {reply.status} "
-                    f"{error_message(reply.data, reply.content)}",
-                    side=self.side,
-                    status=reply.status,
-                    entity_set=entity_set,
-                )
+                raise self._refused(link, reply, entity_set)
             data = reply.data if isinstance(reply.data, dict) else {}
             values = data.get("value")
             if not isinstance(values, list):
@@ -202,6 +237,22 @@ class ODataSide:
             self.stats.rows_read += len(ids)
             if ids:
                 yield ids
+
+    async def read_versions(self, entity_set: str) -> AsyncIterator[list[Row]]:
+        spec = self.spec(entity_set)
+        first = query(
+            await self.collection(spec),
+            [("$select", f"{spec.key},{spec.stamp}"), ("$orderby", f"{spec.key} asc")],
+        )
+        async for rows in self._rows(spec, first, self._page_headers()):
+            if rows:
+                yield rows
+
+    def track_changes(
+        self, entity_set: str, delta_link: str | None = None
+    ) -> AsyncIterator[Changes]:
+        """No change tracking: the side's tables are read by their stamps."""
+        return _untracked(self.side, entity_set)
 
     async def get_many(self, entity_set: str, ids: Sequence[str]) -> dict[str, Row]:
         spec = self.spec(entity_set)
@@ -299,6 +350,11 @@ class ODataSide:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+async def _untracked(side: Side, entity_set: str) -> AsyncIterator[Changes]:
+    raise ChangeTrackingUnavailable(f"{entity_set} does not track changes", side=side)
+    yield Changes([])  # pragma: no cover - makes this an async generator
 
 
 _WRITTEN_ID_HEADERS = ("odata-entityid", "location")

@@ -2,8 +2,8 @@
 
 Every collection lives under a company: ``companies(<id>)/<set>``, or a custom API's
 route such as ``/BC/api/<publisher>/<group>/<version>/companies(<id>)/<set>``. The
-company is looked up once, by ``company_name`` or else the first one ``GET companies``
-lists.
+company is looked up once in what ``GET companies`` lists: by ``company_id``, else by
+``company_name``, else the first one.
 
 Writes go through the JSON ``$batch`` of the route's API (``POST <api>/$batch`` with
 ``{"requests": [...]}``, 100 requests at most per batch, BC's limit). Without the
@@ -88,6 +88,7 @@ class BcApi(ODataSide):
         client = http or ODataHttp("bc", settings, transport=transport)
         super().__init__(client, settings, specs or catalog_specs("bc", client.base_url.path))
         self._company_name = settings.company_name
+        self._wanted_company_id = settings.company_id.lower() if settings.company_id else None
         self._company_id = company_id.lower() if company_id else None
         self._company_lock = asyncio.Lock()
         self._policy = RetryPolicy.from_settings(settings)
@@ -112,17 +113,27 @@ class BcApi(ODataSide):
             )
         values = reply.data.get("value") if isinstance(reply.data, dict) else None
         companies = [c for c in values or [] if isinstance(c, dict) and c.get("id")]
-        if self._company_name is not None:
+        if self._wanted_company_id is not None:
+            wanted_id = self._wanted_company_id
+            companies = [c for c in companies if str(c["id"]).lower() == wanted_id]
+            which = f"with id {wanted_id} (TABLESYNC_BC__COMPANY_ID)"
+        elif self._company_name is not None:
             wanted = self._company_name
             companies = [c for c in companies if wanted in (c.get("name"), c.get("displayName"))]
+            which = f"named {wanted!r} (TABLESYNC_BC__COMPANY_NAME)"
+        else:
+            which = "at all"
         if not companies:
-            which = f"named {self._company_name!r}" if self._company_name else "at all"
             raise ApiError(f"no company {which}", side=self.side)
         company = companies[0]
         structlog.get_logger().info(
             "odata.company", side=self.side, company_id=company["id"], name=company.get("name")
         )
         return str(company["id"]).lower()
+
+    async def _probe_path(self) -> str:
+        # The company synced: it must still be there.
+        return f"companies({await self.company_id()})"
 
     async def collection(self, spec: EntitySpec) -> str:
         if _COMPANY not in spec.route:

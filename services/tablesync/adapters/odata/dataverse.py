@@ -5,9 +5,10 @@ service's limit), one change set per record and ``Prefer: odata.continue-on-erro
 so a refused record rolls back only itself. Each request asks for
 ``Prefer: return=representation`` and so answers with the row as stored after it.
 
-- ``Create`` with ``record_id`` → ``PATCH /<set>(<id>)`` without conditions: Dataverse's
-  upsert, which creates the row with that id or updates the existing one. Replaying it
-  never makes a second row and never fails because the row exists.
+- ``Create`` with ``record_id`` → ``PATCH /<set>(<id>)``: with ``only_new``, under
+  ``If-None-Match: *``, which creates the row or answers 412 (``Stale``) where it
+  exists, never writing over it; without, Dataverse's upsert, which creates the row
+  with that id or updates the existing one (a restore replayed makes no second row).
 - ``Create`` without id → ``POST /<set>``.
 - ``Update`` → ``PATCH /<set>(<id>)`` with ``If-Match: <etag>``, or ``If-Match: *`` so an
   update never creates a deleted row again (404 → ``Missing``).
@@ -23,18 +24,26 @@ those get their own results and the rest are sent again. A batch holding a ``POS
 create that failed in a way that may have applied it raises ``ApiUnavailable`` rather
 than risk creating twice (see ``http``).
 
+Reads of changes follow "Use change tracking to synchronize data with external systems":
+``Prefer: odata.track-changes`` on a first read of every row, whose last page carries an
+``@odata.deltaLink``; the link then gives the rows changed and a ``$deletedEntity`` entry
+per row deleted since. No ``Preference-Applied: odata.track-changes`` on the first page
+means the table does not track changes (``ChangeTrackingUnavailable``); the error
+``ExpiredVersionStamp`` means the link is too old (``DeltaLinkExpired``).
+
 The forms follow the Web API pages "Execute batch operations", "Update and delete table
 rows" (upsert), "Perform conditional operations" and "Associate and disassociate tables".
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from uuid import UUID
 
 import httpx
 
-from tablesync.adapters.odata.base import ODataSide, classify, entity_id_from
+from tablesync.adapters.odata.base import ODataSide, classify, entity_id_from, error_code
 from tablesync.adapters.odata.batch import (
     BatchRequest,
     BatchResponse,
@@ -44,8 +53,10 @@ from tablesync.adapters.odata.batch import (
 from tablesync.adapters.odata.entities import EntitySpec, SpecSource, catalog_specs
 from tablesync.adapters.odata.http import ODataHttp, error_message
 from tablesync.adapters.odata.retry import RetryPolicy, retry_after_s
+from tablesync.adapters.odata.rows import to_row
 from tablesync.core.events import Side
 from tablesync.core.records import (
+    Changes,
     Create,
     Ref,
     Rejected,
@@ -55,12 +66,18 @@ from tablesync.core.records import (
     WriteValue,
     Written,
 )
+from tablesync.errors import ApiError, ChangeTrackingUnavailable, DeltaLinkExpired
 from tablesync.settings import ApiSettings
 
-__all__ = ["DataverseApi"]
+__all__ = ["EXPIRED_VERSION_STAMP", "NOT_TRACKED", "DataverseApi"]
 
 MAX_BATCH = 1000
 _BIND = "@odata.bind"
+_TRACK = "odata.track-changes"
+EXPIRED_VERSION_STAMP = "0x80044352"
+"""``ExpiredVersionStamp``: the delta link is older than the change tracking retention."""
+NOT_TRACKED = "0x80072491"
+"""``ChangeTrackingNotEnabledForEntity``."""
 
 
 class DataverseApi(ODataSide):
@@ -82,6 +99,61 @@ class DataverseApi(ODataSide):
         )
         self._policy = RetryPolicy.from_settings(settings)
         self._batch_size = max(1, min(settings.batch_size, MAX_BATCH))
+
+    async def _probe_path(self) -> str:
+        # The Web API's own "who am I": answered for every authenticated user.
+        return "WhoAmI"
+
+    async def track_changes(
+        self, entity_set: str, delta_link: str | None = None
+    ) -> AsyncIterator[Changes]:
+        spec = self.spec(entity_set)
+        headers = {"Prefer": f"{_TRACK},odata.maxpagesize={self._page_size}"}
+        link: str | None = delta_link or await self.collection(spec)
+        first = True
+        while link is not None:
+            reply = await self._read(link, headers, entity_set)
+            path = self._http.url(link).path
+            if reply.status >= 400:
+                message = f"GET {path}: {reply.status} {error_message(reply.data, reply.content)}"
+                code = error_code(reply.data)
+                if code == EXPIRED_VERSION_STAMP:
+                    raise DeltaLinkExpired(message, side=self.side, status=reply.status)
+                if code == NOT_TRACKED:
+                    raise ChangeTrackingUnavailable(message, side=self.side, status=reply.status)
+                raise self._refused(link, reply, entity_set)
+            if (
+                first
+                and delta_link is None
+                and _TRACK not in reply.headers.get("preference-applied", "")
+            ):
+                raise ChangeTrackingUnavailable(
+                    f"GET {path}: {entity_set} does not track changes "
+                    "(ChangeTrackingEnabled is false)",
+                    side=self.side,
+                )
+            first = False
+            data = reply.data if isinstance(reply.data, dict) else {}
+            values = data.get("value")
+            if not isinstance(values, list):
+                raise ApiError(
+                    f"GET {path}: answer has no 'value' array", side=self.side, status=reply.status
+                )
+            rows, deleted = [], []
+            for value in values:
+                gone = _deleted_id(value)
+                if gone is not None:
+                    deleted.append(gone)
+                elif isinstance(value, dict) and value.get(spec.key) is not None:
+                    rows.append(
+                        to_row(value, key=spec.key, stamp=spec.stamp, modified_by=spec.modified_by)
+                    )
+            self.stats.rows_read += len(rows) + len(deleted)
+            next_link = data.get("@odata.nextLink")
+            link = next_link if isinstance(next_link, str) and next_link else None
+            delta = data.get("@odata.deltaLink")
+            last = isinstance(delta, str) and delta and link is None
+            yield Changes(rows, deleted, delta if last else None)
 
     async def write(self, entity_set: str, ops: Sequence[WriteOp]) -> list[WriteResult]:
         spec = self.spec(entity_set)
@@ -167,8 +239,9 @@ class DataverseApi(ODataSide):
         if isinstance(op, Create):
             if op.record_id is None:
                 return BatchRequest("POST", collection, represent, _payload(op.values))
+            headers = {**represent, "If-None-Match": "*"} if op.only_new else represent
             return BatchRequest(
-                "PATCH", f"{collection}({op.record_id.lower()})", represent, _payload(op.values)
+                "PATCH", f"{collection}({op.record_id.lower()})", headers, _payload(op.values)
             )
         if isinstance(op, Update):
             headers = {**represent, "If-Match": op.etag or "*"}
@@ -194,6 +267,24 @@ def _payload(values: dict[str, WriteValue]) -> dict[str, Any]:
         else:
             body[name] = value
     return body
+
+
+def _deleted_id(value: object) -> str | None:
+    """The id of a ``$deletedEntity`` entry (a GUID, or an entity-id URL ending in one)."""
+    if not isinstance(value, dict):
+        return None
+    context = value.get("@odata.context")
+    if not (isinstance(context, str) and context.endswith("$deletedEntity")):
+        return None
+    raw = value.get("id")
+    if not isinstance(raw, str):
+        return None
+    if raw.endswith(")") and "(" in raw:
+        raw = raw[raw.rindex("(") + 1 : -1]
+    try:
+        return str(UUID(raw))
+    except ValueError:
+        return None
 
 
 def _repeatable(op: WriteOp) -> bool:

@@ -18,10 +18,13 @@ __all__ = ["CountingSideApi", "open_api"]
 
 
 class CountingSideApi(SideApi, Protocol):
-    """A ``SideApi`` that also counts its traffic, for the runtime's metrics."""
+    """A ``SideApi`` that also counts its traffic, for the runtime's metrics,
+    and answers whether the API answers, for readiness."""
 
     @property
     def stats(self) -> ApiStats: ...
+
+    async def probe(self) -> None: ...
 
 
 async def open_api(

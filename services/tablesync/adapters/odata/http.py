@@ -32,7 +32,14 @@ import httpx
 import orjson
 import structlog
 
-from tablesync.adapters.odata.auth import ClientCredentials, StaticToken, TokenSource
+from tablesync.adapters.odata.auth import (
+    ClientCertificate,
+    ClientCredential,
+    ClientCredentials,
+    ClientSecret,
+    StaticToken,
+    TokenSource,
+)
 from tablesync.adapters.odata.retry import RetryPolicy, retry_after_s
 from tablesync.adapters.odata.stats import ApiStats
 from tablesync.errors import ApiAuthError, ApiError, ApiUnavailable, ConfigError
@@ -114,7 +121,8 @@ class ODataHttp:
     ) -> None:
         self.side = side
         self.stats = ApiStats(side)
-        self.base_url = httpx.URL(settings.base_url.rstrip("/"))
+        settings = settings.resolved("bc" if side == "bc" else "dataverse")
+        self.base_url = httpx.URL(settings.url().rstrip("/"))
         self._policy = policy or RetryPolicy.from_settings(settings)
         self._sleep = sleep
         self._clock = clock
@@ -143,28 +151,56 @@ class ODataHttp:
         )
 
     def _token_source(self, settings: ApiSettings) -> TokenSource:
+        env = f"TABLESYNC_{self.side.upper()}__"
         if settings.token_url is None:
             if settings.static_token is None:
-                raise ConfigError(f"{self.side}: neither token_url nor static_token is set")
+                raise ConfigError(
+                    f"{self.side}: set {env}TENANT_ID (or {env}TOKEN_URL) and {env}CLIENT_ID "
+                    f"for OAuth, or {env}STATIC_TOKEN"
+                )
             return StaticToken(settings.static_token)
         missing = [
-            name
-            for name in ("client_id", "client_secret", "scope")
-            if getattr(settings, name) is None
+            f"{env}{name.upper()}" for name in ("client_id", "scope") if not getattr(settings, name)
         ]
+        if settings.client_secret is None and settings.client_certificate_file is None:
+            missing.append(f"{env}CLIENT_SECRET or {env}CLIENT_CERTIFICATE_FILE")
         if missing:
-            raise ConfigError(f"{self.side}: token_url is set but {', '.join(missing)} is not")
+            raise ConfigError(f"{self.side}: {settings.token_url} needs {', '.join(missing)}")
         assert settings.client_id is not None
-        assert settings.client_secret is not None
         assert settings.scope is not None
+        names = {
+            name: f"{env}{name.upper()}"
+            for name in (
+                "client_id",
+                "client_secret",
+                "client_certificate_file",
+                "client_certificate_key_file",
+                "client_certificate_password",
+                "tenant_id",
+                "scope",
+            )
+        }
+        credential: ClientCredential
+        if settings.client_certificate_file is not None:
+            # A certificate wins over a secret: it is the credential Microsoft recommends.
+            credential = ClientCertificate.from_files(
+                settings.client_certificate_file,
+                key_file=settings.client_certificate_key_file,
+                password=settings.client_certificate_password,
+                names=names,
+            )
+        else:
+            assert settings.client_secret is not None
+            credential = ClientSecret(settings.client_secret)
         return ClientCredentials(
             self._post_form,
             side=self.side,
             token_url=settings.token_url,
             client_id=settings.client_id,
-            client_secret=settings.client_secret,
+            credential=credential,
             scope=settings.scope,
             clock=self._clock,
+            names=names,
         )
 
     async def _post_form(self, url: str, form: dict[str, str]) -> tuple[int, Json]:
@@ -176,6 +212,7 @@ class ODataHttp:
             headers={"Content-Type": "application/x-www-form-urlencoded"},
             authorize=False,
             idempotent=True,
+            refusals=True,
         )
         return reply.status, reply.data
 
@@ -198,9 +235,12 @@ class ODataHttp:
         idempotent: bool | None = None,
         authorize: bool = True,
         decode: Decode = decode_json,
+        refusals: bool = False,
     ) -> Reply:
         """Sends until the answer is one the caller must interpret (2xx, 3xx, or a 4xx
-        other than 401/403/408/429); raises ApiAuthError or ApiUnavailable otherwise."""
+        other than 401/403/408/429); raises ApiAuthError or ApiUnavailable otherwise.
+        ``refusals``: 401 and 403 are answers too (a token endpoint's, whose body says
+        why)."""
         target = self.url(path)
         safe_to_repeat = method in _IDEMPOTENT if idempotent is None else idempotent
         retries = 0
@@ -240,6 +280,8 @@ class ODataHttp:
                     self._tokens.invalidate(token)
                     renewed = True
                     continue
+                if status in (401, 403) and refusals:
+                    return Reply(status, response.headers, response.content, _error_body(response))
                 if status in (401, 403):
                     body = _error_body(response)
                     raise ApiAuthError(

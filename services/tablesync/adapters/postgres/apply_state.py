@@ -13,6 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
+from tablesync.adapters.postgres.claims import claim_held
 from tablesync.adapters.postgres.couplings import delete_couplings, write_couplings
 from tablesync.core.effects import (
     BatchEffects,
@@ -23,9 +24,12 @@ from tablesync.core.effects import (
     WriteTarget,
     counted_removals,
     latest_couplings,
+    taken_over,
 )
 from tablesync.core.events import FieldValue, Side
 from tablesync.core.plan import COUNTED
+from tablesync.errors import ClaimLost, Fenced
+from tablesync.ports.claims import ClaimProof
 
 __all__ = [
     "ApplyStateStore",
@@ -51,36 +55,81 @@ class ApplyStateStore:
         )
         return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
-    async def commit(self, effects: BatchEffects) -> None:
-        if effects.empty():
+    async def take_epochs(
+        self, mapping: str, partitions: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
+        if not partitions:
+            return {}
+        rows = await self._pool.fetch(
+            """
+            INSERT INTO apply_epochs (mapping, topic, partition, epoch)
+            SELECT $1, t, p, 1 FROM unnest($2::text[], $3::int[]) AS x(t, p)
+            ON CONFLICT (mapping, topic, partition)
+                DO UPDATE SET epoch = apply_epochs.epoch + 1, taken_at = now()
+            RETURNING topic, partition, epoch
+            """,
+            mapping,
+            [t for t, _ in partitions],
+            [p for _, p in partitions],
+        )
+        return {(r["topic"], r["partition"]): r["epoch"] for r in rows}
+
+    async def check_epochs(self, mapping: str, epochs: Mapping[tuple[str, int], int]) -> None:
+        if epochs:
+            await _check_epochs(self._pool, mapping, epochs, lock="")
+
+    async def commit(self, effects: BatchEffects, *, claim: ClaimProof | None = None) -> None:
+        if effects.empty() and not effects.epochs:
             return
         async with self._pool.acquire() as conn, conn.transaction():
-            await _write(conn, effects)
+            if effects.epochs:
+                # Held until the commit ends: an instance taking one of these
+                # partitions meanwhile waits, then fences off whatever follows.
+                await _check_epochs(conn, effects.mapping, effects.epochs, lock="FOR UPDATE")
+            if claim is not None and not await claim_held(conn, claim):
+                raise ClaimLost(effects.mapping, sorted(effects.epochs))
+            if not effects.empty():
+                await _write(conn, effects)
 
-    async def record_intents(self, intents: Sequence[Intent]) -> None:
+    async def record_intents(
+        self, intents: Sequence[Intent], *, held: Mapping[tuple[str, int], int] | None = None
+    ) -> None:
         """Announces creates before the destination is called (committed on return)."""
         if not intents:
             return
-        await self._pool.executemany(
-            """
-            INSERT INTO create_intents
-                (mapping, source_side, source_id, dest_id, created_at, payload)
-            VALUES ($1, $2, $3, $4, $5, $6)
-            ON CONFLICT (mapping, source_side, source_id)
-                DO UPDATE SET dest_id = EXCLUDED.dest_id, payload = EXCLUDED.payload,
-                              made = false, touched_at = now()
-            """,
-            [
-                (i.mapping, i.source_side, i.source_id, i.dest_id, i.created_at, i.sent)
-                for i in intents
-            ],
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            if held:
+                await _check_epochs(conn, intents[0].mapping, held, lock="FOR SHARE")
+            await conn.executemany(
+                """
+                INSERT INTO create_intents
+                    (mapping, source_side, source_id, dest_id, created_at, payload)
+                VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (mapping, source_side, source_id)
+                    DO UPDATE SET dest_id = EXCLUDED.dest_id, payload = EXCLUDED.payload,
+                                  made = false, touched_at = now()
+                """,
+                [
+                    (i.mapping, i.source_side, i.source_id, i.dest_id, i.created_at, i.sent)
+                    for i in intents
+                ],
+            )
 
-    async def record_made(self, mapping: str, items: Sequence[tuple[Side, str, str]]) -> None:
-        """Notes that a create was made, and the id it got, as soon as the API
-        answered."""
-        if items:
-            await self._pool.executemany(
+    async def record_made(
+        self,
+        mapping: str,
+        items: Sequence[tuple[Side, str, str]],
+        *,
+        held: Mapping[tuple[str, int], int] | None = None,
+    ) -> None:
+        """Notes that announced creates were made, and the ids they got, as soon
+        as the API answered."""
+        if not items:
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            if held:
+                await _check_epochs(conn, mapping, held, lock="FOR SHARE")
+            await conn.executemany(
                 "UPDATE create_intents SET dest_id = $4, made = true "
                 "WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
                 [(mapping, side, sid, did) for side, sid, did in items],
@@ -91,6 +140,8 @@ class ApplyStateStore:
         mapping: str,
         targets: Sequence[WriteTarget],
         images: Mapping[WriteTarget, dict[str, FieldValue]] | None = None,
+        *,
+        held: Mapping[tuple[str, int], int] | None = None,
     ) -> set[WriteTarget]:
         """Announces updates and deletions before the destination is called
         (committed on return), each update with what it leaves on its record
@@ -101,13 +152,16 @@ class ApplyStateStore:
             return set()
         images = images or {}
         earlier = await self.announced_writes(mapping, targets)
-        await self._pool.executemany(
-            "INSERT INTO write_intents (mapping, side, record_id, kind, images) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (mapping, side, record_id, kind) "
-            "DO UPDATE SET images = CASE WHEN write_intents.images @> EXCLUDED.images "
-            "THEN write_intents.images ELSE write_intents.images || EXCLUDED.images END",
-            [(mapping, *t, [images[t]] if t in images else []) for t in targets],
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            if held:
+                await _check_epochs(conn, mapping, held, lock="FOR SHARE")
+            await conn.executemany(
+                "INSERT INTO write_intents (mapping, side, record_id, kind, images) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (mapping, side, record_id, kind) "
+                "DO UPDATE SET images = CASE WHEN write_intents.images @> EXCLUDED.images "
+                "THEN write_intents.images ELSE write_intents.images || EXCLUDED.images END",
+                [(mapping, *t, [images[t]] if t in images else []) for t in targets],
+            )
         return earlier
 
     async def written_images(
@@ -293,6 +347,26 @@ def _due(r: asyncpg.Record) -> DueRecord:
         same_failures=r["same_failures"],
         event=bytes(r["event"]),
     )
+
+
+async def _check_epochs(
+    conn: Any, mapping: str, epochs: Mapping[tuple[str, int], int], *, lock: str
+) -> None:
+    """Raises ``Fenced`` unless every partition is still held under its epoch;
+    ``lock`` (FOR SHARE, FOR UPDATE) keeps it so until the transaction ends."""
+    rows = await conn.fetch(
+        "SELECT topic, partition, epoch FROM apply_epochs "
+        "WHERE mapping = $1 AND (topic, partition) IN "
+        "(SELECT * FROM unnest($2::text[], $3::int[]))"
+        + (f" ORDER BY topic, partition {lock}" if lock else ""),
+        mapping,
+        [t for t, _ in epochs],
+        [p for _, p in epochs],
+    )
+    current = {(r["topic"], r["partition"]): r["epoch"] for r in rows}
+    lost = taken_over(epochs, current)
+    if lost:
+        raise Fenced(mapping, lost)
 
 
 def _intent(r: asyncpg.Record) -> Intent:

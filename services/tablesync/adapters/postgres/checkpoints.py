@@ -1,4 +1,4 @@
-"""Capture's watermarks and the snapshots it served, in PostgreSQL."""
+"""Capture's watermarks and delta links, and the snapshots it served, in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -28,11 +28,33 @@ class CheckpointStore:
             """
             INSERT INTO capture_checkpoints (side, table_name, watermark) VALUES ($1, $2, $3)
             ON CONFLICT (side, table_name) DO UPDATE SET watermark = EXCLUDED.watermark,
-                updated_at = now() WHERE capture_checkpoints.watermark < EXCLUDED.watermark
+                updated_at = now()
+                WHERE capture_checkpoints.watermark IS NULL
+                   OR capture_checkpoints.watermark < EXCLUDED.watermark
             """,
             side,
             table,
             watermark,
+        )
+
+    async def delta_link(self, side: Side, table: str) -> str | None:
+        value: str | None = await self._pool.fetchval(
+            "SELECT delta_link FROM capture_checkpoints WHERE side = $1 AND table_name = $2",
+            side,
+            table,
+        )
+        return value
+
+    async def store_delta_link(self, side: Side, table: str, link: str | None) -> None:
+        await self._pool.execute(
+            """
+            INSERT INTO capture_checkpoints (side, table_name, delta_link) VALUES ($1, $2, $3)
+            ON CONFLICT (side, table_name) DO UPDATE SET delta_link = EXCLUDED.delta_link,
+                updated_at = now()
+            """,
+            side,
+            table,
+            link,
         )
 
     async def begin_snapshot(self, job_id: str, side: Side, table: str) -> bool:

@@ -1,4 +1,5 @@
-"""Ordered SQL migrations from ``infra/migrations``, each applied once.
+"""Ordered SQL migrations, each applied once: ``migrations/`` beside this module,
+package data (found with ``importlib.resources``, so a wheel carries them).
 
 A migration is ``<NNN>_<name>.sql``. Applied ones are recorded with a checksum
 in ``schema_migrations``; a recorded migration whose file changed since is
@@ -10,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import asyncpg
 import structlog
@@ -36,25 +38,34 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def default_migrations_dir() -> Path:
-    return Path(__file__).resolve().parents[4] / "infra" / "migrations"
+def default_migrations_dir() -> Traversable:
+    return files("tablesync.adapters.postgres") / "migrations"
 
 
-def load_migrations(directory: Path | None = None) -> list[Migration]:
+def load_migrations(directory: Traversable | None = None) -> list[Migration]:
     directory = directory or default_migrations_dir()
+    try:
+        listed = sorted(directory.iterdir(), key=lambda p: p.name)
+    except OSError as exc:
+        raise ConfigError(f"cannot list the migrations in {directory}: {exc}") from exc
     found: list[Migration] = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in listed:
+        if not path.name.endswith(".sql"):
+            continue
         match = _NAME.match(path.name)
         if match is None:
             raise ConfigError(f"{path}: migrations are named NNN_lower_case_name.sql")
         found.append(Migration(int(match["version"]), match["name"], path.read_text()))
+    if not found:
+        # A package built without its data would otherwise migrate nothing, silently.
+        raise ConfigError(f"no migrations found in {directory}")
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise ConfigError(f"{directory}: two migrations share a version number")
     return found
 
 
-async def migrate(dsn: str, directory: Path | None = None) -> list[Migration]:
+async def migrate(dsn: str, directory: Traversable | None = None) -> list[Migration]:
     """Applies every migration not applied yet; returns the ones it applied."""
     migrations = load_migrations(directory)
     conn = await asyncpg.connect(dsn)

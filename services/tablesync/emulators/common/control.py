@@ -8,12 +8,17 @@ documented API).
     GET    /_emulator/faults     the active fault, or null
     DELETE /_emulator/faults     clear it
     GET    /_emulator/config     the tunables below
-    PATCH  /_emulator/config     {"max_page_size", "requests_per_window", "window_s"}
+    PATCH  /_emulator/config     {"max_page_size", "requests_per_window", "window_s",
+                                  "change_tracking": {"<entity set>": true|false},
+                                  "change_retention_s"}
+    POST   /_emulator/change-tracking/expire
+                                 every delta token issued until now is answered as expired
     POST   /_emulator/reset      empty every table (the baseline rows come back)
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -53,6 +58,18 @@ def _number(payload: dict[str, Any], name: str, *, integer: bool) -> float | int
     if integer and not isinstance(value, int):
         raise ValueError(f"{name} must be an integer")
     return value
+
+
+def _tracking(runtime: Runtime, value: object) -> dict[str, bool]:
+    if value is None:
+        return {}
+    tracked = {spec.entity.entity_set for spec in runtime.service.specs if spec.change_log}
+    if not isinstance(value, dict) or not all(isinstance(v, bool) for v in value.values()):
+        raise ValueError('change_tracking is {"<entity set>": true | false, ...}')
+    unknown = sorted(set(value) - tracked)
+    if unknown:
+        raise ValueError(f"no change tracking to set on {', '.join(unknown)}")
+    return {str(k): bool(v) for k, v in value.items()}
 
 
 def control_routes(runtime: Runtime) -> list[Route]:
@@ -103,8 +120,19 @@ def control_routes(runtime: Runtime) -> list[Route]:
                     raise ValueError("requests_per_window must be at least 1")
                 if window is not None and window <= 0:
                     raise ValueError("window_s must be positive")
+                retention = _number(payload, "change_retention_s", integer=False)
+                if retention is not None and retention < 0:
+                    raise ValueError("change_retention_s must not be negative")
+                tracking = _tracking(runtime, payload.get("change_tracking"))
             except ValueError as exc:
                 return _problem(str(exc))
+            for name, enabled in tracking.items():
+                if enabled:
+                    runtime.tuning.untracked.discard(name)
+                else:
+                    runtime.tuning.untracked.add(name)
+            if retention is not None:
+                runtime.tuning.change_retention_s = float(retention)
             if page is not None:
                 runtime.tuning.max_page_size = int(page)
             if budget is not None or window is not None:
@@ -117,8 +145,18 @@ def control_routes(runtime: Runtime) -> list[Route]:
                 "max_page_size": runtime.tuning.max_page_size,
                 "requests_per_window": runtime.limiter.budget,
                 "window_s": runtime.limiter.window_s,
+                "change_tracking": {
+                    spec.entity.entity_set: spec.entity.entity_set not in runtime.tuning.untracked
+                    for spec in runtime.service.specs
+                    if spec.change_log
+                },
+                "change_retention_s": runtime.tuning.change_retention_s,
             }
         )
+
+    async def expire(request: Request) -> Response:
+        runtime.tuning.expired_before = datetime.now(UTC)
+        return Response(status_code=204)
 
     async def reset(request: Request) -> Response:
         async with runtime.pool.acquire() as conn, conn.transaction():
@@ -130,5 +168,6 @@ def control_routes(runtime: Runtime) -> list[Route]:
         Route(f"{CONTROL_PREFIX}/stats", stats, methods=["GET", "DELETE"]),
         Route(f"{CONTROL_PREFIX}/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route(f"{CONTROL_PREFIX}/config", config, methods=["GET", "PATCH"]),
+        Route(f"{CONTROL_PREFIX}/change-tracking/expire", expire, methods=["POST"]),
         Route(f"{CONTROL_PREFIX}/reset", reset, methods=["POST"]),
     ]

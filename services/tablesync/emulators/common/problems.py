@@ -50,6 +50,10 @@ class Kind(StrEnum):
     UNAUTHORIZED = "unauthorized"
     THROTTLED = "throttled"
     NOT_SUPPORTED = "not_supported"
+    EXPIRED_TOKEN = "expired_token"
+    """A delta token the service can no longer serve changes from."""
+    NOT_TRACKED = "not_tracked"
+    """Changes were asked of a table without change tracking."""
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 

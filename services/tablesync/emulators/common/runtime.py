@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg
@@ -32,6 +33,11 @@ class EmulatorConfig:
     window_s: float = 5.0
     max_page_size: int = 5000
     pool_size: int = 10
+    untracked: frozenset[str] = frozenset()
+    """Dataverse entity sets served without change tracking (every one has it otherwise)."""
+    change_retention_s: float = 7 * 86400.0
+    """How long a Dataverse delta token stays valid: the organization's
+    ``ExpireChangeTrackingInDays``, 7 by default."""
 
     @classmethod
     def from_settings(
@@ -44,6 +50,8 @@ class EmulatorConfig:
             requests_per_window=emulator.requests_per_window,
             window_s=emulator.window_s,
             max_page_size=emulator.max_page_size,
+            untracked=frozenset(emulator.untracked_tables),
+            change_retention_s=emulator.change_retention_s,
         )
 
 
@@ -52,6 +60,11 @@ class Tuning:
     """What tests may change on a running emulator through the control API."""
 
     max_page_size: int
+    untracked: set[str] = field(default_factory=set)
+    """Dataverse: entity sets whose ``ChangeTrackingEnabled`` is false."""
+    change_retention_s: float = 7 * 86400.0
+    expired_before: datetime | None = None
+    """Dataverse: delta tokens issued before this moment are answered as expired."""
 
 
 class Service(Protocol):

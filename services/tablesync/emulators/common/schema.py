@@ -26,6 +26,7 @@ from tablesync.emulators.common.sql import (
 from tablesync.settings import with_database
 
 __all__ = [
+    "CHANGES_TABLE",
     "META_TABLE",
     "SERIES_TABLE",
     "ddl",
@@ -40,9 +41,15 @@ log = structlog.get_logger()
 
 META_TABLE = "_emulator_meta"
 SERIES_TABLE = "_number_series"
+CHANGES_TABLE = "_changes"
+"""The change log of the tables whose spec has ``change_log``: one row per record, the
+number of its last committed change (``seq``) and whether that change deleted it."""
 _FINGERPRINT_KEY = "schema_fingerprint"
 # Serialises schema creation between emulator processes sharing one database.
 _SCHEMA_LOCK = 72_034_911
+# Held from the moment a transaction numbers its changes to its end, so change numbers
+# are handed out in commit order: a reader that sees change n sees every change before it.
+_COMMIT_ORDER_LOCK = 72_034_912
 
 _PREAMBLE = f"""
 CREATE SEQUENCE IF NOT EXISTS ts_version;
@@ -160,6 +167,54 @@ def _table_ddl(spec: TableSpec) -> list[str]:
 _ON_DELETE = {"restrict": "RESTRICT", "remove_link": "SET NULL", "cascade": "CASCADE"}
 
 
+def _change_log_ddl() -> list[str]:
+    return [
+        f"DROP TABLE IF EXISTS {CHANGES_TABLE}",
+        "CREATE SEQUENCE IF NOT EXISTS ts_change",
+        f"CREATE TABLE {CHANGES_TABLE} (\n"
+        "  entity_set text NOT NULL,\n  record_id uuid NOT NULL,\n  seq bigint NOT NULL,\n"
+        "  deleted boolean NOT NULL,\n  PRIMARY KEY (entity_set, record_id)\n)",
+        f"CREATE INDEX {ident(CHANGES_TABLE + '__seq')} ON {CHANGES_TABLE} (seq)",
+        f"CREATE INDEX {ident(CHANGES_TABLE + '__set')} ON {CHANGES_TABLE} "
+        "(entity_set, deleted, seq)",
+    ]
+
+
+def _tracking_ddl(spec: TableSpec) -> list[str]:
+    """A trigger noting each committed change of a row of ``spec`` in the change log.
+
+    It is a deferred constraint trigger, so it runs when the transaction commits: the
+    change numbers are drawn under a lock held until the commit is done, and so follow
+    the order in which transactions commit, whatever order they began or stamped their
+    rows in. A row stamped long before its transaction commits (a long posting, a
+    plug-in) gets a number after every change a reader has already been given."""
+    name = spec.entity.entity_set
+    key = ident(spec.entity.key)
+    function = ident(f"ts_track__{name}")
+    note = (
+        f"INSERT INTO {CHANGES_TABLE} (entity_set, record_id, seq, deleted) "
+        "VALUES ({literal}, {row}." + key + ", nextval('ts_change'), {deleted}) "
+        "ON CONFLICT (entity_set, record_id) DO UPDATE "
+        "SET seq = EXCLUDED.seq, deleted = EXCLUDED.deleted;"
+    )
+    table = literal(name)
+    return [
+        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        "BEGIN\n"
+        f"    PERFORM pg_advisory_xact_lock({_COMMIT_ORDER_LOCK});\n"
+        "    IF TG_OP = 'DELETE' THEN\n"
+        f"        {note.format(literal=table, row='OLD', deleted='true')}\n"
+        "    ELSE\n"
+        f"        {note.format(literal=table, row='NEW', deleted='false')}\n"
+        "    END IF;\n"
+        "    RETURN NULL;\n"
+        "END\n$$",
+        f"CREATE CONSTRAINT TRIGGER {ident(name + '__track')} "
+        f"AFTER INSERT OR UPDATE OR DELETE ON {ident(name)} "
+        f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {function}()",
+    ]
+
+
 def _foreign_keys(spec: TableSpec) -> list[str]:
     entity = spec.entity
     statements = []
@@ -185,10 +240,15 @@ def _foreign_keys(spec: TableSpec) -> list[str]:
 def ddl(specs: Sequence[TableSpec]) -> list[str]:
     """Every statement that creates the tables of ``specs`` (not the preamble)."""
     statements: list[str] = []
+    tracked = [spec for spec in specs if spec.change_log]
+    if tracked:
+        statements.extend(_change_log_ddl())
     for spec in specs:
         statements.extend(_table_ddl(spec))
     for spec in specs:
         statements.extend(_foreign_keys(spec))
+    for spec in tracked:
+        statements.extend(_tracking_ddl(spec))
     return statements
 
 
@@ -234,6 +294,8 @@ async def ensure_schema(conn: asyncpg.Connection, specs: Sequence[TableSpec]) ->
 
 async def truncate_all(conn: asyncpg.Connection, specs: Sequence[TableSpec]) -> None:
     tables = ", ".join(spec.table for spec in specs)
+    if any(spec.change_log for spec in specs):
+        tables += f", {CHANGES_TABLE}"
     await conn.execute(f"TRUNCATE {tables} CASCADE")
     await conn.execute(f"UPDATE {SERIES_TABLE} SET last_no = 0")
 

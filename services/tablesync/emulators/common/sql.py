@@ -116,6 +116,9 @@ class TableSpec:
     """Index definitions (``(columns) [WHERE …]``) the side's own lookups need."""
     unique_columns: tuple[str, ...] = ()
     """Columns that must be unique besides the key and the number field."""
+    change_log: bool = False
+    """Every committed change of a row is noted in the change log (``schema.CHANGES_TABLE``),
+    in commit order: what Dataverse change tracking serves."""
 
     @property
     def table(self) -> str:

@@ -12,7 +12,11 @@ __all__ = ["create_app", "create_runtime"]
 
 
 def create_runtime(config: EmulatorConfig) -> Runtime:
-    tuning = Tuning(max_page_size=config.max_page_size)
+    tuning = Tuning(
+        max_page_size=config.max_page_size,
+        untracked=set(config.untracked),
+        change_retention_s=config.change_retention_s,
+    )
     return Runtime.create(config, DataverseService(tuning), tuning)
 
 

@@ -5,6 +5,9 @@ Routes (relative to ``/api/data/v9.2``):
     GET  <set>                      query (``$filter $select $orderby $top $count``), paged by
                                     ``Prefer: odata.maxpagesize`` (at most 5,000)
     GET  <set>/$count               the count as text
+    GET  <set> + Prefer: odata.track-changes, then its @odata.deltaLink (``$deltatoken``)
+                                    change tracking: rows changed and ``$deletedEntity``
+                                    entries since (``tracking``)
     POST <set>                      create: 204 + ``OData-EntityId``, or 201 + the row with
                                     ``Prefer: return=representation``
     GET / PATCH / DELETE <set>(<key>)
@@ -52,7 +55,7 @@ from tablesync.emulators.common.writes import (
     update_sql,
     upsert_sql,
 )
-from tablesync.emulators.dataverse import batch, reads
+from tablesync.emulators.dataverse import batch, reads, tracking
 from tablesync.emulators.dataverse.keys import KeyRef, parse_key, parse_reference, split_segment
 from tablesync.emulators.dataverse.specs import (
     API_ROOT,
@@ -143,9 +146,16 @@ class DataverseService:
             raise ApiProblem(Kind.NO_RESOURCE, f"Resource not found for the segment '{name}'.")
         method = request.method
         if key_text is None:
+            delta = "$deltatoken" in request.query
             if rest == "$count" and method == "GET":
+                if delta:
+                    return await tracking.count_changes(request, db, spec, self.tuning)
                 return await reads.count(request, db, spec)
             if rest is None and method == "GET":
+                if delta:
+                    return await tracking.changes(request, db, spec, self.tuning)
+                if tracking.is_tracking_request(request) and tracking.is_tracked(spec, self.tuning):
+                    return await tracking.initial(request, db, spec, self.tuning)
                 return await reads.list_rows(request, db, spec, self.tuning.max_page_size)
             if rest is None and method == "POST":
                 return await self._create(request, db, spec)

@@ -37,6 +37,7 @@ DATAVERSE_SPECS = tuple(
         case_insensitive=True,
         namespace="Microsoft.Dynamics.CRM",
         extra_indexes=_EXTRA_INDEXES.get(e.entity_set, ()),
+        change_log=True,
     )
     for e in entities("dataverse")
 )

@@ -4,6 +4,8 @@ Statuses follow "Compose HTTP requests and handle errors" (``ConcurrencyVersionM
 and ``DuplicateRecord`` are 412, ``CannotDeleteDueToAssociation`` 405) and "Perform
 conditional operations" (``ObjectDoesNotExist`` is 404, including a lookup bound to a
 record that does not exist). The 429 message is the documented service-protection one.
+Change tracking's refusals are the "Web service error codes" ``ExpiredVersionStamp``
+(0x80044352) and ``ChangeTrackingNotEnabledForEntity`` (0x80072491), both 400.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ DATAVERSE_STYLE = ErrorStyle(
             Kind.UNAUTHORIZED: "",
             Kind.THROTTLED: "0x80072322",
             Kind.NOT_SUPPORTED: "0x80060888",
+            Kind.EXPIRED_TOKEN: "0x80044352",
+            Kind.NOT_TRACKED: "0x80072491",
             Kind.UNAVAILABLE: "0x80040216",
             Kind.INTERNAL: "0x80040216",
         }

@@ -200,6 +200,8 @@ class BcWrites:
         values: dict[str, WriteValue],
         record_id: str | None,
         caller: str | None,
+        *,
+        only_new: bool = False,
     ) -> Stored:
         if record_id is not None:
             # The connector refuses it without sending anything.

@@ -13,7 +13,9 @@ read-only lookups); what its SQL does is expressed here in Python, once:
 - deleting a row that others point at: ``restrict`` refuses, ``remove_link`` clears
   their lookup, ``cascade`` deletes them (the foreign keys of ``schema._foreign_keys``;
   clearing a link leaves the other row's stamp and version as they are, as ``ON
-  DELETE SET NULL`` does).
+  DELETE SET NULL`` does);
+- every row written, its link cleared, or deleted is noted in the change log, as the
+  emulator's change tracking trigger notes it (``schema._tracking_ddl``).
 """
 
 from __future__ import annotations
@@ -187,6 +189,7 @@ class DataverseWrites:
         row["versionnumber"] = version
         stored = Stored(row, stamp, version, etag, targets)
         table.rows[key] = stored
+        store.note_change(entity.entity_set, key)
         return stored
 
     def _update(self, table: Table, stored: Stored, body: Body, caller: str) -> Stored:
@@ -202,6 +205,7 @@ class DataverseWrites:
         row["versionnumber"] = version
         stored.values, stored.targets = row, targets
         stored.stamp, stored.version, stored.etag = stamp, version, etag
+        store.note_change(table.spec.entity.entity_set, key)
         return stored
 
     def _missing_or_stale(self, key: KeyRef, stored: Stored | None) -> ApiProblem:
@@ -243,6 +247,8 @@ class DataverseWrites:
         values: dict[str, WriteValue],
         record_id: str | None,
         caller: str | None,
+        *,
+        only_new: bool = False,
     ) -> Stored:
         table = self.store.table(entity_set)
         if record_id is None:
@@ -254,6 +260,9 @@ class DataverseWrites:
             return self._insert(table, body, self.caller(caller))
         key = parse_key(table.spec, record_id)
         body = self._body(table, key, values)
+        # ``PATCH set(id)`` with ``If-None-Match: *``: ``DataverseService._patch``.
+        if only_new and self._find(key)[1] is not None:
+            raise ApiProblem(Kind.DUPLICATE, DUPLICATE_MESSAGE)
         return self._upsert(table, key, body, self.caller(caller))
 
     def update(
@@ -299,12 +308,14 @@ class DataverseWrites:
                 if lookup.on_delete == "restrict":
                     raise ApiProblem(Kind.IN_USE, IN_USE_MESSAGE)
         for (doomed_set, doomed_key), _ in doomed.items():
-            for lookup, _referrer, row in self._referrers(doomed_set, doomed_key):
+            for lookup, referrer, row in self._referrers(doomed_set, doomed_key):
                 if lookup.on_delete == "remove_link":
                     row.values = {**row.values, lookup.value_field: None}
                     row.targets.pop(lookup.attribute, None)
+                    self.store.note_change(referrer, str(row.values[self._key_of(referrer)]))
         for doomed_set, doomed_key in doomed:
             self.store.tables[doomed_set].rows.pop(doomed_key, None)
+            self.store.note_change(doomed_set, doomed_key, deleted=True)
 
     # ------------------------------------------------------------ references
 

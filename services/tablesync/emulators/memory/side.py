@@ -8,7 +8,9 @@ As seen through ``SideApi`` it is held to the real pair by the contract suite
 - text order in filters is by code point, where the emulator's database collates;
   ``searchName`` upper-cases with Python's rules, not the database's;
 - calls are never concurrent and never partly applied unless a fault says so; a write
-  applies its ops in order (the connector may send batches of one call in parallel).
+  applies its ops in order (the connector may send batches of one call in parallel);
+- a delta link is the side's own text (the emulator's is a URL): only its behaviour is
+  shared.
 
 Every awaitable method passes through ``_pause`` before each request it stands for,
 and a write once more after its ops took effect, so a scheduler overriding ``_pause``
@@ -18,9 +20,11 @@ can interleave or crash a task at each of those points. Users of the side
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
+from urllib.parse import parse_qs, quote, urlsplit
 
 from tablesync.adapters.odata.base import as_guids, classify, id_filter
 from tablesync.adapters.odata.bc import STALE_CODES
@@ -29,6 +33,7 @@ from tablesync.adapters.odata.stats import ApiStats
 from tablesync.core.events import Side
 from tablesync.core.filters import MAX_LENGTH, Expr, evaluate, to_odata
 from tablesync.core.records import (
+    Changes,
     Create,
     Delete,
     Missing,
@@ -46,6 +51,7 @@ from tablesync.emulators.common.filtersql import compile_filter
 from tablesync.emulators.common.problems import ApiProblem, Kind
 from tablesync.emulators.common.sql import Params
 from tablesync.emulators.dataverse.style import DATAVERSE_STYLE
+from tablesync.emulators.dataverse.tracking import EXPIRED_MESSAGE, TRACK_CHANGES
 from tablesync.emulators.memory.bc import BcWrites
 from tablesync.emulators.memory.dataverse import DataverseWrites
 from tablesync.emulators.memory.faults import Faults, Outage
@@ -53,6 +59,8 @@ from tablesync.emulators.memory.store import IdSource, Store, Stored, Table
 from tablesync.errors import (
     ApiError,
     ApiUnavailable,
+    ChangeTrackingUnavailable,
+    DeltaLinkExpired,
     ReadRefused,
     ReadUnauthorized,
     RecordRejected,
@@ -63,6 +71,8 @@ __all__ = ["MemorySide"]
 
 DEFAULT_PAGE_SIZE = 50
 _NO_STAMP = datetime(1, 1, 1, tzinfo=UTC)
+CHANGE_RETENTION = timedelta(days=7)
+"""How long a delta link stays valid, as Dataverse's ``ExpireChangeTrackingInDays``."""
 
 
 class _Writes(Protocol):
@@ -72,6 +82,8 @@ class _Writes(Protocol):
         values: dict[str, WriteValue],
         record_id: str | None,
         caller: str | None,
+        *,
+        only_new: bool = False,
     ) -> Stored: ...
 
     def update(
@@ -92,7 +104,8 @@ class MemorySide:
     ``clock`` stamps every write (at the side's precision: BC milliseconds, Dataverse
     seconds); ``ids`` names new records (default: a fixed sequence of UUIDs);
     ``page_size`` is the connector's ``odata.maxpagesize``. ``faults`` holds the
-    failures the next calls suffer.
+    failures the next calls suffer. Dataverse tables track changes unless named in
+    ``untracked`` (``ChangeTrackingEnabled`` false); BC's never do.
     """
 
     def __init__(
@@ -112,6 +125,10 @@ class MemorySide:
         self.page_size = page_size
         self._writes: _Writes
         self._dataverse: DataverseWrites | None = None
+        self.untracked: set[str] = set()
+        self.change_retention = CHANGE_RETENTION
+        self._links_issued = 0
+        self._expired_upto = 0
         if side == "bc":
             self._writes = BcWrites(self.store)
             self._style = BC_STYLE
@@ -253,6 +270,129 @@ class MemorySide:
             key = table.spec.entity.key
             yield [str(r.values[key]) for r in page]
 
+    async def read_versions(self, entity_set: str) -> AsyncIterator[list[Row]]:
+        async for table, page in self._pages("read_versions", entity_set, None):
+            entity = table.spec.entity
+            kept = (entity.key, entity.modified_field)
+            yield [
+                Row(r.id, r.modified_at, r.etag, {k: r.fields.get(k) for k in kept})
+                for r in (self.store.row(table, s) for s in page)
+            ]
+
+    # ------------------------------------------------------------ change tracking
+
+    def _tracks(self, entity_set: str) -> bool:
+        return self.side == "dataverse" and entity_set not in self.untracked
+
+    def expire_delta_links(self) -> None:
+        """Every delta link handed out so far is answered as expired from now on."""
+        self._expired_upto = self._links_issued
+
+    def _link(self, entity_set: str, seq: int) -> str:
+        self._links_issued += 1
+        issued = self.store.clock.now().astimezone(UTC).isoformat()
+        token = f"{seq}!{self._links_issued}!{issued}"
+        return f"{entity_set}?$deltatoken={quote(token)}"
+
+    def _since(self, entity_set: str, link: str) -> int:
+        """The change number a link starts after; ``DeltaLinkExpired`` as the emulator
+        answers ``ExpiredVersionStamp``, ``ChangeTrackingUnavailable`` for a table without."""
+        what = f"GET {entity_set}"
+        if not self._tracks(entity_set):
+            raise ChangeTrackingUnavailable(
+                f"{what}: 400 Entity {entity_set} isn't enabled for change tracking.",
+                side=self.side,
+                status=400,
+            )
+        expired = DeltaLinkExpired(f"{what}: 400 {EXPIRED_MESSAGE}", side=self.side, status=400)
+        try:
+            [token] = parse_qs(urlsplit(link).query)["$deltatoken"]
+            seq, serial, issued = token.split("!", 2)
+            moment = datetime.fromisoformat(issued)
+            since, number = int(seq), int(serial)
+        except (KeyError, ValueError):
+            raise expired from None
+        if (
+            number <= self._expired_upto
+            or number > self._links_issued
+            or since > self.store.change_seq
+            or moment < self.store.clock.now() - self.change_retention
+        ):
+            raise expired
+        return since
+
+    async def track_changes(
+        self, entity_set: str, delta_link: str | None = None
+    ) -> AsyncIterator[Changes]:
+        if self.side == "bc":
+            raise ChangeTrackingUnavailable(f"{entity_set} does not track changes", side="bc")
+        if delta_link is None:
+            async for changes in self._every_row(entity_set):
+                yield changes
+            return
+        after: tuple[bool, int] | None = None
+        since = upto = 0
+        first = True
+        while True:
+            await self._call("track_changes", entity_set)
+            table = self._table(entity_set, None)
+            if first:
+                since, upto, first = (
+                    self._since(entity_set, delta_link),
+                    self.store.change_seq,
+                    False,
+                )
+            entries = sorted(
+                (deleted, seq, key)
+                for (name, key), (seq, deleted) in self.store.changes.items()
+                if name == entity_set and since < seq <= upto
+            )
+            if after is not None:
+                entries = [e for e in entries if (e[0], e[1]) > after]
+            page = entries[: self.page_size]
+            rows: list[Row] = []
+            deleted: list[str] = []
+            for gone, _, key in page:
+                stored = table.rows.get(key)
+                if gone or stored is None:
+                    deleted.append(key)
+                else:
+                    rows.append(self.store.row(table, stored))
+            self.stats.rows_read += len(page)
+            last = len(entries) <= self.page_size
+            if page:
+                after = (page[-1][0], page[-1][1])
+            yield Changes(rows, deleted, self._link(entity_set, upto) if last else None)
+            if last:
+                return
+
+    async def _every_row(self, entity_set: str) -> AsyncIterator[Changes]:
+        """The first read of a track: every row in id order; the link on the last page
+        starts at the change number of the first page."""
+        upto: int | None = None
+        after: str | None = None
+        while True:
+            await self._call("track_changes", entity_set)
+            table = self._table(entity_set, None)
+            if not self._tracks(entity_set):
+                raise ChangeTrackingUnavailable(
+                    f"GET {entity_set}: {entity_set} does not track changes "
+                    f"({TRACK_CHANGES} not applied)",
+                    side=self.side,
+                )
+            if upto is None:
+                upto = self.store.change_seq
+            keys = sorted(k for k in table.rows if after is None or k > after)
+            page = keys[: self.page_size]
+            self.stats.rows_read += len(page)
+            last = len(keys) <= self.page_size
+            if page:
+                after = page[-1]
+            rows = [self.store.row(table, table.rows[k]) for k in page]
+            yield Changes(rows, [], self._link(entity_set, upto) if last else None)
+            if last:
+                return
+
     async def get_many(self, entity_set: str, ids: Sequence[str]) -> dict[str, Row]:
         wanted = as_guids(ids)
         if not wanted:
@@ -315,7 +455,9 @@ class MemorySide:
         writes = self._writes
         try:
             if isinstance(op, Create):
-                stored = writes.create(entity_set, op.values, op.record_id, caller)
+                stored = writes.create(
+                    entity_set, op.values, op.record_id, caller, only_new=op.only_new
+                )
             elif isinstance(op, Update):
                 stored = writes.update(entity_set, op.record_id, op.values, op.etag, caller)
             else:
@@ -341,8 +483,19 @@ class MemorySide:
 
     # ------------------------------------------------------------ users and inspection
 
-    def _by_user(self, entity_set: str, op: WriteOp, as_user: str | None) -> Row | None:
-        result = self._perform(entity_set, op, as_user)
+    @contextmanager
+    def _stamped(self, stamp: datetime | None) -> Iterator[None]:
+        self.store.stamp_override = stamp
+        try:
+            yield
+        finally:
+            self.store.stamp_override = None
+
+    def _by_user(
+        self, entity_set: str, op: WriteOp, as_user: str | None, stamp: datetime | None = None
+    ) -> Row | None:
+        with self._stamped(stamp):
+            result = self._perform(entity_set, op, as_user)
         if isinstance(result, Written):
             return result.row
         if isinstance(result, Rejected):
@@ -354,11 +507,17 @@ class MemorySide:
         raise RecordRejected(result.message, side=self.side, status=status, record_id=op.record_id)
 
     def user_create(
-        self, entity_set: str, values: dict[str, WriteValue], *, as_user: str | None = None
+        self,
+        entity_set: str,
+        values: dict[str, WriteValue],
+        *,
+        as_user: str | None = None,
+        stamped: datetime | None = None,
     ) -> Row:
         """A user creates a record (Dataverse: as ``as_user``, a ``systemuserid``; by
-        default the integration user, as the fault suite's users do)."""
-        row = self._by_user(entity_set, Create(dict(values)), as_user)
+        default the integration user, as the fault suite's users do). ``stamped``: the
+        record is stamped then, by a transaction that commits only now (a late commit)."""
+        row = self._by_user(entity_set, Create(dict(values)), as_user, stamped)
         assert row is not None
         return row
 
@@ -369,9 +528,11 @@ class MemorySide:
         values: dict[str, WriteValue],
         *,
         as_user: str | None = None,
+        stamped: datetime | None = None,
     ) -> Row:
-        """A user changes a record, whatever its version (``If-Match: *``)."""
-        row = self._by_user(entity_set, Update(record_id, dict(values)), as_user)
+        """A user changes a record, whatever its version (``If-Match: *``); ``stamped``
+        as for ``user_create``."""
+        row = self._by_user(entity_set, Update(record_id, dict(values)), as_user, stamped)
         assert row is not None
         return row
 
@@ -393,6 +554,7 @@ class MemorySide:
                 self.store.version = max(self.store.version, version)
             stamp = row.modified_at or self.store.now()
             table.rows[row.id.lower()] = Stored(dict(row.fields), stamp, version, etag)
+            self.store.note_change(entity_set, row.id.lower())
         if isinstance(self._writes, BcWrites):
             self._writes.continue_series(entity_set)
 

@@ -128,6 +128,13 @@ class Store:
         self.version = 0
         self._etag = bc_etag if side == "bc" else dataverse_etag
         self.milliseconds = side == "bc"
+        self.change_seq = 0
+        self.changes: dict[tuple[str, str], tuple[int, bool]] = {}
+        """The change log (``schema.CHANGES_TABLE``): (entity set, id) → the number of the
+        record's last change, in the order changes took effect, and whether it deleted it."""
+        self.stamp_override: datetime | None = None
+        """The stamp the next writes get instead of the clock's: a transaction that stamped
+        its rows then and commits only now."""
 
     def table(self, entity_set: str) -> Table:
         found = self.tables.get(entity_set)
@@ -139,12 +146,17 @@ class Store:
 
     def now(self) -> datetime:
         """The clock at this side's precision: ``date_trunc`` of ``TableSpec.stamp_expr``."""
-        moment = self.clock.now()
+        moment = self.stamp_override or self.clock.now()
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         moment = moment.astimezone(UTC)
         micro = moment.microsecond // 1000 * 1000 if self.milliseconds else 0
         return moment.replace(microsecond=micro)
+
+    def note_change(self, entity_set: str, key: str, *, deleted: bool = False) -> None:
+        """A row's change took effect (its transaction committed)."""
+        self.change_seq += 1
+        self.changes[(entity_set, key)] = (self.change_seq, deleted)
 
     def next_version(self) -> tuple[int, str]:
         self.version += 1
