@@ -283,6 +283,29 @@ async def test_an_expired_delta_link_falls_back_and_recovers() -> None:
     assert rig.upserts()[-1] == (rows[2].id, again.etag)
 
 
+async def test_a_restart_with_no_delta_link_kept_scans_for_deletions_once() -> None:
+    rig = await _rig("dataverse", delete_scan_min_cap=10)
+    rows = [rig.create(n) for n in range(3)]
+    await rig.poll()
+    await rig.couple(rows)
+    # Killed (or its lease lost) after it published and checkpointed the rows,
+    # before it kept the link of that first read.
+    await rig.stores.checkpoints.store_delta_link("dataverse", "accounts", None)
+    rig.api.user_delete("accounts", rows[1].id)
+    await rig.restart()
+
+    await rig.poll()
+
+    # A read for a new link lists no deletions: the next scan looks, once.
+    assert rig.deletions() == []
+    assert await rig.stores.checkpoints.delta_link("dataverse", "accounts") is not None
+    assert "accounts" in rig.capture._scan_due
+    await rig.capture._scan("accounts")
+    await rig.capture._scan("accounts")
+    assert rig.deletions() == [rows[1].id]
+    assert "accounts" not in rig.capture._scan_due
+
+
 async def test_deletions_come_through_change_tracking_once() -> None:
     rig = await _rig("dataverse")
     rows = [rig.create(n) for n in range(2)]

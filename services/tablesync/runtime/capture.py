@@ -227,6 +227,12 @@ class CaptureService:
             state = _TableState(stored, resume_from=stored - self._lookback)
         if self.side == "dataverse" and self.settings.sync.change_tracking:
             state.delta_link = await self.checkpoints.delta_link(self.side, table)
+            if state.delta_link is None and stored is not None:
+                # A capture before this one published rows and stopped before it
+                # kept a link (killed, or its lease lost): their deletions since
+                # are in no delta, and the read for a new link lists none. A scan
+                # finds them, as after a link that expired.
+                self._scan_due.add(table)
         else:
             state.tracking = False
             self._tracked[table] = False
