@@ -9,159 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from tablesync import metrics
-from tablesync.adapters.avro import Codec
-from tablesync.adapters.memory import MemoryDatabase, MemorySingleton, memory_stores
-from tablesync.adapters.memory.claims import MemoryPairClaims
-from tablesync.adapters.memory.log import MemoryBroker
-from tablesync.composition import topic_specs, topics_for
 from tablesync.core.effects import BatchEffects
-from tablesync.core.events import RecordChanged, Side
+from tablesync.core.events import RecordChanged
 from tablesync.core.filters import to_odata
-from tablesync.core.plan import JobContext
-from tablesync.core.records import Row
 from tablesync.core.stored import Selection
-from tablesync.core.topics import Topics
-from tablesync.emulators.memory import MemorySide
 from tablesync.errors import ReadRefused
-from tablesync.ports.log import TopicPartition
-from tablesync.ports.state import StateStores
-from tablesync.runtime.applier import Applier, Item, JobEnsurer
-from tablesync.runtime.apply import ApplyService
-from tablesync.runtime.capture import CaptureService
-from tablesync.settings import Settings
 from tests.capturing import on_virtual_time
 from tests.faults.scope import MAPPINGS_DOCUMENT
-from tests.simulation.sim import SimClock
-from tests.simulation.world import sim_settings
+from tests.mempipeline import CUSTOMER, Pipeline, pipeline, until
 
-CUSTOMER = "CUSTOMER"
 _REASON = "The value of accountnumber cannot be read in a query."
-
-
-@dataclass
-class _Pipeline:
-    settings: Settings
-    database: MemoryDatabase
-    stores: StateStores
-    broker: MemoryBroker
-    sides: dict[Side, MemorySide]
-    topics: Topics
-    codec: Codec
-    clock: SimClock
-
-    def capture(self, side: Side) -> CaptureService:
-        return CaptureService(
-            self.settings,
-            side,
-            stores=self.stores,
-            api=self.sides[side],
-            publisher=self.broker.publisher(),
-            consumers=self.broker.consumer,
-            codec=self.codec,
-            clock=self.clock,
-            topics=self.topics,
-            singleton=MemorySingleton(
-                self.database, f"capture.{side}", ttl_s=self.settings.sync.lease_ttl_s
-            ),
-        )
-
-    def apply(self) -> ApplyService:
-        return ApplyService(
-            self.settings,
-            CUSTOMER,
-            stores=self.stores,
-            apis=dict(self.sides),
-            publisher=self.broker.publisher(),
-            consumers=self.broker.consumer,
-            codec=self.codec,
-            clock=self.clock,
-            topics=self.topics,
-            claims=MemoryPairClaims(self.database),
-        )
-
-    def applier(self) -> Applier:
-        async def ensure(job_id: str, mapping: str, direction: str, start: Any) -> None:
-            await self.stores.jobs.continuous_job(job_id, mapping, direction, start)
-
-        return Applier(
-            CUSTOMER,
-            self._mappings,
-            dict(self.sides),  # type: ignore[arg-type]
-            self.stores.couplings,
-            self.stores.apply_state,
-            JobEnsurer(CUSTOMER, ensure),
-            self.settings.sync,
-            self.clock,
-        )
-
-    def item(self, row: Row, offset: int) -> Item:
-        event = RecordChanged(
-            side="bc",
-            table="customers",
-            record_id=row.id,
-            op="upsert",
-            modified_at=row.modified_at,
-            captured_at=row.modified_at,
-            fields=row.fields,
-            etag=row.etag,
-        )
-        topic = self.topics.cdc("bc", "customers")
-        return Item(
-            event, self.codec.encode(event), JobContext(None, "continuous"), topic, 0, offset
-        )
-
-    def lag(self) -> int:
-        group = f"{self.topics.prefix}tablesync.apply.{CUSTOMER}"
-        total = 0
-        for topic in (self.topics.cdc("bc", "customers"), self.topics.cdc("dataverse", "accounts")):
-            for p in range(self.broker.partition_count(topic)):
-                end = len(self.broker.records(topic, p))
-                total += end - (self.broker.committed(group, TopicPartition(topic, p)) or 0)
-        return total
-
-    def accounts(self) -> dict[str, Row]:
-        """Dataverse's accounts by account number."""
-        return {
-            str(r.fields.get("accountnumber")): r for r in self.sides["dataverse"].rows("accounts")
-        }
-
-    _mappings: Any = None
-
-
-async def _pipeline(document: dict[str, Any] | None = None) -> _Pipeline:
-    clock = SimClock()
-    settings = sim_settings()
-    database = MemoryDatabase(clock)
-    stores = memory_stores(database)
-    if document is None:
-        document = {"mappings": {CUSTOMER: copy.deepcopy(MAPPINGS_DOCUMENT["mappings"][CUSTOMER])}}
-    mappings = await stores.mappings.replace_all(document)
-    topics = topics_for(settings)
-    broker = MemoryBroker(clock=clock)
-    broker.ensure_topics(topic_specs(topics, mappings))
-    sides: dict[Side, MemorySide] = {s: MemorySide(s, clock) for s in ("bc", "dataverse")}
-    p = _Pipeline(settings, database, stores, broker, sides, topics, Codec(), clock)
-    p._mappings = mappings
-    return p
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()
-
-
-async def _until(condition: Callable[[], bool], *, within_s: float) -> None:
-    deadline = _now() + within_s
-    while not condition():
-        assert _now() < deadline, "the condition did not come true in time"
-        await asyncio.sleep(0.05)
 
 
 def _refused_total(side: str, entity_set: str, status: int) -> float:
@@ -171,12 +33,12 @@ def _refused_total(side: str, entity_set: str, status: int) -> float:
 
 def test_a_match_query_refused_for_one_record_fails_that_record_and_applies_the_rest() -> None:
     async def body() -> None:
-        p = await _pipeline()
+        p = await pipeline()
         bc, dataverse = p.sides["bc"], p.sides["dataverse"]
         stop = asyncio.Event()
         services = [p.capture("bc"), p.apply()]
         running = [asyncio.ensure_future(s.run(stop)) for s in services]
-        await _until(lambda: ("bc", "customers") in p.database.t.checkpoints, within_s=30)
+        await until(lambda: ("bc", "customers") in p.database.t.checkpoints, within_s=30)
         rows = [bc.user_create("customers", {"displayName": f"Customer {n}"}) for n in range(6)]
         poison = str(rows[2].fields["number"])
         dataverse.faults.refuse_read(
@@ -188,7 +50,7 @@ def test_a_match_query_refused_for_one_record_fails_that_record_and_applies_the_
         )
         before = _refused_total("dataverse", "accounts", 400)
         with capture_logs() as logs:
-            await _until(lambda: len(p.accounts()) == 5 and p.lag() == 0, within_s=60)
+            await until(lambda: len(p.accounts()) == 5 and p.lag() == 0, within_s=60)
         problems = await p.stores.problems.records(Selection(mapping=CUSTOMER))
 
         numbers = {str(r.fields["number"]) for r in rows}
@@ -214,7 +76,7 @@ def test_a_match_query_refused_for_one_record_fails_that_record_and_applies_the_
 
         # Once the side serves the read, the listed record is tried again and synced.
         dataverse.faults.clear()
-        await _until(lambda: poison in p.accounts(), within_s=60)
+        await until(lambda: poison in p.accounts(), within_s=60)
         stop.set()
         await asyncio.gather(*running)
 
@@ -223,17 +85,17 @@ def test_a_match_query_refused_for_one_record_fails_that_record_and_applies_the_
 
 def test_credentials_refused_are_waited_out_with_the_position_kept() -> None:
     async def body() -> None:
-        p = await _pipeline()
+        p = await pipeline()
         bc, dataverse = p.sides["bc"], p.sides["dataverse"]
         stop = asyncio.Event()
         services = [p.capture("bc"), p.apply()]
         running = [asyncio.ensure_future(s.run(stop)) for s in services]
-        await _until(lambda: ("bc", "customers") in p.database.t.checkpoints, within_s=30)
+        await until(lambda: ("bc", "customers") in p.database.t.checkpoints, within_s=30)
         message = "Principal user is missing prvReadAccount privilege"
         dataverse.faults.refuse_read(table="accounts", status=403, message=message)
         with capture_logs() as logs:
             row = bc.user_create("customers", {"displayName": "Waits"})
-            await _until(lambda: sum(e["event"] == "read_refused" for e in logs) >= 3, within_s=120)
+            await until(lambda: sum(e["event"] == "read_refused" for e in logs) >= 3, within_s=120)
             # Nothing is lost or given up: the batch stays unapplied and uncommitted.
             assert p.lag() == 1
             assert p.accounts() == {}
@@ -251,8 +113,8 @@ def test_credentials_refused_are_waited_out_with_the_position_kept() -> None:
         assert not any(e["event"] == "read_narrowed" for e in logs)
 
         dataverse.faults.clear()
-        await _until(lambda: str(row.fields["number"]) in p.accounts(), within_s=60)
-        await _until(lambda: p.lag() == 0, within_s=30)
+        await until(lambda: str(row.fields["number"]) in p.accounts(), within_s=60)
+        await until(lambda: p.lag() == 0, within_s=30)
         stop.set()
         await asyncio.gather(*running)
 
@@ -266,7 +128,7 @@ def test_long_match_values_are_asked_for_in_queries_the_side_serves() -> None:
     async def body() -> None:
         document = {"mappings": {CUSTOMER: copy.deepcopy(MAPPINGS_DOCUMENT["mappings"][CUSTOMER])}}
         document["mappings"][CUSTOMER]["match"] = [{"bc": "displayName", "dataverse": "name"}]
-        p = await _pipeline(document)
+        p = await pipeline(document)
         bc = p.sides["bc"]
         rows = [
             bc.user_create("customers", {"displayName": f"{n:03d} " + "O'Brien & Sons " * 6})
@@ -287,7 +149,7 @@ def test_long_match_values_are_asked_for_in_queries_the_side_serves() -> None:
 
 def test_a_refused_read_of_a_coupled_record_fails_it_and_the_batch_goes_on() -> None:
     async def body() -> None:
-        p = await _pipeline()
+        p = await pipeline()
         bc, dataverse = p.sides["bc"], p.sides["dataverse"]
         rows = [bc.user_create("customers", {"displayName": f"Customer {n}"}) for n in range(4)]
         effects = BatchEffects(CUSTOMER)
@@ -330,12 +192,12 @@ def test_capture_waits_on_the_table_whose_read_is_refused_and_goes_on_with_the_o
                 for name in ("CUSTOMER", "CONTACTS")
             }
         }
-        p = await _pipeline(document)
+        p = await pipeline(document)
         bc = p.sides["bc"]
         stop = asyncio.Event()
         running = asyncio.ensure_future(p.capture("bc").run(stop))
         checkpoints = p.database.t.checkpoints
-        await _until(
+        await until(
             lambda: ("bc", "customers") in checkpoints and ("bc", "contacts") in checkpoints,
             within_s=30,
         )
@@ -352,8 +214,8 @@ def test_capture_waits_on_the_table_whose_read_is_refused_and_goes_on_with_the_o
                     "companyNumber": customer.fields["number"],
                 },
             )
-            await _until(lambda: bool(_events(p, "customers", customer.id)), within_s=30)
-            await _until(lambda: sum(e["event"] == "read_refused" for e in logs) >= 2, within_s=30)
+            await until(lambda: bool(_events(p, "customers", customer.id)), within_s=30)
+            await until(lambda: sum(e["event"] == "read_refused" for e in logs) >= 2, within_s=30)
             assert _events(p, "contacts", contact.id) == []
         refused = [e for e in logs if e["event"] == "read_refused"]
         assert all(
@@ -364,14 +226,14 @@ def test_capture_waits_on_the_table_whose_read_is_refused_and_goes_on_with_the_o
             for e in refused
         )
         bc.faults.clear()
-        await _until(lambda: bool(_events(p, "contacts", contact.id)), within_s=30)
+        await until(lambda: bool(_events(p, "contacts", contact.id)), within_s=30)
         stop.set()
         await running
 
     on_virtual_time(body)
 
 
-def _events(p: _Pipeline, table: str, record_id: str) -> list[RecordChanged]:
+def _events(p: Pipeline, table: str, record_id: str) -> list[RecordChanged]:
     found = []
     for record in p.broker.records(p.topics.cdc("bc", table)):
         event = p.codec.decode(record.value or b"")
@@ -382,7 +244,7 @@ def _events(p: _Pipeline, table: str, record_id: str) -> list[RecordChanged]:
 
 def test_a_read_refused_for_the_credentials_is_not_narrowed() -> None:
     async def body() -> None:
-        p = await _pipeline()
+        p = await pipeline()
         bc, dataverse = p.sides["bc"], p.sides["dataverse"]
         rows = [bc.user_create("customers", {"displayName": f"Customer {n}"}) for n in range(4)]
         dataverse.faults.refuse_read(table="accounts", status=401, message="token expired")
