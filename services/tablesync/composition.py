@@ -4,17 +4,20 @@
 both sides, apply of every mapping, the coordinator and the admin server in
 one process, which is what the demo and the tests use. Each process migrates
 the state database (idempotent, serialised by an advisory lock) and creates
-the topics it uses."""
+the topics it uses; started while the database or the broker is away, it
+waits for them, logging every try. The singletons (the coordinator, capture
+of each side) each work while they hold their lease; a second process of one
+waits as its standby."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import structlog
 
@@ -23,10 +26,11 @@ from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaConnection, KafkaConsumers, KafkaPublisher, ensure_topics
 from tablesync.adapters.kafka.window import KafkaWindow
 from tablesync.adapters.odata import CountingSideApi, open_api
-from tablesync.adapters.postgres import AdvisoryLock, migrate, postgres_stores
+from tablesync.adapters.postgres import PostgresLease, migrate, postgres_stores
 from tablesync.adapters.postgres.claims import PostgresPairClaims
 from tablesync.adapters.postgres.pool import create_pool
 from tablesync.adapters.probes import kafka_probe, postgres_probe
+from tablesync.adapters.transient import TRANSIENT
 from tablesync.admin import AdminService
 from tablesync.admin.health_server import HealthServer
 from tablesync.application import ApiOpener, Operator
@@ -43,12 +47,14 @@ from tablesync.runtime.capture import CaptureService
 from tablesync.runtime.coordinator import CoordinatorService
 from tablesync.runtime.health import Health
 from tablesync.runtime.operations import CommandPublisher
-from tablesync.settings import Settings
+from tablesync.runtime.stopping import BACKOFF_S, sleep_or_stop
+from tablesync.settings import Settings, redact_dsn
 
 __all__ = [
     "Runtime",
     "ServiceName",
     "SideApis",
+    "StoppedWhileWaiting",
     "build_operator",
     "open_runtime",
     "run_services",
@@ -58,8 +64,7 @@ __all__ = [
 
 log = structlog.get_logger()
 
-# The coordinator's advisory lock: "tsyc".
-_COORDINATOR_LOCK = 0x74737963
+T = TypeVar("T")
 
 ServiceName = Literal["capture", "apply", "coordinator", "admin", "all"]
 
@@ -183,20 +188,78 @@ class Runtime:
         )
         return await self.side_apis(side)
 
+    def lease(self, name: str) -> PostgresLease:
+        """The lease of the singleton ``name`` (``coordinator``, ``capture.bc``)."""
+        return PostgresLease(
+            self.settings.database_dsn(), name, ttl_s=self.settings.sync.lease_ttl_s
+        )
+
+
+class StoppedWhileWaiting(Exception):
+    """A stop came while a service was still waiting for its infrastructure."""
+
+
+async def _once_reachable(
+    stop: asyncio.Event, waiting_for: str, address: str, step: Callable[[], Awaitable[T]]
+) -> T:
+    """The result of ``step`` once what it needs answers: a service started
+    while its database or broker is away (still starting, restarting, a
+    network not up yet) waits for it, saying so on every try, rather than
+    exiting."""
+    attempt = 0
+    while True:
+        try:
+            return await step()
+        except TRANSIENT as exc:
+            delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+            attempt += 1
+            log.warning(
+                "waiting_for_infrastructure",
+                waiting_for=waiting_for,
+                address=address,
+                attempt=attempt,
+                error=f"{type(exc).__name__}: {exc}",
+                retry_in_s=delay,
+            )
+            if await sleep_or_stop(stop, delay):
+                raise StoppedWhileWaiting(waiting_for) from None
+
+
+async def _started_publisher(kafka: KafkaConnection) -> KafkaPublisher:
+    publisher = KafkaPublisher(kafka)
+    try:
+        await publisher.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await publisher.stop()
+        raise
+    return publisher
+
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    settings: Settings, *, pool_size: int = 10, stop: asyncio.Event | None = None
+) -> AsyncIterator[Runtime]:
+    """Everything the services share, once the database and the broker answer
+    (waited for until ``stop``: then ``StoppedWhileWaiting``)."""
+    stop = stop or asyncio.Event()
     faults.configure(settings.fault_point, settings.fault_after)
-    await migrate(settings.database_dsn())
-    pool = await create_pool(settings.database_dsn(), max_size=pool_size)
+    dsn, brokers = settings.database_dsn(), settings.kafka_bootstrap_servers
+    database = redact_dsn(dsn)
+    await _once_reachable(stop, "database", database, lambda: migrate(dsn))
+    pool = await _once_reachable(
+        stop, "database", database, lambda: create_pool(dsn, max_size=pool_size)
+    )
     try:
         stores = postgres_stores(pool)
-        mappings = await stores.mappings.load()
+        mappings = await _once_reachable(stop, "database", database, stores.mappings.load)
         topics = topics_for(settings)
         kafka = KafkaConnection.from_settings(settings)
-        await ensure_topics(kafka, topic_specs(topics, mappings))
-        publisher = KafkaPublisher(kafka)
-        await publisher.start()
+        specs = topic_specs(topics, mappings)
+        await _once_reachable(stop, "broker", brokers, lambda: ensure_topics(kafka, specs))
+        publisher = await _once_reachable(
+            stop, "broker", brokers, lambda: _started_publisher(kafka)
+        )
         runtime = Runtime(
             settings,
             pool,
@@ -240,6 +303,7 @@ async def build(
                 codec=r.codec,
                 clock=r.clock,
                 topics=r.topics,
+                singleton=r.lease(f"capture.{s}"),
                 loops=r.health.loop,
             )
             runs.append(capture.run)
@@ -269,7 +333,7 @@ async def build(
         coordinator = CoordinatorService(
             r.settings,
             stores=r.stores,
-            singleton=AdvisoryLock(r.settings.database_dsn(), _COORDINATOR_LOCK),
+            singleton=r.lease("coordinator"),
             publisher=r.publisher,
             consumers=r.consumers,
             codec=r.codec,
@@ -318,17 +382,18 @@ async def run_services(
                 loop.add_signal_handler(sig, stop.set)
     # Apply works on its partitions side by side, each with a few queries in flight.
     pool_size = 20 if service in ("all", "apply") else 10
-    async with open_runtime(settings, pool_size=pool_size) as runtime:
-        runs = await build(runtime, service, side=side, mapping=mapping)
-        log.info("services_starting", service=service, count=len(runs))
-        tasks = [asyncio.create_task(run(stop)) for run in runs]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                error = task.exception()
-                if error is not None:
-                    raise error
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            log.info("services_stopped", service=service)
+    with contextlib.suppress(StoppedWhileWaiting):
+        async with open_runtime(settings, pool_size=pool_size, stop=stop) as runtime:
+            runs = await build(runtime, service, side=side, mapping=mapping)
+            log.info("services_starting", service=service, count=len(runs))
+            tasks = [asyncio.create_task(run(stop)) for run in runs]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    error = task.exception()
+                    if error is not None:
+                        raise error
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                log.info("services_stopped", service=service)

@@ -6,6 +6,8 @@ TablesyncError
 │   │   └── FilterSyntaxError a filter expression does not parse (names the position)
 │   └── KafkaAuthError        the brokers refused tablesync's credentials or certificate
 ├── InfraError                the local Kafka or PostgreSQL could not be managed
+├── LeaseLost                 a singleton's lease ended under its work (names the service)
+├── MessageTooLarge           a message is over the log's size limit (names topic, key, sizes)
 ├── Fenced                    another apply instance took this one's partitions
 │   └── ClaimLost             the claim on a batch's records was lost before its commit
 ├── ClaimsBusy                another apply instance held a batch's records too long
@@ -14,8 +16,10 @@ TablesyncError
 │   └── InvalidEvent          a decodable event is not valid where it was found
 ├── ApiError                  a Business Central or Dataverse request failed
 │   ├── ApiAuthError          credentials refused
-│   │   └── TokenRefused      the token endpoint refused: Entra's error, description, AADSTS code
+│   │   ├── TokenRefused      the token endpoint refused: Entra's error, description, AADSTS code
+│   │   └── ReadUnauthorized  … for a read (also a ReadRefused: names the entity set)
 │   ├── RecordRejected        the API refused one record (4xx); the batch goes on
+│   ├── ReadRefused           the API refused a read (a 4xx of the query)
 │   ├── ApiUnavailable        retries exhausted on 429 / 5xx / connection errors
 │   ├── ChangeTrackingUnavailable  a table has no change tracking (BC: none has)
 │   └── DeltaLinkExpired      the side no longer serves changes from a delta link
@@ -52,9 +56,13 @@ __all__ = [
     "InvalidEvent",
     "InvalidRequest",
     "KafkaAuthError",
+    "LeaseLost",
     "MappingError",
+    "MessageTooLarge",
     "NotCoupled",
     "NotFound",
+    "ReadRefused",
+    "ReadUnauthorized",
     "RecordNotFound",
     "RecordRejected",
     "TablesyncError",
@@ -151,6 +159,31 @@ class InfraError(TablesyncError):
     """The local Kafka or PostgreSQL server could not be installed, started or reached."""
 
 
+class LeaseLost(TablesyncError):
+    """A singleton's work met a side effect after its lease ended: another
+    process may hold it now, so the work stops before the effect."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"{service}: the lease is no longer held by this process")
+        self.service = service
+
+
+class MessageTooLarge(TablesyncError):
+    """The log refused a message over its size limit; none of the call's
+    messages was appended. Never worth retrying: the same bytes are refused
+    again."""
+
+    def __init__(self, topic: str, key: bytes | None, size: int, limit: int) -> None:
+        super().__init__(
+            f"{topic}: a message of {size} bytes (key {key!r}) is over the log's limit "
+            f"of {limit} bytes"
+        )
+        self.topic = topic
+        self.key = key
+        self.size = size
+        self.limit = limit
+
+
 class EventError(TablesyncError):
     """An event could not be read or used."""
 
@@ -217,6 +250,32 @@ class RecordRejected(ApiError):
         super().__init__(message, side=side, status=status)
         self.record_id = record_id
         self.detail = message
+
+
+class ReadRefused(ApiError):
+    """The API refused a read: the query (a 4xx: too long, a property the side
+    does not know, a value it cannot read) or, as ``ReadUnauthorized``, the
+    credentials or a permission.
+
+    A refused query may be served narrower (fewer records): apply narrows it
+    down to the records the side refuses, which become record errors.
+    ``reason`` is the side's answer without the side's name."""
+
+    def __init__(self, message: str, *, side: str, status: int | None, entity_set: str) -> None:
+        super().__init__(message, side=side, status=status)
+        self.entity_set = entity_set
+        self.reason = message
+
+    @property
+    def credentials(self) -> bool:
+        """Whether every read of the side would be refused alike."""
+        return isinstance(self, ApiAuthError)
+
+
+class ReadUnauthorized(ReadRefused, ApiAuthError):
+    """A read refused for the credentials or a permission (401/403, or no token
+    to be had): the services wait it out like an outage until an operator
+    fixes it."""
 
 
 class ApiUnavailable(ApiError):

@@ -51,6 +51,7 @@ __all__ = [
     "events_applied",
     "late_rows",
     "observe_applied",
+    "read_refused",
     "render",
 ]
 
@@ -157,6 +158,14 @@ API_UNAVAILABLE = MetricDef(
     ("side",),
     "Calls to the side's API that gave up after exhausting their retries.",
 )
+READS_REFUSED = MetricDef(
+    "tablesync_api_reads_refused_total",
+    "counter",
+    ("side", "entity_set", "status"),
+    "Reads the side's API refused, as apply and capture met them: 401/403 (credentials or "
+    "a permission; waited out until fixed) or another 4xx of the query (narrowed down to "
+    "the records refused, which become record errors).",
+)
 
 DELETION_SCAN_HALTED = MetricDef(
     "tablesync_deletion_scan_halted_total",
@@ -195,6 +204,7 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     API_RETRIES,
     API_THROTTLED,
     API_UNAVAILABLE,
+    READS_REFUSED,
     DELETION_SCAN_HALTED,
     LATE_ROWS,
     DELTA_LINK_EXPIRED,
@@ -219,6 +229,9 @@ _applied_latency = Histogram(
 )
 _dead_lettered = Counter(
     DEAD_LETTERED.name, _doc(DEAD_LETTERED), DEAD_LETTERED.labels, registry=None
+)
+_reads_refused = Counter(
+    READS_REFUSED.name, _doc(READS_REFUSED), READS_REFUSED.labels, registry=None
 )
 _capture_counters = {
     d.name: Counter(d.name, _doc(d), d.labels, registry=None)
@@ -263,6 +276,11 @@ def dead_lettered(consumer: str) -> None:
     _dead_lettered.labels(consumer).inc()
 
 
+def read_refused(side: str, entity_set: str, status: int | None) -> None:
+    """One read the side's API refused (``status`` None: no answer, a token refused)."""
+    _reads_refused.labels(side, entity_set, str(status or "")).inc()
+
+
 def api_stats(side: str, stats: ApiStats) -> None:
     """Exports a connector's running totals; call once when the connector is opened.
 
@@ -287,6 +305,7 @@ class _InProcess(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from _applied_latency.collect()
         yield from _dead_lettered.collect()
+        yield from _reads_refused.collect()
         for counter in _capture_counters.values():
             yield from counter.collect()
         with _api_lock:

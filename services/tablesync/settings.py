@@ -30,6 +30,9 @@ __all__ = [
 ]
 
 DEFAULT_TOKEN = "local-dev-token"
+LEASE_VALID_SHARE = 0.8
+"""The share of a singleton's lease its holder counts on after each renewal:
+the rest covers the drift between its clock and the database's."""
 
 
 ENTRA_AUTHORITY = "https://login.microsoftonline.com"
@@ -363,6 +366,31 @@ class SyncSettings(BaseModel):
             "unset: the default mappings shipped with tablesync."
         ),
     )
+    lease_ttl_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "The lease of a singleton (the coordinator, capture of each side) lasts this "
+            "long after each renewal. A holder cut off from the database stops within 80 % "
+            "of it; a standby takes over within lease_ttl_s + lease_renew_s of a holder "
+            "that died, and within lease_renew_s of one that stopped."
+        ),
+    )
+    lease_renew_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often a holder renews its lease and a standby tries to take it.",
+    )
+
+    @model_validator(mode="after")
+    def _renewed_within_the_lease(self) -> SyncSettings:
+        if self.lease_renew_s >= self.lease_ttl_s * LEASE_VALID_SHARE:
+            raise ValueError(
+                f"sync.lease_renew_s ({self.lease_renew_s}) must be shorter than 80 % of "
+                f"sync.lease_ttl_s ({self.lease_ttl_s}): a holder renews several times "
+                "within its lease"
+            )
+        return self
 
 
 SECRETS_DIR_ENV = "TABLESYNC_SECRETS_DIR"

@@ -16,9 +16,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tablesync.adapters.odata import BcApi, DataverseApi, open_api
+from tablesync.adapters.transient import TRANSIENT
 from tablesync.core.filters import Call, Func
 from tablesync.core.records import Create, Written
-from tablesync.errors import ApiAuthError, ApiUnavailable
+from tablesync.errors import ApiAuthError, ApiUnavailable, ReadRefused
 from tablesync.ports.api import SideApi
 from tablesync.settings import DEFAULT_TOKEN
 from tests.connectors.conftest import ApiFactory, Emulators
@@ -155,8 +156,14 @@ async def test_a_refused_token_is_an_auth_error(emulators: Emulators, side: str)
         finally:
             await api.aclose()
 
-    with pytest.raises(ApiAuthError, match="401"):
+    # Refused on the first request (BC's company lookup) or on the table's
+    # read (then naming it); either way waited out like an outage until the
+    # credentials are fixed.
+    with pytest.raises(ApiAuthError, match="401") as refused:
         await read()
+    assert isinstance(refused.value, TRANSIENT)
+    if isinstance(refused.value, ReadRefused):
+        assert refused.value.credentials
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -15,8 +16,9 @@ from structlog.testing import capture_logs
 from tablesync.adapters.odata.dataverse import DataverseApi
 from tablesync.adapters.odata.http import ODataHttp
 from tablesync.adapters.odata.retry import RetryPolicy, retry_after_s
+from tablesync.adapters.transient import TRANSIENT
 from tablesync.core.records import Create, Rejected, Update, WriteOp, Written
-from tablesync.errors import ApiAuthError, ApiUnavailable
+from tablesync.errors import ApiAuthError, ApiUnavailable, ReadRefused
 from tests.connectors.fakes import DV_BASE, FakeTime, api_settings, mock_http
 
 OK_PAGE: dict[str, list[object]] = {"value": []}
@@ -365,3 +367,32 @@ def test_base_url_is_kept_for_relative_and_absolute_paths() -> None:
         str(http.url("/BC/api/x/companies(1)/y")) == "http://dataverse.test/BC/api/x/companies(1)/y"
     )
     assert str(http.url("https://other.test/a?b=1")) == "https://other.test/a?b=1"
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (403, "Principal user is missing prvReadAccount privilege"),
+        (400, "Could not find a property named 'nosuch'"),
+        (414, "The request URL is too long"),
+    ],
+)
+async def test_a_refused_read_is_a_refused_read_waited_out_not_a_crash(
+    status: int, message: str
+) -> None:
+    time = FakeTime()
+    http = mock_http(
+        replies(json_response(status, {"error": {"code": "x", "message": message}})), time
+    )
+    api = DataverseApi(api_settings(), http=http)
+
+    with pytest.raises(ReadRefused, match=f"{status} {message}") as refused:
+        await api.get_many("accounts", [str(uuid.uuid4())])
+    assert refused.value.status == status
+    assert refused.value.entity_set == "accounts"
+    assert refused.value.reason.startswith(f"GET /api/data/v9.2/accounts: {status} ")
+    # A permission is every read's; a query refused may be served narrower.
+    assert refused.value.credentials is (status == 403)
+    assert isinstance(refused.value, ApiAuthError) is (status == 403)
+    assert isinstance(refused.value, TRANSIENT)
+    await api.aclose()

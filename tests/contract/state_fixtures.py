@@ -23,7 +23,7 @@ import yaml
 from tablesync.adapters.mapping_file import default_mapping_file
 from tablesync.adapters.memory import ConstraintViolation, MemoryDatabase, MemorySingleton
 from tablesync.adapters.memory import memory_stores as build_memory_stores
-from tablesync.adapters.postgres import AdvisoryLock, postgres_stores
+from tablesync.adapters.postgres import PostgresLease, postgres_stores
 from tablesync.adapters.postgres.pool import create_pool
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.effects import BatchEffects, StatusChange
@@ -80,7 +80,8 @@ class StateHarness:
     """What a write that breaks a constraint of the schema raises."""
     _now: Callable[[], Awaitable[datetime]]
     _elapse: Callable[[float], Awaitable[None]]
-    _holder: Callable[[int], Singleton]
+    _holder: Callable[[str, float], Singleton]
+    _restart: Callable[[], Awaitable[None]]
     holders: list[Singleton] = field(default_factory=list)
 
     async def now(self) -> datetime:
@@ -91,11 +92,17 @@ class StateHarness:
         """Returns once ``seconds`` have passed for the database."""
         await self._elapse(seconds)
 
-    def holder(self, key: int) -> Singleton:
-        """A new holder of the singleton ``key`` (released at the end of the test)."""
-        h = self._holder(key)
+    def holder(self, name: str, *, ttl_s: float = 60.0) -> Singleton:
+        """A new holder of the singleton ``name`` (released at the end of the test)."""
+        h = self._holder(name, ttl_s)
         self.holders.append(h)
         return h
+
+    async def restart(self) -> None:
+        """What a restart of the database does to the singletons' holders: for
+        PostgreSQL, their connections terminated (``pg_terminate_backend``);
+        in memory, where holds are rows of the database, nothing."""
+        await self._restart()
 
 
 @pytest.fixture(name="memory_state")
@@ -109,13 +116,17 @@ def memory_state_fixture() -> StateHarness:
     async def elapse(seconds: float) -> None:
         clock.advance(seconds)
 
+    async def restart() -> None:
+        return None
+
     return StateHarness(
         "memory",
         build_memory_stores(database),
         ConstraintViolation,
         now,
         elapse,
-        lambda key: MemorySingleton(database, key),
+        lambda name, ttl_s: MemorySingleton(database, name, ttl_s=ttl_s),
+        restart,
     )
 
 
@@ -138,13 +149,21 @@ async def postgres_state_fixture(state_dsn: str) -> AsyncIterator[StateHarness]:
             await asyncio.sleep(step)
         raise TimeoutError(f"the database's clock did not reach {target}")
 
+    async def restart() -> None:
+        terminated = await pool.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE 'tablesync lease %'"
+        )
+        assert terminated, "no holder's connection to terminate"
+
     harness = StateHarness(
         "postgres",
         postgres_stores(pool),
         asyncpg.IntegrityConstraintViolationError,
         now,
         elapse,
-        lambda key: AdvisoryLock(state_dsn, key),
+        lambda name, ttl_s: PostgresLease(state_dsn, name, ttl_s=ttl_s),
+        restart,
     )
     try:
         yield harness

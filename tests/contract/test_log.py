@@ -23,7 +23,10 @@ from tablesync.adapters.kafka.topics import delete_topics
 from tablesync.adapters.kafka.window import KafkaWindow
 from tablesync.adapters.memory.log import MemberCrashed, MemoryBroker, key_partition
 from tablesync.core.topics import TopicSpec
+from tablesync.errors import MessageTooLarge
 from tablesync.ports.log import (
+    MAX_MESSAGE_BYTES,
+    RECORD_OVERHEAD_BYTES,
     ConsumerFactory,
     ConsumerRecord,
     GroupConsumer,
@@ -32,6 +35,7 @@ from tablesync.ports.log import (
     PartitionHook,
     Publisher,
     TopicPartition,
+    message_size,
 )
 from tests.conftest import InfraEndpoints
 
@@ -337,6 +341,27 @@ class LogContract:
         assert len(everything) == 15
         assert everything == sorted(everything)
         assert await log.window.read([topic], until_ + timedelta(days=1), None) == []
+
+    async def test_a_message_over_the_size_limit_is_refused_and_none_of_its_call_appended(
+        self, log: LogUnderTest
+    ) -> None:
+        topic = await log.topic(1)
+        big = b"x" * (MAX_MESSAGE_BYTES + 1)
+        fitting = b"y" * (MAX_MESSAGE_BYTES - RECORD_OVERHEAD_BYTES - 100)
+        with pytest.raises(MessageTooLarge) as refused:
+            await log.publisher.publish_many(
+                [
+                    Message(topic, b"a", b"small", partition=0),
+                    Message(topic, b"b", big, partition=0),
+                ]
+            )
+        assert refused.value.key == b"b" and refused.value.topic == topic
+        assert refused.value.size > MAX_MESSAGE_BYTES == refused.value.limit
+        assert message_size(Message(topic, b"b", big)) > MAX_MESSAGE_BYTES
+        # Nothing of the refused call was appended; a message just within the limit is.
+        assert await log.publisher.publish_many([Message(topic, b"c", fitting, partition=0)]) == [
+            (0, 0)
+        ]
 
 
 class _TickingClock:

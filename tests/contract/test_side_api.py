@@ -21,7 +21,16 @@ import asyncpg
 import pytest
 
 from tablesync.core.events import Side
-from tablesync.core.filters import Call, Compare, Func, Op
+from tablesync.core.filters import (
+    MAX_LENGTH,
+    Call,
+    Compare,
+    Func,
+    Op,
+    disjoin,
+    disjoined_within,
+    to_odata,
+)
 from tablesync.core.records import (
     Changes,
     Create,
@@ -37,7 +46,7 @@ from tablesync.core.records import (
     Written,
 )
 from tablesync.emulators.memory import MemorySide
-from tablesync.errors import ApiError, ChangeTrackingUnavailable, DeltaLinkExpired
+from tablesync.errors import ChangeTrackingUnavailable, DeltaLinkExpired, ReadRefused
 from tablesync.ports.api import SideApi
 from tablesync.settings import with_database
 from tests.conftest import InfraEndpoints
@@ -354,12 +363,30 @@ class SideApiContract:
         expected = [created[0].id] if v.side == "dataverse" else []
         assert [r.id for r in found] == expected
 
-    async def test_a_filter_on_an_unknown_property_is_an_api_error(
+    async def test_a_filter_on_an_unknown_property_is_a_refused_read(
         self, api: SideApi, v: Vocab
     ) -> None:
-        with pytest.raises(ApiError, match="nosuchfield") as raised:
+        with pytest.raises(ReadRefused, match="nosuchfield") as raised:
             await api.find(v.table, Compare("nosuchfield", Op.EQ, 1))
         assert raised.value.status == 400
+        assert raised.value.entity_set == v.table
+        assert not raised.value.credentials
+
+    async def test_a_filter_longer_than_the_grammar_allows_is_a_refused_read(
+        self, api: SideApi, v: Vocab, tag: str
+    ) -> None:
+        alternatives = [Compare(v.name, Op.EQ, f"{tag}-{n:04d}") for n in range(200)]
+        query = disjoin(*alternatives)
+        assert query is not None and len(to_odata(query)) > MAX_LENGTH
+
+        with pytest.raises(ReadRefused, match="4096") as raised:
+            await api.find(v.table, query)
+        assert raised.value.status == 400
+        assert not raised.value.credentials
+        for chunk in disjoined_within(alternatives, lambda a: a):
+            within = disjoin(*chunk)
+            assert within is not None
+            assert await api.find(v.table, within) == []
 
     async def test_read_versions_give_every_row_with_its_etag_key_and_stamp_only(
         self, api: SideApi, v: Vocab, tag: str

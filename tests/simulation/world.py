@@ -196,6 +196,8 @@ def sim_settings() -> Settings:
         delete_scan_interval_s=3.0,
         intent_timeout_s=6.0,
         partitions=3,
+        lease_ttl_s=3.0,
+        lease_renew_s=1.0,
     )
     return Settings(sync=sync, topic_prefix="sim.")
 
@@ -268,6 +270,9 @@ def _start(world: World, apply_instances: int) -> None:
                 codec=codec,
                 clock=clock,
                 topics=topics,
+                singleton=MemorySingleton(
+                    database, f"capture.{_s}", ttl_s=settings.sync.lease_ttl_s
+                ),
             )
 
         world.supervise(f"capture-{s}", "capture", capture)
@@ -296,9 +301,8 @@ def _start(world: World, apply_instances: int) -> None:
 
     def coordinator(actor: Actor, supervised: _Supervised) -> _Service:
         del actor
-        singleton = MemorySingleton(database, 1)
-        # A dead holder's connection closes, and the lock with it.
-        supervised.on_crash.append(singleton.release)
+        # A dead holder's lease expires: the next instance waits that long.
+        singleton = MemorySingleton(database, "coordinator", ttl_s=settings.sync.lease_ttl_s)
         return CoordinatorService(
             settings,
             stores=stores,

@@ -3,8 +3,9 @@ tracking and its expiry, and deletion scans that confirm and cap what they publi
 
 from __future__ import annotations
 
+import asyncio
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from structlog.testing import capture_logs
 
 from tablesync import metrics
 from tablesync.adapters.avro import Codec
-from tablesync.adapters.memory import memory_stores
+from tablesync.adapters.memory import MemoryDatabase, MemorySingleton, memory_stores
 from tablesync.adapters.memory.log import MemoryBroker
 from tablesync.composition import topic_specs, topics_for
 from tablesync.core.couplings import Coupling, Stamp
@@ -55,6 +56,14 @@ class Rig:
     capture: CaptureService
     codec: Codec = field(default_factory=Codec)
     state: _TableState | None = None
+    started: Callable[[], Awaitable[CaptureService]] | None = None
+
+    async def restart(self) -> None:
+        """The capture stops (its lease released) and a new process starts."""
+        assert self.started is not None
+        await self.capture.lease._release()
+        self.capture = await self.started()
+        self.state = None
 
     @property
     def table(self) -> str:
@@ -123,25 +132,33 @@ def _settings(**overrides: Any) -> Settings:
 async def _rig(side: Side, **overrides: Any) -> Rig:
     clock = ManualClock()
     settings = _settings(**overrides)
-    stores = memory_stores(clock=clock)
+    database = MemoryDatabase(clock)
+    stores = memory_stores(database)
     mapping = copy.deepcopy(MAPPINGS_DOCUMENT["mappings"]["CUSTOMER"])
     mappings = await stores.mappings.replace_all({"mappings": {"CUSTOMER": mapping}})
     topics = topics_for(settings)
     broker = MemoryBroker(clock=clock)
     broker.ensure_topics(topic_specs(topics, mappings))
     api = MemorySide(side, clock, page_size=4)
-    capture = CaptureService(
-        settings,
-        side,
-        stores=stores,
-        api=api,
-        publisher=broker.publisher(),
-        consumers=broker.consumer,
-        codec=Codec(),
-        clock=clock,
-        topics=topics,
-    )
-    return Rig(side, clock, api, stores, broker, capture)
+
+    async def started() -> CaptureService:
+        capture = CaptureService(
+            settings,
+            side,
+            stores=stores,
+            api=api,
+            publisher=broker.publisher(),
+            consumers=broker.consumer,
+            codec=Codec(),
+            clock=clock,
+            topics=topics,
+            # Held for as long as any test's clock runs: its steps are run directly.
+            singleton=MemorySingleton(database, f"capture.{side}", ttl_s=1e9),
+        )
+        assert await capture.lease._take(asyncio.Event(), None)
+        return capture
+
+    return Rig(side, clock, api, stores, broker, await started(), started=started)
 
 
 @pytest.fixture
@@ -264,6 +281,29 @@ async def test_an_expired_delta_link_falls_back_and_recovers() -> None:
     again = rig.rename(rows[2], "after")
     await rig.poll()
     assert rig.upserts()[-1] == (rows[2].id, again.etag)
+
+
+async def test_a_restart_with_no_delta_link_kept_scans_for_deletions_once() -> None:
+    rig = await _rig("dataverse", delete_scan_min_cap=10)
+    rows = [rig.create(n) for n in range(3)]
+    await rig.poll()
+    await rig.couple(rows)
+    # Killed (or its lease lost) after it published and checkpointed the rows,
+    # before it kept the link of that first read.
+    await rig.stores.checkpoints.store_delta_link("dataverse", "accounts", None)
+    rig.api.user_delete("accounts", rows[1].id)
+    await rig.restart()
+
+    await rig.poll()
+
+    # A read for a new link lists no deletions: the next scan looks, once.
+    assert rig.deletions() == []
+    assert await rig.stores.checkpoints.delta_link("dataverse", "accounts") is not None
+    assert "accounts" in rig.capture._scan_due
+    await rig.capture._scan("accounts")
+    await rig.capture._scan("accounts")
+    assert rig.deletions() == [rows[1].id]
+    assert "accounts" not in rig.capture._scan_due
 
 
 async def test_deletions_come_through_change_tracking_once() -> None:

@@ -24,6 +24,7 @@ from tablesync.core.events import FieldValue, RecordChanged, Side
 from tablesync.core.fieldmap import LookupKey, map_values, written_image
 from tablesync.core.plan import (
     Create,
+    Fail,
     FetchCandidates,
     FetchDestination,
     Ignore,
@@ -258,3 +259,17 @@ def test_a_record_read_now_decides_as_the_change_it_is(row: Row, side: Side) -> 
     event = event_of(row, side, CUSTOMER.table(side))
     assert row_of(event) == row
     assert (event.op, event.table, event.etag) == ("upsert", CUSTOMER.table(side), row.etag)
+
+
+@given(apply_events(), st.sampled_from(["candidates", "destination"]))
+def test_a_record_whose_read_was_refused_fails_with_the_reason(
+    event: RecordChanged, what: str
+) -> None:
+    triage: Triage = FetchCandidates("dataverse", None) if what == "candidates" else TO_DV
+    reason = "dataverse refused to read accounts: GET accounts: 400 Could not read the value"
+    facts = Facts(event, triage, PAIR if what == "destination" else None, refused=reason)
+
+    decided = decide(CUSTOMER, MAPPINGS, facts, RESOLVED)
+
+    assert decided.decision == Fail(reason)
+    assert decided.mapped is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import itertools
 import sys
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -27,6 +28,7 @@ from tablesync.core.filters import (
     Or,
     conjoin,
     disjoin,
+    disjoined_within,
     evaluate,
     is_property_name,
     parse,
@@ -734,3 +736,29 @@ def _compares(expr: Expr) -> list[Compare]:
     if isinstance(expr, Not):
         return _compares(expr.operand)
     return _compares(expr.left) + _compares(expr.right)
+
+
+@given(
+    st.lists(filter_exprs(max_depth=2), max_size=60),
+    st.one_of(st.none(), filter_exprs(max_depth=2)),
+    st.integers(min_value=40, max_value=600),
+    st.one_of(st.none(), st.integers(min_value=1, max_value=8)),
+)
+def test_alternatives_are_chunked_within_the_length_limit(
+    alternatives: list[Expr], within: Expr | None, limit: int, most: int | None
+) -> None:
+    chunks = disjoined_within(alternatives, lambda e: e, within=within, limit=limit, most=most)
+
+    assert [e for chunk in chunks for e in chunk] == alternatives
+    for chunk in chunks:
+        query = conjoin(disjoin(*chunk), within)
+        assert query is not None
+        assert len(to_odata(query)) <= limit or len(chunk) == 1
+        assert most is None or len(chunk) <= most
+    for chunk, following in itertools.pairwise(chunks):
+        if most is None or len(chunk) < most:
+            # Cut only where one more would not fit, by the count kept.
+            more = [*chunk, following[0]]
+            counted = sum(len(to_odata(e)) + len("() or ") for e in more)
+            base = len(to_odata(within)) + len("() and ()") if within is not None else 0
+            assert base + counted > limit

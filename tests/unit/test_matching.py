@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -14,6 +15,7 @@ from tablesync.core.events import FieldValue, Side, other_side
 from tablesync.core.mappings import MatchField
 from tablesync.core.matching import (
     equal_match,
+    match_chunks,
     match_fields,
     match_query,
     match_values,
@@ -97,3 +99,39 @@ def test_the_query_finds_every_records_candidates_within_the_filter(
 def test_a_query_needs_some_record() -> None:
     with pytest.raises(AssertionError):
         match_query(CUSTOMER, "bc", [])
+
+
+_long_values = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=120
+).filter(lambda t: t.strip())
+
+
+@given(SIDES, st.lists(_long_values, min_size=1, max_size=120))
+def test_match_queries_are_chunked_by_the_length_of_their_text(
+    side: Side, values: list[str]
+) -> None:
+    keys = [(v.strip(),) for v in values]
+
+    chunks = match_chunks(CUSTOMER, side, keys)
+
+    assert [n for chunk in chunks for n in chunk] == list(range(len(keys)))
+    for chunk in chunks:
+        text = filters.to_odata(match_query(CUSTOMER, side, [keys[n] for n in chunk]))
+        assert len(text) <= filters.MAX_LENGTH or len(chunk) == 1
+        assert filters.parse(text) == match_query(CUSTOMER, side, [keys[n] for n in chunk])
+    for chunk, following in itertools.pairwise(chunks):
+        # Each chunk as full as the text allows: one more record would outgrow it
+        # (give or take the few characters the count is ahead).
+        more = match_query(CUSTOMER, side, [keys[n] for n in [*chunk, following[0]]])
+        assert len(filters.to_odata(more)) > filters.MAX_LENGTH - 8 * len(chunk) - 16
+
+
+def test_records_with_long_values_get_fewer_to_a_query() -> None:
+    short = [(f"C{n:05d}",) for n in range(300)]
+    long = [("O''Brien & Sons " * 6 + f"{n:05d}",) for n in range(300)]
+
+    assert len(match_chunks(CUSTOMER, "dataverse", short)) == 3
+    assert len(match_chunks(CUSTOMER, "dataverse", long)) > 10
+    # A record whose values alone outgrow the limit is asked for alone.
+    huge = [("a",), ("x" * filters.MAX_LENGTH,), ("b",)]
+    assert match_chunks(CUSTOMER, "bc", huge) == [[0], [1], [2]]

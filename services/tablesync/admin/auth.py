@@ -8,18 +8,45 @@ sends it with each API call it makes."""
 from __future__ import annotations
 
 import hmac
+import ipaddress
 
 import orjson
 import structlog
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["PUBLIC_PATHS", "PUBLIC_PREFIXES", "BearerAuth", "is_public"]
+__all__ = ["PUBLIC_PATHS", "PUBLIC_PREFIXES", "BearerAuth", "insecure_bind", "is_public"]
 
 log = structlog.get_logger()
 
 PUBLIC_PATHS = frozenset({"/healthz", "/"})
 PUBLIC_PREFIXES = ("/static/",)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name, or "": it may be reached from elsewhere
+
+
+def insecure_bind(host: str, token: str, default_token: str) -> str | None:
+    """Why serving on ``host`` with ``token`` is refused; None when it is not.
+
+    An empty token is refused anywhere; the default one, published with the
+    source, only on an address other machines may reach."""
+    if not token.strip():
+        return "TABLESYNC_ADMIN_TOKEN is empty: set it to a secret of your own"
+    if token == default_token and not is_loopback(host):
+        return (
+            f"the admin server would listen on {host or 'every address'} (TABLESYNC_ADMIN_HOST), "
+            "which other machines may reach, with the default TABLESYNC_ADMIN_TOKEN: set "
+            "TABLESYNC_ADMIN_TOKEN to a secret of your own, or TABLESYNC_ADMIN_HOST to 127.0.0.1"
+        )
+    return None
 
 
 def is_public(path: str) -> bool:

@@ -16,13 +16,14 @@ import uvicorn
 from tablesync.adapters.kafka import KafkaConnection, Topics
 from tablesync.adapters.kafka.lag import LagReader
 from tablesync.admin.app import create_app
+from tablesync.admin.auth import insecure_bind
 from tablesync.admin.lagwatch import LagMonitor
 from tablesync.admin.listen import bind
 from tablesync.admin.routes import AdminContext
 from tablesync.application import Operator
 from tablesync.errors import ConfigError
 from tablesync.runtime.health import Health
-from tablesync.settings import Settings
+from tablesync.settings import DEFAULT_TOKEN, Settings
 
 __all__ = ["AdminService"]
 
@@ -74,6 +75,14 @@ class AdminService:
         return f"http://{self.host}:{self.port}"
 
     def _bind(self) -> socket.socket | None:
+        refused = insecure_bind(
+            self.host, self.settings.admin_token.get_secret_value(), DEFAULT_TOKEN
+        )
+        if refused is not None:
+            if self.required:
+                raise ConfigError(refused)
+            log.error("admin_not_started", host=self.host, port=self.port, error=refused)
+            return None
         try:
             sock = bind(self.host, self.port)
         except OSError as exc:

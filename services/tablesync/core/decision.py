@@ -29,6 +29,7 @@ from tablesync.core.mappings import MappingSet, TableMapping, direction_of
 from tablesync.core.plan import (
     Create,
     Decision,
+    Fail,
     FetchCandidates,
     FetchDestination,
     Ignore,
@@ -96,6 +97,10 @@ class Facts:
     written_there_by: WriteTarget | None = None
     """The announced update of that record whose images ``written_there`` are:
     settled with the create it belongs to."""
+    refused: str | None = None
+    """A side refused a read this record's decision needs (a value it cannot
+    read in a query, say): why. The record fails with that reason; the
+    records read beside it go on."""
 
     @property
     def deleting(self) -> bool:
@@ -174,6 +179,9 @@ def decide(
         )
 
     event, t = f.event, f.triage
+    if f.refused is not None:
+        # Not decided on facts partly read: listed, and tried again later.
+        return Decided(Fail(f.refused))
     if isinstance(t, Ignore) and f.created_before is not None:
         # An interrupted create made the record before this version fell out
         # of scope: coupled as made, this version not synced.

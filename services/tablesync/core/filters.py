@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -63,6 +63,7 @@ __all__ = [
     "Or",
     "conjoin",
     "disjoin",
+    "disjoined_within",
     "evaluate",
     "is_property_name",
     "parse",
@@ -73,6 +74,8 @@ __all__ = [
 
 MAX_LENGTH = 4096
 """Longest filter text ``parse`` accepts, in characters."""
+
+T = TypeVar("T")
 
 MAX_DEPTH = 64
 """Deepest nesting of parentheses and ``not`` that ``parse`` accepts."""
@@ -625,6 +628,38 @@ def disjoin(*exprs: Expr | None) -> Expr | None:
         if expr is not None:
             result = expr if result is None else Or(result, expr)
     return result
+
+
+def disjoined_within(
+    items: Sequence[T],
+    alternative: Callable[[T], Expr],
+    *,
+    within: Expr | None = None,
+    limit: int = MAX_LENGTH,
+    most: int | None = None,
+) -> list[list[T]]:
+    """``items`` in order, in consecutive chunks whose alternatives, or-combined
+    and and-combined with ``within``, render in at most ``limit`` characters
+    (``to_odata``), and of at most ``most`` items: one request each that a
+    side's URL limits (and the grammar's ``MAX_LENGTH``) let through. An item
+    whose query is too long even alone is a chunk of its own, so the side
+    refuses that request only.
+
+    Lengths are counted as if every alternative were parenthesised and joined
+    by ``" or "``: never less than the text, at most a few characters more."""
+    base = len(to_odata(within)) + len("() and ()") if within is not None else 0
+    chunks: list[list[T]] = []
+    used = base
+    for item in items:
+        size = len(to_odata(alternative(item))) + len("() or ")
+        last = chunks[-1] if chunks else None
+        if last is None or used + size > limit or (most is not None and len(last) >= most):
+            chunks.append([item])
+            used = base + size
+        else:
+            last.append(item)
+            used += size
+    return chunks
 
 
 def validate_properties(

@@ -4,8 +4,9 @@ record, by the mapping's match fields (BC's "couple by match").
 A record takes part only when every match field holds some text. Values
 compare trimmed, and the way BC compares Code fields (ignoring case) unless
 the match field is case sensitive. The side is asked for the candidates of
-many records at once (``match_query``); each record then keeps those that
-equal it on every field (``matches``)."""
+many records at once (``match_query``; as many a query as its text has room
+for, ``match_chunks``); each record then keeps those that equal it on every
+field (``matches``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ from tablesync.core.events import FieldValue, Side
 from tablesync.core.fieldmap import same_value
 from tablesync.core.mappings import TableMapping
 
-__all__ = ["equal_match", "match_fields", "match_query", "match_values", "matches"]
+__all__ = [
+    "equal_match",
+    "match_chunks",
+    "match_fields",
+    "match_query",
+    "match_values",
+    "matches",
+]
 
 
 def match_fields(mapping: TableMapping, side: Side) -> tuple[str, ...]:
@@ -57,16 +65,32 @@ def match_query(mapping: TableMapping, side: Side, keys: Sequence[Sequence[str]]
     Equality asks the side for candidates only: how it compares text (case,
     padding) is its own, so ``matches`` decides which are the record's."""
     assert keys, "a match query needs at least one record's values"
-    names = match_fields(mapping, side)
-    alternatives = [
-        filters.conjoin(
-            *(filters.Compare(f, filters.Op.EQ, v) for f, v in zip(names, values, strict=True))
-        )
-        for values in keys
-    ]
+    alternatives = [_alternative(mapping, side, values) for values in keys]
     query = filters.conjoin(filters.disjoin(*alternatives), mapping.filter(side))
     assert query is not None
     return query
+
+
+def match_chunks(
+    mapping: TableMapping, side: Side, keys: Sequence[Sequence[str]]
+) -> list[list[int]]:
+    """The positions in ``keys`` asked for together, one ``match_query`` each:
+    as many records a query as its text leaves room for, however long their
+    values are (a record whose values make too long a query is asked alone)."""
+    return filters.disjoined_within(
+        range(len(keys)),
+        lambda n: _alternative(mapping, side, keys[n]),
+        within=mapping.filter(side),
+    )
+
+
+def _alternative(mapping: TableMapping, side: Side, values: Sequence[str]) -> filters.Expr:
+    names = match_fields(mapping, side)
+    alternative = filters.conjoin(
+        *(filters.Compare(f, filters.Op.EQ, v) for f, v in zip(names, values, strict=True))
+    )
+    assert alternative is not None
+    return alternative
 
 
 def _text(value: object) -> str:

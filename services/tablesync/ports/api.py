@@ -22,6 +22,10 @@ class SideApi(Protocol):
     Throttling (429) and transient failures (5xx, connection errors) are
     retried inside the adapter; ``ApiUnavailable`` is raised only when the
     retry budget is spent, ``ApiAuthError`` when credentials are refused.
+    A read the side refuses raises ``ReadRefused`` with the entity set, its
+    status and the side's reason: for the query (a 4xx other than 401/403:
+    too long, an unknown property), or, as ``ReadUnauthorized`` (an
+    ``ApiAuthError`` too), for the credentials or a permission.
     A refusal of one record never raises: it is that record's ``Rejected``.
     """
 

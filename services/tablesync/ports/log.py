@@ -24,6 +24,8 @@ from datetime import datetime
 from typing import Literal, NamedTuple, Protocol
 
 __all__ = [
+    "MAX_MESSAGE_BYTES",
+    "RECORD_OVERHEAD_BYTES",
     "Captured",
     "ConsumerFactory",
     "ConsumerRecord",
@@ -34,6 +36,7 @@ __all__ = [
     "PartitionHook",
     "Publisher",
     "TopicPartition",
+    "message_size",
 ]
 
 
@@ -82,6 +85,21 @@ class Message:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+MAX_MESSAGE_BYTES = 1 << 20
+"""The largest message the log takes by default: Kafka's producer limit
+(``max.request.size``), just under the broker's ``message.max.bytes``."""
+RECORD_OVERHEAD_BYTES = 82
+"""What a record adds to its key, value and headers at most (Kafka's record
+batch header and record overhead, as its producer counts them)."""
+
+
+def message_size(message: Message) -> int:
+    """The size the log counts a message at, against its limit."""
+    headers = sum(len(name.encode()) + len(value) for name, value in message.headers)
+    key = len(message.key) if message.key is not None else 0
+    return RECORD_OVERHEAD_BYTES + key + len(message.value) + headers
+
+
 class Publisher(Protocol):
     async def publish(self, message: Message) -> tuple[int, int]:
         """Appends one message; returns (partition, offset) once the log has it."""
@@ -89,7 +107,9 @@ class Publisher(Protocol):
 
     async def publish_many(self, messages: Iterable[Message]) -> list[tuple[int, int]]:
         """Appends every message and returns their (partition, offset) acks in
-        the order given; the order of the messages of one partition is kept."""
+        the order given; the order of the messages of one partition is kept.
+        A message over the log's size limit raises ``MessageTooLarge`` naming
+        it, and none of the messages is appended."""
         ...
 
     async def partitions_for(self, topic: str) -> list[int]:

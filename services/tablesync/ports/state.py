@@ -384,13 +384,32 @@ class Checkpoints(Protocol):
 
 
 class Singleton(Protocol):
-    """One holder at a time across processes (the coordinator's)."""
+    """A lease on one name (the coordinator's, capture's of one side): at
+    most one holder at a time across processes, each instance of an
+    implementation one holder.
 
-    async def try_hold(self) -> bool:
-        """Takes the hold if free; True while this holder has it."""
+    A hold lasts ``ttl_s`` from the call that took or renewed it, by the
+    database's clock, and ends then unless renewed: a holder that dies or is
+    cut off from the database frees it within ``ttl_s``, without anyone's
+    help, and a database restart does not end it. The epoch tells one hold
+    from the next: it stays the same while a holder renews without a gap
+    and is greater each time a holder takes the lease anew."""
+
+    @property
+    def ttl_s(self) -> float:
+        """How long a hold lasts after the ``try_hold`` that took or renewed it."""
         ...
 
-    async def release(self) -> None: ...
+    async def try_hold(self) -> int | None:
+        """Takes the lease when it is free or expired, or renews it when this
+        holder has it: its epoch, or None while another holder has it. A
+        holder whose own hold expired takes it anew, with a greater epoch."""
+        ...
+
+    async def release(self) -> None:
+        """Ends this holder's hold, if it has one: the next ``try_hold`` of
+        anyone may take it. Releasing what one does not hold changes nothing."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,16 @@ Three loops share one producer:
   direct read does not find it either, and a scan that would remove more than
   ``delete_scan_max_share`` of a mapping's couplings (and more than
   ``delete_scan_min_cap`` records) stops and raises an alert instead of
-  publishing."""
+  publishing.
+
+A poll by stamp publishes and checkpoints page by page (the pages come in
+stamp order): a long backlog is never held in memory whole, and a failure
+keeps what the pages before it moved. A row whose event is over the log's
+size limit goes to the dead-letter topic (its id, size and the limit) and
+its table goes on. A read the side refuses is waited out on its table only.
+
+One capture per side works at a time: it works while it holds the side's
+lease (``runtime.lease``); a second process of the side waits as its standby."""
 
 from __future__ import annotations
 
@@ -54,16 +63,26 @@ from tablesync.core.capture_rules import (
 from tablesync.core.events import RecordChanged, Side, SnapshotEnd, SnapshotRequested
 from tablesync.core.records import Row
 from tablesync.core.topics import Topics
-from tablesync.errors import ChangeTrackingUnavailable, DecodeError, DeltaLinkExpired
+from tablesync.errors import (
+    ChangeTrackingUnavailable,
+    DecodeError,
+    DeltaLinkExpired,
+    MessageTooLarge,
+    ReadRefused,
+)
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock
 from tablesync.ports.log import ConsumerFactory, Message, Publisher, TopicPartition
-from tablesync.ports.state import StateStores
+from tablesync.ports.state import Singleton, StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription, next_offsets
+from tablesync.runtime.deadletter import DeadLetters
 from tablesync.runtime.health import Beat, Loops, no_beat, unwatched
+from tablesync.runtime.lease import Lease, LeasedPublisher
+from tablesync.runtime.refused import noted
 from tablesync.runtime.stopping import sleep_or_stop
 from tablesync.runtime.streams import read_ahead
+from tablesync.runtime.together import together
 from tablesync.settings import Settings
 
 __all__ = ["CaptureService"]
@@ -106,15 +125,23 @@ class CaptureService:
         codec: Codec,
         clock: Clock,
         topics: Topics,
+        singleton: Singleton,
         loops: Loops = unwatched,
     ) -> None:
         self.settings = settings
         self.side = side
         self._loops = loops
         self._snapshot_beat: Beat = no_beat
+        self._beats: dict[str, Beat] = {}
         self.checkpoints = stores.checkpoints
         self.api = api
-        self.publisher = publisher
+        self.lease = Lease(
+            singleton, what=f"capture {side}", clock=clock, renew_s=settings.sync.lease_renew_s
+        )
+        self.publisher = LeasedPublisher(publisher, self.lease)
+        self.deadletters = DeadLetters(
+            self.publisher, topics.deadletter, f"{topics.prefix}tablesync.capture.{side}"
+        )
         self.consumers = consumers
         self.codec = codec
         self.clock = clock
@@ -129,19 +156,37 @@ class CaptureService:
         self.published = 0
 
     async def run(self, stop: asyncio.Event) -> None:
+        await self.lease.serve(stop, self._work, standby=self._standing_by)
+
+    def _loop(self, name: str, every_s: float = 0.0) -> Beat:
+        beat = self._beats[name] = self._loops(name, every_s=every_s)
+        return beat
+
+    def _standing_by(self) -> None:
+        # A standby waiting for the lease is ready, also after it held it once.
+        for beat in self._beats.values():
+            beat()
+
+    async def _work(self, stop: asyncio.Event) -> None:
         mappings = await self.mapping_store.load()
         tables = mappings.tables(self.side)
-        log.info("capture_started", side=self.side, tables=list(tables))
+        log.info("capture_started", side=self.side, tables=list(tables), epoch=self.lease.epoch)
         loops = [self._poll_loop(t, stop) for t in tables]
         loops.append(self._snapshot_loop(stop))
         loops.append(self._deletion_loop(tables, stop))
-        await asyncio.gather(*loops)
+        await together(*loops)
         log.info("capture_stopped", side=self.side, published=self.published)
 
     async def _guarded(self, what: str, stop: asyncio.Event, step: Any) -> None:
-        """Runs one step of a loop; a transient failure is logged and retried later."""
+        """Runs one step of a loop; a transient failure is logged and retried
+        later. A read the side refuses (a permission, a query it will not
+        serve) is one too: the step's table waits for an operator to fix it,
+        each try logged with the side's reason, while the others go on."""
         try:
             await step()
+        except ReadRefused as refused:
+            noted(refused, capture=self.side, step=what)
+            await sleep_or_stop(stop, 1.0)
         except TRANSIENT as exc:
             log.warning(
                 "capture_transient_failure",
@@ -156,7 +201,7 @@ class CaptureService:
     async def _poll_loop(self, table: str, stop: asyncio.Event) -> None:
         state: _TableState | None = None
         interval = self.settings.sync.poll_interval_s
-        beat = self._loops(f"capture {self.side} {table}", every_s=interval)
+        beat = self._loop(f"capture {self.side} {table}", every_s=interval)
         while not stop.is_set():
             beat()
             started = self.clock.monotonic()
@@ -182,6 +227,12 @@ class CaptureService:
             state = _TableState(stored, resume_from=stored - self._lookback)
         if self.side == "dataverse" and self.settings.sync.change_tracking:
             state.delta_link = await self.checkpoints.delta_link(self.side, table)
+            if state.delta_link is None and stored is not None:
+                # A capture before this one published rows and stopped before it
+                # kept a link (killed, or its lease lost): their deletions since
+                # are in no delta, and the read for a new link lists none. A scan
+                # finds them, as after a link that expired.
+                self._scan_due.add(table)
         else:
             state.tracking = False
             self._tracked[table] = False
@@ -192,7 +243,12 @@ class CaptureService:
         return timedelta(seconds=self.settings.sync.lookback_s)
 
     async def _store_checkpoint(self, table: str, watermark: datetime) -> None:
+        self.lease.check()
         await self.checkpoints.store_watermark(self.side, table, watermark)
+
+    async def _store_delta_link(self, table: str, link: str | None) -> None:
+        self.lease.check()
+        await self.checkpoints.store_delta_link(self.side, table, link)
 
     async def _poll_once(self, table: str, state: _TableState) -> None:
         if state.tracking is not False:
@@ -214,7 +270,7 @@ class CaptureService:
                 self._scan_due.add(table)
                 state.delta_link = None
                 state.resume_from = state.watermark - self._lookback
-                await self.checkpoints.store_delta_link(self.side, table, None)
+                await self._store_delta_link(table, None)
                 await self._follow_changes(table, state)
                 return
         await self._poll_stamps(table, state)
@@ -229,7 +285,7 @@ class CaptureService:
         self._tracked[table] = False
         if state.delta_link is not None:
             state.delta_link = None
-            await self.checkpoints.store_delta_link(self.side, table, None)
+            await self._store_delta_link(table, None)
             self._scan_due.add(table)
 
     async def _follow_changes(self, table: str, state: _TableState) -> None:
@@ -265,7 +321,7 @@ class CaptureService:
             await self._store_checkpoint(table, newest)
             state.watermark = newest
         if moved:
-            await self.checkpoints.store_delta_link(self.side, table, next_link)
+            await self._store_delta_link(table, next_link)
             state.delta_link = next_link
         state.resume_from = None
         state.recent = forget_before(state.recent, state.watermark - self._lookback)
@@ -295,7 +351,8 @@ class CaptureService:
 
     async def _poll_stamps(self, table: str, state: _TableState) -> None:
         """Rows stamped since the watermark less the overlap, or less the whole look-back
-        every ``lookback_interval_s``; versions published already are skipped."""
+        every ``lookback_interval_s``; versions published already are skipped. Each page
+        (in stamp order) is published, then checkpointed, before the next is read."""
         sync = self.settings.sync
         overlap = timedelta(seconds=sync.poll_overlap_s)
         now = self.clock.monotonic()
@@ -303,35 +360,35 @@ class CaptureService:
         since = state.watermark - (self._lookback if wide else overlap)
         if state.floor is not None:
             since = max(since, state.floor)
-        newest = state.watermark
-        read: list[Row] = []
-        async for page in self.api.changed_since(table, since):
-            read.extend(page)
-            for row in page:
-                newest = max(newest, row.modified_at)
-        fresh = unpublished(read, state.recent)
-        if fresh:
-            await self._publish_rows(table, fresh, job_id=None)
-            state.recent = remember(state.recent, fresh)
-        if state.known is not None:
-            state.known.update((r.id, version_of(r)) for r in read)
         passed = state.watermark - overlap
-        late = sum(1 for r in fresh if r.modified_at < passed) if state.polls else 0
+        first_poll = state.polls == 0
+        captured = late = 0
+        async for page in self.api.changed_since(table, since):
+            fresh = unpublished(page, state.recent)
+            if fresh:
+                await self._publish_rows(table, fresh, job_id=None)
+                state.recent = remember(state.recent, fresh)
+                captured += len(fresh)
+                if not first_poll:
+                    late += sum(1 for r in fresh if r.modified_at < passed)
+            if state.known is not None:
+                state.known.update((r.id, version_of(r)) for r in page)
+            newest = max((row.modified_at for row in page), default=state.watermark)
+            if newest > state.watermark:
+                faults.point("capture.before_checkpoint", table)
+                await self._store_checkpoint(table, newest)
+                state.watermark = newest
         if wide:
             state.last_lookback = now
         state.polls += 1
-        if newest > state.watermark:
-            faults.point("capture.before_checkpoint", table)
-            await self._store_checkpoint(table, newest)
-            state.watermark = newest
         state.recent = forget_before(state.recent, state.watermark - self._lookback)
-        if fresh:
+        if captured:
             metrics.late_rows(self.side, table, late)
             log.info(
                 "changes_captured",
                 side=self.side,
                 table=table,
-                rows=len(fresh),
+                rows=captured,
                 late=late,
                 watermark=state.watermark.isoformat(),
             )
@@ -376,9 +433,12 @@ class CaptureService:
     async def _publish_rows(
         self, table: str, rows: Sequence[Row], job_id: str | None
     ) -> list[tuple[int, int]]:
+        """Publishes an event per row; a row whose event the log refuses as too
+        large goes to the dead-letter topic instead (id, size and limit) and
+        the others are published: one such row never stops its table."""
         topic = self.topics.cdc(self.side, table)
         now = self.clock.now()
-        messages = [
+        pending = [
             Message(
                 topic,
                 row.id.encode(),
@@ -399,8 +459,17 @@ class CaptureService:
             )
             for row in rows
         ]
-        acks = await self.publisher.publish_many(messages)
-        self.published += len(messages)
+        while True:
+            try:
+                acks = await self.publisher.publish_many(pending)
+                break
+            except MessageTooLarge as refused:
+                # Nothing of the call was appended: the rest goes again without it.
+                at = next(i for i, m in enumerate(pending) if m.key == refused.key)
+                await self.deadletters.send_oversized(
+                    refused, (pending.pop(at).key or b"").decode()
+                )
+        self.published += len(acks)
         return acks
 
     # Snapshots for jobs
@@ -409,7 +478,7 @@ class CaptureService:
         """One request at a time, committed once it is served: a restart
         serves the one it was on again, and a job's snapshot is published
         only once (``begin_snapshot``)."""
-        self._snapshot_beat = self._loops(f"capture {self.side} snapshots")
+        self._snapshot_beat = self._loop(f"capture {self.side} snapshots")
         loop = ConsumeLoop(
             self.consumers,
             Subscription(
@@ -531,7 +600,7 @@ class CaptureService:
     async def _deletion_loop(self, tables: Sequence[str], stop: asyncio.Event) -> None:
         interval = self.settings.sync.delete_scan_interval_s
         tracked_every = self.settings.sync.tracked_delete_scan_interval_s
-        beat = self._loops(f"capture {self.side} deletions", every_s=interval)
+        beat = self._loop(f"capture {self.side} deletions", every_s=interval)
         beat()
         scanned: dict[str, float] = {}
         while not await sleep_or_stop(stop, interval):

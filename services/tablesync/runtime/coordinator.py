@@ -8,8 +8,9 @@ jobs created, snapshots requested, every partition of every source topic
 reported finished — before it commits the step's offset and reads the next,
 so a restarted coordinator resumes at the step it was on. Job ids are derived
 from the run, mapping and direction, which makes a resumed step find its own
-jobs instead of starting new ones. One coordinator runs at a time: it holds a
-PostgreSQL advisory lock."""
+jobs instead of starting new ones. One coordinator runs at a time: it works
+while it holds its lease (``runtime.lease``), and a standby takes over when
+the holder stops, dies or is cut off from the database."""
 
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ from tablesync.ports.state import Singleton, StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription, next_offsets
 from tablesync.runtime.health import Loops, unwatched
+from tablesync.runtime.lease import Lease, LeasedPublisher
 from tablesync.runtime.stopping import sleep_or_stop
+from tablesync.runtime.together import together
 from tablesync.settings import Settings
 
 __all__ = ["CoordinatorService", "step_job_id"]
@@ -71,13 +74,15 @@ class CoordinatorService:
         loops: Loops = unwatched,
     ) -> None:
         self.settings = settings
-        self.singleton = singleton
+        self.lease = Lease(
+            singleton, what="coordinator", clock=clock, renew_s=settings.sync.lease_renew_s
+        )
         self._commands_beat = loops("coordinator commands")
         self._outcomes_beat = loops("coordinator outcomes")
         self._housekeeping_beat = loops(
             "coordinator housekeeping", every_s=_CLOSE_CONTINUOUS_EVERY_S
         )
-        self.publisher = publisher
+        self.publisher = LeasedPublisher(publisher, self.lease)
         self.consumers = consumers
         self.codec = codec
         self.clock = clock
@@ -88,27 +93,16 @@ class CoordinatorService:
         self.steps_done = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        if not await self._hold(stop):
-            return
-        try:
-            await asyncio.gather(
-                self._command_loop(stop), self._outcome_loop(stop), self._housekeeping(stop)
-            )
-        finally:
-            await self.singleton.release()
+        await self.lease.serve(stop, self._work, standby=self._standing_by)
 
-    async def _hold(self, stop: asyncio.Event) -> bool:
-        """Waits to be the one coordinator; False when a stop came first."""
-        while not stop.is_set():
-            # A coordinator waiting for the lock is a ready stand-by.
-            for beat in (self._commands_beat, self._outcomes_beat, self._housekeeping_beat):
-                beat()
-            if await self.singleton.try_hold():
-                log.info("coordinator_started")
-                return True
-            log.info("coordinator_waiting_for_lock")
-            await sleep_or_stop(stop, 2.0)
-        return False
+    def _standing_by(self) -> None:
+        # A coordinator waiting for the lease is a ready standby.
+        for beat in (self._commands_beat, self._outcomes_beat, self._housekeeping_beat):
+            beat()
+
+    async def _work(self, stop: asyncio.Event) -> None:
+        log.info("coordinator_started", epoch=self.lease.epoch)
+        await together(self._command_loop(stop), self._outcome_loop(stop), self._housekeeping(stop))
 
     async def _command_loop(self, stop: asyncio.Event) -> None:
         async def handle(batch: Batch) -> dict[TopicPartition, int] | None:

@@ -3,7 +3,11 @@ retry statuses and known deletions, the coupled counterparts as they are now,
 match candidates, the records interrupted creates made, and the writes that
 attempts which did not commit announced. What the facts mean is decided in
 ``tablesync.core`` (``recovery``, ``matching``, ``decision``); this module
-asks the sides and the state database, many records at a time."""
+asks the sides and the state database, many records at a time.
+
+A read a side refuses for what it asks (``runtime.refused``) is narrowed
+down to the records it refuses; those fail with the side's reason, the
+others are decided on what was read."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from tablesync.core.effects import BatchEffects, DueRecord, Intent, blocking, ma
 from tablesync.core.events import RecordChanged, Side, other_side
 from tablesync.core.fieldmap import LookupKey
 from tablesync.core.mappings import TableMapping
-from tablesync.core.matching import match_query, match_values, matches
+from tablesync.core.matching import match_chunks, match_query, match_values, matches
 from tablesync.core.plan import FetchCandidates, FetchDestination, Ignore
 from tablesync.core.records import Row
 from tablesync.core.recovery import (
@@ -32,6 +36,8 @@ from tablesync.core.recovery import (
     recent_query,
     sent_by,
 )
+from tablesync.errors import ReadRefused
+from tablesync.runtime.refused import narrowed, refusal_message
 from tablesync.runtime.together import together
 from tablesync.runtime.work import Item, Scope, Work
 
@@ -40,8 +46,6 @@ __all__ = ["Reader"]
 log = structlog.get_logger()
 
 _SIDES: tuple[Side, Side] = ("bc", "dataverse")
-# Records matched per query: the query's alternatives stay within URL limits.
-_MATCH_CHUNK = 40
 
 
 class Reader:
@@ -112,7 +116,11 @@ class Reader:
         if uncoupled:
             await self._recover_uncoupled(uncoupled, _seen_deleted(effects))
         await self.fetch_destinations(work)
-        still = [w for w in uncoupled if isinstance(w.facts.triage, FetchCandidates)]
+        still = [
+            w
+            for w in uncoupled
+            if isinstance(w.facts.triage, FetchCandidates) and w.facts.refused is None
+        ]
         if still:
             await self._fetch_candidates(still)
 
@@ -122,7 +130,6 @@ class Reader:
         before capture took its first delta link has no deletion to come after
         its create; and an old version replayed after a deletion is not a record
         any more. A snapshot's rows were just read: their creates go ahead."""
-        mapping = self.scope.mapping
         for side in _SIDES:
             group = [
                 w
@@ -135,8 +142,9 @@ class Reader:
             if not group:
                 continue
             ids = sorted({w.event.record_id for w in group})
-            present = await self.scope.apis[side].get_many(mapping.table(side), ids)
-            there = {rid.lower() for rid in present}
+            present, refused = await self._read_ids(side, ids)
+            # A read the side refuses finds nothing gone: the create decides.
+            there = {rid.lower() for rid in (*present, *refused)}
             for w in group:
                 if w.event.record_id.lower() not in there:
                     # Its own announced create, if any, is settled as that of
@@ -174,11 +182,16 @@ class Reader:
         for w in work:
             if isinstance(t := w.facts.triage, FetchDestination):
                 wanted[t.side].add(t.record_id)
-        rows = await self._get_many(wanted)
+        rows, refused = await self._get_many(wanted)
+        for w in work:
+            if isinstance(t := w.facts.triage, FetchDestination) and (
+                why := refused.get((t.side, t.record_id))
+            ):
+                w.facts = replace(w.facts, refused=refusal_message(why))
         await self._load_written_here(work)
         checked: list[tuple[Work, tuple[Check, ...]]] = []
         for w in work:
-            if isinstance(t := w.facts.triage, FetchDestination):
+            if isinstance(t := w.facts.triage, FetchDestination) and w.facts.refused is None:
                 destination = rows.get((t.side, t.record_id))
                 changed, checks = destination_checks(
                     w.event, t, destination, deleting=w.facts.deleting
@@ -209,20 +222,43 @@ class Reader:
             if images is not None:
                 w.facts = replace(w.facts, written_here=tuple(images))
 
-    async def _get_many(self, wanted: dict[Side, set[str]]) -> dict[tuple[Side, str], Row]:
-        mapping = self.scope.mapping
+    async def _get_many(
+        self, wanted: dict[Side, set[str]]
+    ) -> tuple[dict[tuple[Side, str], Row], dict[tuple[Side, str], ReadRefused]]:
+        """The records of each side by id, and the ids whose read a side refused."""
 
-        async def one(side: Side, ids: set[str]) -> dict[tuple[Side, str], Row]:
-            if not ids:
-                return {}
-            found = await self.scope.apis[side].get_many(mapping.table(side), sorted(ids))
-            return {(side, rid): row for rid, row in found.items()}
+        async def one(
+            side: Side, ids: set[str]
+        ) -> tuple[dict[tuple[Side, str], Row], dict[tuple[Side, str], ReadRefused]]:
+            found, refused = await self._read_ids(side, sorted(ids))
+            return (
+                {(side, rid): row for rid, row in found.items()},
+                {(side, rid): why for rid, why in refused.items()},
+            )
 
-        results = await together(*(one(s, ids) for s, ids in wanted.items()))
         merged: dict[tuple[Side, str], Row] = {}
-        for r in results:
-            merged.update(r)
-        return merged
+        refusals: dict[tuple[Side, str], ReadRefused] = {}
+        for rows, refused in await together(*(one(s, ids) for s, ids in wanted.items())):
+            merged.update(rows)
+            refusals.update(refused)
+        return merged, refusals
+
+    async def _read_ids(
+        self, side: Side, ids: Sequence[str]
+    ) -> tuple[dict[str, Row], dict[str, ReadRefused]]:
+        """``get_many`` of ``ids`` on ``side``, narrowed to the ids it refuses."""
+        if not ids:
+            return {}, {}
+        api, table = self.scope.apis[side], self.scope.mapping.table(side)
+
+        async def read(chunk: Sequence[str]) -> dict[str, Row]:
+            return await api.get_many(table, list(chunk))
+
+        parts, refused = await narrowed(ids, read, mapping=self.mapping_name, read="get_many")
+        found: dict[str, Row] = {}
+        for part in parts:
+            found.update(part)
+        return found, refused
 
     async def _recover_uncoupled(
         self, work: list[Work], seen: frozenset[tuple[Side, str]] = frozenset()
@@ -352,24 +388,36 @@ class Reader:
             return
         by_id = {i.dest_id: w for w in work if (i := w.facts.intent) and i.dest_id}
         if by_id:
-            found = await self.scope.apis[dest].get_many(mapping.table(dest), sorted(by_id))
+            found, refused = await self._read_ids(dest, sorted(by_id))
             for rid, row in found.items():
                 by_id[rid].facts = replace(by_id[rid].facts, created_before=row)
+            for rid, why in refused.items():
+                by_id[rid].facts = replace(by_id[rid].facts, refused=refusal_message(why))
         unknown = [(w, i) for w in work if (i := w.facts.intent) and not i.dest_id]
         if not unknown:
             return
         # BC chose the id, and the crash lost it: the record is the one
         # created since the intent whose values are the ones we sent.
-        recent = await self.scope.apis[dest].find(
-            mapping.table(dest), recent_query(mapping, dest, [i for _, i in unknown])
+        api, table = self.scope.apis[dest], mapping.table(dest)
+
+        async def read(part: Sequence[int]) -> list[Row]:
+            return await api.find(table, recent_query(mapping, dest, [unknown[n][1] for n in part]))
+
+        parts, unread = await narrowed(
+            range(len(unknown)), read, mapping=self.mapping_name, read="recent creates"
         )
+        for n, why in unread.items():
+            w = unknown[n][0]
+            w.facts = replace(w.facts, refused=refusal_message(why))
+        asked = [pair for n, pair in enumerate(unknown) if n not in unread]
+        recent = [row for part in parts for row in part]
         recent_ids = [r.id for r in recent]
         coupled = await self.scope.couplings.coupled_among(self.mapping_name, dest, recent_ids)
         named = await self.scope.state.named_by_intents(
             self.mapping_name, other_side(dest), recent_ids
         )
-        sents = [sent_by(i, w.event, mapping, self.scope.mappings) for w, i in unknown]
-        for (w, _), made in zip(unknown, made_records(sents, recent, coupled | named), strict=True):
+        sents = [sent_by(i, w.event, mapping, self.scope.mappings) for w, i in asked]
+        for (w, _), made in zip(asked, made_records(sents, recent, coupled | named), strict=True):
             if made is not None:
                 w.facts = replace(w.facts, created_before=made)
 
@@ -381,21 +429,34 @@ class Reader:
             for w in work
             if (values := match_values(mapping, source, w.event.fields)) is not None
         ]
-        chunks = [keyed[i : i + _MATCH_CHUNK] for i in range(0, len(keyed), _MATCH_CHUNK)]
-        await together(*(self._match_chunk(mapping, dest, chunk) for chunk in chunks))
+        chunks = match_chunks(mapping, dest, [values for _, values in keyed])
+        await together(
+            *(self._match_chunk(mapping, dest, [keyed[n] for n in chunk]) for chunk in chunks)
+        )
 
     async def _match_chunk(
         self, mapping: TableMapping, dest: Side, chunk: list[tuple[Work, tuple[str, ...]]]
     ) -> None:
-        query = match_query(mapping, dest, [values for _, values in chunk])
-        rows = await self.scope.apis[dest].find(mapping.table(dest), query)
+        api, table = self.scope.apis[dest], mapping.table(dest)
+
+        async def read(part: Sequence[int]) -> list[Row]:
+            return await api.find(table, match_query(mapping, dest, [chunk[n][1] for n in part]))
+
+        parts, refused = await narrowed(
+            range(len(chunk)), read, mapping=self.mapping_name, read="match"
+        )
+        for n, why in refused.items():
+            w = chunk[n][0]
+            w.facts = replace(w.facts, refused=refusal_message(why))
+        rows = [row for part in parts for row in part]
         coupled = await self.scope.couplings.coupled_among(
             self.mapping_name, dest, [r.id for r in rows]
         )
         free = [r for r in rows if r.id not in coupled]
         for w, values in chunk:
-            candidates = tuple(r for r in free if matches(mapping, dest, r.fields, values))
-            w.facts = replace(w.facts, candidates=candidates)
+            if w.facts.refused is None:
+                candidates = tuple(r for r in free if matches(mapping, dest, r.fields, values))
+                w.facts = replace(w.facts, candidates=candidates)
 
     async def resolve_lookups(self, work: list[Work]) -> dict[LookupKey, str]:
         mapping = self.scope.mapping
@@ -433,8 +494,12 @@ class Reader:
             )
             rest = [sid for sid in ids if sid not in coupled]
             table = mapping.table(source)
-            found = await self.scope.apis[source].get_many(table, rest) if rest else {}
+            found, refused = await self._read_ids(source, rest)
             for sid in rest:
+                if sid in refused:
+                    # Neither a version nor a deletion: its intent stays open,
+                    # and is settled once the side serves the read.
+                    continue
                 row = found.get(sid)
                 events.append(
                     event_of(row, source, table)

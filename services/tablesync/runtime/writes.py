@@ -76,12 +76,13 @@ class Writer:
             # lost these partitions while it was frozen must not write on.
             await self.scope.state.check_epochs(self.mapping_name, held)
         results = await together(
-            *(self._write_side(mapping, side, pairs) for side, pairs in ops.items() if pairs)
+            *(self._answers(mapping, side, pairs) for side, pairs in ops.items() if pairs)
         )
-        answered = [(w, result) for pairs in results for w, result in pairs]
+        answered = [(w, result) for pairs, _ in results for w, result in pairs]
         # What the creates made is kept at once (even when another write of
-        # the batch is refused for throttling and the batch is tried again):
-        # the next attempt finds those records by id, or knows them deleted.
+        # the batch is refused for throttling, or the other side's call failed,
+        # and the batch is tried again): the next attempt finds those records
+        # by id, or knows them deleted.
         made: list[tuple[Side, str, str]] = []
         for w, result in answered:
             rid = made_id(w.decision, result, announced=w.performed.create_announced)
@@ -92,6 +93,9 @@ class Writer:
         # it a record made and then deleted by a user is created again), and
         # it decides nothing: the claim on these records is still this one's.
         await _kept(lambda: self.scope.state.record_made(self.mapping_name, made))
+        for _, failed in results:
+            if failed is not None:
+                raise failed
         unavailable = first_unavailable((write_side(w.decision), r) for w, r in answered)
         if unavailable is not None:
             raise unavailable
@@ -192,6 +196,16 @@ class Writer:
                 # A source changed meanwhile keeps its value; its own change syncs next.
                 if isinstance(result, Written) and result.row is not None:
                     w.done = replace(w.performed, source_after=result.row)
+
+    async def _answers(
+        self, mapping: TableMapping, side: Side, pairs: list[tuple[Work, WriteOp]]
+    ) -> tuple[list[tuple[Work, WriteResult]], BaseException | None]:
+        """One side's answers, or the transient failure of its call: a side that
+        went away never loses what the other side's call (beside it) made."""
+        try:
+            return await self._write_side(mapping, side, pairs), None
+        except TRANSIENT as exc:
+            return [], exc
 
     async def _write_side(
         self, mapping: TableMapping, side: Side, pairs: list[tuple[Work, WriteOp]]

@@ -11,9 +11,11 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from tablesync.adapters.kafka.connection import KafkaConnection
-from tablesync.ports.log import Message
+from tablesync.errors import MessageTooLarge
+from tablesync.ports.log import MAX_MESSAGE_BYTES, Message
 
 __all__ = ["KafkaPublisher", "Message"]
 
@@ -38,6 +40,7 @@ class KafkaPublisher:
             acks="all",
             linger_ms=5,
             max_batch_size=1 << 20,
+            max_request_size=MAX_MESSAGE_BYTES,
             request_timeout_ms=30000,
         )
 
@@ -59,9 +62,16 @@ class KafkaPublisher:
         return (await self.publish_many([message]))[0]
 
     async def publish_many(self, messages: Iterable[Message]) -> list[tuple[int, int]]:
-        """Sends every message, then waits for all acks; order per partition is kept."""
+        """Sends every message, then waits for all acks; order per partition is kept.
+        One over the producer's size limit is refused before any is sent: the
+        producer would refuse it on its own only after sending the ones before."""
+        batch = list(messages)
+        for m in batch:
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(m.key, m.value, list(m.headers))
+            if size > MAX_MESSAGE_BYTES:
+                raise MessageTooLarge(m.topic, m.key, size, MAX_MESSAGE_BYTES)
         futures: list[asyncio.Future[object]] = []
-        for m in messages:
+        for m in batch:
             futures.append(
                 await self._producer.send(
                     m.topic,

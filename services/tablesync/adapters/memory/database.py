@@ -479,7 +479,7 @@ class MemoryDatabase:
         self.clock: Clock = clock or SystemClock()
         self.pause = pause
         self.t = Tables()
-        self.holders: dict[int, object] = {}
+        self.holders: dict[str, Any] = {}
         # Claimed records, (mapping, side, id) -> holder: as holders above.
         self.claims: dict[tuple[str, Side, str], object] = {}
 

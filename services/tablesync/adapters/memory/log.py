@@ -31,6 +31,10 @@ What it keeps of Kafka, as aiokafka shows it to the services:
   generation the group has left behind, its ``CommitFailedError``: the
   ``KafkaError`` subclasses the services meet on the broker and retry.
 
+A message over ``max_message_bytes`` (``ports.log.message_size``) is
+refused with ``MessageTooLarge`` before any of its call is appended, as the
+Kafka adapter refuses one over its producer's limit.
+
 Not modelled: replication, retention, transactions, and a live member being
 dropped for taking longer than ``max_poll_interval_ms`` between batches.
 
@@ -60,14 +64,17 @@ from aiokafka.errors import (
 from aiokafka.partitioner import murmur2
 
 from tablesync.core.topics import TopicSpec
+from tablesync.errors import MessageTooLarge
 from tablesync.ports.clock import Clock, SystemClock
 from tablesync.ports.log import (
+    MAX_MESSAGE_BYTES,
     Captured,
     ConsumerRecord,
     Message,
     OffsetReset,
     PartitionHook,
     TopicPartition,
+    message_size,
 )
 
 __all__ = [
@@ -128,8 +135,10 @@ class MemoryBroker:
         rng: random.Random | None = None,
         session_timeout_s: float = 10.0,
         pause: Pause | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
+        self.max_message_bytes = max_message_bytes
         self.rng = rng or random.Random(0)
         self.session_timeout_s = session_timeout_s
         self.pause = pause
@@ -629,6 +638,10 @@ class MemoryPublisher:
         batch = list(messages)
         if not batch:
             return []
+        limit = self._broker.max_message_bytes
+        for m in batch:
+            if (size := message_size(m)) > limit:
+                raise MessageTooLarge(m.topic, m.key, size, limit)
         topics = ",".join(sorted({m.topic for m in batch}))
         await self._broker._pause(f"publish {topics}")
         acks = self._broker._append_all(batch)

@@ -19,11 +19,19 @@ from uuid import UUID
 import structlog
 
 from tablesync.adapters.odata.entities import EntitySpec, SpecSource
-from tablesync.adapters.odata.http import ODataHttp, error_message
+from tablesync.adapters.odata.http import ODataHttp, Reply, error_message
 from tablesync.adapters.odata.rows import to_row
 from tablesync.adapters.odata.stats import ApiStats
 from tablesync.core.events import Side
-from tablesync.core.filters import MAX_LENGTH, Compare, Expr, Op, Or, conjoin, to_odata
+from tablesync.core.filters import (
+    Compare,
+    Expr,
+    Op,
+    Or,
+    conjoin,
+    disjoined_within,
+    to_odata,
+)
 from tablesync.core.records import (
     Changes,
     Delete,
@@ -36,7 +44,14 @@ from tablesync.core.records import (
     WriteResult,
     Written,
 )
-from tablesync.errors import ApiError, ChangeTrackingUnavailable
+from tablesync.errors import (
+    ApiAuthError,
+    ApiError,
+    ChangeTrackingUnavailable,
+    ReadRefused,
+    ReadUnauthorized,
+    TokenRefused,
+)
 from tablesync.settings import ApiSettings
 
 __all__ = ["ID_CHUNK", "ODataSide", "classify", "entity_id_from", "query"]
@@ -50,9 +65,9 @@ chunks at 400). Fewer when the filter text would outgrow ``filters.MAX_LENGTH``,
 longest filter the shared grammar (and so the emulators) accepts."""
 
 
-def id_chunk(key: str) -> int:
-    per_id = len(key) + len(" eq ") + 36 + len(" or ")
-    return max(1, min(ID_CHUNK, MAX_LENGTH // per_id))
+def id_chunks(key: str, ids: Sequence[str]) -> list[list[str]]:
+    """``ids`` (GUIDs) in chunks of one ``id_filter`` each, within the filter limits."""
+    return disjoined_within(ids, lambda i: Compare(key, Op.EQ, UUID(i)), most=ID_CHUNK)
 
 
 # Characters left as they are in query option values: OData punctuation that servers
@@ -127,19 +142,41 @@ class ODataSide:
     def _page_headers(self) -> dict[str, str]:
         return {"Prefer": f"odata.maxpagesize={self._page_size}"}
 
+    async def _read(self, link: str, headers: dict[str, str], entity_set: str) -> Reply:
+        """One GET of a read of ``entity_set``: the credentials or a permission
+        refused are ``ReadUnauthorized`` (a token the endpoint refused stays
+        its ``TokenRefused``, which says why); other answers are the caller's."""
+        try:
+            return await self._http.send("GET", link, headers=headers)
+        except TokenRefused:
+            raise
+        except ApiAuthError as exc:
+            raise ReadUnauthorized(
+                str(exc).removeprefix(f"{self.side}: "),
+                side=self.side,
+                status=exc.status,
+                entity_set=entity_set,
+            ) from exc
+
+    def _refused(self, link: str, reply: Reply, entity_set: str) -> ReadRefused:
+        """A 4xx answer to a read: the side would not serve that query."""
+        return ReadRefused(
+            f"GET {self._http.url(link).path}: {reply.status} "
+            f"{error_message(reply.data, reply.content)}",
+            side=self.side,
+            status=reply.status,
+            entity_set=entity_set,
+        )
+
     async def _pages(
         self, first: str, headers: dict[str, str]
     ) -> AsyncIterator[list[dict[str, Any]]]:
         link: str | None = first
+        entity_set = self._http.url(first).path.rsplit("/", 1)[-1]
         while link is not None:
-            reply = await self._http.send("GET", link, headers=headers)
+            reply = await self._read(link, headers, entity_set)
             if reply.status >= 400:
-                raise ApiError(
-                    f"GET {self._http.url(link).path}: {reply.status} "
-                    f"{error_message(reply.data, reply.content)}",
-                    side=self.side,
-                    status=reply.status,
-                )
+                raise self._refused(link, reply, entity_set)
             data = reply.data if isinstance(reply.data, dict) else {}
             values = data.get("value")
             if not isinstance(values, list):
@@ -223,8 +260,7 @@ class ODataSide:
         if not wanted:
             return {}
         route = await self.collection(spec)
-        size = id_chunk(spec.key)
-        chunks = [wanted[i : i + size] for i in range(0, len(wanted), size)]
+        chunks = id_chunks(spec.key, wanted)
 
         async def one(chunk: list[str]) -> list[Row]:
             expr = id_filter(spec.key, chunk)

@@ -112,7 +112,7 @@ class DataverseApi(ODataSide):
         link: str | None = delta_link or await self.collection(spec)
         first = True
         while link is not None:
-            reply = await self._http.send("GET", link, headers=headers)
+            reply = await self._read(link, headers, entity_set)
             path = self._http.url(link).path
             if reply.status >= 400:
                 message = f"GET {path}: {reply.status} {error_message(reply.data, reply.content)}"
@@ -121,7 +121,7 @@ class DataverseApi(ODataSide):
                     raise DeltaLinkExpired(message, side=self.side, status=reply.status)
                 if code == NOT_TRACKED:
                     raise ChangeTrackingUnavailable(message, side=self.side, status=reply.status)
-                raise ApiError(message, side=self.side, status=reply.status)
+                raise self._refused(link, reply, entity_set)
             if (
                 first
                 and delta_link is None

@@ -6,13 +6,13 @@ from tablesync.adapters.postgres.apply_state import ApplyStateStore
 from tablesync.adapters.postgres.checkpoints import CheckpointStore
 from tablesync.adapters.postgres.couplings import CouplingStore
 from tablesync.adapters.postgres.jobs import JobStore
-from tablesync.adapters.postgres.lock import AdvisoryLock
+from tablesync.adapters.postgres.lock import PostgresLease
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.migrate import Migration, load_migrations, migrate
 from tablesync.adapters.postgres.problems import ProblemStore
 from tablesync.ports.state import StateStores
 
-__all__ = ["AdvisoryLock", "Migration", "load_migrations", "migrate", "postgres_stores"]
+__all__ = ["Migration", "PostgresLease", "load_migrations", "migrate", "postgres_stores"]
 
 
 def postgres_stores(pool: Any) -> StateStores:

@@ -14,6 +14,10 @@ cleared); the first matching rule of each kind applies.
   ``_pause`` hook, where a scheduler can let other work (or time) go by.
 - ``refuse``: one record's write is ``Rejected`` with a 4xx status and message while
   the other ops of the call go on.
+- ``refuse_read``: a read is refused with a 4xx status and message (``ReadRefused``), as
+  the connector raises it: every matching read (a 401 or 403: credentials, a permission)
+  or those whose filter ``where`` is true for (a query the side will not serve). A
+  ``get_many`` is seen with the id filter the connector would send.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tablesync.core.filters import Expr
 from tablesync.core.records import Rejected, WriteOp
 
-__all__ = ["Faults", "Outage", "Refusal", "Throttle"]
+__all__ = ["Faults", "Outage", "ReadRefusal", "Refusal", "Throttle"]
 
 
 @dataclass(slots=True)
@@ -66,6 +71,19 @@ class Refusal:
     result: Rejected
 
 
+@dataclass(slots=True)
+class ReadRefusal(_Rule):
+    where: Callable[[Expr], bool] | None = None
+    status: int = 400
+    message: str = "The query is not valid."
+
+    def refuses(self, method: str, table: str, expr: Expr | None) -> bool:
+        """Whether this read is refused; counts it."""
+        if self.where is not None and (expr is None or not self.where(expr)):
+            return False
+        return self.take(method, table)
+
+
 class Faults:
     """The faults waiting for a side's calls; empty means the side behaves."""
 
@@ -73,6 +91,7 @@ class Faults:
         self.outages: list[Outage] = []
         self.throttles: list[Throttle] = []
         self.refusals: list[Refusal] = []
+        self.read_refusals: list[ReadRefusal] = []
 
     def fail(
         self,
@@ -127,16 +146,36 @@ class Faults:
         self.refusals.append(rule)
         return rule
 
+    def refuse_read(
+        self,
+        count: int | None = None,
+        *,
+        method: str | None = None,
+        table: str | None = None,
+        where: Callable[[Expr], bool] | None = None,
+        status: int = 400,
+        message: str = "The query is not valid.",
+    ) -> ReadRefusal:
+        """The next ``count`` matching reads (None: until cleared) are refused with
+        ``status`` and ``message``: those with a filter ``where`` is true for, or every
+        one when ``where`` is None."""
+        if not 400 <= status < 500:
+            raise ValueError("a refusal is a 4xx status")
+        rule = ReadRefusal(count, method, table, where, status, message)
+        self.read_refusals.append(rule)
+        return rule
+
     def clear(self) -> None:
         self.outages.clear()
         self.throttles.clear()
         self.refusals.clear()
+        self.read_refusals.clear()
 
     # ------------------------------------------------------------ used by the side
 
     @property
     def active(self) -> bool:
-        return bool(self.outages or self.throttles or self.refusals)
+        return bool(self.outages or self.throttles or self.refusals or self.read_refusals)
 
     def outage(self, method: str, table: str) -> Outage | None:
         for rule in self.outages:
@@ -153,6 +192,14 @@ class Faults:
                     self.throttles.remove(rule)
                 return rule.waits
         return 0
+
+    def read_refusal(self, method: str, table: str, expr: Expr | None) -> ReadRefusal | None:
+        for rule in self.read_refusals:
+            if rule.refuses(method, table, expr):
+                if rule.spent:
+                    self.read_refusals.remove(rule)
+                return rule
+        return None
 
     def refusal(self, table: str, op: WriteOp) -> Rejected | None:
         for rule in self.refusals:

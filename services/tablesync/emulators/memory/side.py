@@ -26,12 +26,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import parse_qs, quote, urlsplit
 
-from tablesync.adapters.odata.base import as_guids, classify
+from tablesync.adapters.odata.base import as_guids, classify, id_filter
 from tablesync.adapters.odata.bc import STALE_CODES
 from tablesync.adapters.odata.entities import default_spec
 from tablesync.adapters.odata.stats import ApiStats
 from tablesync.core.events import Side
-from tablesync.core.filters import Expr, evaluate
+from tablesync.core.filters import MAX_LENGTH, Expr, evaluate, to_odata
 from tablesync.core.records import (
     Changes,
     Create,
@@ -61,6 +61,8 @@ from tablesync.errors import (
     ApiUnavailable,
     ChangeTrackingUnavailable,
     DeltaLinkExpired,
+    ReadRefused,
+    ReadUnauthorized,
     RecordRejected,
 )
 from tablesync.ports.clock import Clock
@@ -147,9 +149,10 @@ class MemorySide:
         """Every request passes here first; a scheduler overrides it to interleave or
         crash at this point. ``what`` names the call: ``"bc.write customers"``."""
 
-    async def _call(self, method: str, entity_set: str) -> Outage | None:
+    async def _call(self, method: str, entity_set: str, expr: Expr | None = None) -> Outage | None:
         """One request: the pause, any throttling, then the outage it suffers, if any.
-        Reads raise it here; a write gets it back to apply what it says first."""
+        Reads raise it here, and a refusal of a read (``expr``: its filter); a write
+        gets its outage back to apply what it says first."""
         what = f"{self.side}.{method} {entity_set}"
         await self._pause(what)
         if self.faults.active:
@@ -163,6 +166,14 @@ class MemorySide:
                     raise self._unavailable(method, entity_set, outage, applied=False)
                 self.stats.requests += 1
                 return outage
+            refused = (
+                self.faults.read_refusal(method, entity_set, expr) if method != "write" else None
+            )
+            if refused is not None:
+                self.stats.requests += 1
+                raise _refused(
+                    self.side, entity_set, refused.status, f"GET {entity_set}: ", refused.message
+                )
         self.stats.requests += 1
         return None
 
@@ -181,15 +192,28 @@ class MemorySide:
 
     def _read_error(self, entity_set: str, problem: ApiProblem) -> ApiError:
         status = problem.status or self._style.status_for(problem.kind)
-        return ApiError(
-            f"GET {entity_set}: {status} {problem.message}", side=self.side, status=status
-        )
+        return _refused(self.side, entity_set, status, f"GET {entity_set}: ", problem.message)
+
+    def _id_filter(self, entity_set: str, ids: Sequence[str]) -> Expr | None:
+        """The filter the connector would send for ``ids`` (one request's worth)."""
+        try:
+            key = self.store.table(entity_set).spec.entity.key
+        except ApiProblem:
+            return None
+        return id_filter(key, ids)
 
     def _table(self, entity_set: str, expr: Expr | None) -> Table:
-        """The table, with ``expr`` checked as the emulator checks ``$filter``."""
+        """The table, with ``expr`` checked as the emulator checks ``$filter``: its
+        text within the grammar's length, its properties the table's."""
         try:
             table = self.store.table(entity_set)
             if expr is not None:
+                if len(to_odata(expr)) > MAX_LENGTH:
+                    raise ApiProblem(
+                        Kind.BAD_QUERY,
+                        f"Syntax error in $filter at position {MAX_LENGTH}: "
+                        f"filter longer than {MAX_LENGTH} characters.",
+                    )
                 compile_filter(expr, table.spec, Params())
         except ApiProblem as problem:
             raise self._read_error(entity_set, problem) from None
@@ -208,7 +232,7 @@ class MemorySide:
         after: tuple[datetime, str] | None = None
         first = True
         while True:
-            await self._call(method, entity_set)
+            await self._call(method, entity_set, expr if first else None)
             table = self._table(entity_set, expr if first else None)
             first = False
             ignore_case = table.spec.case_insensitive
@@ -373,7 +397,8 @@ class MemorySide:
         wanted = as_guids(ids)
         if not wanted:
             return {}
-        await self._call("get_many", entity_set)
+        asked = self._id_filter(entity_set, wanted) if self.faults.read_refusals else None
+        await self._call("get_many", entity_set, asked)
         table = self._table(entity_set, None)
         found = {}
         for record_id in wanted:
@@ -392,7 +417,7 @@ class MemorySide:
                 async for table, page in self._pages("find", entity_set, filter)
                 for r in page
             ]
-        await self._call("find", entity_set)
+        await self._call("find", entity_set, filter)
         table = self._table(entity_set, filter)
         ignore_case = table.spec.case_insensitive
         matched = sorted(
@@ -555,3 +580,9 @@ def _version_of(side: Side, etag: str | None) -> int | None:
     if side == "bc":
         return bc_version_of(tag)
     return int(tag) if tag.isdigit() else None
+
+
+def _refused(side: Side, entity_set: str, status: int, what: str, message: str) -> ReadRefused:
+    """A refused read as the connector raises it: 401/403 are the credentials'."""
+    kind = ReadUnauthorized if status in (401, 403) else ReadRefused
+    return kind(f"{what}{status} {message}", side=side, status=status, entity_set=entity_set)
