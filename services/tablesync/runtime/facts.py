@@ -278,6 +278,15 @@ class Reader:
                 await self.scope.state.open_intents(self.mapping_name, dest, ids),
                 [(w.event.record_id, w.event.fields) for w in group],
             )
+            # Read after the intents: a create of the other side that made one
+            # of these records and committed since the chunk read its couplings
+            # (its intent resolved in the same commit) shows here. Such a record
+            # is an echo of that create, decided again once its coupling is read.
+            unblocked = [rid for rid in ids if rid not in blocked]
+            if unblocked:
+                blocked |= await self.scope.couplings.coupled_among(
+                    self.mapping_name, source, unblocked
+                )
             for w in group:
                 rid = w.event.record_id
                 w.facts = replace(w.facts, intent=intents.get(rid), blocked=rid in blocked)
