@@ -99,7 +99,7 @@ async def settle(
 async def _probe(p: Pipeline, poison_ids: set[str]) -> _Probe:
     reasons: list[str] = []
     for proc in p.supervisor.procs.values():
-        if not proc.running or proc.armed is not None:
+        if not proc.running or proc.paused or proc.armed is not None:
             reasons.append(f"{proc.name} is not running normally")
     versions: dict[str, str] = {}
     newest: dict[tuple[Side, str], datetime] = {}
