@@ -191,10 +191,12 @@ class Pipeline:
         await wait_until(self.apis[side].answers, timeout_s=60, what=f"the {side} emulator")
 
     async def ensure_running(self) -> None:
-        """Every process up again (the end of the fault phase)."""
+        """Every process up again (the end of the fault phase), each one past its
+        start-up: a service still connecting is not one that is running."""
         for side in ("bc", "dataverse"):
             if not self.emulators[side].running:
                 await self.start_emulator(side)
+        started: list[Proc] = []
         for proc in self.services():
             if proc.paused:
                 proc.resume()
@@ -202,6 +204,13 @@ class Pipeline:
                 await proc.stop()
             if not proc.running:
                 await proc.start()
+                started.append(proc)
+
+        async def up() -> bool:
+            return all(p.started_up() for p in started)
+
+        names = ", ".join(p.name for p in started)
+        await wait_until(up, timeout_s=120, what=f"{names} to start again")
 
     async def cli(self, args: list[str], timeout_s: float = 120.0) -> tuple[int, str]:
         """``tablesync <args>`` as an operator runs it: its exit code and what it

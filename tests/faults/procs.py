@@ -98,6 +98,10 @@ class Proc:
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
+    def started_up(self) -> bool:
+        """Running, and past its start-up (what it needs was there): it said so."""
+        return self.running and any(m in last_start(self.log_path) for m in _STARTED)
+
     async def start(self, *, fault_point: str | None = None, fault_after: int = 1) -> None:
         """Starts the process (it must not be running); with ``fault_point`` it
         kills itself at that point on the ``fault_after``-th pass."""
