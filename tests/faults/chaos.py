@@ -70,7 +70,7 @@ class Figures:
             lines += [f"    {n:6d}  {what}" for what, n in sorted(self.observed.items())]
         if self.not_reached:
             lines.append(
-                "fault points not reached in time (disarmed, tried again): "
+                "faults that did not take in time (undone, tried again): "
                 + ", ".join(f"{k} {n}" for k, n in sorted(self.not_reached.items()))
             )
         lines.append(

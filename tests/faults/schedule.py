@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 from collections import Counter, defaultdict
@@ -252,58 +251,67 @@ class Injector:
     async def _rebalance(self, fault: Fault) -> None:
         """One instance leaves the group — stopped, or killed and found silent
         after the session timeout — and stays away until its partitions have
-        moved to the others; then it comes back and they move again."""
+        moved to the others; then it comes back and they move again. It counts
+        once they did move (the group's coordinator, the broker, may be the
+        one away)."""
         proc = self.pipeline.supervisor[fault.target]
         mapping = _mapping_of(fault)
         # One instance of a group leaves or freezes at a time: the others are there
         # to take its partitions.
         async with self.locks[f"group-{mapping}"], self.locks[proc.name]:
-            left = await self._now()
-            how = "kill -9" if fault.detail % 2 else "stop"
-            self._note(f"rebalance: {how} {proc.name}")
-            if how == "stop":
-                await proc.stop()
-            else:
-                proc.kill9()
-                await proc.wait_exit(30.0)
-            moved = await self._until(
-                lambda: self._taken_since(mapping, left), 3 * _SESSION_TIMEOUT_S
-            )
-            self.observed["rebalance: partitions moved while the instance was away"] += moved
-            await asyncio.sleep(self.rng.uniform(1.0, 4.0))
-            back = await self._now()
-            if not proc.running:
-                await proc.start()
-            moved_back = await self._until(
-                lambda: self._taken_since(mapping, back), 3 * _SESSION_TIMEOUT_S
-            )
-            self.observed["rebalance: partitions moved again once it was back"] += moved_back
-            self._note(f"rebalance: {proc.name} back (moved {moved}, back {moved_back})")
-            self.injected[fault.kind] += 1
+            for attempt in range(_TRIES):
+                if await self._rebalance_once(proc, mapping, (fault.detail + attempt) % 2 == 1):
+                    self.injected[fault.kind] += 1
+                    return
+                self.not_reached[fault.kind] += 1
+
+    async def _rebalance_once(self, proc: Proc, mapping: str, kill: bool) -> bool:
+        left = await self._now()
+        self._note(f"rebalance: {'kill -9' if kill else 'stop'} {proc.name}")
+        if kill:
+            proc.kill9()
+            await proc.wait_exit(30.0)
+        else:
+            await proc.stop()
+        moved = await self._until(lambda: self._taken_since(mapping, left), 3 * _SESSION_TIMEOUT_S)
+        await asyncio.sleep(self.rng.uniform(1.0, 4.0))
+        back = await self._now()
+        if not proc.running:
+            await proc.start()
+        moved_back = await self._until(
+            lambda: self._taken_since(mapping, back), 3 * _SESSION_TIMEOUT_S
+        )
+        self.observed["rebalance: partitions moved again once it was back"] += moved_back
+        self._note(f"rebalance: {proc.name} back (moved {moved}, back {moved_back})")
+        return moved
 
     async def _zombie(self, fault: Fault) -> None:
         """SIGSTOP past the session timeout: the group drops the frozen instance
         and gives its partitions to the others; SIGCONT: it wakes up mid-batch
-        believing it still owns them, and must not write on."""
+        believing it still owns them, and must not write on. It counts once the
+        others did take over while it was frozen."""
         proc = self.pipeline.supervisor[fault.target]
         mapping = _mapping_of(fault)
         group = self.pipeline.applies(mapping)
         async with self.locks[f"group-{mapping}"], self.locks[proc.name]:
-            if not proc.running:
-                await proc.start()
-            # The others may be coming back from a kill: they are to take over.
-            await self._until(self._all_running(group), 3 * _SESSION_TIMEOUT_S)
-            frozen = await self._now()
-            self._note(f"zombie: freeze {proc.name} for {_ZOMBIE_PAUSE_S:.0f}s")
-            proc.pause()
-            try:
-                await asyncio.sleep(_ZOMBIE_PAUSE_S)
-                taken = await self._taken_since(mapping, frozen)
-            finally:
-                proc.resume()
-            self.observed["zombie: partitions taken over while it was frozen"] += taken
-            self._note(f"zombie: {proc.name} thawed (taken over: {taken})")
-            self.injected[fault.kind] += 1
+            for _ in range(_TRIES):
+                if not proc.running:
+                    await proc.start()
+                # The others may be coming back from a kill: they are to take over.
+                await self._until(self._all_running(group), 3 * _SESSION_TIMEOUT_S)
+                frozen = await self._now()
+                self._note(f"zombie: freeze {proc.name} for {_ZOMBIE_PAUSE_S:.0f}s")
+                proc.pause()
+                try:
+                    await asyncio.sleep(_ZOMBIE_PAUSE_S)
+                    taken = await self._taken_since(mapping, frozen)
+                finally:
+                    proc.resume()
+                self._note(f"zombie: {proc.name} thawed (taken over: {taken})")
+                if taken:
+                    self.injected[fault.kind] += 1
+                    return
+                self.not_reached[fault.kind] += 1
 
     @staticmethod
     def _all_running(procs: list[Proc]) -> Callable[[], Awaitable[bool]]:
@@ -320,42 +328,65 @@ class Injector:
 
     async def _lease_lost(self, fault: Fault) -> None:
         """PostgreSQL restarts while the coordinator runs a synchronization: the
-        session that held its lock is gone, and the run must still end."""
+        session that held its lock is gone, and the run must still end. A run of
+        the suite's few records takes well under a second, so it is watched for
+        while it is being requested, and the restart counts only if the run was
+        not over when PostgreSQL went down."""
         p = self.pipeline
         async with self.locks["infra"]:
-            run_id: str | None = None
             for attempt in range(_TRIES):
                 run = "full-sync" if (fault.detail + attempt) % 2 else "sync-modified"
-                if run_id is None or await self._run_status(run_id) != "requested":
-                    code, out = await p.cli([run, "--mapping", OPERATOR_MAPPING, "--json"])
-                    # A full synchronization requested or running already refuses another.
-                    run_id = _run_id(out) if code == 0 else None
+                since = stopped = await self._now()
+                request = asyncio.create_task(p.cli([run, "--mapping", OPERATOR_MAPPING, "--json"]))
+                try:
+                    run_id = await self._until_value(
+                        partial(self._running_since, since),
+                        bool,
+                        self.plan.fault_point_timeout_s,
+                        every_s=0.02,
+                    )
+                    if run_id is not None:
+                        stopped = await self._now()
+                        self._note(f"lease lost: postgres stopping under {run} {run_id}")
+                        await p.infra.stop_postgres()
+                        await asyncio.sleep(self.rng.uniform(0.0, 3.0))
+                        await p.infra.start_postgres()
+                finally:
+                    # Refused when a full synchronization is requested or running already.
+                    await request
                 if run_id is None:
                     self.not_reached[fault.kind] += 1
                     continue
-                status = await self._until_value(
-                    partial(self._run_status, run_id),
-                    lambda s: s not in (None, "requested"),
-                    self.plan.fault_point_timeout_s,
-                )
-                if status != "running":
-                    # Still queued behind another run, or over before it was seen.
-                    self.not_reached[fault.kind] += 1
-                    continue
-                self._note(f"lease lost: postgres stopping under run {run_id}")
-                await p.infra.stop_postgres()
-                await asyncio.sleep(self.rng.uniform(0.0, 3.0))
-                await p.infra.start_postgres()
-                self._note("lease lost: postgres started")
-                self.injected[fault.kind] += 1
-                return
+                under = await self._run_spans(run_id, stopped)
+                self._note(f"lease lost: postgres started; the run spanned it: {under}")
+                if under:
+                    self.injected[fault.kind] += 1
+                    return
+                self.not_reached[fault.kind] += 1
 
-    async def _run_status(self, run_id: str) -> str | None:
-        rows = await self.pipeline.query("SELECT status FROM runs WHERE run_id = $1::uuid", run_id)
-        return str(rows[0]["status"]) if rows else None
+    async def _running_since(self, since: datetime) -> str | None:
+        rows = await self.pipeline.query(
+            "SELECT run_id::text AS id FROM runs WHERE status = 'running' AND requested_at >= $1",
+            since,
+        )
+        return str(rows[0]["id"]) if rows else None
+
+    async def _run_spans(self, run_id: str, moment: datetime) -> bool:
+        """Whether the run was still going at ``moment``."""
+        rows = await self.pipeline.query(
+            "SELECT status, finished_at FROM runs WHERE run_id = $1::uuid", run_id
+        )
+        if not rows:
+            return False
+        finished = rows[0]["finished_at"]
+        return rows[0]["status"] == "running" or (finished is not None and finished > moment)
 
     async def _until_value(
-        self, probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout_s: float
+        self,
+        probe: Callable[[], Awaitable[T]],
+        done: Callable[[T], bool],
+        timeout_s: float,
+        every_s: float = 0.2,
     ) -> T:
         """What ``probe`` answers once ``done`` holds for it, or its last answer
         when ``timeout_s`` has passed."""
@@ -364,7 +395,7 @@ class Injector:
             value = await probe()
             if done(value) or time.monotonic() > deadline:
                 return value
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(every_s)
 
     # late commits and short reads
 
@@ -530,13 +561,3 @@ def _side(text: str) -> Side:
 def _mapping_of(fault: Fault) -> str:
     """The mapping of the apply instance a fault targets (``apply-<mapping>-<n>``)."""
     return fault.target.split("-")[1]
-
-
-def _run_id(printed: str) -> str | None:
-    """The run id ``tablesync sync-modified --json`` printed, if it did."""
-    for line in reversed(printed.splitlines()):
-        with contextlib.suppress(ValueError):
-            answer = json.loads(line)
-            if isinstance(answer, dict) and isinstance(answer.get("run_id"), str):
-                return answer["run_id"]
-    return None
