@@ -407,13 +407,13 @@ class Injector:
             # Not while PostgreSQL, which holds the emulators' tables too, restarts:
             # the open transaction would only be rolled back.
             async with self.locks["infra"]:
-                if await self._late_once(fault, table, side):
+                if await self._late_once(table, side):
                     self.injected[fault.kind] += 1
                     return
             self.not_reached[fault.kind] += 1
             await asyncio.sleep(1.0)
 
-    async def _late_once(self, fault: Fault, table: Table, side: Side) -> bool:
+    async def _late_once(self, table: Table, side: Side) -> bool:
         """One late commit of a user's change; whether it landed behind the
         checkpoint. The change is the user's whether or not it did."""
         low, high = _LATE_BEHIND_S
