@@ -40,11 +40,16 @@ CLIENT_ID = "tablesync-faults"
 TOPIC_PREFIX = "faults."
 MAPPING_NAMES = tuple(t.mapping for t in TABLES)
 # What the state database answers while it restarts ("shutting down",
-# "terminating connection due to administrator command", refused connections).
+# "terminating connection due to administrator command", refused connections),
+# and a pooled connection the server terminated mid-statement, back in the pool
+# with its protocol state half-way ("cannot switch to state 12; another
+# operation (2) is in progress", MagicStack/asyncpg#784): the services wait
+# these out too (adapters/transient.py).
 TRANSIENT_DB = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,
 )
 
