@@ -92,6 +92,7 @@ async def dataverse_server(emulator_dsns: dict[str, str]) -> AsyncIterator[Emula
 async def _fresh(emulator: Emulator) -> None:
     await emulator.reset()
     await emulator.control("DELETE", "faults")
+    await emulator.control("DELETE", "short-listing")
     await emulator.control("DELETE", "stats")
     await emulator.configure(max_page_size=5000, requests_per_window=BUDGET, window_s=5.0)
 

@@ -151,3 +151,62 @@ async def test_reset_empties_tables_but_keeps_the_baseline(bc: BcEmulator, dv: E
     assert (await bc.client.get(bc.set_url("customers"))).json()["value"] == []
     again = await bc.client.post(bc.set_url("customers"), json={"displayName": "y"})
     assert again.json()["number"] == "C00001"
+
+
+@pytest.mark.parametrize("side", ["bc", "dataverse"])
+async def test_a_short_listing_leaves_ids_out_of_id_listings_only(
+    side: str, bc: BcEmulator, dv: Emulator
+) -> None:
+    emulator, entity_set, key = (
+        (bc, "customers", "id") if side == "bc" else (dv, "accounts", "accountid")
+    )
+    url = bc.set_url(entity_set) if side == "bc" else f"{dv.api}/{entity_set}"
+    for n in range(40):
+        created = await emulator.client.post(
+            url, json={"name" if side != "bc" else "displayName": f"r{n}"}
+        )
+        assert created.status_code in (201, 204), created.text
+    listing = {"$select": key, "$orderby": f"{key} asc"}
+    every = {r[key] for r in (await emulator.client.get(url, params=listing)).json()["value"]}
+    assert len(every) == 40
+
+    short = {"share": 0.5, "for_seconds": 30}
+    assert (await emulator.control("POST", "short-listing", json=short)).status_code == 201
+    first = {r[key] for r in (await emulator.client.get(url, params=listing)).json()["value"]}
+    again = {r[key] for r in (await emulator.client.get(url, params=listing)).json()["value"]}
+    assert first == again and 0 < len(first) < 40
+    # A whole-row read, a filtered read and a read by id still find every row.
+    assert len((await emulator.client.get(url)).json()["value"]) == 40
+    hidden = sorted(every - first)
+    by_id = await emulator.client.get(
+        url, params={"$select": key, "$filter": f"{key} eq {hidden[0]}"}
+    )
+    assert [r[key] for r in by_id.json()["value"]] == [hidden[0]]
+    state = (await emulator.control("GET", "short-listing")).json()
+    assert state["hidden"] == 2 * len(hidden) and state["share"] == 0.5
+
+    assert (await emulator.control("DELETE", "short-listing")).status_code == 204
+    assert (await emulator.control("GET", "short-listing")).json() is None
+    after = {r[key] for r in (await emulator.client.get(url, params=listing)).json()["value"]}
+    assert after == every
+    for bad in ({"share": 0, "for_seconds": 5}, {"share": 0.5}, {"share": 2, "for_seconds": 1}):
+        assert (await emulator.control("POST", "short-listing", json=bad)).status_code == 400
+
+
+async def test_a_short_listing_ends_by_itself(bc: BcEmulator) -> None:
+    url = bc.set_url("customers")
+    for n in range(20):
+        assert (await bc.client.post(url, json={"displayName": f"r{n}"})).status_code == 201
+    listing = {"$select": "id"}
+    short = {"share": 1, "for_seconds": 0.5}
+    assert (await bc.control("POST", "short-listing", json=short)).status_code == 201
+
+    async def full() -> bool:
+        rows = (await bc.client.get(url, params=listing)).json()["value"]
+        return len(rows) == 20
+
+    deadline = time.monotonic() + WAIT_S
+    while not await full():
+        assert time.monotonic() < deadline, "the short listing did not end"
+        await asyncio.sleep(0.1)
+    assert (await bc.control("GET", "short-listing")).json()["seconds_left"] == 0

@@ -9,16 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tests.faults.pipeline import Pipeline, wait_until
 from tests.faults.procs import Exit
-from tests.faults.schedule import KINDS, Injector, Plan, plan_faults
+from tests.faults.schedule import KINDS, OPERATOR_MAPPING, Injector, Plan, plan_faults
 from tests.faults.scope import TABLES
 from tests.faults.settle import SettleReport, settle
 from tests.faults.sides import id_field
@@ -26,8 +24,6 @@ from tests.faults.verify import Findings, baseline, rejected_ids, verify
 from tests.faults.workload import Driver, Ledger
 
 __all__ = ["Figures", "run_chaos"]
-
-_OPERATOR_MAPPING = "CUSTOMER"
 
 
 @dataclass
@@ -38,6 +34,8 @@ class Figures:
     ledger: Ledger = field(default_factory=Ledger)
     faults: Counter[str] = field(default_factory=Counter)
     not_reached: Counter[str] = field(default_factory=Counter)
+    observed: Counter[str] = field(default_factory=Counter)
+    apply_instances: int = 1
     exits: list[Exit] = field(default_factory=list)
     runs: Counter[str] = field(default_factory=Counter)
     settle: SettleReport | None = None
@@ -59,6 +57,7 @@ class Figures:
         lines = [
             f"fault suite ({self.plan}) seed={self.seed} "
             f"(again: TABLESYNC_FAULT_SEED={self.seed}) took {self.seconds:.0f} s",
+            f"apply instances per mapping: {self.apply_instances}",
             f"changes made: {self.ledger.total}",
             *(f"    {n:6d}  {kind}" for kind, n in sorted(self.ledger.changes.items())),
             "conflicting edits: "
@@ -66,9 +65,12 @@ class Figures:
             f"faults injected: {sum(self.faults.values())}",
             *(f"    {self.faults[kind]:6d}  {kind}" for kind in KINDS),
         ]
+        if self.observed:
+            lines.append("seen of the faults:")
+            lines += [f"    {n:6d}  {what}" for what, n in sorted(self.observed.items())]
         if self.not_reached:
             lines.append(
-                "fault points not reached in time (disarmed, tried again): "
+                "faults that did not take in time (undone, tried again): "
                 + ", ".join(f"{k} {n}" for k, n in sorted(self.not_reached.items()))
             )
         lines.append(
@@ -112,7 +114,10 @@ class Figures:
                 "seconds": round(self.seconds, 1),
                 "changes": self.ledger.total,
                 "changes_by_kind": dict(self.ledger.changes),
+                "apply_instances": self.apply_instances,
                 "faults": dict(self.faults),
+                "faults_not_reached": dict(self.not_reached),
+                "observed": dict(self.observed),
                 "unexpected_exits": [
                     {
                         "name": e.name,
@@ -141,7 +146,7 @@ async def run_chaos(p: Pipeline, plan: Plan, seed: int) -> Figures:
     """The fault run on a started pipeline; its figures are also written to the run directory."""
     started = time.monotonic()
     rng = random.Random(seed)
-    figures = Figures(plan.name, seed)
+    figures = Figures(plan.name, seed, apply_instances=p.tuning.apply_instances)
     try:
         await _run(p, plan, rng, figures)
     finally:
@@ -176,6 +181,7 @@ async def _run(p: Pipeline, plan: Plan, rng: random.Random, figures: Figures) ->
         await asyncio.gather(users, operator, return_exceptions=True)
         figures.faults = injector.injected
         figures.not_reached = injector.not_reached
+        figures.observed = injector.observed
         figures.timeline = injector.timeline
     users.result()
     operator.result()
@@ -264,7 +270,6 @@ async def _operator(
     """Asks for "synchronize modified records" of one mapping now and then.
     Only CUSTOMER: a run re-reads what changed, which would hide a change
     capture lost, so CONTACTS is left to continuous capture alone."""
-    log = p.supervisor.log_dir / "cli.log"
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=plan.sync_every_s)
@@ -274,25 +279,5 @@ async def _operator(
         # Not while the broker or PostgreSQL restarts: the request would be
         # recorded without being sent, and stay "requested" for ever.
         async with injector.locks["infra"]:
-            code = await _cli(p, ["sync-modified", "--mapping", _OPERATOR_MAPPING, "--json"], log)
+            code, _ = await p.cli(["sync-modified", "--mapping", OPERATOR_MAPPING, "--json"])
         figures.runs["requested" if code == 0 else f"refused (exit {code})"] += 1
-
-
-async def _cli(p: Pipeline, args: list[str], log: Path) -> int:
-    with log.open("ab") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tablesync.cli",
-            *args,
-            env=p.environment(),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        return await asyncio.wait_for(process.wait(), timeout=120.0)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        return -1

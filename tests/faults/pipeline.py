@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import random
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,18 +33,23 @@ from tests.faults.scope import MAPPINGS_DOCUMENT, TABLES
 from tests.faults.sides import SideApi
 from tests.faults.tokens import token_app
 
-__all__ = ["Pipeline", "Tuning", "open_pipeline", "wait_until"]
+__all__ = ["TRANSIENT_DB", "Pipeline", "Tuning", "apply_name", "open_pipeline", "wait_until"]
 
 T = TypeVar("T")
 CLIENT_ID = "tablesync-faults"
 TOPIC_PREFIX = "faults."
 MAPPING_NAMES = tuple(t.mapping for t in TABLES)
 # What the state database answers while it restarts ("shutting down",
-# "terminating connection due to administrator command", refused connections).
-_TRANSIENT_DB = (
+# "terminating connection due to administrator command", refused connections),
+# and a pooled connection the server terminated mid-statement, back in the pool
+# with its protocol state half-way ("cannot switch to state 12; another
+# operation (2) is in progress", MagicStack/asyncpg#784): the services wait
+# these out too (adapters/transient.py).
+TRANSIENT_DB = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,
 )
 
@@ -57,9 +63,25 @@ class Tuning:
     delete_scan_interval_s: float = 2.0
     retry_backoff_s: float = 0.5
     retry_backoff_max_s: float = 2.0
-    # One apply per mapping here, so no other process can still be writing.
-    intent_timeout_s: float = 30.0
+    # The look-back re-reads what a late commit left behind the watermark; it
+    # comes round more often than the settle window is long, so a pipeline that
+    # settled has had one, and reaches further back than a late commit is late.
+    lookback_s: float = 120.0
+    lookback_interval_s: float = 4.0
+    # Several apply instances per mapping: an open intent may be settled by an
+    # instance other than the one that announced it, so it must outlast the
+    # longest a live instance takes from announcing a create to writing it —
+    # frozen past its session timeout while its write waits out a 429 storm.
+    intent_timeout_s: float = 60.0
     partitions: int = 3
+    # Members of each mapping's apply group, each its own process: partitions
+    # move between them on every start, stop and stall.
+    apply_instances: int = 1
+
+
+def apply_name(mapping: str, instance: int) -> str:
+    """The process name of one apply instance (counted from 1)."""
+    return f"apply-{mapping}-{instance}"
 
 
 async def wait_until(
@@ -95,8 +117,25 @@ class Pipeline:
     def emulators(self) -> dict[Side, Proc]:
         return {"bc": self.supervisor["emulator-bc"], "dataverse": self.supervisor["emulator-dv"]}
 
+    def applies(self, mapping: str) -> list[Proc]:
+        """Every apply instance of ``mapping``."""
+        return [
+            self.supervisor[apply_name(mapping, n)]
+            for n in range(1, self.tuning.apply_instances + 1)
+        ]
+
     def apply(self, mapping: str) -> Proc:
-        return self.supervisor[f"apply-{mapping}"]
+        """The mapping's first apply instance."""
+        return self.supervisor[apply_name(mapping, 1)]
+
+    async def solo_apply(self, mapping: str) -> Proc:
+        """The mapping's first apply instance, the others stopped: a scenario
+        that stops or crashes "the" apply means every instance of the mapping
+        (the next ``ensure_running`` brings them back)."""
+        first, *others = self.applies(mapping)
+        for proc in others:
+            await proc.stop()
+        return first
 
     def capture(self, side: Side) -> Proc:
         return self.supervisor[f"capture-{side}"]
@@ -138,6 +177,8 @@ class Pipeline:
                 "TABLESYNC_ADMIN_TOKEN": s.admin_token,
                 "TABLESYNC_SYNC__POLL_INTERVAL_S": str(t.poll_interval_s),
                 "TABLESYNC_SYNC__POLL_OVERLAP_S": str(t.poll_overlap_s),
+                "TABLESYNC_SYNC__LOOKBACK_S": str(t.lookback_s),
+                "TABLESYNC_SYNC__LOOKBACK_INTERVAL_S": str(t.lookback_interval_s),
                 "TABLESYNC_SYNC__DELETE_SCAN_INTERVAL_S": str(t.delete_scan_interval_s),
                 "TABLESYNC_SYNC__RETRY_BACKOFF_S": str(t.retry_backoff_s),
                 "TABLESYNC_SYNC__RETRY_BACKOFF_MAX_S": str(t.retry_backoff_max_s),
@@ -155,15 +196,51 @@ class Pipeline:
         await wait_until(self.apis[side].answers, timeout_s=60, what=f"the {side} emulator")
 
     async def ensure_running(self) -> None:
-        """Every process up again (the end of the fault phase)."""
+        """Every process up again (the end of the fault phase), each one past its
+        start-up: a service still connecting is not one that is running."""
         for side in ("bc", "dataverse"):
             if not self.emulators[side].running:
                 await self.start_emulator(side)
+        started: list[Proc] = []
         for proc in self.services():
+            if proc.paused:
+                proc.resume()
             if proc.armed is not None:
                 await proc.stop()
             if not proc.running:
                 await proc.start()
+                started.append(proc)
+
+        async def up() -> bool:
+            return all(p.started_up() for p in started)
+
+        names = ", ".join(p.name for p in started)
+        await wait_until(up, timeout_s=120, what=f"{names} to start again")
+
+    async def cli(self, args: list[str], timeout_s: float = 120.0) -> tuple[int, str]:
+        """``tablesync <args>`` as an operator runs it: its exit code and what it
+        printed; everything it printed also goes to the CLI log."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tablesync.cli",
+            *args,
+            env=self.environment(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), timeout=timeout_s)
+            code = process.returncode
+        except TimeoutError:
+            process.kill()
+            out, _ = await process.communicate()
+            code = -1
+        self.supervisor.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.supervisor.log_dir / "cli.log").open("ab") as log:
+            log.write(out)
+        return (-1 if code is None else code), out.decode(errors="replace")
 
     # the state database, which may be restarting
 
@@ -172,7 +249,7 @@ class Pipeline:
             try:
                 rows: list[asyncpg.Record] = await self.pool.fetch(sql, *args)
                 return rows
-            except _TRANSIENT_DB:
+            except TRANSIENT_DB:
                 await asyncio.sleep(min(2.0, 0.1 * (attempt + 1)))
         raise AssertionError("the state database stayed unreachable")
 
@@ -205,7 +282,8 @@ async def _start_services(p: Pipeline) -> None:
     for side in ("bc", "dataverse"):
         add(f"capture-{side}", ["run", "capture", "--side", side], env)
     for name in MAPPING_NAMES:
-        add(f"apply-{name}", ["run", "apply", "--mapping", name], env)
+        for n in range(1, p.tuning.apply_instances + 1):
+            add(apply_name(name, n), ["run", "apply", "--mapping", name], env)
     add("coordinator", ["run", "coordinator"], env)
     add("admin", ["run", "admin"], env)
     for proc in p.services():

@@ -5,7 +5,9 @@ and started again.
 A process that exits when nobody asked it to is restarted, the way a process
 manager would, and the exit is recorded: the figures report it. A process
 started with a fault point armed is expected to die there (exit 137); that
-exit counts as the fault firing and the process comes back unarmed."""
+exit counts as the fault firing and the process comes back unarmed. A process
+can also be frozen (SIGSTOP) and thawed (SIGCONT), as a stalled VM or a long
+garbage collection freezes one: it keeps its sockets and wakes up where it was."""
 
 from __future__ import annotations
 
@@ -88,12 +90,17 @@ class Proc:
         self.restart_after_fault = True
         # Set while the suite itself stops or kills the process.
         self._expecting_exit = False
+        self.paused = False
         self._watcher: asyncio.Task[None] | None = None
         self._unexpected_in_a_row = 0
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
+
+    def started_up(self) -> bool:
+        """Running, and past its start-up (what it needs was there): it said so."""
+        return self.running and any(m in last_start(self.log_path) for m in _STARTED)
 
     async def start(self, *, fault_point: str | None = None, fault_after: int = 1) -> None:
         """Starts the process (it must not be running); with ``fault_point`` it
@@ -105,6 +112,7 @@ class Proc:
             env["TABLESYNC_FAULT_AFTER"] = str(fault_after)
         self.armed = fault_point
         self._expecting_exit = False
+        self.paused = False
         self.starts += 1
         with self.log_path.open("ab") as log:
             note = f"--- start {self.starts}" + (
@@ -140,6 +148,21 @@ class Proc:
         if not self.running:
             await self.start()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process stops where it is, heartbeats and all."""
+        if self.running:
+            assert self.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGSTOP)
+                self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT: the frozen process goes on from where it stopped."""
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGCONT)
+        self.paused = False
+
     def kill9(self) -> None:
         """SIGKILL, as ``kill -9`` does: no cleanup, no flush, no commit."""
         if self.process is not None and self.process.returncode is None:
@@ -165,6 +188,9 @@ class Proc:
         self._expecting_exit = True
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
+        if self.paused:
+            # A frozen process only sees its SIGTERM once it runs again.
+            self.resume()
         if await self.wait_exit(grace_s) is None:
             self.kill9()
             await self.wait_exit(30.0)

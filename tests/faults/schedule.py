@@ -3,8 +3,10 @@
 Every kind of fault is spread over the fault phase (stratified, so the same
 kind does not bunch up). Faults on one target — a process, an emulator, the
 broker and PostgreSQL — wait for each other; faults on different targets
-overlap freely. A fault point that the process does not reach in time is
-disarmed and tried again, so the figures count faults that really happened."""
+overlap freely. A fault that needs a moment to come (a fault point reached, a
+run in progress, a scan that lists ids, a checkpoint past a stamp) and does
+not come in time is undone and tried again, so the figures count faults that
+really happened."""
 
 from __future__ import annotations
 
@@ -13,17 +15,25 @@ import contextlib
 import random
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TypeVar
 
 from aiokafka.errors import KafkaError
 
+from tablesync.adapters.kafka.consumer import SESSION_TIMEOUT_MS
 from tablesync.core.events import Side
 from tests.faults.broker import Poison, poison_message, publish
-from tests.faults.pipeline import MAPPING_NAMES, Pipeline
-from tests.faults.scope import TABLES
-from tests.faults.workload import Driver
+from tests.faults.late import late_write
+from tests.faults.pipeline import MAPPING_NAMES, TRANSIENT_DB, Pipeline, apply_name
+from tests.faults.procs import Proc
+from tests.faults.scope import TABLES, Table
+from tests.faults.sides import id_field
+from tests.faults.workload import Driver, Rec
 
-__all__ = ["KINDS", "Fault", "Injector", "Plan", "plan_faults"]
+__all__ = ["KINDS", "OPERATOR_MAPPING", "Fault", "Injector", "Plan", "plan_faults"]
 
 KINDS = (
     "kill -9 apply",
@@ -32,16 +42,36 @@ KINDS = (
     "crash apply between create and coupling",
     "crash apply between commit and offset commit",
     "crash capture between publish and checkpoint",
+    "rebalance: kill/start an apply instance",
+    "zombie: pause an apply instance past the session timeout, then resume it",
     "broker stop/start",
     "postgres restart",
+    "lease lost: restart PostgreSQL under the coordinator",
     "429 storm",
     "5xx burst",
     "emulator down",
+    "late commit: a row whose stamp is older than the checkpoint",
+    "short read during a deletion scan",
     "poison: undecodable bytes",
     "poison: unknown table",
     "poison: rejected by the destination",
 )
 _SIDES: tuple[Side, Side] = ("bc", "dataverse")
+T = TypeVar("T")
+OPERATOR_MAPPING = "CUSTOMER"
+"""The one mapping the operator's runs touch: a run re-reads what changed, which
+would hide a change capture lost, so CONTACTS is left to continuous capture."""
+_SESSION_TIMEOUT_S = SESSION_TIMEOUT_MS / 1000
+# Frozen this much longer than the session timeout, the group has long dropped it.
+_ZOMBIE_PAUSE_S = 1.5 * _SESSION_TIMEOUT_S
+# A late commit waits this long at most for capture to read past it.
+_LATE_HOLD_S = 30.0
+_LATE_BEHIND_S = (5.0, 30.0)
+# What a short read leaves out of a listing of ids: under the share a scan may
+# remove (the direct read must keep them), and far over it (the scan must stop).
+_SHORT_SHARES = (0.05, 0.2, 0.6)
+_TRIES = 3
+_DB_DOWN = (*TRANSIENT_DB, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -55,6 +85,7 @@ class Plan:
     per_kind: int
     min_per_kind: int
     min_changes: int
+    apply_instances: int
     workers: int
     rate_per_s: float
     emulator_down_s: float
@@ -80,22 +111,22 @@ def plan_faults(plan: Plan, rng: random.Random) -> list[Fault]:
     for kind in KINDS:
         for i in range(plan.per_kind):
             at = warmup + (i + rng.random()) * span / plan.per_kind
-            faults.append(Fault(round(at, 2), kind, _target(kind, rng), rng.randint(1, 4)))
+            faults.append(Fault(round(at, 2), kind, _target(kind, plan, rng), rng.randint(1, 4)))
     return sorted(faults)
 
 
-def _target(kind: str, rng: random.Random) -> str:
+def _target(kind: str, plan: Plan, rng: random.Random) -> str:
     if "apply" in kind:
-        return rng.choice(MAPPING_NAMES)
+        return apply_name(rng.choice(MAPPING_NAMES), rng.randint(1, plan.apply_instances))
     if "capture" in kind:
         side = rng.choice(_SIDES)
         if "checkpoint" in kind:
             table = rng.choice(TABLES)
             return f"{side}:{table.entity_set(side)}"
         return side
-    if kind in ("429 storm", "5xx burst", "emulator down"):
+    if kind in ("429 storm", "5xx burst", "emulator down", "short read during a deletion scan"):
         return rng.choice(_SIDES)
-    if kind.startswith("poison: un"):
+    if kind.startswith(("poison: un", "late commit")):
         side = rng.choice(_SIDES)
         return f"{side}:{rng.choice(TABLES).entity_set(side)}"
     return ""
@@ -109,6 +140,8 @@ class Injector:
     rng: random.Random
     injected: Counter[str] = field(default_factory=Counter)
     not_reached: Counter[str] = field(default_factory=Counter)
+    # What the faults were seen to do (partitions that moved, ids left out, ...).
+    observed: Counter[str] = field(default_factory=Counter)
     poison: list[Poison] = field(default_factory=list)
     timeline: list[str] = field(default_factory=list)
     locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
@@ -143,15 +176,25 @@ class Injector:
         kind = fault.kind
         p = self.pipeline
         if kind == "kill -9 apply":
-            await self._kill(f"apply-{fault.target}", kind)
+            await self._kill(fault.target, kind)
         elif kind == "kill -9 capture":
             await self._kill(f"capture-{fault.target}", kind)
         elif kind == "kill -9 coordinator":
             await self._kill("coordinator", kind)
         elif kind == "crash apply between create and coupling":
-            await self._crash(f"apply-{fault.target}", f"apply.before_commit:{fault.target}", fault)
+            await self._crash(fault.target, f"apply.before_commit:{_mapping_of(fault)}", fault)
         elif kind == "crash apply between commit and offset commit":
-            await self._crash(f"apply-{fault.target}", f"apply.after_commit:{fault.target}", fault)
+            await self._crash(fault.target, f"apply.after_commit:{_mapping_of(fault)}", fault)
+        elif kind.startswith("rebalance"):
+            await self._rebalance(fault)
+        elif kind.startswith("zombie"):
+            await self._zombie(fault)
+        elif kind.startswith("lease lost"):
+            await self._lease_lost(fault)
+        elif kind.startswith("late commit"):
+            await self._late_commit(fault)
+        elif kind == "short read during a deletion scan":
+            await self._short_read(fault)
         elif kind == "crash capture between publish and checkpoint":
             side, table = fault.target.split(":")
             # The first poll after a start carries the backlog of the restart,
@@ -186,6 +229,268 @@ class Injector:
         elif kind == "poison: rejected by the destination":
             await self.driver.create_rejected(self._next())
             self.injected[kind] += 1
+
+    # apply instances leaving and coming back
+
+    async def _taken_since(self, mapping: str, moment: datetime) -> bool:
+        """Whether every partition of ``mapping`` was taken (by some instance)
+        after ``moment``: the group rebalanced since."""
+        rows = await self.pipeline.query(
+            "SELECT count(*) FILTER (WHERE taken_at > $2) AS after, count(*) AS n "
+            "FROM apply_epochs WHERE mapping = $1",
+            mapping,
+            moment,
+        )
+        return bool(rows[0]["n"]) and rows[0]["after"] == rows[0]["n"]
+
+    async def _now(self) -> datetime:
+        """The state database's clock, which stamps the epochs."""
+        moment: datetime = (await self.pipeline.query("SELECT now() AS t"))[0]["t"]
+        return moment
+
+    async def _rebalance(self, fault: Fault) -> None:
+        """One instance leaves the group — stopped, or killed and found silent
+        after the session timeout — and stays away until its partitions have
+        moved to the others; then it comes back and they move again. It counts
+        once they did move (the group's coordinator, the broker, may be the
+        one away)."""
+        proc = self.pipeline.supervisor[fault.target]
+        mapping = _mapping_of(fault)
+        # One instance of a group leaves or freezes at a time: the others are there
+        # to take its partitions.
+        async with self.locks[f"group-{mapping}"], self.locks[proc.name]:
+            for attempt in range(_TRIES):
+                if await self._rebalance_once(proc, mapping, (fault.detail + attempt) % 2 == 1):
+                    self.injected[fault.kind] += 1
+                    return
+                self.not_reached[fault.kind] += 1
+
+    async def _rebalance_once(self, proc: Proc, mapping: str, kill: bool) -> bool:
+        left = await self._now()
+        self._note(f"rebalance: {'kill -9' if kill else 'stop'} {proc.name}")
+        if kill:
+            proc.kill9()
+            await proc.wait_exit(30.0)
+        else:
+            await proc.stop()
+        moved = await self._until(lambda: self._taken_since(mapping, left), 3 * _SESSION_TIMEOUT_S)
+        await asyncio.sleep(self.rng.uniform(1.0, 4.0))
+        back = await self._now()
+        if not proc.running:
+            await proc.start()
+        moved_back = await self._until(
+            lambda: self._taken_since(mapping, back), 3 * _SESSION_TIMEOUT_S
+        )
+        self.observed["rebalance: partitions moved again once it was back"] += moved_back
+        self._note(f"rebalance: {proc.name} back (moved {moved}, back {moved_back})")
+        return moved
+
+    async def _zombie(self, fault: Fault) -> None:
+        """SIGSTOP past the session timeout: the group drops the frozen instance
+        and gives its partitions to the others; SIGCONT: it wakes up mid-batch
+        believing it still owns them, and must not write on. It counts once the
+        others did take over while it was frozen."""
+        proc = self.pipeline.supervisor[fault.target]
+        mapping = _mapping_of(fault)
+        group = self.pipeline.applies(mapping)
+        async with self.locks[f"group-{mapping}"], self.locks[proc.name]:
+            for _ in range(_TRIES):
+                if not proc.running:
+                    await proc.start()
+                # The others may be coming back from a kill: they are to take over.
+                await self._until(self._all_running(group), 3 * _SESSION_TIMEOUT_S)
+                frozen = await self._now()
+                self._note(f"zombie: freeze {proc.name} for {_ZOMBIE_PAUSE_S:.0f}s")
+                proc.pause()
+                try:
+                    await asyncio.sleep(_ZOMBIE_PAUSE_S)
+                    taken = await self._taken_since(mapping, frozen)
+                finally:
+                    proc.resume()
+                self._note(f"zombie: {proc.name} thawed (taken over: {taken})")
+                if taken:
+                    self.injected[fault.kind] += 1
+                    return
+                self.not_reached[fault.kind] += 1
+
+    @staticmethod
+    def _all_running(procs: list[Proc]) -> Callable[[], Awaitable[bool]]:
+        async def probe() -> bool:
+            return all(q.running for q in procs)
+
+        return probe
+
+    async def _until(self, probe: Callable[[], Awaitable[bool]], timeout_s: float) -> bool:
+        """Whether ``probe`` came true within ``timeout_s``."""
+        return await self._until_value(probe, bool, timeout_s)
+
+    # the coordinator's lease
+
+    async def _lease_lost(self, fault: Fault) -> None:
+        """PostgreSQL restarts while the coordinator runs a synchronization: the
+        session that held its lock is gone, and the run must still end. A run of
+        the suite's few records takes well under a second, so it is watched for
+        while it is being requested, and the restart counts only if the run was
+        not over when PostgreSQL went down."""
+        p = self.pipeline
+        async with self.locks["infra"]:
+            for attempt in range(_TRIES):
+                run = "full-sync" if (fault.detail + attempt) % 2 else "sync-modified"
+                since = stopped = await self._now()
+                request = asyncio.create_task(p.cli([run, "--mapping", OPERATOR_MAPPING, "--json"]))
+                try:
+                    run_id = await self._until_value(
+                        partial(self._running_since, since),
+                        bool,
+                        self.plan.fault_point_timeout_s,
+                        every_s=0.02,
+                    )
+                    if run_id is not None:
+                        stopped = await self._now()
+                        self._note(f"lease lost: postgres stopping under {run} {run_id}")
+                        await p.infra.stop_postgres()
+                        await asyncio.sleep(self.rng.uniform(0.0, 3.0))
+                        await p.infra.start_postgres()
+                finally:
+                    # Refused when a full synchronization is requested or running already.
+                    await request
+                if run_id is None:
+                    self.not_reached[fault.kind] += 1
+                    continue
+                under = await self._run_spans(run_id, stopped)
+                self._note(f"lease lost: postgres started; the run spanned it: {under}")
+                if under:
+                    self.injected[fault.kind] += 1
+                    return
+                self.not_reached[fault.kind] += 1
+
+    async def _running_since(self, since: datetime) -> str | None:
+        rows = await self.pipeline.query(
+            "SELECT run_id::text AS id FROM runs WHERE status = 'running' AND requested_at >= $1",
+            since,
+        )
+        return str(rows[0]["id"]) if rows else None
+
+    async def _run_spans(self, run_id: str, moment: datetime) -> bool:
+        """Whether the run was still going at ``moment``."""
+        rows = await self.pipeline.query(
+            "SELECT status, finished_at FROM runs WHERE run_id = $1::uuid", run_id
+        )
+        if not rows:
+            return False
+        finished = rows[0]["finished_at"]
+        return rows[0]["status"] == "running" or (finished is not None and finished > moment)
+
+    async def _until_value(
+        self,
+        probe: Callable[[], Awaitable[T]],
+        done: Callable[[T], bool],
+        timeout_s: float,
+        every_s: float = 0.2,
+    ) -> T:
+        """What ``probe`` answers once ``done`` holds for it, or its last answer
+        when ``timeout_s`` has passed."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = await probe()
+            if done(value) or time.monotonic() > deadline:
+                return value
+            await asyncio.sleep(every_s)
+
+    # late commits and short reads
+
+    async def _late_commit(self, fault: Fault) -> None:
+        side_name, entity_set = fault.target.split(":")
+        side = _side(side_name)
+        table = next(t for t in TABLES if t.entity_set(side) == entity_set)
+        for _ in range(_TRIES):
+            # Not while PostgreSQL, which holds the emulators' tables too, restarts:
+            # the open transaction would only be rolled back.
+            async with self.locks["infra"]:
+                if await self._late_once(table, side):
+                    self.injected[fault.kind] += 1
+                    return
+            self.not_reached[fault.kind] += 1
+            await asyncio.sleep(1.0)
+
+    async def _late_once(self, table: Table, side: Side) -> bool:
+        """One late commit of a user's change; whether it landed behind the
+        checkpoint. The change is the user's whether or not it did."""
+        low, high = _LATE_BEHIND_S
+        rec = self.driver.take_for_late(table, side, quiet_s=low + 1.0)
+        if rec is None:
+            return False
+        values = self.driver.new_values(table)
+        quiet_s = time.monotonic() - rec.written_at
+        behind_s = self.rng.uniform(low, min(high, quiet_s - 1.0))
+        dsn = self.pipeline.infra.emulator_dsn(side)
+        where = f"{side} {table.entity_set(side)} {rec.marker}"
+        committing = behind = False
+        try:
+            async with late_write(dsn, table, side, rec.ids[side], values, behind_s) as stamp:
+                if stamp is None:
+                    raise LookupError(where)
+                written = stamp + timedelta(seconds=behind_s)
+                self._note(f"late commit: {where} stamped {behind_s:.0f}s back")
+                behind = await self._until(
+                    lambda: self._checkpoint_past(side, table.entity_set(side), written),
+                    _LATE_HOLD_S,
+                )
+                committing = True
+        except (*_DB_DOWN, LookupError) as exc:
+            if not committing:
+                # Rolled back (PostgreSQL restarted under it): nothing changed.
+                self._note(f"late commit: {where} rolled back ({type(exc).__name__})")
+                self.driver.release(rec, None)
+                return False
+            # The commit itself failed to answer: whether it happened, the record tells.
+            landed = await self._shows(rec, side, table, values)
+            self._note(f"late commit: {where} unclear ({type(exc).__name__}), landed: {landed}")
+            self.driver.release(rec, values if landed else None)
+            return False
+        self.driver.release(rec, values)
+        self._note(f"late commit: {where} committed (behind the checkpoint: {behind})")
+        return behind
+
+    async def _checkpoint_past(self, side: Side, entity_set: str, moment: datetime) -> bool:
+        rows = await self.pipeline.query(
+            "SELECT watermark FROM capture_checkpoints WHERE side = $1 AND table_name = $2",
+            side,
+            entity_set,
+        )
+        return bool(rows) and rows[0]["watermark"] > moment
+
+    async def _shows(self, rec: Rec, side: Side, table: Table, values: dict[str, str]) -> bool:
+        entity_set = table.entity_set(side)
+        rows = await self.pipeline.apis[side].rows(
+            entity_set, f"{id_field(side, entity_set)} eq {rec.ids[side]}"
+        )
+        return bool(rows) and all(
+            str(rows[0].get(f.on(side)) or "").strip() == values[f.name] for f in table.editable
+        )
+
+    async def _short_read(self, fault: Fault) -> None:
+        """For a few deletion-scan intervals, one side answers listings of ids
+        short; a Dataverse table's deletions are only scanned for once its delta
+        link expired, so its links expire first. Nothing may be deleted for it."""
+        side = _side(fault.target)
+        api = self.pipeline.apis[side]
+        seconds = 3 * self.pipeline.tuning.delete_scan_interval_s
+        async with self.locks[f"emulator-{side}"]:
+            for attempt in range(_TRIES):
+                share = _SHORT_SHARES[(fault.detail + attempt) % len(_SHORT_SHARES)]
+                if side == "dataverse":
+                    await api.expire_delta_links()
+                self._note(f"short read on {side}: {share:.0%} of ids for {seconds:.0f}s")
+                await api.short_listing(share, seconds)
+                await asyncio.sleep(seconds)
+                hidden = await api.hidden_from_listings()
+                await api.end_short_listing()
+                if hidden:
+                    self.observed["short read: ids left out of deletion scans"] += hidden
+                    self.injected[fault.kind] += 1
+                    return
+                self.not_reached[fault.kind] += 1
 
     async def _kill(self, name: str, kind: str) -> None:
         proc = self.pipeline.supervisor[name]
@@ -251,3 +556,8 @@ class Injector:
 
 def _side(text: str) -> Side:
     return "bc" if text == "bc" else "dataverse"
+
+
+def _mapping_of(fault: Fault) -> str:
+    """The mapping of the apply instance a fault targets (``apply-<mapping>-<n>``)."""
+    return fault.target.split("-")[1]

@@ -1,10 +1,10 @@
 """When the pipeline has *settled* — the moment the two sides are compared.
 
 Settled means, all at once and without a break for ``stable_window_s``
-(longer than a deletion scan and several polls, so the slowest loop has run
-in it):
+(longer than a deletion scan, a look-back and several polls, so the slowest
+loop has run in it):
 
-1. every process runs, none with a fault point armed;
+1. every process runs, none frozen or with a fault point armed;
 2. every apply group's committed offset is the end offset of every
    partition of its source topics (lag 0);
 3. each capture's checkpoint has reached the newest change of its table, as
@@ -99,7 +99,7 @@ async def settle(
 async def _probe(p: Pipeline, poison_ids: set[str]) -> _Probe:
     reasons: list[str] = []
     for proc in p.supervisor.procs.values():
-        if not proc.running or proc.armed is not None:
+        if not proc.running or proc.paused or proc.armed is not None:
             reasons.append(f"{proc.name} is not running normally")
     versions: dict[str, str] = {}
     newest: dict[tuple[Side, str], datetime] = {}

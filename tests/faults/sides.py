@@ -184,6 +184,30 @@ class SideApi:
     async def clear_faults(self) -> None:
         response = await self.client.delete("/_emulator/faults")
         response.raise_for_status()
+        await self.end_short_listing()
+
+    async def short_listing(self, share: float, seconds: float) -> None:
+        """For ``seconds``, listings of ids alone leave out about ``share`` of the rows."""
+        response = await self.client.post(
+            "/_emulator/short-listing", json={"share": share, "for_seconds": seconds}
+        )
+        response.raise_for_status()
+
+    async def hidden_from_listings(self) -> int:
+        """How many rows the current short listing has left out so far."""
+        response = await self.client.get("/_emulator/short-listing")
+        response.raise_for_status()
+        state = response.json()
+        return int(state["hidden"]) if state else 0
+
+    async def end_short_listing(self) -> None:
+        response = await self.client.delete("/_emulator/short-listing")
+        response.raise_for_status()
+
+    async def expire_delta_links(self) -> None:
+        """Dataverse: every delta link issued so far is answered as expired."""
+        response = await self.client.post("/_emulator/change-tracking/expire")
+        response.raise_for_status()
 
     async def answers(self) -> bool:
         try:

@@ -133,7 +133,7 @@ async def test_a_dataverse_contact_created_and_changed_in_one_batch_is_created_o
     number = accounts[0]["number"]
     parent_dv = (await p.apis["dataverse"].find("accounts", "accountnumber", number))[0]
     email = f"onebatch-{uuid.uuid4().hex[:8]}@faults.example"
-    apply = p.apply("CONTACTS")
+    apply = await p.solo_apply("CONTACTS")
     seen = len(p.supervisor.exits)
     topic = p.topics.cdc("dataverse", "contacts")
     # Apply is away (a deploy, a crash): both changes wait in Kafka for it.
@@ -194,7 +194,7 @@ async def _account_update_written_then_crashed(p: Pipeline, label: str) -> _Inte
         what="the account to be coupled",
     )
     topic = p.topics.cdc("dataverse", "accounts")
-    apply = p.apply("CUSTOMER")
+    apply = await p.solo_apply("CUSTOMER")
     await apply.stop()
     events = await published(p.infra.bootstrap, topic)
     await p.apis["dataverse"].update("accounts", account_id, {"name": f"{label} v1"})
@@ -212,7 +212,7 @@ async def _account_update_written_then_crashed(p: Pipeline, label: str) -> _Inte
 async def test_a_write_lost_to_a_crash_is_still_recognised_as_an_echo(pipeline: Pipeline) -> None:
     p = pipeline
     await p.ensure_running()
-    apply = p.apply("CUSTOMER")
+    apply = await p.solo_apply("CUSTOMER")
     # Apply writes v1 to BC and dies before it records that write in the coupling.
     lost = await _account_update_written_then_crashed(p, "Echo")
     number, account_id, topic = lost.number, lost.account_id, lost.topic
@@ -248,7 +248,7 @@ async def test_an_update_interrupted_before_its_record_was_deleted_leaves_no_int
         lost.account_id,
     )
     customer_id = coupled[0]["id"]
-    apply = p.apply("CUSTOMER")
+    apply = await p.solo_apply("CUSTOMER")
 
     async def intents() -> list[str]:
         rows = await p.query(
@@ -347,7 +347,7 @@ async def test_a_create_bc_refuses_holds_no_other_record(pipeline: Pipeline) -> 
 async def test_an_intent_settled_by_a_match_holds_no_other_record(pipeline: Pipeline) -> None:
     p = pipeline
     await p.ensure_running()
-    apply = p.apply("CUSTOMER")
+    apply = await p.solo_apply("CUSTOMER")
     topic = p.topics.cdc("dataverse", "accounts")
     await apply.stop()
     events = await published(p.infra.bootstrap, topic)
@@ -391,7 +391,7 @@ async def test_a_crash_between_commit_and_offset_commit_leaves_no_lag(pipeline: 
     p = pipeline
     await p.ensure_running()
     await wait_until(lambda: _settled_mapping(p, "CUSTOMER"), timeout_s=60, what="no lag")
-    apply = p.apply("CUSTOMER")
+    apply = await p.solo_apply("CUSTOMER")
     await apply.arm("apply.after_commit:CUSTOMER", 1, restart=False)
     try:
         number = f"OL{uuid.uuid4().hex[:8].upper()}"

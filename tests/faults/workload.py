@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ class Rec:
     poison: bool = False
     vanished: bool = False
     busy: bool = False
+    written_at: float = 0.0
+    """When the users last changed it (monotonic seconds)."""
 
 
 @dataclass
@@ -166,6 +169,7 @@ class Driver:
             )
             rec.ids[side] = row[id_field(side, table.entity_set(side))]
             rec.expected = values
+            rec.written_at = time.monotonic()
             self.ledger.created[(side, table.entity_set(side))] += 1
             self.ledger.changes[f"create {side} {table.entity_set(side)}"] += 1
         finally:
@@ -230,6 +234,7 @@ class Driver:
         await self.apis[side].update(
             table.entity_set(side), rec.ids[side], _body(table, side, values)
         )
+        rec.written_at = time.monotonic()
         self.ledger.changes[f"update {side} {table.entity_set(side)}"] += 1
 
     # deletes
@@ -271,6 +276,40 @@ class Driver:
             rec.ids[other] = found[0][id_field(other, table.entity_set(other))]
             return True
         return False
+
+    # late commits (made in the side's database, see late.py)
+
+    def take_for_late(self, table: Table, side: Side, quiet_s: float) -> Rec | None:
+        """A record made on ``side``, only ever changed there and not for
+        ``quiet_s`` (a late change is still stamped after the one before it),
+        held (busy) until ``release``; None if there is none to take now."""
+        now = time.monotonic()
+        candidates = [
+            r
+            for r in self.recs
+            if r.table is table
+            and r.home == side
+            and side in r.ids
+            and now - r.written_at >= quiet_s
+            and not (r.conflict or r.busy or r.deleted or r.poison or r.vanished)
+        ]
+        if not candidates:
+            return None
+        rec = self.rng.choice(candidates)
+        rec.busy = True
+        return rec
+
+    def new_values(self, table: Table) -> dict[str, str]:
+        return self._values(table, self._next())
+
+    def release(self, rec: Rec, written: dict[str, str] | None) -> None:
+        """Ends a late commit; ``written``: the values it committed, None if it
+        rolled back."""
+        if written is not None:
+            rec.expected = written
+            rec.written_at = time.monotonic()
+            self.ledger.changes[f"late update {rec.home} {rec.table.entity_set(rec.home)}"] += 1
+        rec.busy = False
 
     # values
 

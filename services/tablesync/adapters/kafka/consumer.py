@@ -21,7 +21,18 @@ from tablesync.ports.log import ConsumerRecord, OffsetReset, PartitionHook, Topi
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["BatchConsumer", "ConsumerRecord", "KafkaConsumers", "PartitionHook", "TopicPartition"]
+__all__ = [
+    "SESSION_TIMEOUT_MS",
+    "BatchConsumer",
+    "ConsumerRecord",
+    "KafkaConsumers",
+    "PartitionHook",
+    "TopicPartition",
+]
+
+SESSION_TIMEOUT_MS = 10_000
+"""A member silent this long (no heartbeat: crashed, frozen) leaves its group and
+its partitions go to the others."""
 
 
 def _ours(tps: Iterable[KafkaPartition]) -> frozenset[TopicPartition]:
@@ -75,7 +86,7 @@ class BatchConsumer:
             # this: a long backlog fills the buffer to its bound, not with the backlog.
             max_partition_fetch_bytes=1 << 20,
             fetch_max_bytes=8 << 20,
-            session_timeout_ms=10000,
+            session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=1000,
             max_poll_interval_ms=max_poll_interval_ms,
         )

@@ -28,6 +28,7 @@ from tablesync.emulators.bc.rules import write_assigns
 from tablesync.emulators.bc.specs import BC_SPECS, NUMBER_SERIES, root_of
 from tablesync.emulators.bc.style import BC_STYLE, TABLE_CAPTIONS
 from tablesync.emulators.common.etags import bc_etag, parse_precondition
+from tablesync.emulators.common.listing import shown
 from tablesync.emulators.common.messages import ApiRequest, ApiResponse
 from tablesync.emulators.common.payload import convert_properties, json_object
 from tablesync.emulators.common.prefer import max_page_size, parse_prefer
@@ -282,7 +283,8 @@ class BcService:
         body: dict[str, object] = {"@odata.context": self._context(request, target)}
         if options.count:
             body["@odata.count"] = await count_rows(db, spec, options)
-        body["value"] = [shape_row(r, fields, bc_etag) for r in page.rows]
+        rows = shown(self.tuning.short_listing, spec, options, page.rows)
+        body["value"] = [shape_row(r, fields, bc_etag) for r in rows]
         if page.next_token is not None:
             body["@odata.nextLink"] = next_link(request, page.next_token)
         headers = {"Preference-Applied": f"odata.maxpagesize={requested}"} if requested else None

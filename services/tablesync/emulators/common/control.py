@@ -13,11 +13,20 @@ documented API).
                                   "change_retention_s"}
     POST   /_emulator/change-tracking/expire
                                  every delta token issued until now is answered as expired
+    POST   /_emulator/short-listing {"share": 0 < S <= 1, "for_seconds": T}
+                                 for T seconds, listings of ids alone ($select=<key>, no
+                                 $filter: what a deletion scan reads) leave out about S of
+                                 the rows, the same ones on every page; every other read
+                                 still finds them (see listing.py)
+    GET    /_emulator/short-listing {"share", "seconds_left", "hidden": rows left out so
+                                 far}, also once it is over; or null
+    DELETE /_emulator/short-listing clear it
     POST   /_emulator/reset      empty every table (the baseline rows come back)
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +36,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tablesync.emulators.common.guard import CONTROL_PREFIX
+from tablesync.emulators.common.listing import ShortListing
 from tablesync.emulators.common.runtime import Runtime
 from tablesync.emulators.common.schema import truncate_all
 
@@ -158,6 +168,29 @@ def control_routes(runtime: Runtime) -> list[Route]:
         runtime.tuning.expired_before = datetime.now(UTC)
         return Response(status_code=204)
 
+    async def short_listing(request: Request) -> Response:
+        if request.method == "GET":
+            short = runtime.tuning.short_listing
+            return _json(None if short is None else short.describe())
+        if request.method == "DELETE":
+            runtime.tuning.short_listing = None
+            return Response(status_code=204)
+        payload = await _body(request)
+        if payload is None:
+            return _problem("the body must be a JSON object")
+        try:
+            share = _number(payload, "share", integer=False)
+            seconds = _number(payload, "for_seconds", integer=False)
+            if share is None or not 0 < share <= 1:
+                raise ValueError("share must be a number above 0 and at most 1")
+            if seconds is None or seconds <= 0:
+                raise ValueError("for_seconds must be positive")
+        except ValueError as exc:
+            return _problem(str(exc))
+        short = ShortListing(float(share), time.monotonic() + float(seconds))
+        runtime.tuning.short_listing = short
+        return _json(short.describe(), 201)
+
     async def reset(request: Request) -> Response:
         async with runtime.pool.acquire() as conn, conn.transaction():
             await truncate_all(conn, runtime.service.specs)
@@ -169,5 +202,6 @@ def control_routes(runtime: Runtime) -> list[Route]:
         Route(f"{CONTROL_PREFIX}/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route(f"{CONTROL_PREFIX}/config", config, methods=["GET", "PATCH"]),
         Route(f"{CONTROL_PREFIX}/change-tracking/expire", expire, methods=["POST"]),
+        Route(f"{CONTROL_PREFIX}/short-listing", short_listing, methods=["GET", "POST", "DELETE"]),
         Route(f"{CONTROL_PREFIX}/reset", reset, methods=["POST"]),
     ]

@@ -13,6 +13,7 @@ import structlog
 from tablesync.core.events import Side
 from tablesync.emulators.common.faults import Faults
 from tablesync.emulators.common.limiter import Limiter
+from tablesync.emulators.common.listing import ShortListing
 from tablesync.emulators.common.messages import ApiRequest, ApiResponse
 from tablesync.emulators.common.problems import ApiProblem, ErrorStyle, Kind
 from tablesync.emulators.common.sql import Executor, TableSpec
@@ -65,6 +66,8 @@ class Tuning:
     change_retention_s: float = 7 * 86400.0
     expired_before: datetime | None = None
     """Dataverse: delta tokens issued before this moment are answered as expired."""
+    short_listing: ShortListing | None = None
+    """An injected short read of the id listings (``listing.ShortListing``)."""
 
 
 class Service(Protocol):

@@ -15,6 +15,7 @@ from typing import Any
 
 from tablesync.core.catalog import FieldDef
 from tablesync.emulators.common.etags import dataverse_etag, parse_precondition
+from tablesync.emulators.common.listing import ShortListing, shown
 from tablesync.emulators.common.messages import ApiRequest, ApiResponse
 from tablesync.emulators.common.prefer import max_page_size, parse_prefer
 from tablesync.emulators.common.problems import ApiProblem, Kind
@@ -107,7 +108,11 @@ def context_url(request: ApiRequest, spec: TableSpec, entity: bool) -> str:
 
 
 async def list_rows(
-    request: ApiRequest, db: Executor, spec: TableSpec, page_limit: int
+    request: ApiRequest,
+    db: Executor,
+    spec: TableSpec,
+    page_limit: int,
+    short: ShortListing | None = None,
 ) -> ApiResponse:
     options = parse_options(spec, request.query)
     fields = options.select or tuple(spec.entity.fields.values())
@@ -128,7 +133,9 @@ async def list_rows(
         if _wants(preferences, "Microsoft.Dynamics.CRM.totalrecordcount"):
             body["@Microsoft.Dynamics.CRM.totalrecordcount"] = min(matched, MAX_PAGE_SIZE)
             body["@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"] = matched > MAX_PAGE_SIZE
-    body["value"] = [shape(spec, r, fields, annotate) for r in page.rows]
+    body["value"] = [
+        shape(spec, r, fields, annotate) for r in shown(short, spec, options, page.rows)
+    ]
     if page.next_token is not None:
         body["@odata.nextLink"] = next_link(request, page.next_token)
     applied = []

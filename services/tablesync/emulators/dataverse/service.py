@@ -156,7 +156,9 @@ class DataverseService:
                     return await tracking.changes(request, db, spec, self.tuning)
                 if tracking.is_tracking_request(request) and tracking.is_tracked(spec, self.tuning):
                     return await tracking.initial(request, db, spec, self.tuning)
-                return await reads.list_rows(request, db, spec, self.tuning.max_page_size)
+                return await reads.list_rows(
+                    request, db, spec, self.tuning.max_page_size, self.tuning.short_listing
+                )
             if rest is None and method == "POST":
                 return await self._create(request, db, spec)
             raise self._not_allowed(request, name)
