@@ -51,10 +51,12 @@ class Outcome:
 
 
 def _quiet() -> None:
-    # The services log every batch; a schedule's story is its trace.
+    # The services log every batch; a schedule's story is its trace. Loggers
+    # are not cached, so that what the tests in this process configure after
+    # a schedule (capture_logs) still reaches every module's logger.
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,
     )
 
 
@@ -181,6 +183,7 @@ async def _replay_changes_nothing(world: World) -> list[str]:
 
 
 def run_schedule(seed: int, *, profile: str = "calm", verbose: bool = False) -> Outcome:
+    before = structlog.get_config()
     _quiet()
     loop = VirtualLoop()
 
@@ -194,3 +197,5 @@ def run_schedule(seed: int, *, profile: str = "calm", verbose: bool = False) -> 
         return loop.run_until_complete(_schedule(seed, profile, verbose))
     finally:
         loop.close()
+        # The process's logging as it was: a schedule's quiet ends with it.
+        structlog.configure(**before)
