@@ -67,6 +67,8 @@ _ZOMBIE_PAUSE_S = 1.5 * _SESSION_TIMEOUT_S
 # A late commit waits this long at most for capture to read past it.
 _LATE_HOLD_S = 30.0
 _LATE_BEHIND_S = (5.0, 30.0)
+# How long a late commit waits for a record that has been quiet long enough.
+_LATE_WAIT_S = 60.0
 # What a short read leaves out of a listing of ids: under the share a scan may
 # remove (the direct read must keep them), and far over it (the scan must stop).
 _SHORT_SHARES = (0.05, 0.2, 0.6)
@@ -403,23 +405,33 @@ class Injector:
         side_name, entity_set = fault.target.split(":")
         side = _side(side_name)
         table = next(t for t in TABLES if t.entity_set(side) == entity_set)
-        for _ in range(_TRIES):
+        tries = 0
+        waiting_until = time.monotonic() + _LATE_WAIT_S
+        while tries < _TRIES:
             # Not while PostgreSQL, which holds the emulators' tables too, restarts:
             # the open transaction would only be rolled back.
             async with self.locks["infra"]:
-                if await self._late_once(table, side):
-                    self.injected[fault.kind] += 1
-                    return
+                landed = await self._late_once(table, side)
+            if landed:
+                self.injected[fault.kind] += 1
+                return
+            if landed is None and time.monotonic() < waiting_until:
+                # No record quiet long enough yet under a busy workload: that
+                # is no try, and one will be (each is edited only now and then).
+                await asyncio.sleep(0.5)
+                continue
+            tries += 1
             self.not_reached[fault.kind] += 1
             await asyncio.sleep(1.0)
 
-    async def _late_once(self, table: Table, side: Side) -> bool:
+    async def _late_once(self, table: Table, side: Side) -> bool | None:
         """One late commit of a user's change; whether it landed behind the
-        checkpoint. The change is the user's whether or not it did."""
+        checkpoint (None: no record was quiet long enough to take one). The
+        change is the user's whether or not it did."""
         low, high = _LATE_BEHIND_S
         rec = self.driver.take_for_late(table, side, quiet_s=low + 1.0)
         if rec is None:
-            return False
+            return None
         values = self.driver.new_values(table)
         quiet_s = time.monotonic() - rec.written_at
         behind_s = self.rng.uniform(low, min(high, quiet_s - 1.0))
