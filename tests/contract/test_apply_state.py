@@ -508,9 +508,11 @@ class ApplyStateContract:
         assert await apply_state.announced_writes("CUSTOMER", [update, delete]) == {delete}
         assert await apply_state.announce_writes("CUSTOMER", [update]) == set()
 
-    async def test_write_images_are_kept_beside_each_other_but_not_twice(
+    async def test_write_images_are_kept_in_the_order_announced_the_latest_last(
         self, state: StateHarness
     ) -> None:
+        """An image announced again right after itself is kept once; announced
+        again after another, it is the latest again, and kept at the end."""
         apply_state = state.stores.apply_state
         update: WriteTarget = ("dataverse", "r1", "update")
         delete: WriteTarget = ("dataverse", "r2", "delete")
@@ -518,6 +520,7 @@ class ApplyStateContract:
         two = {"name": "Adatum Corp", "credit": 1, "blocked": False}
         await apply_state.announce_writes("CUSTOMER", [update, delete], {update: one})
         await apply_state.announce_writes("CUSTOMER", [update], {update: two})
+        await apply_state.announce_writes("CUSTOMER", [update], {update: dict(two)})
         await apply_state.announce_writes("CUSTOMER", [update], {update: dict(one)})
         await apply_state.announce_writes("CUSTOMER", [update])
         # JSON tells a boolean from a number.
@@ -526,7 +529,7 @@ class ApplyStateContract:
 
         records = [("dataverse", "r1"), ("dataverse", "r2"), ("bc", "r1")]
         found = await apply_state.written_images("CUSTOMER", records)  # type: ignore[arg-type]
-        assert found == {("dataverse", "r1"): [one, two, three]}
+        assert found == {("dataverse", "r1"): [one, two, one, three]}
         found[("dataverse", "r1")][0]["name"] = "changed"
         again = await apply_state.written_images("CUSTOMER", [("dataverse", "r1")])
         assert again[("dataverse", "r1")][0] == one

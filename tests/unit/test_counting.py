@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -246,6 +247,28 @@ def test_tablesyncs_own_write_is_settled_unless_the_record_is_retried() -> None:
     # Given up: nothing will decide it again.
     given_up = _record(Fail("boom"), facts, previous=_due("failed", "boom", same=2))
     assert own in given_up.resolved_writes
+
+
+def test_the_echo_of_an_earlier_write_leaves_the_latest_writes_image_known() -> None:
+    """Seed instances 400778: two updates of one BC record were announced, the
+    second by an attempt that crashed after its write. The echo of the first,
+    decided, settled both; the echo of the second then had no image and was
+    taken for a user's change, and written over newer Dataverse edits."""
+    first = {"number": "C1", "displayName": "v4", "phoneNumber": "1"}
+    latest = {"number": "C1", "displayName": "v7", "phoneNumber": "5"}
+    own: WriteTarget = ("bc", "bc1", "update")
+
+    def facts(fields: dict[str, FieldValue]) -> Facts:
+        event = replace(EVENT, fields=fields)
+        return Facts(
+            event, FetchDestination("dataverse", "dv1", PAIR), PAIR, written_here=(first, latest)
+        )
+
+    assert own not in _record(Unchanged(PAIR), facts(first)).resolved_writes
+    assert own in _record(Unchanged(PAIR), facts(latest)).resolved_writes
+    # A user's change since: no later echo of tablesync's is to come.
+    edited = {**latest, "phoneNumber": "9"}
+    assert own in _record(Unchanged(PAIR), facts(edited)).resolved_writes
 
 
 def test_tablesyncs_updates_of_what_an_interrupted_create_made_settle_with_it() -> None:

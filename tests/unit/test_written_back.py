@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.events import FieldValue, RecordChanged
-from tablesync.core.fieldmap import Mapped, map_values, not_written_back, written_image
+from tablesync.core.fieldmap import (
+    Mapped,
+    echo_of_earlier_write,
+    map_values,
+    not_written_back,
+    written_image,
+)
 from tablesync.core.plan import Skip, Unchanged, Update, decide_coupled
 from tablesync.core.records import Row
 
@@ -149,3 +155,38 @@ def test_a_field_left_as_it_was_is_not_the_users_either() -> None:
     decision = decide_coupled(_bc_event(edited), CUSTOMER, _coupling(), account_now, mapped)
     assert isinstance(decision, Update) and decision.payload == {"creditlimit": 900}
     assert not isinstance(decision, Skip)
+
+
+@given(
+    _crashed_writes(),
+    st.lists(
+        st.dictionaries(st.sampled_from([dv for _, dv in _PAIRS]), _text, min_size=1),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_the_echo_of_a_write_before_the_latest_is_told_from_the_latests(
+    case: tuple[dict[str, FieldValue], dict[str, FieldValue], dict[str, FieldValue]],
+    later: list[dict[str, FieldValue]],
+) -> None:
+    """Several updates of one BC record announced, none committed: what each
+    left on the record, read back, is an earlier write's echo unless it is
+    also what the latest left."""
+    before, v1, _ = case
+    state = _bc(before)
+    images: list[dict[str, FieldValue]] = []
+    echoes: list[dict[str, FieldValue]] = []
+    for change in [v1, *later]:
+        image = written_image(CUSTOMER, "bc", _to_bc(_dataverse(change)), state)
+        state = {**state, **image}
+        images.append(image)
+        echoes.append(dict(state))
+    for echo in echoes[:-1]:
+        earlier = echo_of_earlier_write(CUSTOMER, "bc", echo, images)
+        assert earlier == (not _same_fields(echo, images[-1])), (echo, images)
+    assert not echo_of_earlier_write(CUSTOMER, "bc", echoes[-1], images)
+    assert not echo_of_earlier_write(CUSTOMER, "bc", echoes[0], images[:1])
+
+
+def _same_fields(fields: dict[str, FieldValue], image: dict[str, FieldValue]) -> bool:
+    return all(fields.get(name) == value for name, value in image.items())

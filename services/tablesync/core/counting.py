@@ -29,7 +29,7 @@ from tablesync.core.couplings import Coupling
 from tablesync.core.decision import Facts
 from tablesync.core.effects import DueRecord, ErrorRow, StatusChange, WriteTarget
 from tablesync.core.events import Direction, RecordFailed, Side, other_side
-from tablesync.core.fieldmap import Mapped
+from tablesync.core.fieldmap import Mapped, echo_of_earlier_write
 from tablesync.core.mappings import TableMapping, direction_of
 from tablesync.core.outcome import written_towards
 from tablesync.core.plan import (
@@ -234,7 +234,11 @@ def record(
         intents.append(source)
     # Done, or refused by the API: either way no write is in flight.
     writes = list(f.announced.all)
-    if f.written_here and not again:
+    if (
+        f.written_here
+        and not again
+        and not echo_of_earlier_write(mapping, event.side, event.fields, f.written_here)
+    ):
         # Tablesync's own write to this record is settled by this decision.
         writes.append((event.side, event.record_id, "update"))
     if f.written_there_by is not None and source in intents and not again:

@@ -21,6 +21,7 @@ __all__ = [
     "Mapped",
     "Unresolved",
     "changes",
+    "echo_of_earlier_write",
     "identifies",
     "looks_sent",
     "lookup_keys",
@@ -374,3 +375,30 @@ def not_written_back(
         tuple((f, v) for f, v in mapped.values if not ours(f)),
         tuple(u for u in mapped.unresolved if not ours(u.field)),
     )
+
+
+def echo_of_earlier_write(
+    mapping: TableMapping,
+    side: Side,
+    fields: Mapping[str, FieldValue],
+    images: Sequence[Mapping[str, FieldValue]],
+) -> bool:
+    """Whether a record of ``side`` read as ``fields`` is what an earlier one
+    of tablesync's announced writes left on it, and not what the latest left
+    (``images`` in the order the writes were announced, the latest last).
+
+    Such a version is older than the latest write: that write's echo is still
+    to come, and must still be known as tablesync's when it does, or it would
+    be taken for a user's change and written over newer ones."""
+    if len(images) < 2:
+        return False
+
+    def left_by(image: Mapping[str, FieldValue]) -> bool:
+        names = [(f, read_name(f, side)) for f in mapping.fields]
+        return all(
+            same_value(fields.get(name), image[name], code=f.transform.code)
+            for f, name in names
+            if name is not None and name in image
+        )
+
+    return not left_by(images[-1]) and any(left_by(image) for image in images[:-1])

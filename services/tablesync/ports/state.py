@@ -146,7 +146,8 @@ class ApplyState(Protocol):
     ) -> set[WriteTarget]:
         """Announces updates and deletions before the destination is called
         (committed on return), each update with what it leaves on its record
-        (kept beside those of earlier attempts, not twice); returns those an
+        (kept after those of earlier attempts, in the order announced; an
+        image the same as the latest is not kept twice); returns those an
         attempt that did not commit had announced already."""
         ...
 
@@ -154,7 +155,8 @@ class ApplyState(Protocol):
         self, mapping: str, records: Sequence[tuple[Side, str]]
     ) -> dict[tuple[Side, str], list[dict[str, FieldValue]]]:
         """Of ``records``, those with an announced update not yet committed,
-        with what each attempt that announced it would leave on the record."""
+        with what each attempt that announced it would leave on the record,
+        the latest last."""
         ...
 
     async def announced_writes(

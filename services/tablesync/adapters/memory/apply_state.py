@@ -285,7 +285,9 @@ class MemoryApplyState(MemoryStore):
             new = (jsonb(images[target]),) if target in images else ()
             if old is None:
                 staged.put(mapping, target, WriteRow(now, new))
-            elif new and not _contains(old.images, new[0]):
+            elif new and not _contains(old.images[-1:], new[0]):
+                # Kept in the order announced, the latest last: an image
+                # announced again after another one is the latest again.
                 staged.put(mapping, target, replace(old, images=old.images + new))
         staged.apply()
         return earlier

@@ -145,9 +145,9 @@ class ApplyStateStore:
     ) -> set[WriteTarget]:
         """Announces updates and deletions before the destination is called
         (committed on return), each update with what it leaves on its record
-        (``images``, kept beside those of earlier attempts); returns those an
-        attempt that did not commit had announced already, which may have
-        happened."""
+        (``images``, kept after those of earlier attempts, the latest last);
+        returns those an attempt that did not commit had announced already,
+        which may have happened."""
         if not targets:
             return set()
         images = images or {}
@@ -158,7 +158,8 @@ class ApplyStateStore:
             await conn.executemany(
                 "INSERT INTO write_intents (mapping, side, record_id, kind, images) "
                 "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (mapping, side, record_id, kind) "
-                "DO UPDATE SET images = CASE WHEN write_intents.images @> EXCLUDED.images "
+                "DO UPDATE SET images = CASE "
+                "WHEN jsonb_build_array(write_intents.images -> -1) @> EXCLUDED.images "
                 "THEN write_intents.images ELSE write_intents.images || EXCLUDED.images END",
                 [(mapping, *t, [images[t]] if t in images else []) for t in targets],
             )
