@@ -10,7 +10,7 @@ caller commits Kafka offsets last."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -173,6 +173,10 @@ class Applier:
     ) -> None:
         mapping = self.mapping
         statuses = await self._reader.load_statuses(items)
+        if any(item.retry is not None for item in items):
+            kept = [_current(item, statuses) for item in items]
+            items = [item for item, keep in zip(items, kept, strict=True) if keep]
+            couplings = [c for c, keep in zip(couplings, kept, strict=True) if keep]
         deleted = await self._reader.load_deleted(items, couplings, effects)
         work: list[Work] = []
         for item, coupling in zip(items, couplings, strict=True):
@@ -324,3 +328,15 @@ def _unique_chunks(items: Iterable[Item]) -> list[list[Item]]:
         chunks[-1].append(item)
         seen.add(key)
     return [c for c in chunks if c]
+
+
+def _current(item: Item, statuses: Mapping[tuple[Side, str], DueRecord]) -> bool:
+    """Whether a retry is still of the record's listing as it is now, read
+    under the batch's claim: a listing replaced since the retry was taken
+    (a newer version listed by another batch) or cleared (synced by one) is
+    decided there, and deciding the older version here would list it over
+    the newer one."""
+    if item.retry is None:
+        return True
+    now = statuses.get((item.event.side, item.event.record_id))
+    return now is not None and now.event == item.retry.event
