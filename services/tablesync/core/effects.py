@@ -123,6 +123,10 @@ class BatchEffects:
     epochs: dict[tuple[str, int], int] = field(default_factory=dict)
     """The epoch this instance holds each partition of the batch under: the
     commit is refused (``errors.Fenced``) where another has taken one since."""
+    announced: set[WriteTarget] = field(default_factory=set)
+    """Writes this batch announced that no attempt had announced before it:
+    read back within the batch, their effect is its own (committed with it),
+    never a lost commit's. Not stored."""
     deletions_read: set[tuple[Side, str]] = field(default_factory=set)
     """Records (side, lower-case id) whose deletion is among the batch's events:
     known deleted to every part of the batch, whichever is decided first. Not
@@ -144,6 +148,7 @@ class BatchEffects:
         self.finished.extend(other.finished)
         self.positions.update(other.positions)
         self.epochs.update(other.epochs)
+        self.announced |= other.announced
 
     def count(self, job_id: str, topic: str, partition: int, *names: str) -> None:
         counter = self.counters.setdefault((job_id, topic, partition), Counter())

@@ -195,11 +195,17 @@ def destination_checks(
 
 
 def found_announced(
-    known: Announced, checks: Iterable[Check], ours: Collection[WriteTarget], *, deleting: bool
+    known: Announced,
+    checks: Iterable[Check],
+    ours: Collection[WriteTarget],
+    *,
+    deleting: bool,
+    own: Collection[WriteTarget] = (),
 ) -> Announced:
     """``known`` with the ``checks`` that attempts announced (``ours``): each is
     settled by this attempt, written or not; the first whose record changed
-    is that attempt's write."""
+    is that attempt's write. ``own``: the writes this attempt announced
+    itself, earlier in its batch: settled with it, but no other attempt's."""
     target, found, before = known.target, set(known.all), known.before
     deleted_by_us = known.deleted_by_us
     for key, changed in checks:
@@ -208,7 +214,7 @@ def found_announced(
         if key[2] == "delete" and not deleting:
             deleted_by_us = True
         found.add(key)
-        if changed and not before:
+        if changed and not before and key not in own:
             before, target = True, key
     return Announced(target, frozenset(found), before, deleted_by_us)
 

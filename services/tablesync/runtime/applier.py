@@ -194,10 +194,10 @@ class Applier:
             w.done = self._decide(w, resolved)
         pending = work
         for _ in range(MAX_ROUNDS):
-            pending = await self._writer.write(pending, effects.epochs)
+            pending = await self._writer.write(pending, effects.epochs, effects.announced)
             if not pending:
                 break
-            await self._reader.fetch_destinations(pending)
+            await self._reader.fetch_destinations(pending, effects.announced)
             for w in pending:
                 w.done = self._decide(w, resolved)
         for w in pending:

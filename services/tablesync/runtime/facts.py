@@ -11,14 +11,21 @@ others are decided on what was read."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 import structlog
 
 from tablesync.core.couplings import Coupling
 from tablesync.core.decision import event_of, lookups_needed
-from tablesync.core.effects import BatchEffects, DueRecord, Intent, blocking, made_so_far
+from tablesync.core.effects import (
+    BatchEffects,
+    DueRecord,
+    Intent,
+    WriteTarget,
+    blocking,
+    made_so_far,
+)
 from tablesync.core.events import RecordChanged, Side, other_side
 from tablesync.core.fieldmap import LookupKey
 from tablesync.core.mappings import TableMapping
@@ -115,7 +122,7 @@ class Reader:
         uncoupled = [w for w in work if isinstance(w.facts.triage, FetchCandidates)]
         if uncoupled:
             await self._recover_uncoupled(uncoupled, _seen_deleted(effects))
-        await self.fetch_destinations(work)
+        await self.fetch_destinations(work, effects.announced if effects else ())
         still = [
             w
             for w in uncoupled
@@ -175,9 +182,10 @@ class Reader:
                 if w.event.record_id in named:
                     w.facts = replace(w.facts, blocked=True)
 
-    async def fetch_destinations(self, work: list[Work]) -> None:
+    async def fetch_destinations(self, work: list[Work], own: Collection[WriteTarget] = ()) -> None:
         """The coupled records of the other side as they are now, and the
-        writes to them (or to the records themselves) that were announced."""
+        writes to them (or to the records themselves) that were announced;
+        ``own``: those the batch announced itself (``BatchEffects.announced``)."""
         wanted: dict[Side, set[str]] = {"bc": set(), "dataverse": set()}
         for w in work:
             if isinstance(t := w.facts.triage, FetchDestination):
@@ -203,7 +211,7 @@ class Reader:
             ours = await self.scope.state.announced_writes(self.mapping_name, keys)
             for w, checks in checked:
                 announced = found_announced(
-                    w.facts.announced, checks, ours, deleting=w.facts.deleting
+                    w.facts.announced, checks, ours, deleting=w.facts.deleting, own=own
                 )
                 w.facts = replace(w.facts, announced=announced)
 

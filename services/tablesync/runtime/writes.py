@@ -59,13 +59,18 @@ class Writer:
         return self.scope.mapping_name
 
     async def write(
-        self, work: list[Work], held: Mapping[tuple[str, int], int] | None = None
+        self,
+        work: list[Work],
+        held: Mapping[tuple[str, int], int] | None = None,
+        own: set[WriteTarget] | None = None,
     ) -> list[Work]:
         """Performs every writing decision; returns the work to decide again
         (stale ETags and vanished destinations). ``held``: the epochs of the
-        partitions the work came from, checked before the sides are called."""
+        partitions the work came from, checked before the sides are called;
+        ``own``: the writes the batch announced so far (``BatchEffects.announced``),
+        added to."""
         mapping = self.scope.mapping
-        await self._announce(mapping, work, held)
+        await self._announce(mapping, work, held, set() if own is None else own)
         ops: dict[Side, list[tuple[Work, WriteOp]]] = {"bc": [], "dataverse": []}
         for w in work:
             op = operation_of(w.decision)
@@ -120,10 +125,15 @@ class Writer:
         return again
 
     async def _announce(
-        self, mapping: TableMapping, work: list[Work], held: Mapping[tuple[str, int], int] | None
+        self,
+        mapping: TableMapping,
+        work: list[Work],
+        held: Mapping[tuple[str, int], int] | None,
+        own: set[WriteTarget],
     ) -> None:
         """Announces the creates as intents, then the updates and deletions of
-        existing records, each update with what it leaves on its record."""
+        existing records, each update with what it leaves on its record; ``own``
+        holds what the batch announced before, and is added to."""
         intents: list[Intent] = []
         for w in work:
             d = w.decision
@@ -157,6 +167,10 @@ class Writer:
         earlier = await self.scope.state.announce_writes(
             self.mapping_name, targets, images, held=held
         )
+        # Announced again by the batch that announced it first: its own write,
+        # committed with it, not an attempt's that died.
+        earlier -= own
+        own |= set(targets)
         for w in work:
             w.facts = replace(w.facts, announced=announced_before(w.facts.announced, earlier))
 
