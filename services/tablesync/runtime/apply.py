@@ -22,12 +22,13 @@ import structlog
 
 from tablesync import metrics
 from tablesync.adapters.avro import Codec
+from tablesync.adapters.transient import TRANSIENT
 from tablesync.core.effects import BatchEffects
 from tablesync.core.events import Direction, JobFinished, RecordChanged, Side, SnapshotEnd
-from tablesync.core.mappings import direction_of
+from tablesync.core.mappings import MappingSet, direction_of
 from tablesync.core.plan import JobContext
 from tablesync.core.topics import Topics
-from tablesync.errors import DecodeError, InvalidEvent
+from tablesync.errors import ClaimLost, DecodeError, InvalidEvent
 from tablesync.ports.api import SideApi
 from tablesync.ports.claims import PairClaim, PairClaims
 from tablesync.ports.clock import Clock
@@ -38,6 +39,7 @@ from tablesync.runtime.applier import RETRY_TOPIC, Applier, Item, JobEnsurer
 from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription
 from tablesync.runtime.deadletter import DeadLetters
 from tablesync.runtime.health import Loops, unwatched
+from tablesync.runtime.stopping import until_done
 from tablesync.settings import Settings
 
 __all__ = ["ApplyService"]
@@ -105,8 +107,20 @@ class ApplyService:
         self.batches = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        mappings = await self.mapping_store.load()
-        self._mappings_version = await self.mapping_store.version()
+        loaded: list[MappingSet] = []
+
+        async def load() -> None:
+            loaded[:] = [await self.mapping_store.load()]
+            self._mappings_version = await self.mapping_store.version()
+
+        # The database can go away between the start-up checks and this read
+        # (a restart): waited for like any step, not a reason to exit.
+        if not await until_done(
+            stop, load, what=f"apply {self.mapping_name} start", transient=TRANSIENT
+        ):
+            await self.claims.close()
+            return
+        mappings = loaded[0]
         mapping = mappings.get(self.mapping_name)
         self._applier = Applier(
             self.mapping_name,
@@ -435,6 +449,12 @@ class ApplyService:
         try:
             await self._applier.apply(items, effects, claim)
             await self.state.commit(effects, claim=claim.proof() if claim else None)
+        except ClaimLost:
+            # Another instance may have decided these records since: nothing
+            # is committed, and they stay listed (or their intents open), to
+            # be taken again once the lease this attempt took on them ends.
+            log.warning("aside_dropped", mapping=self.mapping_name, records=len(items))
+            return BatchEffects(self.mapping_name)
         finally:
             if claim is not None:
                 await claim.release()

@@ -61,6 +61,7 @@ from tablesync.core.capture_rules import (
     version_of,
 )
 from tablesync.core.events import RecordChanged, Side, SnapshotEnd, SnapshotRequested
+from tablesync.core.mappings import MappingSet
 from tablesync.core.records import Row
 from tablesync.core.topics import Topics
 from tablesync.errors import (
@@ -80,7 +81,7 @@ from tablesync.runtime.deadletter import DeadLetters
 from tablesync.runtime.health import Beat, Loops, no_beat, unwatched
 from tablesync.runtime.lease import Lease, LeasedPublisher
 from tablesync.runtime.refused import noted
-from tablesync.runtime.stopping import sleep_or_stop
+from tablesync.runtime.stopping import sleep_or_stop, until_done
 from tablesync.runtime.streams import read_ahead
 from tablesync.runtime.together import together
 from tablesync.settings import Settings
@@ -168,8 +169,15 @@ class CaptureService:
             beat()
 
     async def _work(self, stop: asyncio.Event) -> None:
-        mappings = await self.mapping_store.load()
-        tables = mappings.tables(self.side)
+        loaded: list[MappingSet] = []
+
+        async def load() -> None:
+            loaded[:] = [await self.mapping_store.load()]
+
+        # The database can go away between taking the lease and this read.
+        if not await until_done(stop, load, what=f"capture {self.side} start", transient=TRANSIENT):
+            return
+        tables = loaded[0].tables(self.side)
         log.info("capture_started", side=self.side, tables=list(tables), epoch=self.lease.epoch)
         loops = [self._poll_loop(t, stop) for t in tables]
         loops.append(self._snapshot_loop(stop))
