@@ -269,6 +269,8 @@ def test_the_echo_of_an_earlier_write_leaves_the_latest_writes_image_known() -> 
     # A user's change since: no later echo of tablesync's is to come.
     edited = {**latest, "phoneNumber": "9"}
     assert own in _record(Unchanged(PAIR), facts(edited)).resolved_writes
+    # Seed faults 501875: the pair removed, no echo of it is decided again.
+    assert own in _record(Remove("bc", "bc1", PAIR), facts(first)).resolved_writes
 
 
 def test_tablesyncs_updates_of_what_an_interrupted_create_made_settle_with_it() -> None:

@@ -237,9 +237,13 @@ def record(
     if (
         f.written_here
         and not again
-        and not echo_of_earlier_write(mapping, event.side, event.fields, f.written_here)
+        and (
+            isinstance(d, Remove | Uncouple)
+            or not echo_of_earlier_write(mapping, event.side, event.fields, f.written_here)
+        )
     ):
-        # Tablesync's own write to this record is settled by this decision.
+        # Tablesync's own write to this record is settled by this decision:
+        # unless a later write's echo is still to come to a pair that stays.
         writes.append((event.side, event.record_id, "update"))
     if f.written_there_by is not None and source in intents and not again:
         # Tablesync's own updates of the record this record's create made
