@@ -389,8 +389,15 @@ class Reader:
                 self.mapping_name, [gone for _, _, gone in deleting if gone is not None]
             )
             for w, intent, gone in deleting:
+                # Or made (the side answered) and not found: deleted since, by
+                # a user; the pair was made all the same, and both are gone.
+                made_gone = made_then_gone(intent, w.facts.created_before)
                 pair = announced_pair(
-                    mapping, w.event, intent, w.facts.created_before, gone=gone in gone_ours
+                    mapping,
+                    w.event,
+                    intent,
+                    w.facts.created_before,
+                    gone=gone in gone_ours or made_gone,
                 )
                 if pair is None:
                     continue
