@@ -33,7 +33,7 @@ from tablesync.adapters.probes import kafka_probe, postgres_probe
 from tablesync.adapters.transient import TRANSIENT
 from tablesync.admin import AdminService
 from tablesync.admin.health_server import HealthServer
-from tablesync.application import ApiOpener, Operator
+from tablesync.application import ApiOpener, ClaimsOpener, Operator
 from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet
 from tablesync.core.topics import Topics, TopicSpec
@@ -124,9 +124,12 @@ def build_operator(
     codec: Codec | None = None,
     clock: Clock | None = None,
     kafka: KafkaConnection | None = None,
+    claims: ClaimsOpener | None = None,
 ) -> Operator:
     """The operator's operations on these stores: what the CLI, the admin
-    server, the demo and the benches call."""
+    server, the demo and the benches call. Each command that decides pairs
+    claims them on a connection of its own (``PostgresPairClaims``, opened on
+    its first claim), closed when the command ends."""
     return Operator(
         stores=stores,
         apis=apis,
@@ -136,6 +139,7 @@ def build_operator(
         clock=clock or SystemClock(),
         topics=topics_for(settings),
         settings=settings.sync,
+        claims=claims or (lambda: PostgresPairClaims(settings.database_dsn())),
     )
 
 

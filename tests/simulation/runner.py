@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from tablesync.adapters.avro import Codec
+from tablesync.adapters.memory.claims import MemoryPairClaims
 from tablesync.runtime.replay import replay
 from tests.simulation.checks import check
 from tests.simulation.sim import EPOCH, Crashed, Sim, SimClock, Step, Weights
@@ -160,19 +161,25 @@ async def _replay_changes_nothing(world: World) -> list[str]:
     """Invariant 2: every event of the schedule, applied once more by the
     operator's replay, changes neither side and counts as unchanged."""
     before = world.versions()
-    result = await replay(
-        mapping="CUSTOMER",
-        since=EPOCH,
-        until=None,
-        stores=world.stores,
-        window=world.broker.window(),
-        apis=dict(world.sides),
-        mappings=await world.stores.mappings.load(),
-        topics=world.topics,
-        settings=world.settings.sync,
-        codec=Codec(),
-        clock=SimClock(),
-    )
+    # Claimed as the operator's replay is, beside the apply instances still running.
+    claims = MemoryPairClaims(world.database)
+    try:
+        result = await replay(
+            mapping="CUSTOMER",
+            since=EPOCH,
+            until=None,
+            stores=world.stores,
+            window=world.broker.window(),
+            apis=dict(world.sides),
+            mappings=await world.stores.mappings.load(),
+            topics=world.topics,
+            settings=world.settings.sync,
+            codec=Codec(),
+            clock=SimClock(),
+            claims=claims,
+        )
+    finally:
+        await claims.close()
     found = []
     if world.versions() != before:
         found.append("replaying every event changed a side")

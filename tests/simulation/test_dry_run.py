@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.memory import memory_stores
+from tablesync.adapters.memory.claims import MemoryPairClaims
 from tablesync.application import Operator
 from tablesync.application.dryrun import dry_run
 from tablesync.core.events import Side
@@ -216,6 +217,7 @@ def _operator(world: World) -> Operator:
         clock=SimClock(),
         topics=world.topics,
         settings=world.settings.sync,
+        claims=lambda: MemoryPairClaims(world.database),
     )
 
 

@@ -10,10 +10,10 @@ kinds, ``MappingError``); the CLI turns those into its exit codes and lines,
 the admin API into its HTTP problems.
 
 It is built from ports only (``ports.state.StateStores``, the side APIs, the
-command publisher, the log window, codec, clock, settings), so it sits above
-``runtime/`` (whose engines it drives) and below the front ends and the
-composition that builds it."""
+command publisher, the log window, the pair claims, codec, clock, settings),
+so it sits above ``runtime/`` (whose engines it drives) and below the front
+ends and the composition that builds it."""
 
-from tablesync.application.operator import ApiOpener, Operator
+from tablesync.application.operator import ApiOpener, ClaimsOpener, Operator
 
-__all__ = ["ApiOpener", "Operator"]
+__all__ = ["ApiOpener", "ClaimsOpener", "Operator"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,8 @@ from tablesync.core.records import Row
 from tablesync.core.stored import CouplingRow, JobError, JobTotals, ProblemRecord, RunRow, Selection
 from tablesync.errors import (
     AlreadyCoupled,
+    ClaimLost,
+    ClaimsBusy,
     CommandRefused,
     InvalidRequest,
     MappingError,
@@ -29,6 +32,7 @@ from tablesync.errors import (
     UnknownMapping,
 )
 from tablesync.ports.api import SideApi
+from tablesync.ports.claims import PairClaims
 from tablesync.ports.clock import Clock
 from tablesync.ports.log import LogWindow
 from tablesync.ports.state import StateStores
@@ -37,13 +41,18 @@ from tablesync.runtime.operations import CommandPublisher, Operations, RunProgre
 from tablesync.runtime.replay import ReplayResult, replay
 from tablesync.settings import SyncSettings
 
-__all__ = ["ApiOpener", "Operator"]
+__all__ = ["ApiOpener", "ClaimsOpener", "Operator"]
 
 log = structlog.get_logger()
 
 ApiOpener = Callable[[Side], Awaitable[SideApi]]
 """A side's API, opened on first use and kept by whoever opened it: a command
 that touches no side never needs one reachable (BC's is checked on opening)."""
+
+ClaimsOpener = Callable[[], PairClaims]
+"""A holder of pair claims of its own for one command, closed when it ends:
+commands can run side by side (the admin API's requests), and one holder's
+release frees every record it holds."""
 
 _SIDES: tuple[Side, ...] = ("bc", "dataverse")
 _MAPPING_CHANGES = ("direction", "sync_only_coupled", "table_filter", "integration_table_filter")
@@ -65,8 +74,10 @@ class Operator:
         clock: Clock,
         topics: Topics,
         settings: SyncSettings,
+        claims: ClaimsOpener,
     ) -> None:
         self.stores = stores
+        self.claims = claims
         self.apis = apis
         self.window = window
         self.codec = codec
@@ -296,7 +307,8 @@ class Operator:
         which = _side(side)
         rid = _guid(record_id, f"{which} record id")
         known = await self._known(mapping)
-        removed = await self._actions(known, apis={}).uncouple(mapping, which, rid)
+        async with self._claiming("uncouple") as claims:
+            removed = await self._actions(known, {}, claims).uncouple(mapping, which, rid)
         if removed is None:
             raise NotCoupled(mapping, which, rid)
         log.info(
@@ -313,29 +325,38 @@ class Operator:
     async def retry(self, selection: Selection) -> ActionResult:
         """Clears the skip of the selected records and syncs them now, each in its direction."""
         selection, known = await self._selected(selection)
-        return await self._actions(known, await self._both_apis()).retry(selection)
+        apis = await self._both_apis()
+        async with self._claiming("retry") as claims:
+            return await self._actions(known, apis, claims).retry(selection)
 
     async def restore(self, selection: Selection) -> ActionResult:
         """Re-creates the deleted record of each selected coupling from the surviving side."""
         selection, known = await self._selected(selection)
-        return await self._actions(known, await self._both_apis()).restore(selection)
+        apis = await self._both_apis()
+        async with self._claiming("restore") as claims:
+            return await self._actions(known, apis, claims).restore(selection)
 
     async def delete_records(self, selection: Selection, *, confirmed: bool) -> ActionResult:
         """Deletes the surviving record of each selected coupling whose other record is gone."""
         selection, known = await self._selected(selection)
         if not confirmed:
             raise CommandRefused("delete-records deletes records on a side; confirm it (--yes)")
-        return await self._actions(known, await self._both_apis()).delete_records(selection)
+        apis = await self._both_apis()
+        async with self._claiming("delete-records") as claims:
+            return await self._actions(known, apis, claims).delete_records(selection)
 
     async def delete_couplings(self, selection: Selection) -> ActionResult:
         """Removes the selected couplings; neither record changes."""
         selection, known = await self._selected(selection)
-        return await self._actions(known, apis={}).delete_couplings(selection)
+        async with self._claiming("delete-couplings") as claims:
+            return await self._actions(known, {}, claims).delete_couplings(selection)
 
     async def find_deleted(self, mapping: str | None = None) -> ActionResult:
         """Flags couplings whose record no longer exists on either side."""
         known = await self._known(*((mapping,) if mapping else ()))
-        return await self._actions(known, await self._both_apis()).find_deleted(mapping)
+        apis = await self._both_apis()
+        async with self._claiming("find-deleted") as claims:
+            return await self._actions(known, apis, claims).find_deleted(mapping)
 
     async def replay(
         self, mapping: str, *, since: datetime, until: datetime | None = None
@@ -349,19 +370,22 @@ class Operator:
                 f"the window ends ({until.isoformat()}) before it starts ({since.isoformat()})"
             )
         known = await self._known(mapping)
-        return await replay(
-            mapping=mapping,
-            since=since,
-            until=until,
-            stores=self.stores,
-            window=self.window,
-            apis=await self._both_apis(),
-            mappings=known,
-            topics=self.topics,
-            settings=self.settings,
-            codec=self.codec,
-            clock=self.clock,
-        )
+        apis = await self._both_apis()
+        async with self._claiming("replay") as claims:
+            return await replay(
+                mapping=mapping,
+                since=since,
+                until=until,
+                stores=self.stores,
+                window=self.window,
+                apis=apis,
+                mappings=known,
+                topics=self.topics,
+                settings=self.settings,
+                codec=self.codec,
+                clock=self.clock,
+                claims=claims,
+            )
 
     # shared
 
@@ -394,7 +418,9 @@ class Operator:
     async def _both_apis(self) -> dict[Side, SideApi]:
         return {side: await self.apis(side) for side in _SIDES}
 
-    def _actions(self, mappings: MappingSet, apis: dict[Side, SideApi]) -> Actions:
+    def _actions(
+        self, mappings: MappingSet, apis: dict[Side, SideApi], claims: PairClaims
+    ) -> Actions:
         return Actions(
             stores=self.stores,
             apis=apis,
@@ -402,7 +428,32 @@ class Operator:
             settings=self.settings,
             codec=self.codec,
             clock=self.clock,
+            claims=claims,
         )
+
+    @contextlib.asynccontextmanager
+    async def _claiming(self, command: str) -> AsyncIterator[PairClaims]:
+        """The claims of one command (``ClaimsOpener``), closed when it ends.
+        Records another instance keeps deciding, or a claim lost under the
+        command, refuse it with the mapping named."""
+        claims = self.claims()
+        try:
+            yield claims
+        except ClaimsBusy as exc:
+            raise CommandRefused(
+                f"{exc.mapping}: {command} waited more than {self.settings.claim_wait_s:g} s "
+                f"for {exc.records} records another instance of the mapping is deciding "
+                "(TABLESYNC_SYNC__CLAIM_WAIT_S); it decided none of the records it had not "
+                "reached yet: try again"
+            ) from exc
+        except ClaimLost as exc:
+            raise CommandRefused(
+                f"{exc.mapping}: {command} lost its claim on the records it was deciding "
+                "(its connection to the state database was cut) and committed none of "
+                "them: try again"
+            ) from exc
+        finally:
+            await claims.close()
 
 
 def _guid(value: str, what: str) -> str:

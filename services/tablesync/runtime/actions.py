@@ -6,7 +6,11 @@ layer (``tablesync.application``) checks the request and calls these.
 Each action runs here, in the caller's process, through the same ``Applier``
 the apply service uses — the same rules, intents and transaction — and writes
 one job row per mapping and direction it touched, of BC's type
-(synchronization, coupling, uncoupling), with its counts."""
+(synchronization, coupling, uncoupling), with its counts. What an action
+decides or uncouples it claims first, as apply instances do
+(``runtime.claiming``): it waits while an instance decides one of its pairs,
+and decides on what that instance committed; ``errors.ClaimsBusy`` when the
+records stay held longer than ``claim_wait_s``."""
 
 from __future__ import annotations
 
@@ -25,9 +29,11 @@ from tablesync.core.mappings import DeletionPolicy, MappingSet, TableMapping, di
 from tablesync.core.plan import JobContext
 from tablesync.core.stored import ProblemRecord, Selection
 from tablesync.ports.api import SideApi
+from tablesync.ports.claims import PairClaim, PairClaims, PairKey
 from tablesync.ports.clock import Clock
 from tablesync.ports.state import StateStores
 from tablesync.runtime.applier import Applier, Item, JobEnsurer
+from tablesync.runtime.claiming import apply_claimed, claim_stable
 from tablesync.settings import SyncSettings
 
 __all__ = ["ACTION_TOPIC", "ActionResult", "Actions"]
@@ -63,6 +69,7 @@ class Actions:
         settings: SyncSettings,
         codec: Codec,
         clock: Clock,
+        claims: PairClaims,
     ) -> None:
         self.stores = stores
         self.apis = apis
@@ -70,6 +77,7 @@ class Actions:
         self.settings = settings
         self.codec = codec
         self.clock = clock
+        self.claims = claims
         self.jobs = stores.jobs
         self.problems = stores.problems
         self.state = stores.apply_state
@@ -158,15 +166,23 @@ class Actions:
         for c in couplings:
             by_mapping[c.mapping].append(c)
         for mapping, group in by_mapping.items():
-            effects = BatchEffects(mapping)
-            effects.uncoupled.extend(group)
-            await self._uncoupling(result, mapping, effects, len(group))
+            claim = await self._claim_coupled(mapping, [("bc", c.bc_id) for c in group])
+            try:
+                effects = BatchEffects(mapping)
+                effects.uncoupled.extend(group)
+                await self._uncoupling(result, mapping, effects, len(group), claim)
+            finally:
+                await claim.release()
         return result
 
     async def uncouple(self, mapping: str, side: Side, record_id: str) -> Coupling | None:
         """Removes the coupling of one record, as delete-couplings does, in an
         uncoupling job of its own; None (and no job) when it had none."""
-        removed = await self.stores.couplings.uncouple(mapping, side, record_id)
+        claim = await self._claim_coupled(mapping, [(side, record_id)])
+        try:
+            removed = await self.stores.couplings.uncouple(mapping, side, record_id)
+        finally:
+            await claim.release()
         if removed is not None:
             # Removed above in one statement, so a coupling replaced meanwhile
             # is never the one taken; the job only counts it.
@@ -174,11 +190,16 @@ class Actions:
         return removed
 
     async def _uncoupling(
-        self, result: ActionResult, mapping: str, effects: BatchEffects, removed: int
+        self,
+        result: ActionResult,
+        mapping: str,
+        effects: BatchEffects,
+        removed: int,
+        claim: PairClaim | None = None,
     ) -> None:
         job_id = await self._job(mapping, "to_integration", result.action, "uncoupling")
         effects.count(job_id, ACTION_TOPIC, 0, *(["uncoupled"] * removed))
-        await self.state.commit(effects)
+        await self.state.commit(effects, claim=claim.proof() if claim else None)
         noun = "coupling" if removed == 1 else "couplings"
         await self.jobs.finish_job(job_id, message=f"{removed} {noun} removed")
         result.jobs.append(job_id)
@@ -230,6 +251,21 @@ class Actions:
 
     # shared
 
+    async def _claim_coupled(self, mapping: str, records: Sequence[PairKey]) -> PairClaim:
+        """Claims ``records`` and the records coupled to them, as they are once held."""
+
+        async def keys() -> set[PairKey]:
+            found: set[PairKey] = set()
+            for side, record_id in records:
+                found.add((side, record_id.lower()))
+                c = await self.stores.couplings.get(mapping, side, record_id)
+                if c is not None:
+                    other = other_side(side)
+                    found.add((other, c.id_on(other).lower()))
+            return found
+
+        return await claim_stable(self.claims, mapping, keys, wait_s=self.settings.claim_wait_s)
+
     async def _job(self, mapping: str, direction: Direction, kind: str, job_type: str) -> str:
         job_id = str(uuid.uuid4())
         await self.jobs.create_job(
@@ -266,9 +302,16 @@ class Actions:
             self.clock,
         )
         items = [Item(e, self.codec.encode(e), context, ACTION_TOPIC, 0) for e in events]
-        effects = BatchEffects(mapping)
-        await applier.apply(items, effects)
-        await self.state.commit(effects)
+        size = self.settings.apply_batch_size
+        # In batches no larger than apply's, each claimed while it is decided.
+        for start in range(0, len(items), size):
+            await apply_claimed(
+                applier,
+                self.claims,
+                self.state,
+                items[start : start + size],
+                wait_s=self.settings.claim_wait_s,
+            )
         await self.jobs.finish_job(job_id)
         totals = await self.jobs.totals(job_id)
         if totals is not None:

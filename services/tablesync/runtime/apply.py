@@ -36,6 +36,7 @@ from tablesync.ports.log import ConsumerFactory, ConsumerRecord, Message, Publis
 from tablesync.ports.state import StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.applier import RETRY_TOPIC, Applier, Item, JobEnsurer
+from tablesync.runtime.claiming import claim_items
 from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription
 from tablesync.runtime.deadletter import DeadLetters
 from tablesync.runtime.health import Loops, unwatched
@@ -283,26 +284,10 @@ class ApplyService:
         await self._applier.apply_side_by_side(list(by_partition.values()), effects, claim)
 
     async def _claim(self, items: Sequence[Item]) -> PairClaim | None:
-        """Claims every record ``items`` decide about, and their counterparts,
-        across the mapping's instances (``ports.claims``): read again once
-        held, since a holder before may have coupled or uncoupled them."""
         assert self._applier is not None
-        if not items:
-            return None
-        wait_s = self.settings.sync.claim_wait_s
-        keys = await self._applier.claim_keys(items)
-        claim = await self.claims.take(self.mapping_name, keys, wait_s=wait_s)
-        try:
-            while not (now := await self._applier.claim_keys(items)) <= claim.keys:
-                if await claim.extend(now - claim.keys):
-                    break
-                await claim.release()
-                keys |= now
-                claim = await self.claims.take(self.mapping_name, keys, wait_s=wait_s)
-        except BaseException:
-            await claim.release()
-            raise
-        return claim
+        return await claim_items(
+            self._applier, self.claims, items, wait_s=self.settings.sync.claim_wait_s
+        )
 
     async def _read(
         self,

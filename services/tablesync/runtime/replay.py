@@ -5,7 +5,10 @@ change topics. A replay reads the window from both sides' topics (offsets
 found by timestamp), merges the two in time order, and applies every change
 again under the mapping as it is now: a version applied before is applied
 once more, an older one still never overwrites a newer, and values already
-right are left alone — so a second replay of the same window changes nothing."""
+right are left alone — so a second replay of the same window changes nothing.
+Each chunk is claimed while it is decided, as apply's batches are
+(``runtime.claiming``): a pair an apply instance is deciding is replayed on
+what that instance committed."""
 
 from __future__ import annotations
 
@@ -16,17 +19,18 @@ from datetime import datetime
 import structlog
 
 from tablesync.adapters.avro import Codec
-from tablesync.core.effects import BatchEffects
 from tablesync.core.events import RecordChanged, Side
 from tablesync.core.mappings import MappingSet, direction_of
 from tablesync.core.plan import JobContext
 from tablesync.core.topics import Topics
 from tablesync.errors import DecodeError
 from tablesync.ports.api import SideApi
+from tablesync.ports.claims import PairClaims
 from tablesync.ports.clock import Clock
 from tablesync.ports.log import LogWindow
 from tablesync.ports.state import Jobs, StateStores
 from tablesync.runtime.applier import Applier, Item, JobEnsurer
+from tablesync.runtime.claiming import apply_claimed
 from tablesync.settings import SyncSettings
 
 __all__ = ["ReplayResult", "replay"]
@@ -60,6 +64,7 @@ async def replay(
     settings: SyncSettings,
     codec: Codec,
     clock: Clock,
+    claims: PairClaims,
 ) -> ReplayResult:
     m = mappings.get(mapping)
     sources = [topics.cdc("bc", m.bc_table), topics.cdc("dataverse", m.dataverse_table)]
@@ -109,9 +114,9 @@ async def replay(
         )
         items.append(Item(event, record.value, context, REPLAY_TOPIC, 0))
     for start in range(0, len(items), _CHUNK):
-        effects = BatchEffects(mapping)
-        await applier.apply(items[start : start + _CHUNK], effects)
-        await state.commit(effects)
+        await apply_claimed(
+            applier, claims, state, items[start : start + _CHUNK], wait_s=settings.claim_wait_s
+        )
     counts: dict[str, int] = {}
     for job_id in job_ids.values():
         await jobs.finish_job(
