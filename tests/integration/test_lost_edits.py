@@ -133,7 +133,7 @@ async def pair(stack: Stack) -> AsyncIterator[_Pair]:
             Stamp(dv.modified_at, dv.etag),
         )
         async with stack.pool.acquire() as conn:
-            await write_couplings(conn, [coupling], "to_integration")
+            await write_couplings(conn, [(coupling, "to_integration")])
         yield p
     finally:
         for api in apis.values():

@@ -181,9 +181,9 @@ def latest_couplings(
     couplings: Sequence[tuple[Coupling, str | None]],
 ) -> list[tuple[Coupling, str | None]]:
     """One entry per record: the batch's last decision about it, with the
-    direction of its last write. Written in groups by direction, two entries
-    naming one record would land in no set order, an older over a newer (a
-    Dataverse row is coupled once: writing one replaces any other)."""
+    direction of its last write. Two entries naming one record would land in
+    the order they are written, an older over a newer perhaps (a Dataverse row
+    is coupled once: writing one replaces any other)."""
     entries: dict[int, tuple[Coupling, str | None]] = {}
     last_of: dict[tuple[str, str], int] = {}
     for n, (coupling, direction) in enumerate(couplings):

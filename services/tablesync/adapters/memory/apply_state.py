@@ -100,11 +100,7 @@ class MemoryApplyState(MemoryStore):
         mapping = e.mapping
 
         pairs = StagedPairs(t.couplings)
-        couplings = latest_couplings(e.couplings)
-        # Groups in the order of their first entry: after ``latest_couplings``
-        # no two entries share a record, so any order is one PostgreSQL may take.
-        for direction in dict.fromkeys(d for _, d in couplings):
-            write_pairs(pairs, [c for c, d in couplings if d == direction], direction, now)
+        write_pairs(pairs, latest_couplings(e.couplings), now)
         removed = remove_pairs(pairs, e.uncoupled)
         counted = counted_removals(e.if_uncoupled, removed)
         counters = {key: Counter(counter) for key, counter in e.counters.items()}

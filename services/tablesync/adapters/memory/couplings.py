@@ -130,7 +130,7 @@ class MemoryCouplings(MemoryStore):
     async def couple(self, c: Coupling, direction: str | None) -> None:
         await self._pause("couplings.couple")
         staged = StagedPairs(self._db.t.couplings)
-        write_pairs(staged, [c], direction, self._db.now())
+        write_pairs(staged, [(c, direction)], self._db.now())
         staged.apply()
 
     async def uncouple(self, mapping: str, side: Side, record_id: str) -> Coupling | None:
@@ -148,29 +148,37 @@ class MemoryCouplings(MemoryStore):
 
 
 def write_pairs(
-    staged: StagedPairs, couplings: Sequence[Coupling], direction: str | None, now: datetime
+    staged: StagedPairs, couplings: Sequence[tuple[Coupling, str | None]], now: datetime
 ) -> None:
-    """Inserts or replaces couplings, as ``postgres.couplings.write_couplings``:
-    first every other row holding one of their Dataverse rows goes, then each
-    is inserted, or updated keeping its ``coupled_at``, its BC key and its
-    direction where the new one has none."""
+    """Inserts or replaces couplings, each with the direction of its write, as
+    ``postgres.couplings.write_couplings``: first every other row holding one
+    of their Dataverse rows goes, then each is inserted, or updated keeping its
+    ``coupled_at``; one with no BC key or direction keeps those its BC record's
+    coupling had before this call."""
     rows = [
         (
             c,
+            direction,
             uuid_text(c.bc_id),
             uuid_text(c.dv_id),
             normalise_key("bc", c.bc_key) if c.bc_key else None,
         )
-        for c in couplings
+        for c, direction in couplings
     ]
-    for c, bc_id, dv_id, _ in rows:
+    before = {
+        (c.mapping, bc_id): old.coupling
+        for c, _, bc_id, _, _ in rows
+        if (old := staged.get(c.mapping, bc_id)) is not None
+    }
+    for c, _, bc_id, dv_id, _ in rows:
         holder = staged.bc_of(c.mapping, dv_id)
         if holder is not None and holder != bc_id:
             staged.drop(c.mapping, holder)
-    for c, bc_id, dv_id, bc_key in rows:
+    for c, direction, bc_id, dv_id, bc_key in rows:
         old = staged.get(c.mapping, bc_id)
-        kept_key = bc_key if bc_key is not None or old is None else old.coupling.bc_key
-        last = direction if direction is not None or old is None else old.coupling.last_direction
+        was = before.get((c.mapping, bc_id))
+        kept_key = bc_key if bc_key is not None or was is None else was.bc_key
+        last = direction if direction is not None or was is None else was.last_direction
         stored = Coupling(
             mapping=c.mapping,
             bc_id=bc_id,

@@ -383,9 +383,7 @@ def _intent(r: asyncpg.Record) -> Intent:
 
 
 async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
-    couplings = latest_couplings(e.couplings)
-    for direction in {d for _, d in couplings}:
-        await write_couplings(conn, [c for c, d in couplings if d == direction], direction)
+    await write_couplings(conn, latest_couplings(e.couplings))
     removed = await delete_couplings(conn, e.uncoupled)
     for key, names in counted_removals(e.if_uncoupled, removed):
         e.count(*key, *names)

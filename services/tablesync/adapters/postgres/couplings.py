@@ -145,7 +145,7 @@ class CouplingStore:
 
     async def couple(self, c: Coupling, direction: str | None) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            await write_couplings(conn, [c], direction)
+            await write_couplings(conn, [(c, direction)])
 
     async def uncouple(self, mapping: str, side: Side, record_id: str) -> Coupling | None:
         column = _id_column(side)
@@ -167,27 +167,45 @@ def _is_uuid(value: str) -> bool:
 
 
 async def write_couplings(
-    conn: asyncpg.Connection, couplings: Sequence[Coupling], direction: str | None
+    conn: asyncpg.Connection, couplings: Sequence[tuple[Coupling, str | None]]
 ) -> None:
-    """Inserts or replaces couplings; a record coupled elsewhere before is re-coupled."""
+    """Inserts or replaces couplings, each with the direction of its write; a
+    record coupled elsewhere before is re-coupled. A coupling with no BC key
+    or no direction keeps those its BC record's coupling had before this call,
+    also when another coupling of the call replaces that row (the record's
+    number is the record's, whichever Dataverse row it is coupled to): so the
+    result does not depend on the order of the couplings."""
     if not couplings:
         return
-    rows = [
-        (
-            c.mapping,
-            UUID(c.bc_id),
-            UUID(c.dv_id),
-            normalise_key("bc", c.bc_key) if c.bc_key else None,
-            c.bc_stamp.modified_at,
-            c.bc_stamp.etag,
-            c.dv_stamp.modified_at,
-            c.dv_stamp.etag,
-            c.bc_deleted,
-            c.dv_deleted,
-            direction,
+    earlier = {
+        (r["mapping"], r["bc_id"]): (r["bc_key"], r["last_direction"])
+        for r in await conn.fetch(
+            "SELECT c.mapping, c.bc_id, c.bc_key, c.last_direction FROM couplings c "
+            "JOIN unnest($1::text[], $2::uuid[]) AS w(mapping, bc_id) "
+            "ON c.mapping = w.mapping AND c.bc_id = w.bc_id",
+            [c.mapping for c, _ in couplings],
+            [UUID(c.bc_id) for c, _ in couplings],
         )
-        for c in couplings
-    ]
+    }
+    rows = []
+    for c, direction in couplings:
+        bc_id = UUID(c.bc_id)
+        key, last = earlier.get((c.mapping, bc_id), (None, None))
+        rows.append(
+            (
+                c.mapping,
+                bc_id,
+                UUID(c.dv_id),
+                normalise_key("bc", c.bc_key) if c.bc_key else key,
+                c.bc_stamp.modified_at,
+                c.bc_stamp.etag,
+                c.dv_stamp.modified_at,
+                c.dv_stamp.etag,
+                c.bc_deleted,
+                c.dv_deleted,
+                direction if direction is not None else last,
+            )
+        )
     # A Dataverse row can be coupled to only one BC record per mapping: a new
     # coupling of the same row replaces the old one rather than failing.
     await conn.executemany(
