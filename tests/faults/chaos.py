@@ -7,23 +7,28 @@ compared."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
+import statistics
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tests.faults.pipeline import Pipeline, wait_until
+from tablesync.core.events import Side
+from tests.faults.pipeline import Pipeline, lease_name, wait_until
 from tests.faults.procs import Exit
-from tests.faults.schedule import KINDS, OPERATOR_MAPPING, Injector, Plan, plan_faults
+from tests.faults.schedule import KINDS, OPERATOR_MAPPING, Injector, Plan, Takeover, plan_faults
 from tests.faults.scope import TABLES
 from tests.faults.settle import SettleReport, settle
 from tests.faults.sides import id_field
 from tests.faults.verify import Findings, baseline, rejected_ids, verify
 from tests.faults.workload import Driver, Ledger
 
-__all__ = ["Figures", "run_chaos"]
+__all__ = ["Figures", "lease_takes", "run_chaos"]
+
+_SIDES: tuple[Side, Side] = ("bc", "dataverse")
 
 
 @dataclass
@@ -36,6 +41,13 @@ class Figures:
     not_reached: Counter[str] = field(default_factory=Counter)
     observed: Counter[str] = field(default_factory=Counter)
     apply_instances: int = 1
+    capture_instances: int = 1
+    lease_ttl_s: float = 0.0
+    lease_renew_s: float = 0.0
+    takeovers: list[Takeover] = field(default_factory=list)
+    # Per side, how often its lease was taken; and what is wrong with those takes.
+    lease_takes: dict[str, int] = field(default_factory=dict)
+    lease_problems: list[str] = field(default_factory=list)
     exits: list[Exit] = field(default_factory=list)
     runs: Counter[str] = field(default_factory=Counter)
     settle: SettleReport | None = None
@@ -58,6 +70,9 @@ class Figures:
             f"fault suite ({self.plan}) seed={self.seed} "
             f"(again: TABLESYNC_FAULT_SEED={self.seed}) took {self.seconds:.0f} s",
             f"apply instances per mapping: {self.apply_instances}",
+            f"capture instances per side: {self.capture_instances} (one holds the side's lease, "
+            f"the others stand by); lease {self.lease_ttl_s:g} s, renewed every "
+            f"{self.lease_renew_s:g} s",
             f"changes made: {self.ledger.total}",
             *(f"    {n:6d}  {kind}" for kind, n in sorted(self.ledger.changes.items())),
             "conflicting edits: "
@@ -73,6 +88,7 @@ class Figures:
                 "faults that did not take in time (undone, tried again): "
                 + ", ".join(f"{k} {n}" for k, n in sorted(self.not_reached.items()))
             )
+        lines += self._render_takeovers()
         lines.append(
             "operator runs: " + ", ".join(f"{k} {n}" for k, n in sorted(self.runs.items()))
         )
@@ -106,6 +122,45 @@ class Figures:
                 lines.append(f"    ... and {len(problems) - 60} more")
         return "\n".join(lines)
 
+    def _render_takeovers(self) -> list[str]:
+        t = self.takeovers
+        how = Counter(x.died for x in t)
+        bound = self.lease_ttl_s + self.lease_renew_s
+        lines = [
+            f"standby takeovers after the holder died: {len(t)} ("
+            + ", ".join(f"{d} {n}" for d, n in sorted(how.items()))
+            + f"); bound ttl + renew = {bound:g} s, + {self.lease_renew_s:g} s margin"
+        ]
+        taken = [x.seconds for x in t if x.seconds is not None]
+        if taken:
+            lines.append(
+                f"    until another took the lease: longest {max(taken):.1f} s, "
+                f"median {statistics.median(taken):.1f} s from the death"
+            )
+        written = [x.checkpointed_s for x in t if x.checkpointed_s is not None]
+        if written:
+            lines.append(
+                f"    until it had checkpointed: longest {max(written):.1f} s, "
+                f"median {statistics.median(written):.1f} s"
+                + (f" ({len(t) - len(written)} not seen)" if len(written) < len(t) else "")
+            )
+        moved = sum(1 for x in t if x.during_db_restart)
+        if moved:
+            lines.append(
+                f"    {moved} overlapped a PostgreSQL restart: the bound runs from its end too"
+            )
+        for x in t:
+            if not x.in_time:
+                took = "never" if x.seconds is None else f"{x.seconds:.1f} s"
+                lines.append(f"    LATE: capture {x.side} after {x.died}: {took} > {x.bound_s} s")
+        lines.append(
+            "lease takes: "
+            + ", ".join(f"{side} {n}" for side, n in sorted(self.lease_takes.items()))
+            + ("; each epoch by one process" if not self.lease_problems else "")
+        )
+        lines += [f"    {problem}" for problem in self.lease_problems]
+        return lines
+
     def as_json(self) -> str:
         return json.dumps(
             {
@@ -115,6 +170,10 @@ class Figures:
                 "changes": self.ledger.total,
                 "changes_by_kind": dict(self.ledger.changes),
                 "apply_instances": self.apply_instances,
+                "capture_instances": self.capture_instances,
+                "takeovers": [asdict(x) for x in self.takeovers],
+                "lease_takes": self.lease_takes,
+                "lease_problems": self.lease_problems,
                 "faults": dict(self.faults),
                 "faults_not_reached": dict(self.not_reached),
                 "observed": dict(self.observed),
@@ -146,7 +205,15 @@ async def run_chaos(p: Pipeline, plan: Plan, seed: int) -> Figures:
     """The fault run on a started pipeline; its figures are also written to the run directory."""
     started = time.monotonic()
     rng = random.Random(seed)
-    figures = Figures(plan.name, seed, apply_instances=p.tuning.apply_instances)
+    t = p.tuning
+    figures = Figures(
+        plan.name,
+        seed,
+        apply_instances=t.apply_instances,
+        capture_instances=t.capture_instances,
+        lease_ttl_s=t.lease_ttl_s,
+        lease_renew_s=t.lease_renew_s,
+    )
     try:
         await _run(p, plan, rng, figures)
     finally:
@@ -183,6 +250,7 @@ async def _run(p: Pipeline, plan: Plan, rng: random.Random, figures: Figures) ->
         figures.not_reached = injector.not_reached
         figures.observed = injector.observed
         figures.timeline = injector.timeline
+        figures.takeovers = injector.takeovers
     users.result()
     operator.result()
     # The faults are over: everything comes back and nothing is throttled any more.
@@ -202,7 +270,36 @@ async def _run(p: Pipeline, plan: Plan, rng: random.Random, figures: Figures) ->
     else:
         figures.echoes = figures.settle.moving
     figures.findings = await verify(p, driver, injector.poison, before)
+    figures.lease_takes, figures.lease_problems = lease_takes(p)
     await _dump_state(p, driver)
+
+
+def lease_takes(p: Pipeline) -> tuple[dict[str, int], list[str]]:
+    """How often each side's lease was taken, from its capture processes' logs,
+    and what is wrong with those takes. The database gives a new epoch only to
+    a lease that expired or was released, so one epoch taken by two processes,
+    or an epoch lower than one taken before it, means two captures of a side
+    worked at once."""
+    counts: dict[str, int] = {}
+    problems: list[str] = []
+    for side in _SIDES:
+        takes = p.lease_takes(side)
+        counts[side] = len(takes)
+        by_epoch: defaultdict[int, set[str]] = defaultdict(set)
+        for take in takes:
+            by_epoch[take.epoch].add(take.process)
+        problems += [
+            f"{lease_name(side)} epoch {epoch} taken by {', '.join(sorted(who))}"
+            for epoch, who in sorted(by_epoch.items())
+            if len(who) > 1
+        ]
+        for before, take in itertools.pairwise(takes):
+            if take.epoch < before.epoch:
+                problems.append(
+                    f"{lease_name(side)} epoch {take.epoch} taken by {take.process} at "
+                    f"{take.at:%H:%M:%S.%f}, after epoch {before.epoch} by {before.process}"
+                )
+    return counts, problems
 
 
 async def _dump_state(p: Pipeline, driver: Driver) -> None:

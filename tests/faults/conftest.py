@@ -27,6 +27,7 @@ SHORT_PLAN = Plan(
     min_per_kind=1,
     min_changes=200,
     apply_instances=2,
+    capture_instances=2,
     workers=4,
     rate_per_s=5.0,
     emulator_down_s=8.0,
@@ -44,6 +45,7 @@ FULL_PLAN = Plan(
     min_per_kind=20,
     min_changes=5000,
     apply_instances=3,
+    capture_instances=2,
     workers=8,
     rate_per_s=4.0,
     emulator_down_s=30.0,
@@ -84,9 +86,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def pipeline(
     fault_infra: FaultInfra, run_dir: Path, plan: Plan, seed: int
 ) -> AsyncIterator[Pipeline]:
-    """The whole tablesync, one process per service (and per apply instance),
-    shared by the suite's tests."""
-    tuning = Tuning(apply_instances=plan.apply_instances)
+    """The whole tablesync, one process per service (and per apply instance and
+    capture instance), shared by the suite's tests."""
+    tuning = Tuning(apply_instances=plan.apply_instances, capture_instances=plan.capture_instances)
     async with open_pipeline(fault_infra, run_dir, tuning, random.Random(seed)) as p:
         yield p
 

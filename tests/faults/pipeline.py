@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
+import re
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +37,18 @@ from tests.faults.scope import MAPPINGS_DOCUMENT, TABLES
 from tests.faults.sides import SideApi
 from tests.faults.tokens import token_app
 
-__all__ = ["TRANSIENT_DB", "Pipeline", "Tuning", "apply_name", "open_pipeline", "wait_until"]
+__all__ = [
+    "TRANSIENT_DB",
+    "CaptureLease",
+    "LeaseTake",
+    "Pipeline",
+    "Tuning",
+    "apply_name",
+    "capture_name",
+    "lease_name",
+    "open_pipeline",
+    "wait_until",
+]
 
 T = TypeVar("T")
 CLIENT_ID = "tablesync-faults"
@@ -51,6 +66,13 @@ TRANSIENT_DB = (
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,
+)
+
+# Where a process's log starts again (after a line a kill may have cut short).
+_LOG_START = re.compile(rb"--- start (\d+)[, ]")
+_LEASE_ROW = (
+    "SELECT holder_label, epoch, taken_at, expires_at > now() AS live "
+    "FROM singleton_leases WHERE name = $1"
 )
 
 
@@ -77,11 +99,63 @@ class Tuning:
     # Members of each mapping's apply group, each its own process: partitions
     # move between them on every start, stop and stall.
     apply_instances: int = 1
+    # Processes of each side's capture: one holds the side's lease and works,
+    # the others stand by to take it over.
+    capture_instances: int = 1
+    # The singletons' leases, given to every process (the product's defaults,
+    # spelled out: the takeover bound the suite holds capture to is theirs).
+    lease_ttl_s: float = 10.0
+    lease_renew_s: float = 2.0
+
+    @property
+    def takeover_bound_s(self) -> float:
+        """How long after its holder's last renewal a standby takes a lease over
+        at the latest (``runtime.lease``)."""
+        return self.lease_ttl_s + self.lease_renew_s
+
+    @property
+    def takeover_margin_s(self) -> float:
+        """What the suite allows beyond that bound: one more try of the standby
+        — on a loaded machine the statement that takes the lease, and the log
+        line that says so, take a moment each."""
+        return self.lease_renew_s
 
 
 def apply_name(mapping: str, instance: int) -> str:
     """The process name of one apply instance (counted from 1)."""
     return f"apply-{mapping}-{instance}"
+
+
+def capture_name(side: Side, instance: int) -> str:
+    """The process name of one capture instance of ``side`` (counted from 1)."""
+    return f"capture-{side}-{instance}"
+
+
+def lease_name(side: Side) -> str:
+    """The row of ``singleton_leases`` the side's capture holds (composition)."""
+    return f"capture.{side}"
+
+
+@dataclass(frozen=True)
+class CaptureLease:
+    """The side's lease as the database has it: which process holds it now
+    (None: expired, or held by a process that is gone), in which epoch and
+    since when (the database's clock)."""
+
+    holder: Proc | None
+    label: str
+    epoch: int
+    taken_at: datetime
+
+
+@dataclass(frozen=True, order=True)
+class LeaseTake:
+    """A capture process taking its side's lease, as it logged it
+    (``lease_taken``): when, which epoch, and which process (``name#start``)."""
+
+    at: datetime
+    epoch: int
+    process: str
 
 
 async def wait_until(
@@ -137,8 +211,92 @@ class Pipeline:
             await proc.stop()
         return first
 
-    def capture(self, side: Side) -> Proc:
-        return self.supervisor[f"capture-{side}"]
+    def captures(self, side: Side) -> list[Proc]:
+        """Every capture instance of ``side``: the lease's holder and its standbys."""
+        return [
+            self.supervisor[capture_name(side, n)]
+            for n in range(1, self.tuning.capture_instances + 1)
+        ]
+
+    def _by_label(self, side: Side, label: str) -> Proc | None:
+        """The running capture process a lease's holder label (host:pid, as
+        ``adapters.postgres.lock`` writes it) names."""
+        host, _, pid = label.rpartition(":")
+        if host != socket.gethostname():
+            return None
+        for proc in self.captures(side):
+            if proc.running and proc.process is not None and str(proc.process.pid) == pid:
+                return proc
+        return None
+
+    def _lease_of(self, side: Side, rows: list[asyncpg.Record]) -> CaptureLease | None:
+        if not rows:
+            return None
+        row = rows[0]
+        label = str(row["holder_label"])
+        return CaptureLease(
+            self._by_label(side, label) if row["live"] else None,
+            label,
+            int(row["epoch"]),
+            row["taken_at"],
+        )
+
+    async def capture_lease(self, side: Side) -> CaptureLease | None:
+        """The side's lease now; waits out a restart of the state database."""
+        return self._lease_of(side, await self.query(_LEASE_ROW, lease_name(side)))
+
+    async def capture_lease_now(self, side: Side, timeout_s: float) -> CaptureLease | None:
+        """The side's lease, or None when the database does not answer within
+        ``timeout_s``: for timing a takeover, where a retry's backoff would
+        count against the standby."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                rows = await self.pool.fetch(_LEASE_ROW, lease_name(side))
+        except (*TRANSIENT_DB, TimeoutError):
+            return None
+        return self._lease_of(side, rows)
+
+    async def capture_holder(self, side: Side) -> Proc | None:
+        """The capture process that holds the side's lease now, if one does."""
+        lease = await self.capture_lease(side)
+        return lease.holder if lease is not None else None
+
+    def lease_takes(self, side: Side) -> list[LeaseTake]:
+        """Every take of the side's lease its capture processes logged, in time order."""
+        takes: list[LeaseTake] = []
+        for proc in self.captures(side):
+            start = 0
+            with contextlib.suppress(FileNotFoundError), proc.log_path.open("rb") as log:
+                for line in log:
+                    if (started := _LOG_START.search(line)) is not None:
+                        start = int(started.group(1))
+                    elif b'"lease_taken"' in line:
+                        with contextlib.suppress(ValueError, KeyError):
+                            event = json.loads(line)
+                            takes.append(
+                                LeaseTake(
+                                    datetime.fromisoformat(event["timestamp"]),
+                                    int(event["epoch"]),
+                                    f"{proc.name}#{start}",
+                                )
+                            )
+        return sorted(takes)
+
+    async def solo_capture(self, side: Side) -> Proc:
+        """The side's first capture instance, holding the lease, its standbys
+        stopped: a scenario that stops or kills "the" capture means the side's
+        only one (the next ``ensure_running`` brings the others back)."""
+        first, *others = self.captures(side)
+        for proc in others:
+            await proc.stop()
+        if not first.running:
+            await first.start()
+
+        async def holds() -> bool:
+            return await self.capture_holder(side) is first
+
+        await wait_until(holds, timeout_s=120, what=f"{first.name} to hold the lease")
+        return first
 
     @property
     def coordinator(self) -> Proc:
@@ -184,6 +342,8 @@ class Pipeline:
                 "TABLESYNC_SYNC__RETRY_BACKOFF_MAX_S": str(t.retry_backoff_max_s),
                 "TABLESYNC_SYNC__INTENT_TIMEOUT_S": str(t.intent_timeout_s),
                 "TABLESYNC_SYNC__PARTITIONS": str(t.partitions),
+                "TABLESYNC_SYNC__LEASE_TTL_S": str(t.lease_ttl_s),
+                "TABLESYNC_SYNC__LEASE_RENEW_S": str(t.lease_renew_s),
                 "TABLESYNC_EMULATOR__BC_DATABASE_URL": self.infra.emulator_dsn("bc"),
                 "TABLESYNC_EMULATOR__DATAVERSE_DATABASE_URL": self.infra.emulator_dsn("dataverse"),
                 "TABLESYNC_EMULATOR__REQUESTS_PER_WINDOW": "1000000",
@@ -279,8 +439,10 @@ async def _start_services(p: Pipeline) -> None:
     await asyncio.gather(p.start_emulator("bc"), p.start_emulator("dataverse"))
     for api in p.apis.values():
         await api.discover()
-    for side in ("bc", "dataverse"):
-        add(f"capture-{side}", ["run", "capture", "--side", side], env)
+    sides: tuple[Side, Side] = ("bc", "dataverse")
+    for side in sides:
+        for n in range(1, p.tuning.capture_instances + 1):
+            add(capture_name(side, n), ["run", "capture", "--side", side], env)
     for name in MAPPING_NAMES:
         for n in range(1, p.tuning.apply_instances + 1):
             add(apply_name(name, n), ["run", "apply", "--mapping", name], env)

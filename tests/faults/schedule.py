@@ -27,13 +27,20 @@ from tablesync.adapters.kafka.consumer import SESSION_TIMEOUT_MS
 from tablesync.core.events import Side
 from tests.faults.broker import Poison, poison_message, publish
 from tests.faults.late import late_write
-from tests.faults.pipeline import MAPPING_NAMES, TRANSIENT_DB, Pipeline, apply_name
+from tests.faults.pipeline import (
+    MAPPING_NAMES,
+    TRANSIENT_DB,
+    LeaseTake,
+    Pipeline,
+    apply_name,
+    lease_name,
+)
 from tests.faults.procs import Proc
 from tests.faults.scope import TABLES, Table
 from tests.faults.sides import id_field
 from tests.faults.workload import Driver, Rec
 
-__all__ = ["KINDS", "OPERATOR_MAPPING", "Fault", "Injector", "Plan", "plan_faults"]
+__all__ = ["KINDS", "OPERATOR_MAPPING", "Fault", "Injector", "Plan", "Takeover", "plan_faults"]
 
 KINDS = (
     "kill -9 apply",
@@ -74,6 +81,14 @@ _LATE_WAIT_S = 60.0
 _SHORT_SHARES = (0.05, 0.2, 0.6)
 _TRIES = 3
 _DB_DOWN = (*TRANSIENT_DB, TimeoutError)
+# How often a takeover is looked for, and how long past its bound it is still
+# watched for (so a late one is measured rather than only found late).
+_TAKEOVER_POLL_S = 0.1
+_TAKEOVER_WATCH_S = 60.0
+# How long the log line of a take seen in the database may lag behind it.
+_TAKEOVER_LOG_S = 5.0
+# How long the new holder of a lease is given to write its first checkpoint.
+_CHECKPOINT_WATCH_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,8 @@ class Plan:
     min_per_kind: int
     min_changes: int
     apply_instances: int
+    # Capture processes per side: one holds the side's lease, the others stand by.
+    capture_instances: int
     workers: int
     rate_per_s: float
     emulator_down_s: float
@@ -104,6 +121,35 @@ class Fault:
     kind: str
     target: str
     detail: int = 0
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """A side's lease taken over after its holder died: the seconds from the
+    death until another process took it (None: not within the watch), the
+    bound it was held to, and the seconds until a holder since had written a
+    checkpoint (None: none seen)."""
+
+    side: Side
+    died: str
+    seconds: float | None
+    bound_s: float
+    checkpointed_s: float | None
+    # A restart of PostgreSQL overlapped it: nobody takes a lease while the
+    # database is away, so the bound counts from its return as well.
+    during_db_restart: bool
+
+    @property
+    def in_time(self) -> bool:
+        return self.seconds is not None and self.seconds <= self.bound_s
+
+
+@dataclass
+class _Outage:
+    """PostgreSQL away, on the suite's monotonic clock (``end`` None: still away)."""
+
+    start: float
+    end: float | None = None
 
 
 def plan_faults(plan: Plan, rng: random.Random) -> list[Fault]:
@@ -146,6 +192,8 @@ class Injector:
     observed: Counter[str] = field(default_factory=Counter)
     poison: list[Poison] = field(default_factory=list)
     timeline: list[str] = field(default_factory=list)
+    takeovers: list[Takeover] = field(default_factory=list)
+    _outages: list[_Outage] = field(default_factory=list)
     locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     _started: float = field(default_factory=time.monotonic)
     _serial: int = 0
@@ -180,7 +228,7 @@ class Injector:
         if kind == "kill -9 apply":
             await self._kill(fault.target, kind)
         elif kind == "kill -9 capture":
-            await self._kill(f"capture-{fault.target}", kind)
+            await self._kill_capture(_side(fault.target), kind)
         elif kind == "kill -9 coordinator":
             await self._kill("coordinator", kind)
         elif kind == "crash apply between create and coupling":
@@ -199,10 +247,10 @@ class Injector:
             await self._short_read(fault)
         elif kind == "crash capture between publish and checkpoint":
             side, table = fault.target.split(":")
-            # The first poll after a start carries the backlog of the restart,
-            # more than the capture's overlap re-reads: the window that matters.
-            fault = Fault(fault.at_s, kind, fault.target, 1)
-            await self._crash(f"capture-{side}", f"capture.before_checkpoint:{table}", fault)
+            # The first poll after taking the lease over carries the backlog of
+            # the handover, more than the capture's overlap re-reads: the window
+            # that matters.
+            await self._crash_capture(_side(side), f"capture.before_checkpoint:{table}", kind)
         elif kind == "broker stop/start":
             async with self.locks["infra"]:
                 self._note("broker stopping")
@@ -214,9 +262,7 @@ class Injector:
         elif kind == "postgres restart":
             async with self.locks["infra"]:
                 self._note("postgres stopping")
-                await p.infra.stop_postgres()
-                await asyncio.sleep(self.rng.uniform(0.0, 3.0))
-                await p.infra.start_postgres()
+                await self._restart_postgres()
                 self._note("postgres started")
                 self.injected[kind] += 1
         elif kind in ("429 storm", "5xx burst", "emulator down"):
@@ -350,9 +396,7 @@ class Injector:
                     if run_id is not None:
                         stopped = await self._now()
                         self._note(f"lease lost: postgres stopping under {run} {run_id}")
-                        await p.infra.stop_postgres()
-                        await asyncio.sleep(self.rng.uniform(0.0, 3.0))
-                        await p.infra.start_postgres()
+                        await self._restart_postgres()
                 finally:
                     # Refused when a full synchronization is requested or running already.
                     await request
@@ -514,6 +558,212 @@ class Injector:
             if not proc.running:
                 await proc.start()
             self.injected[kind] += 1
+
+    async def _restart_postgres(self) -> None:
+        """PostgreSQL stopped and started again, the outage noted for the
+        takeovers it may hold up."""
+        outage = _Outage(time.monotonic())
+        self._outages.append(outage)
+        try:
+            await self.pipeline.infra.stop_postgres()
+            await asyncio.sleep(self.rng.uniform(0.0, 3.0))
+            await self.pipeline.infra.start_postgres()
+        finally:
+            outage.end = time.monotonic()
+
+    # capture: the lease's holder dies, a standby takes over
+
+    async def _holder(self, side: Side) -> Proc | None:
+        """The process holding the side's lease; a moment without one (a
+        takeover under way, an unexpected exit) is waited out."""
+        t = self.pipeline.tuning
+        holder: Proc | None = await self._until_value(
+            lambda: self.pipeline.capture_holder(side),
+            lambda h: h is not None,
+            t.takeover_bound_s + t.takeover_margin_s,
+        )
+        return holder
+
+    async def _kill_capture(self, side: Side, kind: str) -> None:
+        """``kill -9`` of the process holding the side's lease; it comes back
+        once another has taken the lease over, so it is the standby then."""
+        async with self.locks[f"capture-{side}"]:
+            for _ in range(_TRIES):
+                holder = await self._holder(side)
+                if holder is None:
+                    self.not_reached[kind] += 1
+                    continue
+                self._note(f"kill -9 {holder.name}, holding {lease_name(side)}")
+                died_at = time.monotonic()
+                holder.kill9()
+                await holder.wait_exit(30.0)
+                await self._taken_over(side, holder, died_at, "kill -9")
+                self.injected[kind] += 1
+                return
+
+    async def _crash_capture(self, side: Side, point: str, kind: str) -> None:
+        """The holder of the side's lease dies at ``point``. The fault point
+        is armed in a standby, which the holder then hands the lease to by
+        stopping cleanly (and coming back as the standby): the armed process
+        only passes the point once it holds the lease, and the one that takes
+        over after its death is not armed."""
+        p = self.pipeline
+        t = p.tuning
+        async with self.locks[f"capture-{side}"]:
+            for _ in range(_TRIES):
+                holder = await self._holder(side)
+                standby = next((q for q in p.captures(side) if q is not holder), None)
+                if holder is None or standby is None:
+                    self.not_reached[kind] += 1
+                    continue
+                self._note(f"arm {standby.name} at {point}; {holder.name} hands it the lease")
+                await standby.arm(point, 1, restart=False)
+                await self._until(self._started_up(standby), 120.0)
+                handover_s = max(
+                    self.plan.fault_point_timeout_s, t.takeover_bound_s + t.takeover_margin_s
+                )
+                # Its first poll may reach the point a moment after it took the
+                # lease, before anyone saw it holding: its death is watched from now.
+                died = asyncio.ensure_future(
+                    self._died_at(standby, handover_s + self.plan.fault_point_timeout_s)
+                )
+                await holder.stop()
+                handed = await self._until(self._holds_or_done(side, standby, died), handover_s)
+                await holder.start()
+                if not handed:
+                    died.cancel()
+                died_at = await died if handed else None
+                standby.restart_after_fault = True
+                if died_at is None:
+                    self.not_reached[kind] += 1
+                    self._note(f"{standby.name} did not reach {point} (handed over: {handed})")
+                    await standby.disarm()
+                    continue
+                self._note(f"{standby.name} died at {point}")
+                await self._taken_over(side, standby, died_at, "crash at a fault point")
+                self.injected[kind] += 1
+                return
+
+    @staticmethod
+    async def _died_at(proc: Proc, timeout_s: float) -> float | None:
+        """When the armed ``proc`` died at its fault point, None if not within ``timeout_s``."""
+        try:
+            await asyncio.wait_for(proc.fired.wait(), timeout_s)
+        except TimeoutError:
+            return None
+        return time.monotonic()
+
+    @staticmethod
+    def _started_up(proc: Proc) -> Callable[[], Awaitable[bool]]:
+        async def probe() -> bool:
+            return proc.started_up()
+
+        return probe
+
+    def _holds_or_done(
+        self, side: Side, proc: Proc, done: asyncio.Future[float | None]
+    ) -> Callable[[], Awaitable[bool]]:
+        async def probe() -> bool:
+            return done.done() or await self.pipeline.capture_holder(side) is proc
+
+        return probe
+
+    def _epoch_of(self, side: Side, proc: Proc) -> int:
+        """The epoch of the last hold ``proc`` (its latest start) logged taking."""
+        mine = f"{proc.name}#{proc.starts}"
+        return max(
+            (t.epoch for t in self.pipeline.lease_takes(side) if t.process == mine), default=0
+        )
+
+    async def _taken_over(self, side: Side, died: Proc, died_at: float, how: str) -> None:
+        """Times the takeover of the side's lease after ``died``, its holder,
+        died at ``died_at``: until a process logged taking a later epoch than
+        the one ``died`` held (the database may have it taken and lost again
+        before a look at it would see it). Then ``died`` comes back, a standby
+        now; when there is no other instance to take over, it is brought back
+        first."""
+        p = self.pipeline
+        t = p.tuning
+        held = self._epoch_of(side, died)
+        if not held:
+            # Not logged (cut short by the kill): the row still names its hold.
+            lease = await p.capture_lease(side)
+            held = lease.epoch if lease is not None else 0
+        died_wall = time.time() - (time.monotonic() - died_at)
+        if not any(q is not died for q in p.captures(side)):
+            await asyncio.sleep(self.rng.uniform(0.2, 3.0))
+            await died.start()
+        seconds: float | None = None
+        taken_at: datetime | None = None
+        while True:
+            deadline, during_db_restart = self._takeover_deadline(died_at)
+            lease = await p.capture_lease_now(side, t.lease_renew_s)
+            now = time.monotonic()
+            if lease is not None and lease.holder is not None and lease.epoch > held:
+                seconds, taken_at = now - died_at, lease.taken_at
+                break
+            if now > deadline + _TAKEOVER_WATCH_S:
+                break
+            await asyncio.sleep(_TAKEOVER_POLL_S)
+        if seconds is not None:
+            # Its log line comes a moment after the database answered it.
+            take = await self._until_value(
+                lambda: self._first_take_after(side, held), bool, _TAKEOVER_LOG_S
+            )
+            if take is not None:
+                seconds = take.at.timestamp() - died_wall
+        checkpointed = (
+            asyncio.ensure_future(self._checkpointed(side, taken_at, died_at))
+            if taken_at is not None
+            else None
+        )
+        if not died.running:
+            await asyncio.sleep(self.rng.uniform(0.2, 3.0))
+            await died.start()
+        takeover = Takeover(
+            side,
+            how,
+            seconds,
+            round(deadline - died_at, 2),
+            await checkpointed if checkpointed is not None else None,
+            during_db_restart,
+        )
+        self.takeovers.append(takeover)
+        took = "never" if seconds is None else f"in {seconds:.1f}s"
+        self._note(f"{lease_name(side)} taken over {took} (bound {takeover.bound_s:.1f}s)")
+
+    async def _first_take_after(self, side: Side, epoch: int) -> LeaseTake | None:
+        return next((t for t in self.pipeline.lease_takes(side) if t.epoch > epoch), None)
+
+    def _takeover_deadline(self, died_at: float) -> tuple[float, bool]:
+        """The latest a standby may take over after a holder died at
+        ``died_at`` (``runtime.lease``: within ``ttl + renew`` of its last
+        renewal, which came before its death, and a standby tries again within
+        ``renew`` of PostgreSQL's return), plus the suite's margin; and whether
+        a restart of PostgreSQL moved it."""
+        t = self.pipeline.tuning
+        deadline = died_at + t.takeover_bound_s
+        moved = False
+        for outage in self._outages:
+            end = time.monotonic() if outage.end is None else outage.end
+            if end > died_at and outage.start < deadline:
+                moved = True
+                deadline = max(deadline, end + t.lease_renew_s)
+        return deadline + t.takeover_margin_s, moved
+
+    async def _checkpointed(self, side: Side, taken_at: datetime, died_at: float) -> float | None:
+        """Seconds from ``died_at`` until the side's captures wrote a checkpoint
+        after the lease was taken over at ``taken_at`` (the database's clock)."""
+
+        async def written() -> bool:
+            rows = await self.pipeline.query(
+                "SELECT max(updated_at) AS t FROM capture_checkpoints WHERE side = $1", side
+            )
+            return rows[0]["t"] is not None and rows[0]["t"] > taken_at
+
+        if await self._until_value(written, bool, _CHECKPOINT_WATCH_S, every_s=_TAKEOVER_POLL_S):
+            return time.monotonic() - died_at
+        return None
 
     async def _crash(self, name: str, point: str, fault: Fault) -> None:
         proc = self.pipeline.supervisor[name]

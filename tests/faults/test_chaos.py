@@ -36,6 +36,22 @@ def test_nothing_lost_duplicated_or_echoed(
     assert not short, f"too few faults injected: {short}"
 
 
+def test_a_standby_takes_over_each_time_the_holder_dies(outcome: Figures) -> None:
+    """Each capture holder killed (``kill -9``, or at its fault point) is
+    replaced by the side's standby within the lease's bound, ttl + renew
+    after its last renewal, plus the suite's margin; and no two captures of
+    a side ever held the lease at once."""
+    report = outcome.render()
+    deaths = (
+        outcome.faults["kill -9 capture"]
+        + outcome.faults["crash capture between publish and checkpoint"]
+    )
+    assert deaths and len(outcome.takeovers) == deaths, report
+    assert all(t.in_time for t in outcome.takeovers), report
+    assert all(outcome.lease_takes.values()), report
+    assert not outcome.lease_problems, report
+
+
 async def test_job_counters_add_up_to_the_effects_seen(
     outcome: Figures, pipeline: Pipeline
 ) -> None:

@@ -97,7 +97,7 @@ async def test_a_deletion_is_counted_in_the_direction_it_was_written(pipeline: P
     number = (await p.apis["bc"].rows("customers", f"id eq {bc_id}"))[0]["number"]
     dv_id = (await p.apis["dataverse"].find("accounts", "accountnumber", number))[0]["accountid"]
     before = await _deleted_by_direction(p, "CUSTOMER")
-    capture = p.capture("dataverse")
+    capture = await p.solo_capture("dataverse")
     # Without Dataverse's capture the deletion reaches apply only through the
     # BC change that finds its counterpart gone: the path under test.
     await capture.stop()
@@ -449,7 +449,7 @@ async def test_running_services_wait_out_a_broker_restart(pipeline: Pipeline) ->
     p = pipeline
     await p.ensure_running()
     seen = len(p.supervisor.exits)
-    waiting = _logged_since(p.capture("bc"), b"kafka_publish_waiting")
+    waiting = _logged_since(await p.solo_capture("bc"), b"kafka_publish_waiting")
     await p.infra.stop_broker()
     try:
         row = await _bc_customer(p, "Made while Kafka was away")
@@ -473,7 +473,7 @@ async def test_changes_never_acknowledged_are_captured_again_after_a_crash(
     is away by a capture then killed, both reach Dataverse."""
     p = pipeline
     await p.ensure_running()
-    capture = p.capture("bc")
+    capture = await p.solo_capture("bc")
     apart = timedelta(seconds=3 * p.tuning.poll_overlap_s)
     rows: list[dict[str, Any]] = []
     await p.infra.stop_broker()
