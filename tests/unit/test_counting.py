@@ -409,9 +409,12 @@ def test_a_deletion_of_a_record_an_open_create_names_is_kept_as_seen() -> None:
     assert _record(ignored, Facts(deleted, ignored, None)).deleted == ()
 
 
-def test_a_version_of_an_uncoupled_record_found_gone_is_kept_as_deleted_and_not_counted() -> None:
+def test_a_version_of_an_uncoupled_record_found_gone_is_kept_as_deleted_and_unchanged() -> None:
     gone = Ignore("the record was deleted since this version")
     r = _record(gone, Facts(EVENT, gone, None, source_gone=True))
     assert r.deleted == (SOURCE,)
-    assert r.counts == ()
+    # Counted once, as its later versions and its replays are (tombstoned).
+    assert r.counts == (("job", ("unchanged",)),)
+    tombstoned = _record(Unchanged(), Facts(EVENT, Unchanged(), None, tombstoned=True))
+    assert tombstoned.counts == r.counts
     assert _record(gone, Facts(EVENT, gone, None)).deleted == ()

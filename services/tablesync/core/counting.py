@@ -12,7 +12,9 @@ counted once:
   (``BatchEffects.count_if_uncoupled``): the two records of a pair are
   decided on two partitions, and both may remove it;
 - the pair an interrupted create made, found and decided with its record's
-  deletion, counts as inserted in the job of the direction it was made.
+  deletion, counts as inserted in the job of the direction it was made;
+- a version of an uncoupled record found deleted since is not created, and
+  counts as unchanged, as its replays do.
 
 A record counts in the job of the direction it wrote to (``counted_towards``):
 the run's job when that job counts that direction, otherwise the continuous
@@ -250,6 +252,10 @@ def record(
         # are settled with that create: nothing reads their images later.
         writes.append(f.written_there_by)
     names = counters_of(d)
+    if isinstance(d, Ignore) and f.source_gone:
+        # A change in scope, counted as any later version of the record is
+        # once its deletion is kept (``Facts.tombstoned``): as unchanged.
+        names = ("unchanged",)
     if retry and not resolved and names and names[0] != "skipped":
         # A retry that failed again is already listed; counting it in
         # every interval would inflate the job log.
