@@ -204,7 +204,11 @@ def test_the_pair_an_interrupted_create_made_counts_inserted_where_it_was_made()
     r = _record(Remove("dataverse", "dv1", PAIR), paired, made_in="made-here")
     # Made (and counted) before it is removed, in the same commit.
     assert r.couplings == ((PAIR, "to_integration"),)
-    assert r.counts == (("made-here", ("inserted",)),)
+    # The insert is the interrupted attempt's: counted apart from the
+    # event's own removal, so the event counts once on its partition.
+    assert r.recovered == (("made-here", ("inserted",)),)
+    assert r.counts == ()
+    assert r.counts_if_uncoupled == ((PAIR, "job", ("deleted", "uncoupled")),)
     assert counts_made_pair(paired, MarkDeleted(PAIR, "x"))
     assert not counts_made_pair(paired, Unchanged())
 
@@ -366,7 +370,8 @@ def test_a_decision_counts_once_where_it_counts(
     assert counted == expected
     # Only a removal counts on condition, and only then.
     assert bool(r.counts_if_uncoupled) == (isinstance(d, Remove | Uncouple) and bool(expected))
-    pair_counted = [n for job, n in r.counts if job == "made"]
+    assert not [n for job, n in r.counts if job == "made"]
+    pair_counted = [n for job, n in r.recovered if job == "made"]
     assert pair_counted == ([("inserted",)] if made_in and counts_made_pair(f, d) else [])
     # Listed when not synced, cleared when synced; reported as the retry policy says.
     assert (r.status is not None) == listed
