@@ -9,9 +9,12 @@ what the jobs say tablesync inserted and deleted. Both read every job of
 the mapping but the operator's replays: the schedule's final replay of
 every event runs after these checks, and is held to counting nothing but
 *unchanged* on its own (``runner._replay_changes_nothing``); the fault suite
-runs no replay. A retried record counts in the pseudo-partition
-``(retry)``, which no topic holds: its counts add to the rows, not to a
-partition's events, as in the fault suite."""
+runs no replay. What no event of a partition counts as its own (a retried
+record, the insert of a create a crash interrupted) counts in the
+pseudo-partition ``(retry)``, which no topic holds: it adds to the rows, not
+to a partition's events, as in the fault suite. The simulator publishes no
+poison, so every change event on a topic is one of the mapping's; and its
+users' deletes never fail half-way, so none is unclear (``users.Ledger``)."""
 
 from __future__ import annotations
 
