@@ -80,7 +80,13 @@ async def _schedule(seed: int, profile: str, verbose: bool) -> Outcome:
         sim.faults = False
         sim.note("scheduler", "faults off, settling")
         await _settle(world)
-        violations = await check(truth, world.sides, world.stores, world.open_intents)  # type: ignore[arg-type]
+        violations = await check(
+            truth,
+            world.sides,  # type: ignore[arg-type]
+            world.stores,
+            world.open_intents,
+            world.changes(),
+        )
         violations += sim.failures
         if world.lag():
             violations.append(f"apply lag {world.lag()} after settling")

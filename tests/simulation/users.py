@@ -11,6 +11,7 @@ some user wrote."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,7 +20,7 @@ from tablesync.core.events import Side
 from tablesync.core.records import Row
 from tests.simulation.sim import Actor, Sim
 
-__all__ = ["FIELDS", "Record", "Truth", "UserSide", "run_users"]
+__all__ = ["FIELDS", "Ledger", "Record", "Truth", "UserSide", "run_users"]
 
 _SIDES: tuple[Side, Side] = ("bc", "dataverse")
 TABLE = {"bc": "customers", "dataverse": "accounts"}
@@ -55,9 +56,22 @@ class Record:
 
 
 @dataclass
+class Ledger:
+    """How many rows each side held before the users began, and how many
+    they created and deleted there: what the job counters add up with.
+    A user's call on a memory side cannot fail half-way, so no delete of
+    theirs is unclear (as one can be in the fault suite)."""
+
+    before: Counter[Side] = field(default_factory=Counter)
+    created: Counter[Side] = field(default_factory=Counter)
+    deleted: Counter[Side] = field(default_factory=Counter)
+
+
+@dataclass
 class Truth:
     records: dict[str, Record] = field(default_factory=dict)
     actions: int = 0
+    ledger: Ledger = field(default_factory=Ledger)
 
 
 def find(side: UserSide, s: Side, marker: str) -> Row | None:
@@ -95,6 +109,8 @@ async def run_users(
     start = loop.time()
 
     async def body() -> None:
+        for side in _SIDES:
+            truth.ledger.before[side] = len(sides[side].rows(TABLE[side]))
         for n in range(records):
             s: Side = rng.choice(_SIDES)
             marker = f"S{sim.seed % 100000:05d}-{n}"
@@ -106,6 +122,7 @@ async def run_users(
                 record.written[f] = {v}
             truth.records[marker] = record
             sides[s].user_create(TABLE[s], _create_values(s, marker, values))
+            truth.ledger.created[s] += 1
             sim.note("users", f"create {marker} on {s}")
         for _ in range(actions):
             await asyncio.sleep(rng.uniform(0, span_s / max(actions, 1)) * 2)
@@ -123,6 +140,7 @@ async def run_users(
             if rng.random() < 0.06:
                 record.deleted = True
                 sides[s].user_delete(TABLE[s], row.id)
+                truth.ledger.deleted[s] += 1
                 sim.note("users", f"delete {record.marker} on {s}")
                 continue
             f = rng.choice(tuple(FIELDS))

@@ -18,7 +18,7 @@ from tablesync.adapters.memory.log import MemoryBroker, MemoryConsumer
 from tablesync.adapters.memory.singleton import MemorySingleton
 from tablesync.adapters.transient import TRANSIENT
 from tablesync.composition import topic_specs, topics_for
-from tablesync.core.events import Side
+from tablesync.core.events import RecordChanged, Side
 from tablesync.core.topics import Topics
 from tablesync.emulators.memory import MemorySide
 from tablesync.ports.log import PartitionHook, TopicPartition
@@ -155,6 +155,19 @@ class World:
                 end = len(self.broker.records(topic, p))
                 total += end - (self.broker.committed(group, TopicPartition(topic, p)) or 0)
         return total
+
+    def changes(self) -> dict[tuple[str, int], list[RecordChanged]]:
+        """The change events on the mapping's topics, by topic and partition."""
+        codec = Codec()
+        found: dict[tuple[str, int], list[RecordChanged]] = {}
+        for topic in (self.topics.cdc("bc", "customers"), self.topics.cdc("dataverse", "accounts")):
+            for p in range(self.broker.partition_count(topic)):
+                events = found[(topic, p)] = []
+                for record in self.broker.records(topic, p):
+                    event = codec.decode(record.value) if record.value is not None else None
+                    if isinstance(event, RecordChanged):
+                        events.append(event)
+        return found
 
     def open_intents(self) -> list[str]:
         t = self.database.t

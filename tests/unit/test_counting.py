@@ -204,7 +204,11 @@ def test_the_pair_an_interrupted_create_made_counts_inserted_where_it_was_made()
     r = _record(Remove("dataverse", "dv1", PAIR), paired, made_in="made-here")
     # Made (and counted) before it is removed, in the same commit.
     assert r.couplings == ((PAIR, "to_integration"),)
-    assert r.counts == (("made-here", ("inserted",)),)
+    # The insert is the interrupted attempt's: counted apart from the
+    # event's own removal, so the event counts once on its partition.
+    assert r.recovered == (("made-here", ("inserted",)),)
+    assert r.counts == ()
+    assert r.counts_if_uncoupled == ((PAIR, "job", ("deleted", "uncoupled")),)
     assert counts_made_pair(paired, MarkDeleted(PAIR, "x"))
     assert not counts_made_pair(paired, Unchanged())
 
@@ -366,7 +370,8 @@ def test_a_decision_counts_once_where_it_counts(
     assert counted == expected
     # Only a removal counts on condition, and only then.
     assert bool(r.counts_if_uncoupled) == (isinstance(d, Remove | Uncouple) and bool(expected))
-    pair_counted = [n for job, n in r.counts if job == "made"]
+    assert not [n for job, n in r.counts if job == "made"]
+    pair_counted = [n for job, n in r.recovered if job == "made"]
     assert pair_counted == ([("inserted",)] if made_in and counts_made_pair(f, d) else [])
     # Listed when not synced, cleared when synced; reported as the retry policy says.
     assert (r.status is not None) == listed
@@ -409,9 +414,12 @@ def test_a_deletion_of_a_record_an_open_create_names_is_kept_as_seen() -> None:
     assert _record(ignored, Facts(deleted, ignored, None)).deleted == ()
 
 
-def test_a_version_of_an_uncoupled_record_found_gone_is_kept_as_deleted_and_not_counted() -> None:
+def test_a_version_of_an_uncoupled_record_found_gone_is_kept_as_deleted_and_unchanged() -> None:
     gone = Ignore("the record was deleted since this version")
     r = _record(gone, Facts(EVENT, gone, None, source_gone=True))
     assert r.deleted == (SOURCE,)
-    assert r.counts == ()
+    # Counted once, as its later versions and its replays are (tombstoned).
+    assert r.counts == (("job", ("unchanged",)),)
+    tombstoned = _record(Unchanged(), Facts(EVENT, Unchanged(), None, tombstoned=True))
+    assert tombstoned.counts == r.counts
     assert _record(gone, Facts(EVENT, gone, None)).deleted == ()

@@ -12,7 +12,12 @@ counted once:
   (``BatchEffects.count_if_uncoupled``): the two records of a pair are
   decided on two partitions, and both may remove it;
 - the pair an interrupted create made, found and decided with its record's
-  deletion, counts as inserted in the job of the direction it was made.
+  deletion, counts as inserted in the job of the direction it was made, apart
+  from the event deciding it (``Record.recovered``): that event counts its own
+  decision, and the insert is the interrupted attempt's, as the creates the
+  sweep of stale intents settles are;
+- a version of an uncoupled record found deleted since is not created, and
+  counts as unchanged, as its replays do.
 
 A record counts in the job of the direction it wrote to (``counted_towards``):
 the run's job when that job counts that direction, otherwise the continuous
@@ -127,6 +132,9 @@ class Record:
     """Job id and counter names, counted as they are."""
     counts_if_uncoupled: tuple[tuple[Coupling, str, tuple[str, ...]], ...] = ()
     """Coupling, job id and counter names, counted if the commit removes the coupling."""
+    recovered: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Job id and counter names of what an interrupted attempt did, counted
+    now but not as the event's own: apart from its partition."""
 
 
 def record(
@@ -154,6 +162,7 @@ def record(
     deleted: list[Source] = []
     intents: list[Source] = []
     counts: list[tuple[str, tuple[str, ...]]] = []
+    recovered: list[tuple[str, tuple[str, ...]]] = []
     status: NotSynced | None = None
     reason = message = ""
     # Settled unless listed as not synced. Decided again later (a retry of
@@ -163,7 +172,7 @@ def record(
         # Made (and counted) before it is removed, in the same commit.
         couplings.append((d.coupling, direction_of(event.side)))
     if counts_made_pair(f, d) and made_in is not None:
-        counts.append((made_in, ("inserted",)))
+        recovered.append((made_in, ("inserted",)))
     match d:
         case Restore():
             made = restored(mapping, d, done.written)
@@ -250,6 +259,10 @@ def record(
         # are settled with that create: nothing reads their images later.
         writes.append(f.written_there_by)
     names = counters_of(d)
+    if isinstance(d, Ignore) and f.source_gone:
+        # A change in scope, counted as any later version of the record is
+        # once its deletion is kept (``Facts.tombstoned``): as unchanged.
+        names = ("unchanged",)
     if retry and not resolved and names and names[0] != "skipped":
         # A retry that failed again is already listed; counting it in
         # every interval would inflate the job log.
@@ -306,4 +319,5 @@ def record(
         failure=failure,
         counts=tuple(counts),
         counts_if_uncoupled=counted_if_uncoupled,
+        recovered=tuple(recovered),
     )

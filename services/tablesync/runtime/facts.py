@@ -112,11 +112,16 @@ class Reader:
         deletions (read and recorded) count as seen before they are committed."""
         await self._named_deletions(work)
         await self._sources_gone(work)
+        coupled_here = _coupled_here(effects)
         await self._settle_announced(
             [
                 w
                 for w in work
-                if w.facts.coupling is None and not isinstance(w.facts.triage, FetchCandidates)
+                if w.facts.coupling is None
+                and not isinstance(w.facts.triage, FetchCandidates)
+                # Coupled by this batch, and uncoupled since: the create it
+                # announced is the batch's own, settled (and counted) then.
+                and (w.event.side, w.event.record_id.lower()) not in coupled_here
             ]
         )
         uncoupled = [w for w in work if isinstance(w.facts.triage, FetchCandidates)]
@@ -542,6 +547,17 @@ class Reader:
 
 def _only(rows: Sequence[Row]) -> Row | None:
     return rows[0] if len(rows) == 1 else None
+
+
+def _coupled_here(effects: BatchEffects | None) -> frozenset[tuple[Side, str]]:
+    """The records (side, lower-case id) the batch has coupled so far."""
+    if effects is None:
+        return frozenset()
+    return frozenset(
+        record
+        for c, _ in effects.couplings
+        for record in (("bc", c.bc_id.lower()), ("dataverse", c.dv_id.lower()))
+    )
 
 
 def _seen_deleted(effects: BatchEffects | None) -> frozenset[tuple[Side, str]]:
