@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaConnectionError
 
 from tablesync.adapters.memory.log import MemoryBroker
 from tablesync.errors import Fenced
@@ -329,3 +329,43 @@ async def test_a_fenced_batch_is_dropped_and_what_is_still_owned_read_again() ->
     await task
     # Dropped, not retried as it stood nor committed; read again from its start.
     assert seen == [[0, 1, 2], [0, 1, 2]]
+
+
+async def test_a_broker_away_when_the_loop_starts_is_waited_for() -> None:
+    """Fault suite (two captures per side): a standby took its side's lease
+    while the broker was stopped, and its consumer's start ended the process
+    (``KafkaConnectionError: Unable to bootstrap``)."""
+    broker = _broker()
+    await _publish(broker, 0, 2)
+    refused: list[int] = []
+
+    def consumers(*args: object, **kwargs: object) -> object:
+        consumer = broker.consumer(*args, **kwargs)  # type: ignore[arg-type]
+        start = consumer.start
+
+        async def away() -> None:
+            if len(refused) < 2:
+                refused.append(1)
+                raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
+            await start()
+
+        consumer.start = away  # type: ignore[method-assign]
+        return consumer
+
+    async def process(batch: Batch) -> Mapping[TopicPartition, int]:
+        return next_offsets(batch)
+
+    loop = ConsumeLoop(
+        consumers,  # type: ignore[arg-type]
+        Subscription(GROUP, (TOPIC,), client_id="a", max_records=100, wait_ms=20),
+        process,
+        what="test a",
+        clock=SystemClock(),
+        backoff_s=(0.01,),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    await eventually(lambda: broker.committed(GROUP, P0) == 2, "the batch's commit")
+    assert not task.done() and len(refused) == 2
+    stop.set()
+    await task

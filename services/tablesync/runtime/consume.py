@@ -26,6 +26,7 @@ what it cut short stays uncommitted, to be read again by whoever reads next.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -134,17 +135,33 @@ class ConsumeLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.subscription
-        consumer = self._consumers(
-            s.group_id,
-            s.topics,
-            client_id=s.client_id,
-            on_assigned=self._on_assigned,
-            on_revoked=self._on_revoked,
-            auto_offset_reset=s.auto_offset_reset,
-            max_poll_interval_ms=s.max_poll_interval_ms,
-        )
-        self._consumer = consumer
-        await consumer.start()
+        started: list[GroupConsumer] = []
+
+        async def start() -> None:
+            consumer = self._consumers(
+                s.group_id,
+                s.topics,
+                client_id=s.client_id,
+                on_assigned=self._on_assigned,
+                on_revoked=self._on_revoked,
+                auto_offset_reset=s.auto_offset_reset,
+                max_poll_interval_ms=s.max_poll_interval_ms,
+            )
+            try:
+                await consumer.start()
+            except BaseException:
+                # A new consumer for the next try: one whose start failed
+                # half-way is not started again.
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                raise
+            started.append(consumer)
+
+        # The broker can be away when the loop starts (a standby taking over
+        # a lease during a broker restart): waited for, like any step.
+        if not await self._step(stop, start, "start"):
+            return
+        consumer = self._consumer = started[0]
         idled_at: float | None = None
         try:
             while not stop.is_set():
