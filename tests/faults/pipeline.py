@@ -115,10 +115,11 @@ class Tuning:
 
     @property
     def takeover_margin_s(self) -> float:
-        """What the suite allows beyond that bound: one more try of the standby
-        — on a loaded machine the statement that takes the lease, and the log
-        line that says so, take a moment each."""
-        return self.lease_renew_s
+        """What the suite allows beyond that bound: two more tries of the
+        standby. On a loaded machine the statement that takes the lease, the
+        process's wake-up and the log line that says so take a moment each: a
+        full run beside other work measured 13.9 s against a bound of 12 s."""
+        return 2 * self.lease_renew_s
 
 
 def apply_name(mapping: str, instance: int) -> str:
