@@ -44,6 +44,7 @@ class Figures:
     capture_instances: int = 1
     lease_ttl_s: float = 0.0
     lease_renew_s: float = 0.0
+    takeover_margin_s: float = 0.0
     takeovers: list[Takeover] = field(default_factory=list)
     # Per side, how often its lease was taken; and what is wrong with those takes.
     lease_takes: dict[str, int] = field(default_factory=dict)
@@ -129,7 +130,7 @@ class Figures:
         lines = [
             f"standby takeovers after the holder died: {len(t)} ("
             + ", ".join(f"{d} {n}" for d, n in sorted(how.items()))
-            + f"); bound ttl + renew = {bound:g} s, + {self.lease_renew_s:g} s margin"
+            + f"); bound ttl + renew = {bound:g} s, + {self.takeover_margin_s:g} s margin"
         ]
         taken = [x.seconds for x in t if x.seconds is not None]
         if taken:
@@ -213,6 +214,7 @@ async def run_chaos(p: Pipeline, plan: Plan, seed: int) -> Figures:
         capture_instances=t.capture_instances,
         lease_ttl_s=t.lease_ttl_s,
         lease_renew_s=t.lease_renew_s,
+        takeover_margin_s=t.takeover_margin_s,
     )
     try:
         await _run(p, plan, rng, figures)
