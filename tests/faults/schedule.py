@@ -69,8 +69,13 @@ OPERATOR_MAPPING = "CUSTOMER"
 """The one mapping the operator's runs touch: a run re-reads what changed, which
 would hide a change capture lost, so CONTACTS is left to continuous capture."""
 _SESSION_TIMEOUT_S = SESSION_TIMEOUT_MS / 1000
-# Frozen this much longer than the session timeout, the group has long dropped it.
-_ZOMBIE_PAUSE_S = 1.5 * _SESSION_TIMEOUT_S
+# A frozen instance stays frozen until the others took its partitions over (the
+# group drops it after the session timeout, and the rebalance waits for each
+# other member's batch in flight), at most this long.
+_ZOMBIE_FROZEN_MAX_S = 6 * _SESSION_TIMEOUT_S
+# Woken this long after the takeover at most: sometimes at once, while the new
+# owner replays what the frozen one had in hand, sometimes later.
+_ZOMBIE_LINGER_S = 3.0
 # A late commit waits this long at most for capture to read past it.
 _LATE_HOLD_S = 30.0
 _LATE_BEHIND_S = (5.0, 30.0)
@@ -348,14 +353,21 @@ class Injector:
                 # The others may be coming back from a kill: they are to take over.
                 await self._until(self._all_running(group), 3 * _SESSION_TIMEOUT_S)
                 frozen = await self._now()
-                self._note(f"zombie: freeze {proc.name} for {_ZOMBIE_PAUSE_S:.0f}s")
+                self._note(f"zombie: freeze {proc.name}")
                 proc.pause()
+                paused = time.monotonic()
                 try:
-                    await asyncio.sleep(_ZOMBIE_PAUSE_S)
-                    taken = await self._taken_since(mapping, frozen)
+                    taken = await self._until(
+                        partial(self._taken_since, mapping, frozen), _ZOMBIE_FROZEN_MAX_S
+                    )
+                    if taken:
+                        await asyncio.sleep(self.rng.uniform(0.0, _ZOMBIE_LINGER_S))
                 finally:
                     proc.resume()
-                self._note(f"zombie: {proc.name} thawed (taken over: {taken})")
+                self._note(
+                    f"zombie: {proc.name} thawed after {time.monotonic() - paused:.1f}s "
+                    f"(taken over: {taken})"
+                )
                 if taken:
                     self.injected[fault.kind] += 1
                     return
