@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tablesync.core.couplings import Coupling, Stamp
-from tablesync.core.effects import BatchEffects, made_so_far, taken_over
+from tablesync.core.effects import BatchEffects, Intent, blocking, made_so_far, taken_over
 from tests.strategies import apply_couplings
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -53,3 +53,24 @@ def test_a_partition_is_held_only_under_its_current_epoch(
     assert lost == sorted(lost)
     assert set(lost) == {tp for tp in held if current.get(tp) != held[tp]}
     assert taken_over(current, current) == []
+
+
+@given(
+    number=st.text("ABCXYZ019-", min_size=1, max_size=8),
+    other=st.text("ABCXYZ019-", min_size=1, max_size=8),
+    name=st.text(min_size=1, max_size=10),
+)
+def test_a_record_holding_the_unique_key_an_unanswered_create_sent_is_held_back(
+    number: str, other: str, name: str
+) -> None:
+    """Whatever else a user changed on it since: BC keeps numbers unique."""
+    sent = {"number": number, "displayName": "As sent"}
+    intents = [Intent("CUSTOMER", "dataverse", "d1", None, T0, sent=sent)]
+    edited = {"number": number.lower(), "displayName": name + " by hand"}
+    assert blocking(intents, [("b1", edited)], key="number") == {"b1"}
+    assert blocking(intents, [("b1", edited)]) == set()
+    elsewhere = {"number": other, "displayName": name + " by hand"}
+    expected = {"b2"} if other.upper() == number.upper() else set()
+    assert blocking(intents, [("b2", elsewhere)], key="number") == expected
+    named = [Intent("CUSTOMER", "dataverse", "d1", "b9", T0, sent=sent)]
+    assert blocking(named, [("b1", edited)], key="number") == set()

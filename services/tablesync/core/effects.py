@@ -228,20 +228,33 @@ def counted_removals(
 
 
 def blocking(
-    intents: Iterable[Intent], records: Sequence[tuple[str, Mapping[str, FieldValue]]]
+    intents: Iterable[Intent],
+    records: Sequence[tuple[str, Mapping[str, FieldValue]]],
+    *,
+    key: str | None = None,
 ) -> set[str]:
     """Of ``records`` (uncoupled records on the side ``intents`` create on: id
     and values), those that may be records tablesync is creating right now:
-    named by an open intent, or looking like what an intent whose id is not
-    known yet sent."""
+    named by an open intent, looking like what an intent whose id is not
+    known yet sent, or holding the value it sent in ``key``, a field the side
+    keeps unique (BC's number or code): a user may have edited every other
+    field of the record that create made since."""
     intents = list(intents)
     named = {i.dest_id for i in intents if i.dest_id is not None}
     unnamed = [i.sent for i in intents if i.dest_id is None]
+    keys = {_key_text(sent.get(key)) for sent in unnamed} - {None} if key else set()
     return {
         rid
         for rid, fields in records
-        if rid in named or any(looks_sent(sent, fields) for sent in unnamed)
+        if rid in named
+        or any(looks_sent(sent, fields) for sent in unnamed)
+        or (key is not None and _key_text(fields.get(key)) in keys)
     }
+
+
+def _key_text(value: FieldValue | None) -> str | None:
+    """A unique key's value as the side compares it (BC's codes are upper case)."""
+    return value.strip().upper() if isinstance(value, str) and value.strip() else None
 
 
 def taken_over(

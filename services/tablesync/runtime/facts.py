@@ -290,6 +290,7 @@ class Reader:
             blocked = blocking(
                 await self.scope.state.open_intents(self.mapping_name, dest, ids),
                 [(w.event.record_id, w.event.fields) for w in group],
+                key=mapping.bc_key if source == "bc" else None,
             )
             # Read after the intents: a create of the other side that made one
             # of these records and committed since the chunk read its couplings
