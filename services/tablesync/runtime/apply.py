@@ -166,11 +166,15 @@ class ApplyService:
     async def _resume(self, assigned: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
         """Where each assigned partition resumes: the position stored with its
         effects, or further where this process committed more."""
-        taken = await self.state.take_epochs(
-            self.mapping_name, sorted((tp.topic, tp.partition) for tp in assigned)
+        for tp in assigned:
+            # Given again: what was held before may have been taken by another
+            # since; if this take fails, the first batch takes them.
+            self._epochs.pop(tp, None)
+        self._hold(
+            await self.state.take_epochs(
+                self.mapping_name, sorted((tp.topic, tp.partition) for tp in assigned)
+            )
         )
-        for (topic, partition), epoch in taken.items():
-            self._epochs[TopicPartition(topic, partition)] = epoch
         positions = await self.state.positions(self.mapping_name, [tp.topic for tp in assigned])
         resumed: dict[TopicPartition, int] = {}
         for tp in assigned:
@@ -188,6 +192,16 @@ class ApplyService:
             partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned),
         )
         return resumed
+
+    def _hold(self, taken: Mapping[tuple[str, int], int]) -> None:
+        """Keeps the epochs this instance took. Two takes of one partition can
+        overlap (the assignment's, and a batch read before it answered), and
+        their answers come back in either order: the later take, the higher
+        epoch, is the one held, or every batch of that partition is fenced off
+        by this instance's own take."""
+        for (topic, partition), epoch in taken.items():
+            tp = TopicPartition(topic, partition)
+            self._epochs[tp] = max(epoch, self._epochs.get(tp, epoch))
 
     async def _reload_mappings(self) -> None:
         version = await self.mapping_store.version()
@@ -211,13 +225,11 @@ class ApplyService:
         started = self.clock.monotonic()
         # An operator's change of the mapping applies from the next batch on.
         await self._reload_mappings()
-        unheld = sorted((tp.topic, tp.partition) for tp in batch if tp not in self._epochs)
-        if unheld:
-            # Assigned while taking them failed: taken now, before any write.
-            for (topic, partition), taken in (
-                await self.state.take_epochs(self.mapping_name, unheld)
-            ).items():
-                self._epochs[TopicPartition(topic, partition)] = taken
+        # Assigned while taking them failed, or read before the assignment's own
+        # take answered (which may let go of what it takes again meanwhile):
+        # taken now, before any write.
+        while unheld := sorted((tp.topic, tp.partition) for tp in batch if tp not in self._epochs):
+            self._hold(await self.state.take_epochs(self.mapping_name, unheld))
         effects = BatchEffects(self.mapping_name)
         effects.epochs = {(tp.topic, tp.partition): self._epochs[tp] for tp in batch}
         items: list[Item] = []
