@@ -205,6 +205,27 @@ async def test_bc_a_late_commit_within_the_look_back_is_published_once() -> None
     assert late.modified_at < rig.state.watermark - timedelta(seconds=1)  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("lookback_s", [0.0, 0.5])
+async def test_a_look_back_shorter_than_the_overlap_publishes_each_version_once(
+    lookback_s: float,
+) -> None:
+    """Every poll re-reads the overlap behind the watermark: the versions it
+    meets there are remembered as published for at least that long, or each
+    poll publishes them again (a flood of repeats on every poll)."""
+    rig = await _rig("bc", lookback_s=lookback_s, poll_overlap_s=1.0)
+    await rig.poll()
+    rig.clock.advance(2)
+    older = rig.create(1)
+    # Within the overlap of the newer row's stamp, and beyond the look-back.
+    rig.clock.advance(0.7)
+    newer = rig.create(2)
+    for _ in range(5):
+        await rig.poll()
+        rig.clock.advance(0.1)
+
+    assert rig.upserts() == [(older.id, older.etag), (newer.id, newer.etag)]
+
+
 async def test_bc_a_commit_later_than_the_look_back_is_published_by_the_reconcile() -> None:
     rig = await _rig("bc", lookback_s=60.0, reconcile_interval_s=600.0)
     await rig.poll()  # the first reconcile takes note of every row

@@ -250,6 +250,13 @@ class CaptureService:
     def _lookback(self) -> timedelta:
         return timedelta(seconds=self.settings.sync.lookback_s)
 
+    @property
+    def _rereads(self) -> timedelta:
+        """How far behind the watermark a poll may read again: the versions
+        published in there are remembered, or every poll publishes them again."""
+        sync = self.settings.sync
+        return timedelta(seconds=max(sync.lookback_s, sync.poll_overlap_s))
+
     async def _store_checkpoint(self, table: str, watermark: datetime) -> None:
         self.lease.check()
         await self.checkpoints.store_watermark(self.side, table, watermark)
@@ -332,7 +339,7 @@ class CaptureService:
             await self._store_delta_link(table, next_link)
             state.delta_link = next_link
         state.resume_from = None
-        state.recent = forget_before(state.recent, state.watermark - self._lookback)
+        state.recent = forget_before(state.recent, state.watermark - self._rereads)
         if published or deleted:
             log.info(
                 "changes_captured",
@@ -389,7 +396,7 @@ class CaptureService:
         if wide:
             state.last_lookback = now
         state.polls += 1
-        state.recent = forget_before(state.recent, state.watermark - self._lookback)
+        state.recent = forget_before(state.recent, state.watermark - self._rereads)
         if captured:
             metrics.late_rows(self.side, table, late)
             log.info(
