@@ -601,8 +601,12 @@ class Injector:
         once another has taken the lease over, so it is the standby then."""
         async with self.locks[f"capture-{side}"]:
             for _ in range(_TRIES):
+                # The bound is a standby's: one still starting (back from the
+                # side's last fault, or waiting for a broker or database that is
+                # away) is not standing by yet.
+                ready = await self._until(self._all_started_up(self.pipeline.captures(side)), 120.0)
                 holder = await self._holder(side)
-                if holder is None:
+                if holder is None or not ready:
                     self.not_reached[kind] += 1
                     continue
                 self._note(f"kill -9 {holder.name}, holding {lease_name(side)}")
@@ -664,6 +668,13 @@ class Injector:
         except TimeoutError:
             return None
         return time.monotonic()
+
+    @staticmethod
+    def _all_started_up(procs: list[Proc]) -> Callable[[], Awaitable[bool]]:
+        async def probe() -> bool:
+            return all(q.started_up() for q in procs)
+
+        return probe
 
     @staticmethod
     def _started_up(proc: Proc) -> Callable[[], Awaitable[bool]]:
