@@ -564,3 +564,17 @@ async def test_one_statement_writes_a_thousand_rows(dv: Emulator, message: bulk.
     assert {rows[i]["name"] for i in ids} == {f"r{n}" for n in range(1000)}
     linked = [i for n, i in enumerate(ids) if n % 3 == 0]
     assert {rows[i]["_primarycontactid_value"] for i in linked} == {contact["contactid"]}
+
+
+async def test_update_multiple_by_alternate_key(dv: Emulator) -> None:
+    row = await _post(dv, "accounts", {"name": "old", "accountnumber": "K1"})
+    target = {"@odata.type": ACCOUNT, "@odata.id": "accounts(accountnumber='k1')", "name": "new"}
+    assert (await _send(dv, "accounts", "UpdateMultiple", [target])).status_code == 204
+    assert (await _accounts(dv))[row["accountid"]]["name"] == "new"
+
+    missing = {**target, "@odata.id": "accounts(accountnumber='K2')"}
+    refused = await _send(dv, "accounts", "UpdateMultiple", [target, missing])
+    assert refused.status_code == 404
+    assert refused.json()["error"]["message"] == (
+        "A record with the specified key values does not exist in account entity"
+    )

@@ -14,10 +14,11 @@ Follows "Use bulk operation messages" and the Web API reference of the ``CreateM
 - A target is the body of the single-record write it stands for and is checked as that
   write checks it, with the same messages and codes: properties, ``@odata.bind`` lookups,
   required fields, a primary key given on create. A create may give its primary key; an
-  update names its row by the primary key column; an upsert by ``@odata.id`` (``<set>(<id>)``
-  or an alternate key ``<set>(<key>='<value>')``, as the UpsertMultiple example does) or
-  by the primary key column. Each row is stamped (``modifiedon``, ``versionnumber``) and
-  noted by change tracking as its single write would be.
+  update names its row by the primary key column (as the UpdateMultiple example does) or
+  by ``@odata.id``; an upsert by ``@odata.id`` (``<set>(<id>)`` or an alternate key
+  ``<set>(<key>='<value>')``, as the UpsertMultiple example does) or by the primary key
+  column. Each row is stamped (``modifiedon``, ``versionnumber``) and noted by change
+  tracking as its single write would be.
 - Standard tables: the request is one transaction. The first refused target fails the
   whole request and nothing is written ("On Error behavior with standard tables"); an
   UpdateMultiple target whose row does not exist fails it with
