@@ -121,6 +121,21 @@ class ApiSettings(BaseModel):
     batch_size: int = Field(
         default=500, description="Records per write batch ($batch on Dataverse)."
     )
+    bulk_min: int = Field(
+        default=10,
+        description=(
+            "Dataverse only: a write with at least this many records of one kind "
+            "(create, upsert, update) sends them in bulk messages (CreateMultiple, "
+            "UpsertMultiple, UpdateMultiple) rather than $batch; 0 never does."
+        ),
+    )
+    bulk_size: int = Field(
+        default=1000,
+        description=(
+            "Dataverse only: records per bulk message (1,000 is where Microsoft suggests "
+            "starting; fewer when requests hit the message size or time limits)."
+        ),
+    )
 
     def resolved(self, side: ApiSide) -> ApiSettings:
         """These settings with ``base_url``, ``token_url`` and ``scope`` filled in

@@ -12,6 +12,7 @@ from tablesync.adapters.odata.batch import (
     decode_multipart,
     encode_changesets,
     encode_json_batch,
+    encode_requests,
 )
 
 # The continue-on-error answer of Dataverse's "Execute batch operations" page: the first
@@ -115,6 +116,24 @@ def test_encoded_batch_splits_back_into_its_requests() -> None:
 
     assert len(parts) == 5
     assert [p[0].content_id for p in parts] == ["1", "2", "3", "4", "5"]
+
+
+def test_reads_go_in_top_level_parts_without_change_sets() -> None:
+    requests = [
+        BatchRequest("GET", f"/api/data/v9.2/accounts?$filter=accountid eq {i}", {"Prefer": "p"})
+        for i in range(3)
+    ]
+    content_type, body = encode_requests(requests, boundary="batch_r")
+
+    text = body.decode()
+    assert content_type == "multipart/mixed; boundary=batch_r"
+    assert "changeset" not in text
+    assert "Content-ID" not in text
+    assert text.count("--batch_r\r\nContent-Type: application/http\r\n") == 3
+    assert "GET /api/data/v9.2/accounts?$filter=accountid eq 1 HTTP/1.1\r\nPrefer: p\r\n" in text
+    assert text.endswith("--batch_r--\r\n")
+    framed = body.replace(b"GET /api", b"HTTP/1.1 200 OK\r\nX-Was: /api")
+    assert [len(p) for p in decode_multipart(content_type, framed)] == [1, 1, 1]
 
 
 def test_json_batch_round_trip_out_of_order() -> None:

@@ -5,7 +5,8 @@ Multipart: every write goes in a change set of its own, so a refused record roll
 only itself; the batch is sent with ``Prefer: odata.continue-on-error`` so the server
 goes on after a failure. The response has one top-level part per change set, in
 request order: a nested multipart for a change set that succeeded, a single
-``application/http`` part carrying the error for one that failed.
+``application/http`` part carrying the error for one that failed. Reads (``GET``) may
+not be in a change set: ``encode_requests`` puts each in a top-level part of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "decode_multipart",
     "encode_changesets",
     "encode_json_batch",
+    "encode_requests",
 ]
 
 _CRLF = b"\r\n"
@@ -94,25 +96,38 @@ def encode_changesets(
             b"--",
             changeset.encode(),
             _CRLF,
-            b"Content-Type: application/http",
-            _CRLF,
-            b"Content-Transfer-Encoding: binary",
-            _CRLF,
-            b"Content-ID: ",
-            str(index).encode(),
-            _CRLF,
-            _CRLF,
-            f"{request.method} {request.url} HTTP/1.1".encode(),
-            _CRLF,
+            *_http_part(request, index),
         ]
-        for name, value in request.headers.items():
-            out += [f"{name}: {value}".encode(), _CRLF]
-        if request.body is not None:
-            out += [b"Content-Type: application/json; type=entry", _CRLF, _CRLF]
-            out.append(orjson.dumps(request.body))
-        else:
-            out.append(_CRLF)
         out += [_CRLF, b"--", changeset.encode(), b"--", _CRLF]
+    out += [b"--", batch.encode(), b"--", _CRLF]
+    return f"multipart/mixed; boundary={batch}", b"".join(out)
+
+
+def _http_part(request: BatchRequest, content_id: int | None) -> list[bytes]:
+    """One ``application/http`` part: its headers, the request line, headers and body."""
+    out = [b"Content-Type: application/http", _CRLF, b"Content-Transfer-Encoding: binary", _CRLF]
+    if content_id is not None:
+        out += [b"Content-ID: ", str(content_id).encode(), _CRLF]
+    out += [_CRLF, f"{request.method} {request.url} HTTP/1.1".encode(), _CRLF]
+    for name, value in request.headers.items():
+        out += [f"{name}: {value}".encode(), _CRLF]
+    if request.body is not None:
+        out += [b"Content-Type: application/json; type=entry", _CRLF, _CRLF]
+        out.append(orjson.dumps(request.body))
+    else:
+        out.append(_CRLF)
+    return out
+
+
+def encode_requests(
+    requests: Sequence[BatchRequest], *, boundary: str | None = None
+) -> tuple[str, bytes]:
+    """A multipart $batch body with each request in a top-level part (no change sets):
+    the form of reads. Returns (Content-Type header value, body)."""
+    batch = boundary or f"batch_{uuid.uuid4().hex}"
+    out: list[bytes] = []
+    for request in requests:
+        out += [b"--", batch.encode(), _CRLF, *_http_part(request, None), _CRLF]
     out += [b"--", batch.encode(), b"--", _CRLF]
     return f"multipart/mixed; boundary={batch}", b"".join(out)
 

@@ -1,14 +1,39 @@
 """The Dataverse Web API v9.2 connector.
 
-Writes go through ``$batch`` in batches of ``batch_size`` records (at most 1000, the
+Writes go in bulk messages where a write has ``bulk_min`` or more records of one kind
+(below), else through ``$batch``.
+
+Bulk ("Use bulk operation messages"): ``POST <set>/Microsoft.Dynamics.CRM.<message>``
+with ``{"Targets": [...]}``, at most ``bulk_size`` records a request, every target
+carrying ``"@odata.type": "Microsoft.Dynamics.CRM.<logical name>"``. Each message keeps
+the meaning of the single write it replaces:
+
+- ``Create`` with ``record_id`` and ``only_new`` → ``CreateMultiple``, the id in the
+  target's primary key column: a row that exists fails it (nothing is written over);
+- ``Create`` with ``record_id`` without ``only_new`` → ``UpsertMultiple``, the row named
+  by ``"@odata.id": "<set>(<id>)"``;
+- ``Update`` without an etag → ``UpdateMultiple``: a row that does not exist fails it
+  (no row is made again).
+
+Creates without an id and updates with an etag (no target can carry an ``If-Match``)
+stay on ``$batch``, as does a record that a write names twice. On a standard table a
+bulk request succeeds or fails as a whole: one that is refused (4xx) is sent again
+through ``$batch``, which gives each record its own result (412 ``Rejected`` for a
+create whose row exists, ``Missing`` for an update whose row does not) and writes the
+rest: the fallback the page recommends. 429 and 5xx follow the client's retry policy (``http``). The
+messages answer no rows, so the rows written are read back, one ``$batch`` of
+``GET`` requests (by id) per bulk request.
+
+``$batch``: batches of ``batch_size`` records (at most 1000, the
 service's limit), one change set per record and ``Prefer: odata.continue-on-error``,
 so a refused record rolls back only itself. Each request asks for
 ``Prefer: return=representation`` and so answers with the row as stored after it.
 
 - ``Create`` with ``record_id`` → ``PATCH /<set>(<id>)``: with ``only_new``, under
-  ``If-None-Match: *``, which creates the row or answers 412 (``Stale``) where it
-  exists, never writing over it; without, Dataverse's upsert, which creates the row
-  with that id or updates the existing one (a restore replayed makes no second row).
+  ``If-None-Match: *``, which creates the row or answers 412 where it exists (the
+  record ``Rejected``, as a duplicate is), never writing over it; without,
+  Dataverse's upsert, which creates the row with that id or updates the existing one
+  (a restore replayed makes no second row).
 - ``Create`` without id → ``POST /<set>``.
 - ``Update`` → ``PATCH /<set>(<id>)`` with ``If-Match: <etag>``, or ``If-Match: *`` so an
   update never creates a deleted row again (404 → ``Missing``).
@@ -16,10 +41,11 @@ so a refused record rolls back only itself. Each request asks for
 - ``Ref`` values → ``<navigation>@odata.bind: "/<set>(<id>)"``; ``None`` bound to a
   navigation property disassociates the lookup.
 
-Per record: 404 → ``Missing``, 412 → ``Stale``, another 4xx → ``Rejected`` with the API's
-message; 429 and 5xx → sent again in a later batch (the change set was rolled back),
-``Rejected`` once the retry budget is spent. A batch refused as a whole makes all its
-records ``Rejected``, unless its body lists the parts processed before the failure:
+Per record: 404 on an update or delete → ``Missing``, 412 on one → ``Stale``, another
+4xx → ``Rejected`` with the API's message; 429 and 5xx → sent again in a later batch
+(the change set was rolled back), ``Rejected`` once the retry budget is spent. A
+batch refused as a whole makes all its records ``Rejected``, unless its body lists
+the parts processed before the failure:
 those get their own results and the rest are sent again. A batch holding a ``POST``
 create that failed in a way that may have applied it raises ``ApiUnavailable`` rather
 than risk creating twice (see ``http``).
@@ -32,34 +58,51 @@ means the table does not track changes (``ChangeTrackingUnavailable``); the erro
 ``ExpiredVersionStamp`` means the link is too old (``DeltaLinkExpired``).
 
 The forms follow the Web API pages "Execute batch operations", "Update and delete table
-rows" (upsert), "Perform conditional operations" and "Associate and disassociate tables".
+rows" (upsert), "Perform conditional operations", "Associate and disassociate tables",
+"Use bulk operation messages" and the reference of the CreateMultiple, UpdateMultiple
+and UpsertMultiple actions.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import httpx
+import orjson
+import structlog
 
-from tablesync.adapters.odata.base import ODataSide, classify, entity_id_from, error_code
+from tablesync.adapters.odata.base import (
+    ODataSide,
+    as_guids,
+    classify,
+    entity_id_from,
+    error_code,
+    id_chunks,
+    id_filter,
+    query,
+)
 from tablesync.adapters.odata.batch import (
     BatchRequest,
     BatchResponse,
     decode_multipart,
     encode_changesets,
+    encode_requests,
 )
 from tablesync.adapters.odata.entities import EntitySpec, SpecSource, catalog_specs
 from tablesync.adapters.odata.http import ODataHttp, error_message
 from tablesync.adapters.odata.retry import RetryPolicy, retry_after_s
 from tablesync.adapters.odata.rows import to_row
 from tablesync.core.events import Side
+from tablesync.core.filters import to_odata
 from tablesync.core.records import (
     Changes,
     Create,
+    Delete,
     Ref,
     Rejected,
+    Row,
     Update,
     WriteOp,
     WriteResult,
@@ -73,6 +116,8 @@ __all__ = ["EXPIRED_VERSION_STAMP", "NOT_TRACKED", "DataverseApi"]
 
 MAX_BATCH = 1000
 _BIND = "@odata.bind"
+_NAMESPACE = "Microsoft.Dynamics.CRM."
+Message = Literal["CreateMultiple", "UpdateMultiple", "UpsertMultiple"]
 _TRACK = "odata.track-changes"
 EXPIRED_VERSION_STAMP = "0x80044352"
 """``ExpiredVersionStamp``: the delta link is older than the change tracking retention."""
@@ -99,6 +144,8 @@ class DataverseApi(ODataSide):
         )
         self._policy = RetryPolicy.from_settings(settings)
         self._batch_size = max(1, min(settings.batch_size, MAX_BATCH))
+        self._bulk_min = settings.bulk_min
+        self._bulk_size = max(1, settings.bulk_size)
 
     async def _probe_path(self) -> str:
         # The Web API's own "who am I": answered for every authenticated user.
@@ -159,17 +206,148 @@ class DataverseApi(ODataSide):
         spec = self.spec(entity_set)
         results: list[WriteResult | None] = [None] * len(ops)
         created: dict[int, str] = {}
-        chunks = [
-            list(range(start, min(start + self._batch_size, len(ops))))
-            for start in range(0, len(ops), self._batch_size)
+        bulk, rest = self._bulk_plan(spec, ops)
+        jobs = [
+            self._write_bulk(spec, ops, message, chunk, results, created) for message, chunk in bulk
         ]
-        await self.gather_all(
-            self._write_batch(spec, ops, chunk, results, created) for chunk in chunks
-        )
+        jobs += [
+            self._write_batch(spec, ops, chunk, results, created)
+            for chunk in _chunks(rest, self._batch_size)
+        ]
+        await self.gather_all(jobs)
         final = [r if r is not None else Rejected(0, "no response") for r in results]
         await self._fill_rows(entity_set, ops, final, created)
         self._count(entity_set, final)
         return final
+
+    def _bulk_plan(
+        self, spec: EntitySpec, ops: Sequence[WriteOp]
+    ) -> tuple[list[tuple[Message, list[int]]], list[int]]:
+        """The bulk requests of a write (message, op indexes) and the ops left for
+        ``$batch``, in order."""
+        if self._bulk_min <= 0 or _logical_name(spec) is None:
+            return [], list(range(len(ops)))
+        named: dict[str, int] = {}
+        for op in ops:
+            if op.record_id is not None:
+                named[op.record_id.lower()] = named.get(op.record_id.lower(), 0) + 1
+        kinds: dict[Message, list[int]] = {}
+        rest: list[int] = []
+        for i, op in enumerate(ops):
+            message = _bulk_message(op)
+            # A record written twice in one write keeps the order $batch gives it.
+            if message is None or op.record_id is None or named[op.record_id.lower()] > 1:
+                rest.append(i)
+            else:
+                kinds.setdefault(message, []).append(i)
+        bulk: list[tuple[Message, list[int]]] = []
+        for message, indexes in kinds.items():
+            if len(indexes) < self._bulk_min:
+                rest.extend(indexes)
+            else:
+                bulk.extend((message, chunk) for chunk in _chunks(indexes, self._bulk_size))
+        return bulk, sorted(rest)
+
+    async def _write_bulk(
+        self,
+        spec: EntitySpec,
+        ops: Sequence[WriteOp],
+        message: Message,
+        chunk: list[int],
+        results: list[WriteResult | None],
+        created: dict[int, str],
+    ) -> None:
+        logical = _logical_name(spec)
+        assert logical is not None
+        targets = [self._target(spec, logical, message, ops[i]) for i in chunk]
+        path = f"{await self.collection(spec)}/{_NAMESPACE}{message}"
+        # Every target names its row, so sending the request again writes nothing twice.
+        reply = await self._http.send(
+            "POST",
+            path,
+            headers={"Content-Type": "application/json; charset=utf-8"},
+            content=orjson.dumps({"Targets": targets}),
+            idempotent=True,
+        )
+        if reply.status >= 400:
+            structlog.get_logger().info(
+                "dataverse.bulk_refused",
+                entity_set=spec.entity_set,
+                message=message,
+                records=len(chunk),
+                status=reply.status,
+                code=error_code(reply.data),
+            )
+            await self.gather_all(
+                self._write_batch(spec, ops, part, results, created)
+                for part in _chunks(chunk, self._batch_size)
+            )
+            return
+        ids = {i: _record_id(ops[i]) for i in chunk}
+        rows = await self._read_back(spec, list(ids.values()))
+        for i, record_id in ids.items():
+            results[i] = Written(rows.get(record_id))
+
+    @staticmethod
+    def _target(spec: EntitySpec, logical: str, message: Message, op: WriteOp) -> dict[str, Any]:
+        assert not isinstance(op, Delete)
+        record_id = _record_id(op)
+        target: dict[str, Any] = {"@odata.type": f"{_NAMESPACE}{logical}", **_payload(op.values)}
+        if message == "UpsertMultiple":
+            target["@odata.id"] = f"{spec.entity_set}({record_id})"
+        else:
+            target[spec.key] = record_id
+        return target
+
+    async def _read_back(self, spec: EntitySpec, ids: list[str]) -> dict[str, Row]:
+        """The rows of ``ids``: one ``$batch`` of GETs by id (a filter per request stays
+        within the URL limits); a part that failed or was paged is read again alone."""
+        route = self._path(spec)
+        chunks = id_chunks(spec.key, as_guids(ids))
+        if not chunks:
+            return {}
+        requests = []
+        for chunk in chunks:
+            expr = id_filter(spec.key, chunk)
+            assert expr is not None
+            page = min(self.max_page_size, max(self._page_size, len(chunk)))
+            url = query(route, [("$filter", to_odata(expr))])
+            requests.append(BatchRequest("GET", url, {"Prefer": f"odata.maxpagesize={page}"}))
+        content_type, body = encode_requests(requests)
+        reply = await self._http.send(
+            "POST",
+            "$batch",
+            headers={"Content-Type": content_type, "Prefer": "odata.continue-on-error"},
+            content=body,
+            idempotent=True,
+            decode=_decode_batch,
+        )
+        parts: list[list[BatchResponse]] = reply.data if reply.status < 400 else []
+        found: dict[str, Row] = {}
+        again: list[str] = []
+        for position, chunk in enumerate(chunks):
+            response = parts[position][-1] if position < len(parts) else None
+            data = response.data if response is not None else None
+            values = data.get("value") if isinstance(data, dict) else None
+            if (
+                response is None
+                or response.status != 200
+                or not isinstance(data, dict)
+                or not isinstance(values, list)
+                or data.get("@odata.nextLink")
+            ):
+                again.extend(chunk)
+                continue
+            for value in values:
+                if isinstance(value, dict) and value.get(spec.key) is not None:
+                    row = to_row(
+                        value, key=spec.key, stamp=spec.stamp, modified_by=spec.modified_by
+                    )
+                    found[row.id] = row
+            self.stats.rows_read += len(values)
+        if again:
+            found.update(await self.get_many(spec.entity_set, again))
+        return found
 
     async def _write_batch(
         self,
@@ -256,6 +434,32 @@ class DataverseApi(ODataSide):
         if spec.route.startswith("/"):
             return spec.route
         return f"{self._http.base_url.path.rstrip('/')}/{spec.route}"
+
+
+def _chunks(indexes: list[int], size: int) -> list[list[int]]:
+    return [indexes[start : start + size] for start in range(0, len(indexes), size)]
+
+
+def _bulk_message(op: WriteOp) -> Message | None:
+    """The bulk message that writes ``op`` as its single request would; None for none."""
+    if isinstance(op, Create) and op.record_id is not None:
+        return "CreateMultiple" if op.only_new else "UpsertMultiple"
+    if isinstance(op, Update) and op.etag is None:
+        return "UpdateMultiple"
+    return None
+
+
+def _record_id(op: WriteOp) -> str:
+    assert op.record_id is not None
+    return op.record_id.lower()
+
+
+def _logical_name(spec: EntitySpec) -> str | None:
+    """The table's logical name, from its primary key (``<logical name>id``, the
+    convention every Dataverse table follows); None when the key is not so named."""
+    if spec.key.endswith("id") and len(spec.key) > 2:
+        return spec.key[:-2]
+    return None
 
 
 def _payload(values: dict[str, WriteValue]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """INSERT / UPDATE / upsert / DELETE statements built from column assignments.
 
 Each write is one statement that also returns the row as the response shows it, so a
-request costs one round trip. A side describes a write as ``Assign`` items; an item's
+request costs one round trip; a write of many rows (Dataverse's bulk messages) is one
+statement too, reading its rows from a FROM item (``insert_select_sql``,
+``update_from_sql``). A side describes a write as ``Assign`` items; an item's
 expression may depend on the current value of other columns (computed fields), which
 differs between an INSERT (the column default), an UPDATE (the stored value) and the
 update arm of an upsert (the stored row, qualified by the table name).
@@ -23,7 +25,9 @@ __all__ = [
     "Current",
     "db_problem",
     "delete_sql",
+    "insert_select_sql",
     "insert_sql",
+    "update_from_sql",
     "update_sql",
     "upsert_sql",
 ]
@@ -66,6 +70,37 @@ def insert_sql(spec: TableSpec, assigns: Sequence[Assign], returning: str) -> st
 def update_sql(spec: TableSpec, assigns: Sequence[Assign], where: str, returning: str) -> str:
     sets = ", ".join(f"{ident(a.column)} = {a.render(ident)}" for a in assigns if a.on_update)
     return f"UPDATE {spec.table} SET {sets} WHERE {where} RETURNING {returning}"
+
+
+def insert_select_sql(
+    spec: TableSpec, assigns: Sequence[Assign], source: str, where: str | None = None
+) -> str:
+    """INSERT … SELECT: a row for each row of the FROM item ``source`` (that meets
+    ``where``), whose columns the assignments' expressions read."""
+    used = [a for a in assigns if a.on_insert]
+    current = _insert_current(spec)
+    columns = ", ".join(ident(a.column) for a in used)
+    values = ", ".join(a.render(current) for a in used)
+    condition = f" WHERE {where}" if where else ""
+    return f"INSERT INTO {spec.table} ({columns}) SELECT {values} FROM {source}{condition}"
+
+
+def update_from_sql(
+    spec: TableSpec,
+    assigns: Sequence[Assign],
+    source: str,
+    where: str,
+    returning: str,
+    keep: frozenset[str] = frozenset(),
+) -> str:
+    """UPDATE … FROM ``source``: each row ``where`` pairs with a row of ``source`` takes that
+    row's values; ``keep`` columns are not written (the key of an upsert)."""
+    sets = ", ".join(
+        f"{ident(a.column)} = {a.render(ident)}"
+        for a in assigns
+        if a.on_update and a.column not in keep
+    )
+    return f"UPDATE {spec.table} SET {sets} FROM {source} WHERE {where} RETURNING {returning}"
 
 
 def upsert_sql(

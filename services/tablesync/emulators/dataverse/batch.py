@@ -10,7 +10,9 @@ Follows "Execute batch operations using the Web API":
   to an unknown Content-ID is a 400;
 - without ``Prefer: odata.continue-on-error`` the batch stops at the first failure and
   answers with that failure's status; with it every request runs and the batch is 200;
-- GET is not allowed inside a change set; a batch holds at most 1,000 requests.
+- GET is not allowed inside a change set; a batch holds at most 1,000 requests;
+- the bulk messages (``CreateMultiple`` …) are refused inside a batch (501): the
+  documentation does not say that a batch may hold them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tablesync.emulators.common.prefer import parse_prefer
 from tablesync.emulators.common.problems import ApiProblem, Kind
 from tablesync.emulators.common.runtime import handle_safely
 from tablesync.emulators.common.sql import Executor
+from tablesync.emulators.dataverse.bulk import is_bulk
 
 if TYPE_CHECKING:
     from tablesync.emulators.dataverse.service import DataverseService
@@ -81,6 +84,12 @@ def _inner(
     for name in _INHERITED:
         if name in outer.headers and name not in headers:
             headers[name] = outer.headers[name]
+    if is_bulk(path):
+        raise ApiProblem(
+            Kind.NOT_SUPPORTED,
+            f"'{path.rpartition('/')[2]}' is not supported inside $batch by this emulator; "
+            "send it as a request of its own.",
+        )
     return ApiRequest(
         method=message.method,
         path=path,

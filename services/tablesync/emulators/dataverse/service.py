@@ -10,6 +10,9 @@ Routes (relative to ``/api/data/v9.2``):
                                     entries since (``tracking``)
     POST <set>                      create: 204 + ``OData-EntityId``, or 201 + the row with
                                     ``Prefer: return=representation``
+    POST <set>/Microsoft.Dynamics.CRM.CreateMultiple | UpdateMultiple | UpsertMultiple
+                                    the bulk messages: many rows in one request and one
+                                    transaction (``bulk``)
     GET / PATCH / DELETE <set>(<key>)
                                     ``<key>`` is the id or an alternate key; PATCH is an upsert
                                     (``If-Match: *`` forbids the create, ``If-None-Match: *``
@@ -55,7 +58,7 @@ from tablesync.emulators.common.writes import (
     update_sql,
     upsert_sql,
 )
-from tablesync.emulators.dataverse import batch, reads, tracking
+from tablesync.emulators.dataverse import batch, bulk, reads, tracking
 from tablesync.emulators.dataverse.keys import KeyRef, parse_key, parse_reference, split_segment
 from tablesync.emulators.dataverse.specs import (
     API_ROOT,
@@ -64,7 +67,18 @@ from tablesync.emulators.dataverse.specs import (
     spec_for,
 )
 from tablesync.emulators.dataverse.style import DATAVERSE_STYLE
-from tablesync.emulators.dataverse.writes import Body, split_body, write_assigns
+from tablesync.emulators.dataverse.writes import (
+    DUPLICATE_MESSAGE,
+    Body,
+    check_body_key,
+    key_differs,
+    missing_required,
+    required_problem,
+    split_body,
+    with_key,
+    without_key,
+    write_assigns,
+)
 
 __all__ = [
     "DUPLICATE_MESSAGE",
@@ -75,19 +89,10 @@ __all__ = [
 ]
 
 _KEY_SAFE = "'(),=-_.~:@!$*+;/"
-DUPLICATE_MESSAGE = "A record with matching key values already exists."
 STALE_MESSAGE = "The version of the existing record doesn't match the RowVersion property provided."
 IN_USE_MESSAGE = (
     "The object you tried to delete is associated with another object and cannot be deleted."
 )
-
-
-def required_problem(spec: TableSpec, missing: list[str]) -> ApiProblem:
-    return ApiProblem(
-        Kind.REQUIRED,
-        f"Required field '{missing[0]}' is missing: {spec.entity.logical_name} cannot be "
-        "created without it.",
-    )
 
 
 class DataverseService:
@@ -161,6 +166,10 @@ class DataverseService:
                 )
             if rest is None and method == "POST":
                 return await self._create(request, db, spec)
+            message = bulk.ACTIONS.get(rest or "")
+            if message is not None and method == "POST":
+                caller = await self._caller(request, db)
+                return await bulk.run(request, db, spec, message, caller)
             raise self._not_allowed(request, name)
         key = parse_key(spec, key_text)
         if rest is None:
@@ -267,20 +276,12 @@ class DataverseService:
             return reads.selected_fields(spec, request)
         return (spec.entity.fields[spec.entity.key],)
 
-    @staticmethod
-    def _missing_required(spec: TableSpec, body: Body) -> list[str]:
-        return [
-            f.name
-            for f in spec.entity.fields.values()
-            if f.required and body.values.get(f.name) is None
-        ]
-
     def _duplicate(self) -> ApiProblem:
         return ApiProblem(Kind.DUPLICATE, DUPLICATE_MESSAGE)
 
     async def _create(self, request: ApiRequest, db: Executor, spec: TableSpec) -> ApiResponse:
         body = split_body(spec, json_object(request), request.references)
-        missing = self._missing_required(spec, body)
+        missing = missing_required(spec, body)
         if missing:
             raise required_problem(spec, missing)
         caller = await self._caller(request, db)
@@ -313,18 +314,10 @@ class DataverseService:
             return ApiProblem(Kind.NOT_FOUND, key.describe())
         return ApiProblem(Kind.STALE, STALE_MESSAGE)
 
-    def _check_body_key(self, key: KeyRef, body: Body) -> None:
-        given = body.values.get(key.spec.entity.key)
-        if given is not None and key.id is not None and given != key.id:
-            raise ApiProblem(
-                Kind.BAD_VALUE,
-                f"The key in the payload ({given}) differs from the key in the URL ({key.id}).",
-            )
-
     async def _patch(self, request: ApiRequest, db: Executor, key: KeyRef) -> ApiResponse:
         spec = key.spec
         body = split_body(spec, json_object(request), request.references)
-        self._check_body_key(key, body)
+        check_body_key(key, body)
         if_match = parse_precondition(request.header("if-match"))
         if_none_match = parse_precondition(request.header("if-none-match"))
         caller = await self._caller(request, db)
@@ -363,21 +356,12 @@ class DataverseService:
         sql = update_sql(spec, assigns, where, select_list(spec, fields))
         return await db.fetchrow(sql, *params.values)
 
-    def _with_key(self, key: KeyRef, body: Body) -> Body:
-        """The body of a create at ``key``: the URL's key values unless the body has its own."""
-        values = dict(body.values)
-        if key.id is not None:
-            values.setdefault(key.spec.entity.key, key.id)
-        for field, value in key.alternate:
-            values.setdefault(field.name, value)
-        return Body(values, body.binds)
-
     async def _insert_at(
         self, db: Executor, key: KeyRef, body: Body, caller: UUID, fields: Sequence[FieldDef]
     ) -> Any:
         spec = key.spec
-        creating = self._with_key(key, body)
-        missing = self._missing_required(spec, creating)
+        creating = with_key(key, body)
+        missing = missing_required(spec, creating)
         if missing:
             raise required_problem(spec, missing)
         params = Params()
@@ -391,14 +375,10 @@ class DataverseService:
     ) -> tuple[Any, bool]:
         spec = key.spec
         entity = spec.entity
-        creating = self._with_key(key, body)
-        differs = any(
-            field.name in body.values and body.values[field.name] != value
-            for field, value in key.alternate
-        )
-        if self._missing_required(spec, creating) or differs:
+        creating = with_key(key, body)
+        if missing_required(spec, creating) or key_differs(key, body):
             # Update by the URL's key first; create only when nothing matched.
-            record = await self._update(db, key, self._without_key(key, body), caller, fields, None)
+            record = await self._update(db, key, without_key(key, body), caller, fields, None)
             if record is not None:
                 return record, False
             return await self._insert_at(db, key, body, caller, fields), True
@@ -416,11 +396,6 @@ class DataverseService:
         sql = upsert_sql(spec, assigns, conflict, select_list(spec, fields), keep)
         record = await db.fetchrow(sql, *params.values)
         return record, bool(record[INSERTED_ALIAS])
-
-    @staticmethod
-    def _without_key(key: KeyRef, body: Body) -> Body:
-        names = {f.name for f, _ in key.alternate}
-        return Body({k: v for k, v in body.values.items() if k not in names}, body.binds)
 
     async def _delete(self, request: ApiRequest, db: Executor, key: KeyRef) -> ApiResponse:
         spec = key.spec

@@ -25,9 +25,22 @@ from tablesync.emulators.common.writes import Assign, Current
 from tablesync.emulators.dataverse.keys import KeyRef, parse_key, parse_reference
 from tablesync.emulators.dataverse.specs import BASE_CURRENCY_SQL, spec_for
 
-__all__ = ["Bind", "Body", "split_body", "write_assigns"]
+__all__ = [
+    "DUPLICATE_MESSAGE",
+    "Bind",
+    "Body",
+    "check_body_key",
+    "key_differs",
+    "missing_required",
+    "required_problem",
+    "split_body",
+    "with_key",
+    "without_key",
+    "write_assigns",
+]
 
 _BIND = "@odata.bind"
+DUPLICATE_MESSAGE = "A record with matching key values already exists."
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +115,57 @@ def split_body(spec: TableSpec, body: Mapping[str, object], refs: Mapping[str, s
         plain[name] = raw
     values = convert_properties(spec, plain, writable_read_only=(entity.key,))
     return Body(values, binds)
+
+
+def required_problem(spec: TableSpec, missing: list[str]) -> ApiProblem:
+    return ApiProblem(
+        Kind.REQUIRED,
+        f"Required field '{missing[0]}' is missing: {spec.entity.logical_name} cannot be "
+        "created without it.",
+    )
+
+
+def missing_required(spec: TableSpec, body: Body) -> list[str]:
+    """The required fields a create with ``body`` would leave empty."""
+    return [
+        f.name
+        for f in spec.entity.fields.values()
+        if f.required and body.values.get(f.name) is None
+    ]
+
+
+def check_body_key(key: KeyRef, body: Body) -> None:
+    """Refuses a body whose primary key is not the one that addresses the row."""
+    given = body.values.get(key.spec.entity.key)
+    if given is not None and key.id is not None and given != key.id:
+        raise ApiProblem(
+            Kind.BAD_VALUE,
+            f"The key in the payload ({given}) differs from the key in the URL ({key.id}).",
+        )
+
+
+def with_key(key: KeyRef, body: Body) -> Body:
+    """The body of a create at ``key``: the key's values unless the body has its own."""
+    values = dict(body.values)
+    if key.id is not None:
+        values.setdefault(key.spec.entity.key, key.id)
+    for field, value in key.alternate:
+        values.setdefault(field.name, value)
+    return Body(values, body.binds)
+
+
+def without_key(key: KeyRef, body: Body) -> Body:
+    """``body`` without the alternate key's columns."""
+    names = {f.name for f, _ in key.alternate}
+    return Body({k: v for k, v in body.values.items() if k not in names}, body.binds)
+
+
+def key_differs(key: KeyRef, body: Body) -> bool:
+    """Whether ``body`` moves the row to other alternate key values than ``key`` names."""
+    return any(
+        field.name in body.values and body.values[field.name] != value
+        for field, value in key.alternate
+    )
 
 
 def _bind_expr(bind: Bind, params: Params) -> str:
