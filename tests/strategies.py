@@ -406,5 +406,17 @@ def capture_seen() -> st.SearchStrategy[dict[str, Seen]]:
     )
 
 
+def capture_synced() -> st.SearchStrategy[dict[str, Stamp]]:
+    """The stamps one mapping's couplings keep on a side, by id: near the rows' own."""
+    return st.dictionaries(
+        _capture_ids,
+        st.builds(
+            Stamp,
+            st.one_of(st.none(), _capture_moments),
+            st.one_of(st.none(), _capture_versions),
+        ),
+    )
+
+
 def capture_id_sets() -> st.SearchStrategy[set[str]]:
     return st.sets(_capture_ids)

@@ -48,6 +48,7 @@ __all__ = [
     "dead_lettered",
     "deletion_scan_halted",
     "delta_link_expired",
+    "echoes_skipped",
     "events_applied",
     "late_rows",
     "observe_applied",
@@ -181,6 +182,13 @@ LATE_ROWS = MetricDef(
     "Rows a look-back pass or a reconcile published that the polls had passed: committed "
     "after a row with a later stamp was read.",
 )
+ECHOES_SKIPPED = MetricDef(
+    "tablesync_capture_echoes_skipped_total",
+    "counter",
+    ("side", "table"),
+    "Rows continuous capture read and did not publish: every mapping reading the table "
+    "had recorded that version on the row's coupling (tablesync's own write read back).",
+)
 DELTA_LINK_EXPIRED = MetricDef(
     "tablesync_capture_delta_link_expired_total",
     "counter",
@@ -207,6 +215,7 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     READS_REFUSED,
     DELETION_SCAN_HALTED,
     LATE_ROWS,
+    ECHOES_SKIPPED,
     DELTA_LINK_EXPIRED,
 )
 
@@ -235,7 +244,7 @@ _reads_refused = Counter(
 )
 _capture_counters = {
     d.name: Counter(d.name, _doc(d), d.labels, registry=None)
-    for d in (DELETION_SCAN_HALTED, LATE_ROWS, DELTA_LINK_EXPIRED)
+    for d in (DELETION_SCAN_HALTED, LATE_ROWS, ECHOES_SKIPPED, DELTA_LINK_EXPIRED)
 }
 _api_lock = threading.Lock()
 _api_stats: list[ApiStats] = []
@@ -265,6 +274,12 @@ def late_rows(side: str, table: str, count: int) -> None:
     """``count`` rows published that were committed after the polls passed their stamps."""
     if count:
         _capture_counters[LATE_ROWS.name].labels(side, table).inc(count)
+
+
+def echoes_skipped(side: str, table: str, count: int) -> None:
+    """``count`` rows not published: versions their couplings record already."""
+    if count:
+        _capture_counters[ECHOES_SKIPPED.name].labels(side, table).inc(count)
 
 
 def delta_link_expired(side: str, table: str) -> None:

@@ -316,6 +316,16 @@ class SyncSettings(BaseModel):
     change_tracking: bool = Field(
         default=True, description="Capture follows Dataverse change tracking where a table has it."
     )
+    capture_skips_echoes: bool = Field(
+        default=True,
+        description=(
+            "Capture does not publish a row whose version every mapping reading its table "
+            "recorded on the row's coupling already: tablesync's own write read back, which "
+            "apply would count unchanged. Off: every version is published, and apply "
+            "recognises its echoes (as it still does for one read before its coupling was "
+            "committed). Snapshots of jobs and deletions are always published."
+        ),
+    )
     apply_batch_size: int = Field(
         default=1000, description="Most events apply takes in one batch (from all its partitions)."
     )

@@ -12,6 +12,7 @@ from tablesync.core.fieldmap import LookupKey
 from tests.contract.state_fixtures import (
     StateHarness,
     coupling,
+    effects,
     memory_state_fixture,  # noqa: F401
     new_id,
     postgres_state_fixture,  # noqa: F401
@@ -52,6 +53,37 @@ class CouplingsContract:
             c.dv_id
         }
         assert await couplings.get("CUSTOMER", "bc", c.bc_id.upper()) is not None
+
+    async def test_a_page_of_ids_answers_the_stamps_each_coupling_holds_now(
+        self, state: StateHarness
+    ) -> None:
+        """What capture asks, once per page and mapping, to leave out apply's echoes:
+        the stamps apply's last commit recorded, on the side asked, for the ids coupled."""
+        couplings = state.stores.couplings
+        page = [coupling(bc_key=f"{n}0000") for n in range(1, 4)]
+        for c in page:
+            await couplings.couple(c, "to_integration")
+        written = Stamp(datetime(2026, 2, 1, 12, 5, 0, 123000, tzinfo=UTC), 'W/"7"')
+        updated = replace(page[1], dv_stamp=written, last_direction="to_integration")
+        await state.stores.apply_state.commit(
+            effects(couplings=[(updated, "to_integration")], positions={("t.cdc", 0): 1})
+        )
+        elsewhere = coupling("VENDOR", dv_id=page[0].dv_id, etag='W/"9"')
+        await couplings.couple(elsewhere, None)
+        uncoupled = new_id()
+
+        asked = [c.dv_id for c in page] + [uncoupled]
+        found = await couplings.by_ids("CUSTOMER", "dataverse", asked)
+        assert {i: c.dv_stamp for i, c in found.items()} == {
+            page[0].dv_id: page[0].dv_stamp,
+            page[1].dv_id: written,
+            page[2].dv_id: page[2].dv_stamp,
+        }
+        assert {i: c.bc_stamp for i, c in found.items()}[page[1].dv_id] == page[1].bc_stamp
+        vendor = await couplings.by_ids("VENDOR", "dataverse", asked)
+        assert {i: c.dv_stamp for i, c in vendor.items()} == {page[0].dv_id: elsewhere.dv_stamp}
+        bc = await couplings.by_ids("CUSTOMER", "bc", [c.bc_id for c in page])
+        assert [bc[c.bc_id].bc_stamp for c in page] == [c.bc_stamp for c in page]
 
     async def test_an_id_that_is_no_guid_is_refused(self, state: StateHarness) -> None:
         with pytest.raises(ValueError, match="badly formed"):

@@ -26,15 +26,17 @@ def main() -> int:
     parser.add_argument("--profile", choices=PROFILES, default="calm", help="which faults")
     args = parser.parse_args()
     started = time.perf_counter()
-    failed = 0
+    failed = echoes = with_echoes = 0
     for seed in range(args.seed, args.seed + args.schedules):
         outcome = run_schedule(seed, profile=args.profile, verbose=args.all_steps)
         if outcome.violations or args.schedules == 1:
             print(outcome.report(steps=args.trace))
         failed += bool(outcome.violations)
+        echoes += outcome.echoes
+        with_echoes += bool(outcome.echoes)
     print(
         f"simulation ({args.profile}): {args.schedules} schedules, {failed} with violations,"
-        f" seed {args.seed}"
+        f" seed {args.seed}; {echoes} echoes skipped by capture in {with_echoes} schedules"
         f" ({time.perf_counter() - started:.1f} s)"
     )
     return 1 if failed else 0

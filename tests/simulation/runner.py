@@ -37,12 +37,14 @@ class Outcome:
     steps: int = 0
     actions: int = 0
     virtual_s: float = 0.0
+    echoes: int = 0
+    """Rows capture did not publish as versions their couplings held already."""
 
     def report(self, *, steps: int = 60) -> str:
         lines = [
             f"seed {self.seed}: {len(self.violations)} violations, {self.actions} user actions,"
             f" {self.crashes} crashes, {self.transients} transient failures,"
-            f" {self.steps} steps, {self.virtual_s:.1f} virtual s"
+            f" {self.steps} steps, {self.virtual_s:.1f} virtual s, {self.echoes} echoes skipped"
         ]
         lines += [f"  violation: {v}" for v in self.violations]
         if self.violations:
@@ -67,6 +69,7 @@ async def _schedule(seed: int, profile: str, verbose: bool) -> Outcome:
     rng = sim.rng
     world = await open_world(sim, apply_instances=instances)
     truth = Truth()
+    echoes = 0
     try:
         await _until_capturing(world)
         await run_users(
@@ -92,6 +95,7 @@ async def _schedule(seed: int, profile: str, verbose: bool) -> Outcome:
             violations.append(f"apply lag {world.lag()} after settling")
         if not violations:
             violations += await _replay_changes_nothing(world)
+        echoes = world.echoes_skipped()
     finally:
         await world.close()
     return Outcome(
@@ -103,6 +107,7 @@ async def _schedule(seed: int, profile: str, verbose: bool) -> Outcome:
         sim.steps,
         truth.actions,
         asyncio.get_running_loop().time(),
+        echoes,
     )
 
 

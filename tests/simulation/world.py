@@ -72,6 +72,8 @@ class World:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     supervised: list[_Supervised] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    captures: list[CaptureService] = field(default_factory=list)
+    """Every capture instance started, crashed ones too."""
 
     def consumers_of(self, s: _Supervised) -> Any:
         """The consumer factory of one service: every consumer it makes is
@@ -169,6 +171,10 @@ class World:
                     if isinstance(event, RecordChanged):
                         events.append(event)
         return found
+
+    def echoes_skipped(self) -> int:
+        """Rows the captures read and did not publish: versions their couplings held."""
+        return sum(c.echoes for c in self.captures)
 
     def open_intents(self) -> list[str]:
         t = self.database.t
@@ -274,7 +280,7 @@ def _start(world: World, apply_instances: int) -> None:
 
         def capture(actor: Actor, supervised: _Supervised, _s: Side = s) -> _Service:
             del actor
-            return CaptureService(
+            service = CaptureService(
                 settings,
                 _s,
                 stores=stores,
@@ -288,6 +294,8 @@ def _start(world: World, apply_instances: int) -> None:
                     database, f"capture.{_s}", ttl_s=settings.sync.lease_ttl_s
                 ),
             )
+            world.captures.append(service)
+            return service
 
         world.supervise(f"capture-{s}", "capture", capture)
     for n in range(apply_instances):

@@ -1,11 +1,12 @@
 """Capture on the in-memory ports, one poll or scan at a time: late commits, change
-tracking and its expiry, and deletion scans that confirm and cap what they publish."""
+tracking and its expiry, the echoes of apply's own writes left unpublished, and
+deletion scans that confirm and cap what they publish."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,8 +20,8 @@ from tablesync.adapters.memory import MemoryDatabase, MemorySingleton, memory_st
 from tablesync.adapters.memory.log import MemoryBroker
 from tablesync.composition import topic_specs, topics_for
 from tablesync.core.couplings import Coupling, Stamp
-from tablesync.core.events import RecordChanged, Side
-from tablesync.core.records import Row
+from tablesync.core.events import RecordChanged, Side, SnapshotRequested
+from tablesync.core.records import Row, Update, Written
 from tablesync.emulators.memory import MemorySide
 from tablesync.ports.state import StateStores
 from tablesync.runtime.capture import CaptureService, _TableState
@@ -103,14 +104,15 @@ class Rig:
         field_name = "displayName" if self.side == "bc" else "name"
         return self.api.user_update(self.table, row.id, {field_name: name}, stamped=stamped)
 
-    async def couple(self, rows: list[Row]) -> None:
+    async def couple(self, rows: list[Row], mapping: str = "CUSTOMER") -> None:
+        """Couples each row at its version, as apply's commit does after a write."""
         for n, row in enumerate(rows):
             here = Stamp(row.modified_at, row.etag)
             other = f"00000000-0000-0000-0000-{n:012d}"
             ids = {self.side: row.id, ("dataverse" if self.side == "bc" else "bc"): other}
             stamps: dict[Side, Stamp] = {"bc": here, "dataverse": here}
             await self.stores.couplings.couple(
-                Coupling.between("CUSTOMER", ids, stamps, f"C{n:05d}"), None
+                Coupling.between(mapping, ids, stamps, f"C{n:05d}"), None
             )
         # A scan looks at couplings made before it began.
         self.clock.advance(1)
@@ -129,13 +131,15 @@ def _settings(**overrides: Any) -> Settings:
     return Settings(sync=SyncSettings(**values), topic_prefix="t.")
 
 
-async def _rig(side: Side, **overrides: Any) -> Rig:
+async def _rig(side: Side, document: dict[str, Any] | None = None, **overrides: Any) -> Rig:
     clock = ManualClock()
     settings = _settings(**overrides)
     database = MemoryDatabase(clock)
     stores = memory_stores(database)
-    mapping = copy.deepcopy(MAPPINGS_DOCUMENT["mappings"]["CUSTOMER"])
-    mappings = await stores.mappings.replace_all({"mappings": {"CUSTOMER": mapping}})
+    if document is None:
+        mapping = copy.deepcopy(MAPPINGS_DOCUMENT["mappings"]["CUSTOMER"])
+        document = {"mappings": {"CUSTOMER": mapping}}
+    mappings = await stores.mappings.replace_all(document)
     topics = topics_for(settings)
     broker = MemoryBroker(clock=clock)
     broker.ensure_topics(topic_specs(topics, mappings))
@@ -352,6 +356,188 @@ async def test_a_dataverse_table_without_change_tracking_is_polled_by_stamp() ->
     assert rig.capture._tracked["accounts"] is False
     assert rig.upserts() == [(row.id, row.etag)]
     assert await rig.stores.checkpoints.delta_link("dataverse", "accounts") is None
+
+
+# ------------------------------------------------------------ echoes
+
+
+def _echoes_skipped(side: Side) -> float:
+    text = metrics.render(metrics.StateSnapshot(), process=False).decode()
+    wanted = f'tablesync_capture_echoes_skipped_total{{side="{side}",table="{TABLE[side]}"}}'
+    for line in text.splitlines():
+        if line.startswith(wanted):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def _written(rig: Rig, row: Row, name: str) -> Row:
+    """Apply's write to ``row``: the version it leaves, as the API answers it."""
+    field_name = "displayName" if rig.side == "bc" else "name"
+    [result] = await rig.api.write(rig.table, [Update(row.id, {field_name: name})])
+    assert isinstance(result, Written) and result.row is not None
+    return result.row
+
+
+def _document_with_vendors() -> dict[str, Any]:
+    """CUSTOMER and a VENDOR mapping reading Dataverse's accounts too."""
+    customer = copy.deepcopy(MAPPINGS_DOCUMENT["mappings"]["CUSTOMER"])
+    vendor = {
+        "bc_table": "vendors",
+        "dataverse_table": "accounts",
+        "direction": "bidirectional",
+        "integration_table_filter": "customertypecode eq 11",
+        "bc_key": "number",
+        "fields": [
+            {"bc": "number", "dataverse": "accountnumber", "code": True, "max_length": 20},
+            {"bc": "displayName", "dataverse": "name", "max_length": 100},
+        ],
+    }
+    return {"mappings": {"VENDOR": vendor, "CUSTOMER": customer}}
+
+
+async def test_the_echo_of_applys_own_write_is_not_published_and_a_later_edit_is() -> None:
+    rig = await _rig("bc")
+    await rig.poll()
+    rig.clock.advance(5)
+    row = rig.create(1)
+    await rig.poll()
+    rig.clock.advance(5)
+    echo = await _written(rig, row, "from dataverse")
+    await rig.couple([echo])
+    before = _echoes_skipped("bc")
+
+    with capture_logs() as logs:
+        await rig.poll()
+
+    assert rig.upserts() == [(row.id, row.etag)]
+    [captured] = [e for e in logs if e["event"] == "changes_captured"]
+    assert (captured["rows"], captured["echoes"]) == (0, 1)
+    assert _echoes_skipped("bc") == before + 1
+    assert rig.capture.echoes == 1
+    # Read all the same: the checkpoint moves past it, and the polls that read
+    # it again within the overlap do not look it up again.
+    assert rig.state is not None and rig.state.watermark == echo.modified_at
+    assert await rig.stores.checkpoints.watermark("bc", "customers") == echo.modified_at
+    looked_up: list[list[str]] = []
+    by_ids = rig.stores.couplings.by_ids
+
+    async def counted(mapping: str, side: Side, ids: Sequence[str]) -> dict[str, Coupling]:
+        looked_up.append(list(ids))
+        return await by_ids(mapping, side, ids)
+
+    rig.stores.couplings.by_ids = counted  # type: ignore[method-assign]
+    for _ in range(3):
+        rig.clock.advance(0.2)
+        await rig.poll()
+    assert looked_up == []
+    assert rig.capture.echoes == 1
+
+    rig.clock.advance(5)
+    edit = rig.rename(echo, "a user's edit")
+    await rig.poll()
+    await rig.poll()
+    assert rig.upserts() == [(row.id, row.etag), (row.id, edit.etag)]
+
+
+async def test_an_echo_through_change_tracking_is_not_published() -> None:
+    rig = await _rig("dataverse")
+    row = rig.create(1)
+    await rig.poll()
+    rig.clock.advance(5)
+    echo = await _written(rig, row, "from bc")
+    await rig.couple([echo])
+
+    with capture_logs() as logs:
+        await rig.poll()
+    rig.clock.advance(5)
+    edit = rig.rename(echo, "a user's edit")
+    await rig.poll()
+
+    assert rig.upserts() == [(row.id, row.etag), (row.id, edit.etag)]
+    assert [(e["tracked"], e["rows"], e["echoes"]) for e in logs] == [(True, 0, 1)]
+
+
+async def test_a_row_one_mapping_reading_its_table_has_not_coupled_is_published() -> None:
+    rig = await _rig("dataverse", _document_with_vendors())
+    both, customer_only = rig.create(1), rig.create(2)
+    await rig.poll()
+    rig.clock.advance(5)
+    echoes = [await _written(rig, r, f"written {n}") for n, r in enumerate((both, customer_only))]
+    await rig.couple(echoes)
+    await rig.couple(echoes[:1], mapping="VENDOR")
+
+    await rig.poll()
+
+    assert rig.upserts() == [
+        (both.id, both.etag),
+        (customer_only.id, customer_only.etag),
+        (customer_only.id, echoes[1].etag),
+    ]
+
+
+async def test_a_mapping_loaded_since_capture_started_is_asked_too() -> None:
+    rig = await _rig("dataverse")
+    row = rig.create(1)
+    await rig.poll()
+    rig.clock.advance(5)
+    first = await _written(rig, row, "from bc")
+    await rig.couple([first])
+    await rig.poll()
+    # VENDOR reads accounts from now on, and has not coupled the row.
+    await rig.stores.mappings.replace_all(_document_with_vendors())
+    rig.clock.advance(5)
+    second = await _written(rig, first, "from bc again")
+    await rig.couple([second])
+
+    await rig.poll()
+
+    assert rig.upserts() == [(row.id, row.etag), (row.id, second.etag)]
+
+
+async def test_a_snapshot_publishes_the_rows_whose_echo_capture_left_out() -> None:
+    rig = await _rig("bc")
+    await rig.poll()
+    rig.clock.advance(5)
+    row = rig.create(1)
+    await rig.poll()
+    rig.clock.advance(5)
+    echo = await _written(rig, row, "from dataverse")
+    await rig.couple([echo])
+    await rig.poll()
+
+    request = SnapshotRequested(
+        job_id="6c1d3f8e-0000-4000-8000-000000000001",
+        mapping="CUSTOMER",
+        side="bc",
+        table="customers",
+        kind="full",
+        requested_at=rig.clock.now(),
+    )
+    await rig.capture._serve(rig.codec.encode(request))
+
+    changes = []
+    for record in rig.broker.records(rig.capture.topics.cdc("bc", "customers")):
+        event = rig.codec.decode(record.value or b"")
+        if isinstance(event, RecordChanged):
+            changes.append((event.record_id, event.etag, event.snapshot_job_id))
+    assert changes == [(row.id, row.etag, None), (row.id, echo.etag, request.job_id)]
+
+
+async def test_with_the_setting_off_echoes_are_published() -> None:
+    for skips in (True, False):
+        rig = await _rig("bc", capture_skips_echoes=skips)
+        await rig.poll()
+        rig.clock.advance(5)
+        row = rig.create(1)
+        await rig.poll()
+        rig.clock.advance(5)
+        echo = await _written(rig, row, "from dataverse")
+        await rig.couple([echo])
+        await rig.poll()
+
+        expected = [(row.id, row.etag)] if skips else [(row.id, row.etag), (row.id, echo.etag)]
+        assert rig.upserts() == expected
+        assert rig.capture.echoes == (1 if skips else 0)
 
 
 # ------------------------------------------------------------ deletion scans

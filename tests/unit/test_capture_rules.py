@@ -1,13 +1,16 @@
 """The rules of what capture publishes (``core.capture_rules``): de-duplication within
-the look-back, what a reconcile finds missed, and which vanished ids count as deleted."""
+the look-back, the echoes of tablesync's own writes, what a reconcile finds missed, and
+which vanished ids count as deleted."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
 from tablesync.core.capture_rules import (
     Overreach,
     Seen,
@@ -16,16 +19,31 @@ from tablesync.core.capture_rules import (
     missed,
     overreach,
     remember,
+    synced_already,
     unpublished,
     vanished,
     version_of,
     within_share,
 )
+from tablesync.core.couplings import Coupling, Stamp
+from tablesync.core.decision import event_of
+from tablesync.core.events import Side
+from tablesync.core.plan import JobContext, Unchanged, triage
 from tablesync.core.records import Row
-from tests.strategies import CAPTURE_IDS, capture_id_sets, capture_rows, capture_seen
+from tests.strategies import (
+    CAPTURE_IDS,
+    capture_id_sets,
+    capture_rows,
+    capture_seen,
+    capture_synced,
+)
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 shares = st.floats(0.0, 1.0, allow_nan=False)
+_, _MAPPINGS = load_mapping_file(default_mapping_file())
+# Both directions and no filter: triage's answer is the stamps' alone.
+_UNFILTERED = replace(_MAPPINGS.get("CUSTOMER"), table_filter=None, integration_table_filter=None)
+_OTHER = "ffffffff-0000-0000-0000-000000000000"
 
 
 # ------------------------------------------------------------ de-duplication
@@ -70,6 +88,48 @@ def test_forgetting_keeps_exactly_what_a_poll_can_meet_again(
     kept = forget_before(recent, floor)
 
     assert kept == {rid: s for rid, s in recent.items() if s.stamp >= floor}
+
+
+# ------------------------------------------------------------ echoes
+
+
+@given(st.sampled_from(["bc", "dataverse"]), st.lists(capture_rows()), capture_synced())
+def test_an_echo_is_exactly_a_row_whose_event_apply_would_find_unchanged(
+    side: Side, rows: list[Row], synced: dict[str, Stamp]
+) -> None:
+    picked = synced_already(side, rows, synced)
+
+    continuous = JobContext(job_id=None, kind="continuous")
+    table = _UNFILTERED.table(side)
+    unchanged = []
+    for row in rows:
+        stamp = synced.get(row.id)
+        coupling = None
+        if stamp is not None:
+            stamps = {"bc": stamp, "dataverse": stamp}
+            ids = {side: row.id, ("dataverse" if side == "bc" else "bc"): _OTHER}
+            coupling = Coupling.between("CUSTOMER", ids, stamps, None)  # type: ignore[arg-type]
+        if isinstance(
+            triage(event_of(row, side, table), _UNFILTERED, continuous, coupling), Unchanged
+        ):
+            unchanged.append(row)
+    assert picked == unchanged
+
+
+def test_a_users_edit_after_tablesyncs_write_is_no_echo() -> None:
+    written = Row(CAPTURE_IDS[0], T0, 'W/"7"')
+    synced = {written.id: Stamp(written.modified_at, written.etag)}
+    edited = Row(written.id, T0 + timedelta(milliseconds=1), 'W/"8"')
+    late = Row(written.id, T0 - timedelta(seconds=1), 'W/"6"')
+    uncoupled = Row(CAPTURE_IDS[1], T0, 'W/"7"')
+
+    assert synced_already("dataverse", [written, edited, late, uncoupled], synced) == [
+        written,
+        late,
+    ]
+    # BC's ETag orders nothing: the same stamp with another ETag is a new version.
+    same_moment = Row(written.id, T0, 'W/"JzE7"')
+    assert synced_already("bc", [written, same_moment, edited], synced) == [written]
 
 
 def test_a_late_commit_within_the_look_back_is_published_once() -> None:

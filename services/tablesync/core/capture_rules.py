@@ -7,6 +7,10 @@
 - Reconcile: a full read of every row's version, compared with the versions capture
   read (``missed``): a row whose version it never read and whose stamp is older than
   what the polls still re-read was committed too late for them.
+- Echoes: a row whose version a mapping's coupling records already (or a later one) is
+  tablesync's own write read back, which apply would find unchanged; ``synced_already``
+  picks those of one mapping. Capture publishes a row unless every mapping reading its
+  table has it so: a mapping that has not coupled it may need it.
 - Deletions found by a scan (coupled records missing from a listing of every id):
   ``vanished`` are the candidates; ``overreach`` says which mappings would lose more than
   their share of couplings (and more than a few records), and then the scan stops
@@ -22,6 +26,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from tablesync.core.couplings import Stamp, compare_stamps
+from tablesync.core.events import Side
 from tablesync.core.records import Row
 
 __all__ = [
@@ -32,6 +38,7 @@ __all__ = [
     "missed",
     "overreach",
     "remember",
+    "synced_already",
     "unpublished",
     "vanished",
     "version_of",
@@ -72,6 +79,20 @@ def remember(recent: Mapping[str, Seen], rows: Iterable[Row]) -> dict[str, Seen]
     for row in rows:
         updated[row.id] = Seen(version_of(row), row.modified_at)
     return updated
+
+
+def synced_already(side: Side, rows: Iterable[Row], synced: Mapping[str, Stamp]) -> list[Row]:
+    """The rows, in their order, whose version is the one ``synced`` (the stamps one
+    mapping's couplings keep on ``side``, by id) records, or an older one: the events
+    apply's triage would count unchanged. An uncoupled row is never one."""
+    picked = []
+    for row in rows:
+        stamp = synced.get(row.id)
+        if stamp is not None and (
+            compare_stamps(side, Stamp(row.modified_at, row.etag), stamp) != "newer"
+        ):
+            picked.append(row)
+    return picked
 
 
 def forget_before(recent: Mapping[str, Seen], floor: datetime) -> dict[str, Seen]:

@@ -17,6 +17,11 @@ Three loops share one producer:
     seen if it committed within the look-back. A version published already is
     not published again (by ETag). Every ``reconcile_interval_s`` a full read
     of every row's version publishes those committed later still;
+  - either way, a row whose version every mapping reading the table recorded
+    on its coupling already is not published (``capture_skips_echoes``): it
+    is apply's own write read back, which apply would count unchanged. One
+    read before apply committed that coupling is published, and apply
+    recognises it;
 - serve ``SnapshotRequested`` for this side: publish the rows a job needs,
   tagged with its id, then an end marker on every partition;
 - every so often, for the tables polled by stamp, compare the coupled records
@@ -38,6 +43,7 @@ lease (``runtime.lease``); a second process of the side waits as its standby."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -56,6 +62,7 @@ from tablesync.core.capture_rules import (
     missed,
     overreach,
     remember,
+    synced_already,
     unpublished,
     vanished,
     version_of,
@@ -149,12 +156,16 @@ class CaptureService:
         self.topics = topics
         self.couplings = stores.couplings
         self.mapping_store = stores.mappings
+        self._mappings: MappingSet | None = None
+        self._mappings_version: datetime | None = None
         self._tombstones: dict[tuple[str, str], datetime] = {}
         self._tracked: dict[str, bool] = {}
         """Tables known to follow change tracking (True) or to be polled by stamp."""
         self._scan_due: set[str] = set()
         """Tracked tables whose deletions a scan must look for once (their link expired)."""
         self.published = 0
+        self.echoes = 0
+        """Rows read and not published: versions their couplings record already."""
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.lease.serve(stop, self._work, standby=self._standing_by)
@@ -309,7 +320,7 @@ class CaptureService:
         link = state.delta_link
         newest = state.watermark
         next_link: str | None = None
-        published = deleted = 0
+        published = deleted = echoes = 0
         async for page in self.api.track_changes(table, link):
             if state.tracking is None:
                 state.tracking = self._tracked[table] = True
@@ -320,9 +331,12 @@ class CaptureService:
                 rows = [r for r in rows if since is not None and r.modified_at >= since]
             fresh = unpublished(rows, state.recent)
             if fresh:
-                await self._publish_rows(table, fresh, job_id=None)
+                kept, skipped = await self._without_echoes(table, fresh)
+                if kept:
+                    await self._publish_rows(table, kept, job_id=None)
                 state.recent = remember(state.recent, fresh)
-                published += len(fresh)
+                published += len(kept)
+                echoes += skipped
             for row in page.rows:
                 newest = max(newest, row.modified_at)
             if page.deleted and link is not None:
@@ -340,13 +354,14 @@ class CaptureService:
             state.delta_link = next_link
         state.resume_from = None
         state.recent = forget_before(state.recent, state.watermark - self._rereads)
-        if published or deleted:
+        if published or deleted or echoes:
             log.info(
                 "changes_captured",
                 side=self.side,
                 table=table,
                 rows=published,
                 deleted=deleted,
+                echoes=echoes,
                 tracked=True,
                 watermark=state.watermark.isoformat(),
             )
@@ -377,15 +392,19 @@ class CaptureService:
             since = max(since, state.floor)
         passed = state.watermark - overlap
         first_poll = state.polls == 0
-        captured = late = 0
+        captured = late = echoes = 0
         async for page in self.api.changed_since(table, since):
             fresh = unpublished(page, state.recent)
             if fresh:
-                await self._publish_rows(table, fresh, job_id=None)
+                kept, skipped = await self._without_echoes(table, fresh)
+                if kept:
+                    await self._publish_rows(table, kept, job_id=None)
+                # Echoes too: read, and not to be considered again on every poll.
                 state.recent = remember(state.recent, fresh)
-                captured += len(fresh)
+                captured += len(kept)
+                echoes += skipped
                 if not first_poll:
-                    late += sum(1 for r in fresh if r.modified_at < passed)
+                    late += sum(1 for r in kept if r.modified_at < passed)
             if state.known is not None:
                 state.known.update((r.id, version_of(r)) for r in page)
             newest = max((row.modified_at for row in page), default=state.watermark)
@@ -397,7 +416,7 @@ class CaptureService:
             state.last_lookback = now
         state.polls += 1
         state.recent = forget_before(state.recent, state.watermark - self._rereads)
-        if captured:
+        if captured or echoes:
             metrics.late_rows(self.side, table, late)
             log.info(
                 "changes_captured",
@@ -405,6 +424,7 @@ class CaptureService:
                 table=table,
                 rows=captured,
                 late=late,
+                echoes=echoes,
                 watermark=state.watermark.isoformat(),
             )
 
@@ -424,15 +444,17 @@ class CaptureService:
         horizon = state.watermark - self._lookback
         found = [] if state.known is None else missed(versions, state.known, horizon)
         known = {r.id: version_of(r) for r in versions}
-        published = 0
+        published = echoes = 0
         if found:
             rows = await self.api.get_many(table, found)
             fresh = unpublished(rows.values(), state.recent)
             if fresh:
-                await self._publish_rows(table, fresh, job_id=None)
+                kept, echoes = await self._without_echoes(table, fresh)
+                if kept:
+                    await self._publish_rows(table, kept, job_id=None)
                 state.recent = remember(state.recent, fresh)
                 known.update((r.id, version_of(r)) for r in fresh)
-                published = len(fresh)
+                published = len(kept)
         state.known = known
         state.last_reconcile = now
         if published:
@@ -442,8 +464,46 @@ class CaptureService:
                 side=self.side,
                 table=table,
                 rows=published,
+                echoes=echoes,
                 horizon=horizon.isoformat(),
             )
+
+    async def _without_echoes(self, table: str, rows: Sequence[Row]) -> tuple[list[Row], int]:
+        """``rows`` less the echoes of apply's own writes, and how many those were: the
+        rows whose version every mapping reading ``table`` records on the row's coupling
+        already, or a later one (one query per mapping, for the rows still in question)."""
+        if not rows or not self.settings.sync.capture_skips_echoes:
+            return list(rows), 0
+        # Apply refuses an id that is no GUID as invalid: published, it is dead-lettered.
+        echoed = [r for r in rows if _is_guid(r.id)]
+        readers = await self._readers(table) if echoed else ()
+        if not readers:
+            return list(rows), 0
+        for name in readers:
+            if not echoed:
+                break
+            ids = sorted({r.id for r in echoed})
+            coupled = await self.couplings.by_ids(name, self.side, ids)
+            stamps = {rid: c.stamp_on(self.side) for rid, c in coupled.items()}
+            echoed = synced_already(self.side, echoed, stamps)
+        if not echoed:
+            return list(rows), 0
+        skipped = {(r.id, version_of(r)) for r in echoed}
+        kept = [r for r in rows if (r.id, version_of(r)) not in skipped]
+        count = len(rows) - len(kept)
+        metrics.echoes_skipped(self.side, table, count)
+        self.echoes += count
+        return kept, count
+
+    async def _readers(self, table: str) -> tuple[str, ...]:
+        """The mappings reading ``table`` now: a mapping loaded since capture started
+        may need a row the others have synced already. Read when first needed, so
+        that with ``capture_skips_echoes`` off capture asks nothing more than before."""
+        version = await self.mapping_store.version()
+        if self._mappings is None or version != self._mappings_version:
+            self._mappings = await self.mapping_store.load()
+            self._mappings_version = version
+        return tuple(m.name for m in self._mappings.reading(self.side, table))
 
     async def _publish_rows(
         self, table: str, rows: Sequence[Row], job_id: str | None
@@ -689,3 +749,11 @@ class CaptureService:
                 self._tombstones[(table, rid)] = scan_start
             log.info("deletions_captured", side=self.side, table=table, records=len(gone))
         self._scan_due.discard(table)
+
+
+def _is_guid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
