@@ -37,6 +37,7 @@ from tablesync.application import ApiOpener, ClaimsOpener, Operator
 from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet
 from tablesync.core.topics import Topics, TopicSpec
+from tablesync.errors import ApiUnavailable
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import Clock, SystemClock
 from tablesync.ports.log import ConsumerFactory
@@ -157,6 +158,7 @@ class Runtime:
     topics: Topics
     mappings: MappingSet
     kafka: KafkaConnection
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
     side_apis: SideApis = field(init=False)
     operator: Operator = field(init=False)
     health: Health = field(init=False)
@@ -184,13 +186,23 @@ class Runtime:
         )
 
     async def api(self, side: Side) -> SideApi:
-        """``side``'s API; from now on readiness needs it to answer."""
+        """``side``'s API; from now on readiness needs it to answer. Opening it
+        (BC's company is looked up) waits for an API that is away or throttling,
+        as the database and the broker are waited for; a refusal (credentials,
+        no such company) ends the start with its reason."""
         self.health.add_check(
             side,
             partial(self.side_apis.probe, side),
             every_s=self.settings.health.api_check_interval_s,
         )
-        return await self.side_apis(side)
+        address = str((self.settings.bc if side == "bc" else self.settings.dataverse).base_url)
+        return await _once_reachable(
+            self.stop,
+            f"{side} API",
+            address,
+            partial(self.side_apis, side),
+            transient=(ApiUnavailable,),
+        )
 
     def lease(self, name: str) -> PostgresLease:
         """The lease of the singleton ``name`` (``coordinator``, ``capture.bc``)."""
@@ -204,17 +216,22 @@ class StoppedWhileWaiting(Exception):
 
 
 async def _once_reachable(
-    stop: asyncio.Event, waiting_for: str, address: str, step: Callable[[], Awaitable[T]]
+    stop: asyncio.Event,
+    waiting_for: str,
+    address: str,
+    step: Callable[[], Awaitable[T]],
+    *,
+    transient: tuple[type[BaseException], ...] = TRANSIENT,
 ) -> T:
     """The result of ``step`` once what it needs answers: a service started
-    while its database or broker is away (still starting, restarting, a
-    network not up yet) waits for it, saying so on every try, rather than
+    while its database, broker or an API is away (still starting, restarting,
+    a network not up yet) waits for it, saying so on every try, rather than
     exiting."""
     attempt = 0
     while True:
         try:
             return await step()
-        except TRANSIENT as exc:
+        except transient as exc:
             delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
             attempt += 1
             log.warning(
@@ -275,6 +292,7 @@ async def open_runtime(
             topics,
             mappings,
             kafka,
+            stop,
         )
         try:
             yield runtime

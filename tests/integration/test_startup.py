@@ -1,8 +1,9 @@
-"""A service started while its database or broker is away waits for it,
-logging each try and what it waits for, and starts once it answers. The
-address is a proxy's port nobody listens on yet; then it listens, forwarding
-to the real server (a Kafka client reaches the broker's own advertised
-address after bootstrap, so only the bootstrap goes through the proxy)."""
+"""A service started while its database, broker or a side's API is away
+waits for it, logging each try and what it waits for, and starts once it
+answers. The address is a proxy's port nobody listens on yet; then it
+listens, forwarding to the real server (a Kafka client reaches the broker's
+own advertised address after bootstrap, so only the bootstrap goes through
+the proxy)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tablesync.composition import run_services
 from tablesync.settings import Settings, redact_dsn
 from tests.conftest import InfraEndpoints
 from tests.integration.conftest import state_dsn, state_template, topic_prefix
-from tests.integration.stack import wait_for
+from tests.integration.stack import open_stack, wait_for
 from tests.netproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -61,12 +62,19 @@ def events(logs: list[dict[str, Any]], name: str) -> Callable[[], Any]:
 
 
 async def wait_then_start(
-    settings: Settings, proxy: TcpProxy, waiting_for: str, address: str
+    settings: Settings,
+    proxy: TcpProxy,
+    waiting_for: str,
+    address: str,
+    *,
+    service: Any = "coordinator",
+    side: Any = None,
+    started: str = "coordinator_started",
 ) -> None:
     stop = asyncio.Event()
     with capture_logs() as logs:
         running = asyncio.create_task(
-            run_services(settings, "coordinator", stop=stop, handle_signals=False)
+            run_services(settings, service, side=side, stop=stop, handle_signals=False)
         )
         try:
 
@@ -80,9 +88,7 @@ async def wait_then_start(
             assert all(e["address"] == address and e["error"] for e in tries)
             assert [e["attempt"] for e in tries[:2]] == [1, 2]
             await proxy.listen()
-            await wait_for(
-                events(logs, "coordinator_started"), timeout_s=90, what="the coordinator to start"
-            )
+            await wait_for(events(logs, started), timeout_s=90, what=f"{service} to start")
             assert not running.done()
         finally:
             stop.set()
@@ -114,3 +120,30 @@ async def test_a_service_started_while_the_broker_is_away_waits_for_it(
             topic_prefix=topic_prefix,
         )
         await wait_then_start(settings, proxy, "broker", proxy.address)
+
+
+async def test_a_capture_started_while_its_api_is_away_waits_for_it(
+    state_dsn: str, topic_prefix: str, infra: InfraEndpoints
+) -> None:
+    """BC's company is looked up at start: an API that is away (or throttling)
+    past the connector's own retries is waited for, not a reason to exit."""
+    async with open_stack(
+        kafka=infra.kafka_bootstrap_servers, state_dsn=state_dsn, topic_prefix=topic_prefix
+    ) as stack:
+        bc = urlsplit(stack.settings.bc.base_url)
+        assert bc.port is not None
+        async with TcpProxy(bc.port) as proxy:
+            base_url = f"http://{proxy.address}{bc.path}"
+            api = stack.settings.bc.model_copy(
+                update={"base_url": base_url, "max_retries": 1, "backoff_base_s": 0.05}
+            )
+            settings = stack.settings.model_copy(update={"bc": api})
+            await wait_then_start(
+                settings,
+                proxy,
+                "bc API",
+                base_url,
+                service="capture",
+                side="bc",
+                started="capture_started",
+            )
