@@ -91,6 +91,13 @@ class Guard:
             return
         protection = runtime.protection
         limits = protection.user(user.decode("latin-1"))
+        real = protection.real
+        # A request refused for the time already spent does not count as one of the
+        # window's requests; one refused for concurrency does (it was admitted first).
+        spent = self._time_spent(limits)
+        if spent is not None:
+            await self._refuse(send, style.response(spent), control)
+            return
         wait = limits.requests.admit()
         if wait is not None:
             problem = ApiProblem(
@@ -101,7 +108,6 @@ class Guard:
             )
             await self._refuse(send, style.response(problem), control)
             return
-        real = protection.real
         if real is not None:
             await self._limited(scope, receive, send, real, limits)
             return
@@ -113,6 +119,24 @@ class Guard:
 
         await self.app(scope, receive, counting_send)
 
+    @staticmethod
+    def _time_spent(limits: UserLimits) -> ApiProblem | None:
+        """Dataverse's refusal once the user's execution time of the window is spent."""
+        execution = limits.execution
+        if execution is None:
+            return None
+        wait = execution.admit()
+        if wait is None:
+            return None
+        return ApiProblem(
+            Kind.THROTTLED_TIME,
+            "Combined execution time of incoming requests exceeded limit of "
+            f"{round(execution.budget_s * 1000):,} milliseconds over time window of "
+            f"{execution.window_s:g} seconds. Decrease number of concurrent requests or "
+            "reduce the duration of requests and try again later.",
+            headers={"Retry-After": str(wait)},
+        )
+
     async def _limited(
         self, scope: Scope, receive: Receive, send: Send, real: RealLimits, limits: UserLimits
     ) -> None:
@@ -120,17 +144,6 @@ class Guard:
         style = runtime.service.style
         stats = runtime.stats
         execution, gate = limits.execution, limits.gate
-        if execution is not None and (wait := execution.admit()) is not None:
-            problem = ApiProblem(
-                Kind.THROTTLED_TIME,
-                "Combined execution time of incoming requests exceeded limit of "
-                f"{round(execution.budget_s * 1000):,} milliseconds over time window of "
-                f"{execution.window_s:g} seconds. Decrease number of concurrent requests or "
-                "reduce the duration of requests and try again later.",
-                headers={"Retry-After": str(wait)},
-            )
-            await self._refuse(send, style.response(problem), False)
-            return
         assert gate is not None
         queued = gate.active >= gate.concurrent
         if not await gate.enter():
