@@ -258,7 +258,7 @@ class Protection:
     window_s: float
     real: RealLimits | None = None
     clock: Callable[[], float] = time.monotonic
-    _users: dict[str, UserLimits] = field(default_factory=dict)
+    _users: dict[str, UserLimits] = field(default_factory=dict, init=False, repr=False)
 
     def user(self, key: str) -> UserLimits:
         limits = self._users.get(key)
