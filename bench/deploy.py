@@ -151,6 +151,8 @@ class Deployment:
     dv_dsn: str
     sync: dict[str, str]
     """``TABLESYNC_SYNC__*`` overrides, by option name; the defaults otherwise."""
+    emulator_env: dict[str, str] = field(default_factory=dict)
+    """Variables the emulators get beside the deployment's (``TABLESYNC_EMULATOR__*``)."""
     bc_url: str = ""
     dv_url: str = ""
     emulators: dict[str, Child] = field(default_factory=dict)
@@ -208,7 +210,7 @@ class Deployment:
             child = await self.procs.spawn(
                 f"emulator-{side}",
                 python_argv("tablesync.cli", "emulator", side, "--port", str(port)),
-                env=self.environment(),
+                env=self.environment(**self.emulator_env),
                 log=self.log(f"emulator-{side}"),
                 tier=0,
             )
@@ -316,12 +318,19 @@ class Deployment:
                 await asyncio.sleep(0.5)
 
     async def emulator_stats(self, side: str) -> dict[str, Any]:
+        return await self._emulator_control(side, "stats")
+
+    async def emulator_config(self, side: str) -> dict[str, Any]:
+        """The limits and tuning the emulator of ``side`` runs with."""
+        return await self._emulator_control(side, "config")
+
+    async def _emulator_control(self, side: str, path: str) -> dict[str, Any]:
         url = self.bc_url if side == "bc" else self.dv_url
         async with httpx.AsyncClient(headers=_auth(), timeout=30) as client:
-            response = await client.get(f"{url}/_emulator/stats")
+            response = await client.get(f"{url}/_emulator/{path}")
             response.raise_for_status()
-            stats: dict[str, Any] = response.json()
-            return stats
+            payload: dict[str, Any] = response.json()
+            return payload
 
     async def delete_topics(self) -> None:
         admin = AIOKafkaAdminClient(**KafkaConnection(self.infra.kafka).client_kwargs())
@@ -363,6 +372,7 @@ async def deployment(
     bc_template: str | None = None,
     dv_template: str | None = None,
     state_template: str | None = None,
+    emulator_env: dict[str, str] | None = None,
     keep_logs: bool = False,
 ) -> AsyncIterator[Deployment]:
     """A fresh isolated tablesync (no processes yet); everything it made is
@@ -390,6 +400,7 @@ async def deployment(
                 bc_dsn=bc_dsn,
                 dv_dsn=dv_dsn,
                 sync=dict(sync or {}),
+                emulator_env=dict(emulator_env or {}),
             )
             dep.pool = await create_pool(state_dsn, max_size=4)
             try:

@@ -11,7 +11,12 @@ to ``to_integration`` (see ``bench.data`` for the data).
 End to end is *capture to last coupling*: from the moment capture started
 serving the first snapshot of the run to the commit of the last coupling, both
 read from the state database's clock. Records are the job counters inserted,
-modified and unchanged of every job of the run."""
+modified and unchanged of every job of the run.
+
+Two figures judge tablesync's own cost apart from the machine's: its CPU per
+record (the capture, apply and coordinator processes alone: not the emulators,
+the broker or any PostgreSQL backend), and the API requests it sent per 1,000
+records on each side (the emulators' counters before and after the run)."""
 
 from __future__ import annotations
 
@@ -29,11 +34,19 @@ from bench.deploy import Deployment, Infra, deployment
 from bench.machine import CpuMeter, ProcessCpu, listening_pid
 from bench.pgstat import PgSampler
 from bench.pyspy import PySpy
-from bench.report import Figure, at_least
+from bench.report import Figure, at_least, at_most
 from tablesync.localinfra.paths import state_dir
 from tablesync.settings import Settings
 
-__all__ = ["DIRECTIONS", "FIGURES", "MAPPINGS", "SERVICES", "measure", "run_once"]
+__all__ = [
+    "API_FIGURES",
+    "DIRECTIONS",
+    "FIGURES",
+    "MAPPINGS",
+    "SERVICES",
+    "measure",
+    "run_once",
+]
 
 MAPPINGS = ["CURRENCY", "SALESPEOPLE", "CUSTOMER", "CONTACTS"]
 DIRECTIONS = {"CUSTOMER": "to_integration", "CONTACTS": "to_integration"}
@@ -45,6 +58,30 @@ SERVICES = {
 }
 _SYNCED = ("inserted", "modified", "unchanged", "deleted")
 
+API_FIGURES = [
+    Figure(
+        "own_cpu_ms_per_record",
+        "tablesync's own CPU per record (capture + apply + coordinator)",
+        "ms",
+        3,
+        at_most(0.15, "<= 0.15"),
+    ),
+    Figure(
+        "bc_requests_per_1000",
+        "BC API requests per 1,000 records synced",
+        "requests",
+        1,
+        at_most(12, "<= 12"),
+    ),
+    Figure(
+        "dataverse_requests_per_1000",
+        "Dataverse API requests per 1,000 records synced",
+        "requests",
+        1,
+        at_most(2, "<= 2"),
+    ),
+]
+"""Figures every full sync reports, with or without the real limits."""
 FIGURES = [
     Figure(
         "e2e_rps",
@@ -52,6 +89,7 @@ FIGURES = [
         "records/s",
         target=at_least(5000, ">= 5,000"),
     ),
+    *API_FIGURES,
     Figure("records", "records synced", "records"),
     Figure("e2e_s", "capture -> last coupling", "s", 1),
     Figure("run_s", "run requested -> finished", "s", 1),
@@ -137,6 +175,12 @@ async def measure(
     ours = sum(v for k, v in cpu_seconds.items() if not k.startswith("kafka"))
     kafka = sum(v for k, v in cpu_seconds.items() if k.startswith("kafka"))
     figures["cpu_ms_per_record"] = 1000 * ours / records if records else None
+    own = {name: cpu_seconds.get(f"tablesync {name}", 0.0) for name in SERVICES}
+    figures["own_cpu_ms_per_record"] = 1000 * sum(own.values()) / records if records else None
+    requests = {side: _diff(stats_before[side], stats_after[side]) for side in stats_before}
+    for side in requests:
+        total = requests[side]["total"]
+        figures[f"{side}_requests_per_1000"] = 1000 * total / records if records else None
     # The shared broker's CPU is counted as the bench's: it may carry others' traffic too.
     figures["others_busy_cpus"] = max(cpu.busy_cpus - (ours + kafka) / cpu.seconds, 0.0)
     return {
@@ -150,10 +194,15 @@ async def measure(
         "stages": stages,
         "apply_batches": batches,
         "cpu_seconds": cpu_seconds,
-        "machine_load": cpu.as_dict(),
-        "emulator_requests": {
-            side: _diff(stats_before[side], stats_after[side]) for side in stats_before
+        "own_cpu": {
+            name: {
+                "seconds": seconds,
+                "ms_per_record": round(1000 * seconds / records, 4) if records else None,
+            }
+            for name, seconds in own.items()
         },
+        "machine_load": cpu.as_dict(),
+        "emulator_requests": requests,
         "postgres_connections": pg.max_connections,
         "postgres_top_statements": pg.top_statements(),
         "postgres_top_waits": pg.top_waits(),
@@ -188,11 +237,20 @@ def _diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     methods = {
         m: after["by_method"].get(m, 0) - before["by_method"].get(m, 0) for m in after["by_method"]
     }
-    return {
+    diff: dict[str, Any] = {
         "total": after["total"] - before["total"],
         "throttled": after["throttled"] - before["throttled"],
         "by_method": {m: n for m, n in methods.items() if n},
     }
+    if "real_limits" in after:
+        # Under the real limits: what the run cost the server (see emulators/common/limiter.py).
+        real_before = before.get("real_limits", {})
+        diff["real_limits"] = {
+            key: round(value - real_before.get(key, 0), 3)
+            for key, value in after["real_limits"].items()
+            if key in ("execution_s", "records_written", "queued")
+        }
+    return diff
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from bench import continuous, fullsync, limit, memory
+from bench import apilimits, continuous, fullsync, limit, memory
 from bench.data import Templates, make_templates
 from bench.deploy import EMULATOR_BUDGET, Infra
 from bench.machine import git_state, machine_info, versions
@@ -28,7 +28,7 @@ from tablesync.settings import ApiSettings, Settings, SyncSettings
 __all__ = ["FULL", "SMOKE", "Plan", "main", "run_benches"]
 
 T = TypeVar("T")
-BENCHES = ("fullsync", "limit", "continuous", "memory", "profile")
+BENCHES = ("fullsync", "limit", "apilimits", "continuous", "memory", "profile")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -43,6 +43,8 @@ class Plan:
     continuous_duration_s: float
     memory_sizes: tuple[int, int]
     profile_records_per_table: int
+    apilimits_records_per_table: int
+    """Full sync under the real limits: long enough for several of its windows."""
 
 
 FULL = Plan(
@@ -53,6 +55,7 @@ FULL = Plan(
     continuous_duration_s=60.0,
     memory_sizes=(10_000, 100_000),
     profile_records_per_table=100_000,
+    apilimits_records_per_table=50_000,
 )
 SMOKE = Plan(
     smoke=True,
@@ -62,6 +65,7 @@ SMOKE = Plan(
     continuous_duration_s=10.0,
     memory_sizes=(1_000, 2_000),
     profile_records_per_table=500,
+    apilimits_records_per_table=1_000,
 )
 
 RATIO = Figure(
@@ -159,6 +163,8 @@ async def run_benches(
                 done(result)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if "apilimits" in selected:
+        done(await _apilimits(plan, infra, context, keep_logs))
     if "continuous" in selected:
         done(await _continuous(plan, infra, context, keep_logs))
     if "memory" in selected:
@@ -227,6 +233,47 @@ async def _fullsync_and_limit(
         )
     out.append(Result("limit", limit.FIGURES, limit_runs, {**context, "batch": limit.BATCH}))
     return out
+
+
+async def _apilimits(plan: Plan, infra: Infra, context: dict[str, Any], keep_logs: bool) -> Result:
+    n = plan.apilimits_records_per_table
+    _say(f"apilimits: seeding {n:,} customers and contacts…")
+    templates = await make_templates(infra, n, "al")
+    runs = []
+    try:
+        for rep in range(plan.repeats):
+            _say(f"apilimits: run {rep + 1}/{plan.repeats} (the documented limits, scaled)…")
+            runs.append(
+                await _attempt(
+                    "apilimits",
+                    partial(apilimits.run_once, infra, templates, keep_logs=keep_logs),
+                )
+            )
+    finally:
+        await templates.dbs.drop_all()
+    return Result(
+        "apilimits",
+        apilimits.FIGURES,
+        runs,
+        {
+            **context,
+            "records_per_table": n,
+            "mappings": fullsync.MAPPINGS,
+            "emulators": apilimits.EMULATOR_ENV,
+            "users_per_side": 1,
+            "users_note": (
+                "tablesync signs in to each side as one application (one client_id per "
+                "side in ApiSettings); the emulators count limits per bearer token"
+            ),
+            "documented": {
+                "dataverse": "Service protection API limits: 6,000 requests and 1,200 s of "
+                "execution time per user per 5-minute sliding window; 52 concurrent requests",
+                "bc": "Working with API limits in Dynamics 365 Business Central; Operational "
+                "limits for Business Central online: 6,000 requests per user per 5-minute "
+                "sliding window; 5 concurrent requests, 95 queued; $batch of 100 at most",
+            },
+        },
+    )
 
 
 async def _continuous(plan: Plan, infra: Infra, context: dict[str, Any], keep_logs: bool) -> Result:
@@ -386,7 +433,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help=f"run only this bench (repeatable): {', '.join(BENCHES)}",
     )
     parser.add_argument("--repeat", type=int, help="runs of each bench (default: 3, smoke: 1)")
-    parser.add_argument("--records", type=int, help="full sync: customers (= contacts) per table")
+    parser.add_argument(
+        "--records",
+        type=int,
+        help="full sync, profile and apilimits: customers (= contacts) per table",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument("--keep-logs", action="store_true", help="keep every process's log")
     args = parser.parse_args(argv)
@@ -394,7 +445,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.repeat:
         plan = replace(plan, repeats=args.repeat)
     if args.records:
-        plan = replace(plan, records_per_table=args.records, profile_records_per_table=args.records)
+        plan = replace(
+            plan,
+            records_per_table=args.records,
+            profile_records_per_table=args.records,
+            apilimits_records_per_table=args.records,
+        )
     selected = args.only or list(BENCHES)
     infra = _infra()
     try:

@@ -253,6 +253,24 @@ class EmulatorSettings(BaseModel):
         default=7 * 86400.0,
         description="How long a Dataverse delta token stays valid (ExpireChangeTrackingInDays).",
     )
+    real_limits: bool = Field(
+        default=False,
+        description=(
+            "Enforce each service's documented per-user limits: the request budget (6,000 "
+            "per 5 minutes, scaled to window_s; requests_per_window is then ignored), "
+            "concurrency (BC 5 with 95 queued, Dataverse 52) and Dataverse's execution "
+            "time (20 minutes per 5, scaled), with latency_ms and record_cost_ms."
+        ),
+    )
+    latency_ms: float = Field(
+        default=50.0, description="With real_limits: added to every request's response time."
+    )
+    record_cost_ms: float = Field(
+        default=2.0,
+        description=(
+            "With real_limits: server time per record a request writes, part of its execution time."
+        ),
+    )
 
 
 class LocalInfraSettings(BaseModel):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from bench.data import CURRENCIES, DATAVERSE_ROWS
 from bench.deploy import Infra
+from bench.fullsync import SERVICES
 from bench.main import BENCHES, SMOKE, run_benches
 from bench.pyspy import py_spy_path
 
@@ -45,6 +46,23 @@ async def test_every_bench_completes_and_reports_every_figure(
     expected = 2 * SMOKE.records_per_table + CURRENCIES + DATAVERSE_ROWS
     assert fullsync["figures"]["records"] == expected
     assert by_name["limit"].runs[0]["stored"] == fullsync["figures"]["records"]
+    # Only the apilimits bench runs the emulators under the real limits.
+    assert all("real_limits" not in r for r in fullsync["emulator_requests"].values())
+    assert fullsync["own_cpu"].keys() == SERVICES.keys()
+    limited = by_name["apilimits"].runs[0]
+    assert limited["run_status"] == "finished"
+    assert limited["problems"] == {"failed": 0, "pending": 0, "skipped": 0}
+    assert limited["figures"]["records"] == 2 * SMOKE.apilimits_records_per_table + (
+        CURRENCIES + DATAVERSE_ROWS
+    )
+    for side in ("bc", "dataverse"):
+        real = limited["emulator_requests"][side]["real_limits"]
+        assert real["execution_s"] > 0
+    # Every record the sync wrote to Dataverse was charged its server cost.
+    assert limited["emulator_requests"]["dataverse"]["real_limits"]["records_written"] >= (
+        2 * SMOKE.apilimits_records_per_table
+    )
+    assert 0 < limited["figures"]["fraction_of_ceiling"] <= 1
     assert by_name["continuous"].runs[0]["figures"]["unseen"] == 0
     profile = by_name["profile"].runs[0]
     if py_spy_path() is None:

@@ -94,7 +94,9 @@ async def _fresh(emulator: Emulator) -> None:
     await emulator.control("DELETE", "faults")
     await emulator.control("DELETE", "short-listing")
     await emulator.control("DELETE", "stats")
-    await emulator.configure(max_page_size=5000, requests_per_window=BUDGET, window_s=5.0)
+    await emulator.configure(
+        max_page_size=5000, requests_per_window=BUDGET, window_s=5.0, real_limits=None
+    )
 
 
 @pytest_asyncio.fixture

@@ -1,7 +1,9 @@
 """The control API under ``/_emulator`` for tests and the fault suite (not part of either
 documented API).
 
-    GET    /_emulator/stats      request counters
+    GET    /_emulator/stats      request counters; under the real limits also
+                                 "real_limits": {"execution_s", "records_written",
+                                 "queued", "in_flight", "waiting"}
     DELETE /_emulator/stats      zero them
     POST   /_emulator/faults     {"status": 503|429|500|502|504, "count": N | "for_seconds": S,
                                   "retry_after": seconds}
@@ -10,7 +12,15 @@ documented API).
     GET    /_emulator/config     the tunables below
     PATCH  /_emulator/config     {"max_page_size", "requests_per_window", "window_s",
                                   "change_tracking": {"<entity set>": true|false},
-                                  "change_retention_s"}
+                                  "change_retention_s",
+                                  "real_limits": null | {"concurrent_requests",
+                                  "queued_requests", "latency_ms", "record_cost_ms",
+                                  "execution_s_per_window" (null: none), "dop_hint"}}
+                                 real_limits null turns them off; an object turns them
+                                 on (or changes them), each key left out taking the
+                                 documented value of this side for the window
+                                 (``RealLimits.documented``). Any change of the limits
+                                 counts every user's budget afresh.
     POST   /_emulator/change-tracking/expire
                                  every delta token issued until now is answered as expired
     POST   /_emulator/short-listing {"share": 0 < S <= 1, "for_seconds": T}
@@ -36,6 +46,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tablesync.emulators.common.guard import CONTROL_PREFIX
+from tablesync.emulators.common.limiter import RealLimits
 from tablesync.emulators.common.listing import ShortListing
 from tablesync.emulators.common.runtime import Runtime
 from tablesync.emulators.common.schema import truncate_all
@@ -82,12 +93,77 @@ def _tracking(runtime: Runtime, value: object) -> dict[str, bool]:
     return {str(k): bool(v) for k, v in value.items()}
 
 
+def _real_limits(runtime: Runtime, value: object, window_s: float) -> RealLimits | None:
+    """``real_limits`` of a PATCH: None turns them off; each key of an object left out
+    keeps its value, or takes the documented one when they were off."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("real_limits is null or an object")
+    known = {
+        "concurrent_requests",
+        "queued_requests",
+        "latency_ms",
+        "record_cost_ms",
+        "execution_s_per_window",
+        "dop_hint",
+    }
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"real_limits has no {', '.join(unknown)}")
+    base = runtime.protection.real
+    if base is None:
+        _, base = RealLimits.documented(runtime.service.side, window_s=window_s)
+    concurrent = _number(value, "concurrent_requests", integer=True)
+    queued = _number(value, "queued_requests", integer=True)
+    latency = _number(value, "latency_ms", integer=False)
+    cost = _number(value, "record_cost_ms", integer=False)
+    hint = _number(value, "dop_hint", integer=True)
+    execution = _number(value, "execution_s_per_window", integer=False)
+    if concurrent is not None and concurrent < 1:
+        raise ValueError("concurrent_requests must be at least 1")
+    for name, number in (
+        ("queued_requests", queued),
+        ("latency_ms", latency),
+        ("record_cost_ms", cost),
+    ):
+        if number is not None and number < 0:
+            raise ValueError(f"{name} must not be negative")
+    if execution is not None and execution <= 0:
+        raise ValueError("execution_s_per_window must be positive (null: no budget)")
+    if hint is not None and hint < 1:
+        raise ValueError("dop_hint must be at least 1")
+    # A key given as null clears the value (no budget, no hint); a key left out keeps it.
+    execution_s = base.execution_s
+    if "execution_s_per_window" in value:
+        execution_s = None if execution is None else float(execution)
+    dop_hint = base.dop_hint
+    if "dop_hint" in value:
+        dop_hint = None if hint is None else int(hint)
+    return RealLimits(
+        concurrent=base.concurrent if concurrent is None else int(concurrent),
+        queued=base.queued if queued is None else int(queued),
+        latency_s=base.latency_s if latency is None else float(latency) / 1000,
+        record_cost_s=base.record_cost_s if cost is None else float(cost) / 1000,
+        execution_s=execution_s,
+        dop_hint=dop_hint,
+    )
+
+
 def control_routes(runtime: Runtime) -> list[Route]:
     async def stats(request: Request) -> Response:
         if request.method == "DELETE":
             runtime.stats.reset()
             return Response(status_code=204)
-        return _json(runtime.stats.snapshot())
+        snapshot = runtime.stats.snapshot()
+        if runtime.protection.real is not None:
+            active, waiting = runtime.protection.in_flight()
+            snapshot["real_limits"] = {
+                **runtime.stats.real_snapshot(),
+                "in_flight": active,
+                "waiting": waiting,
+            }
+        return _json(snapshot)
 
     async def faults(request: Request) -> Response:
         if request.method == "GET":
@@ -134,6 +210,10 @@ def control_routes(runtime: Runtime) -> list[Route]:
                 if retention is not None and retention < 0:
                     raise ValueError("change_retention_s must not be negative")
                 tracking = _tracking(runtime, payload.get("change_tracking"))
+                real: RealLimits | None = None
+                if "real_limits" in payload:
+                    window_s = runtime.protection.window_s if window is None else float(window)
+                    real = _real_limits(runtime, payload["real_limits"], window_s)
             except ValueError as exc:
                 return _problem(str(exc))
             for name, enabled in tracking.items():
@@ -146,15 +226,19 @@ def control_routes(runtime: Runtime) -> list[Route]:
             if page is not None:
                 runtime.tuning.max_page_size = int(page)
             if budget is not None or window is not None:
-                runtime.limiter.configure(
-                    int(budget) if budget is not None else runtime.limiter.budget,
-                    float(window) if window is not None else runtime.limiter.window_s,
+                runtime.protection.configure(
+                    None if budget is None else int(budget),
+                    None if window is None else float(window),
                 )
+            if "real_limits" in payload:
+                runtime.protection.enforce(real)
+        protection = runtime.protection
         return _json(
             {
                 "max_page_size": runtime.tuning.max_page_size,
-                "requests_per_window": runtime.limiter.budget,
-                "window_s": runtime.limiter.window_s,
+                "requests_per_window": protection.budget,
+                "window_s": protection.window_s,
+                "real_limits": None if protection.real is None else protection.real.describe(),
                 "change_tracking": {
                     spec.entity.entity_set: spec.entity.entity_set not in runtime.tuning.untracked
                     for spec in runtime.service.specs

@@ -3,14 +3,23 @@
 A plain ASGI middleware (no per-request task or body buffering) so it costs next to
 nothing on the hot path. Control routes under ``/_emulator`` need the same token but
 are neither counted, faulted nor throttled.
+
+Limits are kept per user, the bearer token a request carries (the emulators accept
+one token, so one user). Under the real limits (``limiter.py``) a request also takes
+a slot of its user's concurrency, waits there for the latency plus the cost of the
+records it wrote before its answer goes out, and its time in the slot counts against
+the user's execution-time budget.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tablesync.emulators.common.limiter import RealLimits, UserLimits, metering
 from tablesync.emulators.common.messages import ApiResponse
 from tablesync.emulators.common.problems import ApiProblem, Kind
 from tablesync.emulators.common.runtime import Runtime
@@ -36,11 +45,12 @@ class Guard:
         self.runtime = runtime
         self._expected = f"Bearer {runtime.config.token}".encode()
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _user(self, scope: Scope) -> bytes | None:
+        """The request's bearer token when it is the accepted one: who the limits count."""
         for name, value in scope["headers"]:
             if name == b"authorization":
-                return hmac.compare_digest(value, self._expected)
-        return False
+                return value if hmac.compare_digest(value, self._expected) else None
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,7 +63,8 @@ class Guard:
         if not control:
             stats.total += 1
             stats.by_method[scope["method"]] += 1
-        if not self._authorized(scope):
+        user = self._user(scope)
+        if user is None:
             stats.unauthorized += not control
             problem = ApiProblem(
                 Kind.UNAUTHORIZED,
@@ -78,16 +89,27 @@ class Guard:
             )
             await self._refuse(send, style.response(problem), control)
             return
-        wait = runtime.limiter.admit()
+        protection = runtime.protection
+        limits = protection.user(user.decode("latin-1"))
+        real = protection.real
+        # A request refused for the time already spent does not count as one of the
+        # window's requests; one refused for concurrency does (it was admitted first).
+        spent = self._time_spent(limits)
+        if spent is not None:
+            await self._refuse(send, style.response(spent), control)
+            return
+        wait = limits.requests.admit()
         if wait is not None:
-            limiter = runtime.limiter
             problem = ApiProblem(
                 Kind.THROTTLED,
-                f"Number of requests exceeded the limit of {limiter.budget} over time window of "
-                f"{limiter.window_s:g} seconds.",
+                f"Number of requests exceeded the limit of {protection.budget} over time window "
+                f"of {protection.window_s:g} seconds.",
                 headers={"Retry-After": str(wait)},
             )
             await self._refuse(send, style.response(problem), control)
+            return
+        if real is not None:
+            await self._limited(scope, receive, send, real, limits)
             return
 
         async def counting_send(message: Message) -> None:
@@ -96,6 +118,66 @@ class Guard:
             await send(message)
 
         await self.app(scope, receive, counting_send)
+
+    @staticmethod
+    def _time_spent(limits: UserLimits) -> ApiProblem | None:
+        """Dataverse's refusal once the user's execution time of the window is spent."""
+        execution = limits.execution
+        if execution is None:
+            return None
+        wait = execution.admit()
+        if wait is None:
+            return None
+        return ApiProblem(
+            Kind.THROTTLED_TIME,
+            "Combined execution time of incoming requests exceeded limit of "
+            f"{round(execution.budget_s * 1000):,} milliseconds over time window of "
+            f"{execution.window_s:g} seconds. Decrease number of concurrent requests or "
+            "reduce the duration of requests and try again later.",
+            headers={"Retry-After": str(wait)},
+        )
+
+    async def _limited(
+        self, scope: Scope, receive: Receive, send: Send, real: RealLimits, limits: UserLimits
+    ) -> None:
+        runtime = self.runtime
+        style = runtime.service.style
+        stats = runtime.stats
+        execution, gate = limits.execution, limits.gate
+        assert gate is not None
+        queued = gate.active >= gate.concurrent
+        if not await gate.enter():
+            problem = ApiProblem(
+                Kind.THROTTLED_CONCURRENCY,
+                f"Number of concurrent requests exceeded the limit of {gate.concurrent}"
+                + (f" with {gate.queued} more queued." if gate.queued else "."),
+                headers={"Retry-After": "1"},
+            )
+            await self._refuse(send, style.response(problem), False)
+            return
+        stats.queued += queued
+        started = time.monotonic()
+        hint = real.dop_hint if runtime.service.side == "dataverse" else None
+        with metering() as cost:
+
+            async def delayed_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    await asyncio.sleep(real.latency_s + cost.records * real.record_cost_s)
+                    stats.by_status[message["status"]] += 1
+                    if hint is not None:
+                        headers = [*message.get("headers", []), (b"x-ms-dop-hint", b"%d" % hint)]
+                        message = {**message, "headers": headers}
+                await send(message)
+
+            try:
+                await self.app(scope, receive, delayed_send)
+            finally:
+                gate.leave()
+                seconds = time.monotonic() - started
+                if execution is not None:
+                    execution.charge(seconds)
+                stats.execution_s += seconds
+                stats.records_written += cost.records
 
     async def _refuse(self, send: Send, response: ApiResponse, control: bool) -> None:
         if not control:

@@ -12,7 +12,7 @@ import structlog
 
 from tablesync.core.events import Side
 from tablesync.emulators.common.faults import Faults
-from tablesync.emulators.common.limiter import Limiter
+from tablesync.emulators.common.limiter import Protection, RealLimits, current_cost
 from tablesync.emulators.common.listing import ShortListing
 from tablesync.emulators.common.messages import ApiRequest, ApiResponse
 from tablesync.emulators.common.problems import ApiProblem, ErrorStyle, Kind
@@ -39,20 +39,33 @@ class EmulatorConfig:
     change_retention_s: float = 7 * 86400.0
     """How long a Dataverse delta token stays valid: the organization's
     ``ExpireChangeTrackingInDays``, 7 by default."""
+    real_limits: RealLimits | None = None
+    """The documented concurrency, execution time, latency and per-record cost on top
+    of the request budget (``limiter.py``); off unless set."""
 
     @classmethod
     def from_settings(
         cls, settings: Settings, side: Side, token: str | None = None
     ) -> EmulatorConfig:
         emulator = settings.emulator
+        budget = emulator.requests_per_window
+        real: RealLimits | None = None
+        if emulator.real_limits:
+            budget, real = RealLimits.documented(
+                side,
+                window_s=emulator.window_s,
+                latency_s=emulator.latency_ms / 1000,
+                record_cost_s=emulator.record_cost_ms / 1000,
+            )
         return cls(
             dsn=settings.emulator_dsn(side),
             token=token if token is not None else emulator.token.get_secret_value(),
-            requests_per_window=emulator.requests_per_window,
+            requests_per_window=budget,
             window_s=emulator.window_s,
             max_page_size=emulator.max_page_size,
             untracked=frozenset(emulator.untracked_tables),
             change_retention_s=emulator.change_retention_s,
+            real_limits=real,
         )
 
 
@@ -87,7 +100,27 @@ class Service(Protocol):
 
 
 async def handle_safely(service: Service, request: ApiRequest, db: Executor) -> ApiResponse:
-    """``service.handle`` with refusals and database errors turned into API errors."""
+    """``service.handle`` with refusals and database errors turned into API errors.
+
+    Under the real limits a write that succeeded counts its records against the
+    request's cost: one, unless the handler counted them itself (a bulk message); a
+    ``$batch`` is the sum of its parts."""
+    cost = current_cost()
+    if cost is None:
+        return await _handle(service, request, db)
+    before = cost.records
+    response = await _handle(service, request, db)
+    if (
+        response.status < 400
+        and request.method != "GET"
+        and cost.records == before
+        and not request.path.rstrip("/").endswith("$batch")
+    ):
+        cost.records += 1
+    return response
+
+
+async def _handle(service: Service, request: ApiRequest, db: Executor) -> ApiResponse:
     try:
         return await service.handle(request, db)
     except ApiProblem as refusal:
@@ -121,7 +154,7 @@ class Runtime:
     config: EmulatorConfig
     service: Service
     tuning: Tuning
-    limiter: Limiter
+    protection: Protection
     faults: Faults = field(default_factory=Faults)
     stats: Stats = field(default_factory=Stats)
     pool: Any = None
@@ -133,7 +166,7 @@ class Runtime:
             config=config,
             service=service,
             tuning=tuning,
-            limiter=Limiter(config.requests_per_window, config.window_s),
+            protection=Protection(config.requests_per_window, config.window_s, config.real_limits),
         )
 
     @property

@@ -44,6 +44,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from tablesync.emulators.common.limiter import count_written
 from tablesync.emulators.common.messages import ApiRequest, ApiResponse
 from tablesync.emulators.common.payload import json_object
 from tablesync.emulators.common.problems import ApiProblem, Kind
@@ -347,6 +348,7 @@ async def run(
         raise ApiProblem(Kind.DUPLICATE, DUPLICATE_MESSAGE) from None
     except asyncpg.ForeignKeyViolationError:
         raise ApiProblem(Kind.RELATION, "A record the payload refers to does not exist.") from None
+    count_written(len(targets))
     if message != "CreateMultiple":
         return ApiResponse.empty(204)
     return ApiResponse.json(

@@ -3,7 +3,9 @@
 Statuses follow "Compose HTTP requests and handle errors" (``ConcurrencyVersionMismatch``
 and ``DuplicateRecord`` are 412, ``CannotDeleteDueToAssociation`` 405) and "Perform
 conditional operations" (``ObjectDoesNotExist`` is 404, including a lookup bound to a
-record that does not exist). The 429 message is the documented service-protection one.
+record that does not exist). The 429 messages and codes are the documented
+service-protection ones ("Service protection API limits": number of requests
+0x80072322, execution time 0x80072321, concurrent requests 0x80072326).
 Change tracking's refusals are the "Web service error codes" ``ExpiredVersionStamp``
 (0x80044352) and ``ChangeTrackingNotEnabledForEntity`` (0x80072491), both 400.
 """
@@ -42,6 +44,8 @@ DATAVERSE_STYLE = ErrorStyle(
             Kind.IN_USE: "0x80040227",
             Kind.UNAUTHORIZED: "",
             Kind.THROTTLED: "0x80072322",
+            Kind.THROTTLED_TIME: "0x80072321",
+            Kind.THROTTLED_CONCURRENCY: "0x80072326",
             Kind.NOT_SUPPORTED: "0x80060888",
             Kind.EXPIRED_TOKEN: "0x80044352",
             Kind.NOT_TRACKED: "0x80072491",
@@ -60,6 +64,8 @@ DATAVERSE_STYLE = ErrorStyle(
             Kind.DUPLICATE: 412,
             Kind.UNAUTHORIZED: 401,
             Kind.THROTTLED: 429,
+            Kind.THROTTLED_TIME: 429,
+            Kind.THROTTLED_CONCURRENCY: 429,
             Kind.NOT_SUPPORTED: 501,
             Kind.UNAVAILABLE: 503,
             Kind.INTERNAL: 500,
