@@ -634,7 +634,7 @@ class Injector:
                     continue
                 self._note(f"arm {standby.name} at {point}; {holder.name} hands it the lease")
                 await standby.arm(point, 1, restart=False)
-                await self._until(self._started_up(standby), 120.0)
+                await self._until(self._all_started_up([standby]), 120.0)
                 handover_s = max(
                     self.plan.fault_point_timeout_s, t.takeover_bound_s + t.takeover_margin_s
                 )
@@ -673,13 +673,6 @@ class Injector:
     def _all_started_up(procs: list[Proc]) -> Callable[[], Awaitable[bool]]:
         async def probe() -> bool:
             return all(q.started_up() for q in procs)
-
-        return probe
-
-    @staticmethod
-    def _started_up(proc: Proc) -> Callable[[], Awaitable[bool]]:
-        async def probe() -> bool:
-            return proc.started_up()
 
         return probe
 

@@ -17,7 +17,7 @@ from typing import Literal
 
 from tablesync.core.couplings import Coupling
 from tablesync.core.events import FieldValue, Side
-from tablesync.core.fieldmap import looks_sent
+from tablesync.core.fieldmap import looks_sent, same_value
 
 __all__ = [
     "BatchEffects",
@@ -242,19 +242,14 @@ def blocking(
     intents = list(intents)
     named = {i.dest_id for i in intents if i.dest_id is not None}
     unnamed = [i.sent for i in intents if i.dest_id is None]
-    keys = {_key_text(sent.get(key)) for sent in unnamed} - {None} if key else set()
+    keys = [v for sent in unnamed if key and isinstance(v := sent.get(key), str) and v.strip()]
     return {
         rid
         for rid, fields in records
         if rid in named
         or any(looks_sent(sent, fields) for sent in unnamed)
-        or (key is not None and _key_text(fields.get(key)) in keys)
+        or (key is not None and any(same_value(k, fields.get(key), code=True) for k in keys))
     }
-
-
-def _key_text(value: FieldValue | None) -> str | None:
-    """A unique key's value as the side compares it (BC's codes are upper case)."""
-    return value.strip().upper() if isinstance(value, str) and value.strip() else None
 
 
 def taken_over(
