@@ -7,14 +7,15 @@ the state database (idempotent, serialised by an advisory lock) and creates
 the topics it uses; started while the database or the broker is away, it
 waits for them, logging every try. The singletons (the coordinator, capture
 of each side) each work while they hold their lease; a second process of one
-waits as its standby."""
+waits as its standby. In ``run all`` a service that fails is started again on
+its own (``runtime.supervise``); a process of one service exits instead."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -49,6 +50,7 @@ from tablesync.runtime.coordinator import CoordinatorService
 from tablesync.runtime.health import Health
 from tablesync.runtime.operations import CommandPublisher
 from tablesync.runtime.stopping import BACKOFF_S, sleep_or_stop
+from tablesync.runtime.supervise import Run, supervised
 from tablesync.settings import Settings, redact_dsn
 
 __all__ = [
@@ -303,67 +305,44 @@ async def open_runtime(
         await pool.close()
 
 
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One service of a process: its name and how to build it afresh."""
+
+    name: str
+    make: Callable[[], Awaitable[Run]]
+    # Health probing and the admin server are the process's own parts, not
+    # services that could fail on their own.
+    supervisable: bool = True
+
+
 async def build(
     runtime: Runtime,
     service: ServiceName,
     *,
     side: Side | None = None,
     mapping: str | None = None,
-) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
-    """The run functions of ``service`` (several for ``all``)."""
+) -> list[Service]:
+    """The services of ``service`` (several for ``all``)."""
     r = runtime
-    runs: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = []
+    services: list[Service] = []
+
+    def made(run: Run) -> Callable[[], Awaitable[Run]]:
+        async def make() -> Run:
+            return run
+
+        return make
+
     if service in ("capture", "all"):
         for s in (side,) if side else ("bc", "dataverse"):
-            capture = CaptureService(
-                r.settings,
-                s,
-                stores=r.stores,
-                api=await r.api(s),
-                publisher=r.publisher,
-                consumers=r.consumers,
-                codec=r.codec,
-                clock=r.clock,
-                topics=r.topics,
-                singleton=r.lease(f"capture.{s}"),
-                loops=r.health.loop,
-            )
-            runs.append(capture.run)
+            services.append(Service(f"capture.{s}", partial(_capture, r, s)))
     if service in ("apply", "all"):
         names: Sequence[str] = (mapping,) if mapping else r.mappings.names()
-        apis: dict[Side, SideApi] = {
-            "bc": await r.api("bc"),
-            "dataverse": await r.api("dataverse"),
-        }
         for name in names:
             r.mappings.get(name)  # an unknown name fails here, with the known ones
-            apply = ApplyService(
-                r.settings,
-                name,
-                stores=r.stores,
-                apis=apis,
-                publisher=r.publisher,
-                consumers=r.consumers,
-                codec=r.codec,
-                clock=r.clock,
-                topics=r.topics,
-                claims=PostgresPairClaims(r.settings.database_dsn()),
-                loops=r.health.loop,
-            )
-            runs.append(apply.run)
+            services.append(Service(f"apply.{name}", partial(_apply, r, name)))
     if service in ("coordinator", "all"):
-        coordinator = CoordinatorService(
-            r.settings,
-            stores=r.stores,
-            singleton=r.lease("coordinator"),
-            publisher=r.publisher,
-            consumers=r.consumers,
-            codec=r.codec,
-            clock=r.clock,
-            topics=r.topics,
-            loops=r.health.loop,
-        )
-        runs.append(coordinator.run)
+        services.append(Service("coordinator", partial(_coordinator, r)))
     if service in ("admin", "all"):
         admin = AdminService(
             r.settings,
@@ -374,15 +353,65 @@ async def build(
             required=service == "admin",
             health=r.health,
         )
-        runs.append(admin.run)
+        services.append(Service("admin", made(admin.run), supervisable=False))
     # Someone asks about the process's health: its admin's /healthz, or the
     # health port a supervisor probes.
     port = r.settings.health.port
     if port is not None or service in ("admin", "all"):
-        runs.append(r.health.run)
+        services.append(Service("health", made(r.health.run), supervisable=False))
     if port is not None:
-        runs.append(HealthServer(r.health, r.settings.health.host, port).run)
-    return runs
+        server = HealthServer(r.health, r.settings.health.host, port)
+        services.append(Service("health.server", made(server.run), supervisable=False))
+    return services
+
+
+async def _capture(r: Runtime, side: Side) -> Run:
+    capture = CaptureService(
+        r.settings,
+        side,
+        stores=r.stores,
+        api=await r.api(side),
+        publisher=r.publisher,
+        consumers=r.consumers,
+        codec=r.codec,
+        clock=r.clock,
+        topics=r.topics,
+        singleton=r.lease(f"capture.{side}"),
+        loops=r.health.loop,
+    )
+    return capture.run
+
+
+async def _apply(r: Runtime, name: str) -> Run:
+    apply = ApplyService(
+        r.settings,
+        name,
+        stores=r.stores,
+        apis={"bc": await r.api("bc"), "dataverse": await r.api("dataverse")},
+        publisher=r.publisher,
+        consumers=r.consumers,
+        codec=r.codec,
+        clock=r.clock,
+        topics=r.topics,
+        claims=PostgresPairClaims(r.settings.database_dsn()),
+        loops=r.health.loop,
+    )
+    return apply.run
+
+
+async def _coordinator(r: Runtime) -> Run:
+    coordinator = CoordinatorService(
+        r.settings,
+        stores=r.stores,
+        singleton=r.lease("coordinator"),
+        publisher=r.publisher,
+        consumers=r.consumers,
+        codec=r.codec,
+        clock=r.clock,
+        topics=r.topics,
+        loops=r.health.loop,
+    )
+    return coordinator.run
 
 
 async def run_services(
@@ -406,9 +435,15 @@ async def run_services(
     pool_size = 20 if service in ("all", "apply") else 10
     with contextlib.suppress(StoppedWhileWaiting):
         async with open_runtime(settings, pool_size=pool_size, stop=stop) as runtime:
-            runs = await build(runtime, service, side=side, mapping=mapping)
-            log.info("services_starting", service=service, count=len(runs))
-            tasks = [asyncio.create_task(run(stop)) for run in runs]
+            services = await build(runtime, service, side=side, mapping=mapping)
+            log.info("services_starting", service=service, count=len(services))
+            # Each is built once before any starts: a refusal at start-up (no
+            # such company, credentials) ends the start with its reason.
+            first = [await s.make() for s in services]
+            tasks = [
+                asyncio.create_task(_started(runtime, s, run, stop, supervise=service == "all"))
+                for s, run in zip(services, first, strict=True)
+            ]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
                 for task in done:
@@ -419,3 +454,14 @@ async def run_services(
                 stop.set()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 log.info("services_stopped", service=service)
+
+
+async def _started(
+    runtime: Runtime, service: Service, run: Run, stop: asyncio.Event, *, supervise: bool
+) -> None:
+    """A process of one service ends when it fails (its orchestrator starts it
+    again); in ``run all`` a service that fails is started again on its own."""
+    if supervise and service.supervisable:
+        await supervised(service.name, service.make, stop, clock=runtime.clock, first=run)
+        return
+    await run(stop)

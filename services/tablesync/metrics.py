@@ -54,6 +54,7 @@ __all__ = [
     "observe_applied",
     "read_refused",
     "render",
+    "service_restarted",
 ]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -196,6 +197,13 @@ DELTA_LINK_EXPIRED = MetricDef(
     "Dataverse delta links refused as expired: the table was read again for a new one.",
 )
 
+SERVICE_RESTARTS = MetricDef(
+    "tablesync_service_restarts_total",
+    "counter",
+    ("service",),
+    "Services of a `run all` process that failed and were started again (the others went on).",
+)
+
 DEFINITIONS: tuple[MetricDef, ...] = (
     CONSUMER_LAG,
     CONSUMER_LAG_AGE,
@@ -217,6 +225,7 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     LATE_ROWS,
     ECHOES_SKIPPED,
     DELTA_LINK_EXPIRED,
+    SERVICE_RESTARTS,
 )
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -246,6 +255,9 @@ _capture_counters = {
     d.name: Counter(d.name, _doc(d), d.labels, registry=None)
     for d in (DELETION_SCAN_HALTED, LATE_ROWS, ECHOES_SKIPPED, DELTA_LINK_EXPIRED)
 }
+_service_restarts = Counter(
+    SERVICE_RESTARTS.name, _doc(SERVICE_RESTARTS), SERVICE_RESTARTS.labels, registry=None
+)
 _api_lock = threading.Lock()
 _api_stats: list[ApiStats] = []
 
@@ -286,6 +298,11 @@ def delta_link_expired(side: str, table: str) -> None:
     _capture_counters[DELTA_LINK_EXPIRED.name].labels(side, table).inc()
 
 
+def service_restarted(service: str) -> None:
+    """``service`` of a shared process failed and is to be started again."""
+    _service_restarts.labels(service).inc()
+
+
 def dead_lettered(consumer: str) -> None:
     """One event sent to the dead-letter topic by ``consumer`` (its group id)."""
     _dead_lettered.labels(consumer).inc()
@@ -320,6 +337,7 @@ class _InProcess(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from _applied_latency.collect()
         yield from _dead_lettered.collect()
+        yield from _service_restarts.collect()
         yield from _reads_refused.collect()
         for counter in _capture_counters.values():
             yield from counter.collect()
