@@ -169,6 +169,8 @@ async def test_runs_are_started_followed_and_a_second_full_sync_is_refused(
     assert run["status"] == "finished" and run["requested_by"] == "admin"
     assert {j["mapping"] for j in run["jobs"]} == set(ORDER)
     assert run["failed_records"] == 0
+    ended = await api.post(f"/api/runs/{run_id}/cancel")
+    assert ended.status_code == 409 and "ended already (finished)" in ended.json()["error"]
 
     modified = await _json(
         await api.post("/api/runs/sync-modified", json={"mapping": "CUSTOMER"}), 202
@@ -193,6 +195,8 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("GET", "/api/runs/abc", {}, 400, "run_id"),
     ("GET", f"/api/runs/{uuid.uuid4()}", {}, 404, "no run"),
     ("GET", "/api/runs", {"params": {"limit": "-1"}}, 400, "limit"),
+    ("POST", "/api/runs/abc/cancel", {}, 400, "run_id"),
+    ("POST", f"/api/runs/{uuid.uuid4()}/cancel", {}, 404, "no run"),
     ("GET", "/api/mappings/NOPE", {}, 404, "NOPE"),
     ("GET", "/api/couplings", {"params": {"limit": "x"}}, 400, "limit"),
     ("GET", "/api/lag/history", {"params": {"minutes": "600"}}, 400, "minutes"),

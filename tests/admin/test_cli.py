@@ -68,6 +68,14 @@ async def test_full_sync_wait_prints_plain_lines_when_not_a_terminal(admin: Admi
     assert {line.split()[0] for line in lines} == set(MAPPINGS)
     assert "\x1b[" not in result.stderr, "no terminal control codes off a terminal"
     assert ": finished" in result.stdout
+    listed = await run_cli(admin, "runs", "--json")
+    assert listed.code == 0, listed.stderr
+    (run,) = json.loads(listed.stdout)
+    assert (run["kind"], run["status"], run["mappings"]) == ("full", "finished", "all")
+    ended = await run_cli(admin, "cancel", run["run_id"])
+    assert ended.code == 2 and f"run {run['run_id']} ended already (finished)" in ended.stderr
+    ghost = await run_cli(admin, "cancel", str(uuid.uuid4()))
+    assert ghost.code == 2 and "no run" in ghost.stderr
 
 
 async def test_full_sync_wait_draws_a_bar_per_mapping_on_a_terminal(admin: Admin) -> None:

@@ -85,6 +85,47 @@ class JobsContract:
         await jobs.finish_run(first, "failed", "broker away")
         await jobs.request_run(new_id(), "full", [], {}, "bob")
 
+    async def test_a_cancelled_run_stays_cancelled_and_frees_the_full_sync(
+        self, state: StateHarness
+    ) -> None:
+        jobs = state.stores.jobs
+        run_id = new_id()
+        await jobs.request_run(run_id, "full", [], {}, "alice")
+        await jobs.start_run(run_id)
+        await state.elapse()
+        assert await jobs.cancel_run(run_id, "cancelled by bob") is True
+        cancelled = await jobs.run(run_id)
+        assert cancelled is not None
+        assert (cancelled.status, cancelled.message) == ("cancelled", "cancelled by bob")
+        assert cancelled.finished_at is not None
+        # Its coordinator finishing the step it was on does not undo it.
+        await jobs.finish_run(run_id, "finished", "3 mappings")
+        await jobs.start_run(run_id)
+        assert await jobs.run(run_id) == cancelled
+        assert await jobs.cancel_run(run_id, "again") is False
+        assert await jobs.cancel_run(new_id(), "no such run") is False
+        await jobs.request_run(new_id(), "full", [], {}, "bob")
+
+    async def test_a_requested_run_can_be_cancelled_before_it_starts(
+        self, state: StateHarness
+    ) -> None:
+        jobs = state.stores.jobs
+        run_id = new_id()
+        await jobs.request_run(run_id, "modified", [], {}, "alice")
+        assert await jobs.cancel_run(run_id, "not wanted") is True
+        await jobs.start_run(run_id)
+        run = await jobs.run(run_id)
+        assert run is not None and run.status == "cancelled" and run.started_at is None
+
+    async def test_a_finished_run_is_not_finished_again(self, state: StateHarness) -> None:
+        jobs = state.stores.jobs
+        run_id = new_id()
+        await jobs.request_run(run_id, "full", [], {}, "alice")
+        await jobs.finish_run(run_id, "failed", "mapping vanished")
+        await jobs.finish_run(run_id, "finished", "")
+        run = await jobs.run(run_id)
+        assert run is not None and (run.status, run.message) == ("failed", "mapping vanished")
+
     async def test_runs_are_listed_newest_first(self, state: StateHarness) -> None:
         jobs = state.stores.jobs
         ids = []

@@ -612,3 +612,19 @@ async def sync_modified(ctx: AdminContext, request: Request) -> Response:
 async def run_progress(ctx: AdminContext, request: Request) -> Response:
     run_id = str(path_of(request, RunPath).run_id)
     return reply(RunProgressOut.progress(await ctx.operator.progress(run_id)))
+
+
+@endpoint(
+    "POST",
+    "/api/runs/{run_id}/cancel",
+    "Cancel a run: the mapping being synchronized finishes its step, the rest do not start",
+    "runs",
+    response=RunOut,
+    params=RunPath,
+    errors=(400, 404, 409),
+    description="Also releases a run whose coordinator is gone, so another full "
+    "synchronization can start. A run that ended already is refused with 409.",
+)
+async def cancel_run(ctx: AdminContext, request: Request) -> Response:
+    run_id = str(path_of(request, RunPath).run_id)
+    return reply(RunOut.of(await ctx.operator.cancel(run_id, requested_by="admin")))

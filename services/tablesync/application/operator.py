@@ -185,6 +185,26 @@ class Operator:
     async def runs(self, *, limit: int = 20) -> list[RunRow]:
         return await self.stores.jobs.runs(limit=limit)
 
+    async def cancel(self, run_id: str, *, requested_by: str = "cli") -> RunRow:
+        """Cancels a requested or running run at once: the step running goes on
+        to its end (its mapping's job counts what it did), the steps after it
+        never start, and another full synchronization may start. A run whose
+        coordinator is gone is released the same way."""
+        run_id = _guid(run_id, "run id")
+        message = (
+            f"cancelled by {requested_by}: the step running then finished its job, "
+            "the steps after it did not start"
+        )
+        if not await self.stores.jobs.cancel_run(run_id, message):
+            run = await self.stores.jobs.run(run_id)
+            if run is None:
+                raise NotFound(f"no run {run_id}", what="run")
+            raise CommandRefused(f"run {run_id} ended already ({run.status})")
+        run = await self.stores.jobs.run(run_id)
+        assert run is not None
+        log.info("run_cancelled", run_id=run_id, requested_by=requested_by)
+        return run
+
     async def progress(self, run_id: str) -> RunProgress:
         run_id = _guid(run_id, "run id")
         progress = await self._runs.progress(run_id)

@@ -17,6 +17,7 @@ from tablesync.cli import (
     mappings,
     recovery,
     run,
+    runs,
     sync,
 )
 
@@ -52,6 +53,8 @@ app.command("demo")(demo.demo)
 app.command("health")(health.health)
 app.command("full-sync")(sync.full_sync)
 app.command("sync-modified")(sync.sync_modified)
+app.command("runs")(runs.runs)
+app.command("cancel")(runs.cancel)
 app.command("jobs")(jobs.jobs)
 app.command("errors")(recovery.errors)
 app.command("retry")(recovery.retry)

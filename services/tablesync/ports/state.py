@@ -238,7 +238,16 @@ class Jobs(Protocol):
 
     async def start_run(self, run_id: str) -> None: ...
 
-    async def finish_run(self, run_id: str, status: str, message: str = "") -> None: ...
+    async def finish_run(self, run_id: str, status: str, message: str = "") -> None:
+        """Ends a requested or running run as ``status``; one that ended
+        already (cancelled by an operator, say) stays as it ended."""
+        ...
+
+    async def cancel_run(self, run_id: str, message: str) -> bool:
+        """Ends a requested or running run as cancelled, at once: its steps
+        not started never start, and a full synchronization may be requested
+        again. False when the run does not exist or ended already."""
+        ...
 
     async def create_job(
         self,

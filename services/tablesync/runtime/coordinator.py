@@ -250,6 +250,8 @@ class CoordinatorService:
     async def _run_step(self, step: SyncMappingRequested, stop: asyncio.Event) -> bool:
         run = await self.jobs.run(step.run_id)
         if run is None or run.status != "running":
+            if run is not None and run.status == "cancelled":
+                log.info("step_not_run", run_id=step.run_id, step=step.step, mapping=step.mapping)
             return True
         mappings = await self.mappings.load()
         if step.mapping not in mappings:
@@ -359,6 +361,12 @@ class CoordinatorService:
     async def _finish_run(
         self, run_id: str, kind: str, names: list[str], options: dict[str, Any]
     ) -> None:
+        current = await self.jobs.run(run_id)
+        if current is None or current.status != "running":
+            # Cancelled while its last step ran: nothing of the run's end is done,
+            # "sync only coupled records" stays as it was.
+            log.info("run_ended_already", run_id=run_id, status=current and current.status)
+            return
         message = ""
         if kind == "full":
             mappings = await self.mappings.load()

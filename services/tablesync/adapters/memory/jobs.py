@@ -95,14 +95,24 @@ class MemoryJobs(MemoryStore):
         t = self._db.t
         key = uuid_text(run_id)
         row = t.runs.get(key)
-        if row is None:
-            return
         check(status in _RUN_STATUSES, f"runs: status {status!r}")
+        if row is None or row.status not in _ACTIVE:
+            return
         check(
             row.kind != "full" or status not in _ACTIVE or self._active_full(besides=key) is None,
             "runs: a second full synchronization would be running",
         )
         t.runs[key] = replace(row, status=status, finished_at=self._db.now(), message=message)
+
+    async def cancel_run(self, run_id: str, message: str) -> bool:
+        await self._pause("jobs.cancel_run")
+        t = self._db.t
+        key = uuid_text(run_id)
+        row = t.runs.get(key)
+        if row is None or row.status not in _ACTIVE:
+            return False
+        t.runs[key] = replace(row, status="cancelled", finished_at=self._db.now(), message=message)
+        return True
 
     # Jobs
 

@@ -100,11 +100,21 @@ class JobStore:
 
     async def finish_run(self, run_id: str, status: str, message: str = "") -> None:
         await self._pool.execute(
-            "UPDATE runs SET status = $2, finished_at = now(), message = $3 WHERE run_id = $1",
+            "UPDATE runs SET status = $2, finished_at = now(), message = $3 "
+            "WHERE run_id = $1 AND status IN ('requested', 'running')",
             UUID(run_id),
             status,
             message,
         )
+
+    async def cancel_run(self, run_id: str, message: str) -> bool:
+        done = await self._pool.fetchval(
+            "UPDATE runs SET status = 'cancelled', finished_at = now(), message = $2 "
+            "WHERE run_id = $1 AND status IN ('requested', 'running') RETURNING true",
+            UUID(run_id),
+            message,
+        )
+        return bool(done)
 
     # Jobs
 

@@ -1,0 +1,98 @@
+"""Cancelling a run on the real stack: the step running finishes its job, the
+steps after it never start, and another full synchronization may start at once;
+a run nobody is working on is released the same way."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher, ensure_topics
+from tablesync.adapters.postgres import postgres_stores
+from tablesync.application import Operator
+from tablesync.composition import SideApis, build_operator, topics_for
+from tablesync.errors import AlreadyRunning, CommandRefused, NotFound
+from tablesync.runtime.coordinator import CoordinatorService
+from tests.conftest import InfraEndpoints
+from tests.integration.stack import Stack, open_stack
+
+pytestmark = pytest.mark.integration
+WAIT_S = 120.0
+
+
+@pytest.fixture
+async def stack(infra: InfraEndpoints, state_dsn: str, topic_prefix: str) -> AsyncIterator[Stack]:
+    async with open_stack(
+        kafka=infra.kafka_bootstrap_servers, state_dsn=state_dsn, topic_prefix=topic_prefix
+    ) as s:
+        await ensure_topics(
+            KafkaConnection.from_settings(s.settings), topics_for(s.settings).control_specs()
+        )
+        yield s
+        await s.stop()
+
+
+@pytest.fixture
+async def operator(stack: Stack) -> AsyncIterator[Operator]:
+    apis = SideApis(stack.settings)
+    async with KafkaPublisher(KafkaConnection.from_settings(stack.settings)) as publisher:
+        try:
+            yield build_operator(
+                stack.settings, postgres_stores(stack.pool), apis=apis, publisher=publisher
+            )
+        finally:
+            await apis.aclose()
+
+
+async def test_a_run_cancelled_mid_step_finishes_that_step_only(
+    stack: Stack, operator: Operator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first job of the run is held until the run is cancelled, so the
+    # cancellation lands while a step runs, whatever the machine's speed.
+    real_wait = CoordinatorService._wait_for_job
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held_wait(
+        self: CoordinatorService, job_id: str, partitions: int, stop: asyncio.Event
+    ) -> bool:
+        if not entered.is_set():
+            entered.set()
+            await release.wait()
+        return await real_wait(self, job_id, partitions, stop)
+
+    monkeypatch.setattr(CoordinatorService, "_wait_for_job", held_wait)
+    await stack.start()
+    run_id = await operator.full_sync()
+    await asyncio.wait_for(entered.wait(), WAIT_S)
+
+    cancelled = await operator.cancel(run_id, requested_by="ops")
+    assert cancelled.status == "cancelled" and "cancelled by ops" in cancelled.message
+    with pytest.raises(CommandRefused, match="ended already"):
+        await operator.cancel(run_id)
+    # Free at once: the next full synchronization is accepted while the
+    # cancelled run's step still runs.
+    second = await operator.full_sync(mappings=["CURRENCY"])
+    release.set()
+
+    done = await operator.wait(second, timeout_s=WAIT_S)
+    assert done.run.status == "finished", done.run.message
+    # The commands topic has one partition: the second run's steps came after
+    # every step of the first, so those were all seen and left alone.
+    first = await operator.progress(run_id)
+    assert first.run.status == "cancelled"
+    assert [(j.mapping, j.status) for j in first.jobs] == [("CURRENCY", "finished")]
+    assert first.jobs[0].counts["inserted"] > 0
+
+
+async def test_a_run_nobody_works_on_is_released(operator: Operator) -> None:
+    # No services run: the run stays requested until it is cancelled.
+    run_id = await operator.full_sync()
+    with pytest.raises(AlreadyRunning):
+        await operator.full_sync()
+    released = await operator.cancel(run_id)
+    assert released.status == "cancelled" and released.started_at is None
+    await operator.full_sync()
+    with pytest.raises(NotFound):
+        await operator.cancel("8b1c8f5e-58a2-4c25-9d36-f3a3f2b0a111")
