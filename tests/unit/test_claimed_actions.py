@@ -16,7 +16,7 @@ from tablesync.core.effects import BatchEffects, StatusChange
 from tablesync.core.events import Side
 from tablesync.core.records import Row
 from tablesync.core.stored import Selection
-from tablesync.errors import CommandRefused
+from tablesync.errors import AlreadyCoupled, CommandRefused
 from tablesync.ports.api import SideApi
 from tablesync.ports.claims import PairClaim
 from tablesync.ports.log import Message
@@ -223,5 +223,54 @@ def test_a_claim_lost_before_the_commit_applies_the_records_again() -> None:
         assert await _coupled(p, customer) == accounts[0].id
         assert result.counts["inserted"] == 1
         assert await p.stores.problems.records(Selection(mapping=CUSTOMER)) == []
+
+    on_virtual_time(body)
+
+
+def test_a_couple_waits_for_an_instance_creating_the_counterpart_and_refuses_on_its_commit() -> (
+    None
+):
+    """Without a claim the operator's couple was checked on the coupling as it
+    was before the instance committed (none) and replaced the instance's, which
+    left the account the instance created coupled to nothing: a duplicate."""
+
+    async def body() -> None:
+        p = await pipeline()
+        customer = _customer(p)
+        claim, effects = await _deciding(p, customer)
+        made = p.sides["dataverse"].rows("accounts")[0].id
+        other = p.sides["dataverse"].user_create("accounts", {"name": "Contoso Ltd"})
+        commands = Commands(p)
+        commands.watch()
+
+        couple = asyncio.create_task(commands.operator().couple(CUSTOMER, customer.id, other.id))
+        await until(lambda: "claims.take" in commands.calls, within_s=5.0)
+        assert not couple.done()
+        assert await _coupled(p, customer) is None
+
+        await p.stores.apply_state.commit(effects, claim=claim.proof())
+        await claim.release()
+        with pytest.raises(AlreadyCoupled) as refused:
+            await asyncio.wait_for(couple, timeout=10.0)
+
+        assert refused.value.other_id == made
+        assert await _coupled(p, customer) == made
+        assert commands.opened and not p.database.claims
+
+    on_virtual_time(body)
+
+
+def test_a_couple_of_a_free_pair_is_committed_under_its_claim() -> None:
+    async def body() -> None:
+        p = await pipeline()
+        customer = _customer(p)
+        account = p.sides["dataverse"].user_create("accounts", {"name": "Contoso"})
+        commands = Commands(p)
+        commands.watch()
+        row = await commands.operator().couple(CUSTOMER, customer.id, account.id)
+        assert row.coupling.dv_id == account.id and row.coupling.bc_key == "C-1"
+        assert commands.calls.index("claims.take") < commands.calls.index("apply_state.commit")
+        assert await _coupled(p, customer) == account.id
+        assert not p.database.claims
 
     on_virtual_time(body)

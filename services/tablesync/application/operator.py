@@ -15,12 +15,11 @@ from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import Topics
 from tablesync.application.dryrun import DirectionPreview, dry_run
 from tablesync.core.couplings import Coupling, Stamp
-from tablesync.core.events import Side, other_side
+from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet, TableMapping
 from tablesync.core.records import Row
 from tablesync.core.stored import CouplingRow, JobError, JobTotals, ProblemRecord, RunRow, Selection
 from tablesync.errors import (
-    AlreadyCoupled,
     ClaimLost,
     ClaimsBusy,
     CommandRefused,
@@ -286,25 +285,24 @@ class Operator:
         """Couples a BC record with a Dataverse row; neither record is changed and
         the next change of either one syncs. Both records must exist on their
         sides (``RecordNotFound``), and neither may be coupled to another record
-        of the mapping (``AlreadyCoupled``: uncouple it first); coupling a pair
-        again marks it unsynced."""
+        of the mapping (``AlreadyCoupled``: uncouple it first), checked with both
+        records claimed, after any apply instance deciding one of them has
+        committed; coupling a pair again marks it unsynced."""
         ids: dict[Side, str] = {
             "bc": _guid(bc_id, "bc id"),
             "dataverse": _guid(dataverse_id, "dataverse id"),
         }
-        m = await self.mapping(mapping)
+        known = await self._known(mapping)
+        m = known.get(mapping)
         rows: dict[Side, Row] = {}
         for side in _SIDES:
             rows[side] = await self._record(m, side, ids[side])
-        for side in _SIDES:
-            other = other_side(side)
-            existing = await self.stores.couplings.get(mapping, side, ids[side])
-            if existing is not None and existing.id_on(other) != ids[other]:
-                raise AlreadyCoupled(mapping, side, ids[side], other, existing.id_on(other))
         key = rows["bc"].fields.get(m.bc_key) if m.bc_key else None
         bc_key = key.strip() if isinstance(key, str) and key.strip() else None
         coupling = Coupling(mapping, ids["bc"], ids["dataverse"], bc_key, _UNSYNCED, _UNSYNCED)
-        await self.stores.couplings.couple(coupling, None)
+        async with self._claiming("couple") as claims:
+            actions = self._actions(known, await self._both_apis(), claims)
+            await actions.couple(coupling)
         listed = await self.stores.couplings.listing(mapping, search=ids["bc"], limit=1)
         if not listed or listed[0].coupling.dv_id != ids["dataverse"]:
             raise CommandRefused(

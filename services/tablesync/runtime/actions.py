@@ -28,6 +28,7 @@ from tablesync.core.events import Direction, RecordChanged, Side, other_side
 from tablesync.core.mappings import DeletionPolicy, MappingSet, TableMapping, direction_of
 from tablesync.core.plan import JobContext
 from tablesync.core.stored import ProblemRecord, Selection
+from tablesync.errors import AlreadyCoupled
 from tablesync.ports.api import SideApi
 from tablesync.ports.claims import PairClaim, PairClaims, PairKey
 from tablesync.ports.clock import Clock
@@ -174,6 +175,25 @@ class Actions:
             finally:
                 await claim.release()
         return result
+
+    async def couple(self, coupling: Coupling) -> None:
+        """Couples a pair, both records and what each is coupled to now
+        claimed: an apply instance deciding either record (creating its
+        counterpart, say) finishes first, and the check that neither is coupled
+        to another record is made on what it committed. ``AlreadyCoupled`` then."""
+        mapping = coupling.mapping
+        ids: dict[Side, str] = {"bc": coupling.bc_id, "dataverse": coupling.dv_id}
+        claim = await self._claim_coupled(mapping, list(ids.items()))
+        try:
+            for side, record_id in ids.items():
+                other = other_side(side)
+                existing = await self.stores.couplings.get(mapping, side, record_id)
+                if existing is not None and existing.id_on(other) != ids[other]:
+                    raise AlreadyCoupled(mapping, side, record_id, other, existing.id_on(other))
+            effects = BatchEffects(mapping, couplings=[(coupling, None)])
+            await self.state.commit(effects, claim=claim.proof())
+        finally:
+            await claim.release()
 
     async def uncouple(self, mapping: str, side: Side, record_id: str) -> Coupling | None:
         """Removes the coupling of one record, as delete-couplings does, in an
