@@ -359,6 +359,16 @@ class SyncSettings(BaseModel):
         default=30.0,
         description="How often capture compares coupled records with the ids that still exist.",
     )
+    delete_scan_requests_per_min: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "Most API requests per minute, on average, the deletion scans of one side make "
+            "(listing every id is a request per page): rounds are spaced further apart than "
+            "delete_scan_interval_s when the tables are large. 60 is 5 % of the documented "
+            "6,000 requests per 5 minutes; 0 does not limit them."
+        ),
+    )
     tracked_delete_scan_interval_s: float = Field(
         default=600.0,
         gt=0,

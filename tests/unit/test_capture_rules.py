@@ -19,6 +19,7 @@ from tablesync.core.capture_rules import (
     missed,
     overreach,
     remember,
+    scan_pause,
     synced_already,
     unpublished,
     vanished,
@@ -242,3 +243,22 @@ def test_an_empty_listing_of_a_coupled_table_stops_the_scan() -> None:
 
     assert halts == [Overreach("CUSTOMER", len(coupled), len(coupled))]
     assert overreach({"CUSTOMER": coupled}, set(CAPTURE_IDS[:10]), 0.05, 10) == []
+
+
+@given(st.integers(0, 10_000), st.floats(0.1, 3600), st.floats(0.01, 10_000))
+def test_scans_are_spaced_to_their_request_share_and_never_closer_than_the_interval(
+    requests: int, interval_s: float, per_min: float
+) -> None:
+    pause = scan_pause(requests, interval_s, per_min)
+    assert pause >= interval_s
+    # The round's requests spread over the pause average at most the share...
+    assert requests * 60.0 / pause <= per_min * (1 + 1e-9)
+    # ...and the pause is no longer than that needs.
+    assert pause == interval_s or abs(requests * 60.0 / pause - per_min) <= per_min * 1e-9
+
+
+def test_a_scan_of_two_large_bc_tables_waits_for_its_share() -> None:
+    # 100,000 customers and 100,000 contacts in pages of 5,000: 40 requests.
+    assert scan_pause(40, 30.0, 60.0) == 40.0
+    assert scan_pause(10, 30.0, 60.0) == 30.0
+    assert scan_pause(4_000, 30.0, 0) == 30.0

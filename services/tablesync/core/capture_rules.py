@@ -15,7 +15,9 @@
   ``vanished`` are the candidates; ``overreach`` says which mappings would lose more than
   their share of couplings (and more than a few records), and then the scan stops
   instead of publishing; otherwise
-  ``confirmed`` keeps the ids a direct read did not find either.
+  ``confirmed`` keeps the ids a direct read did not find either. ``scan_pause`` spaces
+  the scans so that listing every id of large tables stays a small share of the side's
+  request budget (BC has no other way to learn of a deletion).
 
 Versions are ETags (the stamp's text where a side gives none).
 """
@@ -38,6 +40,7 @@ __all__ = [
     "missed",
     "overreach",
     "remember",
+    "scan_pause",
     "synced_already",
     "unpublished",
     "vanished",
@@ -154,3 +157,12 @@ def overreach(
 def confirmed(candidates: Iterable[str], found: Collection[str]) -> list[str]:
     """Of ids missing from a listing, in order, those a direct read did not find either."""
     return sorted(rid for rid in set(candidates) if rid not in found)
+
+
+def scan_pause(requests: int, interval_s: float, requests_per_min: float) -> float:
+    """Seconds between two rounds of deletion scans of one side: ``interval_s``,
+    or longer when the last round's ``requests`` would otherwise average more
+    than ``requests_per_min``."""
+    if requests_per_min <= 0:
+        return interval_s
+    return max(interval_s, requests * 60.0 / requests_per_min)

@@ -62,6 +62,7 @@ from tablesync.core.capture_rules import (
     missed,
     overreach,
     remember,
+    scan_pause,
     synced_already,
     unpublished,
     vanished,
@@ -161,6 +162,8 @@ class CaptureService:
         self._tombstones: dict[tuple[str, str], datetime] = {}
         self._tracked: dict[str, bool] = {}
         """Tables known to follow change tracking (True) or to be polled by stamp."""
+        self._scan_requests = 0
+        """API requests of the deletion scans in the round being made."""
         self._scan_due: set[str] = set()
         """Tracked tables whose deletions a scan must look for once (their link expired)."""
         self.published = 0
@@ -673,14 +676,18 @@ class CaptureService:
     # Deletions
 
     async def _deletion_loop(self, tables: Sequence[str], stop: asyncio.Event) -> None:
-        interval = self.settings.sync.delete_scan_interval_s
-        tracked_every = self.settings.sync.tracked_delete_scan_interval_s
-        beat = self._loop(f"capture {self.side} deletions", every_s=interval)
+        sync = self.settings.sync
+        interval = sync.delete_scan_interval_s
+        tracked_every = sync.tracked_delete_scan_interval_s
+        name = f"capture {self.side} deletions"
+        beat = self._loop(name, every_s=interval)
         beat()
         scanned: dict[str, float] = {}
-        while not await sleep_or_stop(stop, interval):
+        pause = interval
+        while not await sleep_or_stop(stop, pause):
             beat()
             now = self.clock.monotonic()
+            self._scan_requests = 0
             for table in tables:
                 # Change tracking reports deletions itself, but not those of a
                 # record deleted before the first read that took a delta link
@@ -694,6 +701,18 @@ class CaptureService:
                     continue
                 scanned[table] = now
                 await self._guarded(f"deletions {table}", stop, lambda t=table: self._scan(t))
+            spaced = scan_pause(self._scan_requests, interval, sync.delete_scan_requests_per_min)
+            if spaced != pause:
+                if spaced > interval:
+                    log.info(
+                        "deletion_scans_spaced",
+                        side=self.side,
+                        requests=self._scan_requests,
+                        every_s=round(spaced, 1),
+                    )
+                pause = spaced
+                # A longer pause is not a stalled loop.
+                beat = self._loop(name, every_s=pause)
 
     async def _scan(self, table: str) -> None:
         """Publishes a deletion for each coupled record of ``table`` that no longer exists:
@@ -712,6 +731,7 @@ class CaptureService:
             return
         present: set[str] = set()
         async for ids in self.api.read_ids(table):
+            self._scan_requests += 1
             present.update(ids)
         horizon = scan_start - _TOMBSTONE_MEMORY
         self._tombstones = {k: v for k, v in self._tombstones.items() if v > horizon}
@@ -734,6 +754,7 @@ class CaptureService:
                 metrics.deletion_scan_halted(self.side, table, halt.mapping)
             return
         found = await self.api.get_many(table, sorted(candidates)) if candidates else {}
+        self._scan_requests += 1 if candidates else 0
         gone = confirmed(candidates, found)
         if found:
             log.warning(
