@@ -181,6 +181,33 @@ async def test_runs_are_started_followed_and_a_second_full_sync_is_refused(
     assert [r["run_id"] for r in runs[:2]] == [modified["run_id"], run_id]
 
 
+async def test_an_unconditional_full_sync_is_started_and_its_jobs_are_unconditional(
+    admin: Admin, ops: Operations
+) -> None:
+    first = await ops.wait(await ops.full_sync(mappings=["CURRENCY"]), timeout_s=120)
+    assert first.run.status == "finished", first.run.message
+    accepted = await _json(
+        await admin.client.post(
+            "/api/runs/full-sync", json={"mappings": ["CURRENCY"], "unconditional": True}
+        ),
+        202,
+    )
+    done = await ops.wait(accepted["run_id"], timeout_s=120)
+    assert done.run.status == "finished", done.run.message
+    assert done.run.options["unconditional"] is True
+    rows = await admin.stack.pool.fetch(
+        "SELECT run_id::text AS run_id, unconditional FROM jobs WHERE run_id IS NOT NULL"
+    )
+    assert {(r["run_id"], r["unconditional"]) for r in rows} == {
+        (first.run.run_id, False),
+        (accepted["run_id"], True),
+    }
+    # Every coupled currency was compared with its counterpart, none written.
+    [job] = done.jobs
+    assert job.counts["unchanged"] == len(await admin.stack.couplings("CURRENCY")) > 0
+    assert job.counts["modified"] == 0
+
+
 BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     # method, path, request options, status, a word the message must contain
     ("GET", "/api/jobs", {"params": {"limit": "many"}}, 400, "limit"),
@@ -240,6 +267,7 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("DELETE", "/api/couplings/CUSTOMER/bc/1", {}, 400, "record_id"),
     ("POST", "/api/runs/full-sync", {"json": {"mappings": ["NOPE"]}}, 400, "NOPE"),
     ("POST", "/api/runs/full-sync", {"json": {"mappings": "CUSTOMER"}}, 400, "mappings"),
+    ("POST", "/api/runs/full-sync", {"json": {"unconditional": "maybe"}}, 400, "unconditional"),
     ("POST", "/api/runs/sync-modified", {"json": {"mapping": "NOPE"}}, 400, "NOPE"),
     ("POST", "/api/runs/sync-modified", {"json": {"mapping": 7}}, 400, "mapping"),
 ]
@@ -269,5 +297,11 @@ async def test_the_openapi_document_is_valid_and_covers_every_route(admin: Admin
     assert ("PATCH", "/api/mappings/{name}") in operations
     assert document["paths"]["/healthz"]["get"]["security"] == []
     assert "409" in document["paths"]["/api/runs/full-sync"]["post"]["responses"]
+    body = document["paths"]["/api/runs/full-sync"]["post"]["requestBody"]["content"]
+    schema = body["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    assert schema["properties"]["unconditional"]["type"] == "boolean"
+    assert schema["properties"]["unconditional"]["default"] is False
     couple = document["paths"]["/api/couplings"]["post"]["responses"]
     assert {"201", "404", "409", "503"} <= set(couple)

@@ -170,6 +170,23 @@ class JobsContract:
         assert await jobs.job_params(new_id()) is None
         assert await jobs.totals(new_id()) is None
 
+    async def test_a_job_keeps_whether_it_is_unconditional(self, state: StateHarness) -> None:
+        jobs = state.stores.jobs
+        run_id, plain, unconditional = new_id(), new_id(), new_id()
+        await jobs.request_run(run_id, "full", ["CUSTOMER"], {"unconditional": True}, "alice")
+        for job_id, flag in ((plain, False), (unconditional, True)):
+            await jobs.create_job(
+                job_id,
+                run_id=run_id,
+                mapping="CUSTOMER",
+                direction="to_integration",
+                kind="full",
+                ignore_only_coupled=True,
+                unconditional=flag,
+            )
+        params = [await jobs.job_params(j) for j in (plain, unconditional)]
+        assert [p.unconditional if p else None for p in params] == [False, True]
+
     async def test_a_job_of_a_run_that_does_not_exist_is_refused(self, state: StateHarness) -> None:
         with pytest.raises(state.integrity_error):
             await state.stores.jobs.create_job(

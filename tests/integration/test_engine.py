@@ -3,16 +3,22 @@ real broker and PostgreSQL, against both API emulators."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import pytest
+import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher
+from tablesync.adapters.mapping_file import default_mapping_file
 from tablesync.adapters.postgres.jobs import JobStore
+from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.composition import topics_for
 from tablesync.core.events import RecordChanged
 from tablesync.ports.clock import SystemClock
@@ -337,3 +343,87 @@ async def test_a_customer_waits_for_its_salesperson_then_applies(
     dv_id = await wait_for(applied, what="the pending customer to apply")
     account = (await stack.dv_rows("accounts", f"?$filter=accountid eq {dv_id}"))[0]
     assert account["_ownerid_value"] == user["systemuserid"]
+
+
+async def _cli_json(stack: Stack, *args: str) -> Any:
+    """``tablesync <args> --json`` in its own process against the stack: its output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tablesync.cli",
+        *args,
+        "--json",
+        env=stack.environment(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=180)
+    assert process.returncode == 0, err.decode()[-2000:]
+    return json.loads(out)
+
+
+async def test_an_unconditional_full_sync_writes_a_field_mapping_added_later_to_every_pair(
+    stack: Stack, ops: Operations
+) -> None:
+    await _full_sync(ops)
+    couplings = await stack.couplings("CUSTOMER")
+    # Tax registration numbers BC holds that no field mapping carries yet:
+    # synced as changes, they write nothing.
+    etags = {}
+    for n, bc_id in enumerate(sorted(couplings)):
+        row = await stack.bc_patch("customers", bc_id, {"taxRegistrationNumber": f"TX{n:04d}"})
+        etags[bc_id] = row["@odata.etag"]
+
+    async def synced() -> bool:
+        rows = await stack.pool.fetch(
+            "SELECT bc_id::text AS bc, bc_etag FROM couplings WHERE mapping = 'CUSTOMER'"
+        )
+        return {r["bc"]: r["bc_etag"] for r in rows} == etags
+
+    await wait_for(synced, what="the tax numbers' versions on the couplings")
+    accounts = {a["accountid"]: a for a in await stack.dv_rows("accounts")}
+    assert not any(accounts[dv_id]["description"] for dv_id in couplings.values())
+    # The field mapping is added and loaded.
+    document = yaml.safe_load(default_mapping_file().read_text())
+    document["mappings"]["CUSTOMER"]["fields"].append(
+        {"bc": "taxRegistrationNumber", "dataverse": "description", "direction": "to_integration"}
+    )
+    await MappingStore(stack.pool).replace_all(document)
+    # A plain full sync would leave them alone; the unconditional one writes them.
+    plain, unconditional = [
+        {p["direction"]: p for p in await _cli_json(stack, *args)}
+        for args in (
+            ("full-sync", "--dry-run", "--mapping", "CUSTOMER"),
+            ("full-sync", "--dry-run", "--unconditional", "--mapping", "CUSTOMER"),
+        )
+    ]
+    assert plain["to_integration"]["would_update"] == 0
+    assert plain["to_integration"]["unchanged"] == len(couplings)
+    assert unconditional["to_integration"]["would_update"] == len(couplings)
+    assert unconditional["from_integration"]["would_update"] == 0
+    before = await _versions(stack)
+    first = await _cli_json(
+        stack, "full-sync", "--unconditional", "--mapping", "CUSTOMER", "--wait"
+    )
+    assert first["status"] == "finished", first["message"]
+    jobs = {j["direction"]: j for j in first["jobs"]}
+    assert jobs.keys() == {"to_integration", "from_integration"}
+    sent, received = jobs["to_integration"], jobs["from_integration"]
+    assert (sent["modified"], sent["unchanged"]) == (len(couplings), 0)
+    assert sent["inserted"] == sent["failed"] == sent["skipped"] == 0
+    assert (received["modified"], received["unchanged"]) == (0, len(couplings))
+    customers = {c["id"]: c for c in await stack.bc_rows("customers")}
+    accounts = {a["accountid"]: a for a in await stack.dv_rows("accounts")}
+    for bc_id, dv_id in couplings.items():
+        assert accounts[dv_id]["description"] == customers[bc_id]["taxRegistrationNumber"]
+    written = await _versions(stack)
+    assert {a for a in written if written[a] != before[a]} == set(couplings.values())
+    # A second unconditional run finds every coupled record as it should be.
+    second = await ops.wait(
+        await ops.full_sync(mappings=["CUSTOMER"], unconditional=True), timeout_s=120
+    )
+    assert second.run.status == "finished", second.run.message
+    for job in second.jobs:
+        assert job.counts["unchanged"] == len(couplings), job.counts
+        assert not {k: v for k, v in job.counts.items() if k != "unchanged" and v}
+    assert await _versions(stack) == written

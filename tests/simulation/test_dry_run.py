@@ -97,12 +97,16 @@ _changes = st.lists(
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(1, 10**6), changes=_changes)
-def test_the_dry_run_predicts_the_full_sync_that_follows(seed: int, changes: list[Change]) -> None:
+@given(seed=st.integers(1, 10**6), changes=_changes, unconditional=st.booleans())
+def test_the_dry_run_predicts_the_full_sync_that_follows(
+    seed: int, changes: list[Change], unconditional: bool
+) -> None:
     loop = VirtualLoop()
     try:
         with _quiet():
-            predicted, real = loop.run_until_complete(_predicted_and_real(seed, changes))
+            predicted, real = loop.run_until_complete(
+                _predicted_and_real(seed, changes, unconditional)
+            )
     finally:
         loop.close()
     assert predicted == real
@@ -119,7 +123,9 @@ def _quiet() -> Iterator[None]:
         structlog.configure(**saved)
 
 
-async def _predicted_and_real(seed: int, changes: Sequence[Change]) -> tuple[Counts, Counts]:
+async def _predicted_and_real(
+    seed: int, changes: Sequence[Change], unconditional: bool
+) -> tuple[Counts, Counts]:
     sim = Sim(seed, Weights(crash=0.0, transient=0.0))
     rng = sim.rng
     world = await open_world(sim)
@@ -139,12 +145,12 @@ async def _predicted_and_real(seed: int, changes: Sequence[Change]) -> tuple[Cou
         await _perform(world, n, change)
     operator = _operator(world)
     before = world.versions(), await _couplings(world)
-    previews = await operator.dry_run()
+    previews = await operator.dry_run(unconditional=unconditional)
     assert (world.versions(), await _couplings(world)) == before, "the dry run wrote"
     await _skip_capture_past_now(world)
     world = restart(world)
     try:
-        run_id = await operator.full_sync()
+        run_id = await operator.full_sync(unconditional=unconditional)
         # On the loop's virtual time: ``wait``'s own timeout is on the wall clock.
         progress = await asyncio.wait_for(operator.wait(run_id), timeout=_RUN_LIMIT_S)
     finally:

@@ -565,7 +565,9 @@ async def list_runs(ctx: AdminContext, request: Request) -> Response:
     body=FullSyncRequest,
     errors=(400, 409),
     description="Every mapping (or the ones named) in dependency order, creating and coupling "
-    "uncoupled records. A second one while one runs is refused with 409 and the running run_id.",
+    "uncoupled records. With unconditional, coupled records are compared with their "
+    "counterparts even when unchanged since the last sync. A second one while one runs is "
+    "refused with 409 and the running run_id.",
 )
 async def full_sync(ctx: AdminContext, request: Request) -> Response:
     body = await body_of(request, FullSyncRequest)
@@ -573,6 +575,7 @@ async def full_sync(ctx: AdminContext, request: Request) -> Response:
         run_id = await ctx.operator.full_sync(
             mappings=body.mappings,
             keep_only_coupled_cleared=body.keep_only_coupled_cleared,
+            unconditional=body.unconditional,
             requested_by="admin",
         )
     except UnknownMapping as exc:

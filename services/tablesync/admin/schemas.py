@@ -99,6 +99,12 @@ class FullSyncRequest(_In):
         default=False,
         description="At the end keep sync-only-coupled cleared, so new records keep being created.",
     )
+    unconditional: bool = Field(
+        default=False,
+        description="Compare every coupled record with its counterpart, not only the ones "
+        "changed since the last sync (after adding or fixing a field mapping). Reads both "
+        "tables: every coupled record's counterpart is fetched.",
+    )
 
 
 class SyncModifiedRequest(_In):

@@ -83,8 +83,10 @@ async def dry_run(
     only: Sequence[str] = (),
     examples: int = 5,
     settings: SyncSettings | None = None,
+    unconditional: bool = False,
 ) -> list[DirectionPreview]:
-    """Previews a full synchronization of ``only`` (or every mapping)."""
+    """Previews a full synchronization of ``only`` (or every mapping);
+    ``unconditional`` previews the unconditional one."""
     sides = {s: await _copy(apis[s], clock) for s in _SIDES}
     stores = memory_stores(clock=clock)
     for pairs in couplings.values():
@@ -106,7 +108,9 @@ async def dry_run(
         )
         for direction in mapping.directions():
             previews.append(
-                await _preview(applier, stores, sides, mapping, direction, clock, examples)
+                await _preview(
+                    applier, stores, sides, mapping, direction, clock, examples, unconditional
+                )
             )
     return previews
 
@@ -137,15 +141,23 @@ async def _preview(
     direction: Direction,
     clock: Clock,
     examples: int,
+    unconditional: bool,
 ) -> DirectionPreview:
     preview = DirectionPreview(mapping.name, direction)
     side = source_side(direction)
     table = mapping.table(side)
     job_id = str(uuid.uuid4())
     await stores.jobs.create_job(
-        job_id, run_id=None, mapping=mapping.name, direction=direction, kind="full"
+        job_id,
+        run_id=None,
+        mapping=mapping.name,
+        direction=direction,
+        kind="full",
+        unconditional=unconditional,
     )
-    context = JobContext(job_id, "full", ignore_only_coupled=True, direction=direction)
+    context = JobContext(
+        job_id, "full", ignore_only_coupled=True, direction=direction, unconditional=unconditional
+    )
     now = clock.now()
     items: list[Item] = []
     # As the snapshot reads them: the rows in the mapping's filter, by id.

@@ -154,17 +154,27 @@ class Operator:
         *,
         mappings: Sequence[str] = (),
         keep_only_coupled_cleared: bool = False,
+        unconditional: bool = False,
         requested_by: str = "cli",
     ) -> str:
         """Requests a full synchronization of every mapping (or the ones named);
-        ``AlreadyRunning`` names the one requested or running."""
+        ``AlreadyRunning`` names the one requested or running. ``unconditional``
+        compares every coupled record with its counterpart, not only the ones
+        changed since the last sync (BC's "Run Unconditional Full Synch.")."""
         await self._known(*mappings)
         run_id = await self._runs.full_sync(
             mappings=list(mappings),
             keep_only_coupled_cleared=keep_only_coupled_cleared,
+            unconditional=unconditional,
             requested_by=requested_by,
         )
-        log.info("run_requested", kind="full", run_id=run_id, requested_by=requested_by)
+        log.info(
+            "run_requested",
+            kind="full",
+            run_id=run_id,
+            unconditional=unconditional or None,
+            requested_by=requested_by,
+        )
         return run_id
 
     async def sync_modified(self, *, mapping: str | None = None, requested_by: str = "cli") -> str:
@@ -229,9 +239,10 @@ class Operator:
             raise NotFound(f"no run {run_id}", what="run") from None
 
     async def dry_run(
-        self, *, mappings: Sequence[str] = (), examples: int = 5
+        self, *, mappings: Sequence[str] = (), examples: int = 5, unconditional: bool = False
     ) -> list[DirectionPreview]:
-        """What a full synchronization would do, read from both sides; writes nothing."""
+        """What a full synchronization (``unconditional`` or not) would do, read
+        from both sides; writes nothing."""
         known = await self._known(*mappings)
         couplings = {name: await self.stores.couplings.of_mapping(name) for name in known.names()}
         return await dry_run(
@@ -242,6 +253,7 @@ class Operator:
             only=mappings,
             examples=examples,
             settings=self.settings,
+            unconditional=unconditional,
         )
 
     # Jobs and their errors

@@ -33,10 +33,13 @@ async def _request_and_wait(
     wait: bool,
     timeout_s: float | None,
     quiet: bool,
+    unconditional: bool = False,
 ) -> tuple[str, RunProgress | None]:
     async with open_operator(settings) as operator:
         if request == "full":
-            run_id = await operator.full_sync(mappings=mapping, keep_only_coupled_cleared=keep)
+            run_id = await operator.full_sync(
+                mappings=mapping, keep_only_coupled_cleared=keep, unconditional=unconditional
+            )
         else:
             run_id = await operator.sync_modified(mapping=mapping[0] if mapping else None)
         if not wait:
@@ -91,6 +94,14 @@ def full_sync(
         "--restore-create-setting",
         help="At the end restore each mapping's sync-only-coupled (the default).",
     ),
+    unconditional: bool = typer.Option(
+        False,
+        "--unconditional",
+        help=(
+            "Compare every coupled record with its counterpart, not only the ones changed "
+            "since the last sync (after adding or fixing a field mapping); reads both tables."
+        ),
+    ),
     mapping: list[str] = typer.Option([], "--mapping", help="Only these mappings (repeatable)."),
     timeout: float | None = typer.Option(None, help="Give up waiting after this many seconds."),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -99,7 +110,7 @@ def full_sync(
     if keep_create_enabled and restore_create_setting:
         fail("--keep-create-enabled and --restore-create-setting exclude each other")
     if dry_run:
-        _dry_run(mapping, examples, json)
+        _dry_run(mapping, examples, json, unconditional)
         return
     run_id, progress = run_async(
         _request_and_wait(
@@ -110,6 +121,7 @@ def full_sync(
             wait=wait,
             timeout_s=timeout,
             quiet=json,
+            unconditional=unconditional,
         )
     )
     _finish(run_id, progress, json)
@@ -129,10 +141,12 @@ _PREVIEW_COLUMNS = [
 ]
 
 
-def _dry_run(mapping: list[str], examples: int, as_json: bool) -> None:
+def _dry_run(mapping: list[str], examples: int, as_json: bool, unconditional: bool) -> None:
     async def go() -> list[DirectionPreview]:
         async with open_operator(load_settings()) as operator:
-            return await operator.dry_run(mappings=mapping, examples=examples)
+            return await operator.dry_run(
+                mappings=mapping, examples=examples, unconditional=unconditional
+            )
 
     previews = [p.as_dict() for p in run_async(go())]
     if as_json:
@@ -142,7 +156,10 @@ def _dry_run(mapping: list[str], examples: int, as_json: bool) -> None:
         previews,
         _PREVIEW_COLUMNS,
         as_json=False,
-        title="Full synchronization, dry run: nothing was written",
+        title=(
+            f"{'Unconditional full' if unconditional else 'Full'} synchronization, "
+            "dry run: nothing was written"
+        ),
     )
 
 

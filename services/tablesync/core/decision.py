@@ -245,7 +245,9 @@ def decide(
     mapped = mapped_from(event, creating=False)
     # What tablesync itself wrote to this record is no change of the user's.
     mapped = not_written_back(mapped, event.side, event.fields, f.written_here)
-    decision = decide_coupled(event, mapping, t.coupling, f.destination, mapped)
+    decision = decide_coupled(
+        event, mapping, t.coupling, f.destination, mapped, unconditional=t.unconditional
+    )
     if isinstance(decision, Unchanged) and f.destination_changed:
         back = None
         if mapping.allows(direction_of(t.side)):

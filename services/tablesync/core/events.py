@@ -74,6 +74,7 @@ class FullSyncRequested:
     requested_by: str = ""
     mappings: tuple[str, ...] = ()
     keep_only_coupled_cleared: bool = False
+    unconditional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,7 @@ class SyncMappingRequested:
     kind: JobKind
     requested_at: datetime
     ignore_only_coupled: bool = False
+    unconditional: bool = False
 
 
 @dataclass(frozen=True, slots=True)

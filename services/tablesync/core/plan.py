@@ -39,11 +39,13 @@ __all__ = [
     "Unchanged",
     "Uncouple",
     "Update",
+    "at_rest_winner",
     "counters_of",
     "decide_coupled",
     "decide_deletion",
     "decide_uncoupled",
     "deterministic_id",
+    "left_to_way_back",
     "made_by",
     "row_of",
     "stamp_of",
@@ -72,6 +74,10 @@ class JobContext:
     # The direction the job counts; a write the other way (a deletion of the
     # event's own record, say) counts in the continuous job of its direction.
     direction: Direction | None = None
+    # BC's unconditional full synchronization: a coupled record is compared
+    # with its counterpart even when its version is the one last synced, so a
+    # field mapping added or fixed since reaches every coupled record.
+    unconditional: bool = False
 
 
 def stamp_of(event: RecordChanged) -> Stamp:
@@ -130,6 +136,9 @@ class FetchDestination:
     side: Side
     record_id: str
     coupling: Coupling
+    # Read only because the job is unconditional: the record's version is the
+    # one last synced, so it carries no change of its own.
+    unconditional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,9 +298,11 @@ def triage(
         # A replay applies a version again only where it was the source of the
         # last write: the same version on the other side is that write's echo.
         reapply = job.reapply and coupling.last_direction == direction
+        dest = other_side(side)
+        if fresh == "same" and not reapply and job.unconditional:
+            return FetchDestination(dest, coupling.id_on(dest), coupling, unconditional=True)
         if fresh == "older" or (fresh == "same" and not reapply):
             return Unchanged()
-        dest = other_side(side)
         return FetchDestination(dest, coupling.id_on(dest), coupling)
     if mapping.sync_only_coupled and not job.ignore_only_coupled:
         return Ignore("not coupled and the mapping syncs only coupled records")
@@ -315,34 +326,73 @@ def _conflict_winner(mapping: TableMapping) -> Side | None:
     return None
 
 
+def at_rest_winner(mapping: TableMapping) -> Side:
+    """Of two coupled records that both kept the version last synced yet
+    disagree on a field both directions carry (a field mapping added since),
+    the side whose value an unconditional full synchronization writes: the
+    conflict policy's side, and BC's (the first step) when the policy is
+    ``none``, since nobody changed anything there is no conflict to report."""
+    return _conflict_winner(mapping) or "bc"
+
+
+def left_to_way_back(
+    mapping: TableMapping, side: Side, mapped: Mapped, *, destination_changed: bool
+) -> Mapped:
+    """What an unconditional step from ``side`` writes of the mapped values of
+    a record that has no change of its own since the last sync.
+
+    Fields the mapping carries back too are left to the other direction when
+    the counterpart changed since the last sync (its value is the newer one
+    and syncs back) or when the other side is the ``at_rest_winner``; the
+    rest are this direction's alone and are written."""
+    dest = other_side(side)
+    back = direction_of(dest)
+    if not mapping.allows(back):
+        return mapped
+    if not destination_changed and at_rest_winner(mapping) == side:
+        return mapped
+    carried_back = set(mapping.fields_for(back))
+    return replace(mapped, values=tuple((f, v) for f, v in mapped.values if f not in carried_back))
+
+
 def decide_coupled(
     event: RecordChanged,
     mapping: TableMapping,
     coupling: Coupling,
     destination: Row,
     mapped: Mapped,
+    *,
+    unconditional: bool = False,
 ) -> Decision:
-    """A newer version of a coupled record, with its counterpart as it is now."""
+    """A newer version of a coupled record, with its counterpart as it is now;
+    with ``unconditional``, the version last synced, compared all the same."""
     side, dest = event.side, other_side(event.side)
     problem = _unresolved(mapped)
     if problem is not None:
         return problem
-    payload = changes(mapped, dest, destination.fields)
-    refreshed = coupling.with_stamp(side, stamp_of(event))
-    if not payload:
-        return Unchanged(refreshed)
     dest_changed = (
         compare_stamps(
             dest, Stamp(destination.modified_at, destination.etag), coupling.stamp_on(dest)
         )
         == "newer"
     )
+    if unconditional:
+        mapped = left_to_way_back(mapping, side, mapped, destination_changed=dest_changed)
+    payload = changes(mapped, dest, destination.fields)
+    refreshed = coupling.with_stamp(side, stamp_of(event))
+    if not payload:
+        return Unchanged(refreshed)
     if dest_changed:
         winner = _conflict_winner(mapping)
         if winner is None:
+            changed = (
+                f"changed in {_side_name(dest)} since the last sync (an unconditional sync "
+                f"compares it with the unchanged {_side_name(side)} record)"
+                if unconditional
+                else "changed in both Business Central and Dataverse since the last sync"
+            )
             return Skip(
-                f"changed in both Business Central and Dataverse since the last sync; "
-                f"{mapping.name} resolves update conflicts with 'none'",
+                f"{changed}; {mapping.name} resolves update conflicts with 'none'",
                 error=True,
             )
         if winner != side:

@@ -32,6 +32,7 @@ class JobParams:
     kind: str
     ignore_only_coupled: bool
     status: str
+    unconditional: bool = False
 
 
 @dataclass(frozen=True, slots=True)

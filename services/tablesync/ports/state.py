@@ -262,8 +262,11 @@ class Jobs(Protocol):
         source_topic: str | None = None,
         partitions: int | None = None,
         status: str = "running",
+        unconditional: bool = False,
     ) -> None:
-        """Creates a job; a second create of one job id changes nothing."""
+        """Creates a job; a second create of one job id changes nothing.
+        ``unconditional``: coupled records are compared with their
+        counterparts even at the version last synced."""
         ...
 
     async def continuous_job(

@@ -363,6 +363,7 @@ class ApplyService:
                     kind=params.kind,
                     ignore_only_coupled=params.ignore_only_coupled,
                     direction=params.direction,
+                    unconditional=params.unconditional,
                 )
         return self._job_cache[job_id]
 
@@ -371,7 +372,12 @@ class ApplyService:
         first met the record: a create a full sync allowed stays allowed."""
         origin = await self._job_context(event)
         cleared = origin is not None and origin.ignore_only_coupled
-        return JobContext(job_id=None, kind="retry", ignore_only_coupled=cleared)
+        # A record an unconditional job failed on is compared again when
+        # retried, though its version is still the one last synced.
+        unconditional = origin is not None and origin.unconditional
+        return JobContext(
+            job_id=None, kind="retry", ignore_only_coupled=cleared, unconditional=unconditional
+        )
 
     async def _publish_outcomes(self, markers: Sequence[_Marker]) -> None:
         assert self._applier is not None

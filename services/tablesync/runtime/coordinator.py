@@ -182,8 +182,12 @@ class CoordinatorService:
                     "full",
                     list(command.mappings),
                     ignore_only_coupled=True,
+                    unconditional=command.unconditional,
                     requested_by=command.requested_by,
-                    options={"keep_only_coupled_cleared": command.keep_only_coupled_cleared},
+                    options={
+                        "keep_only_coupled_cleared": command.keep_only_coupled_cleared,
+                        "unconditional": command.unconditional,
+                    },
                 )
             case SyncModifiedRequested():
                 names = [command.mapping] if command.mapping else []
@@ -208,6 +212,7 @@ class CoordinatorService:
         names: list[str],
         *,
         ignore_only_coupled: bool,
+        unconditional: bool = False,
         requested_by: str,
         options: dict[str, Any],
     ) -> None:
@@ -237,13 +242,20 @@ class CoordinatorService:
                 kind="full" if kind == "full" else "modified",
                 requested_at=now,
                 ignore_only_coupled=ignore_only_coupled,
+                unconditional=unconditional,
             )
             for i, name in enumerate(ordered)
         ]
         await self.publisher.publish_many(
             Message(self.topics.commands, run_id.encode(), self.codec.encode(s)) for s in steps
         )
-        log.info("run_started", run_id=run_id, kind=kind, mappings=ordered)
+        log.info(
+            "run_started",
+            run_id=run_id,
+            kind=kind,
+            mappings=ordered,
+            unconditional=unconditional or None,
+        )
         if not steps:
             await self.jobs.finish_run(run_id, "finished", "no mappings")
 
@@ -295,6 +307,7 @@ class CoordinatorService:
             direction=direction,
             kind=step.kind,
             ignore_only_coupled=step.ignore_only_coupled,
+            unconditional=step.unconditional,
             source_topic=topic,
             partitions=partitions,
         )

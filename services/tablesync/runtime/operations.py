@@ -78,6 +78,7 @@ class Operations:
         *,
         mappings: Sequence[str] = (),
         keep_only_coupled_cleared: bool = False,
+        unconditional: bool = False,
         requested_by: str = "cli",
     ) -> str:
         """Requests a full synchronization; ``AlreadyRunning`` names a running one."""
@@ -86,7 +87,10 @@ class Operations:
             run_id,
             "full",
             list(mappings),
-            {"keep_only_coupled_cleared": keep_only_coupled_cleared},
+            {
+                "keep_only_coupled_cleared": keep_only_coupled_cleared,
+                "unconditional": unconditional,
+            },
             requested_by,
         )
         command = FullSyncRequested(
@@ -95,6 +99,7 @@ class Operations:
             requested_by=requested_by,
             mappings=tuple(mappings),
             keep_only_coupled_cleared=keep_only_coupled_cleared,
+            unconditional=unconditional,
         )
         await self._publish(run_id, command)
         return run_id

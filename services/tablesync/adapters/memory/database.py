@@ -192,6 +192,7 @@ class JobRecord:
     started_at: datetime
     finished_at: datetime | None
     message: str
+    unconditional: bool = False
 
 
 @dataclass(frozen=True, slots=True)

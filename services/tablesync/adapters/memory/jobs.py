@@ -129,6 +129,7 @@ class MemoryJobs(MemoryStore):
         source_topic: str | None = None,
         partitions: int | None = None,
         status: str = "running",
+        unconditional: bool = False,
     ) -> None:
         await self._pause("jobs.create_job")
         t = self._db.t
@@ -149,6 +150,7 @@ class MemoryJobs(MemoryStore):
             type=job_type,
             status=status,
             ignore_only_coupled=ignore_only_coupled,
+            unconditional=unconditional,
             source_topic=source_topic,
             partitions=partitions,
             interval_start=None,
@@ -200,6 +202,7 @@ class MemoryJobs(MemoryStore):
             row.kind,
             row.ignore_only_coupled,
             row.status,
+            row.unconditional,
         )
 
     async def partition_counts(self, job_id: str, topic: str, partition: int) -> dict[str, int]:

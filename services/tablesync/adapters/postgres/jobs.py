@@ -131,12 +131,13 @@ class JobStore:
         source_topic: str | None = None,
         partitions: int | None = None,
         status: str = "running",
+        unconditional: bool = False,
     ) -> None:
         await self._pool.execute(
             """
             INSERT INTO jobs (job_id, run_id, mapping, direction, kind, type, status,
-                              ignore_only_coupled, source_topic, partitions)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                              ignore_only_coupled, source_topic, partitions, unconditional)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
             ON CONFLICT (job_id) DO NOTHING
             """,
             UUID(job_id),
@@ -149,6 +150,7 @@ class JobStore:
             ignore_only_coupled,
             source_topic,
             partitions,
+            unconditional,
         )
 
     async def continuous_job(
@@ -169,7 +171,7 @@ class JobStore:
     async def job_params(self, job_id: str) -> JobParams | None:
         r = await self._pool.fetchrow(
             "SELECT job_id::text AS job_id, mapping, direction, kind, ignore_only_coupled, "
-            "status FROM jobs WHERE job_id = $1",
+            "status, unconditional FROM jobs WHERE job_id = $1",
             UUID(job_id),
         )
         if r is None:
@@ -181,6 +183,7 @@ class JobStore:
             r["kind"],
             r["ignore_only_coupled"],
             r["status"],
+            r["unconditional"],
         )
 
     async def partition_counts(self, job_id: str, topic: str, partition: int) -> dict[str, int]:
