@@ -126,11 +126,14 @@ class ExecutionBudget:
         if self._sum < self.budget_s:
             return None
         left = self._sum
+        longest = max(1, math.ceil(self.window_s))
         for at, seconds in self._log:
             left -= seconds
             if left < self.budget_s:
-                return max(1, math.ceil(at + self.window_s - now))
-        return max(1, math.ceil(self.window_s))
+                # (at - now) first: at + window - now rounds to a hair over the
+                # window when at == now, and its ceiling to a second too many.
+                return min(longest, max(1, math.ceil((at - now) + self.window_s)))
+        return longest
 
     def charge(self, seconds: float) -> None:
         now = self._clock()
