@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -53,8 +53,11 @@ log = structlog.get_logger()
 _STEP_NAMESPACE = uuid.UUID("9e4b2f0a-7461-626c-6573-636f6f726400")
 _POLL_S = 0.5
 _CLOSE_CONTINUOUS_EVERY_S = 10.0
-# Retention is counted in days: an hourly prune keeps each one small.
+# Retention is counted in days: an hourly prune keeps each one small. The
+# first waits a while: a coordinator that just took the lease (a start, a
+# failover) has its commands to run, and rows days old are never urgent.
 _PRUNE_EVERY = timedelta(hours=1)
+_FIRST_PRUNE_AFTER = timedelta(minutes=5)
 
 
 def step_job_id(run_id: str, mapping: str, direction: Direction) -> str:
@@ -162,7 +165,7 @@ class CoordinatorService:
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         interval = timedelta(seconds=self.settings.sync.continuous_job_interval_s)
         retention = timedelta(days=self.settings.sync.job_retention_days)
-        pruned_at: datetime | None = None
+        prune_at = self.clock.now() + _FIRST_PRUNE_AFTER
         while not await sleep_or_stop(stop, _CLOSE_CONTINUOUS_EVERY_S):
             self._housekeeping_beat()
             try:
@@ -170,14 +173,15 @@ class CoordinatorService:
             except Exception as exc:
                 log.warning("housekeeping_failed", error=str(exc))
             now = self.clock.now()
-            if not retention or (pruned_at is not None and now - pruned_at < _PRUNE_EVERY):
+            if not retention or now < prune_at:
                 continue
             try:
                 pruned = await self.jobs.prune(now - retention)
             except Exception as exc:
+                # Tried again at the next round.
                 log.warning("housekeeping_failed", step="prune", error=str(exc))
                 continue
-            pruned_at = now
+            prune_at = now + _PRUNE_EVERY
             self._housekeeping_beat()
             if pruned != Pruned():
                 log.info(
