@@ -351,6 +351,15 @@ class SyncSettings(BaseModel):
     continuous_job_interval_s: float = Field(
         default=60.0, description="Continuous work is rolled into one job row per interval."
     )
+    job_retention_days: float = Field(
+        default=90.0,
+        ge=0,
+        description=(
+            "Jobs that ended this many days ago are deleted with their counters and error "
+            "rows (and runs left without jobs), by the coordinator every hour, in batches "
+            "of 1,000 rows; a job that has not ended is kept. 0 keeps every job."
+        ),
+    )
     retry_backoff_s: float = Field(
         default=2.0, description="First retry delay of a pending record."
     )

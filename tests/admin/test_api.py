@@ -295,6 +295,19 @@ async def test_the_openapi_document_is_valid_and_covers_every_route(admin: Admin
     assert ("POST", "/api/runs/full-sync") in operations
     assert ("GET", "/api/jobs/{job_id}/errors") in operations
     assert ("PATCH", "/api/mappings/{name}") in operations
+    assert {
+        ("GET", "/api/errors"),
+        ("POST", "/api/errors/retry"),
+        ("POST", "/api/errors/restore"),
+        ("POST", "/api/errors/delete-records"),
+        ("POST", "/api/errors/delete-couplings"),
+        ("POST", "/api/errors/find-deleted"),
+    } <= operations
+    delete_records = document["paths"]["/api/errors/delete-records"]["post"]
+    body = delete_records["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = document["components"]["schemas"][body.rsplit("/", 1)[1]]
+    assert "confirm" in schema["properties"] and "ids" in schema["properties"]
+    assert {"400", "401", "409", "503"} <= set(delete_records["responses"])
     assert document["paths"]["/healthz"]["get"]["security"] == []
     assert "409" in document["paths"]["/api/runs/full-sync"]["post"]["responses"]
     body = document["paths"]["/api/runs/full-sync"]["post"]["requestBody"]["content"]

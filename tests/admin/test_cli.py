@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shlex
 import signal
 import sys
@@ -181,3 +182,52 @@ async def test_couple_and_uncouple_refuse_by_name_with_exit_code_2(admin: Admin)
     nothing = await run_cli(admin, "mappings", "set", "CUSTOMER")
     assert nothing.code == 2 and "nothing to change" in nothing.stderr
     assert await admin.stack.pool.fetchval("SELECT count(*) FROM runs") == 0
+
+
+async def test_jobs_still_lists_and_jobs_prune_deletes_only_what_ended_long_enough_ago(
+    admin: Admin, ops: Operations
+) -> None:
+    progress = await ops.wait(await ops.full_sync(), timeout_s=120)
+    assert progress.run.status == "finished", progress.run.message
+    listed = await run_cli(admin, "jobs", "--json", "--run", progress.run.run_id)
+    assert listed.code == 0, listed.stderr
+    assert {j["job_id"] for j in json.loads(listed.stdout)} == {j.job_id for j in progress.jobs}
+
+    kept = await run_cli(admin, "jobs", "prune", "--json")
+    assert kept.code == 0, kept.stderr
+    assert {k: v for k, v in json.loads(kept.stdout).items() if k != "before"} == {
+        "jobs": 0,
+        "errors": 0,
+        "runs": 0,
+    }
+    refused = await run_cli(admin, "jobs", "prune", "--older-than", "0")
+    assert refused.code == 2 and "--older-than 0 is not a number of days above 0" in refused.stderr
+
+    pool = admin.stack.pool
+
+    async def ended_a_second_ago() -> bool:
+        return bool(
+            await pool.fetchval(
+                "SELECT now() - max(finished_at) > interval '1 second' FROM jobs "
+                "WHERE run_id = $1::uuid",
+                progress.run.run_id,
+            )
+        )
+
+    await wait_for(ended_a_second_ago, timeout_s=30, what="the run's jobs to be a second old")
+    # 0.00001 days: 0.864 s.
+    pruned = await run_cli(admin, "jobs", "prune", "--older-than", "0.00001")
+    assert pruned.code == 0, pruned.stderr
+    said = re.match(
+        r"pruned (\d+) jobs, (\d+) job errors and (\d+) runs that ended before ", pruned.stdout
+    )
+    assert said is not None, pruned.stdout
+    # Continuous intervals closed since may go too; the run's jobs must.
+    assert int(said[1]) >= len(progress.jobs) and int(said[3]) == 1
+    assert await pool.fetchval("SELECT count(*) FROM runs") == 0
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM jobs WHERE run_id = $1::uuid", progress.run.run_id
+        )
+        == 0
+    )

@@ -1,6 +1,7 @@
 """The dashboard in headless Chromium against a real stack: the job table of a
-real full synchronization, a run started from the page with its progress, and
-a screenshot in test-artifacts/ to look at."""
+real full synchronization, a run started from the page with its progress, the
+errors panel's actions (retry, find deleted couplings, delete record behind
+its confirmation), and screenshots in test-artifacts/ to look at."""
 
 from __future__ import annotations
 
@@ -147,3 +148,66 @@ async def test_a_wrong_token_is_asked_for_again(admin: Admin, browser: Browser) 
         return await page.locator("#login").is_hidden()
 
     await wait_for(no_login, timeout_s=10, what="the login form to close")
+
+
+async def test_the_errors_panel_retries_a_record_and_deletes_one_once_confirmed(
+    admin: Admin, ops: Operations, browser: Browser
+) -> None:
+    stack = admin.stack
+    # A Dataverse vendor holds the account number a new BC customer will need.
+    twin = await stack.dv_post(
+        "accounts", {"name": "Vendor twin", "accountnumber": "C90009", "customertypecode": 11}
+    )
+    first = await ops.wait(await ops.full_sync(), timeout_s=120)
+    assert first.run.status == "finished", first.run.message
+    await stack.set_mapping("CUSTOMER", sync_only_coupled=False)
+    customer = await stack.bc_post("customers", {"displayName": "Twin Co", "number": "C90009"})
+
+    async def skipped() -> bool:
+        rows = (await admin.client.get("/api/errors", params={"skipped": "true"})).json()
+        return any(r["bc_id"] == customer["id"] for r in rows)
+
+    await wait_for(skipped, timeout_s=90, what="the repeated failure to become skipped")
+    page = await _page(browser)
+    await page.goto(f"{admin.url}/?token={ADMIN_TOKEN}")
+    await page.locator('#mappings-table tr[data-mapping="CUSTOMER"] .mapping-name').click()
+    await expect(page.locator("#problems-mapping")).to_have_value("CUSTOMER")
+    row = page.locator(f'#problems-table tr[data-record-id="{customer["id"]}"]')
+    await expect(row).to_have_attribute("data-status", "skipped")
+    # Restore and delete record are for couplings whose record was deleted.
+    await expect(row.locator('button[data-action="restore"]')).to_be_disabled()
+    await expect(row.locator('button[data-action="delete-records"]')).to_be_disabled()
+
+    await stack.dv_patch("accounts", twin["accountid"], {"accountnumber": "V-TWIN"})
+    await row.locator('button[data-action="retry"]').click()
+    result = page.locator("#problems-result")
+    await expect(result).to_have_attribute("data-action", "retry")
+    await expect(result).to_have_attribute("data-outcome", "done")
+    await expect(result).to_contain_text("inserted 1")
+    await expect(row).to_have_count(0)
+    assert customer["id"] in await stack.couplings("CUSTOMER")
+
+    # A coupled account deleted in Dataverse: found, then its BC customer deleted.
+    bc_id, dv_id = sorted((await stack.couplings("CUSTOMER")).items())[0]
+    assert (await stack.dv.delete(f"/api/data/v9.2/accounts({dv_id})")).status_code == 204
+    await page.locator("#problems-find-deleted").click()
+    await expect(result).to_have_attribute("data-action", "find_deleted")
+    gone = page.locator(f'#problems-table tr[data-record-id="{dv_id}"]')
+    await expect(gone).to_have_attribute("data-reason", "deleted")
+    await gone.locator('button[data-action="delete-records"]').click()
+    dialog = page.locator("#confirm-delete")
+    await expect(dialog).to_be_visible()
+    await expect(dialog).to_contain_text(bc_id)
+    await page.locator("#confirm-delete-cancel").click()
+    await expect(dialog).to_be_hidden()
+    assert await stack.bc_rows("customers", f"?$filter=id eq {bc_id}"), "cancelled: kept"
+    await gone.locator('button[data-action="delete-records"]').click()
+    await page.locator("#confirm-delete-go").click()
+    await expect(result).to_have_attribute("data-action", "delete_records")
+    await expect(result).to_contain_text("deleted 1")
+    await expect(gone).to_have_count(0)
+    assert await stack.bc_rows("customers", f"?$filter=id eq {bc_id}") == []
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-errors.png"), full_page=True)
+    assert page.problems == []  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ import pytest
 from tablesync.core.effects import ErrorRow
 from tablesync.core.stored import JobParams
 from tablesync.errors import CommandRefused
+from tablesync.ports.state import Pruned
 from tests.contract.state_fixtures import (
     StateHarness,
     continuous_job,
@@ -353,6 +354,116 @@ class JobsContract:
         await jobs.set_synced_until("CUSTOMER", "to_integration", now - timedelta(days=1))
         assert await jobs.synced_until("CUSTOMER", "to_integration") == now - timedelta(days=1)
         assert await jobs.synced_until("VENDOR", "to_integration") is None
+
+    # Retention
+
+    async def test_prune_deletes_jobs_ended_before_the_cutoff_with_their_rows(
+        self, state: StateHarness
+    ) -> None:
+        jobs, apply_state = state.stores.jobs, state.stores.apply_state
+        now = await state.now()
+        days = timedelta(days=1)
+
+        async def interval(mapping: str, start: timedelta, failures: int) -> str:
+            job_id = new_id()
+            await jobs.continuous_job(job_id, mapping, "to_integration", now - start)
+            rows = [
+                ErrorRow(job_id, mapping, "to_integration", "bc", f"{job_id}-{n}", None, "no")
+                for n in range(failures)
+            ]
+            e = effects(mapping, errors=rows)
+            e.count(job_id, "t", 0, "inserted")
+            e.count(job_id, "t", 1, *(["failed"] * failures))
+            await apply_state.commit(e)
+            return job_id
+
+        # Closed 50 days after they began: ended 50 and 10 days ago; the third still runs.
+        old = await interval("CUSTOMER", 100 * days, 3)
+        recent = await interval("CUSTOMER", 60 * days, 1)
+        running = await interval("CUSTOMER", 30 * days, 1)
+        # More old rows than one batch holds, so every statement runs more than once.
+        older = [await interval("VENDOR", 100 * days + n * timedelta(hours=1), 2) for n in range(4)]
+        assert await jobs.close_continuous_jobs(50 * days) == 6
+        full = new_id()
+        await jobs.create_job(
+            full, run_id=None, mapping="CUSTOMER", direction="to_integration", kind="full"
+        )
+        await jobs.finish_job(full, "failed", "broker away")
+
+        pruned = await jobs.prune(now - 20 * days, batch=2)
+        assert pruned == Pruned(jobs=5, errors=3 + 4 * 2, runs=0)
+        for gone in (old, *older):
+            assert await jobs.totals(gone) is None
+            assert await jobs.errors(job_id=gone) == []
+            assert await jobs.partition_counts(gone, "t", 0) == {}
+        for kept in (recent, running, full):
+            assert await jobs.totals(kept) is not None
+        assert [e.source_id for e in await jobs.errors()] == [f"{running}-0", f"{recent}-0"]
+        kept_running = await jobs.totals(running)
+        assert kept_running is not None and kept_running.status == "running"
+        assert kept_running.counts["failed"] == 1
+        assert await jobs.prune(now - 20 * days, batch=2) == Pruned()
+        # The interval of a pruned continuous job is free again.
+        again = new_id()
+        await jobs.continuous_job(again, "CUSTOMER", "to_integration", now - 100 * days)
+        assert await jobs.job_params(again) is not None
+
+    async def test_prune_never_deletes_a_running_job_nor_the_jobs_of_an_open_run(
+        self, state: StateHarness
+    ) -> None:
+        jobs = state.stores.jobs
+
+        async def job(run_id: str | None) -> str:
+            job_id = new_id()
+            await jobs.create_job(
+                job_id, run_id=run_id, mapping="CUSTOMER", direction="to_integration", kind="full"
+            )
+            return job_id
+
+        done_run, open_run, waiting_run = new_id(), new_id(), new_id()
+        await jobs.request_run(done_run, "modified", [], {}, "alice")
+        await jobs.start_run(done_run)
+        done_job = await job(done_run)
+        await jobs.finish_job(done_job)
+        await jobs.finish_run(done_run, "finished")
+        await jobs.request_run(open_run, "full", [], {}, "alice")
+        await jobs.start_run(open_run)
+        open_job = await job(open_run)
+        await jobs.finish_job(open_job)
+        await jobs.request_run(waiting_run, "modified", [], {}, "alice")
+        running, pending = await job(None), new_id()
+        await jobs.create_job(
+            pending,
+            run_id=None,
+            mapping="VENDOR",
+            direction="to_integration",
+            kind="full",
+            status="pending",
+        )
+        await state.elapse()
+        cutoff = await state.now()
+        await state.elapse()
+        late_run = new_id()
+        await jobs.request_run(late_run, "modified", [], {}, "bob")
+        await jobs.finish_run(late_run, "failed", "refused")
+
+        assert await jobs.prune(cutoff) == Pruned(jobs=1, errors=0, runs=1)
+        assert await jobs.run(done_run) is None and await jobs.totals(done_job) is None
+        for kept in (open_job, running, pending):
+            assert await jobs.totals(kept) is not None
+        for run in (open_run, waiting_run, late_run):
+            assert await jobs.run(run) is not None
+
+        # Once its run ends, a job that ended before the cutoff goes; the run
+        # itself, ended after it, goes with a later cutoff.
+        await jobs.finish_run(open_run, "finished")
+        assert await jobs.prune(cutoff) == Pruned(jobs=1, errors=0, runs=0)
+        assert await jobs.totals(open_job) is None
+        await state.elapse()
+        later = await state.now()
+        assert await jobs.prune(later) == Pruned(jobs=0, errors=0, runs=2)
+        assert {r.run_id for r in await jobs.runs()} == {waiting_run}
+        assert await jobs.totals(running) is not None and await jobs.totals(pending) is not None
 
 
 class TestMemoryJobs(JobsContract):

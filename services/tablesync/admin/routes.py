@@ -28,13 +28,16 @@ from tablesync import metrics
 from tablesync.adapters.postgres.admin_queries import AdminQueries
 from tablesync.admin.lagwatch import LagMonitor
 from tablesync.admin.schemas import (
+    ActionOut,
     CoupleRequest,
     CouplingOut,
     CouplingPath,
     CouplingsQuery,
+    DeleteRecordsRequest,
     ErrorOut,
     ErrorsQuery,
     FieldProblem,
+    FindDeletedRequest,
     FullSyncRequest,
     HealthOut,
     JobErrorOut,
@@ -50,6 +53,9 @@ from tablesync.admin.schemas import (
     MappingDetailOut,
     MappingOut,
     MappingPath,
+    ProblemOut,
+    ProblemsQuery,
+    RecordSelection,
     RunAccepted,
     RunOut,
     RunPath,
@@ -59,6 +65,7 @@ from tablesync.admin.schemas import (
     UncoupledOut,
 )
 from tablesync.application import Operator
+from tablesync.core.stored import Selection
 from tablesync.errors import (
     AlreadyRunning,
     ApiError,
@@ -69,6 +76,7 @@ from tablesync.errors import (
     TablesyncError,
     UnknownMapping,
 )
+from tablesync.runtime.actions import ActionResult
 from tablesync.runtime.health import Health
 
 __all__ = ["ENDPOINTS", "STATIC_DIR", "AdminContext", "Endpoint", "Problem", "problem_of"]
@@ -436,6 +444,135 @@ async def job_errors(ctx: AdminContext, request: Request) -> Response:
     q = query_of(request, ErrorsQuery)
     errors = await ctx.operator.job_errors(job_id=job_id, limit=q.limit)
     return reply([JobErrorOut.of(e) for e in errors])
+
+
+# Coupled data synchronization errors and the actions on them
+
+
+@endpoint(
+    "GET",
+    "/api/errors",
+    "Records that did not sync: pending, failed (retried) or skipped, newest failure first",
+    "errors",
+    response=ProblemOut,
+    many=True,
+    query=ProblemsQuery,
+    errors=(400,),
+    description="What BC's Coupled Data Synchronization Errors page lists and `tablesync "
+    "errors` prints: both sides' ids, the last error and how often it happened. A coupling "
+    "whose record vanished shows with reason deleted (restore it, delete the surviving "
+    "record, or delete the coupling).",
+)
+async def list_problems(ctx: AdminContext, request: Request) -> Response:
+    q = query_of(request, ProblemsQuery)
+    rows = await ctx.operator.problems(
+        Selection(mapping=q.mapping, skipped_only=q.skipped), limit=q.limit
+    )
+    return reply([ProblemOut.of(p) for p in rows])
+
+
+_ACTION_ERRORS = (400, 409, 503)
+_SELECTION_TEXT = (
+    " The body says which records: ids (on either side), mapping, since, or all: true; "
+    "an empty selection is refused with 400, and so is an unknown mapping. Each mapping and "
+    "direction acted on writes a job of BC's type with its counts."
+)
+
+
+async def _act(run: Awaitable[ActionResult]) -> Response:
+    try:
+        return reply(ActionOut.of(await run))
+    except UnknownMapping as exc:
+        # Named in the body, not the path: a bad request rather than a missing resource.
+        raise Problem(400, str(exc)) from None
+
+
+@endpoint(
+    "POST",
+    "/api/errors/retry",
+    "Retry: clear the skip of the selected records and sync them now",
+    "errors",
+    response=ActionOut,
+    body=RecordSelection,
+    errors=_ACTION_ERRORS,
+    description="Each record is read again on its side and synced in its direction; "
+    '{"mapping": M} retries every listed record of M (BC\'s Retry All).' + _SELECTION_TEXT,
+)
+async def retry(ctx: AdminContext, request: Request) -> Response:
+    body = await body_of(request, RecordSelection)
+    return await _act(ctx.operator.retry(body.selection()))
+
+
+@endpoint(
+    "POST",
+    "/api/errors/restore",
+    "Restore: re-create the deleted record of each selected coupling from the surviving side",
+    "errors",
+    response=ActionOut,
+    body=RecordSelection,
+    errors=_ACTION_ERRORS,
+    description="The new record is coupled in place of the deleted one." + _SELECTION_TEXT,
+)
+async def restore(ctx: AdminContext, request: Request) -> Response:
+    body = await body_of(request, RecordSelection)
+    return await _act(ctx.operator.restore(body.selection()))
+
+
+@endpoint(
+    "POST",
+    "/api/errors/delete-records",
+    "Delete records: delete the surviving record of each selected coupling whose other is gone",
+    "errors",
+    response=ActionOut,
+    body=DeleteRecordsRequest,
+    errors=_ACTION_ERRORS,
+    description="Records are deleted on a side, so the body must say confirm: true (the "
+    "CLI's --yes); without it the request is refused with 400 naming confirm and nothing "
+    "is read or written." + _SELECTION_TEXT,
+)
+async def delete_records(ctx: AdminContext, request: Request) -> Response:
+    body = await body_of(request, DeleteRecordsRequest)
+    if not body.confirm:
+        raise Problem(
+            400,
+            "delete-records deletes the surviving record of each selected coupling on its "
+            'side: confirm it with "confirm": true',
+            fields=[FieldProblem(field="confirm", message="must be true")],
+        )
+    return await _act(ctx.operator.delete_records(body.selection(), confirmed=True))
+
+
+@endpoint(
+    "POST",
+    "/api/errors/delete-couplings",
+    "Delete couplings: uncouple the selected records; neither record changes",
+    "errors",
+    response=ActionOut,
+    body=RecordSelection,
+    errors=_ACTION_ERRORS,
+    description="A later synchronization may create new counterparts of the uncoupled "
+    "records. since selects the couplings made since then." + _SELECTION_TEXT,
+)
+async def delete_couplings(ctx: AdminContext, request: Request) -> Response:
+    body = await body_of(request, RecordSelection)
+    return await _act(ctx.operator.delete_couplings(body.selection()))
+
+
+@endpoint(
+    "POST",
+    "/api/errors/find-deleted",
+    "Find deleted couplings: flag couplings whose record no longer exists on either side",
+    "errors",
+    response=ActionOut,
+    body=FindDeletedRequest,
+    errors=_ACTION_ERRORS,
+    description="Reads every id of each mapping's tables on both sides (of one mapping when "
+    "named); each coupling found with a record gone is listed in the errors with reason "
+    "deleted, for restore, delete-records or delete-couplings.",
+)
+async def find_deleted(ctx: AdminContext, request: Request) -> Response:
+    body = await body_of(request, FindDeletedRequest)
+    return await _act(ctx.operator.find_deleted(body.mapping))
 
 
 # Couplings

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tablesync.adapters.kafka.lag import LagReport
 from tablesync.adapters.postgres.admin_queries import LastJobs
@@ -18,18 +18,23 @@ from tablesync.adapters.postgres.couplings import CouplingRow
 from tablesync.adapters.postgres.jobs import JobError, JobTotals, RunRow
 from tablesync.core import filters
 from tablesync.core.mappings import TableMapping
+from tablesync.core.stored import ProblemRecord, Selection
+from tablesync.runtime.actions import ActionResult
 from tablesync.runtime.operations import RunProgress
 
 __all__ = [
+    "ActionOut",
     "Counts",
     "CoupleRequest",
     "CouplingOut",
     "CouplingPath",
     "CouplingsQuery",
+    "DeleteRecordsRequest",
     "ErrorOut",
     "ErrorsQuery",
     "FieldOut",
     "FieldProblem",
+    "FindDeletedRequest",
     "FullSyncRequest",
     "HealthCheckOut",
     "HealthLoopOut",
@@ -49,6 +54,9 @@ __all__ = [
     "MappingOut",
     "MappingPath",
     "PartitionLagOut",
+    "ProblemOut",
+    "ProblemsQuery",
+    "RecordSelection",
     "RunAccepted",
     "RunOut",
     "RunPath",
@@ -111,6 +119,50 @@ class SyncModifiedRequest(_In):
     mapping: str | None = Field(default=None, description="One mapping; every mapping when null.")
 
 
+class RecordSelection(_In):
+    """Which records of the errors list an action applies to, as the CLI's
+    ids, ``--mapping``, ``--since`` and ``--all`` say; at least one is needed."""
+
+    ids: list[UUID] = Field(
+        default_factory=list, description="Records by id, on either side (BC or Dataverse)."
+    )
+    mapping: str | None = Field(default=None, description="Only the records of this mapping.")
+    since: datetime | None = Field(
+        default=None,
+        description="Only records that failed since then (delete-couplings: coupled since "
+        "then); a time without a zone is UTC.",
+    )
+    all: bool = Field(
+        default=False, description="Every record the errors list shows: it must be said."
+    )
+
+    @model_validator(mode="after")
+    def _says_which(self) -> RecordSelection:
+        if not (self.ids or self.mapping or self.since or self.all):
+            raise ValueError("say which records: ids, mapping, since, or all: true for every one")
+        return self
+
+    def selection(self) -> Selection:
+        return Selection(
+            mapping=self.mapping,
+            record_ids=tuple(str(i) for i in self.ids),
+            since=self.since,
+            everything=self.all,
+        )
+
+
+class DeleteRecordsRequest(RecordSelection):
+    confirm: bool = Field(
+        default=False,
+        description="Must be true: the surviving record of each selected coupling is deleted "
+        "on its side (the CLI's --yes).",
+    )
+
+
+class FindDeletedRequest(_In):
+    mapping: str | None = Field(default=None, description="One mapping; every mapping when null.")
+
+
 # Query strings
 
 
@@ -129,6 +181,12 @@ class JobsQuery(_In):
 
 class ErrorsQuery(_In):
     limit: int = Field(default=100, ge=1, le=1000)
+
+
+class ProblemsQuery(_In):
+    mapping: str | None = None
+    skipped: bool = Field(default=False, description="Only records no longer retried.")
+    limit: int = Field(default=200, ge=1, le=1000)
 
 
 class CouplingsQuery(_In):
@@ -370,6 +428,61 @@ class CouplingOut(BaseModel):
             last_direction=r.last_direction,
             bc_deleted=c.bc_deleted,
             dataverse_deleted=c.dv_deleted,
+        )
+
+
+class ProblemOut(BaseModel):
+    """A record that did not sync: a row of BC's Coupled Data Synchronization Errors."""
+
+    mapping: str
+    status: str = Field(description="pending, failed (retried with backoff) or skipped.")
+    reason: str = Field(description="lookup, api, deleted (the coupled record vanished), ...")
+    message: str
+    source_side: SideName
+    source_id: str
+    bc_id: str | None
+    dataverse_id: str | None
+    attempts: int
+    same_failures: int
+    first_failed_at: datetime
+    last_failed_at: datetime
+    next_attempt_at: datetime | None
+
+    @classmethod
+    def of(cls, p: ProblemRecord) -> ProblemOut:
+        bc = p.source_side == "bc"
+        return cls(
+            mapping=p.mapping,
+            status=p.status,
+            reason=p.reason,
+            message=p.message,
+            source_side=p.source_side,
+            source_id=p.source_id,
+            bc_id=p.source_id if bc else p.destination_id,
+            dataverse_id=p.destination_id if bc else p.source_id,
+            attempts=p.attempts,
+            same_failures=p.same_failures,
+            first_failed_at=p.first_failed_at,
+            last_failed_at=p.last_failed_at,
+            next_attempt_at=p.next_attempt_at,
+        )
+
+
+class ActionOut(BaseModel):
+    """What an action on the errors list did: each job it wrote, with their counts summed."""
+
+    action: str
+    records: int = Field(description="Records the selection held.")
+    counts: dict[str, int] = Field(description="Counts of the action's jobs, those above 0.")
+    jobs: list[str] = Field(description="The jobs it wrote, one per mapping and direction.")
+
+    @classmethod
+    def of(cls, r: ActionResult) -> ActionOut:
+        return cls(
+            action=r.action,
+            records=r.records,
+            counts={k: v for k, v in sorted(r.counts.items()) if v},
+            jobs=list(r.jobs),
         )
 
 

@@ -6,7 +6,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -34,7 +34,7 @@ from tablesync.ports.api import SideApi
 from tablesync.ports.claims import PairClaims
 from tablesync.ports.clock import Clock
 from tablesync.ports.log import LogWindow
-from tablesync.ports.state import StateStores
+from tablesync.ports.state import Pruned, StateStores
 from tablesync.runtime.actions import ActionResult, Actions
 from tablesync.runtime.operations import CommandPublisher, Operations, RunProgress
 from tablesync.runtime.replay import ReplayResult, replay
@@ -279,6 +279,23 @@ class Operator:
         if job_id is not None:
             job_id = (await self.job(job_id)).job_id
         return await self.stores.jobs.errors(job_id=job_id, mapping=mapping, limit=limit)
+
+    async def prune_jobs(self, older_than_days: float | None = None) -> tuple[datetime, Pruned]:
+        """Deletes the jobs that ended more than ``older_than_days`` ago (the
+        retention setting when None), their rows and the runs left without
+        jobs; returns the cutoff and what went."""
+        days = self.settings.job_retention_days if older_than_days is None else older_than_days
+        if days <= 0:
+            raise InvalidRequest(
+                "give the age of the jobs to prune in days (--older-than): "
+                "TABLESYNC_SYNC__JOB_RETENTION_DAYS is 0, which keeps every job"
+                if older_than_days is None
+                else f"--older-than {older_than_days:g} is not a number of days above 0"
+            )
+        before = self.clock.now() - timedelta(days=days)
+        pruned = await self.stores.jobs.prune(before)
+        log.info("jobs_pruned", older_than_days=days, **pruned.as_dict())
+        return before, pruned
 
     async def problems(self, selection: Selection, *, limit: int = 1000) -> list[ProblemRecord]:
         """Records that did not sync: pending, failed (retried) or skipped."""

@@ -39,6 +39,7 @@ __all__ = [
     "Jobs",
     "Mappings",
     "Problems",
+    "Pruned",
     "Singleton",
     "StateStores",
 ]
@@ -216,6 +217,22 @@ class ApplyState(Protocol):
         ...
 
 
+PRUNE_BATCH = 1000
+"""Rows one statement of ``Jobs.prune`` deletes at most."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one ``Jobs.prune`` deleted."""
+
+    jobs: int = 0
+    errors: int = 0
+    runs: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"jobs": self.jobs, "errors": self.errors, "runs": self.runs}
+
+
 class Jobs(Protocol):
     """Runs, jobs, their per-partition counters and error rows."""
 
@@ -319,6 +336,19 @@ class Jobs(Protocol):
         ...
 
     async def set_synced_until(self, mapping: str, direction: str, until: datetime) -> None: ...
+
+    async def prune(self, before: datetime, *, batch: int = PRUNE_BATCH) -> Pruned:
+        """Deletes the jobs that ended (finished or failed) before ``before``,
+        with their counters and error rows, then the runs that ended before it
+        and have no job left. A job that has not ended (pending, running) is
+        never deleted, nor any job of a run still requested or running: a
+        resumed step finds its jobs. At most ``batch`` rows go per statement,
+        each its own transaction, so a large prune never holds its locks for
+        long. A job's error rows and counters go in the same pass as the job
+        (just before it): errors are kept as long as their job, whatever their
+        own age, and a prune interrupted in between leaves a job the next one
+        deletes."""
+        ...
 
 
 class Mappings(Protocol):

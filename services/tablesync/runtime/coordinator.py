@@ -37,7 +37,7 @@ from tablesync.core.topics import Topics
 from tablesync.errors import DecodeError
 from tablesync.ports.clock import Clock
 from tablesync.ports.log import ConsumerFactory, Message, Publisher, TopicPartition
-from tablesync.ports.state import Singleton, StateStores
+from tablesync.ports.state import Pruned, Singleton, StateStores
 from tablesync.runtime import faults
 from tablesync.runtime.consume import Batch, ConsumeLoop, Subscription, next_offsets
 from tablesync.runtime.health import Loops, unwatched
@@ -53,6 +53,11 @@ log = structlog.get_logger()
 _STEP_NAMESPACE = uuid.UUID("9e4b2f0a-7461-626c-6573-636f6f726400")
 _POLL_S = 0.5
 _CLOSE_CONTINUOUS_EVERY_S = 10.0
+# Retention is counted in days: an hourly prune keeps each one small. The
+# first waits a while: a coordinator that just took the lease (a start, a
+# failover) has its commands to run, and rows days old are never urgent.
+_PRUNE_EVERY = timedelta(hours=1)
+_FIRST_PRUNE_AFTER = timedelta(minutes=5)
 
 
 def step_job_id(run_id: str, mapping: str, direction: Direction) -> str:
@@ -159,12 +164,31 @@ class CoordinatorService:
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         interval = timedelta(seconds=self.settings.sync.continuous_job_interval_s)
+        retention = timedelta(days=self.settings.sync.job_retention_days)
+        prune_at = self.clock.now() + _FIRST_PRUNE_AFTER
         while not await sleep_or_stop(stop, _CLOSE_CONTINUOUS_EVERY_S):
             self._housekeeping_beat()
             try:
                 await self.jobs.close_continuous_jobs(interval)
             except Exception as exc:
                 log.warning("housekeeping_failed", error=str(exc))
+            now = self.clock.now()
+            if not retention or now < prune_at:
+                continue
+            try:
+                pruned = await self.jobs.prune(now - retention)
+            except Exception as exc:
+                # Tried again at the next round.
+                log.warning("housekeeping_failed", step="prune", error=str(exc))
+                continue
+            prune_at = now + _PRUNE_EVERY
+            self._housekeeping_beat()
+            if pruned != Pruned():
+                log.info(
+                    "jobs_pruned",
+                    older_than_days=self.settings.sync.job_retention_days,
+                    **pruned.as_dict(),
+                )
 
     # Commands
 

@@ -21,6 +21,7 @@ from tablesync.core.events import Direction
 from tablesync.core.plan import COUNTED
 from tablesync.core.stored import JobError, JobParams, JobTotals, RunRow
 from tablesync.errors import CommandRefused
+from tablesync.ports.state import PRUNE_BATCH, Pruned
 
 __all__ = ["MemoryJobs"]
 
@@ -30,6 +31,7 @@ _ACTIVE = frozenset({"requested", "running"})
 _DIRECTIONS = frozenset({"to_integration", "from_integration"})
 _JOB_TYPES = frozenset({"synchronization", "coupling", "uncoupling"})
 _JOB_STATUSES = frozenset({"pending", "running", "finished", "failed"})
+_ENDED = frozenset({"finished", "failed"})
 
 
 class MemoryJobs(MemoryStore):
@@ -309,6 +311,38 @@ class MemoryJobs(MemoryStore):
                 t.jobs[key] = replace(row, status="finished", finished_at=end)
                 closed += 1
         return closed
+
+    async def prune(self, before: datetime, *, batch: int = PRUNE_BATCH) -> Pruned:
+        # One call: the batches of the SQL only bound its locks, which a dict has none of.
+        await self._pause("jobs.prune")
+        t = self._db.t
+        cutoff = utc(before)
+        open_runs = {r.run_id for r in t.runs.values() if r.status in _ACTIVE}
+        gone = {
+            key
+            for key, j in t.jobs.items()
+            if j.status in _ENDED
+            and (j.finished_at if j.finished_at is not None else j.started_at) < cutoff
+            and j.run_id not in open_runs
+        }
+        kept_errors = [e for e in t.errors if e.job_id not in gone]
+        errors = len(t.errors) - len(kept_errors)
+        t.errors = kept_errors
+        for key in gone:
+            t.partitions.rows.pop(key, None)
+            del t.jobs[key]
+        t.continuous = {k: v for k, v in t.continuous.items() if v not in gone}
+        with_jobs = {j.run_id for j in t.jobs.values()}
+        runs = [
+            key
+            for key, r in t.runs.items()
+            if r.status not in _ACTIVE
+            and (r.finished_at if r.finished_at is not None else r.requested_at) < cutoff
+            and key not in with_jobs
+        ]
+        for key in runs:
+            del t.runs[key]
+        return Pruned(jobs=len(gone), errors=errors, runs=len(runs))
 
     async def errors(
         self,

@@ -12,8 +12,21 @@ import asyncpg
 from tablesync.core.plan import COUNTED
 from tablesync.core.stored import JobError, JobParams, JobTotals, RunRow
 from tablesync.errors import AlreadyRunning
+from tablesync.ports.state import PRUNE_BATCH, Pruned
 
 __all__ = ["JobError", "JobParams", "JobStore", "JobTotals", "RunRow"]
+
+# A job that ended before $1 and belongs to no run still open. The bound on
+# started_at (never after finished_at) lets the scan use jobs_started.
+_PRUNABLE = """
+    j.status IN ('finished', 'failed')
+    AND j.started_at < $1
+    AND coalesce(j.finished_at, j.started_at) < $1
+    AND NOT EXISTS (
+        SELECT 1 FROM runs r
+        WHERE r.run_id = j.run_id AND r.status IN ('requested', 'running')
+    )
+"""
 
 
 def _totals(r: asyncpg.Record) -> JobTotals:
@@ -47,6 +60,11 @@ def _run(r: asyncpg.Record) -> RunRow:
         finished_at=r["finished_at"],
         message=r["message"],
     )
+
+
+def _affected(status: str) -> int:
+    """The row count of a command status such as ``DELETE 12``."""
+    return int(status.rsplit(maxsplit=1)[-1])
 
 
 class JobStore:
@@ -272,6 +290,78 @@ class JobStore:
             interval,
         )
         return int(result.split()[-1])
+
+    async def prune(self, before: datetime, *, batch: int = PRUNE_BATCH) -> Pruned:
+        jobs = errors = runs = 0
+        # Keyset over (started_at, job_id): a job found but not deleted (it
+        # changed in between) is never looked at again by this prune.
+        after: tuple[datetime, UUID] | None = None
+        while True:
+            rows = await self._pool.fetch(
+                f"""
+                SELECT j.job_id, j.started_at FROM jobs j
+                WHERE {_PRUNABLE}
+                  AND ($3::timestamptz IS NULL OR (j.started_at, j.job_id) > ($3, $4::uuid))
+                ORDER BY j.started_at, j.job_id
+                LIMIT $2
+                """,
+                before,
+                batch,
+                after[0] if after else None,
+                after[1] if after else None,
+            )
+            if not rows:
+                break
+            after = (rows[-1]["started_at"], rows[-1]["job_id"])
+            ids = [r["job_id"] for r in rows]
+            errors += await self._delete_batched(
+                "DELETE FROM job_errors WHERE id IN "
+                "(SELECT id FROM job_errors WHERE job_id = ANY($1::uuid[]) LIMIT $2)",
+                ids,
+                batch,
+            )
+            await self._delete_batched(
+                "DELETE FROM job_partitions WHERE (job_id, topic, partition) IN "
+                "(SELECT job_id, topic, partition FROM job_partitions "
+                "WHERE job_id = ANY($1::uuid[]) LIMIT $2)",
+                ids,
+                batch,
+            )
+            # Checked again: the cascade takes what was committed meanwhile.
+            done = await self._pool.execute(
+                f"DELETE FROM jobs j WHERE j.job_id = ANY($2::uuid[]) AND {_PRUNABLE}",
+                before,
+                ids,
+            )
+            jobs += _affected(done)
+            if len(rows) < batch:
+                break
+        while True:
+            done = await self._pool.execute(
+                """
+                DELETE FROM runs WHERE run_id IN (
+                    SELECT r.run_id FROM runs r
+                    WHERE r.status NOT IN ('requested', 'running')
+                      AND coalesce(r.finished_at, r.requested_at) < $1
+                      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.run_id)
+                    LIMIT $2
+                )
+                """,
+                before,
+                batch,
+            )
+            runs += _affected(done)
+            if _affected(done) < batch:
+                break
+        return Pruned(jobs=jobs, errors=errors, runs=runs)
+
+    async def _delete_batched(self, statement: str, ids: list[UUID], batch: int) -> int:
+        deleted = 0
+        while True:
+            n = _affected(await self._pool.execute(statement, ids, batch))
+            deleted += n
+            if n < batch:
+                return deleted
 
     async def errors(
         self,

@@ -18,6 +18,9 @@ const state = {
   mappings: [],
   lag: null,
   selectedJob: null,
+  problemsMapping: null,
+  acting: false,
+  pendingDelete: null,
   runId: null,
   runTimer: null,
   refreshTimer: null,
@@ -175,14 +178,14 @@ function renderMappings() {
           ? el("div", { class: "continuous", "data-job-id": flow.job_id, title: `Continuous changes in the interval from ${time(flow.started_at)}` },
               `continuous · ${ago(flow.started_at)} · ${countsSummary(flow.counts)}`)
           : null);
-      return el("tr", { "data-mapping": m.name },
+      return el("tr", { "data-mapping": m.name, title: `Show the errors of ${m.name}`, onclick: () => selectProblemsMapping(m.name) },
         el("td", {}, el("div", { class: "mapping-name", text: m.name }), el("div", { class: "tables", text: `${m.bc_table} ⇄ ${m.dataverse_table}` })),
         el("td", {}, direction(m.direction)),
         el("td", { text: m.sync_only_coupled ? "Yes" : "No" }),
         el("td", { class: "num" }, lagCell),
         el("td", {}, last),
         el("td", { class: "num" },
-          el("button", { type: "button", class: "btn small", "data-sync": m.name, title: `Synchronize modified records of ${m.name}`, onclick: () => syncModified(m.name), text: "Sync" })));
+          el("button", { type: "button", class: "btn small", "data-sync": m.name, title: `Synchronize modified records of ${m.name}`, onclick: (event) => { event.stopPropagation(); syncModified(m.name); }, text: "Sync" })));
     }),
   );
   const select = $("filter-mapping");
@@ -257,6 +260,143 @@ async function loadErrors() {
       el("td", {}, e.destination_id ? el("code", { text: e.destination_id }) : el("span", { class: "muted", text: "–" })),
       el("td", { title: e.detail || e.message, text: e.message }))),
   );
+}
+
+// Coupled data synchronization errors and the actions on them
+
+const ACTION_NAMES = {
+  retry: "Retry",
+  restore: "Restore",
+  delete_records: "Delete records",
+  delete_couplings: "Delete couplings",
+  find_deleted: "Find deleted couplings",
+};
+
+function sideName(side) {
+  return side === "bc" ? "BC" : "Dataverse";
+}
+
+function recordCell(id) {
+  return el("td", {}, id ? el("code", { text: id }) : el("span", { class: "muted", text: "–" }));
+}
+
+function selectProblemsMapping(name) {
+  state.problemsMapping = name;
+  $("problems-mapping").value = name;
+  for (const row of $("mappings-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.mapping === name);
+  loadProblems().catch(() => {});
+}
+
+function renderProblemsMappings() {
+  const select = $("problems-mapping");
+  const names = state.mappings.map((m) => m.name);
+  if (!state.problemsMapping || !names.includes(state.problemsMapping)) state.problemsMapping = names[0] || null;
+  if (select.dataset.names !== names.join(",")) {
+    select.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
+    select.dataset.names = names.join(",");
+  }
+  if (state.problemsMapping) select.value = state.problemsMapping;
+  for (const row of $("mappings-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.mapping === state.problemsMapping);
+}
+
+async function loadProblems() {
+  const body = $("problems-table").tBodies[0];
+  const mapping = state.problemsMapping;
+  if (!mapping) return emptyRow(body, 8, "No mappings are loaded.");
+  const params = new URLSearchParams({ mapping, limit: "200" });
+  if ($("problems-skipped").checked) params.set("skipped", "true");
+  let problems;
+  try {
+    problems = await api(`/api/errors?${params}`);
+  } catch (error) {
+    if (error instanceof Unauthorized) throw error;
+    return emptyRow(body, 8, error.message);
+  }
+  // A refresh started before another mapping was chosen must not draw over it.
+  if (mapping !== state.problemsMapping) return;
+  if (!problems.length) return emptyRow(body, 8, `${mapping} has no records that did not sync.`);
+  body.replaceChildren(...problems.map((p) => problemRow(mapping, p)));
+}
+
+function problemRow(mapping, p) {
+  const deleted = p.reason === "deleted";
+  const coupled = Boolean(p.bc_id && p.dataverse_id);
+  const button = (action, label, enabled, title, onclick, extra) =>
+    el("button", { type: "button", class: `btn small${extra || ""}`, "data-action": action, disabled: !enabled || state.acting, title, onclick, text: label });
+  return el("tr", { "data-record-id": p.source_id, "data-bc-id": p.bc_id || "", "data-dataverse-id": p.dataverse_id || "", "data-status": p.status, "data-reason": p.reason },
+    el("td", { class: "when", text: time(p.last_failed_at) }),
+    el("td", {}, chip(p.status)),
+    el("td", { text: p.reason }),
+    recordCell(p.bc_id),
+    recordCell(p.dataverse_id),
+    el("td", { class: "num", title: `${p.same_failures} the same in a row`, text: p.attempts }),
+    el("td", { class: "message", title: p.message, text: p.message }),
+    el("td", {}, el("div", { class: "row-actions" },
+      button("retry", "Retry", true, "Clear the skip and sync it now, in its direction",
+        () => act("retry", { mapping, ids: [p.source_id] })),
+      button("restore", "Restore", deleted, deleted ? `Re-create the deleted ${sideName(p.source_side)} record from the other side` : "Only for a coupled record that was deleted",
+        () => act("restore", { mapping, ids: [p.source_id] })),
+      button("delete-records", "Delete record", deleted, deleted ? `Delete the surviving record on ${sideName(p.source_side === "bc" ? "dataverse" : "bc")}` : "Only for a coupled record that was deleted",
+        () => askDelete(mapping, p), " danger-text"),
+      button("delete-couplings", "Delete coupling", coupled, coupled ? "Uncouple the two records; neither record changes" : "The record has no coupling",
+        () => act("delete_couplings", { mapping, ids: [p.bc_id] })))));
+}
+
+function askDelete(mapping, p) {
+  const survivor = p.source_side === "bc" ? "dataverse" : "bc";
+  const survivorId = survivor === "bc" ? p.bc_id : p.dataverse_id;
+  state.pendingDelete = { mapping, ids: [p.source_id], confirm: true };
+  $("confirm-delete-text").textContent =
+    `The ${sideName(p.source_side)} record ${p.source_id} of ${mapping} was deleted. ` +
+    `Its counterpart, ${sideName(survivor)} record ${survivorId}, is deleted too. This cannot be undone.`;
+  $("confirm-delete").hidden = false;
+  $("confirm-delete-cancel").focus();
+}
+
+function closeDelete() {
+  state.pendingDelete = null;
+  $("confirm-delete").hidden = true;
+}
+
+async function confirmDelete() {
+  const body = state.pendingDelete;
+  closeDelete();
+  if (body) await act("delete_records", body);
+}
+
+function showResult(action, result, error) {
+  const node = $("problems-result");
+  node.hidden = false;
+  node.dataset.action = action;
+  node.classList.toggle("error", Boolean(error));
+  if (error) {
+    node.dataset.outcome = "refused";
+    node.textContent = `${ACTION_NAMES[action]}: ${error.message}`;
+    return;
+  }
+  node.dataset.outcome = "done";
+  const counts = Object.entries(result.counts).map(([k, v]) => `${k} ${v}`).join(" · ") || "nothing to do";
+  const jobs = result.jobs.length === 1 ? "1 job" : `${result.jobs.length} jobs`;
+  node.textContent = `${ACTION_NAMES[action]}: ${result.records} record${result.records === 1 ? "" : "s"} · ${counts} · ${jobs}`;
+}
+
+async function act(action, body) {
+  if (state.acting) return;
+  state.acting = true;
+  for (const button of $("problems-card").querySelectorAll("button")) button.disabled = true;
+  try {
+    const result = await api(`/api/errors/${action.replaceAll("_", "-")}`, { method: "POST", body });
+    showResult(action, result, null);
+    toast(`${ACTION_NAMES[action]} done`);
+  } catch (error) {
+    if (error instanceof Unauthorized) return signOut("Your token was refused.");
+    showResult(action, null, error);
+    toast(error.message, "error");
+  } finally {
+    state.acting = false;
+    for (const button of $("problem-filters").querySelectorAll("button")) button.disabled = false;
+  }
+  await Promise.all([loadProblems(), loadJobs()]).catch(() => {});
 }
 
 // Lag chart
@@ -414,7 +554,9 @@ async function refresh() {
     state.mappings = await api("/api/mappings");
     await loadLag();
     renderMappings();
+    renderProblemsMappings();
     await loadJobs();
+    if (!state.acting) await loadProblems();
     if (state.selectedJob) await loadErrors();
     if (!state.runId) {
       const [latest] = await api("/api/runs?limit=1");
@@ -463,9 +605,20 @@ function wire() {
     $("errors-card").hidden = true;
     for (const row of $("jobs-table").tBodies[0].rows) row.classList.remove("selected");
   });
+  $("problems-mapping").addEventListener("change", (event) => selectProblemsMapping(event.target.value));
+  $("problems-skipped").addEventListener("change", () => loadProblems().catch(() => {}));
+  $("problem-filters").addEventListener("submit", (event) => event.preventDefault());
+  $("problems-retry-all").addEventListener("click", () => act("retry", { mapping: state.problemsMapping }));
+  $("problems-find-deleted").addEventListener("click", () => act("find_deleted", { mapping: state.problemsMapping }));
+  $("confirm-delete-cancel").addEventListener("click", closeDelete);
+  $("confirm-delete-go").addEventListener("click", confirmDelete);
   $("job-filters").addEventListener("change", () => loadJobs().catch(() => {}));
   $("job-filters").addEventListener("submit", (event) => { event.preventDefault(); loadJobs().catch(() => {}); });
-  document.addEventListener("keydown", (event) => { if (event.key === "Escape") $("confirm").hidden = true; });
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    $("confirm").hidden = true;
+    closeDelete();
+  });
 }
 
 document.addEventListener("DOMContentLoaded", () => {
