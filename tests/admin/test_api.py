@@ -208,6 +208,7 @@ async def test_an_unconditional_full_sync_is_started_and_its_jobs_are_unconditio
     assert job.counts["modified"] == 0
 
 
+GHOST = str(uuid.uuid4())
 BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     # method, path, request options, status, a word the message must contain
     ("GET", "/api/jobs", {"params": {"limit": "many"}}, 400, "limit"),
@@ -264,6 +265,9 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
         "NOPE",
     ),
     ("DELETE", "/api/couplings/CUSTOMER/sap/1", {}, 400, "side"),
+    ("POST", "/api/records/CUSTOMER/sap/1/sync", {}, 400, "side"),
+    ("POST", f"/api/records/NOPE/bc/{uuid.uuid4()}/sync", {}, 404, "NOPE"),
+    ("POST", f"/api/records/CUSTOMER/bc/{GHOST}/sync", {}, 404, GHOST),
     ("DELETE", "/api/couplings/CUSTOMER/bc/1", {}, 400, "record_id"),
     ("POST", "/api/runs/full-sync", {"json": {"mappings": ["NOPE"]}}, 400, "NOPE"),
     ("POST", "/api/runs/full-sync", {"json": {"mappings": "CUSTOMER"}}, 400, "mappings"),

@@ -427,3 +427,41 @@ async def test_an_unconditional_full_sync_writes_a_field_mapping_added_later_to_
         assert job.counts["unchanged"] == len(couplings), job.counts
         assert not {k: v for k, v in job.counts.items() if k != "unchanged" and v}
     assert await _versions(stack) == written
+
+
+async def test_sync_record_compares_one_healthy_pair_and_writes_only_it(
+    stack: Stack, ops: Operations
+) -> None:
+    await _full_sync(ops)
+    couplings = await stack.couplings("CUSTOMER")
+    chosen, *others = sorted(couplings)
+    row = await stack.bc_patch("customers", chosen, {"taxRegistrationNumber": "TX-NOW"})
+
+    async def synced() -> bool:
+        etag = await stack.pool.fetchval(
+            "SELECT bc_etag FROM couplings WHERE mapping = 'CUSTOMER' AND bc_id = $1::uuid",
+            chosen,
+        )
+        return bool(etag == row["@odata.etag"])
+
+    await wait_for(synced, what="the tax number's version on the coupling")
+    document = yaml.safe_load(default_mapping_file().read_text())
+    document["mappings"]["CUSTOMER"]["fields"].append(
+        {"bc": "taxRegistrationNumber", "dataverse": "description", "direction": "to_integration"}
+    )
+    await MappingStore(stack.pool).replace_all(document)
+    before = await _versions(stack)
+    # By the Dataverse id: the pair is found through its coupling.
+    result = await _cli_json(stack, "sync-record", "CUSTOMER", "--dataverse-id", couplings[chosen])
+    assert result["action"] == "sync_now" and result["records"] == 2
+    assert result["counts"] == {"modified": 1, "unchanged": 1}
+    assert len(result["jobs"]) == 2
+    account = (await stack.dv_rows("accounts", f"?$filter=accountid eq {couplings[chosen]}"))[0]
+    assert account["description"] == "TX-NOW"
+    after = await _versions(stack)
+    assert {a for a in after if after[a] != before[a]} == {couplings[chosen]}
+    # Again: nothing left to write.
+    again = await _cli_json(stack, "sync-record", "CUSTOMER", "--bc-id", chosen)
+    assert again["counts"] == {"unchanged": 2}
+    assert await _versions(stack) == after
+    assert others, "the demo data has more than one coupled customer"

@@ -632,6 +632,24 @@ async def uncouple(ctx: AdminContext, request: Request) -> Response:
     return reply(UncoupledOut(mapping=p.mapping, bc_id=removed.bc_id, dataverse_id=removed.dv_id))
 
 
+@endpoint(
+    "POST",
+    "/api/records/{mapping}/{side}/{record_id}/sync",
+    "Synchronize one record now",
+    "couplings",
+    response=ActionOut,
+    params=CouplingPath,
+    errors=(400, 404, 409),
+    description="side is the side record_id belongs to. A coupled pair is compared field by "
+    "field in each direction the mapping syncs, whatever its versions say; an uncoupled "
+    "record is matched, coupled or created. Its jobs count what it did.",
+)
+async def sync_record(ctx: AdminContext, request: Request) -> Response:
+    p = path_of(request, CouplingPath)
+    result = await ctx.operator.sync_now(p.mapping, p.side, str(p.record_id), requested_by="admin")
+    return reply(ActionOut.of(result))
+
+
 # Consumer lag
 
 

@@ -376,6 +376,30 @@ class Operator:
         async with self._claiming("retry") as claims:
             return await self._actions(known, apis, claims).retry(selection)
 
+    async def sync_now(
+        self, mapping: str, side: str, record_id: str, *, requested_by: str = "cli"
+    ) -> ActionResult:
+        """Synchronizes one record now (``side`` is the side ``record_id`` is
+        on), healthy or not: a coupled pair compared field by field in each
+        direction, an uncoupled record matched, coupled or created. Its jobs
+        count what it did."""
+        which = _side(side)
+        rid = _guid(record_id, f"{which} record id")
+        known = await self._known(mapping)
+        await self._record(known.get(mapping), which, rid)
+        apis = await self._both_apis()
+        async with self._claiming("sync") as claims:
+            result = await self._actions(known, apis, claims).sync_now(mapping, which, rid)
+        log.info(
+            "record_synced",
+            mapping=mapping,
+            side=which,
+            record_id=rid,
+            requested_by=requested_by,
+            **dict(result.counts),
+        )
+        return result
+
     async def restore(self, selection: Selection) -> ActionResult:
         """Re-creates the deleted record of each selected coupling from the surviving side."""
         selection, known = await self._selected(selection)

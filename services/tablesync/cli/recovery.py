@@ -9,7 +9,7 @@ from datetime import datetime
 import typer
 
 from tablesync.application import Operator
-from tablesync.cli.common import load_settings, print_json, run_async
+from tablesync.cli.common import fail, load_settings, print_json, run_async
 from tablesync.cli.context import open_operator
 from tablesync.cli.output import render
 from tablesync.core.stored import JobError, ProblemRecord, Selection
@@ -106,6 +106,22 @@ def _selection(
     return Selection(
         mapping=mapping, record_ids=tuple(ids or ()), since=since, everything=everything
     )
+
+
+def sync_record(
+    mapping: str = typer.Argument(..., help="The mapping, e.g. CUSTOMER."),
+    bc_id: str | None = typer.Option(None, "--bc-id", help="The BC record's id."),
+    dataverse_id: str | None = typer.Option(None, "--dataverse-id", help="The Dataverse row's id."),
+    json: bool = _JSON,
+) -> None:
+    """Synchronize one record now, healthy or not: a coupled pair is compared field
+    by field in each direction the mapping syncs; an uncoupled record is matched,
+    coupled or created on the other side."""
+    if (bc_id is None) == (dataverse_id is None):
+        fail("give exactly one of --bc-id and --dataverse-id")
+    side = "bc" if bc_id else "dataverse"
+    record = bc_id or dataverse_id or ""
+    _act(lambda a: a.sync_now(mapping, side, record), json)
 
 
 def retry(

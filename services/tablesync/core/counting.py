@@ -307,13 +307,17 @@ def record(
                 attempts=listed.attempts,
                 skipped=listed.status == "skipped",
             )
+    # A deletion found flagged already (by an operator's find-deleted, or its
+    # first event) is the errors list's "deleted" record: only restore,
+    # delete-records or uncoupling takes it off, never its event seen again.
+    stays_listed = event.op == "delete" and isinstance(d, Unchanged)
     return Record(
         couplings=tuple(couplings),
         uncoupled=tuple(uncoupled),
         deleted=tuple(deleted),
         resolved_intents=tuple(intents),
         resolved_writes=tuple(writes),
-        cleared=(source,) if resolved and previous is not None else (),
+        cleared=(source,) if resolved and previous is not None and not stays_listed else (),
         status=change,
         error=error,
         failure=failure,

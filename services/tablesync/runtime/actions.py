@@ -121,6 +121,47 @@ class Actions:
             await self._run(result, mapping, direction_of(side), "retry", events)
         return result
 
+    async def sync_now(self, mapping: str, side: Side, record_id: str) -> ActionResult:
+        """Synchronizes one record now, BC's "Synchronize" on a record. A coupled
+        pair is compared field by field whatever the versions say, in each
+        direction the mapping syncs, BC's first (as a full synchronization's
+        steps are, unconditionally: fields both directions carry go the
+        conflict policy's way); an uncoupled record is matched, coupled or
+        created on the other side, its mapping's "sync only coupled records"
+        set aside as a full synchronization does."""
+        m = self.mappings.get(mapping)
+        result = ActionResult("sync_now")
+        ids: dict[Side, str] = {side: record_id}
+        coupling = await self.stores.couplings.get(mapping, side, record_id)
+        if coupling is not None:
+            ids[other_side(side)] = coupling.id_on(other_side(side))
+        for source in ("bc", "dataverse"):
+            if source not in ids or not m.allows(direction_of(source)):
+                continue
+            table = m.table(source)
+            row = (await self.apis[source].get_many(table, [ids[source]])).get(ids[source])
+            now = self.clock.now()
+            event = (
+                RecordChanged(
+                    source,
+                    table,
+                    ids[source],
+                    "upsert",
+                    row.modified_at,
+                    now,
+                    row.fields,
+                    row.etag,
+                    row.modified_by,
+                )
+                if row is not None
+                else RecordChanged(source, table, ids[source], "delete", now, now)
+            )
+            result.records += 1
+            await self._run(
+                result, mapping, direction_of(source), "sync_now", [event], unconditional=True
+            )
+        return result
+
     # restore and delete the surviving record
 
     async def restore(self, selection: Selection) -> ActionResult:
@@ -286,7 +327,15 @@ class Actions:
 
         return await claim_stable(self.claims, mapping, keys, wait_s=self.settings.claim_wait_s)
 
-    async def _job(self, mapping: str, direction: Direction, kind: str, job_type: str) -> str:
+    async def _job(
+        self,
+        mapping: str,
+        direction: Direction,
+        kind: str,
+        job_type: str,
+        *,
+        unconditional: bool = False,
+    ) -> str:
         job_id = str(uuid.uuid4())
         await self.jobs.create_job(
             job_id,
@@ -296,6 +345,7 @@ class Actions:
             kind=kind,
             job_type=job_type,
             ignore_only_coupled=True,
+            unconditional=unconditional,
         )
         return job_id
 
@@ -307,10 +357,16 @@ class Actions:
         action: str,
         events: Sequence[RecordChanged],
         mappings: MappingSet | None = None,
+        *,
+        unconditional: bool = False,
     ) -> None:
-        job_id = await self._job(mapping, direction, action, "synchronization")
+        job_id = await self._job(
+            mapping, direction, action, "synchronization", unconditional=unconditional
+        )
         # Everything an action does counts in its own job, as in BC.
-        context = JobContext(job_id=job_id, kind=action, ignore_only_coupled=True)
+        context = JobContext(
+            job_id=job_id, kind=action, ignore_only_coupled=True, unconditional=unconditional
+        )
         applier = Applier(
             mapping,
             mappings or self.mappings,
