@@ -13,6 +13,7 @@ intents left by a dead attempt are applied."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ log = structlog.get_logger()
 
 _CONTINUOUS = JobContext(job_id=None, kind="continuous")
 _RETRY_EVERY_S = 1.0
+_CANONICAL_GUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,10 +497,14 @@ def _validate(event: RecordChanged, topic: str, topics: Topics) -> None:
     expected = topics.cdc(event.side, event.table)
     if expected != topic:
         raise InvalidEvent(topic, -1, -1, f"a {event.side}.{event.table} change on {topic}")
-    try:
-        uuid.UUID(event.record_id)
-    except ValueError:
-        raise InvalidEvent(topic, -1, -1, f"record id {event.record_id!r} is not a GUID") from None
+    if _CANONICAL_GUID.fullmatch(event.record_id) is None:
+        # Other spellings uuid accepts (braces, no hyphens, a urn) are GUIDs too.
+        try:
+            uuid.UUID(event.record_id)
+        except ValueError:
+            raise InvalidEvent(
+                topic, -1, -1, f"record id {event.record_id!r} is not a GUID"
+            ) from None
     if event.modified_at.tzinfo is None:
         raise InvalidEvent(topic, -1, -1, "modified_at has no time zone")
 

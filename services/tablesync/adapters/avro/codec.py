@@ -173,14 +173,16 @@ class Codec:
         return _from_record(writer.name, values)
 
 
+_SCALARS = frozenset({type(None), bool, int, float, str})
+
+
 def _json_object(entry: SchemaEntry, name: str, raw: object) -> dict[str, Any]:
     try:
         value = orjson.loads(raw) if isinstance(raw, bytes | str) else None
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"{entry.name} v{entry.version}: {name} is not JSON: {exc}") from exc
-    if not isinstance(value, dict) or not all(
-        v is None or isinstance(v, bool | int | float | str) for v in value.values()
-    ):
+    # orjson makes values of exactly these types, so comparing types is the isinstance test.
+    if not isinstance(value, dict) or not all(type(v) in _SCALARS for v in value.values()):
         raise DecodeError(f"{entry.name} v{entry.version}: {name} is not a JSON object of scalars")
     return value
 
