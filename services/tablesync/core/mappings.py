@@ -95,7 +95,11 @@ class Lookup:
     clear_on_failure: tuple[Direction, ...] = ()
 
     def navigation_for(self, entity_set: str) -> str | None:
-        return dict(self.navigation).get(entity_set)
+        # The last pair of a target wins, as a dict of the pairs would have it.
+        for target, navigation in reversed(self.navigation):
+            if target == entity_set:
+                return navigation
+        return None
 
 
 @dataclass(frozen=True, slots=True)
