@@ -136,6 +136,15 @@ class ApiSettings(BaseModel):
             "starting; fewer when requests hit the message size or time limits)."
         ),
     )
+    bulk_split_min: int = Field(
+        default=200,
+        description=(
+            "Dataverse only: a bulk write of more records than this goes out as several "
+            "requests side by side (within max_connections), each of at least this many "
+            "records; 0 never splits. Fewer records a request: more requests in flight, "
+            "and more requests per record."
+        ),
+    )
 
     def resolved(self, side: ApiSide) -> ApiSettings:
         """These settings with ``base_url``, ``token_url`` and ``scope`` filled in

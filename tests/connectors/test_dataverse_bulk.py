@@ -108,10 +108,10 @@ async def test_creates_go_in_one_create_multiple_and_come_back_as_stored(
     assert all(r.etag is not None and r.modified_by is not None for r in rows)
 
 
-async def test_bulk_size_splits_a_write_and_ids_read_back_in_one_batch_each(
+async def test_bulk_size_splits_a_write_and_ids_read_back_in_one_batch(
     dataverse: Open, tag: str
 ) -> None:
-    api, sent = await dataverse(bulk_size=120)
+    api, sent = await dataverse(bulk_size=120, bulk_split_min=0)
     ops: list[WriteOp] = [
         Create({"name": f"{tag}-{n:03d}"}, record_id=i, only_new=True)
         for n, i in enumerate(_ids(300))
@@ -119,11 +119,30 @@ async def test_bulk_size_splits_a_write_and_ids_read_back_in_one_batch_each(
 
     results = await api.write("accounts", ops)
 
-    requests = sent.take()
-    # Each chunk of 120 is more ids than one filter holds: its read back is one $batch.
-    assert sorted(requests) == sorted([(CREATE, 200)] * 3 + [(BATCH, 200)] * 3)
+    # 300 ids are more than one filter holds: the read back is one $batch of several GETs.
+    assert sent.take() == [(CREATE, 200)] * 3 + [(BATCH, 200)]
     assert len(_rows(results)) == 300
     assert len(await _stored(api, tag)) == 300
+
+
+@pytest.mark.parametrize(
+    ("records", "split_min", "connections", "requests"),
+    [(500, 200, 16, 2), (500, 100, 16, 5), (500, 100, 3, 3), (150, 200, 16, 1), (99, 0, 16, 1)],
+)
+async def test_a_large_write_goes_out_as_requests_side_by_side(
+    dataverse: Open, tag: str, records: int, split_min: int, connections: int, requests: int
+) -> None:
+    api, sent = await dataverse(bulk_split_min=split_min, max_connections=connections)
+    ids = _ids(records)
+    ops: list[WriteOp] = [
+        Create({"name": f"{tag}-{n:03d}"}, record_id=i, only_new=True) for n, i in enumerate(ids)
+    ]
+
+    results = await api.write("accounts", ops)
+
+    assert sent.take() == [(CREATE, 200)] * requests + [(BATCH, 200)]
+    assert [r.id for r in _rows(results)] == ids
+    assert len(await _stored(api, tag)) == records
 
 
 async def test_an_existing_row_sends_its_chunk_through_batch(dataverse: Open, tag: str) -> None:

@@ -95,7 +95,11 @@ class Lookup:
     clear_on_failure: tuple[Direction, ...] = ()
 
     def navigation_for(self, entity_set: str) -> str | None:
-        return dict(self.navigation).get(entity_set)
+        # The last pair of a target wins, as a dict of the pairs would have it.
+        for target, navigation in reversed(self.navigation):
+            if target == entity_set:
+                return navigation
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,16 +163,30 @@ class TableMapping:
 
     def fields_for(self, direction: Direction) -> tuple[FieldMapping, ...]:
         """The field mappings that carry values in ``direction``."""
-        return tuple(
+        # Asked for every record a batch maps: worked out once per mapping value.
+        key = (id(self), direction)
+        known = _FIELDS_FOR.get(key)
+        if known is not None and known[0] is self:
+            return known[1]
+        found = tuple(
             f
             for f in self.fields
             if allows(f.direction, direction)
             and (f.name(source_side(direction)) is not None or f.has_constant)
             and _destination_name(f, direction) is not None
         )
+        if len(_FIELDS_FOR) >= _FIELDS_FOR_MOST:
+            _FIELDS_FOR.clear()
+        # The mapping is kept beside its answer, so its id names no other while cached.
+        _FIELDS_FOR[key] = (self, found)
+        return found
 
     def lookups(self) -> tuple[FieldMapping, ...]:
         return tuple(f for f in self.fields if f.lookup is not None)
+
+
+_FIELDS_FOR: dict[tuple[int, Direction], tuple[TableMapping, tuple[FieldMapping, ...]]] = {}
+_FIELDS_FOR_MOST = 256
 
 
 def _destination_name(f: FieldMapping, direction: Direction) -> str | None:

@@ -13,7 +13,9 @@ intents left by a dead attempt are applied."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +51,13 @@ log = structlog.get_logger()
 
 _CONTINUOUS = JobContext(job_id=None, kind="continuous")
 _RETRY_EVERY_S = 1.0
+# A partition's events of one batch are applied in lanes of at least this many,
+# side by side: one lane's waits on a side overlap another's work.
+_LANE_LEAST = 200
+_LANES_MOST = 4
+_CANONICAL_GUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,12 +297,16 @@ class ApplyService:
         self, items: list[Item], effects: BatchEffects, claim: PairClaim | None
     ) -> None:
         """Applies each partition's events beside the others': their waits on
-        the sides and the database overlap."""
+        the sides and the database overlap. A partition with many events in the
+        batch is applied as lanes by record, side by side too: a record's events
+        stay in one lane, in order, as a finer partitioning by key would have
+        them (the pairs the lanes share are held as across partitions)."""
         assert self._applier is not None
         by_partition: dict[tuple[str, int], list[Item]] = {}
         for item in items:
             by_partition.setdefault((item.topic, item.partition), []).append(item)
-        await self._applier.apply_side_by_side(list(by_partition.values()), effects, claim)
+        groups = [lane for group in by_partition.values() for lane in _lanes(group)]
+        await self._applier.apply_side_by_side(groups, effects, claim)
 
     async def _claim(self, items: Sequence[Item]) -> PairClaim | None:
         assert self._applier is not None
@@ -499,12 +512,30 @@ def _validate(event: RecordChanged, topic: str, topics: Topics) -> None:
     expected = topics.cdc(event.side, event.table)
     if expected != topic:
         raise InvalidEvent(topic, -1, -1, f"a {event.side}.{event.table} change on {topic}")
-    try:
-        uuid.UUID(event.record_id)
-    except ValueError:
-        raise InvalidEvent(topic, -1, -1, f"record id {event.record_id!r} is not a GUID") from None
+    if _CANONICAL_GUID.fullmatch(event.record_id) is None:
+        # Other spellings uuid accepts (braces, no hyphens, a urn) are GUIDs too.
+        try:
+            uuid.UUID(event.record_id)
+        except ValueError:
+            raise InvalidEvent(
+                topic, -1, -1, f"record id {event.record_id!r} is not a GUID"
+            ) from None
     if event.modified_at.tzinfo is None:
         raise InvalidEvent(topic, -1, -1, "modified_at has no time zone")
+
+
+def _lanes(group: list[Item]) -> list[list[Item]]:
+    """A partition's events in lanes of about ``_LANE_LEAST`` or more, at most
+    ``_LANES_MOST``; every event of a record in the same lane, in order."""
+    count = min(_LANES_MOST, len(group) // _LANE_LEAST)
+    if count <= 1:
+        return [group]
+    lanes: list[list[Item]] = [[] for _ in range(count)]
+    for item in group:
+        # zlib.crc32 rather than hash(): the same lanes in every process and run.
+        key = f"{item.event.side}:{item.event.record_id.lower()}".encode()
+        lanes[zlib.crc32(key) % count].append(item)
+    return [lane for lane in lanes if lane]
 
 
 def _summary(effects: BatchEffects) -> dict[str, int]:

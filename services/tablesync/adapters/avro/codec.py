@@ -47,6 +47,11 @@ _EVENT_TYPES: dict[str, type[Any]] = {
 }
 
 
+_FIELD_NAMES: dict[str, tuple[str, ...]] = {
+    name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in _EVENT_TYPES.items()
+}
+
+
 def default_schema_dir() -> Traversable:
     """``schemas/avro`` of the package (package data, so a wheel carries it)."""
     return files("tablesync") / "schemas" / "avro"
@@ -173,23 +178,33 @@ class Codec:
         return _from_record(writer.name, values)
 
 
+_SCALARS = frozenset({type(None), bool, int, float, str})
+
+
 def _json_object(entry: SchemaEntry, name: str, raw: object) -> dict[str, Any]:
     try:
         value = orjson.loads(raw) if isinstance(raw, bytes | str) else None
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"{entry.name} v{entry.version}: {name} is not JSON: {exc}") from exc
-    if not isinstance(value, dict) or not all(
-        v is None or isinstance(v, bool | int | float | str) for v in value.values()
-    ):
+    # orjson makes values of exactly these types, so comparing types is the isinstance test.
+    if not isinstance(value, dict) or not all(type(v) in _SCALARS for v in value.values()):
         raise DecodeError(f"{entry.name} v{entry.version}: {name} is not a JSON object of scalars")
     return value
 
 
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    # dataclasses.fields() walks a class's fields on every call: the event
+    # types' names are taken once.
+    if _EVENT_TYPES.get(cls.__name__) is cls:
+        return _FIELD_NAMES[cls.__name__]
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def _to_record(event: Event) -> dict[str, Any]:
     record: dict[str, Any] = {}
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
-        record[f.name] = list(value) if isinstance(value, tuple) else value
+    for name in _field_names(type(event)):
+        value = getattr(event, name)
+        record[name] = list(value) if isinstance(value, tuple) else value
     return record
 
 
@@ -198,11 +213,11 @@ def _from_record(name: str, record: dict[str, Any]) -> Event:
     if cls is None:
         raise DecodeError(f"schema {name} has no event type in this build")
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in record:
+    for field_name in _field_names(cls):
+        if field_name not in record:
             continue
-        value = record[f.name]
-        kwargs[f.name] = tuple(value) if isinstance(value, list) else value
+        value = record[field_name]
+        kwargs[field_name] = tuple(value) if isinstance(value, list) else value
     try:
         return cast(Event, cls(**kwargs))
     except TypeError as exc:

@@ -22,7 +22,10 @@ through ``$batch``, which gives each record its own result (412 ``Rejected`` for
 create whose row exists, ``Missing`` for an update whose row does not) and writes the
 rest: the fallback the page recommends. 429 and 5xx follow the client's retry policy (``http``). The
 messages answer no rows, so the rows written are read back, one ``$batch`` of
-``GET`` requests (by id) per bulk request.
+``GET`` requests (by id) per write. A write of more than ``bulk_split_min`` records of
+one kind goes out as several bulk requests side by side ("Send parallel requests"), each
+of at least that many records, as many as the client's connections allow, and never
+more than ``bulk_size`` a request.
 
 ``$batch``: batches of ``batch_size`` records (at most 1000, the
 service's limit), one change set per record and ``Prefer: odata.continue-on-error``,
@@ -146,6 +149,7 @@ class DataverseApi(ODataSide):
         self._batch_size = max(1, min(settings.batch_size, MAX_BATCH))
         self._bulk_min = settings.bulk_min
         self._bulk_size = max(1, settings.bulk_size)
+        self._bulk_split_min = settings.bulk_split_min
 
     async def _probe_path(self) -> str:
         # The Web API's own "who am I": answered for every authenticated user.
@@ -207,14 +211,22 @@ class DataverseApi(ODataSide):
         results: list[WriteResult | None] = [None] * len(ops)
         created: dict[int, str] = {}
         bulk, rest = self._bulk_plan(spec, ops)
+        bulk_written: list[int] = []
         jobs = [
-            self._write_bulk(spec, ops, message, chunk, results, created) for message, chunk in bulk
+            self._write_bulk(spec, ops, message, chunk, results, created, bulk_written)
+            for message, chunk in bulk
         ]
         jobs += [
             self._write_batch(spec, ops, chunk, results, created)
             for chunk in _chunks(rest, self._batch_size)
         ]
         await self.gather_all(jobs)
+        if bulk_written:
+            # Every bulk request of the write read back at once: one request more, not one each.
+            ids = {i: _record_id(ops[i]) for i in sorted(bulk_written)}
+            rows = await self._read_back(spec, list(ids.values()))
+            for i, record_id in ids.items():
+                results[i] = Written(rows.get(record_id))
         final = [r if r is not None else Rejected(0, "no response") for r in results]
         await self._fill_rows(entity_set, ops, final, created)
         self._count(entity_set, final)
@@ -245,8 +257,18 @@ class DataverseApi(ODataSide):
             if len(indexes) < self._bulk_min:
                 rest.extend(indexes)
             else:
-                bulk.extend((message, chunk) for chunk in _chunks(indexes, self._bulk_size))
+                bulk.extend((message, chunk) for chunk in _chunks(indexes, self._split(indexes)))
         return bulk, sorted(rest)
+
+    def _split(self, indexes: list[int]) -> int:
+        """Records per bulk request of one message: at most ``bulk_size``, and
+        fewer so that a large write goes out as requests side by side (up to the
+        connections the client has), none of fewer than ``bulk_split_min``."""
+        least = self._bulk_split_min
+        if least <= 0 or len(indexes) <= least:
+            return self._bulk_size
+        parts = min(self._http.concurrency, len(indexes) // least)
+        return max(1, min(self._bulk_size, -(-len(indexes) // max(1, parts))))
 
     async def _write_bulk(
         self,
@@ -256,7 +278,10 @@ class DataverseApi(ODataSide):
         chunk: list[int],
         results: list[WriteResult | None],
         created: dict[int, str],
+        written: list[int],
     ) -> None:
+        """Sends one bulk request; the ops it wrote are added to ``written``, to
+        be read back (the messages answer no rows)."""
         logical = _logical_name(spec)
         assert logical is not None
         targets = [self._target(spec, logical, message, ops[i]) for i in chunk]
@@ -283,10 +308,7 @@ class DataverseApi(ODataSide):
                 for part in _chunks(chunk, self._batch_size)
             )
             return
-        ids = {i: _record_id(ops[i]) for i in chunk}
-        rows = await self._read_back(spec, list(ids.values()))
-        for i, record_id in ids.items():
-            results[i] = Written(rows.get(record_id))
+        written.extend(chunk)
 
     @staticmethod
     def _target(spec: EntitySpec, logical: str, message: Message, op: WriteOp) -> dict[str, Any]:

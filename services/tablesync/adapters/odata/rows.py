@@ -12,6 +12,10 @@ __all__ = ["parse_stamp", "to_row"]
 
 # A row whose stamp was not returned sorts first rather than failing the whole page.
 _NO_STAMP = datetime(1, 1, 1, tzinfo=UTC)
+# The types a JSON decoder makes of scalars (exactly these, never subclasses):
+# a set lookup of the type is the isinstance test, at a fraction of its cost
+# over every property of every row read.
+_SCALARS = frozenset({type(None), str, int, float, bool})
 
 
 def parse_stamp(value: object) -> datetime:
@@ -33,9 +37,7 @@ def to_row(data: dict[str, Any], *, key: str, stamp: str, modified_by: str | Non
     ``fields`` keeps every property except annotations (``@odata.etag``,
     ``name@OData.Community...``) and structured values, which are not field values."""
     fields: dict[str, FieldValue] = {
-        name: value
-        for name, value in data.items()
-        if "@" not in name and (value is None or isinstance(value, str | int | float | bool))
+        name: value for name, value in data.items() if "@" not in name and type(value) in _SCALARS
     }
     raw_id = data[key]
     by = data.get(modified_by) if modified_by else None

@@ -129,10 +129,19 @@ class ApplyStateStore:
         async with self._pool.acquire() as conn, conn.transaction():
             if held:
                 await _check_epochs(conn, mapping, held, lock="FOR SHARE")
-            await conn.executemany(
-                "UPDATE create_intents SET dest_id = $4, made = true "
-                "WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
-                [(mapping, side, sid, did) for side, sid, did in items],
+            # One statement for the lot; a record named twice keeps its last id,
+            # as one update after another would have left it.
+            last = {(side, sid): did for side, sid, did in items}
+            await conn.execute(
+                "UPDATE create_intents c SET dest_id = m.dest_id, made = true "
+                "FROM unnest($2::text[], $3::text[], $4::text[]) "
+                "AS m(source_side, source_id, dest_id) "
+                "WHERE c.mapping = $1 AND c.source_side = m.source_side "
+                "AND c.source_id = m.source_id",
+                mapping,
+                [side for side, _ in last],
+                [sid for _, sid in last],
+                list(last.values()),
             )
 
     async def announce_writes(
@@ -285,11 +294,7 @@ class ApplyStateStore:
 
     async def resolve_intents(self, mapping: str, sources: Sequence[tuple[Side, str]]) -> None:
         if sources:
-            await self._pool.executemany(
-                "DELETE FROM create_intents "
-                "WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
-                [(mapping, side, sid) for side, sid in sources],
-            )
+            await _delete_sources(self._pool, "create_intents", mapping, sources)
 
     async def claim_due(self, mapping: str, limit: int, lease_s: float) -> list[DueRecord]:
         """Records whose retry is due, or whose lookup target got new couplings since.
@@ -388,10 +393,7 @@ async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
     for key, names in counted_removals(e.if_uncoupled, removed):
         e.count(*key, *names)
     if e.resolved_intents:
-        await conn.executemany(
-            "DELETE FROM create_intents WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
-            [(e.mapping, side, sid) for side, sid in e.resolved_intents],
-        )
+        await _delete_sources(conn, "create_intents", e.mapping, e.resolved_intents)
     if e.deleted:
         await conn.executemany(
             "INSERT INTO deleted_records (mapping, side, record_id) VALUES ($1, $2, $3) "
@@ -399,16 +401,18 @@ async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
             [(e.mapping, side, rid) for side, rid in e.deleted],
         )
     if e.resolved_writes:
-        await conn.executemany(
-            "DELETE FROM write_intents WHERE mapping = $1 AND side = $2 AND record_id = $3 "
-            "AND kind = $4",
-            [(e.mapping, *t) for t in e.resolved_writes],
+        await conn.execute(
+            "DELETE FROM write_intents w "
+            "USING unnest($2::text[], $3::text[], $4::text[]) AS r(side, record_id, kind) "
+            "WHERE w.mapping = $1 AND w.side = r.side AND w.record_id = r.record_id "
+            "AND w.kind = r.kind",
+            e.mapping,
+            [t[0] for t in e.resolved_writes],
+            [t[1] for t in e.resolved_writes],
+            [t[2] for t in e.resolved_writes],
         )
     if e.cleared:
-        await conn.executemany(
-            "DELETE FROM record_status WHERE mapping = $1 AND source_side = $2 AND source_id = $3",
-            [(e.mapping, side, sid) for side, sid in e.cleared],
-        )
+        await _delete_sources(conn, "record_status", e.mapping, e.cleared)
     if e.statuses:
         await conn.executemany(
             """
@@ -494,3 +498,17 @@ async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
             """,
             [(e.mapping, t, p, off) for (t, p), off in e.positions.items()],
         )
+
+
+async def _delete_sources(
+    conn: Any, table: str, mapping: str, sources: Sequence[tuple[Side, str]]
+) -> None:
+    """Deletes the rows of ``table`` (keyed by mapping, source side and source
+    id) of ``sources``, in one statement."""
+    await conn.execute(
+        f"DELETE FROM {table} t USING unnest($2::text[], $3::text[]) AS s(side, id) "
+        "WHERE t.mapping = $1 AND t.source_side = s.side AND t.source_id = s.id",
+        mapping,
+        [side for side, _ in sources],
+        [sid for _, sid in sources],
+    )
