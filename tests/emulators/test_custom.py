@@ -18,7 +18,7 @@ from tablesync.emulators.common.runtime import EmulatorConfig
 from tablesync.emulators.common.server import BackgroundServer
 from tablesync.emulators.dataverse.app import create_app as create_dataverse_app
 from tablesync.emulators.dataverse.specs import dataverse_specs
-from tablesync.settings import with_database
+from tablesync.settings import EmulatorSettings, Settings, with_database
 from tests.emulators.conftest import CLIENT_TIMEOUT_S, TOKEN, BcEmulator, Emulator
 
 pytestmark = pytest.mark.integration
@@ -310,3 +310,14 @@ def test_a_bad_customization_file_is_refused_with_its_reason(tmp_path: Path) -> 
     )
     with pytest.raises(CustomError, match="route"):
         load_customizations(path)
+
+
+def test_the_emulator_setting_names_the_file(
+    custom_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TABLESYNC_EMULATOR__CUSTOM", str(custom_file))
+    config = EmulatorConfig.from_settings(Settings(), "dataverse")
+    assert [t.logical_name for t in config.custom.dataverse.tables] == ["new_project"]
+    assert [p.entity_set for p in config.custom.bc.pages] == ["projects"]
+    plain = EmulatorConfig.from_settings(Settings(emulator=EmulatorSettings()), "bc")
+    assert plain.custom.bc.pages == ()

@@ -5,7 +5,9 @@ POST answers ``201`` with the record, PATCH ``200`` with the record, DELETE ``20
 PATCH and DELETE require ``If-Match`` (``*`` allowed). ``Prefer: return=minimal`` turns
 the record answers into ``204``. ``id`` and the other non-editable fields are refused on
 write. Server-driven paging uses the configured max page size, lowered by
-``Prefer: odata.maxpagesize``.
+``Prefer: odata.maxpagesize``; ``$top`` and ``$skip`` page on the client's side ("Using
+filters with API calls"). ``$metadata`` is the CSDL of the route's entity sets
+(``metadata``).
 """
 
 from __future__ import annotations
@@ -252,8 +254,9 @@ class BcService:
         if request.method != "GET":
             raise ApiProblem(Kind.METHOD_NOT_ALLOWED, "$metadata accepts GET only.")
         for name in request.query:
-            if name.startswith("$"):
-                # BC documents no query option of $metadata (not $format either).
+            # BC documents no query option of $metadata but the schema version of its
+            # enum names; the emulator has only the one schema and leaves $format out.
+            if name.startswith("$") and name != "$schemaversion":
                 raise ApiProblem(Kind.BAD_QUERY, f"The query parameter '{name}' is not supported.")
         specs = [s for (root, _), s in self._sets.items() if root == request.root]
         return metadata_document(specs)
