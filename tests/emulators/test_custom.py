@@ -137,6 +137,31 @@ async def test_custom_table_in_the_definitions(custom_dv: Emulator) -> None:
         f"{dv.api}/EntityDefinitions(LogicalName='account')/Attributes(LogicalName='new_tier')"
     )
     assert tier.json()["MaxLength"] == 10 and tier.json()["IsCustomAttribute"] is True
+    custom_only = await dv.client.get(
+        f"{dv.api}/EntityDefinitions",
+        params={"$select": "LogicalName", "$filter": "IsCustomEntity eq true"},
+    )
+    assert [t["LogicalName"] for t in custom_only.json()["value"]] == ["new_project"]
+    owned = await dv.client.get(
+        f"{dv.api}/EntityDefinitions",
+        params={
+            "$select": "LogicalName",
+            "$filter": f"OwnershipType eq {CRM}.OwnershipTypes'OrganizationOwned'",
+        },
+    )
+    assert [t["LogicalName"] for t in owned.json()["value"]] == ["transactioncurrency"]
+    choices = await dv.client.get(
+        base,
+        params={
+            "$select": "LogicalName",
+            "$filter": f"AttributeType eq {CRM}.AttributeTypeCode'Picklist' "
+            "and IsCustomAttribute eq true",
+        },
+    )
+    assert sorted(a["LogicalName"] for a in choices.json()["value"]) == [
+        "new_priority",
+        "new_stage",
+    ]
     metadata = ET.fromstring((await dv.client.get(f"{dv.api}/$metadata")).content)
     project = metadata.find(f".//{EDM}EntityType[@Name='new_project']")
     assert project is not None
