@@ -8,13 +8,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
 
+from tablesync.emulators import seed
 from tablesync.emulators.bc.app import create_app as create_bc_app
 from tablesync.emulators.common.custom import CustomError, load_customizations
 from tablesync.emulators.common.runtime import EmulatorConfig
+from tablesync.emulators.common.schema import ensure_schema
 from tablesync.emulators.common.server import BackgroundServer
 from tablesync.emulators.dataverse.app import create_app as create_dataverse_app
 from tablesync.emulators.dataverse.specs import dataverse_specs
@@ -346,3 +349,24 @@ def test_the_emulator_setting_names_the_file(
     assert [p.entity_set for p in config.custom.bc.pages] == ["projects"]
     plain = EmulatorConfig.from_settings(Settings(emulator=EmulatorSettings()), "bc")
     assert plain.custom.bc.pages == ()
+
+
+async def test_seeding_keeps_the_custom_tables_of_the_emulator(
+    custom_dv: Emulator, custom_file: Path
+) -> None:
+    custom = load_customizations(custom_file)
+    report = await seed.seed_demo("dataverse", custom_dv.dsn, wipe=True, custom=custom)
+    assert report.rows["accounts"] > 0
+    conn = await asyncpg.connect(custom_dv.dsn)
+    try:
+        # The emulator's next start finds its own tables and keeps the seeded rows.
+        assert await ensure_schema(conn, dataverse_specs(custom)) is False
+    finally:
+        await conn.close()
+    dv = custom_dv
+    accounts = await dv.client.get(f"{dv.api}/accounts", params={"$select": "name,new_tier"})
+    assert len(accounts.json()["value"]) == report.rows["accounts"]
+    created = await dv.client.post(f"{dv.api}/new_projects", json={"new_name": "After seed"})
+    assert created.status_code == 204, created.text
+    await seed.reset("dataverse", dv.dsn, custom=custom)
+    assert (await dv.client.get(f"{dv.api}/new_projects")).json()["value"] == []
