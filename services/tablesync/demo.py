@@ -26,6 +26,7 @@ from tablesync.application import Operator
 from tablesync.composition import SideApis, build_operator, run_services, topic_specs, topics_for
 from tablesync.emulators import seed
 from tablesync.emulators.bc import create_app as bc_app
+from tablesync.emulators.common.custom import load_customizations
 from tablesync.emulators.common.runtime import EmulatorConfig
 from tablesync.emulators.common.server import BackgroundServer
 from tablesync.emulators.dataverse import create_app as dv_app
@@ -144,9 +145,10 @@ async def _full_sync(
 
 
 async def _reset(settings: Settings) -> None:
+    custom = load_customizations(settings.emulator.custom)
     for side in ("bc", "dataverse"):
         with contextlib.suppress(asyncpg.InvalidCatalogNameError):
-            await seed.reset(side, settings.emulator_dsn(side))
+            await seed.reset(side, settings.emulator_dsn(side), custom=custom)
     conn = await asyncpg.connect(settings.database_dsn())
     try:
         await conn.execute(f"TRUNCATE {', '.join(_STATE_TABLES)} CASCADE")

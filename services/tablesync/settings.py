@@ -262,6 +262,13 @@ class EmulatorSettings(BaseModel):
         default=7 * 86400.0,
         description="How long a Dataverse delta token stays valid (ExpireChangeTrackingInDays).",
     )
+    custom: Path | None = Field(
+        default=None,
+        description=(
+            "A YAML file of custom tables, columns and API pages the emulators serve besides "
+            "the catalog's, in their data API and their metadata alike."
+        ),
+    )
     real_limits: bool = Field(
         default=False,
         description=(

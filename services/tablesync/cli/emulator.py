@@ -9,6 +9,7 @@ import typer
 from tablesync.cli.common import fail, load_settings, run_async
 from tablesync.core.events import Side
 from tablesync.emulators import seed as seeding
+from tablesync.emulators.common.custom import load_customizations
 from tablesync.emulators.common.runtime import EmulatorConfig
 from tablesync.emulators.common.server import run
 from tablesync.settings import Settings, redact_dsn
@@ -82,11 +83,14 @@ def seed_command(
     settings = load_settings()
     which = _side(side)
     dsn = _dsn(settings, which)
+    custom = load_customizations(settings.emulator.custom)
     try:
         if synthetic is not None:
-            report = run_async(seeding.seed_synthetic(which, dsn, synthetic, wipe=reset))
+            report = run_async(
+                seeding.seed_synthetic(which, dsn, synthetic, wipe=reset, custom=custom)
+            )
         else:
-            report = run_async(seeding.seed_demo(which, dsn, wipe=reset))
+            report = run_async(seeding.seed_demo(which, dsn, wipe=reset, custom=custom))
     except ValueError as exc:
         fail(str(exc))
     for table, rows in report.rows.items():
@@ -99,5 +103,6 @@ def reset_command(side: SideName = typer.Argument(..., help="Which emulator's da
     """Empty every table of an emulator's database (baseline rows stay)."""
     settings = load_settings()
     which = _side(side)
-    run_async(seeding.reset(which, _dsn(settings, which)))
+    custom = load_customizations(settings.emulator.custom)
+    run_async(seeding.reset(which, _dsn(settings, which), custom=custom))
     typer.echo(f"{which} emulator database emptied")

@@ -34,7 +34,8 @@ import structlog
 from tablesync.core.catalog import EMPTY_GUID
 from tablesync.core.events import Side
 from tablesync.emulators.bc.service import BcService
-from tablesync.emulators.bc.specs import BC_SPECS, NUMBER_SERIES
+from tablesync.emulators.bc.specs import NUMBER_SERIES, bc_specs
+from tablesync.emulators.common.custom import Customizations
 from tablesync.emulators.common.runtime import Tuning
 from tablesync.emulators.common.schema import (
     SERIES_TABLE,
@@ -44,7 +45,7 @@ from tablesync.emulators.common.schema import (
 )
 from tablesync.emulators.common.sql import TableSpec, target_column
 from tablesync.emulators.dataverse.service import DataverseService
-from tablesync.emulators.dataverse.specs import DATAVERSE_SPECS
+from tablesync.emulators.dataverse.specs import DATAVERSE_SPECS, dataverse_specs
 
 __all__ = [
     "DEMO_USERS",
@@ -100,15 +101,20 @@ def salesperson_codes() -> dict[UUID, str]:
 # ---------------------------------------------------------------- plumbing
 
 
-def _specs(side: Side) -> tuple[TableSpec, ...]:
-    return BC_SPECS if side == "bc" else DATAVERSE_SPECS
-
-
-async def _open(side: Side, dsn: str) -> tuple[Any, BcService | DataverseService]:
+async def _open(
+    side: Side, dsn: str, custom: Customizations | None
+) -> tuple[Any, BcService | DataverseService]:
+    """The database with the tables the emulator serving ``custom`` has: seeding with
+    other tables than the emulator's would make its next start recreate them all."""
     await ensure_database(dsn)
     conn = await asyncpg.connect(dsn)
     tuning = Tuning(max_page_size=5000)
-    service = BcService(tuning) if side == "bc" else DataverseService(tuning)
+    declared = custom or Customizations.none()
+    service: BcService | DataverseService
+    if side == "bc":
+        service = BcService(tuning, bc_specs(declared))
+    else:
+        service = DataverseService(tuning, dataverse_specs(declared), declared)
     await ensure_schema(conn, service.specs)
     # prepare() makes the baseline rows: the BC company, the Dataverse integration user.
     await service.prepare(conn)
@@ -131,21 +137,23 @@ async def _copy_tuples(
     return len(records)
 
 
-async def _has_data(conn: Any, side: Side) -> bool:
+async def _has_data(conn: Any, side: Side, specs: Sequence[TableSpec]) -> bool:
     baseline = {"systemusers": 1} if side == "dataverse" else {}
-    for spec in _specs(side):
+    for spec in specs:
         count = await conn.fetchval(f"SELECT count(*) FROM {spec.table}")
         if count > baseline.get(spec.entity.entity_set, 0):
             return True
     return False
 
 
-async def _begin(side: Side, dsn: str, wipe: bool) -> tuple[Any, BcService | DataverseService]:
-    conn, service = await _open(side, dsn)
+async def _begin(
+    side: Side, dsn: str, wipe: bool, custom: Customizations | None
+) -> tuple[Any, BcService | DataverseService]:
+    conn, service = await _open(side, dsn, custom)
     if wipe:
         await truncate_all(conn, service.specs)
         await service.prepare(conn)
-    elif await _has_data(conn, side):
+    elif await _has_data(conn, side, service.specs):
         await conn.close()
         raise ValueError(f"the {side} emulator database already has data; seed with --reset")
     return conn, service
@@ -158,9 +166,9 @@ async def _set_series(conn: Any, counts: dict[str, int]) -> None:
         )
 
 
-async def reset(side: Side, dsn: str) -> None:
-    """Empty every table of ``side``; the baseline rows come back."""
-    conn, service = await _open(side, dsn)
+async def reset(side: Side, dsn: str, *, custom: Customizations | None = None) -> None:
+    """Empty every table of ``side`` (and of ``custom``); the baseline rows come back."""
+    conn, service = await _open(side, dsn, custom)
     try:
         await truncate_all(conn, service.specs)
         await service.prepare(conn)
@@ -417,9 +425,12 @@ def _dv_demo_rows(integration_user: UUID) -> dict[str, list[Row]]:
     }
 
 
-async def seed_demo(side: Side, dsn: str, *, wipe: bool = False) -> SeedReport:
+async def seed_demo(
+    side: Side, dsn: str, *, wipe: bool = False, custom: Customizations | None = None
+) -> SeedReport:
+    """The demo rows in the catalog's tables; ``custom``'s tables stay empty."""
     started = time.perf_counter()
-    conn, service = await _begin(side, dsn, wipe)
+    conn, service = await _begin(side, dsn, wipe, custom)
     try:
         async with conn.transaction():
             if isinstance(service, DataverseService):
@@ -695,13 +706,20 @@ def _parent_lookup() -> Any:
 
 
 async def seed_synthetic(
-    side: Side, dsn: str, n: int, *, wipe: bool = False, seed: int = 1
+    side: Side,
+    dsn: str,
+    n: int,
+    *,
+    wipe: bool = False,
+    seed: int = 1,
+    custom: Customizations | None = None,
 ) -> SeedReport:
-    """N rows in every table of ``side`` (BC salespeople excepted), loaded with COPY."""
+    """N rows in every catalog table of ``side`` (BC salespeople excepted), loaded with
+    COPY; ``custom``'s tables stay empty."""
     if n < 1:
         raise ValueError("the number of rows must be at least 1")
     started = time.perf_counter()
-    conn, service = await _begin(side, dsn, wipe)
+    conn, service = await _begin(side, dsn, wipe, custom)
     rng = random.Random(seed)
     try:
         async with conn.transaction():

@@ -5,7 +5,9 @@ POST answers ``201`` with the record, PATCH ``200`` with the record, DELETE ``20
 PATCH and DELETE require ``If-Match`` (``*`` allowed). ``Prefer: return=minimal`` turns
 the record answers into ``204``. ``id`` and the other non-editable fields are refused on
 write. Server-driven paging uses the configured max page size, lowered by
-``Prefer: odata.maxpagesize``.
+``Prefer: odata.maxpagesize``; ``$top`` and ``$skip`` page on the client's side ("Using
+filters with API calls"). ``$metadata`` is the CSDL of the route's entity sets
+(``metadata``).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import asyncpg
 from tablesync.core.catalog import FieldDef
 from tablesync.core.events import Side
 from tablesync.emulators.bc import batch
+from tablesync.emulators.bc.metadata import metadata_document
 from tablesync.emulators.bc.rules import write_assigns
 from tablesync.emulators.bc.specs import BC_SPECS, NUMBER_SERIES, root_of
-from tablesync.emulators.bc.style import BC_STYLE, TABLE_CAPTIONS
+from tablesync.emulators.bc.style import BC_STYLE, caption_of
 from tablesync.emulators.common.etags import bc_etag, parse_precondition
 from tablesync.emulators.common.listing import shown
 from tablesync.emulators.common.messages import ApiRequest, ApiResponse
@@ -82,7 +85,7 @@ def version_of(tag: str) -> int | None:
 
 
 def not_found(spec: TableSpec, key: UUID) -> ApiProblem:
-    caption = TABLE_CAPTIONS[spec.entity.entity_set][0]
+    caption = caption_of(spec.entity)[0]
     return ApiProblem(
         Kind.NOT_FOUND,
         f"The {caption} does not exist. Identification fields and values: Id='{key}'",
@@ -91,7 +94,7 @@ def not_found(spec: TableSpec, key: UUID) -> ApiProblem:
 
 def duplicate(spec: TableSpec, values: dict[str, object]) -> ApiProblem:
     """A create or update that would give a second record the same number (code)."""
-    caption, key_caption = TABLE_CAPTIONS[spec.entity.entity_set]
+    caption, key_caption = caption_of(spec.entity)
     key_field = spec.entity.number_field or "code"
     return ApiProblem(
         Kind.DUPLICATE,
@@ -119,12 +122,12 @@ class _Target:
 class BcService:
     side: Side = "bc"
     style = BC_STYLE
-    specs = BC_SPECS
 
-    def __init__(self, tuning: Tuning) -> None:
+    def __init__(self, tuning: Tuning, specs: tuple[TableSpec, ...] = BC_SPECS) -> None:
         self.tuning = tuning
-        self.roots = tuple(dict.fromkeys(root_of(s.entity.api_route) for s in BC_SPECS))
-        self._sets = {(root_of(s.entity.api_route), s.entity.entity_set): s for s in BC_SPECS}
+        self.specs = specs
+        self.roots = tuple(dict.fromkeys(root_of(s.entity.api_route) for s in specs))
+        self._sets = {(root_of(s.entity.api_route), s.entity.entity_set): s for s in specs}
         self.company_id = UUID(int=0)
         self._company_created = ""
 
@@ -157,7 +160,9 @@ class BcService:
             if request.method != "POST":
                 raise ApiProblem(Kind.METHOD_NOT_ALLOWED, "$batch accepts POST only.")
             return await batch.run(self, request, db)
-        if path in ("", "$metadata"):
+        if path == "$metadata":
+            return self._metadata(request)
+        if path == "":
             return self._service_document(request)
         match = _PATH_RE.fullmatch(path)
         if match is None:
@@ -245,6 +250,17 @@ class BcService:
             200, {"@odata.context": f"{context}/$entity", **self._company_json()}
         )
 
+    def _metadata(self, request: ApiRequest) -> ApiResponse:
+        if request.method != "GET":
+            raise ApiProblem(Kind.METHOD_NOT_ALLOWED, "$metadata accepts GET only.")
+        for name in request.query:
+            # BC documents no query option of $metadata but the schema version of its
+            # enum names; the emulator has only the one schema and leaves $format out.
+            if name.startswith("$") and name != "$schemaversion":
+                raise ApiProblem(Kind.BAD_QUERY, f"The query parameter '{name}' is not supported.")
+        specs = [s for (root, _), s in self._sets.items() if root == request.root]
+        return metadata_document(specs)
+
     def _service_document(self, request: ApiRequest) -> ApiResponse:
         names = [
             "companies",
@@ -274,7 +290,7 @@ class BcService:
 
     async def _list(self, request: ApiRequest, db: Executor, target: _Target) -> ApiResponse:
         spec = target.spec
-        options = parse_options(spec, request.query)
+        options = parse_options(spec, request.query, allow_skip=True)
         fields = options.select or tuple(spec.entity.fields.values())
         preferences = parse_prefer(request.header("prefer"))
         requested = max_page_size(preferences)
@@ -291,7 +307,8 @@ class BcService:
         return ApiResponse.json(200, body, headers)
 
     async def _count(self, request: ApiRequest, db: Executor, target: _Target) -> ApiResponse:
-        options = parse_options(target.spec, request.query)
+        # $count counts the filtered collection, whatever $top and $skip say.
+        options = parse_options(target.spec, request.query, allow_skip=True)
         count = await count_rows(db, target.spec, options)
         return ApiResponse(200, str(count).encode(), [("content-type", "text/plain")])
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from tablesync.core.catalog import Entity
 from tablesync.emulators.common.problems import ErrorStyle, Kind
 
-__all__ = ["BC_STYLE", "TABLE_CAPTIONS"]
+__all__ = ["BC_STYLE", "TABLE_CAPTIONS", "caption_of"]
 
 BC_STYLE = ErrorStyle(
     side="bc",
@@ -68,3 +69,12 @@ TABLE_CAPTIONS: dict[str, tuple[str, str]] = {
     "salespeople": ("Salesperson/Purchaser", "Code"),
 }
 """Entity set → (table caption, caption of the field that must be unique)."""
+
+
+def caption_of(entity: Entity) -> tuple[str, str]:
+    """(table caption, unique field caption); a custom page's table is captioned by its
+    entity name, as AL names a table without a ``Caption``."""
+    known = TABLE_CAPTIONS.get(entity.entity_set)
+    if known is not None:
+        return known
+    return entity.logical_name[:1].upper() + entity.logical_name[1:], "Code"

@@ -38,6 +38,8 @@ class Kind(StrEnum):
     """The addressed record does not exist."""
     NO_RESOURCE = "no_resource"
     """The URL names no resource."""
+    NO_METADATA = "no_metadata"
+    """A table or column definition that does not exist."""
     METHOD_NOT_ALLOWED = "method_not_allowed"
     ETAG_REQUIRED = "etag_required"
     STALE = "stale"

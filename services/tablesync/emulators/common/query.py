@@ -1,5 +1,10 @@
-"""OData system query options (``$filter $select $orderby $top $count $skiptoken``) parsed
-against the catalog and run as one SELECT."""
+"""OData system query options (``$filter $select $orderby $top $skip $count $skiptoken``)
+parsed against the catalog and run as one SELECT.
+
+``$skip`` is BC's only ("Using filters with API calls" lists ``$skip``; Dataverse's
+"Query data using the Web API" does not, and Dataverse refuses it). It skips rows of the
+first page in the query's order; the ``$skiptoken`` of the pages after it carries the
+keyset position, so a skip is applied once however the client pages on."""
 
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ __all__ = [
 ]
 
 _SUPPORTED = frozenset({"$filter", "$select", "$orderby", "$top", "$count", "$skiptoken"})
+_SKIP = "$skip"
 _KNOWN_UNSUPPORTED = frozenset(
     {"$expand", "$skip", "$search", "$apply", "$compute", "$levels", "$format", "$index"}
 )
@@ -46,6 +52,7 @@ class QueryOptions:
     top: int | None = None
     count: bool = False
     skiptoken: str | None = None
+    skip: int = 0
 
     def sort_keys(self, spec: TableSpec) -> tuple[OrderKey, ...]:
         key = spec.entity.fields[spec.entity.key]
@@ -108,19 +115,27 @@ def _parse_orderby(spec: TableSpec, text: str) -> tuple[OrderKey, ...]:
     return tuple(keys)
 
 
-def _parse_top(text: str) -> int:
+def _parse_count_option(name: str, text: str) -> int:
     if not text.isdigit():
         raise ApiProblem(
             Kind.BAD_QUERY,
-            f"Invalid value '{text}' for $top query option: expected an integer >= 0.",
+            f"Invalid value '{text}' for {name} query option: expected an integer >= 0.",
         )
     return int(text)
 
 
-def parse_options(spec: TableSpec, query: Mapping[str, str]) -> QueryOptions:
-    """The system query options in ``query``; ApiProblem naming any that is not valid."""
+def _parse_top(text: str) -> int:
+    return _parse_count_option("$top", text)
+
+
+def parse_options(
+    spec: TableSpec, query: Mapping[str, str], *, allow_skip: bool = False
+) -> QueryOptions:
+    """The system query options in ``query``; ApiProblem naming any that is not valid.
+
+    ``allow_skip``: the API serves ``$skip`` (BC's collections)."""
     for name in query:
-        if not name.startswith("$") or name in _SUPPORTED:
+        if not name.startswith("$") or name in _SUPPORTED or (allow_skip and name == _SKIP):
             continue
         if name in _KNOWN_UNSUPPORTED:
             raise ApiProblem(
@@ -142,6 +157,7 @@ def parse_options(spec: TableSpec, query: Mapping[str, str]) -> QueryOptions:
         top=_parse_top(top_text) if top_text is not None else None,
         count=count == "true",
         skiptoken=query.get("$skiptoken"),
+        skip=_parse_count_option(_SKIP, query[_SKIP]) if allow_skip and _SKIP in query else 0,
     )
 
 
@@ -192,6 +208,8 @@ async def read_page(
         where.append(after_predicate(spec, keys, cursor.values, params))
         remaining = cursor.remaining
     limit = page_size if remaining is None else min(page_size, remaining)
+    # A $skiptoken already stands after the skipped rows.
+    offset = options.skip if options.skiptoken is None else 0
     cursor_columns = [
         f"{ident(k.field.name)} AS {ident(_KEY_PREFIX + str(i))}" for i, k in enumerate(keys)
     ]
@@ -199,6 +217,7 @@ async def read_page(
         f"SELECT {select_list(spec, fields, [*extra, *cursor_columns])} FROM {spec.table}"
         + (f" WHERE {' AND '.join(where)}" if where else "")
         + f" ORDER BY {order_by(spec, keys)} LIMIT {params.add(limit + 1, 'bigint')}"
+        + (f" OFFSET {params.add(offset, 'bigint')}" if offset else "")
     )
     rows = await db.fetch(sql, *params.values)
     more = len(rows) > limit

@@ -11,6 +11,7 @@ import asyncpg
 import structlog
 
 from tablesync.core.events import Side
+from tablesync.emulators.common.custom import Customizations, load_customizations
 from tablesync.emulators.common.faults import Faults
 from tablesync.emulators.common.limiter import Protection, RealLimits, current_cost
 from tablesync.emulators.common.listing import ShortListing
@@ -42,6 +43,8 @@ class EmulatorConfig:
     real_limits: RealLimits | None = None
     """The documented concurrency, execution time, latency and per-record cost on top
     of the request budget (``limiter.py``); off unless set."""
+    custom: Customizations = field(default_factory=Customizations.none)
+    """The custom tables and columns served besides the catalog's (``custom.py``)."""
 
     @classmethod
     def from_settings(
@@ -66,6 +69,7 @@ class EmulatorConfig:
             untracked=frozenset(emulator.untracked_tables),
             change_retention_s=emulator.change_retention_s,
             real_limits=real,
+            custom=load_customizations(emulator.custom),
         )
 
 

@@ -92,6 +92,13 @@ def _integer(field: FieldDef, value: object, bounds: tuple[int, int]) -> int:
             Kind.BAD_VALUE,
             f"The value {value} of '{field.name}' is out of the range of {field.edm_type}.",
         )
+    if field.options and str(value) not in field.options:
+        # A Dataverse choice column: its options' values, in Dataverse's wording.
+        raise ApiProblem(
+            Kind.BAD_OPTION,
+            f"A validation error occurred. The value {value} of '{field.name}' is outside the "
+            f"valid range. Accepted Values: {','.join(field.options)}",
+        )
     return value
 
 

@@ -7,6 +7,7 @@ from starlette.types import ASGIApp
 from tablesync.emulators.common.app import build_app
 from tablesync.emulators.common.runtime import EmulatorConfig, Runtime, Tuning
 from tablesync.emulators.dataverse.service import DataverseService
+from tablesync.emulators.dataverse.specs import dataverse_specs
 
 __all__ = ["create_app", "create_runtime"]
 
@@ -17,7 +18,8 @@ def create_runtime(config: EmulatorConfig) -> Runtime:
         untracked=set(config.untracked),
         change_retention_s=config.change_retention_s,
     )
-    return Runtime.create(config, DataverseService(tuning), tuning)
+    service = DataverseService(tuning, dataverse_specs(config.custom), config.custom)
+    return Runtime.create(config, service, tuning)
 
 
 def create_app(config: EmulatorConfig) -> ASGIApp:

@@ -20,6 +20,8 @@ Routes (relative to ``/api/data/v9.2``):
     GET / PUT / DELETE <set>(<key>)/<property>
     PUT / DELETE <set>(<key>)/<navigation>/$ref
     GET  WhoAmI                     the caller
+    GET  $metadata, EntityDefinitions…, GlobalOptionSetDefinitions…
+                                    table and column definitions (``metadata``)
     POST $batch                     multipart/mixed with change sets
 
 The caller is the integration user, or the user ``CallerObjectId`` (Entra object id) or
@@ -38,6 +40,7 @@ import asyncpg
 
 from tablesync.core.catalog import FieldDef
 from tablesync.core.events import Side
+from tablesync.emulators.common.custom import Customizations
 from tablesync.emulators.common.etags import dataverse_etag, parse_precondition
 from tablesync.emulators.common.messages import ApiRequest, ApiResponse
 from tablesync.emulators.common.payload import json_object
@@ -58,13 +61,14 @@ from tablesync.emulators.common.writes import (
     update_sql,
     upsert_sql,
 )
-from tablesync.emulators.dataverse import batch, bulk, reads, tracking
+from tablesync.emulators.dataverse import batch, bulk, metadata, reads, tracking
+from tablesync.emulators.dataverse.definitions import definitions
 from tablesync.emulators.dataverse.keys import KeyRef, parse_key, parse_reference, split_segment
 from tablesync.emulators.dataverse.specs import (
     API_ROOT,
     DATAVERSE_SPECS,
     INTEGRATION_USER_NAME,
-    spec_for,
+    register,
 )
 from tablesync.emulators.dataverse.style import DATAVERSE_STYLE
 from tablesync.emulators.dataverse.writes import (
@@ -98,11 +102,19 @@ IN_USE_MESSAGE = (
 class DataverseService:
     side: Side = "dataverse"
     style = DATAVERSE_STYLE
-    specs = DATAVERSE_SPECS
     roots: tuple[str, ...] = (API_ROOT,)
 
-    def __init__(self, tuning: Tuning) -> None:
+    def __init__(
+        self,
+        tuning: Tuning,
+        specs: tuple[TableSpec, ...] = DATAVERSE_SPECS,
+        custom: Customizations | None = None,
+    ) -> None:
         self.tuning = tuning
+        self.specs = specs
+        register(specs)
+        self._by_set = {s.entity.entity_set: s for s in specs}
+        self.definitions = definitions(specs, custom or Customizations.none())
         self.integration_user = UUID(int=0)
         self.organization = UUID(int=0)
         self.business_unit = UUID(int=0)
@@ -141,12 +153,19 @@ class DataverseService:
             if request.method != "POST":
                 raise ApiProblem(Kind.METHOD_NOT_ALLOWED, "$batch accepts POST only.")
             return await batch.run(self, request, db)
-        if path in ("", "$metadata"):
+        if path == "":
             return self._service_document(request)
+        if metadata.first_segment(path) in metadata.METADATA_SETS:
+            return metadata.handle(
+                request,
+                self.definitions,
+                self.tuning,
+                lambda: metadata.metadata_document(self.specs),
+            )
         if path in ("WhoAmI", "WhoAmI()"):
             return await self._who_am_i(request, db)
         name, key_text, rest = split_segment(path)
-        spec = spec_for(name)
+        spec = self._by_set.get(name)
         if spec is None:
             raise ApiProblem(Kind.NO_RESOURCE, f"Resource not found for the segment '{name}'.")
         method = request.method
@@ -190,7 +209,7 @@ class DataverseService:
         )
 
     def _service_document(self, request: ApiRequest) -> ApiResponse:
-        names = [s.entity.entity_set for s in DATAVERSE_SPECS]
+        names = [s.entity.entity_set for s in self.specs]
         return ApiResponse.json(
             200,
             {

@@ -7,7 +7,9 @@ record that does not exist). The 429 messages and codes are the documented
 service-protection ones ("Service protection API limits": number of requests
 0x80072322, execution time 0x80072321, concurrent requests 0x80072326).
 Change tracking's refusals are the "Web service error codes" ``ExpiredVersionStamp``
-(0x80044352) and ``ChangeTrackingNotEnabledForEntity`` (0x80072491), both 400.
+(0x80044352) and ``ChangeTrackingNotEnabledForEntity`` (0x80072491), both 400. A table
+definition that does not exist is 404 with 0x80041102 ("The entity with a name = '…' with
+namemapping = 'Logical' was not found in the MetadataCache.").
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ DATAVERSE_STYLE = ErrorStyle(
             Kind.TOO_LONG: "0x80044331",
             Kind.NOT_FOUND: "0x80040217",
             Kind.NO_RESOURCE: _QUERY,
+            Kind.NO_METADATA: "0x80041102",
             Kind.METHOD_NOT_ALLOWED: _QUERY,
             Kind.ETAG_REQUIRED: "0x80060882",
             Kind.STALE: "0x80060882",
@@ -57,6 +60,7 @@ DATAVERSE_STYLE = ErrorStyle(
         {
             Kind.NOT_FOUND: 404,
             Kind.NO_RESOURCE: 404,
+            Kind.NO_METADATA: 404,
             Kind.RELATION: 404,
             Kind.METHOD_NOT_ALLOWED: 405,
             Kind.IN_USE: 405,
