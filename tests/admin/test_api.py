@@ -273,6 +273,15 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("POST", "/api/runs/full-sync", {"json": {"mappings": "CUSTOMER"}}, 400, "mappings"),
     ("POST", "/api/runs/full-sync", {"json": {"unconditional": "maybe"}}, 400, "unconditional"),
     ("POST", "/api/runs/sync-modified", {"json": {"mapping": "NOPE"}}, 400, "NOPE"),
+    ("POST", "/api/runs/couple-by-match", {"json": {"mappings": ["NOPE"]}}, 400, "NOPE"),
+    (
+        "POST",
+        "/api/runs/couple-by-match",
+        {"json": {"mappings": ["CONTACTS"]}},
+        400,
+        "CONTACTS has no match fields",
+    ),
+    ("POST", "/api/runs/couple-by-match", {"json": {"create_new": "maybe"}}, 400, "create_new"),
     ("POST", "/api/runs/sync-modified", {"json": {"mapping": 7}}, 400, "mapping"),
 ]
 

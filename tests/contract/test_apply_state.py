@@ -290,6 +290,7 @@ class ApplyStateContract:
             failed=0,
             pending=0,
             uncoupled=0,
+            unmatched=0,
         )
         totals = await stores.jobs.totals(job_id)
         assert totals is not None

@@ -306,6 +306,7 @@ class JobsContract:
             "pending",
             "coupled",
             "uncoupled",
+            "unmatched",
         }
         assert await jobs.partition_counts(job_id, "t", 2) == {}
         assert await jobs.partition_counts(job_id, "u", 0) == {}

@@ -345,8 +345,9 @@ async def test_a_customer_waits_for_its_salesperson_then_applies(
     assert account["_ownerid_value"] == user["systemuserid"]
 
 
-async def _cli_json(stack: Stack, *args: str) -> Any:
-    """``tablesync <args> --json`` in its own process against the stack: its output."""
+async def _cli_json(stack: Stack, *args: str, code: int = 0) -> Any:
+    """``tablesync <args> --json`` in its own process against the stack: its output
+    (its exit code ``code``)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -358,7 +359,7 @@ async def _cli_json(stack: Stack, *args: str) -> Any:
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout=180)
-    assert process.returncode == 0, err.decode()[-2000:]
+    assert process.returncode == code, err.decode()[-2000:]
     return json.loads(out)
 
 
@@ -465,3 +466,79 @@ async def test_sync_record_compares_one_healthy_pair_and_writes_only_it(
     assert again["counts"] == {"unchanged": 2}
     assert await _versions(stack) == after
     assert others, "the demo data has more than one coupled customer"
+
+
+async def test_a_coupling_run_couples_by_match_lists_the_ambiguous_and_creates_only_when_asked(
+    stack: Stack, ops: Operations
+) -> None:
+    matched = await stack.bc_post("customers", {"displayName": "Match Co", "number": "C70001"})
+    account = await stack.dv_post(
+        "accounts", {"name": "Match Company", "accountnumber": "C70001", "customertypecode": 3}
+    )
+    alone = await stack.bc_post("customers", {"displayName": "Alone Co", "number": "C70003"})
+    # BC keeps customer numbers unique, Dataverse its account numbers (a key):
+    # an ambiguous match is two BC salespeople with one Dataverse user's e-mail.
+    for code in ("SPDUP1", "SPDUP2"):
+        await stack.bc_post(
+            "salespeople", {"code": code, "name": f"Twin {code}", "email": "twin@cronus.example"}
+        )
+    user = await stack.dv_post(
+        "systemusers",
+        {
+            "firstname": "Twin",
+            "lastname": "User",
+            "internalemailaddress": "twin@cronus.example",
+            "islicensed": True,
+            "isdisabled": False,
+            "accessmode": 0,
+        },
+    )
+    accounts_before = len(await stack.dv_rows("accounts"))
+    salespeople_before = len(await stack.bc_rows("salespeople"))
+
+    # Exit code 1: a record failed (the ambiguous one), as for a full synchronization.
+    first = await _cli_json(
+        stack,
+        "couple-by-match",
+        "--mapping",
+        "SALESPEOPLE",
+        "--mapping",
+        "CUSTOMER",
+        "--wait",
+        code=1,
+    )
+    assert first["status"] == "finished", first["message"]
+    jobs = {j["mapping"]: j for j in first["jobs"]}
+    assert jobs.keys() == {"SALESPEOPLE", "CUSTOMER"}
+    # One way each, from BC where the mapping goes there, as BC's coupling goes.
+    people, customers = jobs["SALESPEOPLE"], jobs["CUSTOMER"]
+    assert (people["direction"], people["type"]) == ("from_integration", "coupling")
+    assert (customers["direction"], customers["type"]) == ("to_integration", "coupling")
+    for job in (people, customers):
+        assert job["inserted"] == job["modified"] == 0, job
+    assert customers["coupled"] >= 1 and customers["unmatched"] >= 1
+    assert people["failed"] == 1
+    couplings = await stack.couplings("CUSTOMER")
+    assert couplings[matched["id"]] == account["accountid"]
+    assert alone["id"] not in couplings
+    assert user["systemuserid"] not in (await stack.couplings("SALESPEOPLE")).values()
+    # Nothing was created or written: the matched account keeps its own name.
+    assert len(await stack.dv_rows("accounts")) == accounts_before
+    assert len(await stack.bc_rows("salespeople")) == salespeople_before
+    row = (await stack.dv_rows("accounts", f"?$filter=accountid eq {account['accountid']}"))[0]
+    assert row["name"] == "Match Company"
+    errors = await stack.pool.fetch(
+        "SELECT source_id, message FROM job_errors WHERE job_id = $1::uuid", people["job_id"]
+    )
+    assert [e["source_id"] for e in errors] == [user["systemuserid"]]
+    assert "2 uncoupled salespeople match" in errors[0]["message"]
+
+    second = await _cli_json(
+        stack, "couple-by-match", "--mapping", "CUSTOMER", "--create-new", "--wait"
+    )
+    assert second["status"] == "finished", second["message"]
+    (job,) = second["jobs"]
+    assert job["inserted"] >= 1
+    couplings = await stack.couplings("CUSTOMER")
+    made = (await stack.dv_rows("accounts", f"?$filter=accountid eq {couplings[alone['id']]}"))[0]
+    assert made["accountnumber"] == "C70003"

@@ -32,6 +32,7 @@ from tablesync.admin.schemas import (
     CoupleRequest,
     CouplingOut,
     CouplingPath,
+    CouplingRunRequest,
     CouplingsQuery,
     DeleteRecordsRequest,
     ErrorOut,
@@ -735,6 +736,34 @@ async def full_sync(ctx: AdminContext, request: Request) -> Response:
         )
     except UnknownMapping as exc:
         # Named in the body, not the path: a bad request rather than a missing resource.
+        raise Problem(400, str(exc)) from None
+    return reply(RunAccepted(run_id=run_id, progress=f"/api/runs/{run_id}"), 202)
+
+
+@endpoint(
+    "POST",
+    "/api/runs/couple-by-match",
+    "Couple uncoupled records to their match (BC's match-based coupling)",
+    "runs",
+    status=202,
+    response=RunAccepted,
+    body=CouplingRunRequest,
+    errors=(400, 409),
+    description="Each uncoupled record is coupled to the one uncoupled record of the other "
+    "side its mapping's match fields find; nothing is created or written unless asked. "
+    "Counted coupled, unmatched, or failed (listed) when several records match. Refused with "
+    "409 while a full synchronization or another coupling run is running.",
+)
+async def couple_by_match(ctx: AdminContext, request: Request) -> Response:
+    body = await body_of(request, CouplingRunRequest)
+    try:
+        run_id = await ctx.operator.couple_by_match(
+            mappings=body.mappings,
+            create_new=body.create_new,
+            sync_after=body.sync_after,
+            requested_by="admin",
+        )
+    except UnknownMapping as exc:
         raise Problem(400, str(exc)) from None
     return reply(RunAccepted(run_id=run_id, progress=f"/api/runs/{run_id}"), 202)
 

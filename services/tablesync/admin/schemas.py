@@ -99,6 +99,19 @@ class CoupleRequest(_In):
     dataverse_id: UUID
 
 
+class CouplingRunRequest(_In):
+    mappings: list[str] = Field(
+        default_factory=list,
+        description="Only these mappings; every mapping with match fields when empty.",
+    )
+    create_new: bool = Field(
+        default=False, description="Create the records no match is found for on the other side."
+    )
+    sync_after: bool = Field(
+        default=False, description="Write the mapped values to the records coupled."
+    )
+
+
 class FullSyncRequest(_In):
     mappings: list[str] = Field(
         default_factory=list, description="Only these mappings; every mapping when empty."

@@ -177,6 +177,40 @@ class Operator:
         )
         return run_id
 
+    async def couple_by_match(
+        self,
+        *,
+        mappings: Sequence[str] = (),
+        create_new: bool = False,
+        sync_after: bool = False,
+        requested_by: str = "cli",
+    ) -> str:
+        """Requests a coupling run: each uncoupled record of the mappings (all,
+        or those named) is coupled to the one uncoupled record of the other
+        side its match fields find; with ``create_new`` those without a match
+        are created, with ``sync_after`` the values are written to what is
+        coupled. Ambiguous matches fail and are listed. Named, a mapping without
+        match fields is refused; unnamed, those are left out."""
+        known = await self._known(*mappings)
+        if mappings:
+            blind = [n for n in mappings if not known.get(n).match]
+            if blind:
+                raise InvalidRequest(
+                    f"{', '.join(blind)} has no match fields: a coupling run cannot match "
+                    "its records"
+                )
+            names = list(mappings)
+        else:
+            names = [m.name for m in known.mappings if m.match]
+        run_id = await self._runs.couple_by_match(
+            mappings=names,
+            create_new=create_new,
+            sync_after=sync_after,
+            requested_by=requested_by,
+        )
+        log.info("run_requested", kind="coupling", run_id=run_id, requested_by=requested_by)
+        return run_id
+
     async def sync_modified(self, *, mapping: str | None = None, requested_by: str = "cli") -> str:
         """Requests a synchronization of modified records of every mapping or one."""
         if mapping is not None:

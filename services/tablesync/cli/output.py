@@ -21,6 +21,7 @@ JOB_COUNTS = [
     "failed",
     "pending",
     "coupled",
+    "unmatched",
 ]
 """The job log's counters, in the order BC's Integration Synchronization Jobs page shows them."""
 

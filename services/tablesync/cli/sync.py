@@ -19,7 +19,7 @@ from tablesync.cli.progress import progress_display
 from tablesync.runtime.operations import RunProgress
 from tablesync.settings import Settings
 
-__all__ = ["full_sync", "sync_modified"]
+__all__ = ["couple_by_match", "full_sync", "sync_modified"]
 
 _JOB_COLUMNS = ["mapping", "direction", "status", *JOB_COUNTS]
 
@@ -34,12 +34,19 @@ async def _request_and_wait(
     timeout_s: float | None,
     quiet: bool,
     unconditional: bool = False,
+    create_new: bool = False,
+    sync_after: bool = False,
 ) -> tuple[str, RunProgress | None]:
     async with open_operator(settings) as operator:
         if request == "full":
             run_id = await operator.full_sync(
                 mappings=mapping, keep_only_coupled_cleared=keep, unconditional=unconditional
             )
+        elif request == "coupling":
+            run_id = await operator.couple_by_match(
+                mappings=mapping, create_new=create_new, sync_after=sync_after
+            )
+            mapping = (await operator.progress(run_id)).run.mappings
         else:
             run_id = await operator.sync_modified(mapping=mapping[0] if mapping else None)
         if not wait:
@@ -122,6 +129,38 @@ def full_sync(
             timeout_s=timeout,
             quiet=json,
             unconditional=unconditional,
+        )
+    )
+    _finish(run_id, progress, json)
+
+
+def couple_by_match(
+    mapping: list[str] = typer.Option(
+        [], "--mapping", help="Only these mappings (repeatable); else every one with match fields."
+    ),
+    create_new: bool = typer.Option(
+        False, "--create-new", help="Create the records no match is found for on the other side."
+    ),
+    sync_after: bool = typer.Option(
+        False, "--sync-after", help="Write the mapped values to the records coupled."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the end; exit 1 if records failed."),
+    timeout: float | None = typer.Option(None, help="Give up waiting after this many seconds."),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Couple uncoupled records to their match on the other side (BC's match-based
+    coupling): counted coupled, unmatched, or failed when several records match."""
+    run_id, progress = run_async(
+        _request_and_wait(
+            load_settings(),
+            "coupling",
+            mapping=mapping,
+            keep=False,
+            wait=wait,
+            timeout_s=timeout,
+            quiet=json,
+            create_new=create_new,
+            sync_after=sync_after,
         )
     )
     _finish(run_id, progress, json)

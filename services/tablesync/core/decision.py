@@ -216,6 +216,7 @@ def decide(
             written=f.written_there,
             blocked_by_intent=f.blocked,
             announced=f.intent is not None,
+            job=t.coupling_run,
         )
         return Decided(decision, mapped)
     if f.deleting:

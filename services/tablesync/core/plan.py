@@ -78,6 +78,13 @@ class JobContext:
     # with its counterpart even when its version is the one last synced, so a
     # field mapping added or fixed since reaches every coupled record.
     unconditional: bool = False
+    # BC's match-based coupling: uncoupled records are coupled to the one
+    # record of the other side their match fields find, nothing else is
+    # changed unless asked: ``create_unmatched`` creates those without a
+    # match, ``sync_after`` writes the mapped values to what is coupled.
+    coupling_run: bool = False
+    create_unmatched: bool = False
+    sync_after: bool = False
 
 
 def stamp_of(event: RecordChanged) -> Stamp:
@@ -93,9 +100,11 @@ def row_of(event: RecordChanged) -> Row:
 
 @dataclass(frozen=True, slots=True)
 class Ignore:
-    """Not this mapping's business (direction, filter, only-coupled): not counted."""
+    """Not this mapping's business (direction, filter, only-coupled): not counted,
+    unless ``counted`` names the counter (a coupling run's unmatched records)."""
 
     reason: str
+    counted: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +156,8 @@ class FetchCandidates:
 
     side: Side
     filter: filters.Expr | None
+    # The job's coupling run, when it is one: match, couple, create only if asked.
+    coupling_run: JobContext | None = None
 
 
 Triage = Ignore | Unchanged | FetchDestination | FetchCandidates | Pending
@@ -247,14 +258,15 @@ COUNTED = (
     "pending",
     "coupled",
     "uncoupled",
+    "unmatched",
 )
 
 
 def counters_of(decision: Decision) -> tuple[str, ...]:
     """The job counters a decision adds to once performed (none: not counted)."""
     match decision:
-        case Ignore():
-            return ()
+        case Ignore(counted=counted):
+            return (counted,) if counted else ()
         case Unchanged():
             return ("unchanged",)
         case Pending():
@@ -281,6 +293,8 @@ def triage(
 ) -> Triage:
     """The first look at an event: decide now, or say what must be fetched."""
     side = event.side
+    if job.coupling_run and event.op == "delete":
+        return Ignore("a coupling run couples records that exist")
     if event.op == "delete":
         if coupling is None:
             return Ignore("deleted record was not coupled")
@@ -293,6 +307,8 @@ def triage(
         return Ignore(f"{mapping.name} does not sync {direction}")
     if not filters.evaluate(mapping.filter(side), event.fields, ignore_case=side == "dataverse"):
         return Ignore("outside the mapping's filter")
+    if coupling is not None and job.coupling_run:
+        return Unchanged()  # coupled already: a coupling run changes nothing of it
     if coupling is not None:
         fresh = compare_stamps(side, stamp_of(event), coupling.stamp_on(side))
         # A replay applies a version again only where it was the source of the
@@ -304,9 +320,9 @@ def triage(
         if fresh == "older" or (fresh == "same" and not reapply):
             return Unchanged()
         return FetchDestination(dest, coupling.id_on(dest), coupling)
-    if mapping.sync_only_coupled and not job.ignore_only_coupled:
+    if mapping.sync_only_coupled and not job.ignore_only_coupled and not job.coupling_run:
         return Ignore("not coupled and the mapping syncs only coupled records")
-    return FetchCandidates(other_side(side), None)
+    return FetchCandidates(other_side(side), None, job if job.coupling_run else None)
 
 
 def _unresolved(mapped: Mapped) -> Pending | Fail | None:
@@ -451,6 +467,7 @@ def decide_uncoupled(
     written: Sequence[Mapping[str, FieldValue]] = (),
     blocked_by_intent: bool = False,
     announced: bool = False,
+    job: JobContext | None = None,
 ) -> Decision:
     """An uncoupled record that may be created on the other side (only-coupled is off).
 
@@ -463,6 +480,10 @@ def decide_uncoupled(
     dest = other_side(event.side)
     if blocked_by_intent:
         return Pending("created by tablesync a moment ago; waiting for its coupling")
+    if job is not None and job.coupling_run and created_before is None:
+        coupled = _coupled_by_match(event, mapping, mapped, candidates, job)
+        if coupled is not None:
+            return coupled
     problem = _unresolved(mapped)
     if problem is not None:
         return problem
@@ -496,6 +517,39 @@ def decide_uncoupled(
             edited=edited,
         )
     return Create(dest, changes(mapped, dest, None), None, event.record_id, stamp_of(event))
+
+
+def _coupled_by_match(
+    event: RecordChanged,
+    mapping: TableMapping,
+    mapped: Mapped,
+    candidates: list[Row],
+    job: JobContext,
+) -> Decision | None:
+    """A coupling run's decision on an uncoupled record: coupled to its one
+    match (its values written only with ``sync_after``), an ambiguous match
+    failed and listed, no match counted unmatched; None where the record is
+    to be created (``create_unmatched``), as a full synchronization would."""
+    dest = other_side(event.side)
+    if not mapping.match:
+        return Fail(f"{mapping.name} has no match fields: a coupling run cannot match its records")
+    if len(candidates) > 1:
+        return Fail(
+            f"{len(candidates)} uncoupled {mapping.table(dest)} match on "
+            f"{', '.join(m.bc + '/' + m.dataverse for m in mapping.match)}: "
+            "no unique uncoupled matching record"
+        )
+    if not candidates:
+        if job.create_unmatched:
+            return None
+        return Ignore(f"no uncoupled {mapping.table(dest)} matches", counted="unmatched")
+    found = candidates[0]
+    if job.sync_after:
+        problem = _unresolved(mapped)
+        if problem is not None:
+            return problem
+    payload = changes(mapped, dest, found.fields) if job.sync_after else {}
+    return Create(dest, payload, found.id, event.record_id, stamp_of(event), matched=found)
 
 
 def made_by(sent: Mapping[str, FieldValue], candidates: Sequence[Row]) -> Row | None:

@@ -33,6 +33,8 @@ class JobParams:
     ignore_only_coupled: bool
     status: str
     unconditional: bool = False
+    create_unmatched: bool = False
+    sync_after: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -280,6 +280,8 @@ class Jobs(Protocol):
         partitions: int | None = None,
         status: str = "running",
         unconditional: bool = False,
+        create_unmatched: bool = False,
+        sync_after: bool = False,
     ) -> None:
         """Creates a job; a second create of one job id changes nothing.
         ``unconditional``: coupled records are compared with their

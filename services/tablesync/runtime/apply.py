@@ -17,7 +17,7 @@ import re
 import uuid
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -377,6 +377,9 @@ class ApplyService:
                     ignore_only_coupled=params.ignore_only_coupled,
                     direction=params.direction,
                     unconditional=params.unconditional,
+                    coupling_run=params.kind == "coupling",
+                    create_unmatched=params.create_unmatched,
+                    sync_after=params.sync_after,
                 )
         return self._job_cache[job_id]
 
@@ -388,6 +391,9 @@ class ApplyService:
         # A record an unconditional job failed on is compared again when
         # retried, though its version is still the one last synced.
         unconditional = origin is not None and origin.unconditional
+        if origin is not None and origin.coupling_run:
+            # An ambiguous match, retried: matched again, never created unless asked.
+            return replace(origin, job_id=None, kind="retry")
         return JobContext(
             job_id=None, kind="retry", ignore_only_coupled=cleared, unconditional=unconditional
         )

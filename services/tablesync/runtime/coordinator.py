@@ -33,6 +33,7 @@ from tablesync.core.events import (
     SyncModifiedRequested,
 )
 from tablesync.core.mappings import MappingSet, source_side
+from tablesync.core.stored import RunRow
 from tablesync.core.topics import Topics
 from tablesync.errors import DecodeError
 from tablesync.ports.clock import Clock
@@ -301,10 +302,15 @@ class CoordinatorService:
             steps=step.steps,
             mapping=step.mapping,
         )
-        # BC runs a bidirectional mapping BC -> Dataverse first, then back.
-        for direction in mapping.directions():
+        # BC runs a bidirectional mapping BC -> Dataverse first, then back. Its
+        # match-based coupling goes one way, from BC's records where it can: the
+        # way back would couple one of two Dataverse records BC found ambiguous.
+        directions = mapping.directions()
+        if run.kind == "coupling":
+            directions = directions[:1]
+        for direction in directions:
             job_id = step_job_id(step.run_id, step.mapping, direction)
-            if not await self._run_job(step, mappings, direction, job_id, stop):
+            if not await self._run_job(step, mappings, direction, job_id, stop, run):
                 return False
         if step.step == step.steps:
             await self._finish_run(step.run_id, run.kind, run.mappings, run.options)
@@ -318,22 +324,29 @@ class CoordinatorService:
         direction: Direction,
         job_id: str,
         stop: asyncio.Event,
+        run: RunRow,
     ) -> bool:
         mapping = mappings.get(step.mapping)
         side = source_side(direction)
         table = mapping.table(side)
         topic = self.topics.cdc(side, table)
         partitions = len(await self.publisher.partitions_for(topic))
+        # A coupling run reads every record as a full synchronization does; its
+        # jobs are BC's coupling jobs, and say whether to create and to sync.
+        coupling = run.kind == "coupling"
         await self.jobs.create_job(
             job_id,
             run_id=step.run_id,
             mapping=step.mapping,
             direction=direction,
-            kind=step.kind,
-            ignore_only_coupled=step.ignore_only_coupled,
+            kind="coupling" if coupling else step.kind,
+            job_type="coupling" if coupling else "synchronization",
+            ignore_only_coupled=step.ignore_only_coupled and not coupling,
             unconditional=step.unconditional,
             source_topic=topic,
             partitions=partitions,
+            create_unmatched=coupling and bool(run.options.get("create_new")),
+            sync_after=coupling and bool(run.options.get("sync_after")),
         )
         # Published before it is marked: a crash in between publishes it again
         # on resume, and capture serves one job's snapshot only once.
@@ -368,7 +381,9 @@ class CoordinatorService:
             return False
         totals = await self.jobs.totals(job_id)
         await self.jobs.finish_job(job_id)
-        if totals is not None:
+        if totals is not None and not (coupling and not run.options.get("sync_after")):
+            # A coupling run that wrote nothing synced nothing: what changed
+            # before it is still for the next synchronization of modified records.
             await self.jobs.set_synced_until(
                 step.mapping,
                 direction,

@@ -104,6 +104,34 @@ class Operations:
         await self._publish(run_id, command)
         return run_id
 
+    async def couple_by_match(
+        self,
+        *,
+        mappings: Sequence[str] = (),
+        create_new: bool = False,
+        sync_after: bool = False,
+        requested_by: str = "cli",
+    ) -> str:
+        """Requests a coupling run (BC's match-based coupling); it runs as a full
+        synchronization does, never beside one (``AlreadyRunning``)."""
+        run_id = str(uuid.uuid4())
+        await self.jobs.request_run(
+            run_id,
+            "coupling",
+            list(mappings),
+            {"create_new": create_new, "sync_after": sync_after},
+            requested_by,
+        )
+        # The coordinator reads what kind of run it is from the run itself.
+        command = FullSyncRequested(
+            run_id=run_id,
+            requested_at=self.clock.now(),
+            requested_by=requested_by,
+            mappings=tuple(mappings),
+        )
+        await self._publish(run_id, command)
+        return run_id
+
     async def sync_modified(self, *, mapping: str | None = None, requested_by: str = "cli") -> str:
         run_id = str(uuid.uuid4())
         await self.jobs.request_run(

@@ -193,6 +193,8 @@ class JobRecord:
     finished_at: datetime | None
     message: str
     unconditional: bool = False
+    create_unmatched: bool = False
+    sync_after: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,9 @@ from tablesync.ports.state import PRUNE_BATCH, Pruned
 
 __all__ = ["MemoryJobs"]
 
-_RUN_KINDS = frozenset({"full", "modified"})
+_RUN_KINDS = frozenset({"full", "modified", "coupling"})
+# One of these at a time: each decides every uncoupled record of its mappings.
+_EXCLUSIVE = frozenset({"full", "coupling"})
 _RUN_STATUSES = frozenset({"requested", "running", "finished", "failed", "cancelled"})
 _ACTIVE = frozenset({"requested", "running"})
 _DIRECTIONS = frozenset({"to_integration", "from_integration"})
@@ -52,7 +54,7 @@ class MemoryJobs(MemoryStore):
         running = self._active_full()
         # Both unique violations (the run id, the one full synchronization)
         # are refused alike, as the Postgres adapter catches them alike.
-        if key in t.runs or (kind == "full" and running is not None):
+        if key in t.runs or (kind in _EXCLUSIVE and running is not None):
             raise CommandRefused(f"a full synchronization is already running (run {running})")
         t.runs[key] = RunRecord(
             run_id=key,
@@ -69,7 +71,7 @@ class MemoryJobs(MemoryStore):
 
     def _active_full(self, *, besides: str | None = None) -> str | None:
         for run in self._db.t.runs.values():
-            if run.kind == "full" and run.status in _ACTIVE and run.run_id != besides:
+            if run.kind in _EXCLUSIVE and run.status in _ACTIVE and run.run_id != besides:
                 return run.run_id
         return None
 
@@ -101,7 +103,9 @@ class MemoryJobs(MemoryStore):
         if row is None or row.status not in _ACTIVE:
             return
         check(
-            row.kind != "full" or status not in _ACTIVE or self._active_full(besides=key) is None,
+            row.kind not in _EXCLUSIVE
+            or status not in _ACTIVE
+            or self._active_full(besides=key) is None,
             "runs: a second full synchronization would be running",
         )
         t.runs[key] = replace(row, status=status, finished_at=self._db.now(), message=message)
@@ -132,6 +136,8 @@ class MemoryJobs(MemoryStore):
         partitions: int | None = None,
         status: str = "running",
         unconditional: bool = False,
+        create_unmatched: bool = False,
+        sync_after: bool = False,
     ) -> None:
         await self._pause("jobs.create_job")
         t = self._db.t
@@ -153,6 +159,8 @@ class MemoryJobs(MemoryStore):
             status=status,
             ignore_only_coupled=ignore_only_coupled,
             unconditional=unconditional,
+            create_unmatched=create_unmatched,
+            sync_after=sync_after,
             source_topic=source_topic,
             partitions=partitions,
             interval_start=None,
@@ -205,6 +213,8 @@ class MemoryJobs(MemoryStore):
             row.ignore_only_coupled,
             row.status,
             row.unconditional,
+            row.create_unmatched,
+            row.sync_after,
         )
 
     async def partition_counts(self, job_id: str, topic: str, partition: int) -> dict[str, int]:

@@ -94,7 +94,7 @@ class JobStore:
             )
         except asyncpg.UniqueViolationError:
             running = await self._pool.fetchval(
-                "SELECT run_id::text FROM runs WHERE kind = 'full' "
+                "SELECT run_id::text FROM runs WHERE kind IN ('full', 'coupling') "
                 "AND status IN ('requested', 'running')"
             )
             raise AlreadyRunning(running) from None
@@ -150,12 +150,15 @@ class JobStore:
         partitions: int | None = None,
         status: str = "running",
         unconditional: bool = False,
+        create_unmatched: bool = False,
+        sync_after: bool = False,
     ) -> None:
         await self._pool.execute(
             """
             INSERT INTO jobs (job_id, run_id, mapping, direction, kind, type, status,
-                              ignore_only_coupled, source_topic, partitions, unconditional)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                              ignore_only_coupled, source_topic, partitions, unconditional,
+                              create_unmatched, sync_after)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
             ON CONFLICT (job_id) DO NOTHING
             """,
             UUID(job_id),
@@ -169,6 +172,8 @@ class JobStore:
             source_topic,
             partitions,
             unconditional,
+            create_unmatched,
+            sync_after,
         )
 
     async def continuous_job(
@@ -189,7 +194,7 @@ class JobStore:
     async def job_params(self, job_id: str) -> JobParams | None:
         r = await self._pool.fetchrow(
             "SELECT job_id::text AS job_id, mapping, direction, kind, ignore_only_coupled, "
-            "status, unconditional FROM jobs WHERE job_id = $1",
+            "status, unconditional, create_unmatched, sync_after FROM jobs WHERE job_id = $1",
             UUID(job_id),
         )
         if r is None:
@@ -202,6 +207,8 @@ class JobStore:
             r["ignore_only_coupled"],
             r["status"],
             r["unconditional"],
+            r["create_unmatched"],
+            r["sync_after"],
         )
 
     async def partition_counts(self, job_id: str, topic: str, partition: int) -> dict[str, int]:
