@@ -280,6 +280,9 @@ class Counts(BaseModel):
     pending: int
     coupled: int
     uncoupled: int
+    unmatched: int = Field(
+        default=0, description="A coupling run's records no match was found for."
+    )
 
 
 class JobOut(BaseModel):
