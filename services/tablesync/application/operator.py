@@ -270,7 +270,7 @@ class Operator:
             run = await self.stores.jobs.run(run_id)
             if run is None:
                 raise NotFound(f"no run {run_id}", what="run")
-            if run.status != "running":
+            if run.status not in ("requested", "running"):
                 raise CommandRefused(f"run {run_id} ended already ({run.status})")
             if KEEP_ANSWER in run.options:
                 raise CommandRefused(f"run {run_id} was answered already")
