@@ -367,6 +367,16 @@ class SyncSettings(BaseModel):
     continuous_job_interval_s: float = Field(
         default=60.0, description="Continuous work is rolled into one job row per interval."
     )
+    keep_question_wait_s: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "A full synchronization requested with the question open (the CLI on a "
+            "terminal, the dashboard) waits this long at its end for the operator to "
+            "answer whether to keep 'sync only coupled records' cleared; without an "
+            "answer it is restored."
+        ),
+    )
     job_retention_days: float = Field(
         default=90.0,
         ge=0,

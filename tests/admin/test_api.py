@@ -160,6 +160,9 @@ async def test_runs_are_started_followed_and_a_second_full_sync_is_refused(
     assert refused.status_code == 409
     assert refused.json()["run_id"] == run_id
     assert run_id in refused.json()["error"]
+    # Requested without ask: it never asks, so an answer is refused.
+    unasked = await api.post(f"/api/runs/{run_id}/answer", json={"keep": True})
+    assert unasked.status_code == 409 and "asks nothing" in unasked.json()["error"]
 
     async def finished() -> dict[str, Any] | None:
         run = await _json(await api.get(f"/api/runs/{run_id}"))
@@ -170,6 +173,8 @@ async def test_runs_are_started_followed_and_a_second_full_sync_is_refused(
     assert {j["mapping"] for j in run["jobs"]} == set(ORDER)
     assert run["failed_records"] == 0
     ended = await api.post(f"/api/runs/{run_id}/cancel")
+    assert ended.status_code == 409 and "ended already (finished)" in ended.json()["error"]
+    ended = await api.post(f"/api/runs/{run_id}/answer", json={"keep": False})
     assert ended.status_code == 409 and "ended already (finished)" in ended.json()["error"]
 
     modified = await _json(
@@ -208,6 +213,39 @@ async def test_an_unconditional_full_sync_is_started_and_its_jobs_are_unconditio
     assert job.counts["modified"] == 0
 
 
+async def test_a_full_sync_that_asks_is_answered_over_the_api(admin: Admin) -> None:
+    api = admin.client
+    accepted = await _json(
+        await api.post("/api/runs/full-sync", json={"mappings": ["CURRENCY"], "ask": True}), 202
+    )
+    run_id = accepted["run_id"]
+
+    async def asking() -> dict[str, Any] | None:
+        run = await _json(await api.get(f"/api/runs/{run_id}"))
+        return run if run["question"] or run["done"] else None
+
+    run = await wait_for(asking, timeout_s=120, what="the full sync to ask")
+    assert run["question"] == "keep_only_coupled_cleared", run["message"]
+    listed = await _json(await api.get("/api/runs", params={"limit": 1}))
+    assert listed[0]["question"] == "keep_only_coupled_cleared"
+    bad = await api.post(f"/api/runs/{run_id}/answer", json={"keep": "maybe"})
+    assert bad.status_code == 400 and "keep" in bad.json()["error"]
+    answered = await _json(await api.post(f"/api/runs/{run_id}/answer", json={"keep": False}))
+    assert answered["run_id"] == run_id and answered["question"] is None
+    twice = await api.post(f"/api/runs/{run_id}/answer", json={"keep": True})
+    assert twice.status_code == 409 and "answered already" in twice.json()["error"]
+
+    async def finished() -> dict[str, Any] | None:
+        run = await _json(await api.get(f"/api/runs/{run_id}"))
+        return run if run["done"] else None
+
+    done = await wait_for(finished, timeout_s=60, what="the answered full sync to finish")
+    assert done["status"] == "finished" and done["question"] is None
+    assert done["message"] == "sync only coupled records restored on CURRENCY (answered)"
+    currency = await _json(await api.get("/api/mappings/CURRENCY"))
+    assert currency["sync_only_coupled"] is True
+
+
 GHOST = str(uuid.uuid4())
 BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     # method, path, request options, status, a word the message must contain
@@ -225,6 +263,13 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("GET", "/api/runs", {"params": {"limit": "-1"}}, 400, "limit"),
     ("POST", "/api/runs/abc/cancel", {}, 400, "run_id"),
     ("POST", f"/api/runs/{uuid.uuid4()}/cancel", {}, 404, "no run"),
+    ("POST", "/api/runs/abc/answer", {"json": {"keep": True}}, 400, "run_id"),
+    ("POST", f"/api/runs/{uuid.uuid4()}/answer", {"json": {"keep": True}}, 404, "no run"),
+    ("POST", f"/api/runs/{uuid.uuid4()}/answer", {"json": {}}, 400, "keep"),
+    ("POST", f"/api/runs/{uuid.uuid4()}/answer", {"json": {"keep": "yes"}}, 400, "keep"),
+    ("POST", f"/api/runs/{uuid.uuid4()}/answer", {"json": {"keep": 1}}, 400, "keep"),
+    ("POST", f"/api/runs/{uuid.uuid4()}/answer", {"content": b"{keep"}, 400, "JSON"),
+    ("POST", "/api/runs/full-sync", {"json": {"ask": "maybe"}}, 400, "ask"),
     ("GET", "/api/mappings/NOPE", {}, 404, "NOPE"),
     ("GET", "/api/couplings", {"params": {"limit": "x"}}, 400, "limit"),
     ("GET", "/api/lag/history", {"params": {"minutes": "600"}}, 400, "minutes"),
@@ -306,6 +351,7 @@ async def test_the_openapi_document_is_valid_and_covers_every_route(admin: Admin
         (method.upper(), path) for path, item in document["paths"].items() for method in item
     }
     assert ("POST", "/api/runs/full-sync") in operations
+    assert ("POST", "/api/runs/{run_id}/answer") in operations
     assert ("GET", "/api/jobs/{job_id}/errors") in operations
     assert ("PATCH", "/api/mappings/{name}") in operations
     assert {

@@ -108,12 +108,20 @@ async def test_the_dashboard_shows_a_real_run_and_starts_another(
     await page.locator("#confirm-start").click()
     panel = page.locator("#run-panel")
     await expect(panel).to_be_visible(timeout=EXPECT_TIMEOUT_MS)
+    # At its end the run asks; restoring leaves every mapping as it was.
+    await expect(page.locator("#keep-question")).to_be_visible(timeout=120_000)
+    await page.locator("#keep-restore").click()
     await expect(panel).to_have_attribute("data-status", "finished", timeout=120_000)
+    await expect(page.locator("#run-meta")).to_contain_text(
+        "sync only coupled records restored on CURRENCY, SALESPEOPLE, VENDOR, CUSTOMER, "
+        "CONTACTS (answered)"
+    )
     run_id = await panel.get_attribute("data-run-id")
     assert run_id is not None and run_id != first.run.run_id
     progress = await ops.progress(run_id)
     assert progress is not None and progress.run.status == "finished"
     assert progress.run.requested_by == "admin"
+    assert progress.run.options["keep_answer"] is False
     steps = page.locator("#run-steps .step")
     await expect(steps).to_have_count(5)
     await expect(page.locator('#run-steps .step[data-status="finished"]')).to_have_count(5)
@@ -127,6 +135,51 @@ async def test_the_dashboard_shows_a_real_run_and_starts_another(
     await expect(page.locator("#toasts .toast")).to_have_count(0, timeout=15_000)
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+async def _only_coupled(admin: Admin) -> dict[str, bool]:
+    mappings = (await admin.client.get("/api/mappings")).json()
+    return {m["name"]: m["sync_only_coupled"] for m in mappings}
+
+
+async def test_the_question_at_the_end_of_a_full_sync_is_answered_from_the_page(
+    admin: Admin, ops: Operations, browser: Browser
+) -> None:
+    before = await _only_coupled(admin)
+    assert all(before.values())
+    page = await _page(browser)
+    await page.goto(f"{admin.url}/?token={ADMIN_TOKEN}")
+    await page.locator("#full-sync").click()
+    await page.locator("#confirm-start").click()
+    panel = page.locator("#run-panel")
+    dialog = page.locator("#keep-question")
+    await expect(dialog).to_be_visible(timeout=120_000)
+    run_id = await panel.get_attribute("data-run-id")
+    assert run_id is not None and await dialog.get_attribute("data-run-id") == run_id
+    await expect(dialog).to_contain_text("CURRENCY, SALESPEOPLE, VENDOR, CUSTOMER, CONTACTS")
+    # The run waits on the page: its jobs are over, its question open.
+    asking = await ops.progress(run_id)
+    assert asking is not None and asking.run.status == "running"
+    assert asking.run.question == "keep_only_coupled_cleared"
+    assert {j.status for j in asking.jobs} == {"finished"}
+    await expect(page.locator("#run-answer")).to_contain_text("Waiting for an answer")
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-keep-question.png"), full_page=True)
+
+    await page.locator("#keep-cleared").click()
+    await expect(dialog).to_be_hidden()
+    await expect(page.locator("#run-answer")).to_have_attribute("data-answer", "keep")
+    await expect(panel).to_have_attribute("data-status", "finished", timeout=60_000)
+    await expect(page.locator("#run-meta")).to_contain_text(
+        "sync only coupled records is now cleared on CURRENCY, SALESPEOPLE, VENDOR, CUSTOMER, "
+        "CONTACTS (answered)"
+    )
+    await expect(dialog).to_be_hidden()
+    done = await ops.progress(run_id)
+    assert done is not None and done.run.options["keep_answer"] is True
+    after = await _only_coupled(admin)
+    assert after == dict.fromkeys(before, False)
     assert page.problems == []  # type: ignore[attr-defined]
 
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from tablesync.core.effects import ErrorRow
-from tablesync.core.stored import JobParams
+from tablesync.core.stored import KEEP_ANSWER, KEEP_QUESTION, JobParams
 from tablesync.errors import CommandRefused
 from tablesync.ports.state import Pruned
 from tests.contract.state_fixtures import (
@@ -106,6 +106,65 @@ class JobsContract:
         assert await jobs.cancel_run(run_id, "again") is False
         assert await jobs.cancel_run(new_id(), "no such run") is False
         await jobs.request_run(new_id(), "full", [], {}, "bob")
+
+    async def test_a_running_run_asks_and_takes_one_answer(self, state: StateHarness) -> None:
+        jobs = state.stores.jobs
+        run_id = new_id()
+        options = {"ask": True, "unconditional": False}
+        await jobs.request_run(run_id, "full", ["CUSTOMER"], options, "alice")
+        # Requested, not running: nothing is asked yet and nothing is answered.
+        assert await jobs.ask_run(run_id, KEEP_QUESTION) is False
+        assert await jobs.answer_run(run_id, True) is False
+        await jobs.start_run(run_id)
+        assert await jobs.answer_run(run_id, True) is False  # asks nothing yet
+        unasked = await jobs.run(run_id)
+        assert unasked is not None and unasked.options == options and unasked.question is None
+
+        assert await jobs.ask_run(run_id, KEEP_QUESTION) is True
+        asked = await jobs.run(run_id)
+        assert asked is not None and asked.question == KEEP_QUESTION
+        assert asked.options["ask"] is True and asked.options["asked_at"]
+        assert KEEP_ANSWER not in asked.options
+
+        assert await jobs.answer_run(run_id, True) is True
+        answered = await jobs.run(run_id)
+        assert answered is not None and answered.status == "running"
+        assert answered.options[KEEP_ANSWER] is True and answered.options["answered_at"]
+        assert answered.question is None
+        # The first answer stands; asking again (a restarted coordinator) keeps it.
+        assert await jobs.answer_run(run_id, False) is False
+        assert await jobs.ask_run(run_id, KEEP_QUESTION) is True
+        again = await jobs.run(run_id)
+        assert again is not None and again.options[KEEP_ANSWER] is True
+        assert again.question is None
+
+        await jobs.finish_run(run_id, "finished", "kept")
+        assert await jobs.ask_run(run_id, KEEP_QUESTION) is False
+        assert await jobs.answer_run(run_id, False) is False
+        assert await jobs.answer_run(new_id(), True) is False
+        assert await jobs.ask_run(new_id(), KEEP_QUESTION) is False
+
+    async def test_an_answer_to_restore_is_stored_as_false(self, state: StateHarness) -> None:
+        jobs = state.stores.jobs
+        run_id = new_id()
+        await jobs.request_run(run_id, "full", [], {"ask": True}, "alice")
+        await jobs.start_run(run_id)
+        assert await jobs.ask_run(run_id, KEEP_QUESTION) is True
+        assert await jobs.answer_run(run_id, False) is True
+        run = await jobs.run(run_id)
+        assert run is not None and run.options[KEEP_ANSWER] is False
+        assert await jobs.answer_run(run_id, True) is False
+
+    async def test_a_cancelled_run_asks_nothing(self, state: StateHarness) -> None:
+        jobs = state.stores.jobs
+        run_id = new_id()
+        await jobs.request_run(run_id, "full", [], {"ask": True}, "alice")
+        await jobs.start_run(run_id)
+        assert await jobs.ask_run(run_id, KEEP_QUESTION) is True
+        assert await jobs.cancel_run(run_id, "cancelled by bob") is True
+        run = await jobs.run(run_id)
+        assert run is not None and run.question is None
+        assert await jobs.answer_run(run_id, True) is False
 
     async def test_a_requested_run_can_be_cancelled_before_it_starts(
         self, state: StateHarness

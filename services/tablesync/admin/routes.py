@@ -29,6 +29,7 @@ from tablesync.adapters.postgres.admin_queries import AdminQueries
 from tablesync.admin.lagwatch import LagMonitor
 from tablesync.admin.schemas import (
     ActionOut,
+    AnswerRequest,
     CoupleRequest,
     CouplingOut,
     CouplingPath,
@@ -722,8 +723,9 @@ async def list_runs(ctx: AdminContext, request: Request) -> Response:
     errors=(400, 409),
     description="Every mapping (or the ones named) in dependency order, creating and coupling "
     "uncoupled records. With unconditional, coupled records are compared with their "
-    "counterparts even when unchanged since the last sync. A second one while one runs is "
-    "refused with 409 and the running run_id.",
+    "counterparts even when unchanged since the last sync. With ask, it asks at its end "
+    "whether to keep sync-only-coupled cleared (see /api/runs/{run_id}/answer). A second "
+    "one while one runs is refused with 409 and the running run_id.",
 )
 async def full_sync(ctx: AdminContext, request: Request) -> Response:
     body = await body_of(request, FullSyncRequest)
@@ -732,6 +734,7 @@ async def full_sync(ctx: AdminContext, request: Request) -> Response:
             mappings=body.mappings,
             keep_only_coupled_cleared=body.keep_only_coupled_cleared,
             unconditional=body.unconditional,
+            ask=body.ask,
             requested_by="admin",
         )
     except UnknownMapping as exc:
@@ -815,3 +818,22 @@ async def run_progress(ctx: AdminContext, request: Request) -> Response:
 async def cancel_run(ctx: AdminContext, request: Request) -> Response:
     run_id = str(path_of(request, RunPath).run_id)
     return reply(RunOut.of(await ctx.operator.cancel(run_id, requested_by="admin")))
+
+
+@endpoint(
+    "POST",
+    "/api/runs/{run_id}/answer",
+    "Answer a full synchronization's question: keep sync-only-coupled cleared or restore it",
+    "runs",
+    response=RunOut,
+    params=RunPath,
+    body=AnswerRequest,
+    errors=(400, 404, 409),
+    description="A full synchronization requested with ask waits at its end for this "
+    "answer (its question shows on the run) up to sync.keep_question_wait_s, then restores "
+    "the setting. A run that asks nothing, was answered or ended is refused with 409.",
+)
+async def answer_run(ctx: AdminContext, request: Request) -> Response:
+    run_id = str(path_of(request, RunPath).run_id)
+    body = await body_of(request, AnswerRequest)
+    return reply(RunOut.of(await ctx.operator.answer(run_id, body.keep, requested_by="admin")))

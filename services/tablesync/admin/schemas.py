@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from tablesync.adapters.kafka.lag import LagReport
 from tablesync.adapters.postgres.admin_queries import LastJobs
@@ -24,6 +24,7 @@ from tablesync.runtime.operations import RunProgress
 
 __all__ = [
     "ActionOut",
+    "AnswerRequest",
     "Counts",
     "CoupleRequest",
     "CouplingOut",
@@ -125,6 +126,19 @@ class FullSyncRequest(_In):
         description="Compare every coupled record with its counterpart, not only the ones "
         "changed since the last sync (after adding or fixing a field mapping). Reads both "
         "tables: every coupled record's counterpart is fetched.",
+    )
+    ask: bool = Field(
+        default=False,
+        description="At the end ask whether to keep sync-only-coupled cleared (the run's "
+        "question, answered with POST /api/runs/{run_id}/answer) instead of taking "
+        "keep_only_coupled_cleared; unanswered within sync.keep_question_wait_s it is "
+        "restored.",
+    )
+
+
+class AnswerRequest(_In):
+    keep: StrictBool = Field(
+        description="True keeps sync-only-coupled cleared on the run's mappings; false restores it."
     )
 
 
@@ -567,6 +581,11 @@ class RunOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     message: str
+    question: str | None = Field(
+        default=None,
+        description="The question the run waits on an operator to answer, while it is "
+        "open: keep_only_coupled_cleared at the end of a full synchronization.",
+    )
 
     @classmethod
     def of(cls, r: RunRow) -> RunOut:
@@ -580,6 +599,7 @@ class RunOut(BaseModel):
             started_at=r.started_at,
             finished_at=r.finished_at,
             message=r.message,
+            question=r.question,
         )
 
 

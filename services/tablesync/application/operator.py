@@ -18,7 +18,15 @@ from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet, TableMapping
 from tablesync.core.records import Row
-from tablesync.core.stored import CouplingRow, JobError, JobTotals, ProblemRecord, RunRow, Selection
+from tablesync.core.stored import (
+    KEEP_ANSWER,
+    CouplingRow,
+    JobError,
+    JobTotals,
+    ProblemRecord,
+    RunRow,
+    Selection,
+)
 from tablesync.errors import (
     ClaimLost,
     ClaimsBusy,
@@ -155,17 +163,22 @@ class Operator:
         mappings: Sequence[str] = (),
         keep_only_coupled_cleared: bool = False,
         unconditional: bool = False,
+        ask: bool = False,
         requested_by: str = "cli",
     ) -> str:
         """Requests a full synchronization of every mapping (or the ones named);
         ``AlreadyRunning`` names the one requested or running. ``unconditional``
         compares every coupled record with its counterpart, not only the ones
-        changed since the last sync (BC's "Run Unconditional Full Synch.")."""
+        changed since the last sync (BC's "Run Unconditional Full Synch.").
+        ``ask``: at its end the run asks whether to keep "sync only coupled
+        records" cleared (``answer``) instead of taking
+        ``keep_only_coupled_cleared``; unanswered, the setting is restored."""
         await self._known(*mappings)
         run_id = await self._runs.full_sync(
             mappings=list(mappings),
             keep_only_coupled_cleared=keep_only_coupled_cleared,
             unconditional=unconditional,
+            ask=ask,
             requested_by=requested_by,
         )
         log.info(
@@ -246,6 +259,25 @@ class Operator:
         run = await self.stores.jobs.run(run_id)
         assert run is not None
         log.info("run_cancelled", run_id=run_id, requested_by=requested_by)
+        return run
+
+    async def answer(self, run_id: str, keep: bool, *, requested_by: str = "cli") -> RunRow:
+        """Answers the question a full synchronization asks at its end: keep
+        "sync only coupled records" cleared on its mappings (``keep``) or restore
+        it. Refused when the run asks nothing, was answered or ended."""
+        run_id = _guid(run_id, "run id")
+        if not await self.stores.jobs.answer_run(run_id, keep):
+            run = await self.stores.jobs.run(run_id)
+            if run is None:
+                raise NotFound(f"no run {run_id}", what="run")
+            if run.status not in ("requested", "running"):
+                raise CommandRefused(f"run {run_id} ended already ({run.status})")
+            if KEEP_ANSWER in run.options:
+                raise CommandRefused(f"run {run_id} was answered already")
+            raise CommandRefused(f"run {run_id} asks nothing")
+        run = await self.stores.jobs.run(run_id)
+        assert run is not None
+        log.info("run_answer", run_id=run_id, keep=keep, requested_by=requested_by)
         return run
 
     async def progress(self, run_id: str) -> RunProgress:

@@ -6,6 +6,7 @@ import typer
 
 from tablesync import __version__
 from tablesync.cli import (
+    answer,
     couplings,
     db,
     demo,
@@ -56,6 +57,7 @@ app.command("sync-modified")(sync.sync_modified)
 app.command("couple-by-match")(sync.couple_by_match)
 app.command("runs")(runs.runs)
 app.command("cancel")(runs.cancel)
+app.command("answer")(answer.answer)
 app.add_typer(jobs.app, name="jobs")
 app.command("errors")(recovery.errors)
 app.command("sync-record")(recovery.sync_record)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tablesync.application.dryrun import DirectionPreview
+from tablesync.cli.answer import asks_on_terminal, prompting
 from tablesync.cli.common import (
     EXIT_FAILED_RECORDS,
     EXIT_OK,
@@ -33,6 +34,7 @@ async def _request_and_wait(
     wait: bool,
     timeout_s: float | None,
     quiet: bool,
+    ask: bool = False,
     unconditional: bool = False,
     create_new: bool = False,
     sync_after: bool = False,
@@ -40,7 +42,10 @@ async def _request_and_wait(
     async with open_operator(settings) as operator:
         if request == "full":
             run_id = await operator.full_sync(
-                mappings=mapping, keep_only_coupled_cleared=keep, unconditional=unconditional
+                mappings=mapping,
+                keep_only_coupled_cleared=keep,
+                unconditional=unconditional,
+                ask=ask,
             )
         elif request == "coupling":
             run_id = await operator.couple_by_match(
@@ -50,11 +55,18 @@ async def _request_and_wait(
         else:
             run_id = await operator.sync_modified(mapping=mapping[0] if mapping else None)
         if not wait:
+            if ask:
+                typer.echo(
+                    "At its end the run asks whether to keep 'sync only coupled records' "
+                    f"cleared: tablesync answer {run_id} --keep|--restore",
+                    err=True,
+                )
             return run_id, None
         names = mapping or list((await operator.mappings()).names())
         try:
             with progress_display(names, quiet=quiet) as show:
-                return run_id, await operator.wait(run_id, on_progress=show, timeout_s=timeout_s)
+                hook = prompting(operator, run_id, show) if ask else show
+                return run_id, await operator.wait(run_id, on_progress=hook, timeout_s=timeout_s)
         except TimeoutError as exc:
             fail(str(exc))
 
@@ -94,7 +106,10 @@ def full_sync(
     keep_create_enabled: bool = typer.Option(
         False,
         "--keep-create-enabled",
-        help="At the end keep sync-only-coupled cleared, so new records keep being created.",
+        help=(
+            "At the end keep sync-only-coupled cleared, so new records keep being created "
+            "(without either flag a terminal is asked at the end)."
+        ),
     ),
     restore_create_setting: bool = typer.Option(
         False,
@@ -128,6 +143,8 @@ def full_sync(
             wait=wait,
             timeout_s=timeout,
             quiet=json,
+            # Neither flag on a terminal: the run asks at its end, as BC does.
+            ask=not (keep_create_enabled or restore_create_setting) and asks_on_terminal(),
             unconditional=unconditional,
         )
     )

@@ -12,6 +12,8 @@ from tablesync.core.couplings import Coupling
 from tablesync.core.events import Direction, Side
 
 __all__ = [
+    "KEEP_ANSWER",
+    "KEEP_QUESTION",
     "CouplingRow",
     "JobError",
     "JobParams",
@@ -83,6 +85,13 @@ class JobError:
     occurred_at: datetime
 
 
+# A run's options: ``ask`` requests the question at the end of a full
+# synchronization, ``question`` and ``asked_at`` say it is asked, ``keep_answer``
+# holds the operator's answer.
+KEEP_QUESTION = "keep_only_coupled_cleared"
+KEEP_ANSWER = "keep_answer"
+
+
 @dataclass(frozen=True, slots=True)
 class RunRow:
     run_id: str
@@ -95,6 +104,16 @@ class RunRow:
     started_at: datetime | None
     finished_at: datetime | None
     message: str
+
+    @property
+    def question(self) -> str | None:
+        """The question the run waits on an operator to answer (at the end of a
+        full synchronization, whether to keep "sync only coupled records"
+        cleared); None when it asks nothing, was answered or ended."""
+        if self.status != "running" or KEEP_ANSWER in self.options:
+            return None
+        question = self.options.get("question")
+        return str(question) if question else None
 
 
 @dataclass(frozen=True, slots=True)

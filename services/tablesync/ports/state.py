@@ -266,6 +266,18 @@ class Jobs(Protocol):
         again. False when the run does not exist or ended already."""
         ...
 
+    async def ask_run(self, run_id: str, question: str) -> bool:
+        """Records on a running run the question it waits on (its options'
+        ``question``, with ``asked_at``); an answer given already is kept. False
+        when the run does not exist or is not running."""
+        ...
+
+    async def answer_run(self, run_id: str, keep: bool) -> bool:
+        """Stores the answer to a running run's open question (its options'
+        ``keep_answer``, with ``answered_at``). False when the run does not
+        exist, is not running, asks nothing or was answered already."""
+        ...
+
     async def create_job(
         self,
         job_id: str,

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -33,7 +33,7 @@ from tablesync.core.events import (
     SyncModifiedRequested,
 )
 from tablesync.core.mappings import MappingSet, source_side
-from tablesync.core.stored import RunRow
+from tablesync.core.stored import KEEP_ANSWER, KEEP_QUESTION, RunRow
 from tablesync.core.topics import Topics
 from tablesync.errors import DecodeError
 from tablesync.ports.clock import Clock
@@ -312,8 +312,10 @@ class CoordinatorService:
             job_id = step_job_id(step.run_id, step.mapping, direction)
             if not await self._run_job(step, mappings, direction, job_id, stop, run):
                 return False
-        if step.step == step.steps:
-            await self._finish_run(step.run_id, run.kind, run.mappings, run.options)
+        if step.step == step.steps and not await self._finish_run(
+            step.run_id, run.kind, run.mappings, run.options, stop
+        ):
+            return False
         self.steps_done += 1
         return True
 
@@ -411,22 +413,75 @@ class CoordinatorService:
         return False
 
     async def _finish_run(
-        self, run_id: str, kind: str, names: list[str], options: dict[str, Any]
-    ) -> None:
+        self,
+        run_id: str,
+        kind: str,
+        names: list[str],
+        options: dict[str, Any],
+        stop: asyncio.Event,
+    ) -> bool:
+        """Ends a run whose last step ran; False when a stop came while the run
+        waited on its question (a restarted coordinator asks again)."""
         current = await self.jobs.run(run_id)
         if current is None or current.status != "running":
             # Cancelled while its last step ran: nothing of the run's end is done,
             # "sync only coupled records" stays as it was.
             log.info("run_ended_already", run_id=run_id, status=current and current.status)
-            return
+            return True
         message = ""
         if kind == "full":
             mappings = await self.mappings.load()
             affected = names or list(mappings.names())
-            if options.get("keep_only_coupled_cleared"):
+            keep = bool(options.get("keep_only_coupled_cleared"))
+            how = ""
+            if options.get("ask"):
+                answer = await self._ask(run_id, affected, stop)
+                if answer == "stopped":
+                    return False
+                if answer == "ended":
+                    return True
+                keep = answer == "keep"
+                how = (
+                    " (answered)"
+                    if answer != "default"
+                    else f" (not answered within {self.settings.sync.keep_question_wait_s:g} s)"
+                )
+            if keep:
                 await self.mappings.set_only_coupled(affected, False)
                 message = "sync only coupled records is now cleared on " + ", ".join(affected)
             else:
                 message = "sync only coupled records restored on " + ", ".join(affected)
+            message += how
         await self.jobs.finish_run(run_id, "finished", message)
         log.info("run_finished", run_id=run_id, kind=kind, message=message)
+        return True
+
+    async def _ask(
+        self, run_id: str, affected: list[str], stop: asyncio.Event
+    ) -> Literal["keep", "restore", "default", "ended", "stopped"]:
+        """BC's question at the end of a full synchronization: keep "sync only
+        coupled records" cleared? Waits for the operator's answer up to
+        ``sync.keep_question_wait_s``; unanswered, the setting is restored."""
+        if not await self.jobs.ask_run(run_id, KEEP_QUESTION):
+            return "ended"
+        wait_s = self.settings.sync.keep_question_wait_s
+        log.info(
+            "run_asks", run_id=run_id, question=KEEP_QUESTION, mappings=affected, wait_s=wait_s
+        )
+        deadline = self.clock.monotonic() + wait_s
+        while True:
+            # Waiting on the operator is this step's round, as a job is.
+            self._commands_beat()
+            run = await self.jobs.run(run_id)
+            if run is None or run.status != "running":
+                log.info("run_ended_already", run_id=run_id, status=run and run.status)
+                return "ended"
+            answer = run.options.get(KEEP_ANSWER)
+            if answer is not None:
+                log.info("run_answered", run_id=run_id, keep=bool(answer))
+                return "keep" if answer else "restore"
+            if self.clock.monotonic() >= deadline:
+                log.info("run_not_answered", run_id=run_id, wait_s=wait_s)
+                return "default"
+            if await sleep_or_stop(stop, _POLL_S):
+                return "stopped"

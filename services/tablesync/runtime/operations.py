@@ -54,6 +54,7 @@ class RunProgress:
             "started_at": self.run.started_at,
             "finished_at": self.run.finished_at,
             "message": self.run.message,
+            "question": self.run.question,
             "jobs": [j.as_dict() for j in self.jobs],
         }
 
@@ -79,18 +80,25 @@ class Operations:
         mappings: Sequence[str] = (),
         keep_only_coupled_cleared: bool = False,
         unconditional: bool = False,
+        ask: bool = False,
         requested_by: str = "cli",
     ) -> str:
-        """Requests a full synchronization; ``AlreadyRunning`` names a running one."""
+        """Requests a full synchronization; ``AlreadyRunning`` names a running one.
+        ``ask``: at its end the run asks whether to keep "sync only coupled
+        records" cleared instead of taking ``keep_only_coupled_cleared``."""
         run_id = str(uuid.uuid4())
+        options: dict[str, object] = {
+            "keep_only_coupled_cleared": keep_only_coupled_cleared,
+            "unconditional": unconditional,
+        }
+        if ask:
+            # Only when asked for: a run requested without it stores what it did.
+            options["ask"] = True
         await self.jobs.request_run(
             run_id,
             "full",
             list(mappings),
-            {
-                "keep_only_coupled_cleared": keep_only_coupled_cleared,
-                "unconditional": unconditional,
-            },
+            options,
             requested_by,
         )
         command = FullSyncRequested(

@@ -19,7 +19,7 @@ from tablesync.adapters.memory.database import (
 )
 from tablesync.core.events import Direction
 from tablesync.core.plan import COUNTED
-from tablesync.core.stored import JobError, JobParams, JobTotals, RunRow
+from tablesync.core.stored import KEEP_ANSWER, JobError, JobParams, JobTotals, RunRow
 from tablesync.errors import CommandRefused
 from tablesync.ports.state import PRUNE_BATCH, Pruned
 
@@ -118,6 +118,33 @@ class MemoryJobs(MemoryStore):
         if row is None or row.status not in _ACTIVE:
             return False
         t.runs[key] = replace(row, status="cancelled", finished_at=self._db.now(), message=message)
+        return True
+
+    async def ask_run(self, run_id: str, question: str) -> bool:
+        await self._pause("jobs.ask_run")
+        t = self._db.t
+        key = uuid_text(run_id)
+        row = t.runs.get(key)
+        if row is None or row.status != "running":
+            return False
+        asked = {"question": question, "asked_at": self._db.now().isoformat()}
+        t.runs[key] = replace(row, options=jsonb({**row.options, **asked}))
+        return True
+
+    async def answer_run(self, run_id: str, keep: bool) -> bool:
+        await self._pause("jobs.answer_run")
+        t = self._db.t
+        key = uuid_text(run_id)
+        row = t.runs.get(key)
+        if (
+            row is None
+            or row.status != "running"
+            or "question" not in row.options
+            or KEEP_ANSWER in row.options
+        ):
+            return False
+        answer = {KEEP_ANSWER: keep, "answered_at": self._db.now().isoformat()}
+        t.runs[key] = replace(row, options=jsonb({**row.options, **answer}))
         return True
 
     # Jobs

@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from tablesync.core.plan import COUNTED
-from tablesync.core.stored import JobError, JobParams, JobTotals, RunRow
+from tablesync.core.stored import KEEP_ANSWER, JobError, JobParams, JobTotals, RunRow
 from tablesync.errors import AlreadyRunning
 from tablesync.ports.state import PRUNE_BATCH, Pruned
 
@@ -131,6 +131,29 @@ class JobStore:
             "WHERE run_id = $1 AND status IN ('requested', 'running') RETURNING true",
             UUID(run_id),
             message,
+        )
+        return bool(done)
+
+    async def ask_run(self, run_id: str, question: str) -> bool:
+        done = await self._pool.fetchval(
+            "UPDATE runs SET options = options || "
+            "jsonb_build_object('question', $2::text, 'asked_at', now()) "
+            "WHERE run_id = $1 AND status = 'running' RETURNING true",
+            UUID(run_id),
+            question,
+        )
+        return bool(done)
+
+    async def answer_run(self, run_id: str, keep: bool) -> bool:
+        # One statement: of two answers at once only the first is stored.
+        done = await self._pool.fetchval(
+            "UPDATE runs SET options = options || "
+            "jsonb_build_object($2::text, $3::boolean, 'answered_at', now()) "
+            "WHERE run_id = $1 AND status = 'running' AND options ? 'question' "
+            "AND NOT options ? $2 RETURNING true",
+            UUID(run_id),
+            KEEP_ANSWER,
+            keep,
         )
         return bool(done)
 

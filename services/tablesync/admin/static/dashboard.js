@@ -23,6 +23,9 @@ const state = {
   pendingDelete: null,
   runId: null,
   runTimer: null,
+  // The run whose question the dialog asks, and the runs answered from this page.
+  questionRun: null,
+  answered: new Set(),
   refreshTimer: null,
 };
 
@@ -467,7 +470,9 @@ function renderChart(series) {
 async function startFullSync() {
   $("confirm").hidden = true;
   try {
-    const accepted = await api("/api/runs/full-sync", { method: "POST", body: {} });
+    // As BC does, the run asks at its end whether to keep "sync only coupled
+    // records" cleared; the dialog below answers.
+    const accepted = await api("/api/runs/full-sync", { method: "POST", body: { ask: true } });
     toast("Full synchronization started");
     showRun(accepted.run_id);
   } catch (error) {
@@ -509,7 +514,68 @@ async function pollRun() {
   else refresh();
 }
 
+function askKeep(run) {
+  const names = run.mappings.length ? run.mappings : state.mappings.map((m) => m.name);
+  state.questionRun = run.run_id;
+  $("keep-question").dataset.runId = run.run_id;
+  $("keep-question-text").textContent =
+    `The full synchronization is done. Keep "sync only coupled records" cleared on ${names.join(", ")}, ` +
+    "so new records keep being created and coupled, or restore each mapping's setting? " +
+    "Without an answer it is restored.";
+  $("keep-question").hidden = false;
+  $("keep-restore").focus();
+}
+
+function closeKeep() {
+  state.questionRun = null;
+  $("keep-question").hidden = true;
+}
+
+async function answerKeep(keep) {
+  const runId = state.questionRun;
+  closeKeep();
+  if (!runId) return;
+  const node = $("run-answer");
+  node.hidden = false;
+  node.classList.remove("waiting");
+  try {
+    await api(`/api/runs/${runId}/answer`, { method: "POST", body: { keep } });
+    state.answered.add(runId);
+    node.dataset.answer = keep ? "keep" : "restore";
+    node.textContent = keep
+      ? "Answered: keep \"sync only coupled records\" cleared."
+      : "Answered: restore \"sync only coupled records\".";
+    toast(keep ? "Sync only coupled records stays cleared" : "Sync only coupled records is restored");
+  } catch (error) {
+    if (error instanceof Unauthorized) return signOut("Your token was refused.");
+    node.dataset.answer = "refused";
+    node.textContent = `Answer not taken: ${error.message}`;
+    toast(error.message, "error");
+  }
+  if (state.runId === runId) showRun(runId);
+}
+
+function renderQuestion(run) {
+  const node = $("run-answer");
+  if (run.question && !state.answered.has(run.run_id)) {
+    node.hidden = false;
+    node.classList.add("waiting");
+    node.dataset.answer = "";
+    node.textContent = "Waiting for an answer: keep \"sync only coupled records\" cleared?";
+    if (state.questionRun !== run.run_id) askKeep(run);
+    return;
+  }
+  // Answered elsewhere, or the run ended (its wait ran out, it was cancelled).
+  if (state.questionRun === run.run_id) closeKeep();
+  node.classList.remove("waiting");
+  if (!node.dataset.answer) node.hidden = true;
+}
+
 function renderRun(run) {
+  if (run.run_id !== $("run-panel").dataset.runId) {
+    $("run-answer").hidden = true;
+    $("run-answer").dataset.answer = "";
+  }
   const panel = $("run-panel");
   panel.hidden = false;
   panel.dataset.runId = run.run_id;
@@ -544,6 +610,7 @@ function renderRun(run) {
         el("div", { class: "step-counts", text: jobs.length ? countsSummary(counts) : (status === "skipped" ? "not part of this run" : "waiting for its turn") }));
     }),
   );
+  renderQuestion(run);
 }
 
 // Refresh loop
@@ -610,6 +677,8 @@ function wire() {
   $("problem-filters").addEventListener("submit", (event) => event.preventDefault());
   $("problems-retry-all").addEventListener("click", () => act("retry", { mapping: state.problemsMapping }));
   $("problems-find-deleted").addEventListener("click", () => act("find_deleted", { mapping: state.problemsMapping }));
+  $("keep-cleared").addEventListener("click", () => answerKeep(true));
+  $("keep-restore").addEventListener("click", () => answerKeep(false));
   $("confirm-delete-cancel").addEventListener("click", closeDelete);
   $("confirm-delete-go").addEventListener("click", confirmDelete);
   $("job-filters").addEventListener("change", () => loadJobs().catch(() => {}));
