@@ -192,14 +192,12 @@ def parse_csdl(document: str | bytes, *, route: str, custom: bool = False) -> li
                 sets.setdefault(navigation.get("Name", ""), target[len("Collection(") : -1])
     tables = []
     for entity_set, type_name in sets.items():
-        entity_type = types.get(type_name)
-        if entity_type is None:
+        declared = types.get(type_name)
+        if declared is None:
             raise MetadataInvalid(
                 f"$metadata of {route}: entity set {entity_set} has the undeclared type {type_name}"
             )
-        tables.append(
-            _csdl_table(entity_set, type_name, entity_type, enums, outside, route, custom)
-        )
+        tables.append(_csdl_table(entity_set, type_name, declared, enums, outside, route, custom))
     return tables
 
 
@@ -425,7 +423,7 @@ def check_mapping(
             for side, value in zip(_SIDES, pair, strict=True):
                 known = infos.get(side)
                 if known is not None and not known.allows(value):
-                    choices = ", ".join(str(o.value) for o in known.options)
+                    choices = ", ".join(repr(o.value) for o in known.options)
                     problem(
                         side,
                         known.name,
