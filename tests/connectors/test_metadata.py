@@ -107,9 +107,13 @@ async def test_dataverse_describes_account_with_its_custom_columns(described: De
     assert state is not None and [o.value for o in state.options] == [0, 1]
     contact = account.field("primarycontactid")
     assert contact is not None and contact.type == "Lookup" and contact.targets == ("contact",)
-    # By logical name too, and the same answer from the cache until refreshed.
+    # By logical name too; asked again, from the cache until refreshed.
     assert await described.dataverse.describe("account") == [account]
-    assert await described.dataverse.describe("accounts") is not None
+    before = described.dataverse.stats.requests
+    assert await described.dataverse.describe("accounts") == [account]
+    assert described.dataverse.stats.requests == before
+    assert await described.dataverse.describe("accounts", refresh=True) == [account]
+    assert described.dataverse.stats.requests > before
     assert await described.dataverse.describe("nosuchtable") == []
 
 
@@ -188,6 +192,15 @@ async def test_cli_catalog_lists_both_sides(described: Described) -> None:
         env=_env(described.emulators),
     )
     assert missing.exit_code == 2 and "nosuchtable" in missing.stderr
+    text = await asyncio.to_thread(
+        CliRunner().invoke, app, ["catalog", "dataverse", "account"], env=_env(described.emulators)
+    )
+    assert text.exit_code == 0, text.output
+    lines = {line.split("│")[1].strip(): line for line in text.stdout.splitlines() if "│" in line}
+    assert "160" in lines["name"] and "yes" in lines["name"]
+    assert "custom" in lines["new_tier"] and "yes" not in lines["new_tier"]
+    assert "100000000=Small" in lines["new_segment"]
+    assert "read-only" in lines["modifiedon"]
 
 
 async def test_mappings_validate_online(described: Described, tmp_path: Path) -> None:
