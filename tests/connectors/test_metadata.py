@@ -20,6 +20,7 @@ from tablesync.emulators.common.custom import load_customizations
 from tablesync.emulators.common.runtime import EmulatorConfig
 from tablesync.emulators.common.server import BackgroundServer
 from tablesync.emulators.dataverse import create_app as dataverse_app
+from tablesync.errors import ApiError
 from tablesync.settings import DEFAULT_TOKEN, with_database
 from tests.conftest import InfraEndpoints
 from tests.connectors.conftest import BC_ROOT, DATAVERSE_ROOT, Emulators
@@ -146,6 +147,10 @@ async def test_bc_describes_customers_and_a_custom_page(described: Described) ->
     assert [o.value for o in status.options] == ["Open", "In Progress", "Closed"]
     code = projects.field("code")
     assert code is not None and code.max_length == 20
+    # A route asked for by name must be served.
+    with pytest.raises(ApiError) as refused:
+        await described.bc.describe(routes=["nobody/nothing/v1.0"])
+    assert refused.value.status == 404
 
 
 def _env(emulators: Emulators) -> dict[str, str]:

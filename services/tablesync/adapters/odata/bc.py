@@ -31,7 +31,7 @@ OData transactional $batch requests".
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -152,13 +152,23 @@ class BcApi(ODataSide):
         """The entity sets of the standard API route, of the custom API routes the catalog
         names and of ``routes`` (``publisher/group/version``), or those whose entity set
         or entity type is ``entity_set``; each route's ``$metadata`` read once, again with
-        ``refresh``."""
+        ``refresh``. A catalog route the environment does not serve (its extension not
+        installed, 404) has no sets; a route named in ``routes`` must answer."""
         found: list[TableInfo] = []
+        named = set(routes)
         for route in dict.fromkeys((self._route, *_CUSTOM_ROUTES, *routes)):
             custom = route != self._route
+            optional = custom and route not in named
 
-            def load(route: str = route, custom: bool = custom) -> Awaitable[list[TableInfo]]:
-                return read_bc_route(self._http, self._root, route, custom=custom)
+            async def load(
+                route: str = route, custom: bool = custom, optional: bool = optional
+            ) -> list[TableInfo]:
+                try:
+                    return await read_bc_route(self._http, self._root, route, custom=custom)
+                except ApiError as exc:
+                    if optional and exc.status == 404:
+                        return []
+                    raise
 
             tables = await self._metadata.get(route, load, refresh=refresh)
             if entity_set is None:
