@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tablesync.adapters.mapping_file import default_mapping_file
 from tablesync.adapters.odata import BcApi, DataverseApi
 from tablesync.cli.main import app
 from tablesync.core.metadata import Option, TableInfo
@@ -206,6 +207,18 @@ async def test_cli_catalog_lists_both_sides(described: Described) -> None:
     assert "custom" in lines["new_tier"] and "yes" not in lines["new_tier"]
     assert "100000000=Small" in lines["new_segment"]
     assert "read-only" in lines["modifiedon"]
+
+
+async def test_the_default_mappings_agree_with_the_services(described: Described) -> None:
+    default = Path(str(default_mapping_file()))
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        ["mappings", "validate", str(default), "--online"],
+        env=_env(described.emulators),
+    )
+    assert result.exit_code == 0, result.output
+    assert "checked against both services" in result.stdout
 
 
 async def test_mappings_validate_online(described: Described, tmp_path: Path) -> None:
