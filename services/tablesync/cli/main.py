@@ -7,6 +7,7 @@ import typer
 from tablesync import __version__
 from tablesync.cli import (
     answer,
+    catalog,
     couplings,
     db,
     demo,
@@ -52,6 +53,7 @@ app.add_typer(infra.app, name="infra")
 app.add_typer(emulator.app, name="emulator")
 app.command("demo")(demo.demo)
 app.command("health")(health.health)
+app.command("catalog")(catalog.catalog)
 app.command("full-sync")(sync.full_sync)
 app.command("sync-modified")(sync.sync_modified)
 app.command("couple-by-match")(sync.couple_by_match)

@@ -15,13 +15,16 @@ from tablesync.adapters.mapping_file import (
     load_mapping_file,
 )
 from tablesync.adapters.mapping_model import json_schema
+from tablesync.cli.catalog import connectors
 from tablesync.cli.common import EXIT_USAGE, fail, load_settings, print_json, run_async
 from tablesync.cli.context import open_operator
 from tablesync.cli.output import render
 from tablesync.core import filters
 from tablesync.core.mapping_diff import MappingChange, diff_mappings
 from tablesync.core.mappings import MAPPING_DIRECTIONS, MappingSet, TableMapping
+from tablesync.core.metadata import Problem, check_mapping
 from tablesync.errors import CommandRefused, MappingError
+from tablesync.settings import Settings
 
 app = typer.Typer(help="Integration table mappings.", invoke_without_command=True)
 
@@ -113,9 +116,19 @@ def show(name: str, json: bool = typer.Option(False, "--json", help="Print JSON.
 @app.command()
 def validate(
     path: Path = typer.Argument(..., help="A mappings YAML file."),
+    online: bool = typer.Option(
+        False,
+        "--online",
+        help="Also hold each mapping against the live services' metadata (their APIs only).",
+    ),
+    bc_route: list[str] = typer.Option(
+        [], "--bc-route", help="With --online: a custom BC API route the mappings read too."
+    ),
 ) -> None:
     """Check a mappings file without a database or broker: exit 0 when valid, 2 with
-    each problem's file, line and reason when not."""
+    each problem's file, line and reason when not. With --online, also each field the
+    services do not have, a max_length above the column's, a write to a read-only
+    column and an option outside the column's options."""
     try:
         _, mappings = load_mapping_file(path)
     except MappingFileInvalid as exc:
@@ -124,7 +137,29 @@ def validate(
         raise typer.Exit(EXIT_USAGE) from None
     except MappingError as exc:
         fail(str(exc))
-    typer.echo(f"{path}: {len(mappings.mappings)} valid mappings: " + " -> ".join(mappings.names()))
+    if online:
+        problems = run_async(_online_problems(load_settings(), mappings, bc_route))
+        for found in problems:
+            typer.echo(str(found), err=True)
+        if problems:
+            raise typer.Exit(EXIT_USAGE)
+    checked = " (checked against both services)" if online else ""
+    typer.echo(
+        f"{path}: {len(mappings.mappings)} valid mappings{checked}: "
+        + " -> ".join(mappings.names())
+    )
+
+
+async def _online_problems(
+    settings: Settings, mappings: MappingSet, routes: list[str]
+) -> list[Problem]:
+    async with connectors(settings) as (bc, dataverse):
+        problems: list[Problem] = []
+        for m in mappings.mappings:
+            bc_tables = await bc.describe(m.bc_table, routes=routes)
+            dv_tables = await dataverse.describe(m.dataverse_table)
+            problems.extend(check_mapping(m, bc_tables, dv_tables))
+        return problems
 
 
 @app.command()

@@ -46,8 +46,11 @@ from tablesync.adapters.odata.batch import (
 )
 from tablesync.adapters.odata.entities import EntitySpec, SpecSource, catalog_specs
 from tablesync.adapters.odata.http import ODataHttp, error_message
+from tablesync.adapters.odata.metadata import MetadataCache, bc_root, read_bc_route
 from tablesync.adapters.odata.retry import RetryPolicy, retry_after_s
+from tablesync.core import catalog
 from tablesync.core.events import Side
+from tablesync.core.metadata import TableInfo
 from tablesync.core.records import (
     Create,
     Ref,
@@ -68,6 +71,10 @@ MAX_BATCH = 100
 STALE_CODES = frozenset({"Request_EntityChanged"})
 ASSIGNED_IDS_MESSAGE = "Business Central assigns record ids: create without record_id"
 _COMPANY = "{company}"
+# The custom API pages tablesync's built-in catalog reads from (salespeople).
+_CUSTOM_ROUTES = tuple(
+    dict.fromkeys(e.api_route.strip("/") for e in catalog.entities("bc") if e.api_route)
+)
 
 
 class BcApi(ODataSide):
@@ -93,6 +100,10 @@ class BcApi(ODataSide):
         self._company_lock = asyncio.Lock()
         self._policy = RetryPolicy.from_settings(settings)
         self._batch_size = max(1, min(settings.batch_size, MAX_BATCH))
+        base_path = client.base_url.path
+        self._root = bc_root(base_path)
+        self._route = base_path.rstrip("/")[len(self._root) + len("/api/") :] or "v2.0"
+        self._metadata = MetadataCache()
 
     async def company_id(self) -> str:
         """The id of the company this connector works in, looked up on first use."""
@@ -130,6 +141,41 @@ class BcApi(ODataSide):
             "odata.company", side=self.side, company_id=company["id"], name=company.get("name")
         )
         return str(company["id"]).lower()
+
+    async def describe(
+        self,
+        entity_set: str | None = None,
+        *,
+        routes: Sequence[str] = (),
+        refresh: bool = False,
+    ) -> list[TableInfo]:
+        """The entity sets of the standard API route, of the custom API routes the catalog
+        names and of ``routes`` (``publisher/group/version``), or those whose entity set
+        or entity type is ``entity_set``; each route's ``$metadata`` read once, again with
+        ``refresh``. A catalog route the environment does not serve (its extension not
+        installed, 404) has no sets; a route named in ``routes`` must answer."""
+        found: list[TableInfo] = []
+        named = set(routes)
+        for route in dict.fromkeys((self._route, *_CUSTOM_ROUTES, *routes)):
+            custom = route != self._route
+            optional = custom and route not in named
+
+            async def load(
+                route: str = route, custom: bool = custom, optional: bool = optional
+            ) -> list[TableInfo]:
+                try:
+                    return await read_bc_route(self._http, self._root, route, custom=custom)
+                except ApiError as exc:
+                    if optional and exc.status == 404:
+                        return []
+                    raise
+
+            tables = await self._metadata.get(route, load, refresh=refresh)
+            if entity_set is None:
+                found.extend(tables)
+            else:
+                found.extend(t for t in tables if entity_set in (t.entity_set, t.name))
+        return found
 
     async def _probe_path(self) -> str:
         # The company synced: it must still be there.

@@ -95,10 +95,12 @@ from tablesync.adapters.odata.batch import (
 )
 from tablesync.adapters.odata.entities import EntitySpec, SpecSource, catalog_specs
 from tablesync.adapters.odata.http import ODataHttp, error_message
+from tablesync.adapters.odata.metadata import MetadataCache, read_dataverse
 from tablesync.adapters.odata.retry import RetryPolicy, retry_after_s
 from tablesync.adapters.odata.rows import to_row
 from tablesync.core.events import Side
 from tablesync.core.filters import to_odata
+from tablesync.core.metadata import TableInfo
 from tablesync.core.records import (
     Changes,
     Create,
@@ -150,10 +152,22 @@ class DataverseApi(ODataSide):
         self._bulk_min = settings.bulk_min
         self._bulk_size = max(1, settings.bulk_size)
         self._bulk_split_min = settings.bulk_split_min
+        self._metadata = MetadataCache()
 
     async def _probe_path(self) -> str:
         # The Web API's own "who am I": answered for every authenticated user.
         return "WhoAmI"
+
+    async def describe(
+        self, entity_set: str | None = None, *, refresh: bool = False
+    ) -> list[TableInfo]:
+        """The tables the environment defines (without column details), or the one whose
+        entity set or logical name is ``entity_set`` with them; read once, again with
+        ``refresh``."""
+        key = "" if entity_set is None else f"table:{entity_set}"
+        return await self._metadata.get(
+            key, lambda: read_dataverse(self._http, entity_set), refresh=refresh
+        )
 
     async def track_changes(
         self, entity_set: str, delta_link: str | None = None
