@@ -75,14 +75,15 @@ class Reply:
     data: Json
     """The parsed body: JSON by default, or whatever the ``decode`` given to ``send`` made."""
     user: int = 0
-    """Which of the side's users sent it (for ``hold_back``)."""
+    """Which of the side's users sent it (for ``hold_back``); -1 the token endpoint."""
 
 
 @dataclass(slots=True)
 class _User:
     """One application user of the side: its token, its slots, its throttling."""
 
-    tokens: TokenSource
+    tokens: TokenSource | None
+    """None: the token endpoint's own lane, whose requests carry no bearer."""
     slots: asyncio.Semaphore
     stats: UserStats
     load: int = 0
@@ -174,6 +175,9 @@ class ODataHttp:
             for n, source in enumerate(sources)
         ]
         self._turn = 0
+        # Token requests go to Entra, not to the API: they neither take an API user's
+        # slot nor its turn, and Entra's own 429 holds back only them.
+        self._token_endpoint = _User(None, asyncio.Semaphore(self.per_user), UserStats("entra"))
         self.concurrency = self.per_user * len(self._users)
         """Requests this side may have in flight at once, over all its users."""
         limits = httpx.Limits(
@@ -277,7 +281,7 @@ class ODataHttp:
     async def _pick(self) -> int:
         """The user the next request goes to: not held back, most free slots, in turn
         among equals; when every user is held back, the first to resume. Its load
-        counts the request from here on (the caller must ``_done`` it)."""
+        counts the request from here on, until the caller takes it off."""
         users = self._users
         while True:
             now = self._clock()
@@ -339,14 +343,20 @@ class ODataHttp:
         retries = 0
         renewed = False
         while True:
-            n = await self._pick()
-            user = self._users[n]
+            if authorize:
+                n = await self._pick()
+                user = self._users[n]
+            else:
+                n, user = -1, self._token_endpoint
+                while (remaining := user.resume_at - self._clock()) > 0:
+                    await self._sleep(remaining)
             try:
                 outcome = await self._attempt(
                     user, method, target, headers, content, authorize, decode
                 )
             finally:
-                self._done(n)
+                if authorize:
+                    user.load -= 1
             token, response, data, failure = outcome
             status: int | None = None
             retry_after: float | None = None
@@ -367,8 +377,15 @@ class ODataHttp:
                 status = response.status_code
                 if status < 400:
                     return Reply(status, response.headers, response.content, data, n)
-                if status == 401 and token is not None and user.tokens.refreshable and not renewed:
-                    user.tokens.invalidate(token)
+                tokens = user.tokens
+                if (
+                    status == 401
+                    and token is not None
+                    and tokens is not None
+                    and tokens.refreshable
+                    and not renewed
+                ):
+                    tokens.invalidate(token)
                     renewed = True
                     continue
                 if status in (401, 403) and refusals:
@@ -428,7 +445,7 @@ class ODataHttp:
         decode: Decode,
     ) -> tuple[str | None, httpx.Response | None, Json, BaseException | None]:
         """One request on ``user``: (token sent, response, decoded body, failure)."""
-        token = await user.tokens.token() if authorize else None
+        token = await user.tokens.token() if user.tokens is not None and authorize else None
         request_headers = dict(headers or {})
         if token is not None:
             request_headers["Authorization"] = f"Bearer {token}"
@@ -450,19 +467,17 @@ class ODataHttp:
             return token, None, None, exc
         return token, response, data, None
 
-    def _done(self, n: int) -> None:
-        self._users[n].load -= 1
-
     async def pause(self, seconds: float) -> None:
         """Waits as this client waits between retries (tests give a fake sleep)."""
         await self._sleep(seconds)
 
     def hold_back(self, delay: float, user: int | None = None) -> None:
-        """Makes every request of ``user`` (of every user when None) wait ``delay``
-        seconds from now."""
+        """Makes every request of ``user`` (of every user when None; -1 is the token
+        endpoint's) wait ``delay`` seconds from now."""
         until = self._clock() + delay
-        for n, held in enumerate(self._users):
-            if user is None or n == user:
+        lanes = [self._token_endpoint] if user == -1 else self._users
+        for n, held in enumerate(lanes):
+            if user is None or user in (-1, n):
                 held.resume_at = max(held.resume_at, until)
 
     def _gave_up(
