@@ -91,6 +91,7 @@ FIGURES = [
     Figure("records", "records synced", "records"),
     Figure("throttled", "429 answers, both sides", "responses"),
     Figure("users", "application users per side", "users"),
+    Figure("users_used", "  users the emulators saw requests from (fewer side)", "users"),
     Figure("bc_in_flight", "  BC requests in flight, mean (execution s / e2e s)", "requests", 1),
     Figure(
         "dataverse_in_flight",
@@ -197,6 +198,10 @@ async def run_once(
         await dep.start_services(fullsync.SERVICES)
         await dep.wait_ready(fullsync.SERVICES, fullsync.MAPPINGS)
         run = await fullsync.measure(dep, document)
+        by_user = {
+            side: (await dep.emulator_stats(side))["real_limits"]["admitted_by_user"]
+            for side in SIDES
+        }
     figures = run["figures"]
     requests = run["emulator_requests"]
     sides = {
@@ -221,6 +226,7 @@ async def run_once(
             else None,
             "throttled": float(sum(requests[side]["throttled"] for side in SIDES)),
             "users": float(users),
+            "users_used": float(min(sum(1 for n in by_user[side] if n) for side in SIDES)),
             **{
                 f"{side}_in_flight": work.execution_s / figures["e2e_s"]
                 if figures.get("e2e_s")
@@ -237,6 +243,7 @@ async def run_once(
             for side, (work, _) in sides.items()
         },
     }
+    run["admitted_by_user"] = by_user
     run["limits"] = {side: configs[side]["real_limits"] | _budget(configs[side]) for side in SIDES}
     return run
 

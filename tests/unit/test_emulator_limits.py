@@ -242,7 +242,7 @@ def test_the_settings_turn_on_the_documented_limits_of_each_side() -> None:
 # Accepted tokens: each one a user of its own
 
 
-def _guarded(extra_tokens: tuple[str, ...], budget: int) -> httpx.AsyncClient:
+def _guarded(extra_tokens: tuple[str, ...], budget: int) -> tuple[httpx.AsyncClient, Runtime]:
     """A client of an app behind the emulators' guard that accepts ``local-dev-token``
     and ``extra_tokens``, each with a request budget of ``budget`` per window."""
 
@@ -265,7 +265,7 @@ def _guarded(extra_tokens: tuple[str, ...], budget: int) -> httpx.AsyncClient:
     )
     runtime = Runtime.create(config, Api(), Tuning(max_page_size=10))  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=Guard(ok, runtime))
-    return httpx.AsyncClient(transport=transport, base_url="http://emulator")
+    return httpx.AsyncClient(transport=transport, base_url="http://emulator"), runtime
 
 
 async def _status(client: httpx.AsyncClient, token: str) -> int:
@@ -275,12 +275,15 @@ async def _status(client: httpx.AsyncClient, token: str) -> int:
 
 
 async def test_each_accepted_token_is_a_user_with_a_budget_of_its_own() -> None:
-    async with _guarded(("second-token", "third-token"), budget=2) as client:
+    client, runtime = _guarded(("second-token", "third-token"), budget=2)
+    async with client:
         assert [await _status(client, "local-dev-token") for _ in range(3)] == [200, 200, 429]
         # The first user's budget is spent; the others still have all of theirs.
         assert [await _status(client, "second-token") for _ in range(3)] == [200, 200, 429]
         assert await _status(client, "third-token") == 200
         assert await _status(client, "unknown-token") == 401
+    # Counted by user, without naming the tokens.
+    assert runtime.protection.admitted_by_user() == [2, 2, 1]
 
 
 def test_the_settings_give_the_extra_tokens_to_the_emulators() -> None:

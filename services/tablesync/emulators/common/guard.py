@@ -114,6 +114,7 @@ class Guard:
             )
             await self._refuse(send, style.response(problem), control)
             return
+        limits.admitted += 1
         if real is not None:
             await self._limited(scope, receive, send, real, limits)
             return
