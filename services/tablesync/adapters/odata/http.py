@@ -177,13 +177,12 @@ class ODataHttp:
         self._turn = 0
         # Token requests go to Entra, not to the API: they neither take an API user's
         # slot nor its turn, and Entra's own 429 holds back only them.
-        self._token_endpoint = _User(None, asyncio.Semaphore(self.per_user), UserStats("entra"))
+        self._token_endpoint = _User(None, asyncio.Semaphore(len(self._users)), UserStats("entra"))
         self.concurrency = self.per_user * len(self._users)
         """Requests this side may have in flight at once, over all its users."""
-        limits = httpx.Limits(
-            max_connections=self.concurrency,
-            max_keepalive_connections=self.concurrency,
-        )
+        # Room for one token request per user besides a full complement of API requests.
+        pool = self.concurrency + len(self._users)
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         self._client = httpx.AsyncClient(
             http1=True,
             http2=False,
