@@ -14,15 +14,18 @@ Every request also takes ``LATENCY_MS`` and every record it writes ``RECORD_COST
 of server time, inside its slot; on Dataverse that time counts against the
 execution budget.
 
-One application user per side: tablesync signs in to each side as one application
-(``ApiSettings`` has one ``client_id`` per side), and the emulators count limits per
-bearer token, so the run has one user on each side; three users would take three
-budgets, which tablesync has no way to use.
+Application users: both services count these limits per user, so a run may sign in
+to each side as several users (``--users``; ``extra_clients`` in the services'
+settings, ``extra_tokens`` in the emulators'), each with the budgets and concurrency
+above. The ceiling is then the one of that many users, the connector's spreading of
+requests over them taken as even: each budget and the concurrency times the users.
 
 The ceiling is the shortest time the limits allow for the work the run did, read from
 the emulators' counters. Per side, with R requests admitted (not answered 429), E
 seconds of execution (the time requests held a slot), a budget of B requests and X
 execution seconds per window W, and C requests at once:
+
+Per side, with U users, B, X and C below stand for U times one user's.
 
 - requests:    max(0, R - B) * W / B  (a sliding window lets B through at once, then
   B per W: a true bound even for a run shorter than a few windows);
@@ -87,6 +90,15 @@ FIGURES = [
     Figure("e2e_s", "  capture -> last coupling", "s", 1),
     Figure("records", "records synced", "records"),
     Figure("throttled", "429 answers, both sides", "responses"),
+    Figure("users", "application users per side", "users"),
+    Figure("users_used", "  users the emulators saw requests from (fewer side)", "users"),
+    Figure("bc_in_flight", "  BC requests in flight, mean (execution s / e2e s)", "requests", 1),
+    Figure(
+        "dataverse_in_flight",
+        "  Dataverse requests in flight, mean (execution s / e2e s)",
+        "requests",
+        1,
+    ),
     *fullsync.API_FIGURES,
 ]
 
@@ -99,9 +111,11 @@ class SideLimits:
     window_s: float
     concurrent: int
     execution_s_per_window: float | None
+    users: int = 1
+    """Users the side's work is spread over, each with the limits above."""
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> SideLimits:
+    def from_config(cls, config: Mapping[str, Any], users: int = 1) -> SideLimits:
         """From ``GET /_emulator/config`` of an emulator with the real limits on."""
         real = config["real_limits"]
         if real is None:
@@ -111,6 +125,7 @@ class SideLimits:
             window_s=float(config["window_s"]),
             concurrent=int(real["concurrent_requests"]),
             execution_s_per_window=real["execution_s_per_window"],
+            users=users,
         )
 
 
@@ -135,14 +150,16 @@ class Ceiling:
 
 
 def _needed(work: SideWork, limits: SideLimits) -> dict[str, float]:
-    window, budget = limits.window_s, limits.requests_per_window
+    users = limits.users
+    window, budget = limits.window_s, limits.requests_per_window * users
     needed = {
         "requests": max(0, work.requests - budget) * window / budget,
-        "concurrency": work.execution_s / limits.concurrent,
+        "concurrency": work.execution_s / (limits.concurrent * users),
         "requests_steady": work.requests * window / budget,
     }
     execution = limits.execution_s_per_window
     if execution is not None:
+        execution *= users
         needed["execution"] = max(0.0, work.execution_s - execution) * window / execution
         needed["execution_steady"] = work.execution_s * window / execution
     return {k: round(v, 3) for k, v in needed.items()}
@@ -162,14 +179,16 @@ def ceiling(records: float, sides: Mapping[str, tuple[SideWork, SideLimits]]) ->
 
 
 async def run_once(
-    infra: Infra, templates: Templates, *, keep_logs: bool = False
+    infra: Infra, templates: Templates, *, users: int = 1, keep_logs: bool = False
 ) -> dict[str, Any]:
+    """One full sync under the real limits, signed in to each side as ``users`` users."""
     async with deployment(
         infra,
         name="apilimits",
         bc_template=templates.bc,
         dv_template=templates.dataverse,
         emulator_env=EMULATOR_ENV,
+        users=users,
         keep_logs=keep_logs,
     ) as dep:
         document = bench_mappings(fullsync.MAPPINGS, fullsync.DIRECTIONS)
@@ -179,6 +198,10 @@ async def run_once(
         await dep.start_services(fullsync.SERVICES)
         await dep.wait_ready(fullsync.SERVICES, fullsync.MAPPINGS)
         run = await fullsync.measure(dep, document)
+        by_user = {
+            side: (await dep.emulator_stats(side))["real_limits"]["admitted_by_user"]
+            for side in SIDES
+        }
     figures = run["figures"]
     requests = run["emulator_requests"]
     sides = {
@@ -187,7 +210,7 @@ async def run_once(
                 requests[side]["total"] - requests[side]["throttled"],
                 float(requests[side]["real_limits"]["execution_s"]),
             ),
-            SideLimits.from_config(configs[side]),
+            SideLimits.from_config(configs[side], users),
         )
         for side in SIDES
     }
@@ -202,6 +225,14 @@ async def run_once(
             if achieved and limit.records_per_s
             else None,
             "throttled": float(sum(requests[side]["throttled"] for side in SIDES)),
+            "users": float(users),
+            "users_used": float(min(sum(1 for n in by_user[side] if n) for side in SIDES)),
+            **{
+                f"{side}_in_flight": work.execution_s / figures["e2e_s"]
+                if figures.get("e2e_s")
+                else None
+                for side, (work, _) in sides.items()
+            },
         }
     )
     run["ceiling"] = {
@@ -212,6 +243,7 @@ async def run_once(
             for side, (work, _) in sides.items()
         },
     }
+    run["admitted_by_user"] = by_user
     run["limits"] = {side: configs[side]["real_limits"] | _budget(configs[side]) for side in SIDES}
     return run
 

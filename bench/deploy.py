@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -153,6 +154,9 @@ class Deployment:
     """``TABLESYNC_SYNC__*`` overrides, by option name; the defaults otherwise."""
     emulator_env: dict[str, str] = field(default_factory=dict)
     """Variables the emulators get beside the deployment's (``TABLESYNC_EMULATOR__*``)."""
+    users: int = 1
+    """Application users per side: the emulators accept a token for each, and the
+    services sign in to each side as all of them (``extra_clients``)."""
     bc_url: str = ""
     dv_url: str = ""
     emulators: dict[str, Child] = field(default_factory=dict)
@@ -192,6 +196,12 @@ class Deployment:
             }
         )
         env.update({f"TABLESYNC_SYNC__{k.upper()}": v for k, v in self.sync.items()})
+        if self.users > 1:
+            tokens = [f"{TOKEN}-user{n}" for n in range(1, self.users)]
+            clients = json.dumps([{"static_token": t} for t in tokens])
+            env["TABLESYNC_EMULATOR__EXTRA_TOKENS"] = json.dumps(tokens)
+            env["TABLESYNC_BC__EXTRA_CLIENTS"] = clients
+            env["TABLESYNC_DATAVERSE__EXTRA_CLIENTS"] = clients
         env.update(extra)
         return env
 
@@ -373,6 +383,7 @@ async def deployment(
     dv_template: str | None = None,
     state_template: str | None = None,
     emulator_env: dict[str, str] | None = None,
+    users: int = 1,
     keep_logs: bool = False,
 ) -> AsyncIterator[Deployment]:
     """A fresh isolated tablesync (no processes yet); everything it made is
@@ -401,6 +412,7 @@ async def deployment(
                 dv_dsn=dv_dsn,
                 sync=dict(sync or {}),
                 emulator_env=dict(emulator_env or {}),
+                users=users,
             )
             dep.pool = await create_pool(state_dsn, max_size=4)
             try:

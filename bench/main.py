@@ -45,6 +45,8 @@ class Plan:
     profile_records_per_table: int
     apilimits_records_per_table: int
     """Full sync under the real limits: long enough for several of its windows."""
+    apilimits_users: tuple[int, ...] = (1, 3)
+    """Application users per side, a set of runs for each."""
 
 
 FULL = Plan(
@@ -164,7 +166,8 @@ async def run_benches(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if "apilimits" in selected:
-        done(await _apilimits(plan, infra, context, keep_logs))
+        for result in await _apilimits(plan, infra, context, keep_logs):
+            done(result)
     if "continuous" in selected:
         done(await _continuous(plan, infra, context, keep_logs))
     if "memory" in selected:
@@ -235,24 +238,40 @@ async def _fullsync_and_limit(
     return out
 
 
-async def _apilimits(plan: Plan, infra: Infra, context: dict[str, Any], keep_logs: bool) -> Result:
+async def _apilimits(
+    plan: Plan, infra: Infra, context: dict[str, Any], keep_logs: bool
+) -> list[Result]:
     n = plan.apilimits_records_per_table
     _say(f"apilimits: seeding {n:,} customers and contacts…")
     templates = await make_templates(infra, n, "al")
-    runs = []
+    out = []
     try:
-        for rep in range(plan.repeats):
-            _say(f"apilimits: run {rep + 1}/{plan.repeats} (the documented limits, scaled)…")
-            runs.append(
-                await _attempt(
-                    "apilimits",
-                    partial(apilimits.run_once, infra, templates, keep_logs=keep_logs),
+        for users in plan.apilimits_users:
+            runs = []
+            for rep in range(plan.repeats):
+                _say(
+                    f"apilimits: {users} user(s) per side, run {rep + 1}/{plan.repeats} "
+                    "(the documented limits, scaled)…"
                 )
-            )
+                runs.append(
+                    await _attempt(
+                        "apilimits",
+                        partial(
+                            apilimits.run_once, infra, templates, users=users, keep_logs=keep_logs
+                        ),
+                    )
+                )
+            out.append(_apilimits_result(users, runs, n, context))
     finally:
         await templates.dbs.drop_all()
+    return out
+
+
+def _apilimits_result(
+    users: int, runs: list[dict[str, Any]], n: int, context: dict[str, Any]
+) -> Result:
     return Result(
-        "apilimits",
+        "apilimits" if users == 1 else f"apilimits-{users}users",
         apilimits.FIGURES,
         runs,
         {
@@ -260,10 +279,11 @@ async def _apilimits(plan: Plan, infra: Infra, context: dict[str, Any], keep_log
             "records_per_table": n,
             "mappings": fullsync.MAPPINGS,
             "emulators": apilimits.EMULATOR_ENV,
-            "users_per_side": 1,
+            "users_per_side": users,
             "users_note": (
-                "tablesync signs in to each side as one application (one client_id per "
-                "side in ApiSettings); the emulators count limits per bearer token"
+                "both services limit each application user; tablesync signs in to each "
+                "side as the users of ApiSettings (client_id and extra_clients), the "
+                "emulators count limits per bearer token; the ceiling is that many users'"
             ),
             "documented": {
                 "dataverse": "Service protection API limits: 6,000 requests and 1,200 s of "
@@ -438,6 +458,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         type=int,
         help="full sync, profile and apilimits: customers (= contacts) per table",
     )
+    parser.add_argument(
+        "--users",
+        help="apilimits: application users per side, comma-separated (default: 1,3)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument("--keep-logs", action="store_true", help="keep every process's log")
     args = parser.parse_args(argv)
@@ -450,6 +474,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             records_per_table=args.records,
             profile_records_per_table=args.records,
             apilimits_records_per_table=args.records,
+        )
+    if args.users:
+        plan = replace(
+            plan, apilimits_users=tuple(int(u) for u in args.users.split(",") if u.strip())
         )
     selected = args.only or list(BENCHES)
     infra = _infra()

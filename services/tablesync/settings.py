@@ -22,6 +22,7 @@ from tablesync.errors import ConfigError
 __all__ = [
     "ApiSettings",
     "EmulatorSettings",
+    "ExtraClient",
     "HealthSettings",
     "KafkaSettings",
     "LocalInfraSettings",
@@ -43,6 +44,15 @@ EMULATOR_URLS = {
 }
 
 ApiSide = Literal["bc", "dataverse"]
+
+
+class ExtraClient(BaseModel):
+    """One more application user of a side (``extra_clients``): an Entra application
+    with its own client id and secret, or, without a token endpoint, a static token."""
+
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    static_token: SecretStr | None = None
 
 
 class ApiSettings(BaseModel):
@@ -105,6 +115,16 @@ class ApiSettings(BaseModel):
         ),
     )
     static_token: SecretStr | None = SecretStr(DEFAULT_TOKEN)
+    extra_clients: list[ExtraClient] = Field(
+        default_factory=list,
+        description=(
+            "More application users besides the one above, as JSON: "
+            '[{"client_id": "...", "client_secret": "..."}] with OAuth, '
+            '[{"static_token": "..."}] without. Both services limit requests per user, '
+            "so each user adds its own budget and concurrency; requests go to the user "
+            "with the most free capacity."
+        ),
+    )
     company_name: str | None = Field(
         default=None,
         description="BC only: the company to sync, by name; the first one when neither is set.",
@@ -245,6 +265,13 @@ class EmulatorSettings(BaseModel):
     )
     dataverse_database_url: SecretStr | None = Field(
         default=None, description="Defaults to the main server, database tablesync_dataverse."
+    )
+    extra_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description=(
+            "Bearer tokens accepted besides ``token``, as JSON; each is a user of its own, "
+            "with its own limits."
+        ),
     )
     requests_per_window: int = Field(
         default=6000, description="Service-protection budget per window before 429."

@@ -72,3 +72,21 @@ def test_the_ceiling_needs_no_more_time_than_the_steady_rates(
         assert needed["requests"] <= needed["requests_steady"]
         assert needed.get("execution", 0) <= needed.get("execution_steady", 0)
         assert limit.seconds >= max(v for k, v in needed.items() if not k.endswith("_steady"))
+
+
+def test_three_users_triple_every_budget_and_the_concurrency() -> None:
+    one = ceiling(100_000, {"dataverse": (SideWork(2600, 520.0), DATAVERSE)})
+    three_users = SideLimits(
+        requests_per_window=600,
+        window_s=30.0,
+        concurrent=52,
+        execution_s_per_window=120.0,
+        users=3,
+    )
+    three = ceiling(100_000, {"dataverse": (SideWork(2600, 520.0), three_users)})
+    # 2,600 requests: 1,800 at once, then 60 a second for the other 800.
+    assert three.needed["dataverse"]["requests"] == pytest.approx(800 / 60, abs=1e-3)
+    # 520 s of execution: 360 s at once, then 12 s a second for the other 160 s.
+    assert three.needed["dataverse"]["execution"] == pytest.approx(160 / 12, abs=1e-3)
+    assert three.needed["dataverse"]["concurrency"] == pytest.approx(520 / 156, abs=1e-3)
+    assert three.seconds < one.seconds

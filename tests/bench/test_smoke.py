@@ -29,7 +29,9 @@ async def test_every_bench_completes_and_reports_every_figure(
         SMOKE, BENCHES, Infra(infra.kafka_bootstrap_servers, infra.database_dsn), out=tmp_path
     )
 
-    assert sorted(r.name for r in results) == sorted(BENCHES)
+    # apilimits runs with each of SMOKE.apilimits_users, one result for each.
+    extra = [f"apilimits-{u}users" for u in SMOKE.apilimits_users if u != 1]
+    assert sorted(r.name for r in results) == sorted([*BENCHES, *extra])
     for result in results:
         summary = result.summary()
         missing = [f.label for f in result.figures if summary[f.key]["median"] is None]
@@ -63,6 +65,10 @@ async def test_every_bench_completes_and_reports_every_figure(
         2 * SMOKE.apilimits_records_per_table
     )
     assert 0 < limited["figures"]["fraction_of_ceiling"] <= 1
+    for users in SMOKE.apilimits_users:
+        name = "apilimits" if users == 1 else f"apilimits-{users}users"
+        # Every user of each side sent requests: the connector spread them.
+        assert by_name[name].runs[0]["figures"]["users_used"] == users
     assert by_name["continuous"].runs[0]["figures"]["unseen"] == 0
     profile = by_name["profile"].runs[0]
     if py_spy_path() is None:

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from pydantic import SecretStr
+from starlette.types import Receive, Scope, Send
 
+from tablesync.core.events import Side
+from tablesync.emulators.common.guard import Guard
 from tablesync.emulators.common.limiter import (
     ExecutionBudget,
     Gate,
@@ -19,7 +24,8 @@ from tablesync.emulators.common.limiter import (
     current_cost,
     metering,
 )
-from tablesync.emulators.common.runtime import EmulatorConfig
+from tablesync.emulators.common.runtime import EmulatorConfig, Runtime, Tuning
+from tablesync.emulators.dataverse.style import DATAVERSE_STYLE
 from tablesync.settings import EmulatorSettings, Settings
 
 
@@ -231,3 +237,58 @@ def test_the_settings_turn_on_the_documented_limits_of_each_side() -> None:
     assert dataverse.real_limits.latency_s == pytest.approx(0.02)
     assert bc.real_limits.record_cost_s == pytest.approx(0.001)
     assert (bc.real_limits.concurrent, bc.real_limits.queued) == (5, 95)
+
+
+# Accepted tokens: each one a user of its own
+
+
+def _guarded(extra_tokens: tuple[str, ...], budget: int) -> tuple[httpx.AsyncClient, Runtime]:
+    """A client of an app behind the emulators' guard that accepts ``local-dev-token``
+    and ``extra_tokens``, each with a request budget of ``budget`` per window."""
+
+    async def ok(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    class Api:
+        side: Side = "dataverse"
+        style = DATAVERSE_STYLE
+        roots = ("/api/data/v9.2",)
+        specs = ()
+
+    config = EmulatorConfig(
+        dsn="postgresql://unused",
+        token="local-dev-token",
+        extra_tokens=extra_tokens,
+        requests_per_window=budget,
+        window_s=300.0,
+    )
+    runtime = Runtime.create(config, Api(), Tuning(max_page_size=10))  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=Guard(ok, runtime))
+    return httpx.AsyncClient(transport=transport, base_url="http://emulator"), runtime
+
+
+async def _status(client: httpx.AsyncClient, token: str) -> int:
+    headers = {"Authorization": f"Bearer {token}"}
+    reply = await client.get("/api/data/v9.2/accounts", headers=headers)
+    return reply.status_code
+
+
+async def test_each_accepted_token_is_a_user_with_a_budget_of_its_own() -> None:
+    client, runtime = _guarded(("second-token", "third-token"), budget=2)
+    async with client:
+        assert [await _status(client, "local-dev-token") for _ in range(3)] == [200, 200, 429]
+        # The first user's budget is spent; the others still have all of theirs.
+        assert [await _status(client, "second-token") for _ in range(3)] == [200, 200, 429]
+        assert await _status(client, "third-token") == 200
+        assert await _status(client, "unknown-token") == 401
+    # Counted by user, without naming the tokens.
+    assert runtime.protection.admitted_by_user() == [2, 2, 1]
+
+
+def test_the_settings_give_the_extra_tokens_to_the_emulators() -> None:
+    tokens = ["second-token-s3cr3t", "third-token-s3cr3t"]
+    settings = Settings(emulator=EmulatorSettings(extra_tokens=[SecretStr(t) for t in tokens]))
+    config = EmulatorConfig.from_settings(settings, "bc")
+    assert config.extra_tokens == tuple(tokens)
+    assert "s3cr3t" not in repr(settings.emulator)

@@ -21,7 +21,7 @@ import structlog
 from tablesync.adapters.odata.entities import EntitySpec, SpecSource
 from tablesync.adapters.odata.http import ODataHttp, Reply, error_message
 from tablesync.adapters.odata.rows import to_row
-from tablesync.adapters.odata.stats import ApiStats
+from tablesync.adapters.odata.stats import ApiStats, UserStats
 from tablesync.core.events import Side
 from tablesync.core.filters import (
     Compare,
@@ -116,6 +116,11 @@ class ODataSide:
     @property
     def stats(self) -> ApiStats:
         return self._http.stats
+
+    @property
+    def user_stats(self) -> list[UserStats]:
+        """The side's traffic per application user (``stats`` is all of them)."""
+        return self._http.users
 
     def spec(self, entity_set: str) -> EntitySpec:
         return self._specs(entity_set)

@@ -243,7 +243,7 @@ class BcApi(ODataSide):
                 if result is None:
                     transient.append(i)
                     results[i] = Rejected(response.status, error_message(response.data))
-                    wait = self._note_transient(response, wait)
+                    wait = self._note_transient(response, wait, reply.user)
                 else:
                     results[i] = result
             if not transient or retries >= self._policy.max_retries:
@@ -255,13 +255,15 @@ class BcApi(ODataSide):
             )
             pending = transient
 
-    def _note_transient(self, response: BatchResponse, wait: float | None) -> float | None:
+    def _note_transient(
+        self, response: BatchResponse, wait: float | None, user: int
+    ) -> float | None:
         if response.status == 429:
             self.stats.throttled += 1
         after = retry_after_s(response.headers.get("retry-after"))
         if after is None:
             return wait
-        self._http.hold_back(after)
+        self._http.hold_back(after, user)
         return max(wait or 0.0, after)
 
 

@@ -427,7 +427,7 @@ class DataverseApi(ODataSide):
                     after = retry_after_s(response.headers.get("retry-after"))
                     if after is not None:
                         wait = max(wait or 0.0, after)
-                        self._http.hold_back(after)
+                        self._http.hold_back(after, reply.user)
                     continue
                 results[i] = result
                 if isinstance(result, Written) and result.row is None:

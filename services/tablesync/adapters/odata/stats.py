@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-__all__ = ["ApiStats"]
+__all__ = ["ApiStats", "UserStats"]
 
 
 @dataclass(slots=True)
@@ -36,3 +36,24 @@ class ApiStats:
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "side"}
+
+
+@dataclass(slots=True)
+class UserStats:
+    """One application user's share of a side's traffic (``ApiStats`` counts the side)."""
+
+    user: str
+    """The user's client id, or ``token<n>`` for a static token: never a secret."""
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    """429 answers to this user's requests (a $batch's own, not its parts')."""
+    in_flight: int = 0
+    """Requests of this user on the wire now."""
+    peak_in_flight: int = 0
+
+    def snapshot(self) -> UserStats:
+        return replace(self)
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "user"}

@@ -3,7 +3,7 @@ documented API).
 
     GET    /_emulator/stats      request counters; under the real limits also
                                  "real_limits": {"execution_s", "records_written",
-                                 "queued", "in_flight", "waiting"}
+                                 "queued", "in_flight", "waiting", "admitted_by_user"}
     DELETE /_emulator/stats      zero them
     POST   /_emulator/faults     {"status": 503|429|500|502|504, "count": N | "for_seconds": S,
                                   "retry_after": seconds}
@@ -162,6 +162,7 @@ def control_routes(runtime: Runtime) -> list[Route]:
                 **runtime.stats.real_snapshot(),
                 "in_flight": active,
                 "waiting": waiting,
+                "admitted_by_user": runtime.protection.admitted_by_user(),
             }
         return _json(snapshot)
 

@@ -4,11 +4,12 @@ A plain ASGI middleware (no per-request task or body buffering) so it costs next
 nothing on the hot path. Control routes under ``/_emulator`` need the same token but
 are neither counted, faulted nor throttled.
 
-Limits are kept per user, the bearer token a request carries (the emulators accept
-one token, so one user). Under the real limits (``limiter.py``) a request also takes
-a slot of its user's concurrency, waits there for the latency plus the cost of the
-records it wrote before its answer goes out, and its time in the slot counts against
-the user's execution-time budget.
+Limits are kept per user, the bearer token a request carries: the emulators accept
+``token`` and each of ``extra_tokens``, and each accepted token is a user of its own,
+as each application user (client id) of a real tenant is. Under the real limits
+(``limiter.py``) a request also takes a slot of its user's concurrency, waits there
+for the latency plus the cost of the records it wrote before its answer goes out, and
+its time in the slot counts against the user's execution-time budget.
 """
 
 from __future__ import annotations
@@ -43,13 +44,18 @@ class Guard:
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
         self.runtime = runtime
-        self._expected = f"Bearer {runtime.config.token}".encode()
+        config = runtime.config
+        self._accepted = [
+            f"Bearer {token}".encode() for token in (config.token, *config.extra_tokens)
+        ]
 
     def _user(self, scope: Scope) -> bytes | None:
-        """The request's bearer token when it is the accepted one: who the limits count."""
+        """The request's bearer token when it is an accepted one: who the limits count."""
         for name, value in scope["headers"]:
             if name == b"authorization":
-                return value if hmac.compare_digest(value, self._expected) else None
+                # Every token compared, so the time taken says nothing about which matched.
+                matched = [hmac.compare_digest(value, accepted) for accepted in self._accepted]
+                return value if any(matched) else None
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -108,6 +114,7 @@ class Guard:
             )
             await self._refuse(send, style.response(problem), control)
             return
+        limits.admitted += 1
         if real is not None:
             await self._limited(scope, receive, send, real, limits)
             return

@@ -251,6 +251,8 @@ class UserLimits:
     requests: Limiter
     execution: ExecutionBudget | None = None
     gate: Gate | None = None
+    admitted: int = 0
+    """Requests of this user let through the request budget since it was first seen."""
 
 
 @dataclass
@@ -283,6 +285,11 @@ class Protection:
         """Requests holding a slot and requests waiting for one, over every user."""
         gates = [u.gate for u in self._users.values() if u.gate is not None]
         return sum(g.active for g in gates), sum(g.waiting for g in gates)
+
+    def admitted_by_user(self) -> list[int]:
+        """Each user's admitted requests, most first: how evenly clients spread their
+        requests (the users' tokens are secrets, so they are not named)."""
+        return sorted((u.admitted for u in self._users.values()), reverse=True)
 
     def configure(self, budget: int | None = None, window_s: float | None = None) -> None:
         """A new request budget or window for every user, counted afresh."""

@@ -31,6 +31,8 @@ log = structlog.get_logger()
 class EmulatorConfig:
     dsn: str
     token: str
+    extra_tokens: tuple[str, ...] = ()
+    """Bearer tokens accepted besides ``token``: each is a user with limits of its own."""
     requests_per_window: int = 6000
     window_s: float = 5.0
     max_page_size: int = 5000
@@ -63,6 +65,7 @@ class EmulatorConfig:
         return cls(
             dsn=settings.emulator_dsn(side),
             token=token if token is not None else emulator.token.get_secret_value(),
+            extra_tokens=tuple(t.get_secret_value() for t in emulator.extra_tokens),
             requests_per_window=budget,
             window_s=emulator.window_s,
             max_page_size=emulator.max_page_size,
