@@ -80,7 +80,10 @@ async def test_full_sync_wait_prints_plain_lines_when_not_a_terminal(admin: Admi
 
 
 async def test_full_sync_wait_draws_a_bar_per_mapping_on_a_terminal(admin: Admin) -> None:
-    command = shlex.join([sys.executable, "-m", "tablesync.cli", "full-sync", "--wait"])
+    # The setting said at the start: on a terminal the run would ask at its end.
+    command = shlex.join(
+        [sys.executable, "-m", "tablesync.cli", "full-sync", "--wait", "--restore-create-setting"]
+    )
     # `script` runs the command on a pseudo-terminal, as an operator's shell would.
     process = await asyncio.create_subprocess_exec(
         "script",
