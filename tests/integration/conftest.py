@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from tablesync.adapters.kafka import KafkaConnection
+from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher, ensure_topics
 from tablesync.adapters.kafka.topics import delete_topics
-from tablesync.adapters.postgres import migrate
+from tablesync.adapters.postgres import migrate, postgres_stores
+from tablesync.application import Operator
+from tablesync.composition import SideApis, build_operator, topics_for
 from tablesync.settings import with_database
 from tests.conftest import InfraEndpoints
+from tests.integration.stack import Stack, open_stack
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +65,35 @@ async def topic_prefix(infra: InfraEndpoints) -> AsyncIterator[str]:
     prefix = f"t{uuid.uuid4().hex[:10]}."
     yield prefix
     await delete_topics(KafkaConnection(infra.kafka_bootstrap_servers), prefix)
+
+
+@pytest.fixture
+async def idle_stack(
+    infra: InfraEndpoints, state_dsn: str, topic_prefix: str
+) -> AsyncIterator[Stack]:
+    """A stack whose services are not started (a test starts them if it needs
+    them); the commands topic a request is published on exists."""
+    async with open_stack(
+        kafka=infra.kafka_bootstrap_servers, state_dsn=state_dsn, topic_prefix=topic_prefix
+    ) as s:
+        await ensure_topics(
+            KafkaConnection.from_settings(s.settings), topics_for(s.settings).control_specs()
+        )
+        yield s
+        await s.stop()
+
+
+@pytest.fixture
+async def operator(idle_stack: Stack) -> AsyncIterator[Operator]:
+    """The application layer on the stack's state database, broker and emulators."""
+    apis = SideApis(idle_stack.settings)
+    async with KafkaPublisher(KafkaConnection.from_settings(idle_stack.settings)) as publisher:
+        try:
+            yield build_operator(
+                idle_stack.settings,
+                postgres_stores(idle_stack.pool),
+                apis=apis,
+                publisher=publisher,
+            )
+        finally:
+            await apis.aclose()

@@ -5,45 +5,21 @@ a run nobody is working on is released the same way."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
-from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher, ensure_topics
-from tablesync.adapters.postgres import postgres_stores
 from tablesync.application import Operator
-from tablesync.composition import SideApis, build_operator, topics_for
 from tablesync.errors import AlreadyRunning, CommandRefused, NotFound
 from tablesync.runtime.coordinator import CoordinatorService
-from tests.conftest import InfraEndpoints
-from tests.integration.stack import Stack, open_stack
+from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
 WAIT_S = 120.0
 
 
 @pytest.fixture
-async def stack(infra: InfraEndpoints, state_dsn: str, topic_prefix: str) -> AsyncIterator[Stack]:
-    async with open_stack(
-        kafka=infra.kafka_bootstrap_servers, state_dsn=state_dsn, topic_prefix=topic_prefix
-    ) as s:
-        await ensure_topics(
-            KafkaConnection.from_settings(s.settings), topics_for(s.settings).control_specs()
-        )
-        yield s
-        await s.stop()
-
-
-@pytest.fixture
-async def operator(stack: Stack) -> AsyncIterator[Operator]:
-    apis = SideApis(stack.settings)
-    async with KafkaPublisher(KafkaConnection.from_settings(stack.settings)) as publisher:
-        try:
-            yield build_operator(
-                stack.settings, postgres_stores(stack.pool), apis=apis, publisher=publisher
-            )
-        finally:
-            await apis.aclose()
+def stack(idle_stack: Stack) -> Stack:
+    return idle_stack
 
 
 async def test_a_run_cancelled_mid_step_finishes_that_step_only(

@@ -11,46 +11,22 @@ import os
 import pty
 import sys
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
-from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher, ensure_topics
-from tablesync.adapters.postgres import postgres_stores
 from tablesync.application import Operator
-from tablesync.composition import SideApis, build_operator, topics_for
 from tablesync.core.stored import KEEP_ANSWER, KEEP_QUESTION
 from tablesync.errors import CommandRefused, NotFound
 from tablesync.runtime.operations import RunProgress
-from tests.conftest import InfraEndpoints
-from tests.integration.stack import Stack, open_stack, wait_for
+from tests.integration.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
 WAIT_S = 120.0
 
 
 @pytest.fixture
-async def stack(infra: InfraEndpoints, state_dsn: str, topic_prefix: str) -> AsyncIterator[Stack]:
-    async with open_stack(
-        kafka=infra.kafka_bootstrap_servers, state_dsn=state_dsn, topic_prefix=topic_prefix
-    ) as s:
-        await ensure_topics(
-            KafkaConnection.from_settings(s.settings), topics_for(s.settings).control_specs()
-        )
-        yield s
-        await s.stop()
-
-
-@pytest.fixture
-async def operator(stack: Stack) -> AsyncIterator[Operator]:
-    apis = SideApis(stack.settings)
-    async with KafkaPublisher(KafkaConnection.from_settings(stack.settings)) as publisher:
-        try:
-            yield build_operator(
-                stack.settings, postgres_stores(stack.pool), apis=apis, publisher=publisher
-            )
-        finally:
-            await apis.aclose()
+def stack(idle_stack: Stack) -> Stack:
+    return idle_stack
 
 
 async def _only_coupled(operator: Operator) -> dict[str, bool]:

@@ -6,15 +6,14 @@ running: nothing here needs them, and nothing consumes the runs requested."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 
-from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher, ensure_topics
+from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher
 from tablesync.adapters.postgres import postgres_stores
 from tablesync.application import Operator
-from tablesync.composition import SideApis, build_operator, topics_for
+from tablesync.composition import SideApis, build_operator
 from tablesync.core.events import Side
 from tablesync.core.stored import Selection
 from tablesync.errors import (
@@ -30,35 +29,14 @@ from tablesync.errors import (
 )
 from tablesync.ports.api import SideApi
 from tablesync.ports.clock import SystemClock
-from tests.conftest import InfraEndpoints
-from tests.integration.stack import Stack, open_stack
+from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def stack(infra: InfraEndpoints, state_dsn: str, topic_prefix: str) -> AsyncIterator[Stack]:
-    async with open_stack(
-        kafka=infra.kafka_bootstrap_servers, state_dsn=state_dsn, topic_prefix=topic_prefix
-    ) as s:
-        # The commands topic a run request is published on, which the services
-        # would have created.
-        await ensure_topics(
-            KafkaConnection.from_settings(s.settings), topics_for(s.settings).control_specs()
-        )
-        yield s
-
-
-@pytest.fixture
-async def operator(stack: Stack) -> AsyncIterator[Operator]:
-    apis = SideApis(stack.settings)
-    async with KafkaPublisher(KafkaConnection.from_settings(stack.settings)) as publisher:
-        try:
-            yield build_operator(
-                stack.settings, postgres_stores(stack.pool), apis=apis, publisher=publisher
-            )
-        finally:
-            await apis.aclose()
+def stack(idle_stack: Stack) -> Stack:
+    return idle_stack
 
 
 async def _count(stack: Stack, table: str) -> int:

@@ -18,6 +18,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 import structlog
 
@@ -27,6 +28,7 @@ from tablesync.core.effects import BatchEffects
 from tablesync.core.events import Direction, RecordChanged, Side, other_side
 from tablesync.core.mappings import DeletionPolicy, MappingSet, TableMapping, direction_of
 from tablesync.core.plan import JobContext
+from tablesync.core.records import Row
 from tablesync.core.stored import ProblemRecord, Selection
 from tablesync.errors import AlreadyCoupled
 from tablesync.ports.api import SideApi
@@ -100,24 +102,7 @@ class Actions:
             table = self.mappings.get(mapping).table(side)
             rows = await self.apis[side].get_many(table, [r.source_id for r in group])
             now = self.clock.now()
-            events = []
-            for r in group:
-                row = rows.get(r.source_id)
-                events.append(
-                    RecordChanged(
-                        side,
-                        table,
-                        r.source_id,
-                        "upsert",
-                        row.modified_at,
-                        now,
-                        row.fields,
-                        row.etag,
-                        row.modified_by,
-                    )
-                    if row is not None
-                    else RecordChanged(side, table, r.source_id, "delete", now, now)
-                )
+            events = [_as_read(side, table, r.source_id, rows.get(r.source_id), now) for r in group]
             await self._run(result, mapping, direction_of(side), "retry", events)
         return result
 
@@ -140,22 +125,7 @@ class Actions:
                 continue
             table = m.table(source)
             row = (await self.apis[source].get_many(table, [ids[source]])).get(ids[source])
-            now = self.clock.now()
-            event = (
-                RecordChanged(
-                    source,
-                    table,
-                    ids[source],
-                    "upsert",
-                    row.modified_at,
-                    now,
-                    row.fields,
-                    row.etag,
-                    row.modified_by,
-                )
-                if row is not None
-                else RecordChanged(source, table, ids[source], "delete", now, now)
-            )
+            event = _as_read(source, table, ids[source], row, self.clock.now())
             result.records += 1
             await self._run(
                 result, mapping, direction_of(source), "sync_now", [event], unconditional=True
@@ -401,6 +371,26 @@ class Actions:
             records=len(items),
             job_id=job_id,
         )
+
+
+def _as_read(
+    side: Side, table: str, record_id: str, row: Row | None, now: datetime
+) -> RecordChanged:
+    """The record as it was just read, as capture would publish it: its
+    deletion when it was not found."""
+    if row is None:
+        return RecordChanged(side, table, record_id, "delete", now, now)
+    return RecordChanged(
+        side,
+        table,
+        record_id,
+        "upsert",
+        row.modified_at,
+        now,
+        row.fields,
+        row.etag,
+        row.modified_by,
+    )
 
 
 def _with_policy(
