@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tablesync import metrics
 from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher
 from tablesync.adapters.postgres.jobs import JobStore
@@ -18,21 +17,11 @@ from tablesync.runtime.apply import ApplyService
 from tablesync.runtime.operations import Operations
 from tests.conftest import InfraEndpoints
 from tests.integration.stack import Stack, open_stack
+from tests.unit.test_supervise import restarts
 
 pytestmark = pytest.mark.integration
 CODEC = Codec()
 BEFORE: dict[str, float] = {}
-
-
-def _restarts() -> dict[str, float]:
-    text = metrics.render(metrics.StateSnapshot(), process=False).decode()
-    found: dict[str, float] = {}
-    prefix = 'tablesync_service_restarts_total{service="'
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            name, value = line.removeprefix(prefix).split('"} ')
-            found[name] = float(value)
-    return found
 
 
 @pytest.fixture
@@ -51,7 +40,7 @@ async def stack(
 
     monkeypatch.setattr(ApplyService, "run", run_with_one_defect)
     BEFORE.clear()
-    BEFORE.update(_restarts())
+    BEFORE.update(restarts())
     async with open_stack(
         kafka=infra.kafka_bootstrap_servers, state_dsn=state_dsn, topic_prefix=topic_prefix
     ) as s:
@@ -78,6 +67,6 @@ async def test_a_failed_apply_is_started_again_and_the_others_go_on(stack: Stack
     )
     # Only the failed service was started again: the process did not go down.
     assert stack._task is not None and not stack._task.done()
-    after = _restarts()
+    after = restarts()
     grown = {k: after[k] - BEFORE.get(k, 0.0) for k in after if after[k] != BEFORE.get(k, 0.0)}
     assert grown == {"apply.CUSTOMER": 1.0}

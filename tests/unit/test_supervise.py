@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tablesync import metrics
 from tablesync.runtime.supervise import Run, supervised
@@ -53,25 +54,28 @@ class Flaky:
         return run
 
 
-def _restarts(service: str) -> float:
+def restarts() -> dict[str, float]:
+    """``tablesync_service_restarts_total`` of this process, by service, as exported."""
     text = metrics.render(metrics.StateSnapshot(), process=False).decode()
-    for line in text.splitlines():
-        if line.startswith(f'tablesync_service_restarts_total{{service="{service}"}}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return {
+        s.labels["service"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "tablesync_service_restarts_total"
+    }
 
 
 async def test_a_failing_service_is_built_again_until_it_runs() -> None:
     clock = StepClock()
     service = Flaky(failures=2, clock=clock)
     stop = asyncio.Event()
-    before = _restarts("apply.flaky")
+    before = restarts().get("apply.flaky", 0.0)
     task = asyncio.create_task(
         supervised("apply.flaky", service.make, stop, clock=clock, backoff_s=(0.01,))
     )
     await asyncio.wait_for(service.running.wait(), WAIT_S)
     assert service.built == 3
-    assert _restarts("apply.flaky") == before + 2
+    assert restarts()["apply.flaky"] == before + 2
     stop.set()
     await asyncio.wait_for(task, WAIT_S)
 

@@ -269,6 +269,11 @@ class _Options:
 
 
 def _split(text: str, separator: str) -> list[str]:
+    """``text`` split at ``separator`` outside parentheses and quotes, each part trimmed."""
+    return [p.strip() for p in _split_outside(text, separator)]
+
+
+def _split_outside(text: str, separator: str) -> list[str]:
     """``text`` split at ``separator`` outside parentheses and quotes."""
     parts, depth, quoted, start = [], 0, False, 0
     for index, char in enumerate(text):
@@ -282,7 +287,7 @@ def _split(text: str, separator: str) -> list[str]:
             parts.append(text[start:index])
             start = index + 1
     parts.append(text[start:])
-    return [p.strip() for p in parts]
+    return parts
 
 
 def _options(query: Mapping[str, str], type_name: str) -> _Options:
@@ -607,19 +612,7 @@ def handle(
 
 def _split_path(path: str) -> list[str]:
     """Path segments; a slash inside a key's quotes does not split."""
-    parts, depth, quoted, start = [], 0, False, 0
-    for index, char in enumerate(path):
-        if char == "'":
-            quoted = not quoted
-        elif not quoted and char == "(":
-            depth += 1
-        elif not quoted and char == ")":
-            depth -= 1
-        elif not quoted and depth == 0 and char == "/":
-            parts.append(path[start:index])
-            start = index + 1
-    parts.append(path[start:])
-    return parts
+    return _split_outside(path, "/")
 
 
 def first_segment(path: str) -> str:
