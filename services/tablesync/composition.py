@@ -37,6 +37,7 @@ from tablesync.admin.health_server import HealthServer
 from tablesync.application import ApiOpener, ClaimsOpener, Operator
 from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet
+from tablesync.core.stored import COORDINATOR_LEASE
 from tablesync.core.topics import Topics, TopicSpec
 from tablesync.errors import ApiUnavailable
 from tablesync.ports.api import SideApi
@@ -403,7 +404,7 @@ async def _coordinator(r: Runtime) -> Run:
     coordinator = CoordinatorService(
         r.settings,
         stores=r.stores,
-        singleton=r.lease("coordinator"),
+        singleton=r.lease(COORDINATOR_LEASE),
         publisher=r.publisher,
         consumers=r.consumers,
         codec=r.codec,

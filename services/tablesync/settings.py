@@ -413,6 +413,17 @@ class SyncSettings(BaseModel):
             "of 1,000 rows; a job that has not ended is kept. 0 keeps every job."
         ),
     )
+    stale_run_after_s: float = Field(
+        default=600.0,
+        ge=0,
+        description=(
+            "A run still requested or running while no coordinator has held its lease "
+            "for this long is ended as cancelled when the next run is requested, so a "
+            "coordinator that died for good does not block full synchronizations "
+            "forever (a coordinator that comes back skips the released run's steps). "
+            "0 never releases one; otherwise it must be longer than lease_ttl_s."
+        ),
+    )
     retry_backoff_s: float = Field(
         default=2.0, description="First retry delay of a pending record."
     )
@@ -504,6 +515,12 @@ class SyncSettings(BaseModel):
                 f"sync.lease_renew_s ({self.lease_renew_s}) must be shorter than 80 % of "
                 f"sync.lease_ttl_s ({self.lease_ttl_s}): a holder renews several times "
                 "within its lease"
+            )
+        if self.stale_run_after_s and self.stale_run_after_s <= self.lease_ttl_s:
+            raise ValueError(
+                f"sync.stale_run_after_s ({self.stale_run_after_s}) must be 0 or longer "
+                f"than sync.lease_ttl_s ({self.lease_ttl_s}): a coordinator between two "
+                "holds of its lease is not gone"
             )
         return self
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from tablesync.core.effects import ErrorRow
-from tablesync.core.stored import KEEP_ANSWER, KEEP_QUESTION, JobParams
+from tablesync.core.stored import COORDINATOR_LEASE, KEEP_ANSWER, KEEP_QUESTION, JobParams
 from tablesync.errors import CommandRefused
 from tablesync.ports.state import Pruned
 from tests.contract.state_fixtures import (
@@ -106,6 +106,45 @@ class JobsContract:
         assert await jobs.cancel_run(run_id, "again") is False
         assert await jobs.cancel_run(new_id(), "no such run") is False
         await jobs.request_run(new_id(), "full", [], {}, "bob")
+
+    async def test_runs_no_coordinator_worked_on_for_the_bound_are_released(
+        self, state: StateHarness
+    ) -> None:
+        jobs = state.stores.jobs
+        # Seconds of the database's clock; the margins are a whole TTL wide so a
+        # slow statement never lands on the other side of a bound.
+        ttl, after = 1.0, 2.0
+        coordinator = state.holder(COORDINATOR_LEASE, ttl_s=ttl)
+        ended, full, modified = new_id(), new_id(), new_id()
+        await jobs.request_run(ended, "modified", [], {}, "alice")
+        await jobs.finish_run(ended, "finished", "5 mappings")
+        await jobs.request_run(full, "full", [], {}, "alice")
+        await jobs.start_run(full)
+        await jobs.request_run(modified, "modified", [], {}, "alice")
+        # No coordinator ever held the lease, but the runs were just requested.
+        assert await jobs.release_stale_runs(COORDINATOR_LEASE, after, "released") == []
+        assert await coordinator.try_hold() is not None
+        await state.elapse(after)
+        # Its hold ended less than the bound ago: it may still come back.
+        assert await jobs.release_stale_runs(COORDINATOR_LEASE, after, "released") == []
+        assert await _status(state, full) == "running"
+        await state.elapse(ttl + 0.1)
+        released = await jobs.release_stale_runs(COORDINATOR_LEASE, after, "released")
+        assert released == sorted([full, modified])
+        for run_id in released:
+            run = await jobs.run(run_id)
+            assert run is not None
+            assert (run.status, run.message) == ("cancelled", "released")
+            assert run.finished_at is not None
+        assert await _status(state, ended) == "finished"
+        # Released, they block no full synchronization; while a coordinator
+        # holds the lease no run is released, however old.
+        again = new_id()
+        await jobs.request_run(again, "full", [], {}, "bob")
+        await state.elapse(after + 0.1)
+        assert await coordinator.try_hold() is not None
+        assert await jobs.release_stale_runs(COORDINATOR_LEASE, after, "released") == []
+        assert await _status(state, again) == "requested"
 
     async def test_a_running_run_asks_and_takes_one_answer(self, state: StateHarness) -> None:
         jobs = state.stores.jobs
@@ -537,3 +576,9 @@ class TestPostgresJobs(JobsContract):
     @pytest.fixture
     def state(self, postgres_state: StateHarness) -> StateHarness:
         return postgres_state
+
+
+async def _status(state: StateHarness, run_id: str) -> str:
+    run = await state.stores.jobs.run(run_id)
+    assert run is not None
+    return run.status

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from pydantic_settings import SettingsError
 
 from tablesync.errors import ConfigError
-from tablesync.settings import SECRETS_DIR_ENV, ApiSettings, Settings
+from tablesync.settings import SECRETS_DIR_ENV, ApiSettings, Settings, SyncSettings
 
 TENANT = "contoso.onmicrosoft.com"
 
@@ -140,3 +140,12 @@ def test_a_secrets_directory_that_is_not_there_is_an_error(
     monkeypatch.setenv(SECRETS_DIR_ENV, str(tmp_path / "missing"))
     with pytest.raises(SettingsError, match="does not exist"):
         Settings()
+
+
+def test_a_stale_run_bound_within_the_coordinators_lease_is_refused() -> None:
+    # A coordinator between two renewals is not gone: releasing its run then
+    # would end a run that is being worked on.
+    with pytest.raises(ValueError, match=r"stale_run_after_s \(10.0\) must be 0 or longer"):
+        SyncSettings(stale_run_after_s=10.0, lease_ttl_s=10.0)
+    assert SyncSettings(stale_run_after_s=0).stale_run_after_s == 0
+    assert SyncSettings().stale_run_after_s > SyncSettings().lease_ttl_s

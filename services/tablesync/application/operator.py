@@ -19,6 +19,7 @@ from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet, TableMapping
 from tablesync.core.records import Row
 from tablesync.core.stored import (
+    COORDINATOR_LEASE,
     KEEP_ANSWER,
     CouplingRow,
     JobError,
@@ -174,6 +175,7 @@ class Operator:
         records" cleared (``answer``) instead of taking
         ``keep_only_coupled_cleared``; unanswered, the setting is restored."""
         await self._known(*mappings)
+        await self._release_stale_runs()
         run_id = await self._runs.full_sync(
             mappings=list(mappings),
             keep_only_coupled_cleared=keep_only_coupled_cleared,
@@ -215,6 +217,7 @@ class Operator:
             names = list(mappings)
         else:
             names = [m.name for m in known.mappings if m.match]
+        await self._release_stale_runs()
         run_id = await self._runs.couple_by_match(
             mappings=names,
             create_new=create_new,
@@ -228,6 +231,7 @@ class Operator:
         """Requests a synchronization of modified records of every mapping or one."""
         if mapping is not None:
             await self._known(mapping)
+        await self._release_stale_runs()
         run_id = await self._runs.sync_modified(mapping=mapping, requested_by=requested_by)
         log.info(
             "run_requested",
@@ -237,6 +241,21 @@ class Operator:
             requested_by=requested_by,
         )
         return run_id
+
+    async def _release_stale_runs(self) -> None:
+        """Ends the runs no coordinator has worked on for ``stale_run_after_s``
+        (it died for good, or none was ever started), so they block no new run."""
+        after_s = self.settings.stale_run_after_s
+        if not after_s:
+            return
+        message = (
+            f"released: no coordinator held its lease for {after_s:g} s; "
+            "the steps not run did not start"
+        )
+        for run_id in await self.stores.jobs.release_stale_runs(
+            COORDINATOR_LEASE, after_s, message
+        ):
+            log.warning("run_released", run_id=run_id, after_s=after_s)
 
     async def runs(self, *, limit: int = 20) -> list[RunRow]:
         return await self.stores.jobs.runs(limit=limit)

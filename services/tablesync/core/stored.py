@@ -12,6 +12,7 @@ from tablesync.core.couplings import Coupling
 from tablesync.core.events import Direction, Side
 
 __all__ = [
+    "COORDINATOR_LEASE",
     "KEEP_ANSWER",
     "KEEP_QUESTION",
     "CouplingRow",
@@ -90,6 +91,9 @@ class JobError:
 # holds the operator's answer.
 KEEP_QUESTION = "keep_only_coupled_cleared"
 KEEP_ANSWER = "keep_answer"
+# The singleton the coordinator holds while it works: a run is left without a
+# coordinator while no one holds it.
+COORDINATOR_LEASE = "coordinator"
 
 
 @dataclass(frozen=True, slots=True)

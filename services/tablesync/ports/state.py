@@ -266,6 +266,12 @@ class Jobs(Protocol):
         again. False when the run does not exist or ended already."""
         ...
 
+    async def release_stale_runs(self, lease: str, after_s: float, message: str) -> list[str]:
+        """Ends as cancelled, with ``message``, every run requested or running
+        for at least ``after_s`` while no holder has had the singleton ``lease``
+        (the coordinator's) within the last ``after_s``: the run ids released."""
+        ...
+
     async def ask_run(self, run_id: str, question: str) -> bool:
         """Records on a running run the question it waits on (its options'
         ``question``, with ``asked_at``); an answer given already is kept. False

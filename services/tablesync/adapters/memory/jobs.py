@@ -120,6 +120,23 @@ class MemoryJobs(MemoryStore):
         t.runs[key] = replace(row, status="cancelled", finished_at=self._db.now(), message=message)
         return True
 
+    async def release_stale_runs(self, lease: str, after_s: float, message: str) -> list[str]:
+        await self._pause("jobs.release_stale_runs")
+        now = self._db.now()
+        since = now - timedelta(seconds=after_s)
+        held = self._db.holders.get(lease)
+        if held is not None and held.expires_at > since:
+            return []
+        t = self._db.t
+        released = sorted(
+            key
+            for key, row in t.runs.items()
+            if row.status in _ACTIVE and row.requested_at <= since
+        )
+        for key in released:
+            t.runs[key] = replace(t.runs[key], status="cancelled", finished_at=now, message=message)
+        return released
+
     async def ask_run(self, run_id: str, question: str) -> bool:
         await self._pause("jobs.ask_run")
         t = self._db.t

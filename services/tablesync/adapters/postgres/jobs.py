@@ -134,6 +134,20 @@ class JobStore:
         )
         return bool(done)
 
+    async def release_stale_runs(self, lease: str, after_s: float, message: str) -> list[str]:
+        rows = await self._pool.fetch(
+            "UPDATE runs SET status = 'cancelled', finished_at = now(), message = $3 "
+            "WHERE status IN ('requested', 'running') "
+            "AND requested_at <= now() - make_interval(secs => $2) "
+            "AND NOT EXISTS (SELECT 1 FROM singleton_leases WHERE name = $1 "
+            "AND expires_at > now() - make_interval(secs => $2)) "
+            "RETURNING run_id::text",
+            lease,
+            after_s,
+            message,
+        )
+        return sorted(r["run_id"] for r in rows)
+
     async def ask_run(self, run_id: str, question: str) -> bool:
         done = await self._pool.fetchval(
             "UPDATE runs SET options = options || "
