@@ -1,7 +1,8 @@
 """The dashboard in headless Chromium against a real stack: the job table of a
 real full synchronization, a run started from the page with its progress, the
-errors panel's actions (retry, find deleted couplings, delete record behind
-its confirmation), and screenshots in test-artifacts/ to look at."""
+errors panel's actions (retry, find deleted couplings, restore, delete record
+behind its confirmation) with their jobs in the job log, and screenshots in
+test-artifacts/ to look at."""
 
 from __future__ import annotations
 
@@ -203,7 +204,7 @@ async def test_a_wrong_token_is_asked_for_again(admin: Admin, browser: Browser) 
     await wait_for(no_login, timeout_s=10, what="the login form to close")
 
 
-async def test_the_errors_panel_retries_a_record_and_deletes_one_once_confirmed(
+async def test_the_errors_panel_retries_restores_and_deletes_a_record_once_confirmed(
     admin: Admin, ops: Operations, browser: Browser
 ) -> None:
     stack = admin.stack
@@ -260,6 +261,29 @@ async def test_the_errors_panel_retries_a_record_and_deletes_one_once_confirmed(
     await expect(result).to_contain_text("deleted 1")
     await expect(gone).to_have_count(0)
     assert await stack.bc_rows("customers", f"?$filter=id eq {bc_id}") == []
+
+    # Another coupled account deleted in Dataverse, restored from its row: a
+    # new account from the BC customer, coupled in place of the one deleted.
+    bc_2, dv_2 = sorted((await stack.couplings("CUSTOMER")).items())[0]
+    assert (await stack.dv.delete(f"/api/data/v9.2/accounts({dv_2})")).status_code == 204
+    await page.locator("#problems-find-deleted").click()
+    deleted = page.locator(f'#problems-table tr[data-record-id="{dv_2}"]')
+    await expect(deleted).to_have_attribute("data-reason", "deleted")
+    await deleted.locator('button[data-action="restore"]').click()
+    await expect(result).to_have_attribute("data-action", "restore")
+    await expect(result).to_have_attribute("data-outcome", "done")
+    await expect(result).to_contain_text("inserted 1")
+    await expect(deleted).to_have_count(0)
+    restored = (await stack.couplings("CUSTOMER"))[bc_2]
+    assert restored != dv_2
+    assert await stack.dv_rows("accounts", f"?$filter=accountid eq {restored}")
+
+    # Each action counted in a job of its own, shown in the page's job log.
+    for kind in ("retry", "restore"):
+        jobs = (await admin.client.get("/api/jobs", params={"kind": kind})).json()
+        assert [(j["mapping"], j["counts"]["inserted"]) for j in jobs] == [("CUSTOMER", 1)]
+        logged = page.locator(f'#jobs-table tr[data-job-id="{jobs[0]["job_id"]}"]')
+        await expect(logged).to_contain_text(kind)
 
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard-errors.png"), full_page=True)
