@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tablesync.core.couplings import Coupling, Stamp, compare_stamps
 from tablesync.core.events import FieldValue, RecordChanged, Side, other_side
-from tablesync.core.fieldmap import map_values
+from tablesync.core.fieldmap import holds_already, map_values, same_value
 from tablesync.core.mappings import (
     FieldMapping,
     MappingDirection,
@@ -274,3 +274,36 @@ def test_a_shortened_value_is_not_written_back_over_the_longer_original() -> Non
     first = pair.run(mapping, UNCONDITIONAL)
     assert [type(d) for d in first] == [Update, Unchanged]
     assert pair.fields == {"bc": {"displayName": "abab"}, "dataverse": {"name": "ab"}}
+
+
+def test_a_value_cut_on_its_way_to_bc_does_not_come_back_and_cut_the_original() -> None:
+    # A Dataverse account made the BC customer, its name cut to fit BC's
+    # field; BC wins a conflict, yet nothing changed: the account keeps the
+    # longer original, of which BC's value is all BC can hold.
+    cut = FieldMapping("displayName", "name")
+    cut = replace(cut, transform=replace(cut.transform, max_length=2))
+    for policy in POLICIES:
+        mapping = replace(_mapping((), policy), fields=(cut,))
+        pair = _Pair({"displayName": "ab"}, {"name": "abab"})
+        assert [counters_of(d) for d in pair.run(mapping, UNCONDITIONAL)] == [("unchanged",)] * 2
+        assert pair.fields == {"bc": {"displayName": "ab"}, "dataverse": {"name": "abab"}}
+        # A value that says something else is written as before.
+        pair = _Pair({"displayName": "ab"}, {"name": "baba"})
+        assert any(isinstance(d, Update) for d in pair.run(mapping, UNCONDITIONAL))
+        assert pair.fields["bc"]["displayName"] == pair.fields["dataverse"]["name"][:2]
+
+
+@given(st.text(max_size=12), st.text(max_size=12), st.integers(1, 8), st.booleans())
+def test_a_longer_text_holds_already_exactly_what_its_cut_says(
+    existing: str, value: str, limit: int, code: bool
+) -> None:
+    transform = replace(FieldMapping("displayName", "name").transform, max_length=limit, code=code)
+    cut = (existing.strip().upper() if code else existing)[:limit]
+    # What the longer text becomes on its way to the shorter field is held already.
+    assert holds_already(existing, cut, transform)
+    if len(existing) <= limit:
+        return
+    # Any other value is held only when it is the same value.
+    assert holds_already(existing, value, transform) == (
+        same_value(existing, value, code=code) or same_value(cut, value, code=code)
+    )

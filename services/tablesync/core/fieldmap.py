@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 
 from tablesync.core import catalog
 from tablesync.core.events import Direction, FieldValue, Side
-from tablesync.core.mappings import FieldMapping, MappingSet, TableMapping, source_side
+from tablesync.core.mappings import FieldMapping, MappingSet, TableMapping, Transform, source_side
 from tablesync.core.records import Ref, WriteValue
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Unresolved",
     "changes",
     "echo_of_earlier_write",
+    "holds_already",
     "identifies",
     "looks_sent",
     "lookup_keys",
@@ -217,10 +218,7 @@ def _transform(f: FieldMapping, side: Side, raw: FieldValue) -> FieldValue | Unr
                 f, raw, f"{f.name(side)} value {raw!r} has no option mapping", retryable=False
             )
     if isinstance(value, str):
-        if t.trim:
-            value = value.strip()
-        if t.code:
-            value = value.strip().upper()
+        value = _transform_text(value, t)
         if t.max_length is not None:
             value = value[: t.max_length]
     return value
@@ -278,10 +276,36 @@ def changes(
             continue
         if current is not None:
             existing = current.get(read_name(f, destination_side) or "")
-            if same_value(existing, value, code=f.transform.code):
+            if holds_already(existing, value, f.transform):
                 continue
         payload[name] = value
     return payload
+
+
+def holds_already(existing: object, value: object, transform: Transform) -> bool:
+    """Whether a destination value ``existing`` already says what the mapped
+    ``value`` says: the same value, or a longer text whose first ``max_length``
+    characters are it. The source can hold no more than ``max_length``: a
+    value cut to fit on its way there must not come back and cut the longer
+    original it was taken from."""
+    if same_value(existing, value, code=transform.code):
+        return True
+    limit = transform.max_length
+    return (
+        limit is not None
+        and isinstance(existing, str)
+        and isinstance(value, str)
+        and len(existing) > limit
+        and same_value(_transform_text(existing, transform)[:limit], value, code=transform.code)
+    )
+
+
+def _transform_text(text: str, transform: Transform) -> str:
+    if transform.trim:
+        text = text.strip()
+    if transform.code:
+        text = text.strip().upper()
+    return text
 
 
 def sent_values(payload: Mapping[str, WriteValue]) -> dict[str, FieldValue]:
