@@ -6,12 +6,14 @@ test-artifacts/ to look at."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from tablesync.runtime.coordinator import CoordinatorService
 from tablesync.runtime.operations import Operations
 from tests.admin.conftest import ADMIN_TOKEN, Admin
 from tests.integration.stack import wait_for
@@ -288,3 +290,84 @@ async def test_the_errors_panel_retries_restores_and_deletes_a_record_once_confi
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard-errors.png"), full_page=True)
     assert page.problems == []  # type: ignore[attr-defined]
+
+
+async def test_runs_are_cancelled_coupled_and_a_record_synced_from_the_page(
+    admin: Admin, ops: Operations, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await ops.wait(await ops.full_sync(), timeout_s=120)
+    assert first.run.status == "finished", first.run.message
+    # The next run's first job is held until the page has cancelled the run,
+    # so the click lands while a step runs, whatever the machine's speed.
+    real_wait = CoordinatorService._wait_for_job
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held_wait(
+        self: CoordinatorService, job_id: str, partitions: int, stop: asyncio.Event
+    ) -> bool:
+        if not entered.is_set():
+            entered.set()
+            await release.wait()
+        return await real_wait(self, job_id, partitions, stop)
+
+    monkeypatch.setattr(CoordinatorService, "_wait_for_job", held_wait)
+    page = await _page(browser)
+    await page.goto(f"{admin.url}/?token={ADMIN_TOKEN}")
+    panel = page.locator("#run-panel")
+
+    # An unconditional full synchronization, cancelled from its panel.
+    await page.locator("#full-sync").click()
+    await page.locator("#confirm-unconditional").check()
+    await page.locator("#confirm-start").click()
+    await expect(page.locator("#run-title")).to_have_text("Unconditional full synchronization")
+    await asyncio.wait_for(entered.wait(), 120)
+    await page.locator("#run-cancel").click()
+    await expect(panel).to_have_attribute("data-status", "cancelled")
+    await expect(page.locator("#run-cancel")).to_be_hidden()
+    await expect(page.locator("#run-meta")).to_contain_text("cancelled by admin")
+    release.set()
+    cancelled_id = await panel.get_attribute("data-run-id")
+    assert cancelled_id is not None
+    cancelled = await ops.progress(cancelled_id)
+    assert cancelled.run.status == "cancelled"
+    assert cancelled.run.options["unconditional"] is True
+
+    # A coupling run, creating what has no match: everything is coupled already.
+    await page.locator("#couple-by-match").click()
+    await page.locator("#coupling-create-new").check()
+    await page.locator("#coupling-start").click()
+    await expect(page.locator("#run-title")).to_have_text("Coupling by match")
+    await expect(panel).to_have_attribute("data-status", "finished", timeout=120_000)
+    coupling_id = await panel.get_attribute("data-run-id")
+    assert coupling_id is not None and coupling_id != cancelled_id
+    coupling = await ops.progress(coupling_id)
+    assert (coupling.run.kind, coupling.run.options["create_new"]) == ("coupling", True)
+    assert {j.type for j in coupling.jobs} == {"coupling"}
+    assert sum(j.counts["inserted"] for j in coupling.jobs) == 0
+
+    # One coupled customer synchronized now, by its BC id.
+    bc_id = sorted(await admin.stack.couplings("CUSTOMER"))[0]
+    await page.locator('#mappings-table tr[data-mapping="CUSTOMER"] .mapping-name').click()
+    await expect(page.locator("#problems-mapping")).to_have_value("CUSTOMER")
+    await page.locator("#sync-now-side").select_option("bc")
+    await page.locator("#sync-now-id").fill(bc_id)
+    await page.locator("#sync-now-go").click()
+    result = page.locator("#problems-result")
+    await expect(result).to_have_attribute("data-action", "sync_now")
+    await expect(result).to_have_attribute("data-outcome", "done")
+    # CUSTOMER syncs both ways: the pair is compared in each, a job for each.
+    await expect(result).to_contain_text("Synchronize now: 2 records")
+    await expect(result).to_contain_text("2 jobs")
+    jobs = (await admin.client.get("/api/jobs", params={"kind": "sync_now"})).json()
+    assert sorted((j["mapping"], j["direction"]) for j in jobs) == [
+        ("CUSTOMER", "from_integration"),
+        ("CUSTOMER", "to_integration"),
+    ]
+    await expect(page.locator(f'#jobs-table tr[data-job-id="{jobs[0]["job_id"]}"]')).to_be_visible()
+    # An unknown id is refused with its reason, and the page goes on.
+    await page.locator("#sync-now-id").fill("8b1c8f5e-58a2-4c25-9d36-f3a3f2b0a111")
+    await page.locator("#sync-now-go").click()
+    await expect(result).to_have_attribute("data-outcome", "refused")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-runs.png"), full_page=True)

@@ -586,6 +586,11 @@ class RunOut(BaseModel):
         description="The question the run waits on an operator to answer, while it is "
         "open: keep_only_coupled_cleared at the end of a full synchronization.",
     )
+    unconditional: bool = Field(
+        default=False,
+        description="A full synchronization that compares every coupled record with its "
+        "counterpart, not only those changed since they were last synchronized.",
+    )
 
     @classmethod
     def of(cls, r: RunRow) -> RunOut:
@@ -600,6 +605,7 @@ class RunOut(BaseModel):
             finished_at=r.finished_at,
             message=r.message,
             question=r.question,
+            unconditional=bool(r.options.get("unconditional", False)),
         )
 
 

@@ -273,6 +273,7 @@ const ACTION_NAMES = {
   delete_records: "Delete records",
   delete_couplings: "Delete couplings",
   find_deleted: "Find deleted couplings",
+  sync_now: "Synchronize now",
 };
 
 function sideName(side) {
@@ -384,11 +385,15 @@ function showResult(action, result, error) {
 }
 
 async function act(action, body) {
+  await runAction(action, () => api(`/api/errors/${action.replaceAll("_", "-")}`, { method: "POST", body }));
+}
+
+async function runAction(action, call) {
   if (state.acting) return;
   state.acting = true;
   for (const button of $("problems-card").querySelectorAll("button")) button.disabled = true;
   try {
-    const result = await api(`/api/errors/${action.replaceAll("_", "-")}`, { method: "POST", body });
+    const result = await call();
     showResult(action, result, null);
     toast(`${ACTION_NAMES[action]} done`);
   } catch (error) {
@@ -397,7 +402,7 @@ async function act(action, body) {
     toast(error.message, "error");
   } finally {
     state.acting = false;
-    for (const button of $("problem-filters").querySelectorAll("button")) button.disabled = false;
+    for (const button of $("problems-card").querySelectorAll("form button")) button.disabled = false;
   }
   await Promise.all([loadProblems(), loadJobs()]).catch(() => {});
 }
@@ -469,17 +474,53 @@ function renderChart(series) {
 
 async function startFullSync() {
   $("confirm").hidden = true;
+  const unconditional = $("confirm-unconditional").checked;
+  // As BC does, the run asks at its end whether to keep "sync only coupled
+  // records" cleared; the dialog below answers.
+  await startRun("/api/runs/full-sync", { ask: true, unconditional },
+    unconditional ? "Unconditional full synchronization started" : "Full synchronization started");
+}
+
+async function startCoupling() {
+  $("confirm-coupling").hidden = true;
+  const body = { create_new: $("coupling-create-new").checked, sync_after: $("coupling-sync-after").checked };
+  await startRun("/api/runs/couple-by-match", body, "Coupling by match started");
+}
+
+async function startRun(path, body, started) {
   try {
-    // As BC does, the run asks at its end whether to keep "sync only coupled
-    // records" cleared; the dialog below answers.
-    const accepted = await api("/api/runs/full-sync", { method: "POST", body: { ask: true } });
-    toast("Full synchronization started");
+    const accepted = await api(path, { method: "POST", body });
+    toast(started);
     showRun(accepted.run_id);
   } catch (error) {
     if (error instanceof Unauthorized) return signOut("Your token was refused.");
     toast(error.message, "error");
     if (error.status === 409 && error.data && error.data.run_id) showRun(error.data.run_id);
   }
+}
+
+async function cancelRun() {
+  const runId = $("run-panel").dataset.runId;
+  if (!runId) return;
+  $("run-cancel").disabled = true;
+  try {
+    await api(`/api/runs/${runId}/cancel`, { method: "POST", body: {} });
+    toast("Run cancelled: the mapping being synchronized finishes its step");
+  } catch (error) {
+    if (error instanceof Unauthorized) return signOut("Your token was refused.");
+    toast(error.message, "error");
+  }
+  $("run-cancel").disabled = false;
+  showRun(runId);
+}
+
+async function syncNow() {
+  const mapping = state.problemsMapping;
+  const side = $("sync-now-side").value;
+  const id = $("sync-now-id").value.trim();
+  if (!mapping || !id) return;
+  await runAction("sync_now", () =>
+    api(`/api/records/${encodeURIComponent(mapping)}/${side}/${encodeURIComponent(id)}/sync`, { method: "POST", body: {} }));
 }
 
 async function syncModified(mapping) {
@@ -580,7 +621,9 @@ function renderRun(run) {
   panel.hidden = false;
   panel.dataset.runId = run.run_id;
   panel.dataset.status = run.status;
-  const what = run.kind === "full" ? "Full synchronization" : "Synchronize modified records";
+  const what = { full: run.unconditional ? "Unconditional full synchronization" : "Full synchronization",
+    coupling: "Coupling by match" }[run.kind] || "Synchronize modified records";
+  $("run-cancel").hidden = run.done;
   $("run-title").textContent = run.mappings.length === 1 ? `${what} · ${run.mappings[0]}` : what;
   const started = run.started_at || run.requested_at;
   const end = run.finished_at ? new Date(run.finished_at) : new Date();
@@ -667,6 +710,11 @@ function wire() {
   $("full-sync").addEventListener("click", () => { $("confirm").hidden = false; $("confirm-start").focus(); });
   $("confirm-cancel").addEventListener("click", () => { $("confirm").hidden = true; });
   $("confirm-start").addEventListener("click", startFullSync);
+  $("couple-by-match").addEventListener("click", () => { $("confirm-coupling").hidden = false; $("coupling-start").focus(); });
+  $("coupling-cancel").addEventListener("click", () => { $("confirm-coupling").hidden = true; });
+  $("coupling-start").addEventListener("click", startCoupling);
+  $("run-cancel").addEventListener("click", cancelRun);
+  $("sync-now-form").addEventListener("submit", (event) => { event.preventDefault(); syncNow(); });
   $("errors-close").addEventListener("click", () => {
     state.selectedJob = null;
     $("errors-card").hidden = true;
@@ -686,6 +734,7 @@ function wire() {
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape") return;
     $("confirm").hidden = true;
+    $("confirm-coupling").hidden = true;
     closeDelete();
   });
 }
