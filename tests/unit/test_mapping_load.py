@@ -153,3 +153,21 @@ def test_no_mappings_is_refused() -> None:
     assert "non-empty 'mappings'" in str(_refused({"mappings": {}}))
     with pytest.raises(MappingError, match="not valid YAML"):
         parse_mapping_text("mappings: [", source="x.yaml")
+
+
+def test_match_fields_take_a_priority_of_zero_or_more() -> None:
+    doc = _doc()
+    doc["mappings"]["CUSTOMER"]["match"] = [
+        {"bc": "number", "dataverse": "accountnumber", "priority": 1},
+        {"bc": "displayName", "dataverse": "name", "priority": 2, "case_sensitive": True},
+    ]
+    match = build_mappings(copy.deepcopy(doc), catalog_tables()).get("CUSTOMER").match
+    assert [(m.bc, m.priority, m.case_sensitive) for m in match] == [
+        ("number", 1, False),
+        ("displayName", 2, True),
+    ]
+    for wrong in (-1, "1", True, 1.5):
+        doc["mappings"]["CUSTOMER"]["match"][1]["priority"] = wrong
+        error = _refused(copy.deepcopy(doc))
+        assert "match priority is a whole number" in str(error)
+        assert error.path[-1] == "priority"

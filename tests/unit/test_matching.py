@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -12,15 +13,19 @@ from hypothesis import strategies as st
 from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
 from tablesync.core import filters
 from tablesync.core.events import FieldValue, Side, other_side
+from tablesync.core.fieldmap import same_value
 from tablesync.core.mappings import MatchField
 from tablesync.core.matching import (
+    best_matches,
     equal_match,
     match_chunks,
     match_fields,
+    match_groups,
     match_query,
     match_values,
     matches,
 )
+from tablesync.core.records import Row
 
 _, MAPPINGS = load_mapping_file(default_mapping_file())
 CUSTOMER = MAPPINGS.get("CUSTOMER")
@@ -135,3 +140,84 @@ def test_records_with_long_values_get_fewer_to_a_query() -> None:
     # A record whose values alone outgrow the limit is asked for alone.
     huge = [("a",), ("x" * filters.MAX_LENGTH,), ("b",)]
     assert match_chunks(CUSTOMER, "bc", huge) == [[0], [1], [2]]
+
+
+# CUSTOMER matched by number first and, where that finds nothing, by name and city.
+BY_PRIORITY = replace(
+    CUSTOMER,
+    match=(
+        MatchField("displayName", "name", priority=2),
+        MatchField("number", "accountnumber", priority=1),
+        MatchField("city", "address1_city", priority=2),
+    ),
+)
+_words = st.sampled_from(["", "a", "b", "A"])
+T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+
+
+def _row(n: int, fields: dict[str, FieldValue]) -> Row:
+    return Row(f"00000000-0000-0000-0000-{n:012d}", T0, f'W/"{n}"', fields)
+
+
+def test_match_groups_come_lowest_priority_first() -> None:
+    assert match_groups(BY_PRIORITY) == ((1,), (0, 2))
+    assert match_groups(CUSTOMER) == ((0,),)
+
+
+def test_the_first_group_that_finds_records_decides() -> None:
+    dest: Side = "dataverse"
+    by_number = _row(1, {"accountnumber": "C1", "name": "Other", "address1_city": "X"})
+    by_name = _row(2, {"accountnumber": "C9", "name": "Fabrikam", "address1_city": "Oslo"})
+    values = match_values(
+        BY_PRIORITY, "bc", {"number": "C1", "displayName": "Fabrikam", "city": "Oslo"}
+    )
+    assert values is not None
+    assert best_matches(BY_PRIORITY, dest, [by_name, by_number], values) == (by_number,)
+    # The number finds nothing: name and city, together, decide.
+    assert best_matches(BY_PRIORITY, dest, [by_name], values) == (by_name,)
+    # A blank number leaves only the second group; a blank city, none at all.
+    unnumbered = match_values(BY_PRIORITY, "bc", {"displayName": "Fabrikam", "city": "Oslo"})
+    assert unnumbered is not None
+    assert best_matches(BY_PRIORITY, dest, [by_name, by_number], unnumbered) == (by_name,)
+    assert match_values(BY_PRIORITY, "bc", {"displayName": "Fabrikam"}) is None
+
+
+@given(
+    st.fixed_dictionaries({"number": _words, "displayName": _words, "city": _words}),
+    st.lists(
+        st.fixed_dictionaries({"accountnumber": _words, "name": _words, "address1_city": _words}),
+        max_size=6,
+    ),
+)
+def test_best_matches_are_the_first_usable_groups_and_the_query_asks_for_them(
+    record: dict[str, FieldValue], accounts: list[dict[str, FieldValue]]
+) -> None:
+    rows = [_row(n, {**IN_FILTER["dataverse"], **a}) for n, a in enumerate(accounts)]
+    values = match_values(BY_PRIORITY, "bc", record)
+    groups = [
+        [f for f in BY_PRIORITY.match if f.priority == p]
+        for p in sorted({f.priority for f in BY_PRIORITY.match})
+    ]
+    usable = [g for g in groups if all(str(record[f.bc]).strip() for f in g)]
+    if not usable:
+        assert values is None
+        return
+    assert values is not None
+    expected: tuple[Row, ...] = ()
+    for group in usable:
+        expected = tuple(
+            r
+            for r in rows
+            if all(same_value(r.fields[f.dataverse], record[f.bc], code=True) for f in group)
+        )
+        if expected:
+            break
+    found = best_matches(BY_PRIORITY, "dataverse", rows, values)
+    assert found == expected
+    # The side is asked for every record any usable group would find.
+    query = match_query(BY_PRIORITY, "dataverse", [values])
+    for r in rows:
+        assert filters.evaluate(query, r.fields, ignore_case=True) == matches(
+            BY_PRIORITY, "dataverse", r.fields, values
+        )
+    assert all(matches(BY_PRIORITY, "dataverse", r.fields, values) for r in found)

@@ -46,6 +46,12 @@ class MatchModel(_Strict):
     bc: Text = Field(description="The BC field.")
     dataverse: Text = Field(description="The Dataverse column.")
     case_sensitive: bool = Field(default=False, description="Compare the texts exactly.")
+    priority: int = Field(
+        default=0,
+        ge=0,
+        description="Match fields of one priority are a group that must all be equal; the "
+        "groups are tried from the lowest priority on, and the first that finds records decides.",
+    )
 
 
 class FieldMappingModel(_Strict):

@@ -60,7 +60,9 @@ def _settings(m: TableMapping) -> dict[str, Value]:
         "integration_table_filter": _filter(m.integration_table_filter),
         "bc_key": m.bc_key,
         "match": tuple(
-            f"{f.bc}={f.dataverse}" + (" (case-sensitive)" if f.case_sensitive else "")
+            f"{f.bc}={f.dataverse}"
+            + (" (case-sensitive)" if f.case_sensitive else "")
+            + (f" (priority {f.priority})" if f.priority else "")
             for f in m.match
         ),
         "update_conflict": m.update_conflict,

@@ -368,8 +368,18 @@ def _match(
             item["dataverse"],
             where,
         )
+        priority = item.get("priority", 0)
+        _expect(
+            isinstance(priority, int) and not isinstance(priority, bool) and priority >= 0,
+            "a match priority is a whole number, 0 or more",
+            name,
+            "priority",
+            (*where, "priority"),
+        )
         found.append(
-            MatchField(item["bc"], item["dataverse"], bool(item.get("case_sensitive", False)))
+            MatchField(
+                item["bc"], item["dataverse"], bool(item.get("case_sensitive", False)), priority
+            )
         )
     return tuple(found)
 

@@ -124,11 +124,14 @@ class FieldMapping:
 
 @dataclass(frozen=True, slots=True)
 class MatchField:
-    """A pair of fields that must be equal for two uncoupled records to be the same."""
+    """A pair of fields that must be equal for two uncoupled records to be the
+    same. Fields of one ``priority`` are a group that must all be equal; the
+    groups are tried from the lowest priority on, as BC's Match Priority."""
 
     bc: str
     dataverse: str
     case_sensitive: bool = False
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,30 +1,39 @@
 """Match-based coupling: which uncoupled record of the other side is the same
 record, by the mapping's match fields (BC's "couple by match").
 
-A record takes part only when every match field holds some text. Values
-compare trimmed, and the way BC compares Code fields (ignoring case) unless
-the match field is case sensitive. The side is asked for the candidates of
-many records at once (``match_query``; as many a query as its text has room
-for, ``match_chunks``); each record then keeps those that equal it on every
-field (``matches``)."""
+Match fields of one priority form a group whose fields must all be equal;
+the groups are tried from the lowest priority on and the first that finds
+records decides (BC's Match Priority). A group takes part only when every one
+of its fields holds some text, a record only when one of its groups does.
+Values compare trimmed, and the way BC compares Code fields (ignoring case)
+unless the match field is case sensitive. The side is asked for the
+candidates of many records at once (``match_query``; as many a query as its
+text has room for, ``match_chunks``); each record then keeps those its first
+group that finds any finds (``best_matches``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from tablesync.core import filters
 from tablesync.core.events import FieldValue, Side
 from tablesync.core.fieldmap import same_value
-from tablesync.core.mappings import TableMapping
+from tablesync.core.mappings import MatchField, TableMapping
+from tablesync.core.records import Row
 
 __all__ = [
+    "best_matches",
     "equal_match",
     "match_chunks",
     "match_fields",
+    "match_groups",
     "match_query",
     "match_values",
     "matches",
 ]
+
+R = TypeVar("R", bound=Row)
 
 
 def match_fields(mapping: TableMapping, side: Side) -> tuple[str, ...]:
@@ -32,12 +41,22 @@ def match_fields(mapping: TableMapping, side: Side) -> tuple[str, ...]:
     return tuple(m.bc if side == "bc" else m.dataverse for m in mapping.match)
 
 
+def match_groups(mapping: TableMapping) -> tuple[tuple[int, ...], ...]:
+    """The positions in ``mapping.match`` of each group of one priority, the
+    lowest priority first."""
+    priorities = sorted({m.priority for m in mapping.match})
+    return tuple(
+        tuple(n for n, m in enumerate(mapping.match) if m.priority == p) for p in priorities
+    )
+
+
 def match_values(
     mapping: TableMapping, side: Side, fields: Mapping[str, FieldValue]
 ) -> tuple[str, ...] | None:
-    """A record's match values (trimmed), or None when one of them is blank."""
+    """A record's match values (trimmed, blank where the field is), or None
+    when every group has a blank field: the record cannot be matched."""
     values = tuple(_text(fields.get(name)) for name in match_fields(mapping, side))
-    return values if all(values) else None
+    return values if _usable(mapping, values) else None
 
 
 def equal_match(value: object, wanted: str, case_sensitive: bool) -> bool:
@@ -52,11 +71,21 @@ def equal_match(value: object, wanted: str, case_sensitive: bool) -> bool:
 def matches(
     mapping: TableMapping, side: Side, fields: Mapping[str, FieldValue], values: Sequence[str]
 ) -> bool:
-    """Whether a record of ``side`` read as ``fields`` has the match ``values``."""
-    return all(
-        equal_match(fields.get(name), v, m.case_sensitive)
-        for name, v, m in zip(match_fields(mapping, side), values, mapping.match, strict=True)
-    )
+    """Whether a record of ``side`` read as ``fields`` has the match ``values``
+    in some group that can be used."""
+    return any(_group_matches(mapping, side, fields, values, g) for g in _usable(mapping, values))
+
+
+def best_matches(
+    mapping: TableMapping, side: Side, rows: Sequence[R], values: Sequence[str]
+) -> tuple[R, ...]:
+    """The records of ``side`` among ``rows`` a record with the match ``values``
+    matches: those of its first usable group, by priority, that finds any."""
+    for group in _usable(mapping, values):
+        found = tuple(r for r in rows if _group_matches(mapping, side, r.fields, values, group))
+        if found:
+            return found
+    return ()
 
 
 def match_query(mapping: TableMapping, side: Side, keys: Sequence[Sequence[str]]) -> filters.Expr:
@@ -86,11 +115,30 @@ def match_chunks(
 
 def _alternative(mapping: TableMapping, side: Side, values: Sequence[str]) -> filters.Expr:
     names = match_fields(mapping, side)
-    alternative = filters.conjoin(
-        *(filters.Compare(f, filters.Op.EQ, v) for f, v in zip(names, values, strict=True))
+    alternative = filters.disjoin(
+        *(
+            filters.conjoin(*(filters.Compare(names[n], filters.Op.EQ, values[n]) for n in group))
+            for group in _usable(mapping, values)
+        )
     )
     assert alternative is not None
     return alternative
+
+
+def _usable(mapping: TableMapping, values: Sequence[str]) -> list[tuple[int, ...]]:
+    return [g for g in match_groups(mapping) if all(values[n] for n in g)]
+
+
+def _group_matches(
+    mapping: TableMapping,
+    side: Side,
+    fields: Mapping[str, FieldValue],
+    values: Sequence[str],
+    group: tuple[int, ...],
+) -> bool:
+    names = match_fields(mapping, side)
+    match: tuple[MatchField, ...] = mapping.match
+    return all(equal_match(fields.get(names[n]), values[n], match[n].case_sensitive) for n in group)
 
 
 def _text(value: object) -> str:

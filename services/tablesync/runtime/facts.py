@@ -29,7 +29,7 @@ from tablesync.core.effects import (
 from tablesync.core.events import RecordChanged, Side, other_side
 from tablesync.core.fieldmap import LookupKey
 from tablesync.core.mappings import TableMapping
-from tablesync.core.matching import match_chunks, match_query, match_values, matches
+from tablesync.core.matching import best_matches, match_chunks, match_query, match_values
 from tablesync.core.plan import FetchCandidates, FetchDestination, Ignore
 from tablesync.core.records import Row
 from tablesync.core.recovery import (
@@ -485,7 +485,7 @@ class Reader:
         free = [r for r in rows if r.id not in coupled]
         for w, values in chunk:
             if w.facts.refused is None:
-                candidates = tuple(r for r in free if matches(mapping, dest, r.fields, values))
+                candidates = best_matches(mapping, dest, free, values)
                 w.facts = replace(w.facts, candidates=candidates)
 
     async def resolve_lookups(self, work: list[Work]) -> dict[LookupKey, str]:
