@@ -328,6 +328,34 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ),
     ("POST", "/api/runs/couple-by-match", {"json": {"create_new": "maybe"}}, 400, "create_new"),
     ("POST", "/api/runs/sync-modified", {"json": {"mapping": 7}}, 400, "mapping"),
+    (
+        "POST",
+        "/api/records/CUSTOMER/couple-by-match",
+        {"json": {"side": "bc", "ids": [GHOST]}},
+        404,
+        GHOST,
+    ),
+    (
+        "POST",
+        "/api/records/CUSTOMER/couple-by-match",
+        {"json": {"side": "bc", "ids": []}},
+        400,
+        "ids",
+    ),
+    (
+        "POST",
+        "/api/records/CONTACTS/couple-by-match",
+        {"json": {"side": "bc", "ids": [GHOST]}},
+        400,
+        "CONTACTS has no match fields",
+    ),
+    (
+        "POST",
+        "/api/records/NOPE/couple-by-match",
+        {"json": {"side": "dataverse", "ids": [GHOST]}},
+        404,
+        "NOPE",
+    ),
 ]
 
 

@@ -542,3 +542,60 @@ async def test_a_coupling_run_couples_by_match_lists_the_ambiguous_and_creates_o
     couplings = await stack.couplings("CUSTOMER")
     made = (await stack.dv_rows("accounts", f"?$filter=accountid eq {couplings[alone['id']]}"))[0]
     assert made["accountnumber"] == "C70003"
+
+
+async def test_selected_records_are_coupled_by_match_now_in_a_job_of_their_own(
+    stack: Stack,
+) -> None:
+    matched = await stack.bc_post("customers", {"displayName": "Pick Co", "number": "C71001"})
+    account = await stack.dv_post(
+        "accounts", {"name": "Pick Company", "accountnumber": "C71001", "customertypecode": 3}
+    )
+    alone = await stack.bc_post("customers", {"displayName": "Lone Co", "number": "C71002"})
+    untouched = await stack.bc_post("customers", {"displayName": "Left Co", "number": "C71003"})
+    await stack.dv_post(
+        "accounts", {"name": "Left Company", "accountnumber": "C71003", "customertypecode": 3}
+    )
+    accounts_before = len(await stack.dv_rows("accounts"))
+
+    first = await _cli_json(
+        stack,
+        "couple-by-match",
+        "--mapping",
+        "CUSTOMER",
+        "--bc-id",
+        matched["id"],
+        "--bc-id",
+        alone["id"],
+    )
+    assert (first["action"], first["records"]) == ("couple_by_match", 2)
+    # Coupled with nothing written counts unchanged too, as in a coupling run.
+    assert first["counts"] == {"coupled": 1, "unchanged": 1, "unmatched": 1}
+    [job_id] = first["jobs"]
+    job = await stack.pool.fetchrow(
+        "SELECT type, direction FROM job_totals WHERE job_id = $1::uuid", job_id
+    )
+    assert (job["type"], job["direction"]) == ("coupling", "to_integration")
+    couplings = await stack.couplings("CUSTOMER")
+    assert couplings[matched["id"]] == account["accountid"]
+    # Only the records named: a match of another record is left for later.
+    assert alone["id"] not in couplings and untouched["id"] not in couplings
+    assert len(await stack.dv_rows("accounts")) == accounts_before
+    row = (await stack.dv_rows("accounts", f"?$filter=accountid eq {account['accountid']}"))[0]
+    assert row["name"] == "Pick Company"
+
+    # Again, creating what has no match: the coupled one is left alone.
+    second = await _cli_json(
+        stack,
+        "couple-by-match",
+        "--mapping",
+        "CUSTOMER",
+        "--bc-id",
+        matched["id"],
+        "--bc-id",
+        alone["id"],
+        "--create-new",
+    )
+    assert second["counts"] == {"inserted": 1, "unchanged": 1}
+    assert alone["id"] in await stack.couplings("CUSTOMER")
+    assert len(await stack.dv_rows("accounts")) == accounts_before + 1

@@ -30,6 +30,7 @@ from tablesync.admin.lagwatch import LagMonitor
 from tablesync.admin.schemas import (
     ActionOut,
     AnswerRequest,
+    CoupleRecordsRequest,
     CoupleRequest,
     CouplingOut,
     CouplingPath,
@@ -649,6 +650,34 @@ async def uncouple(ctx: AdminContext, request: Request) -> Response:
 async def sync_record(ctx: AdminContext, request: Request) -> Response:
     p = path_of(request, CouplingPath)
     result = await ctx.operator.sync_now(p.mapping, p.side, str(p.record_id), requested_by="admin")
+    return reply(ActionOut.of(result))
+
+
+@endpoint(
+    "POST",
+    "/api/records/{name}/couple-by-match",
+    "Couple selected records by match, now",
+    "couplings",
+    response=ActionOut,
+    params=MappingPath,
+    body=CoupleRecordsRequest,
+    errors=(400, 404, 409),
+    description="BC's match-based coupling of the records named (ids of one side): each "
+    "uncoupled one is coupled to the one uncoupled record of the other side the mapping's "
+    "match fields find, or created with create_new; ambiguous ones fail and are listed. "
+    "Counted in a coupling job of its own. 404 names ids the side does not have.",
+)
+async def couple_records(ctx: AdminContext, request: Request) -> Response:
+    name = path_of(request, MappingPath).name
+    body = await body_of(request, CoupleRecordsRequest)
+    result = await ctx.operator.couple_records(
+        name,
+        body.side,
+        [str(i) for i in body.ids],
+        create_new=body.create_new,
+        sync_after=body.sync_after,
+        requested_by="admin",
+    )
     return reply(ActionOut.of(result))
 
 

@@ -113,6 +113,17 @@ class CouplingRunRequest(_In):
     )
 
 
+class CoupleRecordsRequest(_In):
+    side: SideName = Field(description="The side the records' ids are on.")
+    ids: list[UUID] = Field(min_length=1, description="The records to couple by match.")
+    create_new: bool = Field(
+        default=False, description="Create the records no match is found for on the other side."
+    )
+    sync_after: bool = Field(
+        default=False, description="Write the mapped values to the records coupled."
+    )
+
+
 class FullSyncRequest(_In):
     mappings: list[str] = Field(
         default_factory=list, description="Only these mappings; every mapping when empty."

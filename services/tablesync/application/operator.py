@@ -16,7 +16,7 @@ from tablesync.adapters.kafka import Topics
 from tablesync.application.dryrun import DirectionPreview, dry_run
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.events import Side
-from tablesync.core.mappings import MappingSet, TableMapping
+from tablesync.core.mappings import MappingSet, TableMapping, direction_of
 from tablesync.core.records import Row
 from tablesync.core.stored import (
     COORDINATOR_LEASE,
@@ -480,6 +480,48 @@ class Operator:
             mapping=mapping,
             side=which,
             record_id=rid,
+            requested_by=requested_by,
+            **dict(result.counts),
+        )
+        return result
+
+    async def couple_records(
+        self,
+        mapping: str,
+        side: str,
+        record_ids: Sequence[str],
+        *,
+        create_new: bool = False,
+        sync_after: bool = False,
+        requested_by: str = "cli",
+    ) -> ActionResult:
+        """BC's match-based coupling of selected records (``side`` is the side
+        the ids are on), now, in a coupling job of its own: each uncoupled one
+        is coupled to its one match, or created with ``create_new``; ambiguous
+        ones fail and are listed; coupled ones are left alone."""
+        which = _side(side)
+        ids = list(dict.fromkeys(_guid(r, f"{which} record id") for r in record_ids))
+        if not ids:
+            raise InvalidRequest("name at least one record to couple")
+        known = await self._known(mapping)
+        m = known.get(mapping)
+        if not m.match:
+            raise InvalidRequest(f"{mapping} has no match fields: its records cannot be matched")
+        if not m.allows(direction_of(which)):
+            raise InvalidRequest(
+                f"{mapping} does not sync from {which} ({m.direction}): couple its records "
+                "from the other side"
+            )
+        apis = await self._both_apis()
+        async with self._claiming("couple-by-match") as claims:
+            result = await self._actions(known, apis, claims).couple_records(
+                mapping, which, ids, create_new=create_new, sync_after=sync_after
+            )
+        log.info(
+            "records_coupled_by_match",
+            mapping=mapping,
+            side=which,
+            records=len(ids),
             requested_by=requested_by,
             **dict(result.counts),
         )

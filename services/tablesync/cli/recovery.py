@@ -85,7 +85,9 @@ def _job_errors(job: str, mapping: str | None, limit: int, json: bool) -> None:
     )
 
 
-def _act(run: Callable[[Operator], Awaitable[ActionResult]], json: bool) -> None:
+def perform_action(run: Callable[[Operator], Awaitable[ActionResult]], json: bool) -> None:
+    """Runs an operator's action on records and prints its counts and jobs."""
+
     async def go() -> ActionResult:
         async with open_operator(load_settings()) as operator:
             return await run(operator)
@@ -121,7 +123,7 @@ def sync_record(
         fail("give exactly one of --bc-id and --dataverse-id")
     side = "bc" if bc_id else "dataverse"
     record = bc_id or dataverse_id or ""
-    _act(lambda a: a.sync_now(mapping, side, record), json)
+    perform_action(lambda a: a.sync_now(mapping, side, record), json)
 
 
 def retry(
@@ -133,7 +135,7 @@ def retry(
 ) -> None:
     """Clear the skip of failed records and sync them now, in their direction."""
     selection = _selection(ids, mapping, since, everything)
-    _act(lambda a: a.retry(selection), json)
+    perform_action(lambda a: a.retry(selection), json)
 
 
 def restore(
@@ -145,7 +147,7 @@ def restore(
 ) -> None:
     """Re-create the deleted record of a coupling from the surviving side, and re-couple."""
     selection = _selection(ids, mapping, since, everything)
-    _act(lambda a: a.restore(selection), json)
+    perform_action(lambda a: a.restore(selection), json)
 
 
 def delete_records(
@@ -158,7 +160,7 @@ def delete_records(
 ) -> None:
     """Delete the surviving record of a coupling whose other record was deleted."""
     selection = _selection(ids, mapping, since, everything)
-    _act(lambda a: a.delete_records(selection, confirmed=yes), json)
+    perform_action(lambda a: a.delete_records(selection, confirmed=yes), json)
 
 
 def delete_couplings(
@@ -170,12 +172,12 @@ def delete_couplings(
 ) -> None:
     """Remove couplings; neither record changes, and a later sync may create counterparts."""
     selection = _selection(ids, mapping, since, everything)
-    _act(lambda a: a.delete_couplings(selection), json)
+    perform_action(lambda a: a.delete_couplings(selection), json)
 
 
 def find_deleted(mapping: str | None = _MAPPING, json: bool = _JSON) -> None:
     """Flag couplings whose record no longer exists on either side."""
-    _act(lambda a: a.find_deleted(mapping), json)
+    perform_action(lambda a: a.find_deleted(mapping), json)
 
 
 def replay(

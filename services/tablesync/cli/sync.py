@@ -17,6 +17,7 @@ from tablesync.cli.common import (
 from tablesync.cli.context import open_operator
 from tablesync.cli.output import JOB_COUNTS, render
 from tablesync.cli.progress import progress_display
+from tablesync.cli.recovery import perform_action
 from tablesync.runtime.operations import RunProgress
 from tablesync.settings import Settings
 
@@ -161,12 +162,34 @@ def couple_by_match(
     sync_after: bool = typer.Option(
         False, "--sync-after", help="Write the mapped values to the records coupled."
     ),
+    bc_id: list[str] = typer.Option(
+        [], "--bc-id", help="Only these BC records (repeatable), now, of the one mapping named."
+    ),
+    dataverse_id: list[str] = typer.Option(
+        [], "--dataverse-id", help="Only these Dataverse rows (repeatable), now."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Wait for the end; exit 1 if records failed."),
     timeout: float | None = typer.Option(None, help="Give up waiting after this many seconds."),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Couple uncoupled records to their match on the other side (BC's match-based
-    coupling): counted coupled, unmatched, or failed when several records match."""
+    coupling): counted coupled, unmatched, or failed when several records match.
+    With --bc-id or --dataverse-id only those records are coupled, at once, in a
+    job of their own instead of a run."""
+    if bc_id or dataverse_id:
+        if bc_id and dataverse_id:
+            fail("give records of one side: --bc-id or --dataverse-id")
+        if len(mapping) != 1:
+            fail("name the one mapping the records are of with --mapping")
+        side = "bc" if bc_id else "dataverse"
+        ids = bc_id or dataverse_id
+        perform_action(
+            lambda a: a.couple_records(
+                mapping[0], side, ids, create_new=create_new, sync_after=sync_after
+            ),
+            json,
+        )
+        return
     run_id, progress = run_async(
         _request_and_wait(
             load_settings(),

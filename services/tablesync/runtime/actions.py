@@ -30,7 +30,7 @@ from tablesync.core.mappings import DeletionPolicy, MappingSet, TableMapping, di
 from tablesync.core.plan import JobContext
 from tablesync.core.records import Row
 from tablesync.core.stored import ProblemRecord, Selection
-from tablesync.errors import AlreadyCoupled
+from tablesync.errors import AlreadyCoupled, RecordNotFound
 from tablesync.ports.api import SideApi
 from tablesync.ports.claims import PairClaim, PairClaims, PairKey
 from tablesync.ports.clock import Clock
@@ -130,6 +130,39 @@ class Actions:
             await self._run(
                 result, mapping, direction_of(source), "sync_now", [event], unconditional=True
             )
+        return result
+
+    async def couple_records(
+        self,
+        mapping: str,
+        side: Side,
+        record_ids: Sequence[str],
+        *,
+        create_new: bool = False,
+        sync_after: bool = False,
+    ) -> ActionResult:
+        """BC's match-based coupling of selected records of ``side``: each
+        uncoupled one is coupled to the one uncoupled record of the other side
+        its match fields find, as a coupling run does, in a coupling job of its
+        own. ``RecordNotFound`` names the ids ``side`` does not have, before
+        anything is done."""
+        m = self.mappings.get(mapping)
+        table = m.table(side)
+        rows = await self.apis[side].get_many(table, list(record_ids))
+        missing = [rid for rid in record_ids if rid not in rows]
+        if missing:
+            raise RecordNotFound(side, table, ", ".join(missing))
+        now = self.clock.now()
+        events = [_as_read(side, table, rid, rows[rid], now) for rid in record_ids]
+        result = ActionResult("couple_by_match", records=len(events))
+        await self._run(
+            result,
+            mapping,
+            direction_of(side),
+            "couple_by_match",
+            events,
+            coupling=(create_new, sync_after),
+        )
         return result
 
     # restore and delete the surviving record
@@ -305,6 +338,8 @@ class Actions:
         job_type: str,
         *,
         unconditional: bool = False,
+        create_unmatched: bool = False,
+        sync_after: bool = False,
     ) -> str:
         job_id = str(uuid.uuid4())
         await self.jobs.create_job(
@@ -316,6 +351,8 @@ class Actions:
             job_type=job_type,
             ignore_only_coupled=True,
             unconditional=unconditional,
+            create_unmatched=create_unmatched,
+            sync_after=sync_after,
         )
         return job_id
 
@@ -329,13 +366,28 @@ class Actions:
         mappings: MappingSet | None = None,
         *,
         unconditional: bool = False,
+        coupling: tuple[bool, bool] | None = None,
     ) -> None:
+        """``coupling``: a match-based coupling's (create_unmatched, sync_after)."""
+        create_unmatched, sync_after = coupling or (False, False)
         job_id = await self._job(
-            mapping, direction, action, "synchronization", unconditional=unconditional
+            mapping,
+            direction,
+            action,
+            "coupling" if coupling else "synchronization",
+            unconditional=unconditional,
+            create_unmatched=create_unmatched,
+            sync_after=sync_after,
         )
         # Everything an action does counts in its own job, as in BC.
         context = JobContext(
-            job_id=job_id, kind=action, ignore_only_coupled=True, unconditional=unconditional
+            job_id=job_id,
+            kind=action,
+            ignore_only_coupled=True,
+            unconditional=unconditional,
+            coupling_run=coupling is not None,
+            create_unmatched=create_unmatched,
+            sync_after=sync_after,
         )
         applier = Applier(
             mapping,
