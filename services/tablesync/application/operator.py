@@ -471,7 +471,6 @@ class Operator:
         which = _side(side)
         rid = _guid(record_id, f"{which} record id")
         known = await self._known(mapping)
-        await self._record(known.get(mapping), which, rid)
         apis = await self._both_apis()
         async with self._claiming("sync") as claims:
             result = await self._actions(known, apis, claims).sync_now(mapping, which, rid)

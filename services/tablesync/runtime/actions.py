@@ -113,9 +113,13 @@ class Actions:
         steps are, unconditionally: fields both directions carry go the
         conflict policy's way); an uncoupled record is matched, coupled or
         created on the other side, its mapping's "sync only coupled records"
-        set aside as a full synchronization does."""
+        set aside as a full synchronization does. ``RecordNotFound`` when
+        ``side`` has no such record."""
         m = self.mappings.get(mapping)
         result = ActionResult("sync_now")
+        named = (await self.apis[side].get_many(m.table(side), [record_id])).get(record_id)
+        if named is None:
+            raise RecordNotFound(side, m.table(side), record_id)
         ids: dict[Side, str] = {side: record_id}
         coupling = await self.stores.couplings.get(mapping, side, record_id)
         if coupling is not None:
@@ -124,7 +128,11 @@ class Actions:
             if source not in ids or not m.allows(direction_of(source)):
                 continue
             table = m.table(source)
-            row = (await self.apis[source].get_many(table, [ids[source]])).get(ids[source])
+            row = (
+                named
+                if source == side
+                else (await self.apis[source].get_many(table, [ids[source]])).get(ids[source])
+            )
             event = _as_read(source, table, ids[source], row, self.clock.now())
             result.records += 1
             await self._run(
