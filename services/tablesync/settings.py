@@ -278,6 +278,13 @@ class EmulatorSettings(BaseModel):
     )
     window_s: float = 5.0
     max_page_size: int = 5000
+    bc_companies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "The names of the BC emulator's companies, as JSON, each with rows of its own; "
+            "one, CRONUS USA, Inc., when empty."
+        ),
+    )
     untracked_tables: list[str] = Field(
         default_factory=list,
         description=(
