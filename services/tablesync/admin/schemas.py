@@ -203,6 +203,9 @@ class JobsQuery(_In):
     include_empty_continuous: bool = Field(
         default=False, description="Also list continuous jobs that counted nothing."
     )
+    company: str | None = Field(
+        default=None, max_length=200, description="Only the jobs of this BC company (its id)."
+    )
     limit: int = Field(default=50, ge=1, le=1000)
 
 
@@ -314,6 +317,10 @@ class JobOut(BaseModel):
     partitions_finished: int
     counts: Counts
     message: str
+    company: str = Field(
+        default="",
+        description="The BC company the job counted for; empty with a single company.",
+    )
 
     @classmethod
     def of(cls, j: JobTotals) -> JobOut:
@@ -333,6 +340,7 @@ class JobOut(BaseModel):
             partitions_finished=j.partitions_finished,
             counts=Counts.model_validate(j.counts),
             message=j.message,
+            company=j.company,
         )
 
 
@@ -586,6 +594,9 @@ class RunOut(BaseModel):
         description="The question the run waits on an operator to answer, while it is "
         "open: keep_only_coupled_cleared at the end of a full synchronization.",
     )
+    company: str | None = Field(
+        default=None, description="The one BC company the run is of; null for every one."
+    )
 
     @classmethod
     def of(cls, r: RunRow) -> RunOut:
@@ -600,6 +611,7 @@ class RunOut(BaseModel):
             finished_at=r.finished_at,
             message=r.message,
             question=r.question,
+            company=r.company,
         )
 
 
