@@ -132,6 +132,14 @@ class ApiSettings(BaseModel):
     company_id: str | None = Field(
         default=None, description="BC only: the company to sync, by id (wins over company_name)."
     )
+    companies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "BC only: several companies to sync against the one Dataverse environment, as "
+            'JSON, each by id or name: ["CRONUS USA, Inc.", "CRONUS Canada, Inc."]. Instead '
+            "of company_id and company_name, which name a list of one."
+        ),
+    )
     timeout_s: float = 30.0
     max_connections: int = 16
     max_retries: int = Field(default=8, description="Retries on 429, 5xx and connection errors.")
@@ -170,6 +178,10 @@ class ApiSettings(BaseModel):
         """These settings with ``base_url``, ``token_url`` and ``scope`` filled in
         where they derive from the tenant; unchanged where given. Idempotent."""
         env = f"TABLESYNC_{side.upper()}__"
+        if side == "bc":
+            self.company_refs()
+        elif self.companies or self.company_id or self.company_name:
+            raise ConfigError(f"dataverse: {env}COMPANIES/COMPANY_ID/COMPANY_NAME are BC only")
         base_url = self.base_url
         if base_url is None and side == "bc" and (self.tenant_id or self.environment):
             if not (self.tenant_id and self.environment):
@@ -202,6 +214,24 @@ class ApiSettings(BaseModel):
                 "scope": scope,
             }
         )
+
+    def company_refs(self) -> list[str | None]:
+        """The BC companies to sync, each an id or a name; ``[None]`` (the first
+        company the environment lists) when none is named. Refuses a list with a
+        company twice, or together with ``company_id``/``company_name``."""
+        if not self.companies:
+            return [self.company_id or self.company_name]
+        if self.company_id or self.company_name:
+            raise ConfigError(
+                "bc: set TABLESYNC_BC__COMPANIES or TABLESYNC_BC__COMPANY_ID/COMPANY_NAME, not both"
+            )
+        cleaned = [c.strip() for c in self.companies]
+        if any(not c for c in cleaned):
+            raise ConfigError("bc: TABLESYNC_BC__COMPANIES has an empty entry")
+        twice = sorted({c for c in cleaned if cleaned.count(c) > 1})
+        if twice:
+            raise ConfigError(f"bc: TABLESYNC_BC__COMPANIES names {twice[0]!r} twice")
+        return list(cleaned)
 
     def url(self) -> str:
         """The base URL of settings that went through ``resolved``."""
@@ -278,6 +308,13 @@ class EmulatorSettings(BaseModel):
     )
     window_s: float = 5.0
     max_page_size: int = 5000
+    bc_companies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "The names of the BC emulator's companies, as JSON, each with rows of its own; "
+            "one, CRONUS USA, Inc., when empty."
+        ),
+    )
     untracked_tables: list[str] = Field(
         default_factory=list,
         description=(

@@ -227,6 +227,60 @@ class CouplingsContract:
         assert await couplings.listing(search="ct1") != []
         assert await couplings.listing("CUSTOMER", search="ct1") == []
 
+    async def test_a_coupling_carries_its_bc_company(self, state: StateHarness) -> None:
+        couplings = state.stores.couplings
+        usa = replace(coupling(), company="usa")
+        canada = replace(coupling(), company="canada")
+        await couplings.couple(usa, "to_integration")
+        await state.stores.apply_state.commit(
+            effects(couplings=[(canada, "to_integration")], positions={("t.cdc", 0): 1})
+        )
+
+        found = await couplings.by_ids("CUSTOMER", "bc", [usa.bc_id, canada.bc_id])
+        assert {c.company for c in found.values()} == {"usa", "canada"}
+        assert (await couplings.get("CUSTOMER", "dataverse", canada.dv_id) or usa).company == (
+            "canada"
+        )
+        listed = await couplings.listing(company="canada")
+        assert [r.coupling.bc_id for r in listed] == [canada.bc_id]
+        assert len(await couplings.listing()) == 2
+        assert {r.coupling.company for r in await couplings.listing(company="")} == set()
+        later = datetime(2100, 1, 1, tzinfo=UTC)
+        assert await couplings.all_ids("CUSTOMER", "bc", coupled_before=later) == {
+            usa.bc_id,
+            canada.bc_id,
+        }
+        assert await couplings.all_ids(
+            "CUSTOMER", "dataverse", coupled_before=later, company="usa"
+        ) == {usa.dv_id}
+
+    async def test_a_number_resolves_within_its_company_only(self, state: StateHarness) -> None:
+        """Two companies may both have customer 10000: a lookup of one company's
+        10000 never finds the other's account."""
+        couplings = state.stores.couplings
+        usa = replace(coupling(bc_key="10000"), company="usa")
+        canada = replace(coupling(bc_key="10000"), company="canada")
+        for c in (usa, canada):
+            await couplings.couple(c, None)
+
+        keys = [
+            LookupKey("CUSTOMER", "bc", "10000", "usa"),
+            LookupKey("CUSTOMER", "bc", "10000", "canada"),
+            LookupKey("CUSTOMER", "bc", "10000", "mexico"),
+            LookupKey("CUSTOMER", "dataverse", canada.dv_id, "canada"),
+            LookupKey("CUSTOMER", "dataverse", usa.dv_id, "canada"),
+        ]
+        assert await couplings.resolve(keys) == {
+            keys[0]: usa.dv_id,
+            keys[1]: canada.dv_id,
+            keys[3]: "10000",
+        }
+        # A coupling of no company is the single company's, found by keys without one.
+        single = coupling(bc_key="20000")
+        await couplings.couple(single, None)
+        plain = LookupKey("CUSTOMER", "bc", "20000")
+        assert await couplings.resolve([plain]) == {plain: single.dv_id}
+
 
 class TestMemoryCouplings(CouplingsContract):
     @pytest.fixture

@@ -286,6 +286,59 @@ class JobsContract:
         params = [await jobs.job_params(j) for j in (plain, unconditional)]
         assert [p.unconditional if p else None for p in params] == [False, True]
 
+    async def test_a_job_and_a_run_say_which_bc_company_they_are_of(
+        self, state: StateHarness
+    ) -> None:
+        jobs = state.stores.jobs
+        scoped, every = new_id(), new_id()
+        await jobs.request_run(scoped, "full", ["CUSTOMER"], {}, "alice", company="canada")
+        await jobs.request_run(every, "modified", ["CUSTOMER"], {}, "alice")
+        assert {(r.run_id, r.company) for r in await jobs.runs()} == {
+            (scoped, "canada"),
+            (every, None),
+        }
+        usa, canada, single = new_id(), new_id(), new_id()
+        for job_id, company in ((usa, "usa"), (canada, "canada")):
+            await jobs.create_job(
+                job_id,
+                run_id=every,
+                mapping="CUSTOMER",
+                direction="to_integration",
+                kind="modified",
+                company=company,
+            )
+        await jobs.create_job(
+            single, run_id=every, mapping="CUSTOMER", direction="to_integration", kind="modified"
+        )
+
+        params = {j: await jobs.job_params(j) for j in (usa, canada, single)}
+        assert {j: p.company if p else None for j, p in params.items()} == {
+            usa: "usa",
+            canada: "canada",
+            single: "",
+        }
+        totals = await jobs.totals(canada)
+        assert totals is not None and totals.company == "canada"
+        assert totals.as_dict()["company"] == "canada"
+        plain = await jobs.totals(single)
+        assert plain is not None and "company" not in plain.as_dict()
+        assert [j.job_id for j in await jobs.listing(company="usa")] == [usa]
+        assert {j.job_id for j in await jobs.listing(run_id=every)} == {usa, canada, single}
+
+    async def test_each_company_has_its_own_continuous_job_of_an_interval(
+        self, state: StateHarness
+    ) -> None:
+        jobs = state.stores.jobs
+        start = await state.now() - timedelta(minutes=5)
+        usa, canada, again = new_id(), new_id(), new_id()
+        await jobs.continuous_job(usa, "CUSTOMER", "to_integration", start, company="usa")
+        await jobs.continuous_job(canada, "CUSTOMER", "to_integration", start, company="canada")
+        await jobs.continuous_job(again, "CUSTOMER", "to_integration", start, company="canada")
+
+        assert await jobs.job_params(again) is None
+        found = [await jobs.job_params(j) for j in (usa, canada)]
+        assert [p.company if p else None for p in found] == ["usa", "canada"]
+
     async def test_a_job_of_a_run_that_does_not_exist_is_refused(self, state: StateHarness) -> None:
         with pytest.raises(state.integrity_error):
             await state.stores.jobs.create_job(

@@ -413,6 +413,7 @@ async def list_jobs(ctx: AdminContext, request: Request) -> Response:
         status=q.status,
         include_empty_continuous=q.include_empty_continuous,
         limit=q.limit,
+        company=q.company,
     )
     return reply([JobOut.of(j) for j in jobs])
 

@@ -214,6 +214,9 @@ class JobsQuery(_In):
     include_empty_continuous: bool = Field(
         default=False, description="Also list continuous jobs that counted nothing."
     )
+    company: str | None = Field(
+        default=None, max_length=200, description="Only the jobs of this BC company (its id)."
+    )
     limit: int = Field(default=50, ge=1, le=1000)
 
 
@@ -325,6 +328,10 @@ class JobOut(BaseModel):
     partitions_finished: int
     counts: Counts
     message: str
+    company: str = Field(
+        default="",
+        description="The BC company the job counted for; empty with a single company.",
+    )
 
     @classmethod
     def of(cls, j: JobTotals) -> JobOut:
@@ -344,6 +351,7 @@ class JobOut(BaseModel):
             partitions_finished=j.partitions_finished,
             counts=Counts.model_validate(j.counts),
             message=j.message,
+            company=j.company,
         )
 
 
@@ -602,6 +610,9 @@ class RunOut(BaseModel):
         description="A full synchronization that compares every coupled record with its "
         "counterpart, not only those changed since they were last synchronized.",
     )
+    company: str | None = Field(
+        default=None, description="The one BC company the run is of; null for every one."
+    )
 
     @classmethod
     def of(cls, r: RunRow) -> RunOut:
@@ -617,6 +628,7 @@ class RunOut(BaseModel):
             message=r.message,
             question=r.question,
             unconditional=bool(r.options.get("unconditional", False)),
+            company=r.company,
         )
 
 

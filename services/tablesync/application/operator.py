@@ -344,10 +344,18 @@ class Operator:
     # Jobs and their errors
 
     async def jobs(
-        self, *, run_id: str | None = None, mapping: str | None = None, limit: int = 50
+        self,
+        *,
+        run_id: str | None = None,
+        mapping: str | None = None,
+        limit: int = 50,
+        company: str | None = None,
     ) -> list[JobTotals]:
         return await self.stores.jobs.listing(
-            run_id=_guid(run_id, "run id") if run_id else None, mapping=mapping, limit=limit
+            run_id=_guid(run_id, "run id") if run_id else None,
+            mapping=mapping,
+            limit=limit,
+            company=company,
         )
 
     async def job(self, job_id: str) -> JobTotals:

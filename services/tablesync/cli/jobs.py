@@ -28,6 +28,9 @@ def jobs(
     ctx: typer.Context,
     run: str | None = typer.Option(None, "--run", help="Only the jobs of this run."),
     mapping: str | None = typer.Option(None, "--mapping", help="Only this mapping."),
+    company: str | None = typer.Option(
+        None, "--company", help="Only the jobs of this BC company (its id)."
+    ),
     limit: int = typer.Option(50, help="At most this many, newest first."),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -37,10 +40,14 @@ def jobs(
 
     async def go() -> list[JobTotals]:
         async with open_operator(load_settings()) as operator:
-            return await operator.jobs(run_id=run, mapping=mapping, limit=limit)
+            return await operator.jobs(run_id=run, mapping=mapping, limit=limit, company=company)
 
     rows = [j.as_dict() for j in run_async(go())]
-    render(rows, _COLUMNS, as_json=json, title="Integration synchronization jobs")
+    # The company column only where there is a company to show: one company, no column.
+    columns = _COLUMNS
+    if any("company" in r for r in rows):
+        columns = [*_COLUMNS[:2], "company", *_COLUMNS[2:]]
+    render(rows, columns, as_json=json, title="Integration synchronization jobs")
 
 
 @app.command()

@@ -495,6 +495,25 @@ _DV_USERS = _dv_entity(
     ),
 )
 
+# BC's "CDS Company" table (ExternalName bcbi_company): the BC companies one
+# environment syncs with, each synced row stamped through a bcbi_companyid lookup.
+_DV_COMPANIES = _dv_entity(
+    "bcbi_companies",
+    "bcbi_company",
+    (
+        _dv_string("bcbi_name", 30, required=True),
+        _dv_string("bcbi_externalid", 36),
+        *_dv_state(),
+    ),
+    lookups=(_OWNER,),
+)
+_COMPANY = Lookup(
+    attribute="bcbi_companyid",
+    value_field="_bcbi_companyid_value",
+    targets=(LookupTarget("bcbi_companies", "bcbi_company", "bcbi_companyid"),),
+    on_delete="remove_link",
+)
+
 _DV_ACCOUNTS = _dv_entity(
     "accounts",
     "account",
@@ -521,6 +540,7 @@ _DV_ACCOUNTS = _dv_entity(
             targets=(LookupTarget("contacts", "contact", "primarycontactid"),),
             on_delete="remove_link",
         ),
+        _COMPANY,
     ),
     alternate_keys=(AlternateKey("accountnumber", ("accountnumber",)),),
 )
@@ -551,6 +571,7 @@ _DV_CONTACTS = _dv_entity(
         ),
         _OWNER,
         _CURRENCY,
+        _COMPANY,
     ),
 )
 
@@ -565,6 +586,7 @@ CATALOG: Mapping[tuple[Side, str], Entity] = MappingProxyType(
             _BC_CONTACTS,
             _DV_CURRENCIES,
             _DV_USERS,
+            _DV_COMPANIES,
             _DV_ACCOUNTS,
             _DV_CONTACTS,
         )

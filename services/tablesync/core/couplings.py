@@ -66,6 +66,9 @@ class Coupling:
     # Which way the last write between the two went: the other side's record
     # of that version is the echo of tablesync's own write.
     last_direction: Direction | None = None
+    # The BC company the BC record belongs to: "" for the one company of a
+    # deployment that names no list of companies.
+    company: str = ""
 
     def id_on(self, side: Side) -> str:
         return self.bc_id if side == "bc" else self.dv_id
@@ -82,6 +85,7 @@ class Coupling:
         ids: dict[Side, str],
         stamps: dict[Side, Stamp],
         bc_key: str | None,
+        company: str = "",
     ) -> Coupling:
         return Coupling(
             mapping=mapping,
@@ -90,4 +94,5 @@ class Coupling:
             bc_key=bc_key,
             bc_stamp=stamps["bc"],
             dv_stamp=stamps["dataverse"],
+            company=company,
         )

@@ -42,11 +42,13 @@ class LookupKey:
     """One lookup to resolve through ``target``'s couplings.
 
     ``side`` is the side the known value lives on: a BC natural key resolves
-    to a Dataverse id, a Dataverse id to a BC natural key."""
+    to a Dataverse id, a Dataverse id to a BC natural key. Only couplings of
+    ``company`` answer: two BC companies may both have a customer C00010."""
 
     target: str
     side: Side
     value: str
+    company: str = ""
 
 
 def normalise_key(side: Side, value: str) -> str:

@@ -38,6 +38,9 @@ class JobParams:
     unconditional: bool = False
     create_unmatched: bool = False
     sync_after: bool = False
+    company: str = ""
+    """The BC company the job counts for; "" for the one company of a deployment
+    that names no list of companies."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +58,16 @@ class JobTotals:
     partitions_finished: int
     message: str
     counts: dict[str, int]
+    company: str = ""
 
     def as_dict(self) -> dict[str, object]:
+        # A deployment of one company shows no company, as before there were several.
+        company: dict[str, object] = {"company": self.company} if self.company else {}
         return {
             "job_id": self.job_id,
             "run_id": self.run_id,
             "mapping": self.mapping,
+            **company,
             "direction": self.direction,
             "kind": self.kind,
             "type": self.type,
@@ -108,6 +115,8 @@ class RunRow:
     started_at: datetime | None
     finished_at: datetime | None
     message: str
+    company: str | None = None
+    """The one BC company the run is scoped to; None for every company synced."""
 
     @property
     def question(self) -> str | None:

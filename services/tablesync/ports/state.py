@@ -58,18 +58,27 @@ class Couplings(Protocol):
         ...
 
     async def resolve(self, keys: Iterable[LookupKey]) -> dict[LookupKey, str]:
-        """Lookups through couplings: BC natural key -> Dataverse id, Dataverse id -> BC key."""
+        """Lookups through couplings: BC natural key -> Dataverse id, Dataverse id -> BC key;
+        each through the couplings of its key's company only."""
         ...
 
-    async def all_ids(self, mapping: str, side: Side, *, coupled_before: datetime) -> set[str]:
-        """Ids on ``side`` of couplings made before ``coupled_before``, not flagged deleted."""
+    async def all_ids(
+        self, mapping: str, side: Side, *, coupled_before: datetime, company: str | None = None
+    ) -> set[str]:
+        """Ids on ``side`` of couplings made before ``coupled_before``, not flagged deleted;
+        of one BC company's records when ``company`` is given."""
         ...
 
     async def listing(
-        self, mapping: str | None = None, *, search: str | None = None, limit: int = 100
+        self,
+        mapping: str | None = None,
+        *,
+        search: str | None = None,
+        limit: int = 100,
+        company: str | None = None,
     ) -> list[CouplingRow]:
         """Couplings with their bookkeeping, newest synced first; ``search`` is
-        an id on either side or a part of the BC key."""
+        an id on either side or a part of the BC key; ``company`` one BC company's."""
         ...
 
     async def of_mapping(self, mapping: str) -> list[Coupling]: ...
@@ -243,10 +252,11 @@ class Jobs(Protocol):
         mappings: Sequence[str],
         options: dict[str, Any],
         requested_by: str,
+        company: str | None = None,
     ) -> None:
-        """Records a requested run; raises ``AlreadyRunning`` (a ``CommandRefused``
-        naming the running run) for a second full synchronization while one is
-        requested or running."""
+        """Records a requested run, of one BC company or (None) of every one; raises
+        ``AlreadyRunning`` (a ``CommandRefused`` naming the running run) for a second
+        full synchronization while one is requested or running."""
         ...
 
     async def run(self, run_id: str) -> RunRow | None: ...
@@ -300,16 +310,24 @@ class Jobs(Protocol):
         unconditional: bool = False,
         create_unmatched: bool = False,
         sync_after: bool = False,
+        company: str = "",
     ) -> None:
         """Creates a job; a second create of one job id changes nothing.
         ``unconditional``: coupled records are compared with their
-        counterparts even at the version last synced."""
+        counterparts even at the version last synced. ``company``: the BC
+        company whose records it counts."""
         ...
 
     async def continuous_job(
-        self, job_id: str, mapping: str, direction: str, interval_start: datetime
+        self,
+        job_id: str,
+        mapping: str,
+        direction: str,
+        interval_start: datetime,
+        *,
+        company: str = "",
     ) -> None:
-        """Creates the continuous job of one interval unless it exists."""
+        """Creates the continuous job of one interval (of one company) unless it exists."""
         ...
 
     async def job_params(self, job_id: str) -> JobParams | None: ...
@@ -333,6 +351,7 @@ class Jobs(Protocol):
         mapping: str | None = None,
         include_empty_continuous: bool = False,
         limit: int = 50,
+        company: str | None = None,
     ) -> list[JobTotals]: ...
 
     async def finish_job(

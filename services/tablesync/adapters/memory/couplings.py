@@ -64,19 +64,25 @@ class MemoryCouplings(MemoryStore):
             if k.side == "bc":
                 # A key shared by two couplings answers with one of them, as
                 # the SQL's unordered rows do.
-                holders = pairs.by_key.get(k.value)
+                holders = [
+                    h
+                    for h in pairs.by_key.get(k.value, ())
+                    if pairs.by_bc[h].coupling.company == k.company
+                ]
                 if holders:
                     found[k] = pairs.by_bc[holders[-1]].coupling.dv_id
             elif is_uuid(k.value):
                 dv_id = uuid_text(k.value)
                 bc_id = pairs.by_dv.get(dv_id)
                 if bc_id is not None:
-                    bc_key = pairs.by_bc[bc_id].coupling.bc_key
-                    if bc_key is not None:
-                        found[LookupKey(k.target, "dataverse", dv_id)] = bc_key
+                    coupling = pairs.by_bc[bc_id].coupling
+                    if coupling.bc_key is not None and coupling.company == k.company:
+                        found[LookupKey(k.target, "dataverse", dv_id, k.company)] = coupling.bc_key
         return found
 
-    async def all_ids(self, mapping: str, side: Side, *, coupled_before: datetime) -> set[str]:
+    async def all_ids(
+        self, mapping: str, side: Side, *, coupled_before: datetime, company: str | None = None
+    ) -> set[str]:
         await self._pause("couplings.all_ids")
         pairs = self._db.pairs(mapping)
         if pairs is None:
@@ -87,10 +93,16 @@ class MemoryCouplings(MemoryStore):
             for p in pairs.by_bc.values()
             if p.coupled_at < before
             and not (p.coupling.bc_deleted if side == "bc" else p.coupling.dv_deleted)
+            and (company is None or p.coupling.company == company)
         }
 
     async def listing(
-        self, mapping: str | None = None, *, search: str | None = None, limit: int = 100
+        self,
+        mapping: str | None = None,
+        *,
+        search: str | None = None,
+        limit: int = 100,
+        company: str | None = None,
     ) -> list[CouplingRow]:
         await self._pause("couplings.listing")
         lowered = search.lower() if search is not None else None
@@ -100,9 +112,12 @@ class MemoryCouplings(MemoryStore):
             for name, pairs in self._db.t.couplings.items()
             if mapping is None or name == mapping
             for p in pairs.by_bc.values()
-            if search is None
-            or lowered in (p.coupling.bc_id, p.coupling.dv_id)
-            or p.coupling.bc_key == uppered
+            if (company is None or p.coupling.company == company)
+            and (
+                search is None
+                or lowered in (p.coupling.bc_id, p.coupling.dv_id)
+                or p.coupling.bc_key == uppered
+            )
         ]
         rows.sort(key=lambda p: p.coupled_at, reverse=True)
         rows.sort(key=lambda p: p.coupling.mapping)
@@ -189,6 +204,7 @@ def write_pairs(
             bc_deleted=c.bc_deleted,
             dv_deleted=c.dv_deleted,
             last_direction=cast(Direction | None, last),
+            company=c.company,
         )
         staged.put(Pair(stored, old.coupled_at if old is not None else now, now))
 

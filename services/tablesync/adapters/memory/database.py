@@ -173,6 +173,7 @@ class RunRecord:
     started_at: datetime | None
     finished_at: datetime | None
     message: str
+    company: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,7 @@ class JobRecord:
     unconditional: bool = False
     create_unmatched: bool = False
     sync_after: bool = False
+    company: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,7 +434,8 @@ class Tables:
         self.runs: dict[str, RunRecord] = {}
         self.jobs: dict[str, JobRecord] = {}
         # (mapping, direction, interval_start) of continuous jobs -> job id
-        self.continuous: dict[tuple[str, str, datetime], str] = {}
+        # (mapping, company, direction, interval start): jobs_continuous_interval.
+        self.continuous: dict[tuple[str, str, str, datetime], str] = {}
         # job id -> (topic, partition)
         self.partitions: Nested[str, tuple[str, int], PartitionRow] = Nested()
         self.errors: list[JobError] = []

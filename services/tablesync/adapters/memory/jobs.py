@@ -46,6 +46,7 @@ class MemoryJobs(MemoryStore):
         mappings: Sequence[str],
         options: dict[str, Any],
         requested_by: str,
+        company: str | None = None,
     ) -> None:
         await self._pause("jobs.request_run")
         t = self._db.t
@@ -67,6 +68,7 @@ class MemoryJobs(MemoryStore):
             started_at=None,
             finished_at=None,
             message="",
+            company=company,
         )
 
     def _active_full(self, *, besides: str | None = None) -> str | None:
@@ -182,6 +184,7 @@ class MemoryJobs(MemoryStore):
         unconditional: bool = False,
         create_unmatched: bool = False,
         sync_after: bool = False,
+        company: str = "",
     ) -> None:
         await self._pause("jobs.create_job")
         t = self._db.t
@@ -205,6 +208,7 @@ class MemoryJobs(MemoryStore):
             unconditional=unconditional,
             create_unmatched=create_unmatched,
             sync_after=sync_after,
+            company=company,
             source_topic=source_topic,
             partitions=partitions,
             interval_start=None,
@@ -215,14 +219,20 @@ class MemoryJobs(MemoryStore):
         )
 
     async def continuous_job(
-        self, job_id: str, mapping: str, direction: str, interval_start: datetime
+        self,
+        job_id: str,
+        mapping: str,
+        direction: str,
+        interval_start: datetime,
+        *,
+        company: str = "",
     ) -> None:
         await self._pause("jobs.continuous_job")
         t = self._db.t
         key = uuid_text(job_id)
         start = utc(interval_start)
         check(direction in _DIRECTIONS, f"jobs: direction {direction!r}")
-        interval = (mapping, direction, start)
+        interval = (mapping, company, direction, start)
         if key in t.jobs or interval in t.continuous:
             return
         t.jobs[key] = JobRecord(
@@ -241,6 +251,7 @@ class MemoryJobs(MemoryStore):
             started_at=start,
             finished_at=None,
             message="",
+            company=company,
         )
         t.continuous[interval] = key
 
@@ -259,6 +270,7 @@ class MemoryJobs(MemoryStore):
             row.unconditional,
             row.create_unmatched,
             row.sync_after,
+            row.company,
         )
 
     async def partition_counts(self, job_id: str, topic: str, partition: int) -> dict[str, int]:
@@ -313,6 +325,7 @@ class MemoryJobs(MemoryStore):
             partitions_finished=finished,
             message=row.message,
             counts=dict(zip(COUNTED, sums, strict=True)),
+            company=row.company,
         )
 
     async def listing(
@@ -322,15 +335,18 @@ class MemoryJobs(MemoryStore):
         mapping: str | None = None,
         include_empty_continuous: bool = False,
         limit: int = 50,
+        company: str | None = None,
     ) -> list[JobTotals]:
         await self._pause("jobs.listing")
         run = uuid_text(run_id) if run_id else None
         rows = [
             r
             for r in self._db.t.jobs.values()
-            if (run is None or r.run_id == run) and (mapping is None or r.mapping == mapping)
+            if (run is None or r.run_id == run)
+            and (mapping is None or r.mapping == mapping)
+            and (company is None or r.company == company)
         ]
-        rows.sort(key=lambda r: (r.mapping, r.direction))
+        rows.sort(key=lambda r: (r.mapping, r.company, r.direction))
         rows.sort(key=lambda r: r.started_at, reverse=True)
         jobs = [self._totals(r) for r in rows[: max(limit, 0)]]
         if not include_empty_continuous:
@@ -428,4 +444,5 @@ def _run(r: RunRecord) -> RunRow:
         started_at=r.started_at,
         finished_at=r.finished_at,
         message=r.message,
+        company=r.company,
     )

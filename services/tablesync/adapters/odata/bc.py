@@ -3,7 +3,9 @@
 Every collection lives under a company: ``companies(<id>)/<set>``, or a custom API's
 route such as ``/BC/api/<publisher>/<group>/<version>/companies(<id>)/<set>``. The
 company is looked up once in what ``GET companies`` lists: by ``company_id``, else by
-``company_name``, else the first one.
+``company_name``, else the first one. A connector works in one company; ``in_company``
+gives one for another company over the same HTTP client, so that the companies of an
+environment share its users and their limits as they do in BC.
 
 Writes go through the JSON ``$batch`` of the route's API (``POST <api>/$batch`` with
 ``{"requests": [...]}``, 100 requests at most per batch, BC's limit). Without the
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -63,7 +66,7 @@ from tablesync.core.records import (
 from tablesync.errors import ApiError
 from tablesync.settings import ApiSettings
 
-__all__ = ["ASSIGNED_IDS_MESSAGE", "STALE_CODES", "BcApi"]
+__all__ = ["ASSIGNED_IDS_MESSAGE", "STALE_CODES", "BcApi", "BcCompany"]
 
 MAX_BATCH = 100
 # BC's answer to an If-Match that names an older version: 409, not 412 (the "Error
@@ -75,6 +78,20 @@ _COMPANY = "{company}"
 _CUSTOM_ROUTES = tuple(
     dict.fromkeys(e.api_route.strip("/") for e in catalog.entities("bc") if e.api_route)
 )
+
+
+@dataclass(frozen=True, slots=True)
+class BcCompany:
+    """One company of the environment, as ``GET companies`` lists it."""
+
+    id: str
+    """Lower-cased, as the connector sends it."""
+    name: str
+    display_name: str
+
+    def named_by(self, ref: str) -> bool:
+        """Whether ``ref`` (an id, any case, or a name) means this company."""
+        return ref.lower() == self.id or ref in (self.name, self.display_name)
 
 
 class BcApi(ODataSide):
@@ -91,9 +108,14 @@ class BcApi(ODataSide):
         transport: httpx.AsyncBaseTransport | None = None,
         http: ODataHttp | None = None,
         company_id: str | None = None,
+        company: str | None = None,
     ) -> None:
+        """``company`` is the company to work in, by id or name; without it (and
+        without ``company_id``, the id already known) the one of ``settings``."""
+        self._owns_http = http is None
         client = http or ODataHttp("bc", settings, transport=transport)
         super().__init__(client, settings, specs or catalog_specs("bc", client.base_url.path))
+        self._company_ref = company
         self._company_name = settings.company_name
         self._wanted_company_id = settings.company_id.lower() if settings.company_id else None
         self._company_id = company_id.lower() if company_id else None
@@ -114,7 +136,17 @@ class BcApi(ODataSide):
                 self._company_id = await self._find_company()
             return self._company_id
 
-    async def _find_company(self) -> str:
+    def in_company(self, company: str) -> BcApi:
+        """A connector on the same HTTP client and specs working in ``company`` (an id
+        or a name), looked up on its first use; closing it leaves the client open."""
+        return BcApi(self._settings, specs=self._specs, http=self._http, company=company)
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await super().aclose()
+
+    async def companies(self) -> list[BcCompany]:
+        """The companies of the environment, in the order ``GET companies`` lists them."""
         reply = await self._http.send("GET", "companies")
         if reply.status >= 400:
             raise ApiError(
@@ -123,14 +155,27 @@ class BcApi(ODataSide):
                 status=reply.status,
             )
         values = reply.data.get("value") if isinstance(reply.data, dict) else None
-        companies = [c for c in values or [] if isinstance(c, dict) and c.get("id")]
-        if self._wanted_company_id is not None:
+        return [
+            BcCompany(
+                str(c["id"]).lower(), str(c.get("name") or ""), str(c.get("displayName") or "")
+            )
+            for c in values or []
+            if isinstance(c, dict) and c.get("id")
+        ]
+
+    async def _find_company(self) -> str:
+        companies = await self.companies()
+        if self._company_ref is not None:
+            ref = self._company_ref
+            companies = [c for c in companies if c.named_by(ref)]
+            which = f"with id or name {ref!r} (TABLESYNC_BC__COMPANIES)"
+        elif self._wanted_company_id is not None:
             wanted_id = self._wanted_company_id
-            companies = [c for c in companies if str(c["id"]).lower() == wanted_id]
+            companies = [c for c in companies if c.id == wanted_id]
             which = f"with id {wanted_id} (TABLESYNC_BC__COMPANY_ID)"
         elif self._company_name is not None:
             wanted = self._company_name
-            companies = [c for c in companies if wanted in (c.get("name"), c.get("displayName"))]
+            companies = [c for c in companies if wanted in (c.name, c.display_name)]
             which = f"named {wanted!r} (TABLESYNC_BC__COMPANY_NAME)"
         else:
             which = "at all"
@@ -138,9 +183,9 @@ class BcApi(ODataSide):
             raise ApiError(f"no company {which}", side=self.side)
         company = companies[0]
         structlog.get_logger().info(
-            "odata.company", side=self.side, company_id=company["id"], name=company.get("name")
+            "odata.company", side=self.side, company_id=company.id, name=company.name
         )
-        return str(company["id"]).lower()
+        return company.id
 
     async def describe(
         self,

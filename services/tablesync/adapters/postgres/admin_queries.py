@@ -68,9 +68,10 @@ class AdminQueries:
         status: str | None = None,
         include_empty_continuous: bool = False,
         limit: int = 50,
+        company: str | None = None,
     ) -> list[JobTotals]:
         """Jobs newest first; continuous jobs that counted nothing are left out
-        unless asked for, before the limit applies."""
+        unless asked for, before the limit applies; of one BC company with ``company``."""
         rows = await self._pool.fetch(
             f"""
             SELECT * FROM job_totals
@@ -79,7 +80,8 @@ class AdminQueries:
               AND ($3::text IS NULL OR kind = $3)
               AND ($4::text IS NULL OR status = $4)
               AND ($5 OR kind <> 'continuous' OR ({_ANY_COUNT}) > 0)
-            ORDER BY started_at DESC, mapping, direction
+              AND ($7::text IS NULL OR company = $7)
+            ORDER BY started_at DESC, mapping, company, direction
             LIMIT $6
             """,
             mapping,
@@ -88,6 +90,7 @@ class AdminQueries:
             status,
             include_empty_continuous,
             limit,
+            company,
         )
         return [_totals(r) for r in rows]
 

@@ -18,7 +18,7 @@ __all__ = ["CouplingRow", "CouplingStore", "coupling_from_record"]
 
 _COLUMNS = (
     "mapping, bc_id::text AS bc_id, dv_id::text AS dv_id, bc_key, bc_modified_at, bc_etag,"
-    " dv_modified_at, dv_etag, bc_deleted, dv_deleted, last_direction"
+    " dv_modified_at, dv_etag, bc_deleted, dv_deleted, last_direction, company"
 )
 
 
@@ -33,6 +33,7 @@ def coupling_from_record(r: asyncpg.Record) -> Coupling:
         bc_deleted=r["bc_deleted"],
         dv_deleted=r["dv_deleted"],
         last_direction=r["last_direction"],
+        company=r["company"],
     )
 
 
@@ -70,56 +71,71 @@ class CouplingStore:
 
     async def resolve(self, keys: Iterable[LookupKey]) -> dict[LookupKey, str]:
         """Lookups through couplings: BC natural key -> Dataverse id, Dataverse id -> BC key."""
-        by_bc: dict[str, list[str]] = {}
-        by_dv: dict[str, list[str]] = {}
+        by_bc: dict[tuple[str, str], list[str]] = {}
+        by_dv: dict[tuple[str, str], list[str]] = {}
         for k in keys:
-            (by_bc if k.side == "bc" else by_dv).setdefault(k.target, []).append(k.value)
+            into = by_bc if k.side == "bc" else by_dv
+            into.setdefault((k.target, k.company), []).append(k.value)
         found: dict[LookupKey, str] = {}
         async with self._pool.acquire() as conn:
-            for target, values in by_bc.items():
+            for (target, company), values in by_bc.items():
                 rows = await conn.fetch(
                     "SELECT bc_key, dv_id::text AS dv_id FROM couplings "
-                    "WHERE mapping = $1 AND bc_key = ANY($2::text[])",
+                    "WHERE mapping = $1 AND company = $3 AND bc_key = ANY($2::text[])",
                     target,
                     values,
+                    company,
                 )
                 for r in rows:
-                    found[LookupKey(target, "bc", r["bc_key"])] = r["dv_id"]
-            for target, values in by_dv.items():
+                    found[LookupKey(target, "bc", r["bc_key"], company)] = r["dv_id"]
+            for (target, company), values in by_dv.items():
                 valid = [v for v in values if _is_uuid(v)]
                 rows = await conn.fetch(
                     "SELECT dv_id::text AS dv_id, bc_key FROM couplings "
-                    "WHERE mapping = $1 AND dv_id = ANY($2::uuid[]) AND bc_key IS NOT NULL",
+                    "WHERE mapping = $1 AND company = $3 AND dv_id = ANY($2::uuid[]) "
+                    "AND bc_key IS NOT NULL",
                     target,
                     [UUID(v) for v in valid],
+                    company,
                 )
                 for r in rows:
-                    found[LookupKey(target, "dataverse", r["dv_id"])] = r["bc_key"]
+                    found[LookupKey(target, "dataverse", r["dv_id"], company)] = r["bc_key"]
         return found
 
-    async def all_ids(self, mapping: str, side: Side, *, coupled_before: datetime) -> set[str]:
+    async def all_ids(
+        self, mapping: str, side: Side, *, coupled_before: datetime, company: str | None = None
+    ) -> set[str]:
         """Ids on ``side`` of couplings made before ``coupled_before``, not flagged deleted."""
         column = _id_column(side)
         flag = "bc_deleted" if side == "bc" else "dv_deleted"
         rows = await self._pool.fetch(
             f"SELECT {column}::text AS id FROM couplings "
-            f"WHERE mapping = $1 AND coupled_at < $2 AND NOT {flag}",
+            f"WHERE mapping = $1 AND coupled_at < $2 AND NOT {flag} "
+            "AND ($3::text IS NULL OR company = $3)",
             mapping,
             coupled_before,
+            company,
         )
         return {r["id"] for r in rows}
 
     async def listing(
-        self, mapping: str | None = None, *, search: str | None = None, limit: int = 100
+        self,
+        mapping: str | None = None,
+        *,
+        search: str | None = None,
+        limit: int = 100,
+        company: str | None = None,
     ) -> list[CouplingRow]:
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS}, coupled_at, last_synced_at FROM couplings "
             "WHERE ($1::text IS NULL OR mapping = $1) AND ($2::text IS NULL "
             "OR bc_id::text = lower($2) OR dv_id::text = lower($2) OR bc_key = upper($2)) "
+            "AND ($4::text IS NULL OR company = $4) "
             "ORDER BY mapping, coupled_at DESC LIMIT $3",
             mapping,
             search,
             limit,
+            company,
         )
         return [
             CouplingRow(
@@ -204,6 +220,7 @@ async def write_couplings(
                 c.bc_deleted,
                 c.dv_deleted,
                 direction if direction is not None else last,
+                c.company,
             )
         )
     # A Dataverse row can be coupled to only one BC record per mapping: a new
@@ -215,9 +232,11 @@ async def write_couplings(
     await conn.executemany(
         """
         INSERT INTO couplings (mapping, bc_id, dv_id, bc_key, bc_modified_at, bc_etag,
-                               dv_modified_at, dv_etag, bc_deleted, dv_deleted, last_direction)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                               dv_modified_at, dv_etag, bc_deleted, dv_deleted, last_direction,
+                               company)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
         ON CONFLICT (mapping, bc_id) DO UPDATE SET
+            company = EXCLUDED.company,
             dv_id = EXCLUDED.dv_id,
             bc_key = coalesce(EXCLUDED.bc_key, couplings.bc_key),
             bc_modified_at = EXCLUDED.bc_modified_at,

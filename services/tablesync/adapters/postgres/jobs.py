@@ -44,6 +44,7 @@ def _totals(r: asyncpg.Record) -> JobTotals:
         partitions_finished=r["partitions_finished"],
         message=r["message"],
         counts={c: int(r[c]) for c in COUNTED},
+        company=r["company"],
     )
 
 
@@ -59,6 +60,7 @@ def _run(r: asyncpg.Record) -> RunRow:
         started_at=r["started_at"],
         finished_at=r["finished_at"],
         message=r["message"],
+        company=r["company"],
     )
 
 
@@ -80,17 +82,19 @@ class JobStore:
         mappings: Sequence[str],
         options: dict[str, Any],
         requested_by: str,
+        company: str | None = None,
     ) -> None:
         """Records a requested run; a second full synchronization is refused here."""
         try:
             await self._pool.execute(
-                "INSERT INTO runs (run_id, kind, status, mappings, options, requested_by) "
-                "VALUES ($1, $2, 'requested', $3, $4, $5)",
+                "INSERT INTO runs (run_id, kind, status, mappings, options, requested_by, "
+                "company) VALUES ($1, $2, 'requested', $3, $4, $5, $6)",
                 UUID(run_id),
                 kind,
                 list(mappings),
                 options,
                 requested_by,
+                company,
             )
         except asyncpg.UniqueViolationError:
             running = await self._pool.fetchval(
@@ -189,13 +193,14 @@ class JobStore:
         unconditional: bool = False,
         create_unmatched: bool = False,
         sync_after: bool = False,
+        company: str = "",
     ) -> None:
         await self._pool.execute(
             """
             INSERT INTO jobs (job_id, run_id, mapping, direction, kind, type, status,
                               ignore_only_coupled, source_topic, partitions, unconditional,
-                              create_unmatched, sync_after)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                              create_unmatched, sync_after, company)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
             ON CONFLICT (job_id) DO NOTHING
             """,
             UUID(job_id),
@@ -211,27 +216,37 @@ class JobStore:
             unconditional,
             create_unmatched,
             sync_after,
+            company,
         )
 
     async def continuous_job(
-        self, job_id: str, mapping: str, direction: str, interval_start: datetime
+        self,
+        job_id: str,
+        mapping: str,
+        direction: str,
+        interval_start: datetime,
+        *,
+        company: str = "",
     ) -> None:
         await self._pool.execute(
             """
-            INSERT INTO jobs (job_id, mapping, direction, kind, status, interval_start, started_at)
-            VALUES ($1, $2, $3, 'continuous', 'running', $4, $4)
+            INSERT INTO jobs (job_id, mapping, direction, kind, status, interval_start, started_at,
+                              company)
+            VALUES ($1, $2, $3, 'continuous', 'running', $4, $4, $5)
             ON CONFLICT DO NOTHING
             """,
             UUID(job_id),
             mapping,
             direction,
             interval_start,
+            company,
         )
 
     async def job_params(self, job_id: str) -> JobParams | None:
         r = await self._pool.fetchrow(
             "SELECT job_id::text AS job_id, mapping, direction, kind, ignore_only_coupled, "
-            "status, unconditional, create_unmatched, sync_after FROM jobs WHERE job_id = $1",
+            "status, unconditional, create_unmatched, sync_after, company "
+            "FROM jobs WHERE job_id = $1",
             UUID(job_id),
         )
         if r is None:
@@ -246,6 +261,7 @@ class JobStore:
             r["unconditional"],
             r["create_unmatched"],
             r["sync_after"],
+            r["company"],
         )
 
     async def partition_counts(self, job_id: str, topic: str, partition: int) -> dict[str, int]:
@@ -300,18 +316,21 @@ class JobStore:
         mapping: str | None = None,
         include_empty_continuous: bool = False,
         limit: int = 50,
+        company: str | None = None,
     ) -> list[JobTotals]:
         rows = await self._pool.fetch(
             """
             SELECT * FROM job_totals
             WHERE ($1::uuid IS NULL OR run_id = $1)
               AND ($2::text IS NULL OR mapping = $2)
-            ORDER BY started_at DESC, mapping, direction
+              AND ($4::text IS NULL OR company = $4)
+            ORDER BY started_at DESC, mapping, company, direction
             LIMIT $3
             """,
             UUID(run_id) if run_id else None,
             mapping,
             limit,
+            company,
         )
         jobs = [_totals(r) for r in rows]
         if not include_empty_continuous:

@@ -76,7 +76,8 @@ class ProblemStore:
         rows = await self._pool.fetch(
             """
             SELECT mapping, bc_id::text AS bc_id, dv_id::text AS dv_id, bc_key, bc_modified_at,
-                   bc_etag, dv_modified_at, dv_etag, bc_deleted, dv_deleted, last_direction
+                   bc_etag, dv_modified_at, dv_etag, bc_deleted, dv_deleted, last_direction,
+                   company
             FROM couplings
             WHERE ($1::text IS NULL OR mapping = $1)
               AND (cardinality($2::uuid[]) = 0 OR bc_id = ANY($2) OR dv_id = ANY($2))

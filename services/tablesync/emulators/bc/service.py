@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -44,7 +45,13 @@ from tablesync.emulators.common.query import (
 )
 from tablesync.emulators.common.reading import next_link, shape_row
 from tablesync.emulators.common.runtime import Tuning
-from tablesync.emulators.common.schema import SERIES_TABLE, meta_get, meta_set
+from tablesync.emulators.common.schema import (
+    SERIES_TABLE,
+    ensure_schema,
+    meta_get,
+    meta_set,
+    truncate_all,
+)
 from tablesync.emulators.common.sql import Executor, Params, TableSpec, ident
 from tablesync.emulators.common.values import parse_guid
 from tablesync.emulators.common.writes import delete_sql, insert_sql, update_sql
@@ -117,32 +124,72 @@ class _Target:
     company: UUID
     key: UUID | None
     count: bool
+    schema: str | None
+    """The database schema of the company's tables; None for the first company's."""
+
+
+@dataclass(frozen=True, slots=True)
+class Company:
+    """One company of the environment: its rows live in ``schema`` (the first
+    company's in the database's default schema, ``None``)."""
+
+    id: UUID
+    name: str
+    created: str
+    schema: str | None
 
 
 class BcService:
     side: Side = "bc"
     style = BC_STYLE
 
-    def __init__(self, tuning: Tuning, specs: tuple[TableSpec, ...] = BC_SPECS) -> None:
+    def __init__(
+        self,
+        tuning: Tuning,
+        specs: tuple[TableSpec, ...] = BC_SPECS,
+        companies: Sequence[str] = (COMPANY_NAME,),
+    ) -> None:
+        if not companies or len(set(companies)) != len(companies):
+            raise ValueError(f"the BC emulator needs distinct company names, got {companies!r}")
         self.tuning = tuning
         self.specs = specs
         self.roots = tuple(dict.fromkeys(root_of(s.entity.api_route) for s in specs))
         self._sets = {(root_of(s.entity.api_route), s.entity.entity_set): s for s in specs}
+        self.company_names = tuple(companies)
+        self.companies: tuple[Company, ...] = ()
         self.company_id = UUID(int=0)
-        self._company_created = ""
+
+    @property
+    def extra_schemas(self) -> tuple[str, ...]:
+        """The schemas of the companies after the first: what a reset empties too."""
+        return tuple(c.schema for c in self.companies if c.schema is not None)
 
     # ------------------------------------------------------------ lifecycle
 
     async def prepare(self, db: Executor) -> None:
-        company = await meta_get(db, "company_id")
-        created = await meta_get(db, "company_created")
-        if company is None or created is None:
-            company = str(uuid4())
-            created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-            await meta_set(db, "company_id", company)
-            await meta_set(db, "company_created", created)
-        self.company_id = UUID(company)
-        self._company_created = created
+        companies = []
+        for index, name in enumerate(self.company_names):
+            # The first company keeps the keys it always had, so a database made
+            # before there were several companies keeps its company id.
+            suffix = "" if index == 0 else f":{index}"
+            company = await meta_get(db, "company_id" + suffix)
+            created = await meta_get(db, "company_created" + suffix)
+            if company is None or created is None:
+                company = str(uuid4())
+                created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+                await meta_set(db, "company_id" + suffix, company)
+                await meta_set(db, "company_created" + suffix, created)
+            schema = None if index == 0 else f"company_{index}"
+            companies.append(Company(UUID(company), name, created, schema))
+        self.companies = tuple(companies)
+        self.company_id = companies[0].id
+        await self._prepare_rows(db)
+        for further in self.companies[1:]:
+            async with _in_schema(db, further.schema, create=True) as conn:
+                await ensure_schema(conn, self.specs)
+                await self._prepare_rows(conn)
+
+    async def _prepare_rows(self, db: Executor) -> None:
         for entity_set, (prefix, width) in NUMBER_SERIES.items():
             await db.execute(
                 f"INSERT INTO {SERIES_TABLE} (entity_set, prefix, width) VALUES ($1, $2, $3) "
@@ -151,6 +198,12 @@ class BcService:
                 prefix,
                 width,
             )
+
+    async def reset(self, db: Executor) -> None:
+        """Empty the tables of every company; the companies themselves stay."""
+        for schema in self.extra_schemas:
+            async with _in_schema(db, schema) as conn:
+                await truncate_all(conn, self.specs)
 
     # ------------------------------------------------------------ routing
 
@@ -179,12 +232,20 @@ class BcService:
         if company_text is None:
             raise ApiProblem(Kind.NO_RESOURCE, "A company must be given: companies({id})/...")
         target = self._target(request, match, company_text)
-        return await self._entity_request(request, db, target)
+        if target.schema is None:
+            return await self._entity_request(request, db, target)
+        async with _in_schema(db, target.schema) as conn:
+            return await self._entity_request(request, conn, target)
+
+    def _company(self, company_text: str) -> Company:
+        company = parse_guid(company_text, "the company id")
+        for known in self.companies:
+            if known.id == company:
+                return known
+        raise ApiProblem(Kind.NO_RESOURCE, f"The company with id {company} does not exist.")
 
     def _target(self, request: ApiRequest, match: re.Match[str], company_text: str) -> _Target:
-        company = parse_guid(company_text, "the company id")
-        if company != self.company_id:
-            raise ApiProblem(Kind.NO_RESOURCE, f"The company with id {company} does not exist.")
+        company = self._company(company_text)
         spec = self._sets.get((request.root, match["set"]))
         if spec is None:
             raise ApiProblem(
@@ -194,7 +255,7 @@ class BcService:
         key = None
         if key_text is not None:
             key = parse_guid(key_text.removeprefix("id="), f"the key of {match['set']}")
-        return _Target(spec, company, key, match["count"] is not None)
+        return _Target(spec, company.id, key, match["count"] is not None, company.schema)
 
     async def _entity_request(
         self, request: ApiRequest, db: Executor, target: _Target
@@ -223,31 +284,29 @@ class BcService:
 
     # ------------------------------------------------------------ companies
 
-    def _company_json(self) -> dict[str, object]:
+    @staticmethod
+    def _company_json(company: Company) -> dict[str, object]:
         return {
-            "id": str(self.company_id),
+            "id": str(company.id),
             "systemVersion": _SYSTEM_VERSION,
             "timestamp": 0,
-            "name": COMPANY_NAME,
-            "displayName": COMPANY_NAME,
+            "name": company.name,
+            "displayName": company.name,
             "businessProfileId": "",
-            "systemCreatedAt": self._company_created,
+            "systemCreatedAt": company.created,
             "systemCreatedBy": str(UUID(int=0)),
-            "systemModifiedAt": self._company_created,
+            "systemModifiedAt": company.created,
             "systemModifiedBy": str(UUID(int=0)),
         }
 
     def _companies(self, request: ApiRequest, company_text: str | None) -> ApiResponse:
         context = f"{request.service_root}/$metadata#companies"
         if company_text is None:
-            return ApiResponse.json(
-                200, {"@odata.context": context, "value": [self._company_json()]}
-            )
-        company = parse_guid(company_text, "the company id")
-        if company != self.company_id:
-            raise ApiProblem(Kind.NO_RESOURCE, f"The company with id {company} does not exist.")
+            listed = [self._company_json(c) for c in self.companies]
+            return ApiResponse.json(200, {"@odata.context": context, "value": listed})
+        company = self._company(company_text)
         return ApiResponse.json(
-            200, {"@odata.context": f"{context}/$entity", **self._company_json()}
+            200, {"@odata.context": f"{context}/$entity", **self._company_json(company)}
         )
 
     def _metadata(self, request: ApiRequest) -> ApiResponse:
@@ -421,3 +480,30 @@ class BcService:
         if deleted is None:
             raise await self._missing_or_stale(db, spec, key)
         return ApiResponse.empty(204)
+
+
+@contextlib.asynccontextmanager
+async def _in_schema(
+    db: Executor, schema: str | None, *, create: bool = False
+) -> AsyncIterator[asyncpg.Connection]:
+    """``db`` (a connection of it, for a pool) with only ``schema`` on its search
+    path: every table, sequence and function the statements name is that company's,
+    and none of the first company's can be reached by a name missing there."""
+    if schema is None:
+        raise ValueError("the first company's tables need no schema of their own")
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as acquired, _in_schema(acquired, schema, create=create) as inner:
+            yield inner
+        return
+    conn = cast(asyncpg.Connection, db)
+    previous = await conn.fetchval("SELECT current_setting('search_path')")
+    if create:
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
+    await conn.execute("SELECT set_config('search_path', $1, false)", ident(schema))
+    try:
+        yield conn
+    finally:
+        # In a transaction a failed statement aborted, the rollback to its savepoint
+        # puts the search path back; there is nothing to run then.
+        with contextlib.suppress(asyncpg.InFailedSQLTransactionError):
+            await conn.execute("SELECT set_config('search_path', $1, false)", previous)

@@ -279,6 +279,7 @@ def control_routes(runtime: Runtime) -> list[Route]:
     async def reset(request: Request) -> Response:
         async with runtime.pool.acquire() as conn, conn.transaction():
             await truncate_all(conn, runtime.service.specs)
+            await runtime.service.reset(conn)
             await runtime.service.prepare(conn)
         return Response(status_code=204)
 

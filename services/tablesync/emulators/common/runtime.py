@@ -47,6 +47,8 @@ class EmulatorConfig:
     of the request budget (``limiter.py``); off unless set."""
     custom: Customizations = field(default_factory=Customizations.none)
     """The custom tables and columns served besides the catalog's (``custom.py``)."""
+    bc_companies: tuple[str, ...] = ()
+    """BC: the names of the environment's companies; one, CRONUS USA, Inc., when empty."""
 
     @classmethod
     def from_settings(
@@ -73,6 +75,7 @@ class EmulatorConfig:
             change_retention_s=emulator.change_retention_s,
             real_limits=real,
             custom=load_customizations(emulator.custom),
+            bc_companies=tuple(emulator.bc_companies),
         )
 
 
@@ -101,6 +104,11 @@ class Service(Protocol):
 
     async def prepare(self, db: Executor) -> None:
         """Make the rows every database of this API has (company, integration user)."""
+        ...
+
+    async def reset(self, db: Executor) -> None:
+        """Empty the tables ``truncate_all`` of the specs does not reach (BC's further
+        companies); before ``prepare`` makes the baseline rows again."""
         ...
 
     async def handle(self, request: ApiRequest, db: Executor) -> ApiResponse: ...

@@ -137,6 +137,11 @@ _BUILTIN_TABLES = {
     "transactioncurrency": _Builtin(
         "TransactionCurrency", "Currency", "Currencies", "currencyname", 9105, "OrganizationOwned"
     ),
+    # From BC's integration solution, installed with it: a solution table numbered
+    # below the emulator's custom tables, which count from 10000.
+    "bcbi_company": _Builtin(
+        "bcbi_Company", "Company", "Companies", "bcbi_name", 9_990, "UserOwned"
+    ),
 }
 _STATE = OptionSet("statecode", ((0, "Active"), (1, "Inactive")), "State")
 _STATUS = OptionSet("statuscode", ((1, "Active"), (2, "Inactive")), "Status")

@@ -128,6 +128,9 @@ class DataverseService:
             await meta_set(db, key, value)
         return UUID(value)
 
+    async def reset(self, db: Executor) -> None:
+        """Every table is one of the specs: ``truncate_all`` empties them all."""
+
     async def prepare(self, db: Executor) -> None:
         self.integration_user = await self._meta_uuid(db, "integration_user")
         self.organization = await self._meta_uuid(db, "organization_id")
