@@ -132,6 +132,13 @@ class ApiSettings(BaseModel):
     company_id: str | None = Field(
         default=None, description="BC only: the company to sync, by id (wins over company_name)."
     )
+    api_routes: list[str] = Field(
+        default_factory=list,
+        description=(
+            "BC only: custom API routes (publisher/group/version, as JSON) whose pages the "
+            "mappings may name; their $metadata is read at start."
+        ),
+    )
     timeout_s: float = 30.0
     max_connections: int = 16
     max_retries: int = Field(default=8, description="Retries on 429, 5xx and connection errors.")

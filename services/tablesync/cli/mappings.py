@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import typer
+import yaml
 
 from tablesync.adapters.mapping_file import (
     MappingFileInvalid,
@@ -15,15 +17,18 @@ from tablesync.adapters.mapping_file import (
     load_mapping_file,
 )
 from tablesync.adapters.mapping_model import json_schema
+from tablesync.adapters.odata.described import read_tables
 from tablesync.cli.catalog import connectors
 from tablesync.cli.common import EXIT_USAGE, fail, load_settings, print_json, run_async
 from tablesync.cli.context import open_operator
 from tablesync.cli.output import render
 from tablesync.core import filters
+from tablesync.core.described import described_tables, outside_catalog
 from tablesync.core.mapping_diff import MappingChange, diff_mappings
+from tablesync.core.mapping_load import TableInfoSource
 from tablesync.core.mappings import MAPPING_DIRECTIONS, MappingSet, TableMapping
 from tablesync.core.metadata import Problem, check_mapping
-from tablesync.errors import CommandRefused, MappingError
+from tablesync.errors import ApiError, CommandRefused, MappingError
 from tablesync.settings import Settings
 
 app = typer.Typer(help="Integration table mappings.", invoke_without_command=True)
@@ -128,9 +133,12 @@ def validate(
     """Check a mappings file without a database or broker: exit 0 when valid, 2 with
     each problem's file, line and reason when not. With --online, also each field the
     services do not have, a max_length above the column's, a write to a read-only
-    column and an option outside the column's options."""
+    column and an option outside the column's options; custom tables and pages (and
+    custom columns) are known from that metadata too."""
+    settings = load_settings()
+    tables = _described_for(path, settings, bc_route) if online else None
     try:
-        _, mappings = load_mapping_file(path)
+        _, mappings = load_mapping_file(path, tables)
     except MappingFileInvalid as exc:
         for problem in exc.problems:
             typer.echo(str(problem), err=True)
@@ -138,7 +146,7 @@ def validate(
     except MappingError as exc:
         fail(str(exc))
     if online:
-        problems = run_async(_online_problems(load_settings(), mappings, bc_route))
+        problems = run_async(_online_problems(settings, mappings, bc_route))
         for found in problems:
             typer.echo(str(found), err=True)
         if problems:
@@ -148,6 +156,23 @@ def validate(
         f"{path}: {len(mappings.mappings)} valid mappings{checked}: "
         + " -> ".join(mappings.names())
     )
+
+
+def _described_for(
+    path: Path | Traversable, settings: Settings, routes: list[str]
+) -> TableInfoSource | None:
+    """The services' tables, when the file names one the built-in catalog lacks."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None  # the load that follows says what is wrong with the file
+    if not outside_catalog(document):
+        return None
+    try:
+        described = run_async(read_tables(settings, bc_routes=routes))
+    except ApiError as exc:
+        fail(f"{path} names custom tables; reading the services' metadata failed: {exc}")
+    return described_tables(described)
 
 
 async def _online_problems(
@@ -185,13 +210,16 @@ def load(
     (changes made with `mappings set` included) and, once confirmed, load it."""
     settings = load_settings()
     source = path or configured_mapping_file(settings.sync.mapping_file)
+    tables = _described_for(source, settings, [])
     try:
-        document, new = load_mapping_file(source)
+        document, new = load_mapping_file(source, tables)
     except MappingError as exc:
         fail(str(exc))
 
     async def go() -> MappingSet | None:
         async with open_operator(settings) as operator:
+            if tables is not None:
+                operator.stores.mappings.use_tables(tables)
             try:
                 current: MappingSet | None = await operator.mappings()
             except CommandRefused:
