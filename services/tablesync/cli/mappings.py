@@ -27,7 +27,8 @@ from tablesync.core.described import described_tables, outside_catalog
 from tablesync.core.mapping_diff import MappingChange, diff_mappings
 from tablesync.core.mapping_load import TableInfoSource
 from tablesync.core.mappings import MAPPING_DIRECTIONS, MappingSet, TableMapping
-from tablesync.core.metadata import Problem, check_mapping
+from tablesync.core.metadata import FieldInfo, Problem, TableInfo, check_mapping, find_table
+from tablesync.core.options import propose
 from tablesync.errors import ApiError, CommandRefused, MappingError
 from tablesync.settings import Settings
 
@@ -185,6 +186,68 @@ async def _online_problems(
             dv_tables = await dataverse.describe(m.dataverse_table)
             problems.extend(check_mapping(m, bc_tables, dv_tables))
         return problems
+
+
+@app.command("propose-options")
+def propose_options(
+    bc_table: str = typer.Argument(..., help="The BC entity set (a custom page's too)."),
+    bc_field: str = typer.Argument(..., help="Its enum field."),
+    dataverse_table: str = typer.Argument(..., help="The Dataverse entity set or table."),
+    dataverse_column: str = typer.Argument(..., help="Its choice (picklist) column."),
+    bc_route: list[str] = typer.Option(
+        [], "--bc-route", help="A custom BC API route (publisher/group/version) to read too."
+    ),
+    json_: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Draft a field mapping's option_map from both services' metadata: each BC enum
+    member paired with the Dataverse choice of the same label, and what found no pair."""
+    settings = load_settings()
+    routes = [*settings.bc.api_routes, *bc_route]
+    bc_tables, dv_tables = run_async(_option_tables(settings, bc_table, dataverse_table, routes))
+    bc_info = _option_field(find_table(bc_tables, bc_table), "bc", bc_table, bc_field)
+    dv_info = _option_field(
+        find_table(dv_tables, dataverse_table), "dataverse", dataverse_table, dataverse_column
+    )
+    proposal = propose(bc_info.options, dv_info.options)
+    if json_:
+        print_json(
+            {
+                "bc": {"table": bc_table, "field": bc_field},
+                "dataverse": {"table": dataverse_table, "column": dataverse_column},
+                "option_map": [{"bc": b, "dataverse": d} for b, d in proposal.pairs],
+                "bc_unpaired": [{"value": o.value, "label": o.label} for o in proposal.bc_unpaired],
+                "dataverse_unpaired": [
+                    {"value": o.value, "label": o.label} for o in proposal.dataverse_unpaired
+                ],
+            }
+        )
+        return
+    labels = {o.value: o.label for o in dv_info.options}
+    typer.echo(f"- bc: {bc_field}\n  dataverse: {dataverse_column}\n  option_map:")
+    for b, d in proposal.pairs:
+        typer.echo(f"    {json.dumps(b)}: {json.dumps(d)}  # {labels[d]}")
+    for o in proposal.bc_unpaired:
+        typer.echo(f"  # BC {o.value!r} has no Dataverse choice of the same label")
+    for o in proposal.dataverse_unpaired:
+        typer.echo(f"  # Dataverse {o.value} ({o.label}) has no BC member of the same label")
+
+
+async def _option_tables(
+    settings: Settings, bc_table: str, dataverse_table: str, routes: list[str]
+) -> tuple[list[TableInfo], list[TableInfo]]:
+    async with connectors(settings) as (bc, dataverse):
+        return await bc.describe(bc_table, routes=routes), await dataverse.describe(dataverse_table)
+
+
+def _option_field(table: TableInfo | None, side: str, table_name: str, name: str) -> FieldInfo:
+    if table is None:
+        fail(f"{side} has no table {table_name!r}")
+    found = table.field(name)
+    if found is None:
+        fail(f"{side} {table_name} has no field {name!r}")
+    if not found.options:
+        fail(f"{side} {table_name}.{name} is a {found.type}, not an option field")
+    return found
 
 
 @app.command()

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from tablesync.core import catalog
+from tablesync.core import catalog, options
 from tablesync.core.events import Direction, FieldValue, Side
 from tablesync.core.mappings import FieldMapping, MappingSet, TableMapping, source_side
 from tablesync.core.records import Ref, WriteValue
@@ -207,15 +207,17 @@ def _transform(f: FieldMapping, side: Side, raw: FieldValue) -> FieldValue | Unr
     t = f.transform
     value = raw
     if t.option_map:
-        pairs = t.option_map if side == "bc" else tuple((b, a) for a, b in t.option_map)
-        for src, dst in pairs:
-            if same_value(src, value, code=t.code):
-                value = dst
-                break
-        else:
+        translated = options.translate(
+            t.option_map,
+            value,
+            source=side,
+            equal=lambda a, b: same_value(a, b, code=t.code),
+        )
+        if isinstance(translated, options.NoOption):
             return Unresolved(
                 f, raw, f"{f.name(side)} value {raw!r} has no option mapping", retryable=False
             )
+        value = translated
     if isinstance(value, str):
         if t.trim:
             value = value.strip()
