@@ -42,7 +42,7 @@ dataverse:
       columns:
         - {name: new_name, type: string, max_length: 100}
         - {name: new_code, type: string, max_length: 20}
-        - {name: new_accountid, type: lookup, target: account}
+        - {name: new_accountid, type: lookup, target: account, navigation: new_AccountId}
         - {name: new_priority, type: picklist, option_set: new_priority}
 bc:
   pages:
@@ -161,7 +161,7 @@ async def test_custom_table_and_page_sync_both_ways(stack: Stack, ops: Operation
         {
             "new_code": "P-DV-1",
             "new_name": "Survey",
-            "new_accountid@odata.bind": f"/accounts({account['accountid']})",
+            "new_AccountId@odata.bind": f"/accounts({account['accountid']})",
         },
     )
     await stack.start()

@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 from tablesync.adapters.odata.entities import described_specs
 from tablesync.core.described import bc_stamp, described_tables
 from tablesync.core.mapping_load import build_mappings, catalog_tables
-from tablesync.core.metadata import FieldInfo, TableInfo
+from tablesync.core.metadata import (
+    FieldInfo,
+    TableInfo,
+    parse_lookup_navigations,
+    with_navigations,
+)
 from tablesync.errors import MappingError
 
 PROJECTS_BC = TableInfo(
@@ -140,3 +145,31 @@ def test_specs_of_custom_sets_come_from_their_metadata() -> None:
     # The catalog's own sets keep the catalog's spec.
     accounts = described_specs("dataverse", "/api/data/v9.2", [ACCOUNT_TIER])("accounts")
     assert accounts.key == "accountid"
+
+
+NAVIGATIONS = """<?xml version="1.0" encoding="utf-8"?>
+<edmx:Edmx xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx" Version="4.0">
+  <edmx:DataServices>
+    <Schema xmlns="http://docs.oasis-open.org/odata/ns/edm" Namespace="Microsoft.Dynamics.CRM">
+      <EntityType Name="new_project">
+        <Key><PropertyRef Name="new_projectid"/></Key>
+        <Property Name="new_projectid" Type="Edm.Guid"/>
+        <Property Name="_new_accountid_value" Type="Edm.Guid"/>
+        <NavigationProperty Name="new_AccountId" Type="Microsoft.Dynamics.CRM.account">
+          <ReferentialConstraint Property="_new_accountid_value" ReferencedProperty="accountid"/>
+        </NavigationProperty>
+        <NavigationProperty Name="new_tasks" Type="Collection(Microsoft.Dynamics.CRM.task)"/>
+      </EntityType>
+    </Schema>
+  </edmx:DataServices>
+</edmx:Edmx>"""
+
+
+def test_a_lookup_binds_through_the_navigation_property_the_metadata_names() -> None:
+    navigations = parse_lookup_navigations(NAVIGATIONS)
+    assert navigations == {"new_project": {"new_accountid": "new_AccountId"}}
+    info = described_tables([with_navigations(PROJECTS_DV, navigations)]).get(
+        "dataverse", "new_projects"
+    )
+    assert info is not None
+    assert info.lookups["new_accountid"] == {"accounts": "new_AccountId"}

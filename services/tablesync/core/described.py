@@ -7,10 +7,10 @@ catalog lacks — a custom Dataverse table, a custom BC API page — is known fr
 side's metadata alone (``core.metadata``); a custom column on a catalog table joins
 that table's fields. Where both know a field, the catalog's word stands.
 
-Dataverse lookups are read as ``_<attribute>_value`` and written through the
-single-valued navigation property ``<attribute>@odata.bind`` (the name Dataverse gives
-a lookup's relationship by default: "Associate and disassociate table rows using the
-Web API"); a lookup's targets are named by logical name in the metadata and turned
+Dataverse lookups are read as ``_<attribute>_value`` and written through their
+single-valued navigation property, ``<navigation>@odata.bind``: the name ``$metadata``
+gives it (the lookup's schema name, case kept, e.g. ``new_AccountId``), else the
+attribute's name; a lookup's targets are named by logical name in the metadata and turned
 into entity sets through the described tables and the catalog. A target neither knows
 is left out: a mapping that needs it is refused at load, naming the lookup.
 
@@ -97,7 +97,10 @@ def _from_metadata(table: Described, sets: Mapping[str, str]) -> TableInfo:
         if _is_lookup(table.side, f):
             fields.add(value_field(f.name))
             read_only.add(value_field(f.name))
-            lookups[f.name] = {sets[t]: f.name for t in f.targets if t in sets}
+            # A polymorphic lookup has one navigation property per target, none of them
+            # the attribute's own.
+            navigation = f.navigation if f.navigation and len(f.targets) == 1 else f.name
+            lookups[f.name] = {sets[t]: navigation for t in f.targets if t in sets}
             if not f.updatable and not f.creatable:
                 read_only.add(f.name)
             continue

@@ -13,7 +13,7 @@ from tablesync.adapters.odata.dataverse import DataverseApi
 from tablesync.core import catalog
 from tablesync.core.described import described_tables
 from tablesync.core.mapping_load import TableInfoSource
-from tablesync.core.metadata import TableInfo
+from tablesync.core.metadata import TableInfo, with_navigations
 from tablesync.settings import Settings
 
 __all__ = ["describe_sides", "learn_tables", "read_tables"]
@@ -24,7 +24,8 @@ async def describe_sides(
 ) -> list[TableInfo]:
     """Every BC set of the standard route, the catalog's custom routes and ``bc_routes``;
     every custom Dataverse table and the catalog's Dataverse tables, with their columns
-    (a catalog table's custom columns among them)."""
+    (a catalog table's custom columns among them) and their lookups' navigation
+    properties."""
     found = list(await bc.describe(routes=bc_routes, refresh=refresh))
     listed = await dataverse.describe(refresh=refresh)
     builtin = {e.entity_set for e in catalog.entities("dataverse")}
@@ -33,7 +34,8 @@ async def describe_sides(
         *(dataverse.describe(name, refresh=refresh) for name in wanted)
     ):
         found.extend(detailed)
-    return found
+    navigations = await dataverse.lookup_navigations()
+    return [with_navigations(t, navigations) for t in found]
 
 
 async def read_tables(settings: Settings, *, bc_routes: Sequence[str] = ()) -> list[TableInfo]:
