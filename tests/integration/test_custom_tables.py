@@ -164,13 +164,15 @@ async def test_custom_table_and_page_sync_both_ways(stack: Stack, ops: Operation
             "new_AccountId@odata.bind": f"/accounts({account['accountid']})",
         },
     )
+    # No name: BC has no null text, so the page's description is written blank.
+    await stack.dv_post("new_projects", {"new_code": "P-DV-2"})
     await stack.start()
 
     progress = await ops.wait(await ops.full_sync(), timeout_s=120)
     assert progress.run.status == "finished", progress.run.message
     jobs = {(j.mapping, j.direction): j.counts for j in progress.jobs}
     assert jobs[("PROJECT", "to_integration")]["inserted"] == 1
-    assert jobs[("PROJECT", "from_integration")]["inserted"] == 1
+    assert jobs[("PROJECT", "from_integration")]["inserted"] == 2
     assert jobs[("PROJECT", "to_integration")]["failed"] == 0
     assert jobs[("PROJECT", "from_integration")]["failed"] == 0
 
@@ -183,6 +185,8 @@ async def test_custom_table_and_page_sync_both_ways(stack: Stack, ops: Operation
     bc_customer = {dv: bc for bc, dv in customers.items()}[account["accountid"]]
     numbers = {c["id"]: c["number"] for c in await stack.bc_rows("customers")}
     assert received["customerNumber"] == numbers[bc_customer]
+    unnamed = _one(await stack.bc_rows("projects", "?$filter=code eq 'P-DV-2'"), "unnamed")
+    assert (unnamed["description"], unnamed["customerNumber"]) == ("", "")
 
     # Later changes on either side, picked up by capture on the custom sets; the
     # project moves to another customer, found again through CUSTOMER's couplings.

@@ -87,7 +87,13 @@ def test_a_custom_table_is_refused_by_the_catalog_alone() -> None:
 def test_a_mapping_of_custom_tables_loads_against_their_metadata() -> None:
     mappings = build_mappings(_document(), described_tables([PROJECTS_BC, PROJECTS_DV]))
     assert mappings.names() == ("CUSTOMER", "PROJECT")
-    lookup = next(f for f in mappings.get("PROJECT").fields if f.lookup is not None)
+    fields = mappings.get("PROJECT").fields
+    # What BC stores for "no value" in a custom page's field follows from its type.
+    assert {f.bc: f.bc_type for f in fields} == {
+        "code": "Edm.String",
+        "customerNumber": "Edm.String",
+    }
+    lookup = next(f for f in fields if f.lookup is not None)
     # Bound through the lookup attribute, to the target's entity set from the catalog.
     assert lookup.lookup is not None
     assert lookup.lookup.navigation == (("accounts", "new_accountid"),)

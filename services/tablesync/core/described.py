@@ -107,7 +107,10 @@ def _from_metadata(table: Described, sets: Mapping[str, str]) -> TableInfo:
         fields.add(f.name)
         if f.read_only or f.key:
             read_only.add(f.name)
-    return TableInfo(fields=frozenset(fields), read_only=frozenset(read_only), lookups=lookups)
+    types = {f.name: f.type for f in table.fields} if table.side == "bc" else {}
+    return TableInfo(
+        fields=frozenset(fields), read_only=frozenset(read_only), lookups=lookups, types=types
+    )
 
 
 def _layered(known: TableInfo, found: TableInfo) -> TableInfo:
@@ -116,6 +119,7 @@ def _layered(known: TableInfo, found: TableInfo) -> TableInfo:
         fields=known.fields | added,
         read_only=known.read_only | (found.read_only & added),
         lookups={**found.lookups, **known.lookups},
+        types={name: t for name, t in found.types.items() if name in added},
     )
 
 

@@ -141,19 +141,20 @@ def map_values(
         if isinstance(converted, Unresolved):
             unresolved.append(converted)
         elif converted is None and side == "dataverse" and f.bc is not None:
-            values.append((f, _bc_blank(mapping.bc_table, f.bc)))
+            values.append((f, _bc_blank(mapping.bc_table, f.bc, f.bc_type)))
         else:
             values.append((f, converted))
     return Mapped(tuple(values), tuple(unresolved))
 
 
-def _bc_blank(entity_set: str, name: str) -> FieldValue:
-    """What BC stores for "no value": it has no null text, number or flag."""
+def _bc_blank(entity_set: str, name: str, described: str | None = None) -> FieldValue:
+    """What BC stores for "no value": it has no null text, number or flag. The type is
+    the catalog's, else the one the metadata gave the mapping (``described``)."""
     try:
-        edm = catalog.entity("bc", entity_set).fields[name].edm_type
+        edm: str | None = catalog.entity("bc", entity_set).fields[name].edm_type
     except KeyError:
-        return None
-    return _BC_BLANKS.get(edm)
+        edm = described
+    return _BC_BLANKS.get(edm) if edm is not None else None
 
 
 _BC_BLANKS: dict[str, FieldValue] = {
