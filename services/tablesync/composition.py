@@ -27,6 +27,7 @@ from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import KafkaConnection, KafkaConsumers, KafkaPublisher, ensure_topics
 from tablesync.adapters.kafka.window import KafkaWindow
 from tablesync.adapters.odata import CountingSideApi, open_api
+from tablesync.adapters.odata.described import read_tables
 from tablesync.adapters.postgres import PostgresLease, migrate, postgres_stores
 from tablesync.adapters.postgres.claims import PostgresPairClaims
 from tablesync.adapters.postgres.pool import create_pool
@@ -35,9 +36,11 @@ from tablesync.adapters.transient import TRANSIENT
 from tablesync.admin import AdminService
 from tablesync.admin.health_server import HealthServer
 from tablesync.application import ApiOpener, ClaimsOpener, Operator
+from tablesync.core.described import described_tables, outside_catalog
 from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet
 from tablesync.core.stored import COORDINATOR_LEASE
+from tablesync.core.metadata import TableInfo
 from tablesync.core.topics import Topics, TopicSpec
 from tablesync.errors import ApiUnavailable
 from tablesync.ports.api import SideApi
@@ -94,15 +97,24 @@ class SideApis:
     ``counted``: the process's metrics report the traffic (a service's, not a
     one-off command's)."""
 
-    def __init__(self, settings: Settings, *, counted: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        counted: bool = False,
+        described: Sequence[TableInfo] = (),
+    ) -> None:
         self._settings = settings
         self._counted = counted
+        self._described = tuple(described)
         self.opened: dict[Side, CountingSideApi] = {}
 
     async def __call__(self, side: Side) -> SideApi:
         if side not in self.opened:
             api_settings = self._settings.bc if side == "bc" else self._settings.dataverse
             api = await open_api(side, api_settings)
+            if self._described:
+                api.use_tables(self._described)
             if self._counted:
                 metrics.api_stats(side, api.stats)
             self.opened[side] = api
@@ -162,12 +174,14 @@ class Runtime:
     mappings: MappingSet
     kafka: KafkaConnection
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    described: Sequence[TableInfo] = ()
+    """The sides' metadata, read at start when the mappings name custom tables."""
     side_apis: SideApis = field(init=False)
     operator: Operator = field(init=False)
     health: Health = field(init=False)
 
     def __post_init__(self) -> None:
-        self.side_apis = SideApis(self.settings, counted=True)
+        self.side_apis = SideApis(self.settings, counted=True, described=self.described)
         h = self.settings.health
         self.health = Health(
             self.clock, stale_after_s=h.stale_after_s, check_timeout_s=h.check_timeout_s
@@ -260,6 +274,41 @@ async def _started_publisher(kafka: KafkaConnection) -> KafkaPublisher:
     return publisher
 
 
+async def tables_for_mappings(
+    settings: Settings, stores: StateStores, *, document: dict[str, Any] | None = None
+) -> list[TableInfo]:
+    """Both sides' metadata when ``document`` (the mappings in force by default) names
+    a table the built-in catalog lacks (a custom table or page); the stores validate
+    mappings against it from then on. None read otherwise: a command or a process that
+    does not need a side's API does not need it reachable."""
+    if document is not None:
+        outside = outside_catalog(document)
+    else:
+        try:
+            outside = await stores.mappings.outside_catalog()
+        except LookupError:
+            return []
+    if not outside:
+        return []
+    described = await read_tables(settings)
+    stores.mappings.use_tables(described_tables(described))
+    log.info("custom_tables", tables=[f"{side}:{name}" for side, name in outside])
+    return described
+
+
+async def _described_if_needed(
+    settings: Settings, stores: StateStores, stop: asyncio.Event
+) -> list[TableInfo]:
+    address = f"{settings.bc.base_url} and {settings.dataverse.base_url}"
+    return await _once_reachable(
+        stop,
+        "database and metadata",
+        address,
+        partial(tables_for_mappings, settings, stores),
+        transient=TRANSIENT,
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(
     settings: Settings, *, pool_size: int = 10, stop: asyncio.Event | None = None
@@ -276,6 +325,7 @@ async def open_runtime(
     )
     try:
         stores = postgres_stores(pool)
+        described = await _described_if_needed(settings, stores, stop)
         mappings = await _once_reachable(stop, "database", database, stores.mappings.load)
         topics = topics_for(settings)
         kafka = KafkaConnection.from_settings(settings)
@@ -296,6 +346,7 @@ async def open_runtime(
             mappings,
             kafka,
             stop,
+            described,
         )
         try:
             yield runtime

@@ -140,6 +140,13 @@ class ApiSettings(BaseModel):
             "of company_id and company_name, which name a list of one."
         ),
     )
+    api_routes: list[str] = Field(
+        default_factory=list,
+        description=(
+            "BC only: custom API routes (publisher/group/version, as JSON) whose pages the "
+            "mappings may name; their $metadata is read at start."
+        ),
+    )
     timeout_s: float = 30.0
     max_connections: int = 16
     max_retries: int = Field(default=8, description="Retries on 429, 5xx and connection errors.")

@@ -22,14 +22,17 @@ import httpx
 import yaml
 
 from tablesync.adapters.mapping_file import default_mapping_file
+from tablesync.adapters.postgres import postgres_stores
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.adapters.postgres.pool import create_pool
-from tablesync.composition import run_services
+from tablesync.composition import run_services, tables_for_mappings
 from tablesync.emulators import seed
 from tablesync.emulators.bc import create_app as bc_app
+from tablesync.emulators.common.custom import load_customizations
 from tablesync.emulators.common.runtime import EmulatorConfig
 from tablesync.emulators.common.server import BackgroundServer
 from tablesync.emulators.dataverse import create_app as dv_app
+from tablesync.ports.state import Mappings
 from tablesync.settings import ApiSettings, KafkaSettings, Settings, SyncSettings, with_database
 
 __all__ = ["Stack", "open_stack", "wait_applied", "wait_for"]
@@ -82,6 +85,11 @@ class Stack:
     bc_dsn: str = ""
     """The BC emulator's own database (for what no API call can do: a late commit)."""
     dv_dsn: str = ""
+    mappings: Mappings | None = None
+    """The mappings in force, validated against the sides' metadata when they name
+    custom tables (as the services validate them)."""
+    bc_routes: dict[str, str] = field(default_factory=dict)
+    """Custom BC pages: entity set -> API route (publisher/group/version)."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
@@ -146,7 +154,7 @@ class Stack:
     async def capture_polling(self) -> bool:
         if self._task is not None and self._task.done():
             self._task.result()
-        mappings = await MappingStore(self.pool).load()
+        mappings = await (self.mappings or MappingStore(self.pool)).load()
         tables = len(mappings.tables("bc")) + len(mappings.tables("dataverse"))
         count = await self.pool.fetchval("SELECT count(*) FROM capture_checkpoints")
         return bool(count == tables)
@@ -157,6 +165,8 @@ class Stack:
         route = (
             "/BC/api/tablesync/integration/v1.0" if entity_set == "salespeople" else "/BC/api/v2.0"
         )
+        if entity_set in self.bc_routes:
+            route = f"/BC/api/{self.bc_routes[entity_set]}"
         path = f"{route}/companies({self.bc_company})/{entity_set}"
         return f"{path}({record_id})" if record_id else path
 
@@ -220,7 +230,7 @@ class Stack:
         return rows
 
     async def set_mapping(self, name: str, **changes: Any) -> None:
-        await MappingStore(self.pool).change(name, **changes)
+        await (self.mappings or MappingStore(self.pool)).change(name, **changes)
 
 
 async def _all(client: httpx.AsyncClient, url: str) -> list[dict[str, Any]]:
@@ -261,7 +271,12 @@ async def open_stack(
     mappings_document: dict[str, Any] | None = None,
     sync: SyncSettings | None = None,
     kafka_security: KafkaSettings | None = None,
+    custom: Path | None = None,
 ) -> AsyncIterator[Stack]:
+    """``custom``: the emulators' customization file (``TABLESYNC_EMULATOR__CUSTOM``);
+    the services read its BC pages' routes as ``TABLESYNC_BC__API_ROUTES``."""
+    customizations = load_customizations(custom)
+    pages = {p.entity_set: p.route for p in customizations.bc.pages}
     admin = with_database(state_dsn, "postgres")
     suffix = uuid.uuid4().hex[:10]
     bc_db, dv_db = f"emu_bc_{suffix}", f"emu_dv_{suffix}"
@@ -269,13 +284,21 @@ async def open_stack(
     for name in (bc_db, dv_db):
         await _create_database(admin, name)
     if demo:
-        await seed.seed_demo("bc", bc_dsn)
-        await seed.seed_demo("dataverse", dv_dsn)
+        await seed.seed_demo("bc", bc_dsn, custom=customizations)
+        await seed.seed_demo("dataverse", dv_dsn, custom=customizations)
     bc_server = BackgroundServer(
-        bc_app(EmulatorConfig(dsn=bc_dsn, token=TOKEN, requests_per_window=100_000))
+        bc_app(
+            EmulatorConfig(
+                dsn=bc_dsn, token=TOKEN, requests_per_window=100_000, custom=customizations
+            )
+        )
     )
     dv_server = BackgroundServer(
-        dv_app(EmulatorConfig(dsn=dv_dsn, token=TOKEN, requests_per_window=100_000))
+        dv_app(
+            EmulatorConfig(
+                dsn=dv_dsn, token=TOKEN, requests_per_window=100_000, custom=customizations
+            )
+        )
     )
     bc_url, dv_url = await bc_server.start(), await dv_server.start()
     headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -284,7 +307,11 @@ async def open_stack(
         kafka_bootstrap_servers=kafka,
         kafka=kafka_security or KafkaSettings(),
         topic_prefix=topic_prefix,
-        bc=ApiSettings(base_url=f"{bc_url}/BC/api/v2.0", static_token=TOKEN),  # type: ignore[arg-type]
+        bc=ApiSettings(
+            base_url=f"{bc_url}/BC/api/v2.0",  # type: ignore[arg-type]
+            static_token=TOKEN,  # type: ignore[arg-type]
+            api_routes=sorted(set(pages.values())),
+        ),
         dataverse=ApiSettings(base_url=f"{dv_url}/api/data/v9.2", static_token=TOKEN),  # type: ignore[arg-type]
         sync=sync
         or SyncSettings(
@@ -301,9 +328,13 @@ async def open_stack(
     stack: Stack | None = None
     try:
         document = mappings_document or yaml.safe_load(DEFAULT_MAPPINGS.read_text())
-        await MappingStore(pool).replace_all(document)
+        stores = postgres_stores(pool)
+        await tables_for_mappings(settings, stores, document=document)
+        await stores.mappings.replace_all(document)
         companies = (await bc.get("/BC/api/v2.0/companies")).json()["value"]
-        stack = Stack(settings, pool, bc, dv, companies[0]["id"], bc_dsn, dv_dsn)
+        stack = Stack(
+            settings, pool, bc, dv, companies[0]["id"], bc_dsn, dv_dsn, stores.mappings, pages
+        )
         yield stack
     finally:
         if stack is not None:

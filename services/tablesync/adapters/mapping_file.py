@@ -18,7 +18,7 @@ from tablesync.adapters.mapping_model import (
     MatchModel,
     TableMappingModel,
 )
-from tablesync.core.mapping_load import build_mappings, catalog_tables
+from tablesync.core.mapping_load import TableInfoSource, build_mappings, catalog_tables
 from tablesync.core.mappings import MappingSet
 from tablesync.errors import MappingError
 
@@ -42,19 +42,24 @@ def configured_mapping_file(configured: Path | None) -> Path | Traversable:
     return configured if configured is not None else default_mapping_file()
 
 
-def load_mapping_file(path: Path | Traversable) -> tuple[dict[str, Any], MappingSet]:
+def load_mapping_file(
+    path: Path | Traversable, tables: TableInfoSource | None = None
+) -> tuple[dict[str, Any], MappingSet]:
     try:
         text = path.read_text()
     except OSError as exc:
         raise MappingError(f"cannot read {path}: {exc.strerror}") from exc
-    return parse_mapping_text(text, source=str(path))
+    return parse_mapping_text(text, source=str(path), tables=tables)
 
 
-def parse_mapping_text(text: str, *, source: str = "<text>") -> tuple[dict[str, Any], MappingSet]:
-    """The document and its validated mappings. ``MappingFileInvalid`` lists
-    every problem of the file's structure (keys, types, allowed words), or
-    else the first one of its content (fields, filters, lookups, order), each
-    with ``source``, the line and the reason."""
+def parse_mapping_text(
+    text: str, *, source: str = "<text>", tables: TableInfoSource | None = None
+) -> tuple[dict[str, Any], MappingSet]:
+    """The document and its validated mappings, against ``tables`` (the built-in
+    catalog by default; ``core.described`` adds what the services' metadata says).
+    ``MappingFileInvalid`` lists every problem of the file's structure (keys,
+    types, allowed words), or else the first one of its content (fields,
+    filters, lookups, order), each with ``source``, the line and the reason."""
     try:
         document = yaml.safe_load(text)
         node = yaml.compose(text)
@@ -77,7 +82,9 @@ def parse_mapping_text(text: str, *, source: str = "<text>") -> tuple[dict[str, 
     except ValidationError as exc:
         raise MappingFileInvalid(_structure_problems(exc, document, node, source)) from exc
     try:
-        return document, build_mappings(document, catalog_tables())
+        return document, build_mappings(
+            document, tables if tables is not None else catalog_tables()
+        )
     except MappingError as exc:
         problem = MappingProblem(
             _where(source, node, exc.path), exc.mapping, exc.field, exc.reason, exc.path

@@ -18,6 +18,7 @@ from tablesync.adapters.kafka import Topics
 from tablesync.adapters.kafka.lag import LagReader, LagReport
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.admin.consumers import consumer_groups
+from tablesync.ports.state import Mappings
 
 __all__ = ["LagMonitor", "LagSample"]
 
@@ -42,11 +43,13 @@ class LagMonitor:
         cache_s: float = 1.0,
         sample_every_s: float = 15.0,
         read_timeout_s: float = 5.0,
+        mappings: Mappings | None = None,
     ) -> None:
         self.reader = reader
         self.topics = topics
         self.sample_every_s = sample_every_s
-        self._mappings = MappingStore(pool)
+        # The runtime's own store: it knows the custom tables the mappings name.
+        self._mappings: Mappings = mappings if mappings is not None else MappingStore(pool)
         self._cache_s = cache_s
         self._timeout_s = read_timeout_s
         self._cached: tuple[float, LagReport] | None = None

@@ -64,7 +64,13 @@ class AdminService:
         self.reader = LagReader(
             KafkaConnection.from_settings(settings), client_id="tablesync-admin"
         )
-        self.lag = LagMonitor(self.reader, pool, topics, sample_every_s=sample_every_s)
+        self.lag = LagMonitor(
+            self.reader,
+            pool,
+            topics,
+            sample_every_s=sample_every_s,
+            mappings=operator.stores.mappings,
+        )
         self.app = create_app(
             AdminContext(pool, operator, self.lag, health), settings.admin_token.get_secret_value()
         )

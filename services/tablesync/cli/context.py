@@ -12,7 +12,7 @@ from tablesync.adapters.kafka import KafkaConnection, KafkaPublisher, Message
 from tablesync.adapters.postgres import migrate, postgres_stores
 from tablesync.adapters.postgres.pool import create_pool
 from tablesync.application import Operator
-from tablesync.composition import SideApis, build_operator
+from tablesync.composition import SideApis, build_operator, tables_for_mappings
 from tablesync.settings import Settings
 
 __all__ = ["open_operator", "state_pool"]
@@ -55,11 +55,10 @@ async def open_operator(settings: Settings) -> AsyncIterator[Operator]:
     async with state_pool(settings) as pool:
         kafka = KafkaConnection.from_settings(settings)
         publisher = _PublisherOnDemand(kafka)
-        apis = SideApis(settings)
+        stores = postgres_stores(pool)
+        apis = SideApis(settings, described=await tables_for_mappings(settings, stores))
         try:
-            yield build_operator(
-                settings, postgres_stores(pool), apis=apis, publisher=publisher, kafka=kafka
-            )
+            yield build_operator(settings, stores, apis=apis, publisher=publisher, kafka=kafka)
         finally:
             await apis.aclose()
             await publisher.stop()

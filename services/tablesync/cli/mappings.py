@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import typer
+import yaml
 
 from tablesync.adapters.mapping_file import (
     MappingFileInvalid,
@@ -15,15 +17,19 @@ from tablesync.adapters.mapping_file import (
     load_mapping_file,
 )
 from tablesync.adapters.mapping_model import json_schema
+from tablesync.adapters.odata.described import read_tables
 from tablesync.cli.catalog import connectors
 from tablesync.cli.common import EXIT_USAGE, fail, load_settings, print_json, run_async
 from tablesync.cli.context import open_operator
 from tablesync.cli.output import render
 from tablesync.core import filters
+from tablesync.core.described import described_tables, outside_catalog
 from tablesync.core.mapping_diff import MappingChange, diff_mappings
+from tablesync.core.mapping_load import TableInfoSource
 from tablesync.core.mappings import MAPPING_DIRECTIONS, MappingSet, TableMapping
-from tablesync.core.metadata import Problem, check_mapping
-from tablesync.errors import CommandRefused, MappingError
+from tablesync.core.metadata import FieldInfo, Problem, TableInfo, check_mapping, find_table
+from tablesync.core.options import propose
+from tablesync.errors import ApiError, CommandRefused, MappingError
 from tablesync.settings import Settings
 
 app = typer.Typer(help="Integration table mappings.", invoke_without_command=True)
@@ -128,9 +134,12 @@ def validate(
     """Check a mappings file without a database or broker: exit 0 when valid, 2 with
     each problem's file, line and reason when not. With --online, also each field the
     services do not have, a max_length above the column's, a write to a read-only
-    column and an option outside the column's options."""
+    column and an option outside the column's options; custom tables and pages (and
+    custom columns) are known from that metadata too."""
+    settings = load_settings()
+    tables = _described_for(path, settings, bc_route) if online else None
     try:
-        _, mappings = load_mapping_file(path)
+        _, mappings = load_mapping_file(path, tables)
     except MappingFileInvalid as exc:
         for problem in exc.problems:
             typer.echo(str(problem), err=True)
@@ -138,7 +147,7 @@ def validate(
     except MappingError as exc:
         fail(str(exc))
     if online:
-        problems = run_async(_online_problems(load_settings(), mappings, bc_route))
+        problems = run_async(_online_problems(settings, mappings, bc_route))
         for found in problems:
             typer.echo(str(found), err=True)
         if problems:
@@ -148,6 +157,23 @@ def validate(
         f"{path}: {len(mappings.mappings)} valid mappings{checked}: "
         + " -> ".join(mappings.names())
     )
+
+
+def _described_for(
+    path: Path | Traversable, settings: Settings, routes: list[str]
+) -> TableInfoSource | None:
+    """The services' tables, when the file names one the built-in catalog lacks."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None  # the load that follows says what is wrong with the file
+    if not outside_catalog(document):
+        return None
+    try:
+        described = run_async(read_tables(settings, bc_routes=routes))
+    except ApiError as exc:
+        fail(f"{path} names custom tables; reading the services' metadata failed: {exc}")
+    return described_tables(described)
 
 
 async def _online_problems(
@@ -160,6 +186,68 @@ async def _online_problems(
             dv_tables = await dataverse.describe(m.dataverse_table)
             problems.extend(check_mapping(m, bc_tables, dv_tables))
         return problems
+
+
+@app.command("propose-options")
+def propose_options(
+    bc_table: str = typer.Argument(..., help="The BC entity set (a custom page's too)."),
+    bc_field: str = typer.Argument(..., help="Its enum field."),
+    dataverse_table: str = typer.Argument(..., help="The Dataverse entity set or table."),
+    dataverse_column: str = typer.Argument(..., help="Its choice (picklist) column."),
+    bc_route: list[str] = typer.Option(
+        [], "--bc-route", help="A custom BC API route (publisher/group/version) to read too."
+    ),
+    json_: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Draft a field mapping's option_map from both services' metadata: each BC enum
+    member paired with the Dataverse choice of the same label, and what found no pair."""
+    settings = load_settings()
+    routes = [*settings.bc.api_routes, *bc_route]
+    bc_tables, dv_tables = run_async(_option_tables(settings, bc_table, dataverse_table, routes))
+    bc_info = _option_field(find_table(bc_tables, bc_table), "bc", bc_table, bc_field)
+    dv_info = _option_field(
+        find_table(dv_tables, dataverse_table), "dataverse", dataverse_table, dataverse_column
+    )
+    proposal = propose(bc_info.options, dv_info.options)
+    if json_:
+        print_json(
+            {
+                "bc": {"table": bc_table, "field": bc_field},
+                "dataverse": {"table": dataverse_table, "column": dataverse_column},
+                "option_map": [{"bc": b, "dataverse": d} for b, d in proposal.pairs],
+                "bc_unpaired": [{"value": o.value, "label": o.label} for o in proposal.bc_unpaired],
+                "dataverse_unpaired": [
+                    {"value": o.value, "label": o.label} for o in proposal.dataverse_unpaired
+                ],
+            }
+        )
+        return
+    labels = {o.value: o.label for o in dv_info.options}
+    typer.echo(f"- bc: {bc_field}\n  dataverse: {dataverse_column}\n  option_map:")
+    for b, d in proposal.pairs:
+        typer.echo(f"    {json.dumps(b)}: {json.dumps(d)}  # {labels[d]}")
+    for o in proposal.bc_unpaired:
+        typer.echo(f"  # BC {o.value!r} has no Dataverse choice of the same label")
+    for o in proposal.dataverse_unpaired:
+        typer.echo(f"  # Dataverse {o.value} ({o.label}) has no BC member of the same label")
+
+
+async def _option_tables(
+    settings: Settings, bc_table: str, dataverse_table: str, routes: list[str]
+) -> tuple[list[TableInfo], list[TableInfo]]:
+    async with connectors(settings) as (bc, dataverse):
+        return await bc.describe(bc_table, routes=routes), await dataverse.describe(dataverse_table)
+
+
+def _option_field(table: TableInfo | None, side: str, table_name: str, name: str) -> FieldInfo:
+    if table is None:
+        fail(f"{side} has no table {table_name!r}")
+    found = table.field(name)
+    if found is None:
+        fail(f"{side} {table_name} has no field {name!r}")
+    if not found.options:
+        fail(f"{side} {table_name}.{name} is a {found.type}, not an option field")
+    return found
 
 
 @app.command()
@@ -185,13 +273,16 @@ def load(
     (changes made with `mappings set` included) and, once confirmed, load it."""
     settings = load_settings()
     source = path or configured_mapping_file(settings.sync.mapping_file)
+    tables = _described_for(source, settings, [])
     try:
-        document, new = load_mapping_file(source)
+        document, new = load_mapping_file(source, tables)
     except MappingError as exc:
         fail(str(exc))
 
     async def go() -> MappingSet | None:
         async with open_operator(settings) as operator:
+            if tables is not None:
+                operator.stores.mappings.use_tables(tables)
             try:
                 current: MappingSet | None = await operator.mappings()
             except CommandRefused:

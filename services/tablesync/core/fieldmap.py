@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from tablesync.core import catalog
+from tablesync.core import catalog, options
 from tablesync.core.events import Direction, FieldValue, Side
 from tablesync.core.mappings import FieldMapping, MappingSet, TableMapping, Transform, source_side
 from tablesync.core.records import Ref, WriteValue
@@ -144,19 +144,20 @@ def map_values(
         if isinstance(converted, Unresolved):
             unresolved.append(converted)
         elif converted is None and side == "dataverse" and f.bc is not None:
-            values.append((f, _bc_blank(mapping.bc_table, f.bc)))
+            values.append((f, _bc_blank(mapping.bc_table, f.bc, f.bc_type)))
         else:
             values.append((f, converted))
     return Mapped(tuple(values), tuple(unresolved))
 
 
-def _bc_blank(entity_set: str, name: str) -> FieldValue:
-    """What BC stores for "no value": it has no null text, number or flag."""
+def _bc_blank(entity_set: str, name: str, described: str | None = None) -> FieldValue:
+    """What BC stores for "no value": it has no null text, number or flag. The type is
+    the catalog's, else the one the metadata gave the mapping (``described``)."""
     try:
-        edm = catalog.entity("bc", entity_set).fields[name].edm_type
+        edm: str | None = catalog.entity("bc", entity_set).fields[name].edm_type
     except KeyError:
-        return None
-    return _BC_BLANKS.get(edm)
+        edm = described
+    return _BC_BLANKS.get(edm) if edm is not None else None
 
 
 _BC_BLANKS: dict[str, FieldValue] = {
@@ -210,15 +211,17 @@ def _transform(f: FieldMapping, side: Side, raw: FieldValue) -> FieldValue | Unr
     t = f.transform
     value = raw
     if t.option_map:
-        pairs = t.option_map if side == "bc" else tuple((b, a) for a, b in t.option_map)
-        for src, dst in pairs:
-            if same_value(src, value, code=t.code):
-                value = dst
-                break
-        else:
+        translated = options.translate(
+            t.option_map,
+            value,
+            source=side,
+            equal=lambda a, b: same_value(a, b, code=t.code),
+        )
+        if isinstance(translated, options.NoOption):
             return Unresolved(
                 f, raw, f"{f.name(side)} value {raw!r} has no option mapping", retryable=False
             )
+        value = translated
     if isinstance(value, str):
         value = _transform_text(value, t)
         if t.max_length is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from tablesync.core import catalog, filters
@@ -74,6 +74,8 @@ class TableInfo:
     read_only: frozenset[str]
     # Dataverse lookups: attribute -> {target entity set: navigation property}
     lookups: Mapping[str, Mapping[str, str]]
+    types: Mapping[str, str] = field(default_factory=dict)
+    """BC: each field's EDM type, where only the metadata knows it (custom pages)."""
 
 
 class TableInfoSource:
@@ -526,6 +528,7 @@ def _field(
         on_create_only=on_create,
         transform=transform,
         lookup=lookup,
+        bc_type=bc_info.types.get(bc) if bc is not None else None,
     )
 
 

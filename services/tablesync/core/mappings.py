@@ -114,6 +114,9 @@ class FieldMapping:
     on_create_only: bool = False
     transform: Transform = field(default_factory=Transform)
     lookup: Lookup | None = None
+    bc_type: str | None = None
+    """The BC field's EDM type where the built-in catalog does not know the field (a
+    custom page's): what BC stores for "no value" follows from it."""
 
     def name(self, side: Side) -> str | None:
         return self.bc if side == "bc" else self.dataverse

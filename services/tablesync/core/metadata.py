@@ -43,6 +43,8 @@ __all__ = [
     "parse_attribute",
     "parse_csdl",
     "parse_entity_definition",
+    "parse_lookup_navigations",
+    "with_navigations",
 ]
 
 _EDMX = "{http://docs.oasis-open.org/odata/ns/edmx}"
@@ -81,6 +83,9 @@ class FieldInfo:
     """The tables a Dataverse lookup refers to."""
     enum: str | None = None
     """The BC enum type or the Dataverse option set name."""
+    navigation: str | None = None
+    """A Dataverse lookup's single-valued navigation property (``<navigation>@odata.bind``),
+    where the ``$metadata`` document was read."""
 
     @property
     def read_only(self) -> bool:
@@ -329,6 +334,38 @@ def parse_entity_definition(
         primary_name=primary_name if isinstance(primary_name, str) else None,
         detailed=detailed,
     )
+
+
+def parse_lookup_navigations(document: str | bytes) -> dict[str, dict[str, str]]:
+    """Dataverse's ``$metadata``: per entity type (the table's logical name), each lookup's
+    single-valued navigation property by lookup attribute, from the navigation property's
+    ``ReferentialConstraint`` on ``_<attribute>_value``. The name is the lookup's schema
+    name, case kept (``new_AccountId``), and is what ``@odata.bind`` takes."""
+    try:
+        root = ET.fromstring(document)
+    except ET.ParseError as exc:
+        raise MetadataInvalid(f"Dataverse $metadata is not XML: {exc}") from None
+    found: dict[str, dict[str, str]] = {}
+    for entity_type in root.iter(f"{_EDM}EntityType"):
+        for navigation in entity_type.findall(f"{_EDM}NavigationProperty"):
+            for constraint in navigation.findall(f"{_EDM}ReferentialConstraint"):
+                prop = constraint.get("Property", "")
+                if prop.startswith("_") and prop.endswith("_value"):
+                    found.setdefault(entity_type.get("Name", ""), {})[prop[1:-6]] = navigation.get(
+                        "Name", ""
+                    )
+    return found
+
+
+def with_navigations(table: TableInfo, navigations: Mapping[str, Mapping[str, str]]) -> TableInfo:
+    """``table`` with its lookups' navigation properties from ``parse_lookup_navigations``."""
+    known = navigations.get(table.name, {})
+    if table.side != "dataverse" or not known:
+        return table
+    fields = tuple(
+        replace(f, navigation=known[f.name]) if f.name in known else f for f in table.fields
+    )
+    return replace(table, fields=fields)
 
 
 def find_table(tables: Iterable[TableInfo], name: str) -> TableInfo | None:

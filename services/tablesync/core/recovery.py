@@ -81,7 +81,13 @@ def recent_query(mapping: TableMapping, dest: Side, intents: Iterable[Intent]) -
     """The records of ``dest`` created (or changed) since the earliest of
     ``intents``: among them are the records those creates made."""
     since = min(i.created_at for i in intents) - INTENT_SLACK
-    stamp_field = catalog.entity(dest, mapping.table(dest)).modified_field
+    known = catalog.CATALOG.get((dest, mapping.table(dest)))
+    # A custom table or page: the stamp every BC API page and every Dataverse table has.
+    stamp_field = (
+        known.modified_field
+        if known is not None
+        else ("lastModifiedDateTime" if dest == "bc" else "modifiedon")
+    )
     return filters.Compare(stamp_field, filters.Op.GE, since)
 
 

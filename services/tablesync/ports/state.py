@@ -20,6 +20,7 @@ from tablesync.core.couplings import Coupling
 from tablesync.core.effects import BatchEffects, DueRecord, Intent, WriteTarget
 from tablesync.core.events import FieldValue, Side
 from tablesync.core.fieldmap import LookupKey
+from tablesync.core.mapping_load import TableInfoSource
 from tablesync.core.mappings import MappingSet, TableMapping
 from tablesync.core.stored import (
     CouplingRow,
@@ -414,6 +415,16 @@ class Mappings(Protocol):
         ...
 
     async def set_only_coupled(self, names: list[str], value: bool) -> None: ...
+
+    async def outside_catalog(self) -> list[tuple[Side, str]]:
+        """The tables the mappings in force name that the built-in catalog lacks: the
+        services read both sides' metadata before loading them."""
+        ...
+
+    def use_tables(self, tables: TableInfoSource) -> None:
+        """Validate every load and change against ``tables`` from now on (the built-in
+        catalog until then): the services' metadata with the catalog layered on top."""
+        ...
 
 
 class Problems(Protocol):

@@ -12,6 +12,8 @@ from typing import Any
 
 from tablesync.adapters.memory.database import MappingRow, MemoryStore, jsonb
 from tablesync.core import filters
+from tablesync.core.described import outside_catalog
+from tablesync.core.events import Side
 from tablesync.core.mapping_load import (
     TableInfoSource,
     build_mappings,
@@ -29,9 +31,18 @@ def _tables() -> TableInfoSource:
 
 
 class MemoryMappings(MemoryStore):
+    _described: TableInfoSource | None = None
+
+    def use_tables(self, tables: TableInfoSource) -> None:
+        """Validate against ``tables`` from now on, as ``MappingStore.use_tables``."""
+        self._described = tables
+
+    def _source(self) -> TableInfoSource:
+        return self._described if self._described is not None else _tables()
+
     async def replace_all(self, document: dict[str, Any]) -> MappingSet:
         await self._pause("mappings.replace_all")
-        mapping_set = build_mappings(document, _tables())
+        mapping_set = build_mappings(document, self._source())
         raw = document["mappings"]
         now = self._db.now()
         self._db.t.mappings = {
@@ -51,7 +62,11 @@ class MemoryMappings(MemoryStore):
 
     async def load(self) -> MappingSet:
         await self._pause("mappings.load")
-        return build_mappings(self._document(), _tables())
+        return build_mappings(self._document(), self._source())
+
+    async def outside_catalog(self) -> list[tuple[Side, str]]:
+        """The tables the mappings in force name that the built-in catalog lacks."""
+        return outside_catalog(self._document())
 
     async def version(self) -> datetime | None:
         await self._pause("mappings.version")
@@ -70,7 +85,7 @@ class MemoryMappings(MemoryStore):
         changed = change_mapping(
             self._document(),
             name,
-            _tables(),
+            self._source(),
             direction=direction,
             sync_only_coupled=sync_only_coupled,
             table_filter=table_filter,

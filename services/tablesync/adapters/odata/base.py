@@ -18,7 +18,7 @@ from uuid import UUID
 
 import structlog
 
-from tablesync.adapters.odata.entities import EntitySpec, SpecSource
+from tablesync.adapters.odata.entities import EntitySpec, SpecSource, described_specs
 from tablesync.adapters.odata.http import ODataHttp, Reply, error_message
 from tablesync.adapters.odata.rows import to_row
 from tablesync.adapters.odata.stats import ApiStats, UserStats
@@ -32,6 +32,7 @@ from tablesync.core.filters import (
     disjoined_within,
     to_odata,
 )
+from tablesync.core.metadata import TableInfo
 from tablesync.core.records import (
     Changes,
     Delete,
@@ -124,6 +125,11 @@ class ODataSide:
 
     def spec(self, entity_set: str) -> EntitySpec:
         return self._specs(entity_set)
+
+    def use_tables(self, tables: Iterable[TableInfo]) -> None:
+        """Find the sets the catalog lacks (custom tables and pages) as ``tables``, the
+        side's metadata, describes them: their route, key and modified-on field."""
+        self._specs = described_specs(self.side, self._http.base_url.path, tables)
 
     async def collection(self, spec: EntitySpec) -> str:
         """The path of ``spec``'s collection."""

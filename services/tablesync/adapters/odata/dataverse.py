@@ -95,7 +95,11 @@ from tablesync.adapters.odata.batch import (
 )
 from tablesync.adapters.odata.entities import EntitySpec, SpecSource, catalog_specs
 from tablesync.adapters.odata.http import ODataHttp, error_message
-from tablesync.adapters.odata.metadata import MetadataCache, read_dataverse
+from tablesync.adapters.odata.metadata import (
+    MetadataCache,
+    read_dataverse,
+    read_dataverse_navigations,
+)
 from tablesync.adapters.odata.retry import RetryPolicy, retry_after_s
 from tablesync.adapters.odata.rows import to_row
 from tablesync.core.events import Side
@@ -168,6 +172,10 @@ class DataverseApi(ODataSide):
         return await self._metadata.get(
             key, lambda: read_dataverse(self._http, entity_set), refresh=refresh
         )
+
+    async def lookup_navigations(self) -> dict[str, dict[str, str]]:
+        """Per table, each lookup's navigation property (``$metadata``), read each time."""
+        return await read_dataverse_navigations(self._http)
 
     async def track_changes(
         self, entity_set: str, delta_link: str | None = None

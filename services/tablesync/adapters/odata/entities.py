@@ -5,13 +5,15 @@ to the APIs' naming conventions."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tablesync.core import catalog
+from tablesync.core.described import bc_stamp
 from tablesync.core.events import Side
+from tablesync.core.metadata import TableInfo
 
-__all__ = ["EntitySpec", "SpecSource", "catalog_specs", "default_spec"]
+__all__ = ["EntitySpec", "SpecSource", "catalog_specs", "default_spec", "described_specs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +40,7 @@ def catalog_specs(side: Side, base_path: str) -> SpecSource:
     ``<bc root>/api/<api_route>/companies(<id>)/<set>``, where ``<bc root>`` is the base
     path up to its ``/api/`` segment."""
     cache: dict[str, EntitySpec] = {}
-    bc_root = base_path.rstrip("/")
-    if "/api/" in f"{bc_root}/":
-        bc_root = f"{bc_root}/"[: f"{bc_root}/".rindex("/api/")]
+    bc_root = _bc_root(base_path)
 
     def lookup(entity_set: str) -> EntitySpec:
         found = cache.get(entity_set)
@@ -60,6 +60,44 @@ def catalog_specs(side: Side, base_path: str) -> SpecSource:
             )
         cache[entity_set] = found
         return found
+
+    return lookup
+
+
+def _bc_root(base_path: str) -> str:
+    root = base_path.rstrip("/")
+    if "/api/" in f"{root}/":
+        root = f"{root}/"[: f"{root}/".rindex("/api/")]
+    return root
+
+
+def described_specs(side: Side, base_path: str, tables: Iterable[TableInfo]) -> SpecSource:
+    """Specs from the catalog, else from ``tables`` (the side's metadata): a custom BC
+    page on its own route with ``lastModifiedDateTime`` or ``systemModifiedAt``, a custom
+    Dataverse table with its primary id and ``modifiedon``; else the naming conventions."""
+    builtin = catalog_specs(side, base_path)
+    bc_root = _bc_root(base_path)
+    found: dict[str, EntitySpec] = {}
+    for table in tables:
+        if table.side != side or (side, table.entity_set) in catalog.CATALOG:
+            continue
+        if side == "bc":
+            stamp = bc_stamp(table)
+            route = f"companies({{company}})/{table.entity_set}"
+            if table.route and table.route != "v2.0":
+                route = f"{bc_root}/api/{table.route.strip('/')}/{route}"
+            if stamp is not None:
+                found[table.entity_set] = EntitySpec(
+                    table.entity_set, table.key or "id", stamp, route
+                )
+        elif table.key is not None:
+            found[table.entity_set] = EntitySpec(
+                table.entity_set, table.key, "modifiedon", table.entity_set, "_modifiedby_value"
+            )
+
+    def lookup(entity_set: str) -> EntitySpec:
+        described = found.get(entity_set)
+        return described if described is not None else builtin(entity_set)
 
     return lookup
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 import httpx
@@ -12,6 +13,7 @@ from tablesync.adapters.odata.entities import SpecSource
 from tablesync.adapters.odata.stats import ApiStats
 from tablesync.core.events import Side
 from tablesync.errors import ConfigError
+from tablesync.core.metadata import TableInfo
 from tablesync.ports.api import SideApi
 from tablesync.settings import ApiSettings
 
@@ -26,6 +28,8 @@ class CountingSideApi(SideApi, Protocol):
     def stats(self) -> ApiStats: ...
 
     async def probe(self) -> None: ...
+
+    def use_tables(self, tables: Iterable[TableInfo]) -> None: ...
 
 
 async def open_api(

@@ -29,10 +29,22 @@ import httpx
 
 from tablesync.adapters.odata.base import query
 from tablesync.adapters.odata.http import ODataHttp, Reply, error_message
-from tablesync.core.metadata import MetadataInvalid, TableInfo, parse_csdl, parse_entity_definition
+from tablesync.core.metadata import (
+    MetadataInvalid,
+    TableInfo,
+    parse_csdl,
+    parse_entity_definition,
+    parse_lookup_navigations,
+)
 from tablesync.errors import ApiError
 
-__all__ = ["MetadataCache", "bc_root", "read_bc_route", "read_dataverse"]
+__all__ = [
+    "MetadataCache",
+    "bc_root",
+    "read_bc_route",
+    "read_dataverse",
+    "read_dataverse_navigations",
+]
 
 _CRM = "Microsoft.Dynamics.CRM"
 _TABLE_PROPERTIES = (
@@ -91,6 +103,19 @@ async def read_bc_route(http: ODataHttp, root: str, route: str, *, custom: bool)
         return parse_csdl(reply.content, route=route, custom=custom)
     except MetadataInvalid as exc:
         raise ApiError(str(exc), side="bc") from None
+
+
+async def read_dataverse_navigations(http: ODataHttp) -> dict[str, dict[str, str]]:
+    """Each table's lookup navigation properties, from Dataverse's ``$metadata``."""
+    reply = await http.send(
+        "GET", "$metadata", headers={"Accept": "application/xml"}, decode=_no_json
+    )
+    if reply.status >= 400:
+        raise _refused("$metadata", reply, "dataverse")
+    try:
+        return parse_lookup_navigations(reply.content)
+    except MetadataInvalid as exc:
+        raise ApiError(str(exc), side="dataverse") from None
 
 
 def _literal(text: str) -> str:

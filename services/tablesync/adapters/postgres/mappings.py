@@ -12,19 +12,31 @@ from datetime import datetime
 from typing import Any
 
 from tablesync.core import filters
-from tablesync.core.mapping_load import build_mappings, catalog_tables, change_mapping
+from tablesync.core.described import outside_catalog
+from tablesync.core.events import Side
+from tablesync.core.mapping_load import (
+    TableInfoSource,
+    build_mappings,
+    catalog_tables,
+    change_mapping,
+)
 from tablesync.core.mappings import MappingSet, TableMapping
 
 __all__ = ["MappingStore"]
 
 
 class MappingStore:
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, tables: TableInfoSource | None = None) -> None:
         self._pool = pool
+        self._tables = tables if tables is not None else catalog_tables()
+
+    def use_tables(self, tables: TableInfoSource) -> None:
+        """Validate against ``tables`` from now on (the services' metadata, once read)."""
+        self._tables = tables
 
     async def replace_all(self, document: dict[str, Any]) -> MappingSet:
         """Validates ``document`` and makes it the mappings in force."""
-        mapping_set = build_mappings(document, catalog_tables())
+        mapping_set = build_mappings(document, self._tables)
         raw = document["mappings"]
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("DELETE FROM mappings")
@@ -50,7 +62,11 @@ class MappingStore:
         return mapping_set
 
     async def load(self) -> MappingSet:
-        return build_mappings(await self._document(), catalog_tables())
+        return build_mappings(await self._document(), self._tables)
+
+    async def outside_catalog(self) -> list[tuple[Side, str]]:
+        """The tables the mappings in force name that the built-in catalog lacks."""
+        return outside_catalog(await self._document())
 
     async def version(self) -> datetime | None:
         value: datetime | None = await self._pool.fetchval("SELECT max(updated_at) FROM mappings")
@@ -69,7 +85,7 @@ class MappingStore:
         changed = change_mapping(
             await self._document(),
             name,
-            catalog_tables(),
+            self._tables,
             direction=direction,
             sync_only_coupled=sync_only_coupled,
             table_filter=table_filter,
