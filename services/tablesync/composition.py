@@ -39,8 +39,8 @@ from tablesync.application import ApiOpener, ClaimsOpener, Operator
 from tablesync.core.described import described_tables, outside_catalog
 from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet
-from tablesync.core.stored import COORDINATOR_LEASE
 from tablesync.core.metadata import TableInfo
+from tablesync.core.stored import COORDINATOR_LEASE
 from tablesync.core.topics import Topics, TopicSpec
 from tablesync.errors import ApiUnavailable
 from tablesync.ports.api import SideApi

@@ -12,8 +12,8 @@ from tablesync.adapters.odata.dataverse import DataverseApi
 from tablesync.adapters.odata.entities import SpecSource
 from tablesync.adapters.odata.stats import ApiStats
 from tablesync.core.events import Side
-from tablesync.errors import ConfigError
 from tablesync.core.metadata import TableInfo
+from tablesync.errors import ConfigError
 from tablesync.ports.api import SideApi
 from tablesync.settings import ApiSettings
 
