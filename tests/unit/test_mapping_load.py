@@ -18,6 +18,7 @@ from tablesync.core.mapping_load import build_mappings, catalog_tables
 from tablesync.errors import MappingError
 
 DEFAULT = default_mapping_file()
+BC_FIVE = ("CURRENCY", "SALESPEOPLE", "VENDOR", "CUSTOMER", "CONTACTS")
 
 
 def _doc() -> dict[str, Any]:
@@ -33,7 +34,11 @@ def _refused(doc: dict[str, Any]) -> MappingError:
 
 def test_defaults_load_in_bc_dependency_order() -> None:
     _, mappings = load_mapping_file(DEFAULT)
-    assert mappings.names() == ("CURRENCY", "SALESPEOPLE", "VENDOR", "CUSTOMER", "CONTACTS")
+    names = mappings.names()
+    assert [n for n in names if n in BC_FIVE] == list(BC_FIVE)
+    # Each new mapping where its lookups put it.
+    assert names.index("UNIT_OF_MEASURE") < names.index("BASE_UNIT") < names.index("ITEM_PRODUCT")
+    assert names == (*BC_FIVE, "UNIT_OF_MEASURE", "BASE_UNIT", "ITEM_PRODUCT")
     customer = mappings.get("CUSTOMER")
     pairs = {(f.bc, f.dataverse) for f in customer.fields}
     for bc, dv in [
