@@ -26,7 +26,7 @@ from tablesync.emulators.bc.style import TABLE_CAPTIONS
 from tablesync.emulators.common.sql import Params, TableSpec, ident, literal, sql_type
 from tablesync.emulators.common.writes import Assign
 
-__all__ = ["relation_message", "write_assigns"]
+__all__ = ["ID_REFERENCES", "relation_message", "write_assigns"]
 
 _EMPTY = literal(EMPTY_GUID)
 
@@ -105,10 +105,11 @@ def _unit_of_measure(
         )
 
 
-_ID_REFERENCES = {
+ID_REFERENCES = {
     "paymentTermsId": ("Payment Terms Id", "paymentTerms", "Payment Terms"),
     "shipmentMethodId": ("Shipment Method Id", "shipmentMethods", "Shipment Method"),
 }
+"""Field → (its caption, the entity set it names a record of, that table's caption)."""
 
 
 def _id_reference(
@@ -118,7 +119,7 @@ def _id_reference(
     placeholders: dict[str, str],
     params: Params,
 ) -> Assign:
-    caption, related_set, related = _ID_REFERENCES[name]
+    caption, related_set, related = ID_REFERENCES[name]
     table = TABLE_CAPTIONS[spec.entity.entity_set][0]
     given = placeholders[name]
     fail = _relation(params, table, caption, values[name], related)
@@ -192,7 +193,7 @@ def write_assigns(
     if entity_set in ("customers", "vendors"):
         _currency(spec, values, placeholders, params, assigns)
     if entity_set in ("customers", "vendors"):
-        for name in _ID_REFERENCES:
+        for name in ID_REFERENCES:
             if name in values and name in entity.fields:
                 assigns[name] = _id_reference(spec, name, values, placeholders, params)
     if entity_set == "items":

@@ -19,6 +19,8 @@ __all__ = [
     "BASE_CURRENCY_SQL",
     "DATAVERSE_SPECS",
     "INTEGRATION_USER_NAME",
+    "PRODUCT_UNIT_FOREIGN",
+    "PRODUCT_UNIT_MISSING",
     "dataverse_specs",
     "spec_for",
 ]
@@ -53,21 +55,28 @@ _BASE_UNIT = (
     'CREATE TRIGGER "uomschedules__base_unit" AFTER INSERT ON "uomschedules" '
     "FOR EACH ROW EXECUTE FUNCTION ts_uomschedule_base_unit()",
 )
+PRODUCT_UNIT_MISSING = "Required field '{}' is missing: product cannot be created without it."
+PRODUCT_UNIT_FOREIGN = "The default unit is not a unit of the product's unit group."
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 # A product is sold in units of one unit group: it needs the group and a default unit of
 # that group (the Product Management solution's rule, whichever way the row is written).
 _PRODUCT_UNITS = (
     "CREATE OR REPLACE FUNCTION ts_product_units() RETURNS trigger LANGUAGE plpgsql AS $$\n"
     "BEGIN\n"
     '    IF NEW."_defaultuomscheduleid_value" IS NULL THEN\n'
-    "        PERFORM ts_raise('required', 'Required field ''defaultuomscheduleid'' is missing: '\n"
-    "                         || 'product cannot be created without it.');\n"
+    f"        PERFORM ts_raise('required', "
+    f"{_sql_text(PRODUCT_UNIT_MISSING.format('defaultuomscheduleid'))});\n"
     '    ELSIF NEW."_defaultuomid_value" IS NULL THEN\n'
-    "        PERFORM ts_raise('required', 'Required field ''defaultuomid'' is missing: '\n"
-    "                         || 'product cannot be created without it.');\n"
+    f"        PERFORM ts_raise('required', "
+    f"{_sql_text(PRODUCT_UNIT_MISSING.format('defaultuomid'))});\n"
     '    ELSIF NOT EXISTS (SELECT 1 FROM "uoms" WHERE "uomid" = NEW."_defaultuomid_value"\n'
     '                      AND "_uomscheduleid_value" = NEW."_defaultuomscheduleid_value") THEN\n'
-    "        PERFORM ts_raise('bad_value', 'The default unit is not a unit of the '\n"
-    "                         || 'product''s unit group.');\n"
+    f"        PERFORM ts_raise('bad_value', {_sql_text(PRODUCT_UNIT_FOREIGN)});\n"
     "    END IF;\n"
     "    RETURN NEW;\n"
     "END\n$$",
