@@ -10,13 +10,14 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
+from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
 from tablesync.runtime.operations import Operations
 from tests.admin.conftest import Admin
 from tests.integration.stack import wait_for
 
 pytestmark = pytest.mark.integration
 
-ORDER = ["CURRENCY", "SALESPEOPLE", "VENDOR", "CUSTOMER", "CONTACTS"]
+ORDER = list(load_mapping_file(default_mapping_file())[1].names())
 
 
 async def _json(r: httpx.Response, status: int = 200) -> Any:

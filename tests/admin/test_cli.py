@@ -16,13 +16,14 @@ import uuid
 import httpx
 import pytest
 
+from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
 from tablesync.runtime.operations import Operations
 from tests.admin.conftest import ADMIN_TOKEN, Admin, free_port, run_cli
 from tests.integration.stack import wait_for
 
 pytestmark = pytest.mark.integration
 
-MAPPINGS = ("CURRENCY", "SALESPEOPLE", "VENDOR", "CUSTOMER", "CONTACTS")
+MAPPINGS = load_mapping_file(default_mapping_file())[1].names()
 
 
 async def test_lag_as_a_table_and_watched_as_json_lines(admin: Admin, ops: Operations) -> None:

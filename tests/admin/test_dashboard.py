@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
 from tablesync.runtime.coordinator import CoordinatorService
 from tablesync.runtime.operations import Operations
 from tests.admin.conftest import ADMIN_TOKEN, Admin
@@ -160,7 +161,8 @@ async def test_the_question_at_the_end_of_a_full_sync_is_answered_from_the_page(
     await expect(dialog).to_be_visible(timeout=120_000)
     run_id = await panel.get_attribute("data-run-id")
     assert run_id is not None and await dialog.get_attribute("data-run-id") == run_id
-    await expect(dialog).to_contain_text("CURRENCY, SALESPEOPLE, VENDOR, CUSTOMER, CONTACTS")
+    names = load_mapping_file(default_mapping_file())[1].names()
+    await expect(dialog).to_contain_text(", ".join(names))
     # The run waits on the page: its jobs are over, its question open.
     asking = await ops.progress(run_id)
     assert asking is not None and asking.run.status == "running"

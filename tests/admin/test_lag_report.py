@@ -45,10 +45,7 @@ def test_the_groups_of_the_default_mappings() -> None:
     mappings = build_mappings(yaml.safe_load(DEFAULT_MAPPINGS.read_text()), catalog_tables())
     groups = {g.group: g for g in consumer_groups(Topics(prefix="p."), mappings)}
     assert set(groups) == {
-        *(
-            f"p.tablesync.apply.{m}"
-            for m in ("CURRENCY", "SALESPEOPLE", "VENDOR", "CUSTOMER", "CONTACTS")
-        ),
+        *(f"p.tablesync.apply.{m}" for m in mappings.names()),
         "p.tablesync.capture.bc",
         "p.tablesync.capture.dataverse",
         "p.tablesync.coordinator",

@@ -645,6 +645,84 @@ class SideApiContract:
         assert by_bind == Missing(f"account With Id = {absent} Does Not Exist")
         assert one(await dataverse.get_many("contacts", [contact.id]), contact.id) == contact
 
+    async def test_an_item_names_an_existing_unit_and_a_customer_existing_terms(
+        self, open_side: OpenSide, tag: str
+    ) -> None:
+        bc = await open_side("bc")
+        code = tag[-10:].upper()
+        [unit] = [written(r) for r in await bc.write("unitsOfMeasure", [Create({"code": code})])]
+        [item, wrong] = await bc.write(
+            "items",
+            [
+                Create({"displayName": tag, "baseUnitOfMeasureCode": code}),
+                Create({"displayName": tag, "baseUnitOfMeasureCode": code[:-1] + "#"}),
+            ],
+        )
+        [terms] = await bc.write(
+            "customers", [Create({"displayName": tag, "paymentTermsId": str(uuid.uuid4())})]
+        )
+
+        assert written(item).fields["baseUnitOfMeasureId"] == unit.id
+        assert isinstance(wrong, Rejected) and wrong.message.startswith(
+            "The field Base Unit of Measure of table Item contains a value"
+        )
+        assert isinstance(terms, Rejected) and terms.message.startswith(
+            "The field Payment Terms Id of table Customer contains a value"
+        )
+
+    async def test_a_unit_group_has_a_base_unit_a_product_is_sold_in(
+        self, open_side: OpenSide, tag: str
+    ) -> None:
+        api = await open_side("dataverse")
+        groups = [
+            written(r)
+            for r in await api.write(
+                "uomschedules",
+                [Create({"name": f"{tag}-{i}", "baseuomname": f"{tag}-{i}-base"}) for i in (1, 2)],
+            )
+        ]
+        bases = [
+            next(
+                iter(
+                    await api.find("uoms", Compare("_uomscheduleid_value", Op.EQ, uuid.UUID(g.id)))
+                )
+            )
+            for g in groups
+        ]
+        group, other = (Ref("uomschedules", g.id) for g in groups)
+        base, other_base = (Ref("uoms", b.id) for b in bases)
+        product = {"name": tag, "productnumber": tag, "quantitydecimal": 0}
+
+        results = await api.write(
+            "products",
+            [
+                Create(product),
+                Create({**product, "DefaultUoMScheduleId": group}),
+                Create({**product, "DefaultUoMScheduleId": group, "DefaultUoMId": other_base}),
+                Create({**product, "DefaultUoMScheduleId": group, "DefaultUoMId": base}),
+            ],
+        )
+
+        assert [(b.fields["name"], b.fields["isschedulebaseuom"]) for b in bases] == [
+            (f"{tag}-1-base", True),
+            (f"{tag}-2-base", True),
+        ]
+        no_group, no_unit, foreign, made = results
+        assert no_group == Rejected(
+            400,
+            "Required field 'defaultuomscheduleid' is missing: product cannot be created "
+            "without it.",
+        )
+        assert isinstance(no_unit, Rejected) and "'defaultuomid'" in no_unit.message
+        assert foreign == Rejected(
+            400, "The default unit is not a unit of the product's unit group."
+        )
+        assert written(made).fields["_defaultuomid_value"] == bases[0].id
+        [moved] = await api.write(
+            "products", [Update(written(made).id, {"DefaultUoMScheduleId": other})]
+        )
+        assert isinstance(moved, Rejected)
+
     async def test_dataverse_binds_and_clears_a_lookup_and_a_delete_removes_the_link(
         self, open_side: OpenSide, tag: str
     ) -> None:

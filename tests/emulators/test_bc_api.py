@@ -267,7 +267,7 @@ async def test_wrong_company_and_unknown_segment(bc: BcEmulator) -> None:
         f"{bc.api}/companies(00000000-0000-0000-0000-000000000001)/customers"
     )
     assert other.status_code == 404
-    unknown = await bc.client.get(f"{bc.api}/companies({bc.company})/items")
+    unknown = await bc.client.get(f"{bc.api}/companies({bc.company})/journals")
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "BadRequest_ResourceNotFound"
 

@@ -70,7 +70,7 @@ def test_dataverse_tables_and_lookups() -> None:
 
 def test_unknown_entity_set_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match="customers"):
-        entity("bc", "items")
+        entity("bc", "journals")
 
 
 def test_every_lookup_target_is_in_the_catalog() -> None:

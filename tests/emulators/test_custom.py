@@ -152,7 +152,11 @@ async def test_custom_table_in_the_definitions(custom_dv: Emulator) -> None:
             "$filter": f"OwnershipType eq {CRM}.OwnershipTypes'OrganizationOwned'",
         },
     )
-    assert [t["LogicalName"] for t in owned.json()["value"]] == ["transactioncurrency"]
+    assert sorted(t["LogicalName"] for t in owned.json()["value"]) == [
+        "product",
+        "transactioncurrency",
+        "uomschedule",
+    ]
     choices = await dv.client.get(
         base,
         params={

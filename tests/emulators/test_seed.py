@@ -4,6 +4,7 @@ drives it. How fast 100,000 rows per table load is measured by the benchmarks (b
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -43,9 +44,25 @@ async def test_bc_demo_is_consistent(bc: BcEmulator) -> None:
     assert [c["blocked"] for c in customers].count("All") == 1
     codes = sorted(c["salespersonCode"] for c in customers if c["salespersonCode"])
     assert codes == ["SP00001", "SP00002", "SP00003"]
+    units = {u["code"]: u["id"] for u in await _all(bc, "unitsOfMeasure")}
+    items = await _all(bc, "items")
+    assert len(items) >= 24 and len(units) >= 4
+    for item in items:
+        assert units[item["baseUnitOfMeasureCode"]] == item["baseUnitOfMeasureId"]
+    terms = {t["id"] for t in await _all(bc, "paymentTerms")}
+    methods = {m["id"] for m in await _all(bc, "shipmentMethods")}
+    assert terms and methods
+    assert all(c["paymentTermsId"] in terms for c in customers)
+    assert all(c["shipmentMethodId"] in methods for c in customers)
+    assert all(v["paymentTermsId"] in terms for v in vendors)
     # The series goes on after the seeded numbers.
     created = await bc.client.post(bc.set_url("customers"), json={"displayName": "New"})
     assert created.json()["number"] == "C00011"
+
+
+async def _all(bc: BcEmulator, entity_set: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = (await bc.client.get(bc.set_url(entity_set))).json()["value"]
+    return rows
 
 
 async def test_dataverse_demo_is_consistent(dv: Emulator) -> None:
@@ -63,6 +80,13 @@ async def test_dataverse_demo_is_consistent(dv: Emulator) -> None:
     contacts = (await dv.client.get(f"{dv.api}/contacts")).json()["value"]
     accounts = {a["accountid"] for a in (await dv.client.get(f"{dv.api}/accounts")).json()["value"]}
     assert all(c["_parentcustomerid_value"] in accounts for c in contacts)
+    (group,) = (await dv.client.get(f"{dv.api}/uomschedules")).json()["value"]
+    (unit,) = (await dv.client.get(f"{dv.api}/uoms")).json()["value"]
+    assert (group["name"], unit["name"]) == ("Default Unit", "Primary Unit")
+    assert unit["_uomscheduleid_value"] == group["uomscheduleid"]
+    for product in (await dv.client.get(f"{dv.api}/products")).json()["value"]:
+        assert product["_defaultuomscheduleid_value"] == group["uomscheduleid"]
+        assert product["_defaultuomid_value"] == unit["uomid"]
     # The salesperson codes follow the users' ids in sort order.
     codes = salesperson_codes()
     ordered = sorted((demo_user_id(f, n) for f, n, _ in DEMO_USERS), key=str)

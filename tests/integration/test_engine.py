@@ -21,6 +21,7 @@ from tablesync.adapters.postgres.jobs import JobStore
 from tablesync.adapters.postgres.mappings import MappingStore
 from tablesync.composition import topics_for
 from tablesync.core.events import RecordChanged
+from tablesync.emulators.seed import DEMO_PRODUCTS
 from tablesync.ports.clock import SystemClock
 from tablesync.runtime.operations import Operations
 from tests.conftest import InfraEndpoints
@@ -70,7 +71,14 @@ async def check_full_sync_of_the_demo_data(stack: Stack, ops: Operations) -> Non
         ("CUSTOMER", "from_integration"),
         ("CONTACTS", "to_integration"),
         ("CONTACTS", "from_integration"),
+        ("UNIT_OF_MEASURE", "to_integration"),
+        ("BASE_UNIT", "to_integration"),
+        ("ITEM_PRODUCT", "to_integration"),
     }
+    # The jobs ran in the order the mappings' lookups give.
+    order = [j.mapping for j in progress.jobs]
+    assert order.index("UNIT_OF_MEASURE") < order.index("BASE_UNIT") < order.index("ITEM_PRODUCT")
+    await _check_products(stack, jobs)
     # Every BC customer outside the blocked one is a coupled account with its values.
     customers = [c for c in await stack.bc_rows("customers") if c["blocked"] == " "]
     accounts = {a["accountid"]: a for a in await stack.dv_rows("accounts")}
@@ -108,6 +116,35 @@ async def check_full_sync_of_the_demo_data(stack: Stack, ops: Operations) -> Non
     # and those the Dataverse accounts made.
     assert sent["inserted"] + sent["coupled"] + received["inserted"] == len(customers)
     assert sent["failed"] == received["failed"] == 0
+
+
+async def _check_products(stack: Stack, jobs: dict[tuple[str, str], Any]) -> None:
+    """Every BC unit of measure is a coupled unit group whose base unit is coupled too,
+    and every item a coupled product sold in its base unit's group."""
+    units = {u["code"]: u["id"] for u in await stack.bc_rows("unitsOfMeasure")}
+    groups = await stack.couplings("UNIT_OF_MEASURE")
+    base_units = await stack.couplings("BASE_UNIT")
+    dv_units = {u["uomid"]: u for u in await stack.dv_rows("uoms")}
+    for code, unit_id in units.items():
+        base = dv_units[base_units[unit_id]]
+        assert (base["name"], base["isschedulebaseuom"]) == (code, True)
+        assert base["_uomscheduleid_value"] == groups[unit_id]
+    items = await stack.bc_rows("items")
+    products = {p["productid"]: p for p in await stack.dv_rows("products")}
+    coupled = await stack.couplings("ITEM_PRODUCT")
+    for item in items:
+        product = products[coupled[item["id"]]]
+        assert product["productnumber"] == item["number"]
+        assert product["name"] == item["displayName"]
+        unit = units[item["baseUnitOfMeasureCode"]]
+        assert product["_defaultuomscheduleid_value"] == groups[unit]
+        assert product["_defaultuomid_value"] == base_units[unit]
+    made = jobs[("ITEM_PRODUCT", "to_integration")].counts
+    # The products Dataverse had with an item's number are matched, not created.
+    assert made["coupled"] == len(DEMO_PRODUCTS)
+    assert made["inserted"] + made["coupled"] == len(items) and made["failed"] == 0
+    assert jobs[("UNIT_OF_MEASURE", "to_integration")].counts["inserted"] == len(units)
+    assert jobs[("BASE_UNIT", "to_integration")].counts["coupled"] == len(units)
 
 
 async def test_a_second_full_sync_changes_nothing(stack: Stack, ops: Operations) -> None:

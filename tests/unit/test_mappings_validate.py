@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tablesync.adapters.mapping_file import default_mapping_file
+from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
 from tablesync.adapters.mapping_model import json_schema
 from tablesync.cli.main import app
 from tablesync.core.mapping_load import _FIELD_KEYS, _MAPPING_KEYS
@@ -42,10 +42,9 @@ def test_the_default_mappings_are_valid_without_database_or_broker(tmp_path: Pat
     path.write_text(DEFAULT)
     code, out, err = _validate(path)
     assert code == 0, err
-    assert (
-        f"{path}: 5 valid mappings: CURRENCY -> SALESPEOPLE -> VENDOR -> CUSTOMER -> CONTACTS"
-        in out
-    )
+    _, mappings = load_mapping_file(default_mapping_file())
+    names = mappings.names()
+    assert f"{path}: {len(names)} valid mappings: {' -> '.join(names)}" in out
 
 
 @pytest.mark.parametrize(

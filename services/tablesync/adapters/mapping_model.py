@@ -104,7 +104,8 @@ class TableMappingModel(_Strict):
         description="to_integration: BC -> Dataverse; from_integration: Dataverse -> BC."
     )
     depends_on: list[MappingName] = Field(
-        default_factory=list, description="Mappings synchronized before this one."
+        default_factory=list,
+        description="Mappings synchronized before this one, besides those its lookups go through.",
     )
     sync_only_coupled: bool = Field(
         default=True, description="Records without a coupling are not created on the other side."

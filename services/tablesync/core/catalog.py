@@ -1,14 +1,16 @@
 """The entity sets tablesync syncs, as each API publishes them: the shared contract.
 
 For Business Central the names are those of API v2.0 (``customers``, ``vendors``,
-``contacts``, ``currencies``; the resource pages under
+``contacts``, ``currencies``, ``items``, ``unitsOfMeasure``, ``paymentTerms``,
+``shipmentMethods``; the resource pages under
 ``dev-itpro/api-reference/v2.0/resources/``) plus ``salespeople``, which BC has no
 standard API for: it is a custom API page (publisher ``tablesync``, group
 ``integration``, version ``v1.0``) whose route ``Entity.api_route`` records. The URL of
 a BC entity set is ``<bc root>/api/<api_route or "v2.0">/companies(<id>)/<entity_set>``.
 
 For Dataverse the names are the logical names of the Web API v9.2 (``accounts``,
-``contacts``, ``systemusers``, ``transactioncurrencies``). Lookups are read back as
+``contacts``, ``systemusers``, ``transactioncurrencies``, ``products``, ``uoms``,
+``uomschedules``). Lookups are read back as
 ``_<attribute>_value`` and written through a single-valued navigation property
 (``"<navigation>@odata.bind": "/<entity_set>(<id>)"``); a polymorphic lookup
 (``parentcustomerid``) has one navigation property per target table.
@@ -354,6 +356,70 @@ _BC_SALESPEOPLE = _bc_entity(
 )
 
 
+_BC_UNITS_OF_MEASURE = _bc_entity(
+    "unitsOfMeasure",
+    "unitOfMeasure",
+    (
+        # The code is the Unit of Measure table's primary key.
+        FieldDef("code", _S, max_length=10, required=True, nullable=False, default=""),
+        _bc_string("displayName", 50),
+        _bc_string("internationalStandardCode", 10),
+        _bc_string("symbol", 10),
+    ),
+)
+
+_BC_PAYMENT_TERMS = _bc_entity(
+    "paymentTerms",
+    "paymentTerm",
+    (
+        FieldDef("code", _S, max_length=10, required=True, nullable=False, default=""),
+        _bc_string("displayName", 100),
+        # Date formulas ("30D", "CM+10D"), written and read as text.
+        _bc_string("dueDateCalculation", 32),
+        _bc_string("discountDateCalculation", 32),
+        _bc_decimal("discountPercent"),
+        _bc_bool("calculateDiscountOnCreditMemos"),
+    ),
+)
+
+_BC_SHIPMENT_METHODS = _bc_entity(
+    "shipmentMethods",
+    "shipmentMethod",
+    (
+        FieldDef("code", _S, max_length=10, required=True, nullable=False, default=""),
+        _bc_string("displayName", 50),
+    ),
+)
+
+_BC_ITEMS = _bc_entity(
+    "items",
+    "item",
+    (
+        _bc_string("number", 20),
+        _bc_string("displayName", 100),
+        _bc_string("displayName2", 50),
+        _bc_enum("type", ("Inventory", "Service", "Non-Inventory")),
+        _bc_guid("itemCategoryId"),
+        _bc_string("itemCategoryCode", 20),
+        _bc_bool("blocked"),
+        _bc_string("gtin", 14),
+        _bc_decimal("inventory", read_only=True),
+        _bc_decimal("unitPrice"),
+        _bc_bool("priceIncludesTax"),
+        _bc_decimal("unitCost"),
+        _bc_guid("taxGroupId"),
+        _bc_string("taxGroupCode", 20),
+        _bc_guid("baseUnitOfMeasureId"),
+        _bc_string("baseUnitOfMeasureCode", 10),
+        _bc_guid("generalProductPostingGroupId"),
+        _bc_string("generalProductPostingGroupCode", 20),
+        _bc_guid("inventoryPostingGroupId"),
+        _bc_string("inventoryPostingGroupCode", 20),
+    ),
+    number_field="number",
+)
+
+
 def _dv_system_fields() -> tuple[FieldDef, ...]:
     return (
         FieldDef("createdon", "Edm.DateTimeOffset", read_only=True, nullable=False),
@@ -575,18 +641,112 @@ _DV_CONTACTS = _dv_entity(
     ),
 )
 
+_DV_UOM_SCHEDULES = _dv_entity(
+    "uomschedules",
+    "uomschedule",
+    (
+        _dv_string("name", 200, required=True),
+        # Creating a unit group creates its base unit, named so.
+        _dv_string("baseuomname", 100, required=True),
+        _dv_string("description", 2000),
+        *_dv_state(),
+    ),
+)
+
+_UOM_SCHEDULE = LookupTarget("uomschedules", "uomschedule", "uomscheduleid")
+
+_DV_UOMS = _dv_entity(
+    "uoms",
+    "uom",
+    (
+        _dv_string("name", 100, required=True),
+        FieldDef("quantity", "Edm.Decimal", required=True),
+        FieldDef("isschedulebaseuom", "Edm.Boolean", read_only=True, nullable=False, default=False),
+    ),
+    lookups=(
+        Lookup(
+            attribute="uomscheduleid",
+            value_field="_uomscheduleid_value",
+            targets=(_UOM_SCHEDULE,),
+            on_delete="cascade",
+        ),
+        Lookup(
+            attribute="baseuom",
+            value_field="_baseuom_value",
+            targets=(LookupTarget("uoms", "uom", "baseuom"),),
+            on_delete="remove_link",
+        ),
+    ),
+)
+
+_DV_PRODUCTS = _dv_entity(
+    "products",
+    "product",
+    (
+        _dv_string("name", 100, required=True),
+        _dv_string("productnumber", 100, required=True),
+        _dv_string("description", 2000),
+        FieldDef("price", "Edm.Decimal"),
+        FieldDef("standardcost", "Edm.Decimal"),
+        FieldDef("currentcost", "Edm.Decimal"),
+        FieldDef("stockvolume", "Edm.Decimal"),
+        FieldDef("stockweight", "Edm.Decimal"),
+        FieldDef("quantityonhand", "Edm.Decimal"),
+        _dv_string("vendorname", 100),
+        _dv_string("vendorpartnumber", 100),
+        # 1 Sales Inventory, 2 Miscellaneous Charges, 3 Services, 4 Flat Fees.
+        FieldDef("producttypecode", "Edm.Int32", nullable=False, default=1),
+        # Decimal places a quantity of the product may have (0-5).
+        FieldDef("quantitydecimal", "Edm.Int32", required=True),
+        # 1 Product, 2 Product Family, 3 Product Bundle.
+        FieldDef("productstructure", "Edm.Int32", nullable=False, default=1),
+        # 0 Active, 1 Retired, 2 Draft, 3 Under Revision.
+        *_dv_state(),
+    ),
+    lookups=(
+        # The product's navigation properties keep the schema names' casing.
+        Lookup(
+            attribute="defaultuomscheduleid",
+            value_field="_defaultuomscheduleid_value",
+            targets=(LookupTarget("uomschedules", "uomschedule", "DefaultUoMScheduleId"),),
+        ),
+        Lookup(
+            attribute="defaultuomid",
+            value_field="_defaultuomid_value",
+            targets=(LookupTarget("uoms", "uom", "DefaultUoMId"),),
+        ),
+        Lookup(
+            attribute="transactioncurrencyid",
+            value_field="_transactioncurrencyid_value",
+            targets=(
+                LookupTarget(
+                    "transactioncurrencies", "transactioncurrency", "TransactionCurrencyId"
+                ),
+            ),
+            default="base_currency",
+        ),
+    ),
+)
+
 CATALOG: Mapping[tuple[Side, str], Entity] = MappingProxyType(
     {
         (e.side, e.entity_set): e
         for e in (
             _BC_CURRENCIES,
             _BC_SALESPEOPLE,
+            _BC_UNITS_OF_MEASURE,
+            _BC_PAYMENT_TERMS,
+            _BC_SHIPMENT_METHODS,
+            _BC_ITEMS,
             _BC_VENDORS,
             _BC_CUSTOMERS,
             _BC_CONTACTS,
             _DV_CURRENCIES,
             _DV_USERS,
             _DV_COMPANIES,
+            _DV_UOM_SCHEDULES,
+            _DV_UOMS,
+            _DV_PRODUCTS,
             _DV_ACCOUNTS,
             _DV_CONTACTS,
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from tablesync.core import catalog, filters
+from tablesync.core.dependency import dependency_order
 from tablesync.core.events import Direction, FieldValue, Side
 from tablesync.core.mappings import (
     DELETION_POLICIES,
@@ -99,8 +100,8 @@ def build_mappings(document: Mapping[str, Any], tables: TableInfoSource) -> Mapp
     built = [
         _mapping(str(name), body, tables) for name, body in cast(Mapping[str, Any], raw).items()
     ]
-    ordered = _dependency_order(built)
-    result = MappingSet(tuple(ordered))
+    ordered = dependency_order(built)
+    result = MappingSet(ordered)
     for m in ordered:
         _check_references(m, result)
     return result
@@ -638,44 +639,7 @@ def _transform(
     )
 
 
-def _dependency_order(mappings: list[TableMapping]) -> list[TableMapping]:
-    """Topological order of depends_on; ties keep the document's order."""
-    by_name = {m.name: m for m in mappings}
-    for m in mappings:
-        for dep in m.depends_on:
-            _expect(
-                dep in by_name,
-                f"depends on unknown mapping {dep!r}",
-                m.name,
-                "depends_on",
-                ("mappings", m.name, "depends_on"),
-            )
-            _expect(
-                dep != m.name,
-                "a mapping cannot depend on itself",
-                m.name,
-                "depends_on",
-                ("mappings", m.name, "depends_on"),
-            )
-    ordered: list[TableMapping] = []
-    done: set[str] = set()
-    while len(ordered) < len(mappings):
-        ready = [m for m in mappings if m.name not in done and all(d in done for d in m.depends_on)]
-        if not ready:
-            stuck = [m.name for m in mappings if m.name not in done]
-            raise MappingError(
-                f"depends_on forms a cycle among {', '.join(stuck)}",
-                mapping=stuck[0],
-                field="depends_on",
-                path=("mappings", stuck[0], "depends_on"),
-            )
-        ordered.append(ready[0])
-        done.add(ready[0].name)
-    return ordered
-
-
 def _check_references(m: TableMapping, all_mappings: MappingSet) -> None:
-    before = _ancestors(m, all_mappings)
     for i, f in enumerate(m.fields):
         if f.lookup is None:
             continue
@@ -684,13 +648,6 @@ def _check_references(m: TableMapping, all_mappings: MappingSet) -> None:
             _expect(
                 target in all_mappings,
                 f"lookup through unknown mapping {target!r}",
-                m.name,
-                f.label(),
-                path,
-            )
-            _expect(
-                target in before,
-                f"lookup target {target} must come first: add it to depends_on",
                 m.name,
                 f.label(),
                 path,
@@ -718,18 +675,6 @@ def _check_references(m: TableMapping, all_mappings: MappingSet) -> None:
                 f.label(),
                 path,
             )
-
-
-def _ancestors(m: TableMapping, all_mappings: MappingSet) -> set[str]:
-    seen: set[str] = set()
-    stack = list(m.depends_on)
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        stack.extend(all_mappings.get(name).depends_on)
-    return seen
 
 
 def catalog_tables() -> TableInfoSource:

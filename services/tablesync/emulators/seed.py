@@ -2,13 +2,17 @@
 
 ``--demo`` is a small CRONUS-like set with consistent references:
 
-- BC: currencies (EUR, GBP, CAD, DKK, JPY), three salespeople, ten customers (some in a
-  foreign currency, three with a salesperson code, one blocked), five vendors, fifteen
-  person contacts whose ``companyNumber`` names a customer or vendor.
+- BC: currencies (EUR, GBP, CAD, DKK, JPY), six units of measure, five payment terms,
+  four shipment methods, thirty items (each in a base unit of measure), three
+  salespeople, ten customers (some in a foreign currency, three with a salesperson code,
+  one blocked, each with payment terms and a shipment method), five vendors (with
+  payment terms), fifteen person contacts whose ``companyNumber`` names a customer or
+  vendor.
 - Dataverse: five licensed, enabled users, one disabled user and the integration user;
-  the base currency USD (exchange rate 1.0); three customer accounts, one of which
-  carries the account number of BC customer ``C00001`` (for match-based coupling); four
-  contacts.
+  the base currency USD (exchange rate 1.0); the unit group "Default Unit" with its base
+  unit "Primary Unit", and one product in it that carries the number of BC item
+  ``1896-S`` (for match-based coupling); three customer accounts, one of which carries
+  the account number of BC customer ``C00001`` (likewise); four contacts.
 
 Salespeople: BC numbers them ``SP00001``, ``SP00002``… The three BC salespeople carry the
 e-mail of a Dataverse user, so the sync couples them by that match; it creates the other
@@ -48,6 +52,7 @@ from tablesync.emulators.dataverse.service import DataverseService
 from tablesync.emulators.dataverse.specs import DATAVERSE_SPECS, dataverse_specs
 
 __all__ = [
+    "DEMO_PRODUCTS",
     "DEMO_USERS",
     "SeedReport",
     "demo_user_id",
@@ -225,8 +230,109 @@ _BC_CONTACTS = (
 )
 
 
+# (code, description, international standard code)
+_BC_UNITS = (
+    ("PCS", "Piece", "EA"),
+    ("BOX", "Box", "BX"),
+    ("SET", "Set", "SET"),
+    ("PACK", "Pack", "PK"),
+    ("HOUR", "Hour", "HUR"),
+    ("KG", "Kilo", "KGM"),
+)
+# (code, description, due date formula, discount date formula, discount %)
+_BC_PAYMENT_TERMS = (
+    ("14 DAYS", "Net 14 days", "14D", "", "0"),
+    ("30 DAYS", "Net 30 days", "30D", "", "0"),
+    ("60 DAYS", "Net 60 days", "60D", "", "0"),
+    ("1M(8D)", "1 Month/2% 8 days", "1M", "8D", "2"),
+    ("COD", "Cash on delivery", "0D", "", "0"),
+)
+_BC_SHIPMENT_METHODS = (
+    ("CIF", "Cost Insurance and Freight"),
+    ("EXW", "Ex Warehouse"),
+    ("FOB", "Free on Board"),
+    ("PICKUP", "Pickup at Location"),
+)
+# (number, description, base unit, unit price, unit cost, inventory)
+_BC_ITEMS = (
+    ("1896-S", "ATHENS Desk", "PCS", "1000.8", "780.7", "12"),
+    ("1900-S", "PARIS Guest Chair, black", "PCS", "192.8", "150.4", "40"),
+    ("1906-S", "ATHENS Mobile Pedestal", "PCS", "281.4", "219.5", "8"),
+    ("1908-S", "LONDON Swivel Chair, blue", "PCS", "190.1", "148.3", "25"),
+    ("1920-S", "ANTWERP Conference Table", "PCS", "649.4", "506.6", "6"),
+    ("1925-W", "Conference Bundle 1-6", "SET", "1229.5", "959.0", "0"),
+    ("1928-S", "AMSTERDAM Lamp", "PCS", "54.9", "42.8", "60"),
+    ("1929-W", "Conference Bundle 1-8", "SET", "1537.0", "1198.9", "0"),
+    ("1936-S", "BERLIN Guest Chair, yellow", "PCS", "192.8", "150.4", "33"),
+    ("1953-W", "Guest Section 1", "SET", "1009.3", "787.2", "0"),
+    ("1960-S", "ROME Guest Chair, green", "PCS", "192.8", "150.4", "18"),
+    ("1964-S", "TOKYO Guest Chair, blue", "PCS", "192.8", "150.4", "21"),
+    ("1965-W", "Conference Bundle 2-8", "SET", "1717.4", "1339.6", "0"),
+    ("1968-S", "MEXICO Swivel Chair, black", "PCS", "190.1", "148.3", "14"),
+    ("1969-W", "Conference Package 1", "SET", "2951.4", "2302.1", "0"),
+    ("1972-S", "MUNICH Swivel Chair, yellow", "PCS", "190.1", "148.3", "9"),
+    ("1980-S", "MOSCOW Swivel Chair, red", "PCS", "190.1", "148.3", "11"),
+    ("1988-S", "SEOUL Guest Chair, red", "PCS", "192.8", "150.4", "16"),
+    ("1996-S", "ATLANTA Whiteboard, base", "PCS", "1397.3", "1089.9", "4"),
+    ("2000-S", "SYDNEY Swivel Chair, green", "PCS", "190.1", "148.3", "7"),
+    ("70000", "Side Panel", "PCS", "32.9", "25.7", "120"),
+    ("70001", "Base", "PCS", "16.2", "12.6", "95"),
+    ("70002", "Top Panel", "PCS", "24.1", "18.8", "80"),
+    ("70003", "Back Panel", "PCS", "22.6", "17.6", "74"),
+    ("70010", "Shelf", "PCS", "12.4", "9.7", "150"),
+    ("70040", "Hinge", "BOX", "7.9", "6.2", "300"),
+    ("70060", "Screws", "BOX", "4.1", "3.2", "500"),
+    ("70100", "Paint, black", "KG", "19.8", "15.4", "45"),
+    ("70101", "Paint, red", "KG", "19.8", "15.4", "38"),
+    ("80100", "Printing Paper", "PACK", "9.9", "7.7", "200"),
+)
+
+
 def _bc_demo_rows() -> dict[str, list[Row]]:
     currency_ids = {code: _id("currency", code) for code, *_ in _BC_CURRENCIES}
+    unit_ids = {code: _id("unitOfMeasure", code) for code, *_ in _BC_UNITS}
+    units: list[Row] = [
+        {
+            "id": unit_ids[code],
+            "code": code,
+            "displayName": name,
+            "internationalStandardCode": standard,
+            "symbol": "",
+        }
+        for code, name, standard in _BC_UNITS
+    ]
+    terms_ids = [_id("paymentTerm", code) for code, *_ in _BC_PAYMENT_TERMS]
+    payment_terms: list[Row] = [
+        {
+            "id": terms_ids[i],
+            "code": code,
+            "displayName": name,
+            "dueDateCalculation": due,
+            "discountDateCalculation": discount_date,
+            "discountPercent": Decimal(percent),
+            "calculateDiscountOnCreditMemos": False,
+        }
+        for i, (code, name, due, discount_date, percent) in enumerate(_BC_PAYMENT_TERMS)
+    ]
+    method_ids = [_id("shipmentMethod", code) for code, _ in _BC_SHIPMENT_METHODS]
+    shipment_methods: list[Row] = [
+        {"id": method_ids[i], "code": code, "displayName": name}
+        for i, (code, name) in enumerate(_BC_SHIPMENT_METHODS)
+    ]
+    items: list[Row] = [
+        {
+            "id": _id("item", number),
+            "number": number,
+            "displayName": name,
+            "type": "Inventory",
+            "inventory": Decimal(stock),
+            "unitPrice": Decimal(price),
+            "unitCost": Decimal(cost),
+            "baseUnitOfMeasureId": unit_ids[unit],
+            "baseUnitOfMeasureCode": unit,
+        }
+        for number, name, unit, price, cost, stock in _BC_ITEMS
+    ]
     currencies: list[Row] = [
         {
             "id": currency_ids[code],
@@ -263,6 +369,8 @@ def _bc_demo_rows() -> dict[str, list[Row]]:
                 "taxLiable": True,
                 "currencyId": currency_ids.get(currency, EMPTY_GUID),
                 "currencyCode": currency,
+                "paymentTermsId": terms_ids[i % len(terms_ids)],
+                "shipmentMethodId": method_ids[i % len(method_ids)],
                 "blocked": blocked,
             }
         )
@@ -284,6 +392,7 @@ def _bc_demo_rows() -> dict[str, list[Row]]:
                 "website": f"www.{slug}.example",
                 "currencyId": currency_ids.get(currency, EMPTY_GUID),
                 "currencyCode": currency,
+                "paymentTermsId": terms_ids[(i + 1) % len(terms_ids)],
             }
         )
     companies = [(c["number"], c["displayName"], "Customer") for c in customers]
@@ -323,6 +432,10 @@ def _bc_demo_rows() -> dict[str, list[Row]]:
     ]
     return {
         "currencies": currencies,
+        "unitsOfMeasure": units,
+        "paymentTerms": payment_terms,
+        "shipmentMethods": shipment_methods,
+        "items": items,
         "salespeople": salespeople,
         "customers": customers,
         "vendors": vendors,
@@ -417,12 +530,54 @@ def _dv_demo_rows(integration_user: UUID) -> dict[str, list[Row]]:
                 **audit,
             }
         )
+    # Every organisation has the unit group "Default Unit"; Dataverse makes its base unit.
+    groups: list[Row] = [
+        {
+            "uomscheduleid": _DV_DEFAULT_UNIT_GROUP,
+            "name": "Default Unit",
+            "baseuomname": "Primary Unit",
+            **audit,
+        }
+    ]
     return {
         "systemusers": users,
         "transactioncurrencies": currencies,
+        "uomschedules": groups,
         "accounts": accounts,
         "contacts": contacts,
     }
+
+
+_DV_DEFAULT_UNIT_GROUP = _id("uomschedule", "Default Unit")
+DEMO_PRODUCTS = (("1896-S", "Athens Desk", "995.0"),)
+"""Products already in Dataverse, each with the number of a BC item (for match-based
+coupling): (number, name, price)."""
+
+
+async def _dv_demo_products(conn: Any, integration_user: UUID) -> tuple[int, int]:
+    """The demo products, in the default unit group's base unit; (units, products)."""
+    base = await conn.fetchval(
+        'SELECT uomid FROM uoms WHERE "_uomscheduleid_value" = $1 AND isschedulebaseuom',
+        _DV_DEFAULT_UNIT_GROUP,
+    )
+    currency = _id("transactioncurrency", "USD")
+    rows: list[Row] = [
+        {
+            "productid": _id("product", number),
+            "productnumber": number,
+            "name": name,
+            "price": Decimal(price),
+            "quantitydecimal": 0,
+            "_defaultuomscheduleid_value": _DV_DEFAULT_UNIT_GROUP,
+            "_defaultuomid_value": base,
+            "_transactioncurrencyid_value": currency,
+            "_createdby_value": integration_user,
+            "_modifiedby_value": integration_user,
+        }
+        for number, name, price in DEMO_PRODUCTS
+    ]
+    units = await conn.fetchval("SELECT count(*) FROM uoms")
+    return units, await _copy(conn, "products", rows)
 
 
 async def seed_demo(
@@ -438,7 +593,10 @@ async def seed_demo(
             else:
                 tables = _bc_demo_rows()
             counts = {name: await _copy(conn, name, rows) for name, rows in tables.items()}
-            if side == "dataverse":
+            if isinstance(service, DataverseService):
+                counts["uoms"], counts["products"] = await _dv_demo_products(
+                    conn, service.integration_user
+                )
                 # Adatum's primary contact is Robert Townes, set once both rows exist.
                 await conn.execute(
                     'UPDATE accounts SET "_primarycontactid_value" = $1 WHERE accountid = $2',

@@ -3,6 +3,10 @@
 - A number series fills ``number`` (``code`` for salespeople) when a create leaves it blank.
 - ``currencyCode`` and ``currencyId`` validate each other against ``currencies``; a blank
   code or ``USD`` (CRONUS USA's local currency) means the empty GUID.
+- An item's ``baseUnitOfMeasureCode`` and ``baseUnitOfMeasureId`` validate each other
+  against ``unitsOfMeasure``; blank is the empty GUID.
+- ``paymentTermsId`` (customers, vendors) and ``shipmentMethodId`` (customers) are the
+  empty GUID or the id of a payment term or shipment method.
 - ``salespersonCode`` must name a salesperson.
 - A contact's ``companyNumber`` must name a customer or a vendor; it sets
   ``contactBusinessRelation`` and, unless given, ``companyName``. ``searchName`` is the
@@ -22,7 +26,7 @@ from tablesync.emulators.bc.style import TABLE_CAPTIONS
 from tablesync.emulators.common.sql import Params, TableSpec, ident, literal, sql_type
 from tablesync.emulators.common.writes import Assign
 
-__all__ = ["relation_message", "write_assigns"]
+__all__ = ["ID_REFERENCES", "relation_message", "write_assigns"]
 
 _EMPTY = literal(EMPTY_GUID)
 
@@ -63,6 +67,67 @@ def _currency(
             f"CASE WHEN {currency} = {_EMPTY} THEN '' ELSE COALESCE("
             f"(SELECT code FROM currencies WHERE id = {currency}), {fail}) END",
         )
+
+
+def _unit_of_measure(
+    values: Mapping[str, object],
+    placeholders: dict[str, str],
+    params: Params,
+    assigns: dict[str, Assign],
+) -> None:
+    if "baseUnitOfMeasureCode" in values:
+        code = placeholders["baseUnitOfMeasureCode"]
+        fail = _relation(
+            params,
+            "Item",
+            "Base Unit of Measure",
+            values["baseUnitOfMeasureCode"],
+            "Unit of Measure",
+        )
+        assigns["baseUnitOfMeasureId"] = Assign(
+            "baseUnitOfMeasureId",
+            f"CASE WHEN {code} = '' THEN {_EMPTY} ELSE COALESCE("
+            f"(SELECT id FROM {ident('unitsOfMeasure')} WHERE code = {code}), {fail}::uuid) END",
+        )
+    elif "baseUnitOfMeasureId" in values:
+        unit = placeholders["baseUnitOfMeasureId"]
+        fail = _relation(
+            params,
+            "Item",
+            "Base Unit of Measure Id",
+            values["baseUnitOfMeasureId"],
+            "Unit of Measure",
+        )
+        assigns["baseUnitOfMeasureCode"] = Assign(
+            "baseUnitOfMeasureCode",
+            f"CASE WHEN {unit} = {_EMPTY} THEN '' ELSE COALESCE("
+            f"(SELECT code FROM {ident('unitsOfMeasure')} WHERE id = {unit}), {fail}) END",
+        )
+
+
+ID_REFERENCES = {
+    "paymentTermsId": ("Payment Terms Id", "paymentTerms", "Payment Terms"),
+    "shipmentMethodId": ("Shipment Method Id", "shipmentMethods", "Shipment Method"),
+}
+"""Field → (its caption, the entity set it names a record of, that table's caption)."""
+
+
+def _id_reference(
+    spec: TableSpec,
+    name: str,
+    values: Mapping[str, object],
+    placeholders: dict[str, str],
+    params: Params,
+) -> Assign:
+    caption, related_set, related = ID_REFERENCES[name]
+    table = TABLE_CAPTIONS[spec.entity.entity_set][0]
+    given = placeholders[name]
+    fail = _relation(params, table, caption, values[name], related)
+    return Assign(
+        name,
+        f"CASE WHEN {given} = {_EMPTY} OR EXISTS (SELECT 1 FROM {ident(related_set)} "
+        f"WHERE id = {given}) THEN {given} ELSE {fail}::uuid END",
+    )
 
 
 def _salesperson(
@@ -127,6 +192,12 @@ def write_assigns(
     entity_set = entity.entity_set
     if entity_set in ("customers", "vendors"):
         _currency(spec, values, placeholders, params, assigns)
+    if entity_set in ("customers", "vendors"):
+        for name in ID_REFERENCES:
+            if name in values and name in entity.fields:
+                assigns[name] = _id_reference(spec, name, values, placeholders, params)
+    if entity_set == "items":
+        _unit_of_measure(values, placeholders, params, assigns)
     if entity_set == "customers" and "salespersonCode" in values:
         assigns["salespersonCode"] = _salesperson(values, placeholders, params)
     if entity_set == "contacts":

@@ -35,6 +35,9 @@ LCY_CODE = "USD"
 """CRONUS USA's local currency: a blank currency code, or this one, means it."""
 
 
+_CODE_KEYED = frozenset({"currencies", "unitsOfMeasure", "paymentTerms", "shipmentMethods"})
+
+
 def _spec(entity: Entity) -> TableSpec:
     return TableSpec(
         entity=entity,
@@ -42,8 +45,9 @@ def _spec(entity: Entity) -> TableSpec:
         precision="milliseconds",
         case_insensitive=False,
         namespace="Microsoft.NAV",
-        # A currency's code is its primary key in BC.
-        unique_columns=("code",) if entity.entity_set == "currencies" else (),
+        # A currency's, unit's, payment term's and shipment method's code is its
+        # primary key in BC.
+        unique_columns=("code",) if entity.entity_set in _CODE_KEYED else (),
     )
 
 
@@ -127,9 +131,11 @@ NUMBER_SERIES = MappingProxyType(
         "vendors": ("V", 5),
         "contacts": ("CT", 6),
         "salespeople": ("SP", 5),
+        "items": ("", 4),
     }
 )
-"""Entity set → (prefix, digits): ``C00001``, ``V00001``, ``CT000001``, ``SP00001``."""
+"""Entity set → (prefix, digits): ``C00001``, ``V00001``, ``CT000001``, ``SP00001``,
+items ``1000`` on (CRONUS numbers them so)."""
 
 
 def root_of(api_route: str | None) -> str:

@@ -67,6 +67,10 @@ TABLE_CAPTIONS: dict[str, tuple[str, str]] = {
     "contacts": ("Contact", "No."),
     "currencies": ("Currency", "Code"),
     "salespeople": ("Salesperson/Purchaser", "Code"),
+    "items": ("Item", "No."),
+    "unitsOfMeasure": ("Unit of Measure", "Code"),
+    "paymentTerms": ("Payment Terms", "Code"),
+    "shipmentMethods": ("Shipment Method", "Code"),
 }
 """Entity set → (table caption, caption of the field that must be unique)."""
 

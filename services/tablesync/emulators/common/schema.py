@@ -249,6 +249,8 @@ def ddl(specs: Sequence[TableSpec]) -> list[str]:
         statements.extend(_foreign_keys(spec))
     for spec in tracked:
         statements.extend(_tracking_ddl(spec))
+    for spec in specs:
+        statements.extend(spec.triggers)
     return statements
 
 

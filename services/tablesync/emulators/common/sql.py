@@ -119,6 +119,9 @@ class TableSpec:
     change_log: bool = False
     """Every committed change of a row is noted in the change log (``schema.CHANGES_TABLE``),
     in commit order: what Dataverse change tracking serves."""
+    triggers: tuple[str, ...] = ()
+    """Statements (functions, triggers) that make the server's own rules of the table,
+    run once every table and foreign key exists: what a write does beyond its row."""
 
     @property
     def table(self) -> str:

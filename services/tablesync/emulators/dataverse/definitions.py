@@ -142,6 +142,11 @@ _BUILTIN_TABLES = {
     "bcbi_company": _Builtin(
         "bcbi_Company", "Company", "Companies", "bcbi_name", 9_990, "UserOwned"
     ),
+    "product": _Builtin("Product", "Product", "Products", "name", 1024, "OrganizationOwned"),
+    "uom": _Builtin("UoM", "Unit", "Units", "name", 1055, "None"),
+    "uomschedule": _Builtin(
+        "UoMSchedule", "Unit Group", "Unit Groups", "name", 1056, "OrganizationOwned"
+    ),
 }
 _STATE = OptionSet("statecode", ((0, "Active"), (1, "Inactive")), "State")
 _STATUS = OptionSet("statuscode", ((1, "Active"), (2, "Inactive")), "Status")
@@ -169,6 +174,16 @@ _BUILTIN_CHOICES = {
         ),
         "Picklist",
     ),
+    ("product", "producttypecode"): OptionSet(
+        "product_producttypecode",
+        ((1, "Sales Inventory"), (2, "Miscellaneous Charges"), (3, "Services"), (4, "Flat Fees")),
+        "Picklist",
+    ),
+    ("product", "productstructure"): OptionSet(
+        "product_productstructure",
+        ((1, "Product"), (2, "Product Family"), (3, "Product Bundle")),
+        "Picklist",
+    ),
     ("systemuser", "accessmode"): OptionSet(
         "systemuser_accessmode",
         (
@@ -185,6 +200,11 @@ _BUILTIN_CHOICES = {
 _BUILTIN_KINDS = {
     ("account", "creditlimit"): "money",
     ("account", "description"): "memo",
+    ("product", "price"): "money",
+    ("product", "standardcost"): "money",
+    ("product", "currentcost"): "money",
+    ("product", "description"): "memo",
+    ("uomschedule", "description"): "memo",
 }
 _KINDS = {
     # custom column type → (AttributeType, metadata entity type)

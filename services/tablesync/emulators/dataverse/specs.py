@@ -19,6 +19,8 @@ __all__ = [
     "BASE_CURRENCY_SQL",
     "DATAVERSE_SPECS",
     "INTEGRATION_USER_NAME",
+    "PRODUCT_UNIT_FOREIGN",
+    "PRODUCT_UNIT_MISSING",
     "dataverse_specs",
     "spec_for",
 ]
@@ -37,6 +39,51 @@ _EXTRA_INDEXES = {
     # Serves BASE_CURRENCY_SQL, which every create of a row with money fields runs.
     "transactioncurrencies": ('("createdon", "transactioncurrencyid") WHERE "exchangerate" = 1',),
 }
+
+# Creating a unit group creates its base unit: named as the group's baseuomname,
+# quantity 1, the unit the group's others are counted in.
+_BASE_UNIT = (
+    "CREATE OR REPLACE FUNCTION ts_uomschedule_base_unit() RETURNS trigger "
+    "LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    '    INSERT INTO "uoms" ("name", "quantity", "isschedulebaseuom", "_uomscheduleid_value",\n'
+    '                        "_createdby_value", "_modifiedby_value")\n'
+    '    VALUES (NEW."baseuomname", 1, true, NEW."uomscheduleid",\n'
+    '            NEW."_createdby_value", NEW."_modifiedby_value");\n'
+    "    RETURN NULL;\n"
+    "END\n$$",
+    'CREATE TRIGGER "uomschedules__base_unit" AFTER INSERT ON "uomschedules" '
+    "FOR EACH ROW EXECUTE FUNCTION ts_uomschedule_base_unit()",
+)
+PRODUCT_UNIT_MISSING = "Required field '{}' is missing: product cannot be created without it."
+PRODUCT_UNIT_FOREIGN = "The default unit is not a unit of the product's unit group."
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# A product is sold in units of one unit group: it needs the group and a default unit of
+# that group (the Product Management solution's rule, whichever way the row is written).
+_PRODUCT_UNITS = (
+    "CREATE OR REPLACE FUNCTION ts_product_units() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    '    IF NEW."_defaultuomscheduleid_value" IS NULL THEN\n'
+    f"        PERFORM ts_raise('required', "
+    f"{_sql_text(PRODUCT_UNIT_MISSING.format('defaultuomscheduleid'))});\n"
+    '    ELSIF NEW."_defaultuomid_value" IS NULL THEN\n'
+    f"        PERFORM ts_raise('required', "
+    f"{_sql_text(PRODUCT_UNIT_MISSING.format('defaultuomid'))});\n"
+    '    ELSIF NOT EXISTS (SELECT 1 FROM "uoms" WHERE "uomid" = NEW."_defaultuomid_value"\n'
+    '                      AND "_uomscheduleid_value" = NEW."_defaultuomscheduleid_value") THEN\n'
+    f"        PERFORM ts_raise('bad_value', {_sql_text(PRODUCT_UNIT_FOREIGN)});\n"
+    "    END IF;\n"
+    "    RETURN NEW;\n"
+    "END\n$$",
+    'CREATE TRIGGER "products__units" BEFORE INSERT OR UPDATE ON "products" '
+    "FOR EACH ROW EXECUTE FUNCTION ts_product_units()",
+)
+_TRIGGERS = {"uomschedules": _BASE_UNIT, "products": _PRODUCT_UNITS}
 
 _EDM_TYPES: dict[str, EdmType] = {
     "string": "Edm.String",
@@ -63,6 +110,7 @@ def _spec(entity: Entity) -> TableSpec:
         namespace="Microsoft.Dynamics.CRM",
         extra_indexes=_EXTRA_INDEXES.get(entity.entity_set, ()),
         change_log=True,
+        triggers=_TRIGGERS.get(entity.entity_set, ()),
     )
 
 

@@ -16,7 +16,7 @@ from tablesync.adapters.odata.bc import _payload as connector_payload
 from tablesync.core.catalog import EMPTY_GUID
 from tablesync.core.events import FieldValue
 from tablesync.core.records import WriteValue
-from tablesync.emulators.bc.rules import relation_message
+from tablesync.emulators.bc.rules import ID_REFERENCES, relation_message
 from tablesync.emulators.bc.service import (
     ETAG_REQUIRED_MESSAGE,
     STALE_MESSAGE,
@@ -117,6 +117,48 @@ class BcWrites:
 
             assigns["currencyCode"] = currency_code
 
+    def _unit_of_measure(
+        self, values: Mapping[str, object], assigns: dict[str, Callable[[], object]]
+    ) -> None:
+        """An item's base unit code and id set each other: rules ``_unit_of_measure``."""
+        if "baseUnitOfMeasureCode" in values:
+            code = values["baseUnitOfMeasureCode"]
+
+            def unit_id() -> object:
+                if code == "":
+                    return EMPTY_GUID
+                found = self._first("unitsOfMeasure", "code", code)
+                if found is None:
+                    raise self._relation("items", "Base Unit of Measure", code, "Unit of Measure")
+                return found.values["id"]
+
+            assigns["baseUnitOfMeasureId"] = unit_id
+        elif "baseUnitOfMeasureId" in values:
+            given = values["baseUnitOfMeasureId"]
+
+            def unit_code() -> object:
+                if given == EMPTY_GUID:
+                    return ""
+                found = self.store.tables["unitsOfMeasure"].rows.get(str(given))
+                if found is None:
+                    raise self._relation(
+                        "items", "Base Unit of Measure Id", given, "Unit of Measure"
+                    )
+                return found.values["code"]
+
+            assigns["baseUnitOfMeasureCode"] = unit_code
+
+    def _id_reference(self, entity_set: str, name: str, given: object) -> Callable[[], object]:
+        """Payment terms and shipment method ids name a record: rules ``_id_reference``."""
+        caption, related_set, related = ID_REFERENCES[name]
+
+        def checked() -> object:
+            if given == EMPTY_GUID or str(given) in self.store.tables[related_set].rows:
+                return given
+            raise self._relation(entity_set, caption, given, related)
+
+        return checked
+
     def _salesperson(self, values: Mapping[str, object]) -> Callable[[], object]:
         """A customer's ``salespersonCode`` names a salesperson: rules ``_salesperson``."""
         code = values["salespersonCode"]
@@ -176,6 +218,11 @@ class BcWrites:
         }
         if entity_set in ("customers", "vendors"):
             self._currency(entity_set, values, assigns)
+            for name in ID_REFERENCES:
+                if name in values and name in entity.fields:
+                    assigns[name] = self._id_reference(entity_set, name, values[name])
+        if entity_set == "items":
+            self._unit_of_measure(values, assigns)
         if entity_set == "customers" and "salespersonCode" in values:
             assigns["salespersonCode"] = self._salesperson(values)
         if entity_set == "contacts":

@@ -15,7 +15,9 @@ read-only lookups); what its SQL does is expressed here in Python, once:
   clearing a link leaves the other row's stamp and version as they are, as ``ON
   DELETE SET NULL`` does);
 - every row written, its link cleared, or deleted is noted in the change log, as the
-  emulator's change tracking trigger notes it (``schema._tracking_ddl``).
+  emulator's change tracking trigger notes it (``schema._tracking_ddl``);
+- a unit group creates its base unit, and a product needs a unit group and a default
+  unit of it (the triggers of ``specs._TRIGGERS``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ from tablesync.emulators.dataverse.service import (
     STALE_MESSAGE,
     required_problem,
 )
-from tablesync.emulators.dataverse.specs import INTEGRATION_USER_NAME
+from tablesync.emulators.dataverse.specs import (
+    INTEGRATION_USER_NAME,
+    PRODUCT_UNIT_FOREIGN,
+    PRODUCT_UNIT_MISSING,
+)
 from tablesync.emulators.dataverse.writes import Bind, Body, split_body
 from tablesync.emulators.memory.store import Store, Stored, Table
 
@@ -170,6 +176,36 @@ class DataverseWrites:
                 ):
                     raise ApiProblem(Kind.DUPLICATE, DUPLICATE_MESSAGE)
 
+    def _check_units(self, table: Table, row: dict[str, FieldValue]) -> None:
+        """``specs._PRODUCT_UNITS``: a product's unit group and a default unit of it."""
+        if table.spec.entity.entity_set != "products":
+            return
+        group, unit = row.get("_defaultuomscheduleid_value"), row.get("_defaultuomid_value")
+        if group is None:
+            raise ApiProblem(Kind.REQUIRED, PRODUCT_UNIT_MISSING.format("defaultuomscheduleid"))
+        if unit is None:
+            raise ApiProblem(Kind.REQUIRED, PRODUCT_UNIT_MISSING.format("defaultuomid"))
+        found = self.store.tables["uoms"].rows.get(str(unit))
+        if found is None or found.values.get("_uomscheduleid_value") != group:
+            raise ApiProblem(Kind.BAD_VALUE, PRODUCT_UNIT_FOREIGN)
+
+    def _base_unit(self, group: Stored, caller: str) -> None:
+        """``specs._BASE_UNIT``: the unit a new unit group comes with."""
+        values = group.values
+        self._insert(
+            self.store.table("uoms"),
+            Body(
+                {
+                    "name": values["baseuomname"],
+                    "quantity": 1,
+                    "isschedulebaseuom": True,
+                    "_uomscheduleid_value": values["uomscheduleid"],
+                },
+                {},
+            ),
+            caller,
+        )
+
     def _insert(self, table: Table, body: Body, caller: str) -> Stored:
         entity = table.spec.entity
         store = self.store
@@ -185,11 +221,14 @@ class DataverseWrites:
         if key in table.rows:
             raise ApiProblem(Kind.DUPLICATE, DUPLICATE_MESSAGE)
         self._check_keys(table, key, row)
+        self._check_units(table, row)
         version, etag = store.next_version()
         row["versionnumber"] = version
         stored = Stored(row, stamp, version, etag, targets)
         table.rows[key] = stored
         store.note_change(entity.entity_set, key)
+        if entity.entity_set == "uomschedules":
+            self._base_unit(stored, caller)
         return stored
 
     def _update(self, table: Table, stored: Stored, body: Body, caller: str) -> Stored:
@@ -201,6 +240,7 @@ class DataverseWrites:
         row["modifiedon"] = store.stamp_text(stamp)
         key = str(stored.values[table.spec.entity.key])
         self._check_keys(table, key, row)
+        self._check_units(table, row)
         version, etag = store.next_version()
         row["versionnumber"] = version
         stored.values, stored.targets = row, targets
