@@ -117,6 +117,14 @@ async def _prepare_containers(bootstrap: str, dsn: str) -> None:
     await ensure_databases(with_database(dsn, "postgres"), [dsn, *emulator_dsns])
 
 
+def worker_database(name: str) -> str:
+    """``name`` made the pytest-xdist worker's own (``name_gw0``), for the fixed-name
+    databases that session and module fixtures reset at will: two workers sharing
+    one would wipe each other's rows. Without xdist the name is unchanged."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return f"{name}_{worker}" if worker else name
+
+
 def _free_port() -> int:
     return unused_ports(1)[0]
 
@@ -174,3 +182,4 @@ def pytest_make_collect_report(
         report.longrepr = _forbidden_skip_message(report.longrepr)
         report.outcome = "failed"
     return report
+
