@@ -183,3 +183,23 @@ def pytest_make_collect_report(
         report.outcome = "failed"
     return report
 
+
+# With pytest-xdist (`-n 2`, see pyproject's addopts) each unit of work below runs
+# whole on one worker, in collection order: a test file, so a module's fixtures (a
+# stack of services, emulators on their databases) start once; and the fault suite
+# as one, because its files share one session pipeline on servers of its own, and
+# its later tests read the figures of the chaos run before them.
+_ONE_UNIT_DIRS = ("tests/faults/",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    # Only xdist calls this hook, so xdist is importable here.
+    from xdist.scheduler import LoadFileScheduling  # noqa: PLC0415
+
+    class _FileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return next((d for d in _ONE_UNIT_DIRS if path.startswith(d)), path)
+
+    return _FileScheduling(config, log)
