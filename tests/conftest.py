@@ -9,6 +9,7 @@ With ``TABLESYNC_FORBID_SKIPS=1`` every skipped test counts as a failure.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import shutil
@@ -117,12 +118,17 @@ async def _prepare_containers(bootstrap: str, dsn: str) -> None:
     await ensure_databases(with_database(dsn, "postgres"), [dsn, *emulator_dsns])
 
 
+_CHECKOUT_TAG = hashlib.sha256(str(Path(__file__).resolve().parents[1]).encode()).hexdigest()[:8]
+
+
 def worker_database(name: str) -> str:
-    """``name`` made the pytest-xdist worker's own (``name_gw0``), for the fixed-name
-    databases that session and module fixtures reset at will: two workers sharing
-    one would wipe each other's rows. Without xdist the name is unchanged."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    return f"{name}_{worker}" if worker else name
+    """``name`` made this checkout's and this pytest-xdist worker's own
+    (``name_1a2b3c4d_gw0``), for the databases that session and module fixtures
+    reset at will: the suites of other checkouts on the shared server, and the other
+    worker, would otherwise wipe each other's rows. A bounded set of names per
+    checkout, so there is nothing to drop afterwards."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return f"{name}_{_CHECKOUT_TAG}_{worker}"
 
 
 def _free_port() -> int:
