@@ -48,9 +48,9 @@ test-integration: infra-up
 	$(VENV)/bin/pytest tests/integration tests/emulators tests/connectors tests/admin
 
 # The long fault run (5,000+ changes, 20+ faults of each kind); `make test`
-# runs its short variant.
+# runs its short variant. One process (-n 0), so -s shows its progress as it runs.
 test-faults: infra-up
-	TABLESYNC_FAULTS=full $(VENV)/bin/pytest -s tests/faults
+	TABLESYNC_FAULTS=full $(VENV)/bin/pytest -n 0 -s tests/faults
 
 # Seeded schedules of the engine on in-memory ports under crashes, failures
 # and several apply instances; `make test` runs the calm profile.

@@ -9,6 +9,7 @@ With ``TABLESYNC_FORBID_SKIPS=1`` every skipped test counts as a failure.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import shutil
@@ -17,6 +18,7 @@ import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,6 +119,19 @@ async def _prepare_containers(bootstrap: str, dsn: str) -> None:
     await ensure_databases(with_database(dsn, "postgres"), [dsn, *emulator_dsns])
 
 
+_CHECKOUT_TAG = hashlib.sha256(str(Path(__file__).resolve().parents[1]).encode()).hexdigest()[:8]
+
+
+def worker_database(name: str) -> str:
+    """``name`` made this checkout's and this pytest-xdist worker's own
+    (``name_1a2b3c4d_gw0``), for the databases that session and module fixtures
+    reset at will: the suites of other checkouts on the shared server, and the other
+    worker, would otherwise wipe each other's rows. A bounded set of names per
+    checkout, so there is nothing to drop afterwards."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return f"{name}_{_CHECKOUT_TAG}_{worker}"
+
+
 def _free_port() -> int:
     return unused_ports(1)[0]
 
@@ -174,3 +189,34 @@ def pytest_make_collect_report(
         report.longrepr = _forbidden_skip_message(report.longrepr)
         report.outcome = "failed"
     return report
+
+
+# With pytest-xdist (`-n 2`, see pyproject's addopts) each unit of work below runs
+# whole on one worker, in collection order: a test file, so a module's fixtures (a
+# stack of services, emulators on their databases) start once; and the fault suite
+# as one, because its files share one session pipeline on servers of its own, and
+# its later tests read the figures of the chaos run before them.
+_ONE_UNIT_DIRS = ("tests/faults/",)
+# The longest units, handed out first: the calm simulation is one CPU-bound test of
+# many minutes and the fault suite one unit of several, so the other worker works
+# through the rest beside them rather than one of them running alone at the end.
+_FIRST_UNITS = ("tests/simulation/test_simulation.py", "tests/faults/")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    # Only xdist calls this hook, so xdist is importable here.
+    from xdist.scheduler import LoadFileScheduling  # noqa: PLC0415
+
+    class _FileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return next((d for d in _ONE_UNIT_DIRS if path.startswith(d)), path)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            for unit in reversed(_FIRST_UNITS):
+                if unit in self.workqueue:
+                    self.workqueue.move_to_end(unit, last=False)
+            super()._assign_work_unit(node)
+
+    return _FileScheduling(config, log)

@@ -20,7 +20,7 @@ from tablesync.emulators.common.runtime import EmulatorConfig
 from tablesync.emulators.common.server import BackgroundServer
 from tablesync.emulators.dataverse import create_app as dataverse_app
 from tablesync.settings import DEFAULT_TOKEN, ApiSettings, with_database
-from tests.conftest import InfraEndpoints
+from tests.conftest import InfraEndpoints, worker_database
 
 BC_ROOT = "/BC/api/v2.0"
 DATAVERSE_ROOT = "/api/data/v9.2"
@@ -58,7 +58,7 @@ class Emulators:
 @pytest.fixture(scope="session")
 async def emulators(infra: InfraEndpoints) -> AsyncIterator[Emulators]:
     def config(side: str) -> EmulatorConfig:
-        dsn = with_database(infra.database_dsn, f"tablesync_connectors_{side}")
+        dsn = with_database(infra.database_dsn, worker_database(f"tablesync_connectors_{side}"))
         return EmulatorConfig(dsn=dsn, token=DEFAULT_TOKEN, requests_per_window=1_000_000)
 
     async with (

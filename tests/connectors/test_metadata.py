@@ -23,7 +23,7 @@ from tablesync.emulators.common.server import BackgroundServer
 from tablesync.emulators.dataverse import create_app as dataverse_app
 from tablesync.errors import ApiError
 from tablesync.settings import DEFAULT_TOKEN, with_database
-from tests.conftest import InfraEndpoints
+from tests.conftest import InfraEndpoints, worker_database
 from tests.connectors.conftest import BC_ROOT, DATAVERSE_ROOT, Emulators
 
 pytestmark = pytest.mark.integration
@@ -61,7 +61,9 @@ async def described(
     custom = load_customizations(path)
 
     def config(side: str) -> EmulatorConfig:
-        dsn = with_database(infra.database_dsn, f"tablesync_connectors_meta_{side}")
+        dsn = with_database(
+            infra.database_dsn, worker_database(f"tablesync_connectors_meta_{side}")
+        )
         return EmulatorConfig(
             dsn=dsn, token=DEFAULT_TOKEN, requests_per_window=1_000_000, custom=custom
         )

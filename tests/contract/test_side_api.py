@@ -49,7 +49,7 @@ from tablesync.emulators.memory import MemorySide
 from tablesync.errors import ChangeTrackingUnavailable, DeltaLinkExpired, ReadRefused
 from tablesync.ports.api import SideApi
 from tablesync.settings import with_database
-from tests.conftest import InfraEndpoints
+from tests.conftest import InfraEndpoints, worker_database
 from tests.connectors.conftest import ApiFactory, Emulators
 from tests.contract.conftest import StepClock
 
@@ -967,5 +967,5 @@ class TestODataSide(SideApiContract):
 
     @pytest.fixture
     def tracking(self, emulators: Emulators, infra: InfraEndpoints) -> Tracking:
-        dsn = with_database(infra.database_dsn, "tablesync_connectors_dataverse")
+        dsn = with_database(infra.database_dsn, worker_database("tablesync_connectors_dataverse"))
         return EmulatorTracking(emulators, dsn)

@@ -15,6 +15,7 @@ from tablesync.emulators.common.runtime import EmulatorConfig
 from tablesync.emulators.common.server import BackgroundServer
 from tablesync.emulators.dataverse.app import create_app as create_dataverse_app
 from tablesync.settings import with_database
+from tests.conftest import worker_database
 
 TOKEN = "emulator-test-token"
 BUDGET = 1_000_000
@@ -65,7 +66,7 @@ def _config(dsn: str) -> EmulatorConfig:
 @pytest.fixture(scope="session")
 def emulator_dsns(infra: Any) -> dict[str, str]:
     return {
-        side: with_database(infra.database_dsn, f"tablesync_emutest_{side}")
+        side: with_database(infra.database_dsn, worker_database(f"tablesync_emutest_{side}"))
         for side in ("bc", "dataverse")
     }
 

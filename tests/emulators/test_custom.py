@@ -22,6 +22,7 @@ from tablesync.emulators.common.server import BackgroundServer
 from tablesync.emulators.dataverse.app import create_app as create_dataverse_app
 from tablesync.emulators.dataverse.specs import dataverse_specs
 from tablesync.settings import EmulatorSettings, Settings, with_database
+from tests.conftest import worker_database
 from tests.emulators.conftest import CLIENT_TIMEOUT_S, TOKEN, BcEmulator, Emulator
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ def custom_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _config(infra: Any, side: str, custom_file: Path) -> EmulatorConfig:
     return EmulatorConfig(
-        dsn=with_database(infra.database_dsn, f"tablesync_emutest_custom_{side}"),
+        dsn=with_database(infra.database_dsn, worker_database(f"tablesync_emutest_custom_{side}")),
         token=TOKEN,
         requests_per_window=1_000_000,
         custom=load_customizations(custom_file),

@@ -5,7 +5,6 @@ the admin API closed to anyone without its token."""
 from __future__ import annotations
 
 import re
-import uuid
 
 import httpx
 import pytest
@@ -87,7 +86,9 @@ _PROTECTED = (
     ("PATCH", "/api/mappings/CUSTOMER"),
     ("POST", "/api/runs/sync-modified"),
     ("POST", "/api/runs/full-sync"),
-    ("DELETE", f"/api/couplings/CUSTOMER/bc/{uuid.uuid4()}"),
+    # A fixed id, not a drawn one: it names the test, and pytest-xdist's workers
+    # must collect the same names.
+    ("DELETE", "/api/couplings/CUSTOMER/bc/0144d8ce-e7b5-4463-950b-d3f128f2ed32"),
 )
 
 

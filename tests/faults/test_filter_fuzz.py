@@ -24,6 +24,7 @@ from tablesync.emulators.dataverse.app import create_app as dv_app
 from tablesync.errors import FilterSyntaxError
 from tablesync.localinfra.postgres import ensure_databases
 from tablesync.settings import with_database
+from tests.conftest import worker_database
 from tests.faults.conftest import FULL
 from tests.faults.infra import FaultInfra
 
@@ -112,7 +113,9 @@ class Side_:
 async def sides(fault_infra: FaultInfra) -> AsyncIterator[dict[Side, Side_]]:
     """Both emulators in this process, on databases of their own."""
     dsn = fault_infra.state_dsn
-    dsns = {side: with_database(dsn, f"fuzz_{side}") for side in ("bc", "dataverse")}
+    dsns = {
+        side: with_database(dsn, worker_database(f"fuzz_{side}")) for side in ("bc", "dataverse")
+    }
     await ensure_databases(fault_infra.superuser_dsn, list(dsns.values()))
     servers = {
         "bc": BackgroundServer(bc_app(EmulatorConfig(dsn=dsns["bc"], token=TOKEN))),

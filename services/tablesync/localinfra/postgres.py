@@ -57,6 +57,7 @@ _MAX_SOCKET_PATH = 100
 _SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
 _PROBE_TIMEOUT_S = 2.0
 _STOP_TIMEOUT_S = 60
+_MAX_CONNECTIONS = 300
 
 
 @dataclass(frozen=True)
@@ -267,8 +268,11 @@ async def _start(lay: PgLayout, timeout_s: float) -> int:
     bindir = await asyncio.to_thread(require_binaries, lay.data_dir)
     await asyncio.to_thread(_prepare_root, lay)
     await asyncio.to_thread(_initdb, bindir, lay)
+    # The default max_connections=100 runs out when the test suites of several
+    # checkouts on one machine share this server (each holds pools of its own).
     options = (
         f"-c listen_addresses={_LISTEN_HOST} -p {lay.endpoint.port} "
+        f"-c max_connections={_MAX_CONNECTIONS} "
         f"-k {shlex.quote(str(lay.socket_dir))}"
     )
     argv = [
