@@ -7,6 +7,7 @@ import copy
 import pytest
 
 from tablesync.core import filters
+from tablesync.core.dependency import dependencies
 from tablesync.core.mapping_load import build_mappings, catalog_tables
 from tablesync.errors import MappingError
 from tests.contract.state_fixtures import (
@@ -42,7 +43,13 @@ class MappingsContract:
         # The document's own order is not the dependency order.
         document["mappings"] = dict(reversed(list(document["mappings"].items())))
         loaded = await mappings.replace_all(document)
-        assert loaded.names() == ORDER
+        names = list(loaded.names())
+        assert sorted(names) == sorted(document["mappings"])
+        # Each after every mapping its lookups and depends_on go through, and
+        # BC's five in BC's order, whatever the document's order was.
+        for m in loaded.mappings:
+            assert all(names.index(d) < names.index(m.name) for d in dependencies(m)), names
+        assert [n for n in names if n in ORDER] == list(ORDER)
         assert await mappings.load() == loaded
         assert await mappings.version() is not None
 

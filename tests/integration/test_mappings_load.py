@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tablesync.adapters.mapping_file import default_mapping_file
+from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
 
 pytestmark = pytest.mark.integration
 
 DEFAULT = default_mapping_file().read_text()
+LOADED = f"loaded {len(load_mapping_file(default_mapping_file())[1].names())} mappings"
 
 
 async def _cli(
@@ -44,7 +45,7 @@ async def _cli(
 async def test_load_shows_what_it_replaces_and_asks(state_dsn: str, tmp_path: Path) -> None:
     code, out, err = await _cli(state_dsn, "mappings", "load")
     assert code == 0, err
-    assert "loaded 5 mappings" in out
+    assert LOADED in out
 
     code, out, err = await _cli(state_dsn, "mappings", "load")
     assert code == 0, err
@@ -77,11 +78,11 @@ async def test_load_shows_what_it_replaces_and_asks(state_dsn: str, tmp_path: Pa
     code, out, err = await _cli(state_dsn, "mappings", "load", str(edited), terminal_input=b"y\n")
     assert code == 0, out + err
     assert all(line in out for line in diff), out
-    assert "loaded 5 mappings" in out
+    assert LOADED in out
     code, out, _ = await _cli(state_dsn, "mappings", "show", "CUSTOMER", "--json")
     assert '"sync_only_coupled": true' in out
 
     code, out, err = await _cli(state_dsn, "mappings", "load", "--yes")
     assert code == 0, err
     assert "~ CUSTOMER fields[website<->websiteurl].max_length: 60 -> 80" in out
-    assert "loaded 5 mappings" in out
+    assert LOADED in out
