@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from tablesync import localinfra
 from tablesync.adapters.kafka import KafkaConnection
@@ -39,6 +40,23 @@ CONTAINER_READY_TIMEOUT_S = 120.0
 class InfraEndpoints:
     kafka_bootstrap_servers: str
     database_dsn: str
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loggers_never_cached() -> Iterator[None]:
+    """In-process CLI runs (typer's CliRunner) configure structlog as the product
+    does, caching each logger on its first use; a cached logger ignores
+    ``capture_logs`` in every later test of the process, so a test reading its
+    logs would pass or fail by which tests ran before it in the same worker."""
+    configure = structlog.configure
+
+    def uncached(*args: Any, **kwargs: Any) -> None:
+        kwargs["cache_logger_on_first_use"] = False
+        configure(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(structlog, "configure", uncached)
+        yield
 
 
 @pytest.fixture(scope="session")
