@@ -14,9 +14,9 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tablesync.adapters.mapping_file import default_mapping_file, load_mapping_file
-from tablesync.runtime.coordinator import CoordinatorService
 from tablesync.runtime.operations import Operations
 from tests.admin.conftest import ADMIN_TOKEN, Admin
+from tests.holds import hold_first_job
 from tests.integration.stack import wait_for
 
 pytestmark = pytest.mark.integration
@@ -302,18 +302,7 @@ async def test_runs_are_cancelled_coupled_and_a_record_synced_from_the_page(
     assert first.run.status == "finished", first.run.message
     # The next run's first job is held until the page has cancelled the run,
     # so the click lands while a step runs, whatever the machine's speed.
-    real_wait = CoordinatorService._wait_for_job
-    entered, release = asyncio.Event(), asyncio.Event()
-
-    async def held_wait(
-        self: CoordinatorService, job_id: str, partitions: int, stop: asyncio.Event
-    ) -> bool:
-        if not entered.is_set():
-            entered.set()
-            await release.wait()
-        return await real_wait(self, job_id, partitions, stop)
-
-    monkeypatch.setattr(CoordinatorService, "_wait_for_job", held_wait)
+    hold = hold_first_job(monkeypatch)
     page = await _page(browser)
     await page.goto(f"{admin.url}/?token={ADMIN_TOKEN}")
     panel = page.locator("#run-panel")
@@ -323,12 +312,12 @@ async def test_runs_are_cancelled_coupled_and_a_record_synced_from_the_page(
     await page.locator("#confirm-unconditional").check()
     await page.locator("#confirm-start").click()
     await expect(page.locator("#run-title")).to_have_text("Unconditional full synchronization")
-    await asyncio.wait_for(entered.wait(), 120)
+    await asyncio.wait_for(hold.entered.wait(), 120)
     await page.locator("#run-cancel").click()
     await expect(panel).to_have_attribute("data-status", "cancelled")
     await expect(page.locator("#run-cancel")).to_be_hidden()
     await expect(page.locator("#run-meta")).to_contain_text("cancelled by admin")
-    release.set()
+    hold.release.set()
     cancelled_id = await panel.get_attribute("data-run-id")
     assert cancelled_id is not None
     cancelled = await ops.progress(cancelled_id)

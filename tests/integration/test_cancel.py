@@ -11,6 +11,7 @@ import pytest
 from tablesync.application import Operator
 from tablesync.errors import AlreadyRunning, CommandRefused, NotFound
 from tablesync.runtime.coordinator import CoordinatorService
+from tests.holds import hold_first_job
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -27,21 +28,10 @@ async def test_a_run_cancelled_mid_step_finishes_that_step_only(
 ) -> None:
     # The first job of the run is held until the run is cancelled, so the
     # cancellation lands while a step runs, whatever the machine's speed.
-    real_wait = CoordinatorService._wait_for_job
-    entered, release = asyncio.Event(), asyncio.Event()
-
-    async def held_wait(
-        self: CoordinatorService, job_id: str, partitions: int, stop: asyncio.Event
-    ) -> bool:
-        if not entered.is_set():
-            entered.set()
-            await release.wait()
-        return await real_wait(self, job_id, partitions, stop)
-
-    monkeypatch.setattr(CoordinatorService, "_wait_for_job", held_wait)
+    hold = hold_first_job(monkeypatch)
     await stack.start()
     run_id = await operator.full_sync()
-    await asyncio.wait_for(entered.wait(), WAIT_S)
+    await asyncio.wait_for(hold.entered.wait(), WAIT_S)
 
     cancelled = await operator.cancel(run_id, requested_by="ops")
     assert cancelled.status == "cancelled" and "cancelled by ops" in cancelled.message
@@ -50,7 +40,7 @@ async def test_a_run_cancelled_mid_step_finishes_that_step_only(
     # Free at once: the next full synchronization is accepted while the
     # cancelled run's step still runs.
     second = await operator.full_sync(mappings=["CURRENCY"])
-    release.set()
+    hold.release.set()
 
     done = await operator.wait(second, timeout_s=WAIT_S)
     assert done.run.status == "finished", done.run.message
