@@ -11,6 +11,7 @@ TablesyncError
 ├── Fenced                    another apply instance took this one's partitions
 │   └── ClaimLost             the claim on a batch's records was lost before its commit
 ├── ClaimsBusy                another apply instance held a batch's records too long
+├── GaveWay                   a batch waiting for claimed records let a rebalance go first
 ├── EventError
 │   ├── DecodeError           bytes are not an event this build can read
 │   └── InvalidEvent          a decodable event is not valid where it was found
@@ -52,6 +53,7 @@ __all__ = [
     "DeltaLinkExpired",
     "EventError",
     "FilterSyntaxError",
+    "GaveWay",
     "InfraError",
     "InvalidEvent",
     "InvalidRequest",
@@ -94,6 +96,21 @@ class ClaimLost(Fenced):
     def __init__(self, mapping: str, partitions: list[tuple[str, int]]) -> None:
         super().__init__(mapping, partitions)
         self.args = (f"{mapping}: the claim on the batch's records was lost before its commit",)
+
+
+class GaveWay(TablesyncError):
+    """A batch was still waiting for records another apply instance holds
+    when its own partitions were being revoked: it is dropped, neither
+    written further nor committed, so the rebalance goes on (the holder may
+    be frozen, and the rebalance is what moves its partitions away)."""
+
+    def __init__(self, mapping: str, records: int) -> None:
+        self.mapping = mapping
+        self.records = records
+        super().__init__(
+            f"{mapping}: a batch of {records} records waiting for another instance's "
+            "records gave way to a rebalance"
+        )
 
 
 class ClaimsBusy(TablesyncError):

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from aiokafka.errors import CommitFailedError, KafkaConnectionError
 
 from tablesync.adapters.memory.log import MemoryBroker
-from tablesync.errors import Fenced
+from tablesync.errors import Fenced, GaveWay
 from tablesync.ports.clock import SystemClock
 from tablesync.ports.log import Message, TopicPartition
 from tablesync.runtime.consume import (
@@ -329,6 +329,52 @@ async def test_a_fenced_batch_is_dropped_and_what_is_still_owned_read_again() ->
     await task
     # Dropped, not retried as it stood nor committed; read again from its start.
     assert seen == [[0, 1, 2], [0, 1, 2]]
+
+
+async def test_a_batch_that_gives_way_lets_the_revoke_through_uncommitted() -> None:
+    """A batch waiting on something another member holds gives way once a
+    revoke waits for it (``revoking``): the rebalance goes on, nothing of the
+    batch is committed, and its partitions' new owners read it again."""
+    broker = _broker(partitions=2)
+    await _publish(broker, 0, 3)
+    await _publish(broker, 1, 2)
+    entered = asyncio.Event()
+    first_seen: list[tuple[TopicPartition, int]] = []
+    loops: list[ConsumeLoop] = []
+
+    async def held(batch: Batch) -> Mapping[TopicPartition, int]:
+        first_seen.extend((tp, r.offset) for tp, records in batch.items() for r in records)
+        entered.set()
+        # What another member holds, and never lets go of here.
+        await loops[0].revoking.wait()
+        raise GaveWay("CUSTOMER", sum(len(r) for r in batch.values()))
+
+    second_seen: list[tuple[TopicPartition, int]] = []
+
+    async def fine(batch: Batch) -> Mapping[TopicPartition, int]:
+        second_seen.extend((tp, r.offset) for tp, records in batch.items() for r in records)
+        return next_offsets(batch)
+
+    stop = asyncio.Event()
+    loops.append(_loop(broker, held))
+    first = asyncio.create_task(loops[0].run(stop))
+    await asyncio.wait_for(entered.wait(), 5)
+    assert not loops[0].revoking.is_set()
+    second = asyncio.create_task(_loop(broker, fine, client_id="b").run(stop))
+    # The second member gets its share and reads it from the start: the
+    # first one's batch was dropped, not committed.
+    await eventually(lambda: len(second_seen) >= 2, "b's share read")
+    owned_by_b = {tp for tp, _ in second_seen}
+    assert len(owned_by_b) == 1
+    (tp_b,) = owned_by_b
+    published = len(broker.records(TOPIC, tp_b.partition))
+    assert sorted(o for tp, o in second_seen if tp == tp_b) == list(range(published))
+    assert not loops[0].revoking.is_set()
+    stop.set()
+    await asyncio.gather(first, second)
+    # What the first member kept, it never committed: each batch gave way.
+    (tp_a,) = {P0, P1} - owned_by_b
+    assert broker.committed(GROUP, tp_a) is None
 
 
 async def test_a_broker_away_when_the_loop_starts_is_waited_for() -> None:

@@ -113,6 +113,8 @@ class ApplyService:
         # instance's writes and commits for it hold while no other took it since.
         self._epochs: dict[TopicPartition, int] = {}
         self._applier: Applier | None = None
+        # Set while the consume loop's revoke waits for the batch in flight.
+        self._revoking: asyncio.Event | None = None
         self._mappings_version: object = None
         self.batches = 0
 
@@ -164,6 +166,7 @@ class ApplyService:
             idle_every_s=_RETRY_EVERY_S,
             heartbeat=self._loops(f"apply {self.mapping_name}"),
         )
+        self._revoking = loop.revoking
         self._consuming_since = self.clock.monotonic()
         log.info("apply_started", mapping=self.mapping_name, topics=list(source_topics))
         try:
@@ -265,7 +268,10 @@ class ApplyService:
                 stored, max(r.offset for r in records) + 1
             )
         self._applier.failures.clear()
-        claim = await self._claim(items)
+        # A revoke gets its way over a wait for another instance's records:
+        # their holder may be frozen, and only the rebalance moves its
+        # partitions (and the records' next events) to an instance that runs.
+        claim = await self._claim(items, give_way=self._revoking)
         try:
             await self._apply_by_partition(items, effects, claim)
             for m in markers:
@@ -308,10 +314,16 @@ class ApplyService:
         groups = [lane for group in by_partition.values() for lane in _lanes(group)]
         await self._applier.apply_side_by_side(groups, effects, claim)
 
-    async def _claim(self, items: Sequence[Item]) -> PairClaim | None:
+    async def _claim(
+        self, items: Sequence[Item], *, give_way: asyncio.Event | None = None
+    ) -> PairClaim | None:
         assert self._applier is not None
         return await claim_items(
-            self._applier, self.claims, items, wait_s=self.settings.sync.claim_wait_s
+            self._applier,
+            self.claims,
+            items,
+            wait_s=self.settings.sync.claim_wait_s,
+            give_way=give_way,
         )
 
     async def _read(

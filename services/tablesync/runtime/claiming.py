@@ -6,7 +6,10 @@ its effects are committed, and decide on what it left.
 - ``claim_stable`` claims the records ``read_keys`` names, reading them again
   once held (a holder before may have coupled or uncoupled them) until what
   is held covers what is read.
-- ``claim_items``: the same for the items of an ``Applier`` batch.
+- ``claim_items``: the same for the items of an ``Applier`` batch; with
+  ``give_way``, a wait for records held elsewhere ends as ``GaveWay`` once
+  that event is set (apply's partitions being revoked: the holder may be the
+  frozen instance the rebalance is about).
 - ``apply_claimed``: applies items under their claim and commits with it, for
   the paths that apply on their own (actions, replay). A claim lost before
   the commit, or pairs coupled meanwhile that another holder has, make the
@@ -14,12 +17,14 @@ its effects are committed, and decide on what it left.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
 from tablesync.core.effects import BatchEffects
-from tablesync.errors import ClaimLost, ClaimsBusy
+from tablesync.errors import ClaimLost, ClaimsBusy, GaveWay
 from tablesync.ports.claims import PairClaim, PairClaims, PairKey
 from tablesync.ports.state import ApplyState
 from tablesync.runtime.applier import Applier, Item
@@ -59,15 +64,38 @@ async def claim_stable(
 
 
 async def claim_items(
-    applier: Applier, claims: PairClaims, items: Sequence[Item], *, wait_s: float
+    applier: Applier,
+    claims: PairClaims,
+    items: Sequence[Item],
+    *,
+    wait_s: float,
+    give_way: asyncio.Event | None = None,
 ) -> PairClaim | None:
     """Claims every record ``items`` decide about and their counterparts; None
-    when there are no items."""
+    when there are no items. ``GaveWay`` when ``give_way`` is set before the
+    claim is held: nothing is claimed then."""
     if not items:
         return None
-    return await claim_stable(
+    take = claim_stable(
         claims, applier.mapping_name, lambda: applier.claim_keys(items), wait_s=wait_s
     )
+    if give_way is None:
+        return await take
+    claiming = asyncio.ensure_future(take)
+    waiter = asyncio.ensure_future(give_way.wait())
+    try:
+        await asyncio.wait((claiming, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not claiming.done():
+            # A take cut short holds nothing: ``claim_stable`` releases what
+            # it held, and a lock wait cut short drops its connection.
+            claiming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await claiming
+    if claiming.cancelled():
+        raise GaveWay(applier.mapping_name, len(items))
+    return claiming.result()
 
 
 async def apply_claimed(

@@ -14,7 +14,9 @@ what it cut short stays uncommitted, to be read again by whoever reads next.
   closes the consumer in ``finally``.
 - Revoke: the hook waits until the batch in flight is processed and its
   commit tried, so a partition leaves with its work committed (a member may
-  still commit while its revoke runs).
+  still commit while its revoke runs). ``revoking`` is set while it waits: a
+  batch waiting on another member (which may be the frozen one the rebalance
+  is about) gives way instead (``errors.GaveWay``), dropped as a fenced one.
 - Fenced: a batch whose processing finds its partitions taken by another
   member (``errors.Fenced``: this one was frozen past its session timeout)
   is dropped, neither retried nor committed.
@@ -34,7 +36,7 @@ from functools import partial
 import structlog
 
 from tablesync.adapters.transient import TRANSIENT
-from tablesync.errors import Fenced
+from tablesync.errors import Fenced, GaveWay
 from tablesync.ports.clock import Clock
 from tablesync.ports.log import (
     ConsumerFactory,
@@ -128,6 +130,8 @@ class ConsumeLoop:
         # Set while no batch is in flight: what a revoke waits for.
         self._no_batch = asyncio.Event()
         self._no_batch.set()
+        self.revoking = asyncio.Event()
+        """Set while a revoke waits for the batch in flight."""
         # Positions resumed from on assignment, to commit before the next read.
         self._handed_over: dict[TopicPartition, int] = {}
         # The offsets this loop committed, per partition: never committed lower.
@@ -211,16 +215,19 @@ class ConsumeLoop:
             async def attempt() -> None:
                 try:
                     result[:] = [await self._process(batch)]
-                except Fenced as exc:
-                    # Another member owns these partitions now and applies
-                    # them from the stored positions: this batch is dropped,
-                    # uncommitted, and the rebalance hands this member its
-                    # new share.
-                    log.warning(
-                        "batch_fenced",
-                        consumer=self.what,
-                        partitions=[f"{t}[{p}]" for t, p in exc.partitions],
-                    )
+                except (Fenced, GaveWay) as exc:
+                    # Another member owns these partitions now, or is about
+                    # to, and applies them from the stored positions: this
+                    # batch is dropped, uncommitted, and the rebalance hands
+                    # this member its new share.
+                    if isinstance(exc, Fenced):
+                        log.warning(
+                            "batch_fenced",
+                            consumer=self.what,
+                            partitions=[f"{t}[{p}]" for t, p in exc.partitions],
+                        )
+                    else:
+                        log.info("batch_gave_way", consumer=self.what, records=exc.records)
                     # What this member still owns is read again from the
                     # batch's start (what is applied below it is skipped):
                     # dropped, it would be read past and never applied.
@@ -304,7 +311,12 @@ class ConsumeLoop:
             return
         # The member still owns its partitions until this returns: the batch
         # in flight finishes and commits them first.
-        await self._no_batch.wait()
+        if not self._no_batch.is_set():
+            self.revoking.set()
+            try:
+                await self._no_batch.wait()
+            finally:
+                self.revoking.clear()
         for tp in revoked:
             self._handed_over.pop(tp, None)
         log.info(
