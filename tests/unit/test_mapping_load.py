@@ -322,3 +322,14 @@ def test_a_bad_rule_in_a_file_names_its_line() -> None:
     line = next(i for i, row in enumerate(text.splitlines(), 1) if "(unclosed" in row)
     assert f"m.yaml:{line}" in str(info.value)
     assert "is not a regular expression" in str(info.value)
+
+
+def test_a_match_on_a_disabled_field_mapping_is_refused() -> None:
+    doc = _doc()
+    match = doc["mappings"]["CUSTOMER"]["match"]
+    match.append({"bc": "displayName", "dataverse": "name"})
+    at = len(match) - 1
+    _name_field(doc, enabled=False)
+    error = _refused(doc)
+    assert error.path == ("mappings", "CUSTOMER", "match", at)
+    assert "match field displayName=name is a disabled field mapping's pair" in str(error)

@@ -246,6 +246,7 @@ def _mapping(name: str, body: Any, tables: TableInfoSource) -> TableMapping:
         )
         for i, raw in enumerate(cast(list[Any], raw_fields))
     )
+    _check_match_enabled(match, fields, name, path)
     return TableMapping(
         name=name,
         bc_table=bc_table,
@@ -261,6 +262,27 @@ def _mapping(name: str, body: Any, tables: TableInfoSource) -> TableMapping:
         update_conflict=conflict,
         deletion=deletion,
     )
+
+
+def _check_match_enabled(
+    match: Sequence[MatchField],
+    fields: Sequence[FieldMapping],
+    name: str,
+    path: tuple[str | int, ...],
+) -> None:
+    """A match pair whose only field mappings are disabled is refused: a
+    disabled field is not compared, and leaving the pair out of matching
+    instead would turn a coupling into a duplicate without a word."""
+    for i, m in enumerate(match):
+        pair = [f for f in fields if (f.bc, f.dataverse) == (m.bc, m.dataverse)]
+        _expect(
+            not pair or any(f.enabled for f in pair),
+            f"match field {m.bc}={m.dataverse} is a disabled field mapping's pair: "
+            "enable the field mapping or take the pair out of match",
+            name,
+            m.bc,
+            (*path, "match", i),
+        )
 
 
 def _text(
