@@ -11,6 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tablesync.adapters.mapping_file import default_mapping_file
 from tablesync.cli.mappings import _detail
@@ -216,3 +218,41 @@ def test_a_rule_and_max_length_together_hold_the_longer_original() -> None:
     assert sides.rows["dataverse"].fields["name"] == "ADATUM C"
     assert sides.rows["bc"].fields["displayName"] == "Adatum Corporation"
     assert not sides.sync("dataverse")
+
+
+_RULES = st.sampled_from(
+    [
+        "uppercase",
+        "lowercase",
+        "title_case",
+        "trim",
+        "remove_diacritics",
+        "remove_non_alphanumeric",
+        {"type": "replace", "find": "a", "replace_with": "aa"},
+        {"type": "replace", "find": " ", "replace_with": ""},
+        {"type": "regex_replace", "pattern": r"(\w)(\w)", "replace_with": r"\2\1"},
+        {"type": "substring", "start": 2, "length": 5},
+        {"type": "substring", "start_text": "-"},
+        {"type": "lookup_table", "pairs": [["Aa", "Bb"], ["Bb", "Aa"]]},
+    ]
+)
+_NAMES = st.text(alphabet="aAbB -éx", max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(_RULES, min_size=1, max_size=3),
+    st.sampled_from(["to_integration", "from_integration"]),
+    st.sampled_from(["bc", "dataverse"]),
+    _NAMES,
+)
+def test_no_rules_and_no_edit_start_a_ping_pong(
+    rules: list[Any], way: str, edited: Side, name: str
+) -> None:
+    sides = _two_sides(transformation_rules=rules, transformation_direction=way)
+    sides.edit(edited, **({"displayName": name} if edited == "bc" else {"name": name}))
+    sides.settle(edited)
+    # The edit crosses once, and its transformed value, when the rules change
+    # it, once more back to the side they write to; then both are at rest.
+    assert sides.writes <= 2
+    assert not sides.sync("bc") and not sides.sync("dataverse")
