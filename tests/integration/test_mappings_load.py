@@ -7,6 +7,7 @@ shows the difference and asks on a terminal, refuses without one unless
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import sys
@@ -86,3 +87,37 @@ async def test_load_shows_what_it_replaces_and_asks(state_dsn: str, tmp_path: Pa
     assert code == 0, err
     assert "~ CUSTOMER fields[website<->websiteurl].max_length: 60 -> 80" in out
     assert LOADED in out
+
+
+async def test_a_disabled_field_and_its_rules_are_stored_and_shown(
+    state_dsn: str, tmp_path: Path
+) -> None:
+    edited = tmp_path / "mappings.yaml"
+    before, customer = DEFAULT.split("\n  CUSTOMER:\n")
+    customer = customer.replace(
+        "{bc: website, dataverse: websiteurl, max_length: 80}",
+        "{bc: website, dataverse: websiteurl, max_length: 80, enabled: false}",
+        1,
+    ).replace(
+        "{bc: city, dataverse: address1_city, max_length: 30}",
+        "{bc: city, dataverse: address1_city, max_length: 30,"
+        " transformation_direction: to_integration,"
+        " transformation_rules: [trim, {type: replace, find: St., replace_with: Saint}]}",
+        1,
+    )
+    text = f"{before}\n  CUSTOMER:\n{customer}"
+    assert text.count("enabled: false") == 1 and text.count("find: St.") == 1
+    edited.write_text(text)
+    code, out, err = await _cli(state_dsn, "mappings", "load", str(edited), "--yes")
+    assert code == 0, out + err
+
+    code, out, err = await _cli(state_dsn, "mappings", "show", "CUSTOMER", "--json")
+    assert code == 0, err
+    fields = {f["bc"]: f for f in json.loads(out)["fields"]}
+    assert fields["website"]["enabled"] is False
+    assert fields["city"]["enabled"] is True
+    assert fields["city"]["transformation_rules"] == [
+        {"type": "trim"},
+        {"type": "replace", "find": "St.", "replace_with": "Saint"},
+    ]
+    assert fields["city"]["transformation_direction"] == "to_integration"

@@ -80,3 +80,20 @@ def test_fields_and_mappings_added_removed_and_changed() -> None:
         in changes
     )
     assert str(changes[-1]) == "- CONTACTS"
+
+
+def test_a_field_disabled_and_given_rules_shows_each() -> None:
+    new = copy.deepcopy(DOCUMENT)
+    fields = new["mappings"]["CUSTOMER"]["fields"]
+    next(f for f in fields if f.get("bc") == "website")["enabled"] = False
+    next(f for f in fields if f.get("bc") == "city").update(
+        transformation_rules=["trim", {"type": "substring", "length": 3}],
+        transformation_direction="to_integration",
+    )
+    assert [str(c) for c in diff_mappings(_build(DOCUMENT), _build(new))] == [
+        "~ CUSTOMER fields[city<->address1_city].transformation_rules: [] -> "
+        "[trim, substring length=3]",
+        "~ CUSTOMER fields[city<->address1_city].transformation_direction: "
+        "(none) -> 'to_integration'",
+        "~ CUSTOMER fields[website<->websiteurl].enabled: true -> false",
+    ]

@@ -190,3 +190,146 @@ def test_match_fields_take_a_priority_of_zero_or_more() -> None:
         error = _refused(copy.deepcopy(doc))
         assert "match priority is a whole number" in str(error)
         assert error.path[-1] == "priority"
+
+
+def _name_field(doc: dict[str, Any], **options: Any) -> int:
+    """Gives CUSTOMER's displayName <-> name mapping ``options``; its index."""
+    fields = doc["mappings"]["CUSTOMER"]["fields"]
+    (at,) = [i for i, f in enumerate(fields) if f.get("bc") == "displayName"]
+    fields[at].update(options)
+    return int(at)
+
+
+@pytest.mark.parametrize(
+    ("options", "path", "says"),
+    [
+        (
+            {
+                "transformation_rules": ["trim", "shout"],
+                "transformation_direction": "to_integration",
+            },
+            ("transformation_rules", 1, "type"),
+            "transformation_rules[1]: unknown transformation rule 'shout'",
+        ),
+        (
+            {
+                "transformation_rules": [{"type": "regex_replace", "pattern": "[a-"}],
+                "transformation_direction": "to_integration",
+            },
+            ("transformation_rules", 0, "pattern"),
+            "transformation_rules[0]: pattern '[a-' is not a regular expression",
+        ),
+        (
+            {
+                "transformation_rules": [{"type": "substring", "start": -2}],
+                "transformation_direction": "to_integration",
+            },
+            ("transformation_rules", 0, "start"),
+            "start is a whole number, 1 or more; got -2",
+        ),
+        (
+            {
+                "transformation_rules": [{"type": "lookup_table", "pairs": ["US", "USA"]}],
+                "transformation_direction": "to_integration",
+            },
+            ("transformation_rules", 0, "pairs"),
+            "pairs is a list of [value, becomes] pairs",
+        ),
+        (
+            {"transformation_rules": "uppercase", "transformation_direction": "to_integration"},
+            ("transformation_rules",),
+            "transformation_rules is a list of rules",
+        ),
+        (
+            {"transformation_rules": ["uppercase"]},
+            ("transformation_direction",),
+            "a bidirectional field applies its transformation_rules one way only",
+        ),
+        (
+            {"transformation_rules": ["uppercase"], "transformation_direction": "sideways"},
+            ("transformation_direction",),
+            "transformation_direction must be one of to_integration, from_integration",
+        ),
+        (
+            {
+                "direction": "to_integration",
+                "transformation_rules": ["uppercase"],
+                "transformation_direction": "from_integration",
+            },
+            ("transformation_direction",),
+            "its rules would never apply",
+        ),
+        (
+            {"transformation_direction": "to_integration"},
+            ("transformation_direction",),
+            "transformation_direction only applies with transformation_rules",
+        ),
+        ({"enabled": "no"}, ("enabled",), "enabled is true or false"),
+    ],
+)
+def test_a_bad_field_option_names_mapping_field_and_rule(
+    options: dict[str, Any], path: tuple[str | int, ...], says: str
+) -> None:
+    doc = _doc()
+    at = _name_field(doc, **options)
+    error = _refused(doc)
+    assert error.mapping == "CUSTOMER" and error.field == "displayName<->name"
+    assert error.path == ("mappings", "CUSTOMER", "fields", at, *path)
+    assert says in str(error)
+    assert str(error).startswith("CUSTOMER.displayName<->name: ")
+
+
+def test_rules_on_a_constant_or_a_lookup_are_refused() -> None:
+    doc = _doc()
+    fields = doc["mappings"]["CUSTOMER"]["fields"]
+    (constant,) = [i for i, f in enumerate(fields) if f.get("dataverse") == "customertypecode"]
+    fields[constant]["transformation_rules"] = ["trim"]
+    assert "a constant is written as it is" in str(_refused(doc))
+    doc = _doc()
+    fields = doc["mappings"]["CUSTOMER"]["fields"]
+    (lookup,) = [i for i, f in enumerate(fields) if f.get("bc") == "currencyCode"]
+    fields[lookup].update(transformation_rules=["trim"], transformation_direction="to_integration")
+    assert "a lookup's value is a reference" in str(_refused(doc))
+
+
+def test_a_one_way_field_applies_its_rules_its_own_way() -> None:
+    doc = _doc()
+    _name_field(doc, direction="from_integration", transformation_rules=["title_case"])
+    name = next(
+        f
+        for f in build_mappings(doc, catalog_tables()).get("CUSTOMER").fields
+        if f.bc == "displayName"
+    )
+    assert name.transform.rules_direction == "from_integration"
+    assert name.enabled
+
+
+def test_a_bad_rule_in_a_file_names_its_line() -> None:
+    text = DEFAULT.read_text().replace(
+        "      - {bc: displayName, dataverse: name, max_length: 100}\n      - {bc: addressLine1",
+        "      - bc: displayName\n"
+        "        dataverse: name\n"
+        "        transformation_direction: to_integration\n"
+        "        transformation_rules:\n"
+        "          - trim\n"
+        "          - {type: regex_replace, pattern: '(unclosed'}\n"
+        "      - {bc: addressLine1",
+        1,
+    )
+    assert "(unclosed" in text
+    with pytest.raises(MappingError) as info:
+        parse_mapping_text(text, source="m.yaml")
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "(unclosed" in row)
+    assert f"m.yaml:{line}" in str(info.value)
+    assert "is not a regular expression" in str(info.value)
+
+
+def test_a_match_on_a_disabled_field_mapping_is_refused() -> None:
+    doc = _doc()
+    match = doc["mappings"]["CUSTOMER"]["match"]
+    match.append({"bc": "displayName", "dataverse": "name"})
+    at = len(match) - 1
+    _name_field(doc, enabled=False)
+    error = _refused(doc)
+    assert error.path == ("mappings", "CUSTOMER", "match", at)
+    assert "match field displayName=name is a disabled field mapping's pair" in str(error)

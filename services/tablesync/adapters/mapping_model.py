@@ -9,7 +9,7 @@ and properties, a lookup's target mapping, the dependency order — is
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -21,6 +21,7 @@ __all__ = [
     "MappingFileModel",
     "MatchModel",
     "TableMappingModel",
+    "TransformationRuleModel",
     "json_schema",
 ]
 
@@ -52,6 +53,78 @@ class MatchModel(_Strict):
         description="Match fields of one priority are a group that must all be equal; the "
         "groups are tried from the lowest priority on, and the first that finds records decides.",
     )
+
+
+PlainRuleName = Literal[
+    "uppercase",
+    "lowercase",
+    "title_case",
+    "trim",
+    "remove_diacritics",
+    "remove_non_alphanumeric",
+]
+
+
+class PlainRuleModel(_Strict):
+    """A rule without parameters, written with its type."""
+
+    type: PlainRuleName
+
+
+class SubstringModel(_Strict):
+    """Part of a text: from ``start`` (1 is the first character) or after
+    ``start_text``; ``length`` characters, or up to ``end_text``."""
+
+    type: Literal["substring"]
+    start: Annotated[int, Field(ge=1)] | None = Field(default=None, description="Default 1.")
+    start_text: Text | None = None
+    length: Annotated[int, Field(ge=0)] | None = None
+    end_text: Text | None = None
+
+
+class ReplaceModel(_Strict):
+    """Every occurrence of ``find`` replaced with ``replace_with``."""
+
+    type: Literal["replace"]
+    find: Text
+    replace_with: str = ""
+
+
+class RegexReplaceModel(_Strict):
+    """Every match of ``pattern`` (Python ``re``) replaced; groups as \\1."""
+
+    type: Literal["regex_replace"]
+    pattern: Text
+    replace_with: str = ""
+
+
+class RoundModel(_Strict):
+    """A number rounded to a multiple of ``precision``."""
+
+    type: Literal["round"]
+    precision: Annotated[float, Field(gt=0)] | Annotated[int, Field(gt=0)] = 1
+    direction: Literal["nearest", "up", "down"] = "nearest"
+
+
+class LookupTableModel(_Strict):
+    """Each value replaced by its pair's second value."""
+
+    type: Literal["lookup_table"]
+    pairs: list[Annotated[list[Scalar], Field(min_length=2, max_length=2)]]
+    unmatched: Literal["keep", "blank"] = Field(
+        default="keep", description="What a value with no pair becomes: itself, or blank."
+    )
+
+
+TransformationRuleModel: TypeAlias = Annotated[
+    PlainRuleModel
+    | SubstringModel
+    | ReplaceModel
+    | RegexReplaceModel
+    | RoundModel
+    | LookupTableModel,
+    Field(discriminator="type"),
+]
 
 
 class FieldMappingModel(_Strict):
@@ -87,6 +160,21 @@ class FieldMappingModel(_Strict):
     trim: bool = Field(default=False, description="Trim spaces on the way.")
     code: bool = Field(
         default=False, description="Compare like a BC Code field: trimmed and upper-cased."
+    )
+    enabled: bool = Field(
+        default=True,
+        description="BC's Status: a disabled field mapping is kept but nothing is read, "
+        "compared or written through it.",
+    )
+    transformation_rules: list[PlainRuleName | TransformationRuleModel] | None = Field(
+        default=None,
+        description="BC's transformation rules, applied in order on the way "
+        "transformation_direction.",
+    )
+    transformation_direction: FlowDirection | None = Field(
+        default=None,
+        description="The one way the rules apply; required for a bidirectional field, "
+        "else the field's direction.",
     )
 
 

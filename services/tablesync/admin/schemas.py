@@ -403,6 +403,7 @@ class FieldOut(BaseModel):
     direction: str
     lookup: list[str] | None = None
     on_create_only: bool = False
+    enabled: bool = True
 
 
 class MappingDetailOut(MappingOut):
@@ -419,6 +420,7 @@ class MappingDetailOut(MappingOut):
                     direction=f.direction,
                     lookup=list(f.lookup.mappings) if f.lookup else None,
                     on_create_only=f.on_create_only,
+                    enabled=f.enabled,
                 )
                 for f in m.fields
             ],

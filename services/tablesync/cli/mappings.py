@@ -6,6 +6,7 @@ import json
 import sys
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import cast
 
 import typer
 import yaml
@@ -29,6 +30,7 @@ from tablesync.core.mapping_load import TableInfoSource
 from tablesync.core.mappings import MAPPING_DIRECTIONS, MappingSet, TableMapping
 from tablesync.core.metadata import FieldInfo, Problem, TableInfo, check_mapping, find_table
 from tablesync.core.options import propose
+from tablesync.core.transformation import describe
 from tablesync.errors import ApiError, CommandRefused, MappingError
 from tablesync.settings import Settings
 
@@ -65,6 +67,15 @@ def _detail(m: TableMapping) -> dict[str, object]:
                 **({"constant": f.constant} if f.has_constant else {}),
                 **({"lookup": list(f.lookup.mappings)} if f.lookup else {}),
                 **({"on_create_only": True} if f.on_create_only else {}),
+                "enabled": f.enabled,
+                **(
+                    {
+                        "transformation_rules": [describe(r) for r in f.transform.rules],
+                        "transformation_direction": f.transform.rules_direction,
+                    }
+                    if f.transform.rules
+                    else {}
+                ),
             }
             for f in m.fields
         ],
@@ -113,10 +124,22 @@ def show(name: str, json: bool = typer.Option(False, "--json", help="Print JSON.
     if json:
         print_json(detail)
         return
-    fields = detail.pop("fields")
+    fields = cast(list[dict[str, object]], detail.pop("fields"))
     for key, value in detail.items():
         typer.echo(f"{key:26} {value}")
-    render(fields, ["bc", "dataverse", "direction", "constant", "lookup"], as_json=False)  # type: ignore[arg-type]
+    rows = [{**f, "rules": _rules_shown(f)} for f in fields]
+    render(
+        rows,
+        ["bc", "dataverse", "direction", "enabled", "constant", "lookup", "rules"],
+        as_json=False,
+    )
+
+
+def _rules_shown(f: dict[str, object]) -> str:
+    rules = cast(list[dict[str, object]], f.get("transformation_rules", []))
+    if not rules:
+        return ""
+    return ", ".join(str(r["type"]) for r in rules) + f" ({f['transformation_direction']})"
 
 
 @app.command()

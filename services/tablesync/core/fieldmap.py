@@ -13,8 +13,16 @@ from decimal import Decimal, InvalidOperation
 
 from tablesync.core import catalog, options
 from tablesync.core.events import Direction, FieldValue, Side
-from tablesync.core.mappings import FieldMapping, MappingSet, TableMapping, Transform, source_side
+from tablesync.core.mappings import (
+    FieldMapping,
+    MappingSet,
+    TableMapping,
+    Transform,
+    direction_of,
+    source_side,
+)
 from tablesync.core.records import Ref, WriteValue
+from tablesync.core.transformation import Rule, apply_rules
 
 __all__ = [
     "LookupKey",
@@ -209,7 +217,7 @@ def _clear_directions(f: FieldMapping) -> tuple[Direction, ...]:
 
 def _transform(f: FieldMapping, side: Side, raw: FieldValue) -> FieldValue | Unresolved:
     t = f.transform
-    value = raw
+    value = apply_rules(t.rules_for(direction_of(side)), raw)
     if t.option_map:
         translated = options.translate(
             t.option_map,
@@ -281,20 +289,40 @@ def changes(
             continue
         if current is not None:
             existing = current.get(read_name(f, destination_side) or "")
-            if holds_already(existing, value, f.transform):
+            # The destination is the source of the rules' own way: it holds
+            # the value already when the rules make of it what it is sent.
+            rules = f.transform.rules_for(direction_of(destination_side))
+            if holds_already(existing, value, f.transform, rules=rules):
                 continue
         payload[name] = value
     return payload
 
 
-def holds_already(existing: object, value: object, transform: Transform) -> bool:
+def holds_already(
+    existing: object, value: object, transform: Transform, *, rules: Sequence[Rule] = ()
+) -> bool:
     """Whether a destination value ``existing`` already says what the mapped
     ``value`` says: the same value, or a longer text whose first ``max_length``
     characters are it. The source can hold no more than ``max_length``: a
     value cut to fit on its way there must not come back and cut the longer
-    original it was taken from."""
+    original it was taken from.
+
+    ``rules`` are the transformation rules of the other way, which the value
+    came through from ``existing`` (a bidirectional field whose rules apply
+    towards the source): ``existing`` holds it when the rules, and the cut to
+    ``max_length``, make ``value`` of it. The value is then the rules' own
+    work coming back, not a change; writing it would change the original,
+    and a rule that is not idempotent would send it round for ever."""
     if same_value(existing, value, code=transform.code):
         return True
+    if rules and isinstance(existing, FieldValue):
+        made = apply_rules(rules, existing)
+        if isinstance(made, str):
+            made = _transform_text(made, transform)
+            if transform.max_length is not None:
+                made = made[: transform.max_length]
+        if same_value(made, value, code=transform.code):
+            return True
     limit = transform.max_length
     return (
         limit is not None
@@ -366,7 +394,7 @@ def written_image(
     the mapping's fields once a write of ``mapped`` is made: the written
     values where the write sets them, its present values elsewhere."""
     image: dict[str, FieldValue] = {}
-    for f in mapping.fields:
+    for f in mapping.enabled_fields():
         name = read_name(f, side)
         if name is not None:
             image[name] = current.get(name)
@@ -423,7 +451,7 @@ def echo_of_earlier_write(
         return False
 
     def left_by(image: Mapping[str, FieldValue]) -> bool:
-        names = [(f, read_name(f, side)) for f in mapping.fields]
+        names = [(f, read_name(f, side)) for f in mapping.enabled_fields()]
         return all(
             same_value(fields.get(name), image[name], code=f.transform.code)
             for f, name in names

@@ -12,6 +12,7 @@ from typing import Literal
 
 from tablesync.core import filters
 from tablesync.core.mappings import FieldMapping, MappingSet, TableMapping
+from tablesync.core.transformation import describe
 
 __all__ = ["MappingChange", "diff_mappings"]
 
@@ -79,6 +80,12 @@ def _field_settings(f: FieldMapping) -> dict[str, Value]:
         "max_length": f.transform.max_length,
         "trim": f.transform.trim,
         "code": f.transform.code,
+        "enabled": f.enabled,
+        "transformation_rules": tuple(
+            " ".join(f"{k}={v!r}" if k != "type" else str(v) for k, v in describe(r).items())
+            for r in f.transform.rules
+        ),
+        "transformation_direction": f.transform.rules_direction,
         "lookup": f.lookup.mappings if f.lookup else None,
         "clear_on_failure": f.lookup.clear_on_failure if f.lookup else None,
     }

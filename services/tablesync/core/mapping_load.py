@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from tablesync.core import catalog, filters
@@ -29,6 +29,7 @@ from tablesync.core.mappings import (
     UpdateConflictPolicy,
     allows,
 )
+from tablesync.core.transformation import Rule, RuleError, parse_rules
 from tablesync.errors import FilterSyntaxError, MappingError
 
 __all__ = ["TableInfo", "TableInfoSource", "build_mappings", "catalog_tables", "change_mapping"]
@@ -63,6 +64,9 @@ _FIELD_KEYS = frozenset(
         "max_length",
         "trim",
         "code",
+        "enabled",
+        "transformation_rules",
+        "transformation_direction",
     }
 )
 
@@ -242,6 +246,7 @@ def _mapping(name: str, body: Any, tables: TableInfoSource) -> TableMapping:
         )
         for i, raw in enumerate(cast(list[Any], raw_fields))
     )
+    _check_match_enabled(match, fields, name, path)
     return TableMapping(
         name=name,
         bc_table=bc_table,
@@ -257,6 +262,27 @@ def _mapping(name: str, body: Any, tables: TableInfoSource) -> TableMapping:
         update_conflict=conflict,
         deletion=deletion,
     )
+
+
+def _check_match_enabled(
+    match: Sequence[MatchField],
+    fields: Sequence[FieldMapping],
+    name: str,
+    path: tuple[str | int, ...],
+) -> None:
+    """A match pair whose only field mappings are disabled is refused: a
+    disabled field is not compared, and leaving the pair out of matching
+    instead would turn a coupling into a duplicate without a word."""
+    for i, m in enumerate(match):
+        pair = [f for f in fields if (f.bc, f.dataverse) == (m.bc, m.dataverse)]
+        _expect(
+            not pair or any(f.enabled for f in pair),
+            f"match field {m.bc}={m.dataverse} is a disabled field mapping's pair: "
+            "enable the field mapping or take the pair out of match",
+            name,
+            m.bc,
+            (*path, "match", i),
+        )
 
 
 def _text(
@@ -512,6 +538,18 @@ def _field(
             (*path, "lookup"),
         )
     transform = _transform(raw, direction, name, label, path)
+    rules, rules_direction = _rules(
+        raw, cast(MappingDirection, direction), mapping_direction, lookup, name, label, path
+    )
+    transform = replace(transform, rules=rules, rules_direction=rules_direction)
+    enabled = raw.get("enabled", True)
+    _expect(
+        isinstance(enabled, bool),
+        "enabled is true or false",
+        name,
+        label,
+        (*path, "enabled"),
+    )
     on_create = raw.get("on_create_only", False)
     _expect(
         isinstance(on_create, bool),
@@ -530,7 +568,84 @@ def _field(
         transform=transform,
         lookup=lookup,
         bc_type=bc_info.types.get(bc) if bc is not None else None,
+        enabled=enabled,
     )
+
+
+def _rules(
+    raw: Mapping[str, Any],
+    direction: MappingDirection,
+    mapping_direction: MappingDirection,
+    lookup: Lookup | None,
+    name: str,
+    label: str,
+    path: tuple[str | int, ...],
+) -> tuple[tuple[Rule, ...], Direction | None]:
+    """A field's transformation rules and the one direction they apply in
+    (BC's Transformation Direction): a one-way field's own; a bidirectional
+    field's must be named, since the rules change a value one way only."""
+    where = (*path, "transformation_rules")
+    if "transformation_rules" not in raw:
+        _expect(
+            "transformation_direction" not in raw,
+            "transformation_direction only applies with transformation_rules",
+            name,
+            label,
+            (*path, "transformation_direction"),
+        )
+        return (), None
+    try:
+        rules = parse_rules(raw["transformation_rules"])
+    except RuleError as exc:
+        at: tuple[str | int, ...] = () if exc.index < 0 else (exc.index,)
+        at += (exc.key,) if exc.key else ()
+        rule = f"transformation_rules[{exc.index}]: " if exc.index >= 0 else ""
+        raise MappingError(
+            f"{rule}{exc.message}", mapping=name, field=label, path=(*where, *at)
+        ) from exc
+    if not rules:
+        return (), None
+    _expect(
+        "constant" not in raw,
+        "a constant is written as it is: transformation_rules do not apply to it",
+        name,
+        label,
+        where,
+    )
+    _expect(
+        lookup is None,
+        "a lookup's value is a reference: transformation_rules do not apply to it",
+        name,
+        label,
+        where,
+    )
+    given = raw.get("transformation_direction")
+    if given is None:
+        _expect(
+            direction != "bidirectional",
+            "a bidirectional field applies its transformation_rules one way only: "
+            "name it with transformation_direction (to_integration or from_integration)",
+            name,
+            label,
+            (*path, "transformation_direction"),
+        )
+        return rules, cast(Direction, direction)
+    _expect(
+        given in ("to_integration", "from_integration"),
+        "transformation_direction must be one of to_integration, from_integration",
+        name,
+        label,
+        (*path, "transformation_direction"),
+    )
+    _expect(
+        allows(direction, given) and allows(mapping_direction, given),
+        f"transformation_direction {given} is never a direction of this field "
+        f"({direction} in a {mapping_direction} mapping): its rules would never apply",
+        name,
+        label,
+        (*path, "transformation_direction"),
+    )
+    return rules, cast(Direction, given)
 
 
 def _compatible(mapping_direction: MappingDirection, field_direction: str) -> bool:

@@ -13,6 +13,7 @@ from typing import Literal, TypeAlias
 
 from tablesync.core import filters
 from tablesync.core.events import Direction, FieldValue, Side
+from tablesync.core.transformation import Rule
 
 __all__ = [
     "DELETION_POLICIES",
@@ -69,12 +70,22 @@ class Transform:
     ``option_map`` pairs BC values with Dataverse values; the reverse direction
     uses the inverse pairs. ``max_length`` truncates text written to the
     destination. ``code`` compares values the way BC compares Code fields:
-    trimmed and upper-cased."""
+    trimmed and upper-cased.
+
+    ``rules`` are BC's transformation rules, applied in order to the source
+    value before the rest, only on the way ``rules_direction`` (BC's
+    Transformation Direction)."""
 
     option_map: tuple[tuple[FieldValue, FieldValue], ...] = ()
     max_length: int | None = None
     trim: bool = False
     code: bool = False
+    rules: tuple[Rule, ...] = ()
+    rules_direction: Direction | None = None
+
+    def rules_for(self, direction: Direction) -> tuple[Rule, ...]:
+        """The rules a value going ``direction`` passes through."""
+        return self.rules if direction == self.rules_direction else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +128,9 @@ class FieldMapping:
     bc_type: str | None = None
     """The BC field's EDM type where the built-in catalog does not know the field (a
     custom page's): what BC stores for "no value" follows from it."""
+    enabled: bool = True
+    """BC's Status: a disabled field mapping is kept and shown, but no value is
+    read, compared or written through it."""
 
     def name(self, side: Side) -> str | None:
         return self.bc if side == "bc" else self.dataverse
@@ -167,8 +181,12 @@ class TableMapping:
             return ("to_integration", "from_integration")
         return (self.direction,)
 
+    def enabled_fields(self) -> tuple[FieldMapping, ...]:
+        """The field mappings in use: every one but the disabled."""
+        return tuple(f for f in self.fields if f.enabled)
+
     def fields_for(self, direction: Direction) -> tuple[FieldMapping, ...]:
-        """The field mappings that carry values in ``direction``."""
+        """The enabled field mappings that carry values in ``direction``."""
         # Asked for every record a batch maps: worked out once per mapping value.
         key = (id(self), direction)
         known = _FIELDS_FOR.get(key)
@@ -177,7 +195,8 @@ class TableMapping:
         found = tuple(
             f
             for f in self.fields
-            if allows(f.direction, direction)
+            if f.enabled
+            and allows(f.direction, direction)
             and (f.name(source_side(direction)) is not None or f.has_constant)
             and _destination_name(f, direction) is not None
         )
@@ -188,7 +207,7 @@ class TableMapping:
         return found
 
     def lookups(self) -> tuple[FieldMapping, ...]:
-        return tuple(f for f in self.fields if f.lookup is not None)
+        return tuple(f for f in self.fields if f.enabled and f.lookup is not None)
 
 
 _FIELDS_FOR: dict[tuple[int, Direction], tuple[TableMapping, tuple[FieldMapping, ...]]] = {}
