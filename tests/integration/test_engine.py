@@ -100,6 +100,9 @@ async def check_full_sync_of_the_demo_data(stack: Stack, ops: Operations) -> Non
             )
         if customer["salespersonCode"]:
             assert account["_ownerid_value"] == people[salespeople[customer["salespersonCode"]]]
+        else:
+            # No salesperson sends no owner (Not Null): the integration user owns it.
+            assert account["_ownerid_value"] is not None
     # Every licensed, enabled person in Dataverse is a coupled BC salesperson.
     users = await stack.dv_rows(
         "systemusers", "?$filter=isdisabled eq false and islicensed eq true and accessmode ne 4"

@@ -265,6 +265,7 @@ def _name_field(doc: dict[str, Any], **options: Any) -> int:
             "transformation_direction only applies with transformation_rules",
         ),
         ({"enabled": "no"}, ("enabled",), "enabled is true or false"),
+        ({"not_null": 1}, ("not_null",), "not_null is true or false"),
     ],
 )
 def test_a_bad_field_option_names_mapping_field_and_rule(

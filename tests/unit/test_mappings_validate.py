@@ -72,8 +72,8 @@ def test_the_default_mappings_are_valid_without_database_or_broker(tmp_path: Pat
             id="bad filter",
         ),
         pytest.param(
-            "lookup: SALESPEOPLE, direction: to_integration}",
-            "lookup: SALESMEN, direction: to_integration}",
+            "lookup: SALESPEOPLE, direction: to_integration,",
+            "lookup: SALESMEN, direction: to_integration,",
             "CUSTOMER.salespersonCode<->ownerid: lookup through unknown mapping 'SALESMEN'",
             id="lookup without its target mapping",
         ),

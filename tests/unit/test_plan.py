@@ -322,6 +322,20 @@ def test_lookups_map_to_binds_and_back_to_codes() -> None:
     assert "salespersonCode" not in back  # owner is sent to Dataverse only
 
 
+def test_a_blank_salesperson_leaves_the_owner_as_it_is() -> None:
+    """BC's Not Null on the owner: Dataverse has no account without one, so a
+    customer with no salesperson sends none, on a create (the calling user
+    owns it) as on an update (the owner it has stays)."""
+    e = event("bc", customer(salespersonCode=""))
+    for creating in (True, False):
+        m = mapped(e, creating=creating)
+        assert not m.unresolved
+        assert "ownerid" not in {f.dataverse for f, _ in m.values}
+        assert not any(k.startswith("ownerid") for k in changes(m, "dataverse", None))
+    present = account(_ownerid_value=USER_ID)
+    assert not any(k.startswith("ownerid") for k in changes(mapped(e), "dataverse", present))
+
+
 # uncoupled records
 
 

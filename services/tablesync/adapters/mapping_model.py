@@ -166,6 +166,11 @@ class FieldMappingModel(_Strict):
         description="BC's Status: a disabled field mapping is kept but nothing is read, "
         "compared or written through it.",
     )
+    not_null: bool = Field(
+        default=False,
+        description="BC's Not Null: a blank source value is not written; the destination "
+        "keeps its value, a create its default.",
+    )
     transformation_rules: list[PlainRuleName | TransformationRuleModel] | None = Field(
         default=None,
         description="BC's transformation rules, applied in order on the way "

@@ -404,6 +404,7 @@ class FieldOut(BaseModel):
     lookup: list[str] | None = None
     on_create_only: bool = False
     enabled: bool = True
+    not_null: bool = False
 
 
 class MappingDetailOut(MappingOut):
@@ -421,6 +422,7 @@ class MappingDetailOut(MappingOut):
                     lookup=list(f.lookup.mappings) if f.lookup else None,
                     on_create_only=f.on_create_only,
                     enabled=f.enabled,
+                    not_null=f.not_null,
                 )
                 for f in m.fields
             ],

@@ -68,6 +68,7 @@ def _detail(m: TableMapping) -> dict[str, object]:
                 **({"lookup": list(f.lookup.mappings)} if f.lookup else {}),
                 **({"on_create_only": True} if f.on_create_only else {}),
                 "enabled": f.enabled,
+                **({"not_null": True} if f.not_null else {}),
                 **(
                     {
                         "transformation_rules": [describe(r) for r in f.transform.rules],

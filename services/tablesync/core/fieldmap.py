@@ -145,12 +145,15 @@ def map_values(
             result = _map_lookup(f, side, raw, resolved, mappings, direction)
             if isinstance(result, Unresolved):
                 unresolved.append(result)
-            else:
+            elif not (f.not_null and _is_empty(result)):
                 values.append((f, result))
             continue
         converted = _transform(f, side, raw)
         if isinstance(converted, Unresolved):
             unresolved.append(converted)
+        elif f.not_null and _is_empty(converted):
+            # BC's Not Null: nothing to say, so nothing is written.
+            continue
         elif converted is None and side == "dataverse" and f.bc is not None:
             values.append((f, _bc_blank(mapping.bc_table, f.bc, f.bc_type)))
         else:

@@ -81,6 +81,7 @@ def _field_settings(f: FieldMapping) -> dict[str, Value]:
         "trim": f.transform.trim,
         "code": f.transform.code,
         "enabled": f.enabled,
+        "not_null": f.not_null,
         "transformation_rules": tuple(
             " ".join(f"{k}={v!r}" if k != "type" else str(v) for k, v in describe(r).items())
             for r in f.transform.rules

@@ -65,6 +65,7 @@ _FIELD_KEYS = frozenset(
         "trim",
         "code",
         "enabled",
+        "not_null",
         "transformation_rules",
         "transformation_direction",
     }
@@ -550,6 +551,14 @@ def _field(
         label,
         (*path, "enabled"),
     )
+    not_null = raw.get("not_null", False)
+    _expect(
+        isinstance(not_null, bool),
+        "not_null is true or false",
+        name,
+        label,
+        (*path, "not_null"),
+    )
     on_create = raw.get("on_create_only", False)
     _expect(
         isinstance(on_create, bool),
@@ -569,6 +578,7 @@ def _field(
         lookup=lookup,
         bc_type=bc_info.types.get(bc) if bc is not None else None,
         enabled=enabled,
+        not_null=not_null,
     )
 
 

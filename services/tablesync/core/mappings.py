@@ -131,6 +131,10 @@ class FieldMapping:
     enabled: bool = True
     """BC's Status: a disabled field mapping is kept and shown, but no value is
     read, compared or written through it."""
+    not_null: bool = False
+    """BC's Not Null: a blank source value is not written (the destination keeps
+    what it has, a create takes the destination's default), as for an owner,
+    which Dataverse never has empty."""
 
     def name(self, side: Side) -> str | None:
         return self.bc if side == "bc" else self.dataverse
