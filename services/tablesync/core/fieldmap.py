@@ -327,12 +327,13 @@ def holds_already(
         if same_value(made, value, code=transform.code):
             return True
     limit = transform.max_length
-    return (
-        limit is not None
-        and isinstance(existing, str)
-        and isinstance(value, str)
-        and len(existing) > limit
-        and same_value(_transform_text(existing, transform)[:limit], value, code=transform.code)
+    if limit is None or not (isinstance(existing, str) and isinstance(value, str)):
+        return False
+    # Longer than the limit as it is, or as it is sent: upper-casing can
+    # lengthen a text ('ß' becomes 'SS').
+    shaped = _transform_text(existing, transform)
+    return max(len(existing), len(shaped)) > limit and same_value(
+        shaped[:limit], value, code=transform.code
     )
 
 
