@@ -21,8 +21,11 @@ CREATE TABLE record_log (
     logged_at       timestamptz NOT NULL
 );
 -- A record's history is asked for by either of its ids: its own decisions,
--- and those of its counterpart that name it.
-CREATE INDEX record_log_source ON record_log (mapping, source_side, source_id, logged_at DESC);
-CREATE INDEX record_log_counterpart ON record_log (mapping, counterpart_id, logged_at DESC)
+-- and those of its counterpart that name it. The ids alone as keys: a GUID
+-- names one record, the rows of one record are few to sort, and every index
+-- is paid for by each batch's insert.
+CREATE INDEX record_log_source ON record_log (source_id);
+CREATE INDEX record_log_counterpart ON record_log (counterpart_id)
     WHERE counterpart_id IS NOT NULL;
+-- Pruned with its job.
 CREATE INDEX record_log_job ON record_log (job_id);
