@@ -452,9 +452,10 @@ class SyncSettings(BaseModel):
         default=90.0,
         ge=0,
         description=(
-            "Jobs that ended this many days ago are deleted with their counters and error "
-            "rows (and runs left without jobs), by the coordinator every hour, in batches "
-            "of 1,000 rows; a job that has not ended is kept. 0 keeps every job."
+            "Jobs that ended this many days ago are deleted with their counters, error rows "
+            "and record log rows (and runs left without jobs), by the coordinator every "
+            "hour, in batches of 1,000 rows; a job that has not ended is kept. 0 keeps "
+            "every job."
         ),
     )
     stale_run_after_s: float = Field(

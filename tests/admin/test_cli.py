@@ -203,6 +203,7 @@ async def test_jobs_still_lists_and_jobs_prune_deletes_only_what_ended_long_enou
         "jobs": 0,
         "errors": 0,
         "runs": 0,
+        "record_log": 0,
     }
     refused = await run_cli(admin, "jobs", "prune", "--older-than", "0")
     assert refused.code == 2 and "--older-than 0 is not a number of days above 0" in refused.stderr
@@ -219,15 +220,23 @@ async def test_jobs_still_lists_and_jobs_prune_deletes_only_what_ended_long_enou
         )
 
     await wait_for(ended_a_second_ago, timeout_s=30, what="the run's jobs to be a second old")
+    run_jobs = [uuid.UUID(j.job_id) for j in progress.jobs]
+    logged = "SELECT count(*) FROM record_log WHERE job_id = ANY($1::uuid[])"
+    run_logged = await pool.fetchval(logged, run_jobs)
     # 0.00001 days: 0.864 s.
     pruned = await run_cli(admin, "jobs", "prune", "--older-than", "0.00001")
     assert pruned.code == 0, pruned.stderr
     said = re.match(
-        r"pruned (\d+) jobs, (\d+) job errors and (\d+) runs that ended before ", pruned.stdout
+        r"pruned (\d+) jobs, (\d+) job errors, (\d+) record log rows and (\d+) runs "
+        "that ended before ",
+        pruned.stdout,
     )
     assert said is not None, pruned.stdout
-    # Continuous intervals closed since may go too; the run's jobs must.
-    assert int(said[1]) >= len(progress.jobs) and int(said[3]) == 1
+    # Continuous intervals closed since may go too; the run's jobs must, with
+    # the record log rows of what they counted.
+    assert int(said[1]) >= len(progress.jobs) and int(said[4]) == 1
+    assert run_logged > 0 and int(said[3]) >= run_logged
+    assert await pool.fetchval(logged, run_jobs) == 0
     assert await pool.fetchval("SELECT count(*) FROM runs") == 0
     assert (
         await pool.fetchval(

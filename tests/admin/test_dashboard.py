@@ -236,6 +236,20 @@ async def test_the_errors_panel_retries_restores_and_deletes_a_record_once_confi
     # Restore and delete record are for couplings whose record was deleted.
     await expect(row.locator('button[data-action="restore"]')).to_be_disabled()
     await expect(row.locator('button[data-action="delete-records"]')).to_be_disabled()
+    # Its history: its failure, counted in the job that counted it.
+    await row.locator('button[data-action="history"]').click()
+    history = page.locator("#history-card")
+    await expect(history).to_be_visible()
+    await expect(history).to_contain_text(customer["id"])
+    failed = history.locator('#history-table tr[data-decision="failed"]')
+    await expect(failed.first).to_be_visible()
+    logged = (
+        await admin.client.get(
+            "/api/records/CUSTOMER/log", params={"side": "bc", "id": customer["id"]}
+        )
+    ).json()
+    failed_in = {e["job_id"] for e in logged if e["decision"] == ["failed"]}
+    assert await failed.first.get_attribute("data-job-id") in failed_in
 
     await stack.dv_patch("accounts", twin["accountid"], {"accountnumber": "V-TWIN"})
     await row.locator('button[data-action="retry"]').click()

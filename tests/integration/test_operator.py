@@ -112,6 +112,16 @@ async def test_uncouple_names_what_is_not_coupled_and_logs_an_uncoupling_job(
     [job] = await operator.jobs(mapping="CUSTOMER")
     assert (job.type, job.kind, job.status) == ("uncoupling", "uncouple", "finished")
     assert job.counts["uncoupled"] == 1
+    # The record log tells it, in that job, by either record's id.
+    [entry] = await operator.record_log("CUSTOMER", "bc", bc_id)
+    assert (entry.job_id, entry.decision, entry.source_side, entry.source_id) == (
+        job.job_id,
+        ("uncoupled",),
+        "dataverse",
+        dv_id,
+    )
+    assert (entry.counterpart_id, entry.direction, entry.fields) == (bc_id, None, ())
+    assert await operator.record_log("CUSTOMER", "dataverse", dv_id) == [entry]
     with pytest.raises(NotCoupled):
         await operator.uncouple("CUSTOMER", "bc", bc_id)
 

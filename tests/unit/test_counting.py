@@ -23,7 +23,14 @@ from tablesync.core.counting import (
 from tablesync.core.coupling_rules import row_stamp
 from tablesync.core.couplings import Coupling, Stamp
 from tablesync.core.decision import Facts
-from tablesync.core.effects import DueRecord, Intent, WriteTarget
+from tablesync.core.effects import (
+    BatchEffects,
+    DueRecord,
+    Intent,
+    LogEntry,
+    WriteTarget,
+    counted_removals,
+)
 from tablesync.core.events import FieldValue, RecordChanged
 from tablesync.core.plan import (
     Create,
@@ -425,3 +432,151 @@ def test_a_version_of_an_uncoupled_record_found_gone_is_kept_as_deleted_and_unch
     tombstoned = _record(Unchanged(), Facts(EVENT, Unchanged(), None, tombstoned=True))
     assert tombstoned.counts == r.counts
     assert _record(gone, Facts(EVENT, gone, None)).deleted == ()
+
+
+# The record log, written where the counting is
+
+
+def _logged(r: Record) -> BatchEffects:
+    effects = BatchEffects("CUSTOMER")
+    r.count_in(effects, "t", 3, recovered_topic="(retry)")
+    return effects
+
+
+def test_a_create_logs_what_it_wrote_by_field_name_only() -> None:
+    made = Row("dv9", T1, 'W/"5"', {})
+    create = Create("dataverse", {"telephone1": "555", "name": "A"}, "dv9", "bc1", stamp_of(EVENT))
+    r = _record(create, Facts(EVENT, FetchCandidates("dataverse", None)), written=made)
+    [entry] = _logged(r).log
+    assert entry == LogEntry(
+        mapping="CUSTOMER",
+        company="",
+        source_side="bc",
+        source_id="bc1",
+        counterpart_id="dv9",
+        job_id="job",
+        decision=("inserted",),
+        direction="to_integration",
+        fields=("name", "telephone1"),
+        message="",
+        at=NOW,
+    )
+    assert "555" not in repr(entry) and "A" not in entry.fields
+
+
+def test_a_recovered_create_keeps_off_the_fields_a_user_edited_since() -> None:
+    found = Row("dv9", T0, 'W/"5"', {})
+    create = Create(
+        "dataverse",
+        {"name": "A", "telephone1": "1"},
+        "dv9",
+        "bc1",
+        stamp_of(EVENT),
+        matched=found,
+        recovered=True,
+        edited=frozenset({"telephone1"}),
+    )
+    r = _record(create, Facts(EVENT, FetchCandidates("dataverse", None)), written=found)
+    [entry] = _logged(r).log
+    assert (entry.decision, entry.fields) == (("inserted",), ("name",))
+
+
+def test_an_update_logs_its_pair_and_an_unchanged_record_writes_nothing() -> None:
+    update = Update(
+        "dataverse", "dv1", {"name": "A"}, 'W/"1"', PAIR.with_stamp("bc", stamp_of(EVENT))
+    )
+    [entry] = _logged(_record(update, written=Row("dv1", T1, 'W/"2"', {}))).log
+    assert (entry.decision, entry.direction, entry.fields, entry.counterpart_id) == (
+        ("modified",),
+        "to_integration",
+        ("name",),
+        "dv1",
+    )
+    [same] = _logged(_record(Unchanged(PAIR))).log
+    assert (same.decision, same.direction, same.fields, same.counterpart_id) == (
+        ("unchanged",),
+        None,
+        (),
+        "dv1",
+    )
+
+
+def test_a_failure_logs_its_message_and_a_retry_failing_again_logs_nothing() -> None:
+    [entry] = _logged(_record(Fail("HTTP 400: name too long"))).log
+    assert (entry.decision, entry.message, entry.direction) == (
+        ("failed",),
+        "HTTP 400: name too long",
+        None,
+    )
+    again = _record(Fail("HTTP 400"), previous=_due("failed", "HTTP 400"), retry=True)
+    assert _logged(again).log == []
+
+
+def test_an_interrupted_create_is_logged_apart_in_the_job_it_counted_in() -> None:
+    f = Facts(EVENT, FetchDestination("dataverse", "dv1", PAIR), PAIR, paired=True)
+    r = _record(Remove("dataverse", "dv1", PAIR), f, made_in="made-here")
+    effects = _logged(r)
+    [made] = effects.log
+    assert (made.job_id, made.decision, made.direction) == (
+        "made-here",
+        ("inserted",),
+        "to_integration",
+    )
+    # The removal itself is logged when its commit removes the coupling.
+    [(_, key, names, about)] = effects.if_uncoupled
+    assert about is not None and about.entry("CUSTOMER", key[0], names).decision == (
+        "deleted",
+        "uncoupled",
+    )
+
+
+@given(
+    _facts,
+    _performed,
+    st.one_of(st.none(), due_records()),
+    st.booleans(),
+    st.one_of(st.none(), st.just("made")),
+    retry_policies(),
+)
+def test_the_record_log_tells_what_the_counters_count(
+    f: Facts,
+    done: Performed,
+    previous: DueRecord | None,
+    retry: bool,
+    made_in: str | None,
+    policy: RetryPolicy,
+) -> None:
+    r = record(
+        CUSTOMER,
+        f,
+        done,
+        previous,
+        job_id="job",
+        made_in=made_in,
+        policy=policy,
+        now=NOW,
+        retry=retry,
+        raw=b"raw",
+    )
+    effects = _logged(r)
+    # As a commit that removes every coupling named would count them.
+    for key, names, about in counted_removals(
+        effects.if_uncoupled, {(c.mapping, c.bc_id.lower()) for c, *_ in effects.if_uncoupled}
+    ):
+        effects.count(*key, *names, about=about)
+    by_job: dict[str, Counter[str]] = {}
+    for (job, _, _), counter in effects.counters.items():
+        by_job.setdefault(job, Counter()).update(counter)
+    logged: dict[str, Counter[str]] = {}
+    for e in effects.log:
+        logged.setdefault(e.job_id, Counter()).update(e.decision)
+    assert {j: +c for j, c in logged.items()} == {j: +c for j, c in by_job.items() if +c}
+    d = done.decision
+    for e in effects.log:
+        assert (e.source_side, e.source_id) == (f.event.side, f.event.record_id)
+        assert e.at == NOW and e.decision
+        if e.job_id == "job":
+            writes = isinstance(d, Create | Update | Remove | Restore)
+            assert (e.direction is not None) <= writes
+            assert not e.fields or isinstance(d, Create | Update | Restore)
+            assert set(e.fields) <= set(getattr(d, "payload", {}))

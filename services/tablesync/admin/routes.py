@@ -58,6 +58,9 @@ from tablesync.admin.schemas import (
     MappingPath,
     ProblemOut,
     ProblemsQuery,
+    RecordLogOut,
+    RecordLogQuery,
+    RecordPath,
     RecordSelection,
     RunAccepted,
     RunOut,
@@ -680,6 +683,28 @@ async def couple_records(ctx: AdminContext, request: Request) -> Response:
         requested_by="admin",
     )
     return reply(ActionOut.of(result))
+
+
+@endpoint(
+    "GET",
+    "/api/records/{mapping}/log",
+    "What tablesync decided and wrote for one record, newest first",
+    "couplings",
+    response=RecordLogOut,
+    many=True,
+    params=RecordPath,
+    query=RecordLogQuery,
+    errors=(400, 404),
+    description="The record log `tablesync record-log` prints: each decision on the record "
+    "(side and id) in the job counters' words, with the job it counted in, the direction "
+    "written and the names of the fields written (never their values); the decisions on "
+    "its counterpart are included. Empty when none is kept (rows go with their jobs).",
+)
+async def record_log(ctx: AdminContext, request: Request) -> Response:
+    mapping = path_of(request, RecordPath).mapping
+    q = query_of(request, RecordLogQuery)
+    entries = await ctx.operator.record_log(mapping, q.side, str(q.id), limit=q.limit)
+    return reply([RecordLogOut.of(e) for e in entries])
 
 
 # Consumer lag

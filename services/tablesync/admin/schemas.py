@@ -17,6 +17,7 @@ from tablesync.adapters.postgres.admin_queries import LastJobs
 from tablesync.adapters.postgres.couplings import CouplingRow
 from tablesync.adapters.postgres.jobs import JobError, JobTotals, RunRow
 from tablesync.core import filters
+from tablesync.core.effects import LogEntry
 from tablesync.core.mappings import TableMapping
 from tablesync.core.stored import ProblemRecord, Selection
 from tablesync.runtime.actions import ActionResult
@@ -57,6 +58,9 @@ __all__ = [
     "PartitionLagOut",
     "ProblemOut",
     "ProblemsQuery",
+    "RecordLogOut",
+    "RecordLogQuery",
+    "RecordPath",
     "RecordSelection",
     "RunAccepted",
     "RunOut",
@@ -236,6 +240,12 @@ class CouplingsQuery(_In):
     limit: int = Field(default=100, ge=1, le=1000)
 
 
+class RecordLogQuery(_In):
+    side: SideName = Field(description="The side the record's id is on.")
+    id: UUID = Field(description="The record's id on that side.")
+    limit: int = Field(default=50, ge=1, le=1000)
+
+
 class RunsQuery(_In):
     limit: int = Field(default=20, ge=1, le=200)
 
@@ -257,6 +267,10 @@ class JobPath(_In):
 
 class RunPath(_In):
     run_id: UUID
+
+
+class RecordPath(_In):
+    mapping: str
 
 
 class CouplingPath(_In):
@@ -426,6 +440,38 @@ class MappingDetailOut(MappingOut):
                 )
                 for f in m.fields
             ],
+        )
+
+
+class RecordLogOut(BaseModel):
+    """One decision tablesync made on a record, in the job it counted in."""
+
+    at: datetime
+    mapping: str
+    company: str = Field(description="The BC company; '' for the one company of a deployment.")
+    job_id: str
+    decision: list[str] = Field(description="The job counters it added to.")
+    direction: str | None = Field(description="The direction written; null: nothing written.")
+    source_side: str
+    source_id: str
+    counterpart_id: str | None
+    fields: list[str] = Field(description="The names of the fields written.")
+    message: str
+
+    @classmethod
+    def of(cls, e: LogEntry) -> RecordLogOut:
+        return cls(
+            at=e.at,
+            mapping=e.mapping,
+            company=e.company,
+            job_id=e.job_id,
+            decision=list(e.decision),
+            direction=e.direction,
+            source_side=e.source_side,
+            source_id=e.source_id,
+            counterpart_id=e.counterpart_id,
+            fields=list(e.fields),
+            message=e.message,
         )
 
 

@@ -15,6 +15,7 @@ from tablesync.adapters.avro import Codec
 from tablesync.adapters.kafka import Topics
 from tablesync.application.dryrun import DirectionPreview, dry_run
 from tablesync.core.couplings import Coupling, Stamp
+from tablesync.core.effects import LogEntry
 from tablesync.core.events import Side
 from tablesync.core.mappings import MappingSet, TableMapping, direction_of
 from tablesync.core.records import Row
@@ -49,7 +50,7 @@ from tablesync.runtime.operations import CommandPublisher, Operations, RunProgre
 from tablesync.runtime.replay import ReplayResult, replay
 from tablesync.settings import SyncSettings
 
-__all__ = ["ApiOpener", "ClaimsOpener", "Operator"]
+__all__ = ["MAX_RECORD_LOG", "ApiOpener", "ClaimsOpener", "Operator"]
 
 log = structlog.get_logger()
 
@@ -63,6 +64,8 @@ commands can run side by side (the admin API's requests), and one holder's
 release frees every record it holds."""
 
 _SIDES: tuple[Side, ...] = ("bc", "dataverse")
+MAX_RECORD_LOG = 1000
+"""The most record log rows one request reads."""
 _MAPPING_CHANGES = ("direction", "sync_only_coupled", "table_filter", "integration_table_filter")
 # No stamps: the first change of either record after a manual coupling syncs it.
 _UNSYNCED = Stamp(None, None)
@@ -372,6 +375,20 @@ class Operator:
         if job_id is not None:
             job_id = (await self.job(job_id)).job_id
         return await self.stores.jobs.errors(job_id=job_id, mapping=mapping, limit=limit)
+
+    async def record_log(
+        self, mapping: str, side: str, record_id: str, *, limit: int = 50
+    ) -> list[LogEntry]:
+        """What tablesync decided and wrote for one record (``side`` is the side
+        ``record_id`` is on), newest first, each decision with the job it
+        counted in: its own decisions and its counterpart's that name it. Kept
+        as long as their jobs (``TABLESYNC_SYNC__JOB_RETENTION_DAYS``)."""
+        which = _side(side)
+        rid = _guid(record_id, f"{which} record id")
+        if not 1 <= limit <= MAX_RECORD_LOG:
+            raise InvalidRequest(f"limit {limit} is not between 1 and {MAX_RECORD_LOG}")
+        await self._known(mapping)
+        return await self.stores.jobs.record_log(mapping, which, rid, limit=limit)
 
     async def prune_jobs(self, older_than_days: float | None = None) -> tuple[datetime, Pruned]:
         """Deletes the jobs that ended more than ``older_than_days`` ago (the

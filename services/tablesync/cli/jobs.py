@@ -61,8 +61,9 @@ def prune(
 ) -> None:
     """Delete the jobs that ended more than --older-than days ago, with their errors.
 
-    Their counts and the runs left without jobs go too; a job that has not ended,
-    or of a run still open, is kept. The coordinator does the same every hour."""
+    Their counts, their record log rows and the runs left without jobs go too; a
+    job that has not ended, or of a run still open, is kept. The coordinator does
+    the same every hour."""
 
     async def go() -> tuple[datetime, Pruned]:
         async with open_operator(load_settings()) as operator:
@@ -73,6 +74,7 @@ def prune(
         print_json({"before": before, **pruned.as_dict()})
         return
     typer.echo(
-        f"pruned {pruned.jobs} jobs, {pruned.errors} job errors and {pruned.runs} runs "
+        f"pruned {pruned.jobs} jobs, {pruned.errors} job errors, {pruned.record_log} "
+        f"record log rows and {pruned.runs} runs "
         f"that ended before {before.isoformat(timespec='seconds')}"
     )

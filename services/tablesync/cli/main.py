@@ -17,6 +17,7 @@ from tablesync.cli import (
     jobs,
     lag,
     mappings,
+    record_log,
     recovery,
     run,
     runs,
@@ -69,6 +70,7 @@ app.command("delete-records")(recovery.delete_records)
 app.command("delete-couplings")(recovery.delete_couplings)
 app.command("find-deleted")(recovery.find_deleted)
 app.command("replay")(recovery.replay)
+app.command("record-log")(record_log.record_log)
 app.command("lag")(lag.lag)
 app.command("couplings")(couplings.couplings)
 app.command("couple")(couplings.couple)

@@ -19,6 +19,10 @@ counted once:
 - a version of an uncoupled record found deleted since is not created, and
   counts as unchanged, as its replays do.
 
+What it counts it also logs (``Record.about``): the record log's row of a
+decision is written where its counters are added, with the same job and
+names, so the two never disagree; a decision that counts nothing logs nothing.
+
 A record counts in the job of the direction it wrote to (``counted_towards``):
 the run's job when that job counts that direction, otherwise the continuous
 job of the interval (``continuous_job_id``)."""
@@ -32,11 +36,18 @@ from datetime import datetime
 from tablesync.core.coupling_rules import couple_created, couple_matched, restored, row_stamp
 from tablesync.core.couplings import Coupling
 from tablesync.core.decision import Facts
-from tablesync.core.effects import DueRecord, ErrorRow, StatusChange, WriteTarget
+from tablesync.core.effects import (
+    BatchEffects,
+    Decided,
+    DueRecord,
+    ErrorRow,
+    StatusChange,
+    WriteTarget,
+)
 from tablesync.core.events import Direction, RecordFailed, Side, other_side
 from tablesync.core.fieldmap import Mapped, echo_of_earlier_write
 from tablesync.core.mappings import TableMapping, direction_of
-from tablesync.core.outcome import written_towards
+from tablesync.core.outcome import operation_of, written_towards
 from tablesync.core.plan import (
     Create,
     Decision,
@@ -135,6 +146,24 @@ class Record:
     recovered: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Job id and counter names of what an interrupted attempt did, counted
     now but not as the event's own: apart from its partition."""
+    about: Decided | None = None
+    """The record log's words of the decision, logged with each of ``counts``
+    and ``counts_if_uncoupled`` that counts."""
+    recovered_about: Decided | None = None
+    """The record log's words of what an interrupted attempt did (``recovered``)."""
+
+    def count_in(
+        self, effects: BatchEffects, topic: str, partition: int, *, recovered_topic: str
+    ) -> None:
+        """Adds the counters to ``effects``, each with its record log entry:
+        the event's own on its partition, an interrupted attempt's apart, on
+        ``recovered_topic`` (each event of a partition counts once there)."""
+        for job_id, names in self.counts:
+            effects.count(job_id, topic, partition, *names, about=self.about)
+        for coupling, job_id, names in self.counts_if_uncoupled:
+            effects.count_if_uncoupled(coupling, job_id, topic, partition, *names, about=self.about)
+        for job_id, names in self.recovered:
+            effects.count(job_id, recovered_topic, 0, *names, about=self.recovered_about)
 
 
 def record(
@@ -307,6 +336,7 @@ def record(
                 attempts=listed.attempts,
                 skipped=listed.status == "skipped",
             )
+    about, recovered_about = _logged(f, d, couplings, uncoupled, message, now)
     # A deletion found flagged already (by an operator's find-deleted, or its
     # first event) is the errors list's "deleted" record: only restore,
     # delete-records or uncoupling takes it off, never its event seen again.
@@ -324,4 +354,52 @@ def record(
         counts=tuple(counts),
         counts_if_uncoupled=counted_if_uncoupled,
         recovered=tuple(recovered),
+        about=about,
+        recovered_about=recovered_about if recovered else None,
     )
+
+
+def _logged(
+    f: Facts,
+    d: Decision,
+    couplings: list[tuple[Coupling, Direction | None]],
+    uncoupled: list[Coupling],
+    message: str,
+    now: datetime,
+) -> tuple[Decided, Decided]:
+    """The record log's words of ``d`` on the record of ``f``, and of the
+    create an interrupted attempt made for it: the counterpart and company
+    from the pair the decision leaves or removes, the direction and the names
+    of the fields only of a write the decision made."""
+    event = f.event
+    pairs = [c for c, _ in couplings] + uncoupled
+    pair = pairs[-1] if pairs else f.coupling
+    other = other_side(event.side)
+    counterpart = pair.id_on(other) if pair is not None else None
+    company = pair.company if pair is not None else ""
+    written: tuple[str, ...] = ()
+    direction = None
+    if operation_of(d) is not None:
+        direction = written_towards(d)
+        if isinstance(d, Create | Update | Restore):
+            edited = d.edited if isinstance(d, Create) else frozenset()
+            written = tuple(sorted(k for k in d.payload if k not in edited))
+    if not message:
+        match d:
+            case Uncouple(message=text) | Skip(message=text):
+                message = text
+            case Ignore(reason=text):
+                message = text
+    about = Decided(
+        event.side, event.record_id, now, counterpart, company, direction, written, message
+    )
+    made = Decided(
+        event.side,
+        event.record_id,
+        now,
+        counterpart,
+        company,
+        direction_of(event.side),
+        message="created by an earlier attempt that was interrupted",
+    )
+    return about, made

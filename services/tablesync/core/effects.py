@@ -1,8 +1,8 @@
 """What one batch changes in the state, and the rules of writing it.
 
-A batch's effects — couplings, job counters, error rows, per-record retry
-status, intents resolved and the position reached on each partition — are
-committed together by whichever state adapter holds them; the rules of what
+A batch's effects — couplings, job counters, error rows, the record log,
+per-record retry status, intents resolved and the position reached on each
+partition — are committed together by whichever state adapter holds them; the rules of what
 they mean (which entry of a record wins, which of two removals of one
 coupling counts, which uncoupled records may be tablesync's own creates) are
 here, so every adapter keeps them alike."""
@@ -21,9 +21,12 @@ from tablesync.core.fieldmap import looks_sent, same_value
 
 __all__ = [
     "BatchEffects",
+    "Decided",
     "DueRecord",
     "ErrorRow",
+    "IfUncoupled",
     "Intent",
+    "LogEntry",
     "StatusChange",
     "WriteTarget",
     "blocking",
@@ -47,6 +50,61 @@ class ErrorRow:
     destination_id: str | None
     message: str
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One row of the record log: a record's decision, in the job it counted
+    in, with the counters it added to there (``decision``). Names of the fields
+    written only, never their values."""
+
+    mapping: str
+    company: str
+    source_side: Side
+    source_id: str
+    counterpart_id: str | None
+    job_id: str
+    decision: tuple[str, ...]
+    direction: str | None
+    """The direction written; None when nothing was written."""
+    fields: tuple[str, ...]
+    message: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """What the record log says of a decision beyond its job and counters,
+    which come from the counting (``BatchEffects.count``)."""
+
+    source_side: Side
+    source_id: str
+    at: datetime
+    counterpart_id: str | None = None
+    company: str = ""
+    direction: str | None = None
+    fields: tuple[str, ...] = ()
+    message: str = ""
+
+    def entry(self, mapping: str, job_id: str, names: Sequence[str]) -> LogEntry:
+        return LogEntry(
+            mapping=mapping,
+            company=self.company,
+            source_side=self.source_side,
+            source_id=self.source_id,
+            counterpart_id=self.counterpart_id,
+            job_id=job_id,
+            decision=tuple(names),
+            direction=self.direction,
+            fields=self.fields,
+            message=self.message,
+            at=self.at,
+        )
+
+
+IfUncoupled = tuple[Coupling, tuple[str, str, int], tuple[str, ...], Decided | None]
+"""A coupling, the (job, topic, partition) counted in, the counter names and
+the record log's words of the decision: counted only if the commit removes it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +170,12 @@ class BatchEffects:
     cleared: list[tuple[Side, str]] = field(default_factory=list)
     errors: list[ErrorRow] = field(default_factory=list)
     counters: dict[tuple[str, str, int], Counter[str]] = field(default_factory=dict)
-    if_uncoupled: list[tuple[Coupling, tuple[str, str, int], tuple[str, ...]]] = field(
-        default_factory=list
-    )
+    log: list[LogEntry] = field(default_factory=list)
+    """The record log's rows: one per decision counted, added by ``count``."""
+    if_uncoupled: list[IfUncoupled] = field(default_factory=list)
     """Counters that count only if this commit is the one that removes the coupling:
     two attempts racing on one coupling (its two records' events on two partitions)
-    must not both count its deletion."""
+    must not both count its deletion. Their log entries are written as they count."""
     finished: list[tuple[str, str, int]] = field(default_factory=list)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     epochs: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -144,21 +202,40 @@ class BatchEffects:
         self.errors.extend(other.errors)
         for key, counter in other.counters.items():
             self.counters.setdefault(key, Counter()).update(counter)
+        self.log.extend(other.log)
         self.if_uncoupled.extend(other.if_uncoupled)
         self.finished.extend(other.finished)
         self.positions.update(other.positions)
         self.epochs.update(other.epochs)
         self.announced |= other.announced
 
-    def count(self, job_id: str, topic: str, partition: int, *names: str) -> None:
+    def count(
+        self,
+        job_id: str,
+        topic: str,
+        partition: int,
+        *names: str,
+        about: Decided | None = None,
+    ) -> None:
+        """Adds ``names`` to the job's counters of the partition; with
+        ``about``, logs the decision they count, in the same place, so the
+        record log and the counters never tell two stories."""
         counter = self.counters.setdefault((job_id, topic, partition), Counter())
         for name in names:
             counter[name] += 1
+        if about is not None and names:
+            self.log.append(about.entry(self.mapping, job_id, names))
 
     def count_if_uncoupled(
-        self, coupling: Coupling, job_id: str, topic: str, partition: int, *names: str
+        self,
+        coupling: Coupling,
+        job_id: str,
+        topic: str,
+        partition: int,
+        *names: str,
+        about: Decided | None = None,
     ) -> None:
-        self.if_uncoupled.append((coupling, (job_id, topic, partition), names))
+        self.if_uncoupled.append((coupling, (job_id, topic, partition), names, about))
 
     def empty(self) -> bool:
         return not (
@@ -171,6 +248,7 @@ class BatchEffects:
             or self.cleared
             or self.errors
             or self.counters
+            or self.log
             or self.if_uncoupled
             or self.finished
             or self.positions
@@ -211,19 +289,20 @@ def made_so_far(effects: BatchEffects) -> dict[tuple[Side, str], Coupling | None
 
 
 def counted_removals(
-    if_uncoupled: Iterable[tuple[Coupling, tuple[str, str, int], tuple[str, ...]]],
+    if_uncoupled: Iterable[IfUncoupled],
     removed: set[tuple[str, str]],
-) -> list[tuple[tuple[str, str, int], tuple[str, ...]]]:
-    """The counters of ``if_uncoupled`` that count: those of a coupling this
-    commit removed (``removed``: mapping and lower-case BC id), once per
-    coupling. Of two decisions on one coupling, the deletion is the one to count."""
+) -> list[tuple[tuple[str, str, int], tuple[str, ...], Decided | None]]:
+    """The counters of ``if_uncoupled`` that count, with their log entry's
+    words: those of a coupling this commit removed (``removed``: mapping and
+    lower-case BC id), once per coupling. Of two decisions on one coupling,
+    the deletion is the one to count."""
     counted: set[tuple[str, str]] = set()
-    out: list[tuple[tuple[str, str, int], tuple[str, ...]]] = []
-    for coupling, key, names in sorted(if_uncoupled, key=lambda c: "deleted" not in c[2]):
+    out: list[tuple[tuple[str, str, int], tuple[str, ...], Decided | None]] = []
+    for coupling, key, names, about in sorted(if_uncoupled, key=lambda c: "deleted" not in c[2]):
         ident = (coupling.mapping, coupling.bc_id.lower())
         if ident in removed and ident not in counted:
             counted.add(ident)
-            out.append((key, names))
+            out.append((key, names, about))
     return out
 
 

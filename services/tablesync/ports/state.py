@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from tablesync.core.couplings import Coupling
-from tablesync.core.effects import BatchEffects, DueRecord, Intent, WriteTarget
+from tablesync.core.effects import BatchEffects, DueRecord, Intent, LogEntry, WriteTarget
 from tablesync.core.events import FieldValue, Side
 from tablesync.core.fieldmap import LookupKey
 from tablesync.core.mapping_load import TableInfoSource
@@ -238,13 +238,19 @@ class Pruned:
     jobs: int = 0
     errors: int = 0
     runs: int = 0
+    record_log: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"jobs": self.jobs, "errors": self.errors, "runs": self.runs}
+        return {
+            "jobs": self.jobs,
+            "errors": self.errors,
+            "runs": self.runs,
+            "record_log": self.record_log,
+        }
 
 
 class Jobs(Protocol):
-    """Runs, jobs, their per-partition counters and error rows."""
+    """Runs, jobs, their per-partition counters, error rows and record log."""
 
     async def request_run(
         self,
@@ -371,6 +377,15 @@ class Jobs(Protocol):
         limit: int = 100,
     ) -> list[JobError]: ...
 
+    async def record_log(
+        self, mapping: str, side: Side, record_id: str, *, limit: int = 50
+    ) -> list[LogEntry]:
+        """The record log of one record of ``mapping``, newest first (ties in
+        the order written, the last first): the decisions on it as the source
+        (``side``, ``record_id``) and those on its counterpart that name it.
+        Written only through ``ApplyState.commit``, with the batch's counters."""
+        ...
+
     async def synced_until(self, mapping: str, direction: str) -> datetime | None:
         """Where the last finished synchronization of a mapping and direction began."""
         ...
@@ -379,15 +394,15 @@ class Jobs(Protocol):
 
     async def prune(self, before: datetime, *, batch: int = PRUNE_BATCH) -> Pruned:
         """Deletes the jobs that ended (finished or failed) before ``before``,
-        with their counters and error rows, then the runs that ended before it
+        with their counters, error rows and record log rows, then the runs that ended before it
         and have no job left. A job that has not ended (pending, running) is
         never deleted, nor any job of a run still requested or running: a
         resumed step finds its jobs. At most ``batch`` rows go per statement,
         each its own transaction, so a large prune never holds its locks for
-        long. A job's error rows and counters go in the same pass as the job
-        (just before it): errors are kept as long as their job, whatever their
-        own age, and a prune interrupted in between leaves a job the next one
-        deletes."""
+        long. A job's error rows, record log rows and counters go in the same
+        pass as the job (just before it): they are kept as long as their job,
+        whatever their own age, and a prune interrupted in between leaves a job
+        the next one deletes."""
         ...
 
 

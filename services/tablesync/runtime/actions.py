@@ -24,7 +24,7 @@ import structlog
 
 from tablesync.adapters.avro import Codec
 from tablesync.core.couplings import Coupling
-from tablesync.core.effects import BatchEffects
+from tablesync.core.effects import BatchEffects, Decided
 from tablesync.core.events import Direction, RecordChanged, Side, other_side
 from tablesync.core.mappings import DeletionPolicy, MappingSet, TableMapping, direction_of
 from tablesync.core.plan import JobContext
@@ -223,7 +223,7 @@ class Actions:
             try:
                 effects = BatchEffects(mapping)
                 effects.uncoupled.extend(group)
-                await self._uncoupling(result, mapping, effects, len(group), claim)
+                await self._uncoupling(result, mapping, effects, group, "bc", claim)
             finally:
                 await claim.release()
         return result
@@ -258,7 +258,9 @@ class Actions:
         if removed is not None:
             # Removed above in one statement, so a coupling replaced meanwhile
             # is never the one taken; the job only counts it.
-            await self._uncoupling(ActionResult("uncouple"), mapping, BatchEffects(mapping), 1)
+            await self._uncoupling(
+                ActionResult("uncouple"), mapping, BatchEffects(mapping), [removed], side
+            )
         return removed
 
     async def _uncoupling(
@@ -266,12 +268,19 @@ class Actions:
         result: ActionResult,
         mapping: str,
         effects: BatchEffects,
-        removed: int,
+        couplings: Sequence[Coupling],
+        named: Side,
         claim: PairClaim | None = None,
     ) -> None:
+        """Counts and logs the removal of ``couplings`` (each logged as a
+        decision on its record of the side ``named``) in an uncoupling job."""
         job_id = await self._job(mapping, "to_integration", result.action, "uncoupling")
-        effects.count(job_id, ACTION_TOPIC, 0, *(["uncoupled"] * removed))
+        now = self.clock.now()
+        for c in couplings:
+            about = _decided(c, named, now, f"coupling removed by {result.action}")
+            effects.count(job_id, ACTION_TOPIC, 0, "uncoupled", about=about)
         await self.state.commit(effects, claim=claim.proof() if claim else None)
+        removed = len(couplings)
         noun = "coupling" if removed == 1 else "couplings"
         await self.jobs.finish_job(job_id, message=f"{removed} {noun} removed")
         result.jobs.append(job_id)
@@ -294,15 +303,19 @@ class Actions:
                 async for ids in self.apis[side].read_ids(m.table(side)):
                     present.update(ids)
                 gone = coupled - present
-                found = 0
+                flagged: list[Coupling] = []
                 for record_id in sorted(gone):
                     c = await couplings_store.get(name, side, record_id)
                     if c is not None and await self.problems.flag_deleted(c, side):
-                        found += 1
+                        flagged.append(c)
                         await self._list_deleted(c, side, m.table(side))
+                found = len(flagged)
                 job_id = await self._job(name, direction_of(side), "find_deleted", "coupling")
                 effects = BatchEffects(name)
-                effects.count(job_id, ACTION_TOPIC, 0, *(["deleted"] * found))
+                now = self.clock.now()
+                for c in flagged:
+                    about = _decided(c, side, now, "the coupled record no longer exists")
+                    effects.count(job_id, ACTION_TOPIC, 0, "deleted", about=about)
                 await self.state.commit(effects)
                 await self.jobs.finish_job(job_id, message=f"{found} coupled records deleted")
                 result.jobs.append(job_id)
@@ -431,6 +444,12 @@ class Actions:
             records=len(items),
             job_id=job_id,
         )
+
+
+def _decided(c: Coupling, side: Side, now: datetime, message: str) -> Decided:
+    """The record log's words of an action on the record of ``c`` on ``side``
+    that writes to neither side."""
+    return Decided(side, c.id_on(side), now, c.id_on(other_side(side)), c.company, message=message)
 
 
 def _as_read(

@@ -265,13 +265,7 @@ class Applier:
             effects.errors.append(r.error)
         if r.failure is not None:
             self.failures.append(r.failure)
-        for job_id, names in r.counts:
-            effects.count(job_id, item.topic, item.partition, *names)
-        for coupling, job_id, names in r.counts_if_uncoupled:
-            effects.count_if_uncoupled(coupling, job_id, item.topic, item.partition, *names)
-        for job_id, names in r.recovered:
-            # Not this event's outcome: each event of a partition counts once there.
-            effects.count(job_id, RETRY_TOPIC, 0, *names)
+        r.count_in(effects, item.topic, item.partition, recovered_topic=RETRY_TOPIC)
 
     async def _job_for(self, item: Item, direction: Direction) -> str:
         job_id = run_job(item.job, direction)

@@ -32,6 +32,7 @@ from tablesync.core.effects import (
     BatchEffects,
     DueRecord,
     Intent,
+    LogEntry,
     WriteTarget,
     counted_removals,
     latest_couplings,
@@ -49,6 +50,7 @@ _STATUSES = frozenset({"pending", "failed", "skipped"})
 _SIDES = frozenset({"bc", "dataverse"})
 _WRITE_KINDS = frozenset({"update", "delete"})
 _ZERO = (0,) * len(COUNTED)
+_LOG_DIRECTIONS = frozenset({None, "to_integration", "from_integration"})
 
 
 class MemoryApplyState(MemoryStore):
@@ -104,8 +106,11 @@ class MemoryApplyState(MemoryStore):
         removed = remove_pairs(pairs, e.uncoupled)
         counted = counted_removals(e.if_uncoupled, removed)
         counters = {key: Counter(counter) for key, counter in e.counters.items()}
-        for key, names in counted:
+        log = list(e.log)
+        for key, names, about in counted:
             counters.setdefault(key, Counter()).update(names)
+            if about is not None and names:
+                log.append(about.entry(mapping, key[0], names))
 
         intents = Staged(t.intents)
         for side, sid in e.resolved_intents:
@@ -170,6 +175,8 @@ class MemoryApplyState(MemoryStore):
                 )
             )
 
+        logged = [self._log_row(entry) for entry in log]
+
         parts = Staged(t.partitions)
         for (job_id, topic, partition), counter in counters.items():
             job = self._existing_job(job_id, "job_partitions")
@@ -203,12 +210,28 @@ class MemoryApplyState(MemoryStore):
         statuses.apply()
         t.errors.extend(errors)
         t.last_error_id = next_id
+        t.record_log.extend(logged)
         parts.apply()
         positions.apply()
         # As the Postgres adapter does, the counted removals show in the
         # batch's own counters too (its summary line reads them).
-        for key, names in counted:
-            e.count(*key, *names)
+        for key, names, about in counted:
+            e.count(*key, *names, about=about)
+
+    def _log_row(self, entry: LogEntry) -> LogEntry:
+        """The row as the record_log table keeps it, its constraints checked."""
+        check(entry.source_side in _SIDES, f"record_log: source_side {entry.source_side!r}")
+        check(
+            bool(entry.decision) and set(entry.decision) <= set(COUNTED),
+            f"record_log: decision {entry.decision!r}",
+        )
+        check(entry.direction in _LOG_DIRECTIONS, f"record_log: direction {entry.direction!r}")
+        return replace(
+            entry,
+            job_id=self._existing_job(entry.job_id, "record_log"),
+            message=entry.message[:2048],
+            at=utc(entry.at),
+        )
 
     def _existing_job(self, job_id: str, table: str) -> str:
         job = uuid_text(job_id)

@@ -33,7 +33,7 @@ from uuid import UUID
 import orjson
 
 from tablesync.core.couplings import Coupling
-from tablesync.core.effects import WriteTarget
+from tablesync.core.effects import LogEntry, WriteTarget
 from tablesync.core.events import FieldValue, Side
 from tablesync.core.stored import JobError
 from tablesync.ports.clock import Clock, SystemClock
@@ -440,6 +440,8 @@ class Tables:
         self.partitions: Nested[str, tuple[str, int], PartitionRow] = Nested()
         self.errors: list[JobError] = []
         self.last_error_id = 0
+        # In the order written: the record log's ties go the last first.
+        self.record_log: list[LogEntry] = []
         # (mapping, direction) -> synced_until
         self.synced: dict[tuple[str, str], datetime] = {}
         self.mappings: dict[str, MappingRow] = {}
@@ -462,6 +464,7 @@ class Tables:
         other.partitions = self.partitions.copy()
         other.errors = self.errors.copy()
         other.last_error_id = self.last_error_id
+        other.record_log = self.record_log.copy()
         other.synced = self.synced.copy()
         other.mappings = self.mappings.copy()
         other.checkpoints = self.checkpoints.copy()

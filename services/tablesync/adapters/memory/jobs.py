@@ -1,4 +1,4 @@
-"""Runs, jobs, their per-partition counters and error rows in memory, as
+"""Runs, jobs, their per-partition counters, error rows and record log in memory, as
 ``adapters.postgres.jobs`` keeps them (the ``job_totals`` view summed on read)."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from tablesync.adapters.memory.database import (
     utc,
     uuid_text,
 )
-from tablesync.core.events import Direction
+from tablesync.core.effects import LogEntry
+from tablesync.core.events import Direction, Side
 from tablesync.core.plan import COUNTED
 from tablesync.core.stored import KEEP_ANSWER, JobError, JobParams, JobTotals, RunRow
 from tablesync.errors import CommandRefused
@@ -398,6 +399,9 @@ class MemoryJobs(MemoryStore):
         kept_errors = [e for e in t.errors if e.job_id not in gone]
         errors = len(t.errors) - len(kept_errors)
         t.errors = kept_errors
+        kept_log = [e for e in t.record_log if e.job_id not in gone]
+        logged = len(t.record_log) - len(kept_log)
+        t.record_log = kept_log
         for key in gone:
             t.partitions.rows.pop(key, None)
             del t.jobs[key]
@@ -412,7 +416,24 @@ class MemoryJobs(MemoryStore):
         ]
         for key in runs:
             del t.runs[key]
-        return Pruned(jobs=len(gone), errors=errors, runs=len(runs))
+        return Pruned(jobs=len(gone), errors=errors, runs=len(runs), record_log=logged)
+
+    async def record_log(
+        self, mapping: str, side: Side, record_id: str, *, limit: int = 50
+    ) -> list[LogEntry]:
+        await self._pause("jobs.record_log")
+        rid = record_id.lower()
+        rows = [
+            (e.at, n, e)
+            for n, e in enumerate(self._db.t.record_log)
+            if e.mapping == mapping
+            and (
+                (e.source_side == side and e.source_id == rid)
+                or (e.source_side != side and e.counterpart_id == rid)
+            )
+        ]
+        rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
+        return [e for _, _, e in rows[: max(limit, 0)]]
 
     async def errors(
         self,

@@ -1,7 +1,7 @@
 """Everything apply writes after a batch, in one transaction, and what it reads back.
 
-The effects of a batch — couplings, job counters, error rows, per-record
-retry status, intents resolved and the position reached on each partition —
+The effects of a batch — couplings, job counters, error rows, the record
+log, per-record retry status, intents resolved and the position reached on each partition —
 are committed together, and the position only ever moves forward, so a batch
 replayed after a crash finds its own position and changes nothing."""
 
@@ -20,6 +20,7 @@ from tablesync.core.effects import (
     DueRecord,
     ErrorRow,
     Intent,
+    LogEntry,
     StatusChange,
     WriteTarget,
     counted_removals,
@@ -390,8 +391,8 @@ def _intent(r: asyncpg.Record) -> Intent:
 async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
     await write_couplings(conn, latest_couplings(e.couplings))
     removed = await delete_couplings(conn, e.uncoupled)
-    for key, names in counted_removals(e.if_uncoupled, removed):
-        e.count(*key, *names)
+    for key, names, about in counted_removals(e.if_uncoupled, removed):
+        e.count(*key, *names, about=about)
     if e.resolved_intents:
         await _delete_sources(conn, "create_intents", e.mapping, e.resolved_intents)
     if e.deleted:
@@ -480,6 +481,8 @@ async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
                 for (job, topic, part), counter in e.counters.items()
             ],
         )
+    if e.log:
+        await write_log(conn, e.log)
     if e.finished:
         await conn.executemany(
             "INSERT INTO job_partitions (job_id, topic, partition, finished_at) "
@@ -498,6 +501,38 @@ async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
             """,
             [(e.mapping, t, p, off) for (t, p), off in e.positions.items()],
         )
+
+
+_SEPARATOR = "\x1f"
+"""Joins a row's names into one text of an array parameter: unnest takes
+arrays of one dimension, and a row's names are a list of any length. Counter
+names and the mapping's field names (identifiers of the sides) never hold it."""
+
+
+async def write_log(conn: asyncpg.Connection, entries: Sequence[LogEntry]) -> None:
+    """The record log's rows, in one statement however many: a full
+    synchronization commits batches of thousands."""
+    await conn.execute(
+        "INSERT INTO record_log (mapping, company, source_side, source_id, counterpart_id, "
+        "job_id, decision, direction, fields, message, logged_at) "
+        "SELECT mapping, company, side, id, other, job, string_to_array(decision, $12), "
+        "direction, string_to_array(fields, $12), message, at "
+        "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], "
+        "$7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[]) "
+        "AS r(mapping, company, side, id, other, job, decision, direction, fields, message, at)",
+        [e.mapping for e in entries],
+        [e.company for e in entries],
+        [e.source_side for e in entries],
+        [e.source_id for e in entries],
+        [e.counterpart_id for e in entries],
+        [UUID(e.job_id) for e in entries],
+        [_SEPARATOR.join(e.decision) for e in entries],
+        [e.direction for e in entries],
+        [_SEPARATOR.join(e.fields) for e in entries],
+        [e.message[:2048] for e in entries],
+        [e.at for e in entries],
+        _SEPARATOR,
+    )
 
 
 async def _delete_sources(

@@ -1,4 +1,4 @@
-"""Runs, jobs, their per-partition counters and error rows."""
+"""Runs, jobs, their per-partition counters, error rows and record log."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from uuid import UUID
 
 import asyncpg
 
+from tablesync.core.effects import LogEntry
+from tablesync.core.events import Side
 from tablesync.core.plan import COUNTED
 from tablesync.core.stored import KEEP_ANSWER, JobError, JobParams, JobTotals, RunRow
 from tablesync.errors import AlreadyRunning
@@ -355,7 +357,7 @@ class JobStore:
         return int(result.split()[-1])
 
     async def prune(self, before: datetime, *, batch: int = PRUNE_BATCH) -> Pruned:
-        jobs = errors = runs = 0
+        jobs = errors = runs = logged = 0
         # Keyset over (started_at, job_id): a job found but not deleted (it
         # changed in between) is never looked at again by this prune.
         after: tuple[datetime, UUID] | None = None
@@ -380,6 +382,12 @@ class JobStore:
             errors += await self._delete_batched(
                 "DELETE FROM job_errors WHERE id IN "
                 "(SELECT id FROM job_errors WHERE job_id = ANY($1::uuid[]) LIMIT $2)",
+                ids,
+                batch,
+            )
+            logged += await self._delete_batched(
+                "DELETE FROM record_log WHERE id IN "
+                "(SELECT id FROM record_log WHERE job_id = ANY($1::uuid[]) LIMIT $2)",
                 ids,
                 batch,
             )
@@ -416,7 +424,7 @@ class JobStore:
             runs += _affected(done)
             if _affected(done) < batch:
                 break
-        return Pruned(jobs=jobs, errors=errors, runs=runs)
+        return Pruned(jobs=jobs, errors=errors, runs=runs, record_log=logged)
 
     async def _delete_batched(self, statement: str, ids: list[UUID], batch: int) -> int:
         deleted = 0
@@ -425,6 +433,39 @@ class JobStore:
             deleted += n
             if n < batch:
                 return deleted
+
+    async def record_log(
+        self, mapping: str, side: Side, record_id: str, *, limit: int = 50
+    ) -> list[LogEntry]:
+        rows = await self._pool.fetch(
+            """
+            SELECT * FROM record_log
+            WHERE mapping = $1 AND ((source_side = $2 AND source_id = $3)
+                                    OR (source_side <> $2 AND counterpart_id = $3))
+            ORDER BY logged_at DESC, id DESC
+            LIMIT $4
+            """,
+            mapping,
+            side,
+            record_id.lower(),
+            limit,
+        )
+        return [
+            LogEntry(
+                mapping=r["mapping"],
+                company=r["company"],
+                source_side=r["source_side"],
+                source_id=r["source_id"],
+                counterpart_id=r["counterpart_id"],
+                job_id=str(r["job_id"]),
+                decision=tuple(r["decision"]),
+                direction=r["direction"],
+                fields=tuple(r["fields"]),
+                message=r["message"],
+                at=r["logged_at"],
+            )
+            for r in rows
+        ]
 
     async def errors(
         self,

@@ -336,6 +336,8 @@ function problemRow(mapping, p) {
     el("td", { class: "num", title: `${p.same_failures} the same in a row`, text: p.attempts }),
     el("td", { class: "message", title: p.message, text: p.message }),
     el("td", {}, el("div", { class: "row-actions" },
+      button("history", "History", true, "What tablesync decided for this record, and in which jobs",
+        () => loadHistory(mapping, p.source_side, p.source_id).catch(() => {})),
       button("retry", "Retry", true, "Clear the skip and sync it now, in its direction",
         () => act("retry", { mapping, ids: [p.source_id] })),
       button("restore", "Restore", deleted, deleted ? `Re-create the deleted ${sideName(p.source_side)} record from the other side` : "Only for a coupled record that was deleted",
@@ -344,6 +346,36 @@ function problemRow(mapping, p) {
         () => askDelete(mapping, p), " danger-text"),
       button("delete-couplings", "Delete coupling", coupled, coupled ? "Uncouple the two records; neither record changes" : "The record has no coupling",
         () => act("delete_couplings", { mapping, ids: [p.bc_id] })))));
+}
+
+// One record's history: the record log of it and its counterpart.
+
+async function loadHistory(mapping, side, id) {
+  const card = $("history-card");
+  card.hidden = false;
+  card.dataset.recordId = id;
+  $("history-title").textContent = `Record history · ${mapping} · ${sideName(side)} ${id}`;
+  const body = $("history-table").tBodies[0];
+  let entries;
+  try {
+    entries = await api(`/api/records/${encodeURIComponent(mapping)}/log?${new URLSearchParams({ side, id, limit: "200" })}`);
+  } catch (error) {
+    if (error instanceof Unauthorized) throw error;
+    return emptyRow(body, 7, error.message);
+  }
+  // A later choice of record must not be drawn over.
+  if (card.dataset.recordId !== id) return;
+  if (!entries.length) return emptyRow(body, 7, "No decision on this record is kept (rows go with their jobs).");
+  body.replaceChildren(
+    ...entries.map((e) => el("tr", { "data-decision": e.decision.join(" "), "data-job-id": e.job_id },
+      el("td", { class: "when", text: time(e.at) }),
+      el("td", {}, ...e.decision.map(chip)),
+      el("td", {}, e.direction ? destination(e.direction) : el("span", { class: "muted", text: "–" })),
+      el("td", {}, el("code", { text: `${e.source_side} ${e.source_id}` })),
+      el("td", { text: e.fields.join(", ") }),
+      el("td", {}, el("code", { text: e.job_id })),
+      el("td", { class: "message", title: e.message, text: e.message }))),
+  );
 }
 
 function askDelete(mapping, p) {
@@ -719,6 +751,10 @@ function wire() {
     state.selectedJob = null;
     $("errors-card").hidden = true;
     for (const row of $("jobs-table").tBodies[0].rows) row.classList.remove("selected");
+  });
+  $("history-close").addEventListener("click", () => {
+    $("history-card").hidden = true;
+    delete $("history-card").dataset.recordId;
   });
   $("problems-mapping").addEventListener("change", (event) => selectProblemsMapping(event.target.value));
   $("problems-skipped").addEventListener("change", () => loadProblems().catch(() => {}));
