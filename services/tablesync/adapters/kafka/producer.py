@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from tablesync.adapters.kafka.connection import KafkaConnection
@@ -72,15 +73,30 @@ class KafkaPublisher:
                 raise MessageTooLarge(m.topic, m.key, size, MAX_MESSAGE_BYTES)
         futures: list[asyncio.Future[object]] = []
         for m in batch:
-            futures.append(
-                await self._producer.send(
-                    m.topic,
-                    m.value,
-                    key=m.key,
-                    partition=m.partition,
-                    headers=list(m.headers) or None,
+            try:
+                futures.append(
+                    await self._producer.send(
+                        m.topic,
+                        m.value,
+                        key=m.key,
+                        partition=m.partition,
+                        headers=list(m.headers) or None,
+                    )
                 )
-            )
+            except (UnknownTopicOrPartitionError, KafkaTimeoutError):
+                # A topic this producer has not sent to yet needs its partitions
+                # from the broker first; with the broker away the wait ends in
+                # this error, which names no broker. The caller tries again; the
+                # operator is told the same as while acks are held up.
+                log.warning(
+                    "kafka_publish_waiting",
+                    unsent=len(batch) - len(futures),
+                    of=len(batch),
+                    topic=m.topic,
+                    reason="no partitions known for the topic: the broker is away "
+                    "or the topic does not exist",
+                )
+                raise
         results = await self._acknowledged(futures)
         return [(r.partition, r.offset) for r in results]
 
