@@ -392,3 +392,15 @@ async def test_deleting_a_referenced_currency_is_refused(dv: Emulator) -> None:
     response = await dv.client.delete(url)
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "0x80040227"
+
+
+async def test_an_accounts_payment_terms_take_only_their_options(dv: Emulator) -> None:
+    made = await _post(dv, "accounts", {"name": "Terms", "paymenttermscode": 2})
+    assert made["paymenttermscode"] == 2
+    outside = await dv.client.post(
+        f"{dv.api}/accounts", json={"name": "Bad terms", "paymenttermscode": 9}
+    )
+    assert outside.status_code == 400
+    message = outside.json()["error"]["message"]
+    assert "'paymenttermscode' is outside the valid range" in message
+    assert message.endswith("Accepted Values: 1,2,3,4")

@@ -266,13 +266,34 @@ async def test_picklist_metadata_of_account(dv: Emulator) -> None:
     )
     assert response.status_code == 200, response.text
     picklists = {a["LogicalName"]: a for a in response.json()["value"]}
-    assert set(picklists) == {"customertypecode"}
+    assert set(picklists) == {
+        "customertypecode",
+        "paymenttermscode",
+        "address1_freighttermscode",
+        "address1_shippingmethodcode",
+    }
     code = picklists["customertypecode"]
     assert code["GlobalOptionSet"] is None
     options = {
         o["Value"]: o["Label"]["UserLocalizedLabel"]["Label"] for o in code["OptionSet"]["Options"]
     }
     assert options[3] == "Customer" and options[11] == "Vendor"
+
+    def labels(name: str) -> dict[int, str]:
+        return {
+            o["Value"]: o["Label"]["UserLocalizedLabel"]["Label"]
+            for o in picklists[name]["OptionSet"]["Options"]
+        }
+
+    # The options BC's Payment Terms, Shipment Method and Shipping Agent map to.
+    assert labels("paymenttermscode") == {
+        1: "Net 30",
+        2: "2% 10, Net 30",
+        3: "Net 45",
+        4: "Net 60",
+    }
+    assert labels("address1_freighttermscode") == {1: "FOB", 2: "No Charge"}
+    assert labels("address1_shippingmethodcode")[7] == "Will Call"
     first = code["OptionSet"]["Options"][0]["Label"]["LocalizedLabels"][0]
     assert first["LanguageCode"] == 1033
     state = await dv.client.get(

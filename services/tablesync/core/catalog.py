@@ -595,6 +595,13 @@ _DV_ACCOUNTS = _dv_entity(
         _dv_string("description", 2000),
         FieldDef("creditlimit", "Edm.Decimal"),
         FieldDef("customertypecode", "Edm.Int32"),
+        # The three choices BC's integration maps to Payment Terms, Shipment
+        # Method and Shipping Agent, with the options a new org has.
+        FieldDef("paymenttermscode", "Edm.Int32", options=("1", "2", "3", "4")),
+        FieldDef("address1_freighttermscode", "Edm.Int32", options=("1", "2")),
+        FieldDef(
+            "address1_shippingmethodcode", "Edm.Int32", options=tuple(str(v) for v in range(1, 8))
+        ),
         *_dv_state(),
     ),
     lookups=(

@@ -174,6 +174,27 @@ _BUILTIN_CHOICES = {
         ),
         "Picklist",
     ),
+    # What BC's "Handling missing option values" lists as Dataverse's options of
+    # the account's three choices its Payment Terms, Shipment Method and
+    # Shipping Agent map to.
+    ("account", "paymenttermscode"): OptionSet(
+        "account_paymenttermscode",
+        ((1, "Net 30"), (2, "2% 10, Net 30"), (3, "Net 45"), (4, "Net 60")),
+        "Picklist",
+    ),
+    ("account", "address1_freighttermscode"): OptionSet(
+        "account_address1_freighttermscode", ((1, "FOB"), (2, "No Charge")), "Picklist"
+    ),
+    ("account", "address1_shippingmethodcode"): OptionSet(
+        "account_address1_shippingmethodcode",
+        tuple(
+            enumerate(
+                ("Airborne", "DHL", "FedEx", "UPS", "Postal Mail", "Full Load", "Will Call"),
+                start=1,
+            )
+        ),
+        "Picklist",
+    ),
     ("product", "producttypecode"): OptionSet(
         "product_producttypecode",
         ((1, "Sales Inventory"), (2, "Miscellaneous Charges"), (3, "Services"), (4, "Flat Fees")),
