@@ -149,6 +149,20 @@ def _expect(
         raise MappingError(message, mapping=mapping, field=field, path=path)
 
 
+def _flag(
+    body: Mapping[str, Any],
+    key: str,
+    default: bool,
+    mapping: str,
+    field: str | None,
+    path: tuple[str | int, ...],
+) -> bool:
+    """The true-or-false option ``key`` of ``body`` (``default`` when absent)."""
+    value = body.get(key, default)
+    _expect(isinstance(value, bool), f"{key} is true or false", mapping, field, (*path, key))
+    return bool(value)
+
+
 def _mapping(name: str, body: Any, tables: TableInfoSource) -> TableMapping:
     path: tuple[str | int, ...] = ("mappings", name)
     _expect(
@@ -198,14 +212,7 @@ def _mapping(name: str, body: Any, tables: TableInfoSource) -> TableMapping:
         "depends_on",
         (*path, "depends_on"),
     )
-    only_coupled = body.get("sync_only_coupled", True)
-    _expect(
-        isinstance(only_coupled, bool),
-        "sync_only_coupled is true or false",
-        name,
-        "sync_only_coupled",
-        (*path, "sync_only_coupled"),
-    )
+    only_coupled = _flag(body, "sync_only_coupled", True, name, "sync_only_coupled", path)
     table_filter = _filter(body, "table_filter", bc_info, name, path)
     dv_filter = _filter(body, "integration_table_filter", dv_info, name, path)
     bc_key = _text(body, "bc_key", name, path)
@@ -543,30 +550,9 @@ def _field(
         raw, cast(MappingDirection, direction), mapping_direction, lookup, name, label, path
     )
     transform = replace(transform, rules=rules, rules_direction=rules_direction)
-    enabled = raw.get("enabled", True)
-    _expect(
-        isinstance(enabled, bool),
-        "enabled is true or false",
-        name,
-        label,
-        (*path, "enabled"),
-    )
-    not_null = raw.get("not_null", False)
-    _expect(
-        isinstance(not_null, bool),
-        "not_null is true or false",
-        name,
-        label,
-        (*path, "not_null"),
-    )
-    on_create = raw.get("on_create_only", False)
-    _expect(
-        isinstance(on_create, bool),
-        "on_create_only is true or false",
-        name,
-        label,
-        (*path, "on_create_only"),
-    )
+    enabled = _flag(raw, "enabled", True, name, label, path)
+    not_null = _flag(raw, "not_null", False, name, label, path)
+    on_create = _flag(raw, "on_create_only", False, name, label, path)
     return FieldMapping(
         bc=bc,
         dataverse=dv,
@@ -748,19 +734,11 @@ def _transform(
         label,
         (*path, "max_length"),
     )
-    for flag in ("trim", "code"):
-        _expect(
-            isinstance(raw.get(flag, False), bool),
-            f"{flag} is true or false",
-            name,
-            label,
-            (*path, flag),
-        )
     return Transform(
         option_map=cast(tuple[tuple[FieldValue, FieldValue], ...], pairs),
         max_length=max_length,
-        trim=bool(raw.get("trim", False)),
-        code=bool(raw.get("code", False)),
+        trim=_flag(raw, "trim", False, name, label, path),
+        code=_flag(raw, "code", False, name, label, path),
     )
 
 
