@@ -6,6 +6,7 @@ document cannot drift from what the server does."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
@@ -460,19 +461,7 @@ class RecordLogOut(BaseModel):
 
     @classmethod
     def of(cls, e: LogEntry) -> RecordLogOut:
-        return cls(
-            at=e.at,
-            mapping=e.mapping,
-            company=e.company,
-            job_id=e.job_id,
-            decision=list(e.decision),
-            direction=e.direction,
-            source_side=e.source_side,
-            source_id=e.source_id,
-            counterpart_id=e.counterpart_id,
-            fields=list(e.fields),
-            message=e.message,
-        )
+        return cls.model_validate(dataclasses.asdict(e))
 
 
 class JobErrorOut(BaseModel):

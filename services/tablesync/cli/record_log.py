@@ -3,6 +3,8 @@ and in which job."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import typer
 
 from tablesync.cli.common import fail, load_settings, print_json, run_async
@@ -10,7 +12,7 @@ from tablesync.cli.context import open_operator
 from tablesync.cli.output import render
 from tablesync.core.effects import LogEntry
 
-__all__ = ["entry_as_dict", "record_log"]
+__all__ = ["record_log"]
 
 _COLUMNS = [
     "at",
@@ -23,22 +25,6 @@ _COLUMNS = [
     "fields",
     "message",
 ]
-
-
-def entry_as_dict(e: LogEntry) -> dict[str, object]:
-    return {
-        "at": e.at,
-        "mapping": e.mapping,
-        "company": e.company,
-        "job_id": e.job_id,
-        "decision": list(e.decision),
-        "direction": e.direction,
-        "source_side": e.source_side,
-        "source_id": e.source_id,
-        "counterpart_id": e.counterpart_id,
-        "fields": list(e.fields),
-        "message": e.message,
-    }
 
 
 def record_log(
@@ -63,7 +49,7 @@ def record_log(
 
     entries = run_async(go())
     if json:
-        print_json([entry_as_dict(e) for e in entries])
+        print_json([dataclasses.asdict(e) for e in entries])
         return
     if not entries:
         typer.echo(
@@ -74,7 +60,7 @@ def record_log(
         return
     rows = [
         {
-            **entry_as_dict(e),
+            **dataclasses.asdict(e),
             "decision": ", ".join(e.decision),
             "fields": ", ".join(e.fields),
         }
