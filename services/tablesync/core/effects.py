@@ -20,6 +20,7 @@ from tablesync.core.events import FieldValue, Side
 from tablesync.core.fieldmap import looks_sent, same_value
 
 __all__ = [
+    "MESSAGE_LIMIT",
     "BatchEffects",
     "Decided",
     "DueRecord",
@@ -38,6 +39,10 @@ __all__ = [
 
 WriteTarget = tuple[Side, str, Literal["update", "delete"]]
 """A record tablesync is about to update or delete: side, id, kind."""
+
+
+MESSAGE_LIMIT = 2048
+"""The characters of a message the state keeps (error rows, record log rows)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from tablesync.adapters.memory.database import (
     uuid_text,
 )
 from tablesync.core.effects import (
+    MESSAGE_LIMIT,
     BatchEffects,
     DueRecord,
     Intent,
@@ -169,7 +170,7 @@ class MemoryApplyState(MemoryStore):
                     source_side=r.source_side,
                     source_id=r.source_id,
                     destination_id=r.destination_id,
-                    message=r.message[:2048],
+                    message=r.message[:MESSAGE_LIMIT],
                     detail=r.detail[:8192],
                     occurred_at=now,
                 )
@@ -229,7 +230,7 @@ class MemoryApplyState(MemoryStore):
         return replace(
             entry,
             job_id=self._existing_job(entry.job_id, "record_log"),
-            message=entry.message[:2048],
+            message=entry.message[:MESSAGE_LIMIT],
             at=utc(entry.at),
         )
 

@@ -16,6 +16,7 @@ import asyncpg
 from tablesync.adapters.postgres.claims import claim_held
 from tablesync.adapters.postgres.couplings import delete_couplings, write_couplings
 from tablesync.core.effects import (
+    MESSAGE_LIMIT,
     BatchEffects,
     DueRecord,
     ErrorRow,
@@ -462,7 +463,7 @@ async def _write(conn: asyncpg.Connection, e: BatchEffects) -> None:
                     r.source_side,
                     r.source_id,
                     r.destination_id,
-                    r.message[:2048],
+                    r.message[:MESSAGE_LIMIT],
                     r.detail[:8192],
                 )
                 for r in e.errors
@@ -529,7 +530,7 @@ async def write_log(conn: asyncpg.Connection, entries: Sequence[LogEntry]) -> No
         [_SEPARATOR.join(e.decision) for e in entries],
         [e.direction for e in entries],
         [_SEPARATOR.join(e.fields) for e in entries],
-        [e.message[:2048] for e in entries],
+        [e.message[:MESSAGE_LIMIT] for e in entries],
         [e.at for e in entries],
         _SEPARATOR,
     )
